@@ -1,0 +1,370 @@
+"""Typed configuration: presets, YAML files, overrides and validation that names the bad field.
+
+A config is a tree of dataclasses.  ``load_config`` accepts a preset name (``sigmarat2``) or a
+YAML path; a YAML file may start from a preset with ``base: sigmarat2`` and override any
+field.  Every problem is collected and raised once, each naming its dotted field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ratgan.errors import RatganError
+
+Norm = Literal["batch", "instance", "none"]
+Activation = Literal["relu", "leaky_relu"]
+Network = Literal["G", "E", "D", "C"]
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the four alpha-GAN networks (SPEC section 2)."""
+
+    volume_size: int = 64
+    """Side of the cubic volume the networks see: 4 * 2**k (32, 64, 128...)."""
+    channels: int = 1
+    """Channels of a volume: 1 for a scan, 4 for a scan plus GM/WM/CSF label channels."""
+    latent_dim: int = 500
+    g_width: int = 512
+    """Channels after the generator's first layer; each up-sampling block halves them."""
+    d_width: int = 512
+    """Channels of the discriminator's deepest conv; shallower convs halve them."""
+    e_width: int = 512
+    """Channels of the encoder's deepest conv."""
+    c_hidden: int = 4096
+    """Width of the code discriminator's two hidden layers."""
+    g_norm: Norm = "instance"
+    g_activation: Activation = "leaky_relu"
+    d_norm: Norm = "instance"
+    e_norm: Norm = "instance"
+    c_norm: Literal["batch", "none"] = "batch"
+    spectral_norm: list[Network] = field(default_factory=list)
+    leaky_slope: float = 0.2
+
+    @property
+    def n_scales(self) -> int:
+        """Number of x2 up-sampling (G) or stride-2 (D, E) blocks: 64 -> 4, 32 -> 3, 128 -> 5."""
+        return int(round(math.log2(self.volume_size / 4)))
+
+    def widths(self, deepest: int) -> list[int]:
+        """Channel widths from shallow to deep for a trunk whose deepest layer has ``deepest``."""
+        n = self.n_scales
+        return [max(deepest >> (n - 1 - i), 1) for i in range(n)]
+
+
+@dataclass
+class LossConfig:
+    """Weights of the alpha-GAN objectives (SPEC section 3, paper eqs. 1-6)."""
+
+    l1: float = 0.0
+    mse: float = 100.0
+    gdl: float = 0.01
+    gp: float = 100.0
+    """lambda of the WGAN-GP penalties of D and C."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser of all four networks."""
+
+    name: Literal["adam", "adamw"] = "adamw"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    double_generator_step: bool = True
+    """Reproduce the published code: step G's optimiser twice per iteration (same gradients)."""
+
+
+@dataclass
+class AugmentConfig:
+    """Conventional augmentation (SPEC section 1); each transform applied independently."""
+
+    mode: Literal["all", "flip", "none"] = "all"
+    rotate_prob: float = 0.1
+    rotate_range: float = 0.052
+    """Radians, about each axis."""
+    flip_prob: float = 0.1
+    flip_axis: int = 0
+    intensity_prob: float = 0.1
+    intensity_factor: float = 0.1
+    zoom_prob: float = 0.1
+    zoom_range: tuple[float, float] = (1.0, 1.1)
+    noise_prob: float = 0.1
+    noise_std: float = 0.01
+    translate_prob: float = 0.1
+    translate_range: tuple[float, float, float] = (4.0, 4.0, 0.0)
+
+
+@dataclass
+class DataConfig:
+    """How scans are read and prepared for the networks."""
+
+    target_shape: tuple[int, int, int] = (64, 64, 64)
+    downsample: int = 1
+    """Integer factor by which scans are average-pooled before padding (2 turns a 64x64x40
+    scan into 32x32x20 for 32^3 CPU models); generation upsamples back."""
+    volume_index: int | None = None
+    """For 4D scans: which volume to take; None takes the temporal mean."""
+    label_channels: bool = False
+    """Train on scan + GM/WM/CSF label channels (joint generation); needs model.channels == 4."""
+
+
+@dataclass
+class TrainConfig:
+    """The training run."""
+
+    iterations: int = 200_000
+    batch_size: int = 4
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = "auto"
+    log_every: int = 50
+    sample_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    tensorboard: bool = False
+    channels_last: bool = True
+    compile: bool = False
+
+
+@dataclass
+class Config:
+    """A complete, resolved configuration: stored in every run folder and checkpoint."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists) suitable for YAML/JSON."""
+        return _plain(dataclasses.asdict(self))
+
+    def validate(self) -> Config:
+        """Raise one RatganError listing every problem; return self when valid."""
+        problems = _semantic_problems(self)
+        if problems:
+            raise RatganError("invalid config: " + "; ".join(problems) + ".")
+        return self
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _semantic_problems(cfg: Config) -> list[str]:
+    p: list[str] = []
+    m = cfg.model
+    if m.volume_size < 8 or m.volume_size / 4 != 2 ** m.n_scales:
+        p.append(f"model.volume_size must be 4 * 2**k and at least 8 (got {m.volume_size})")
+    for name in ("channels", "latent_dim", "g_width", "d_width", "e_width", "c_hidden"):
+        if getattr(m, name) < 1:
+            p.append(f"model.{name} must be a positive integer (got {getattr(m, name)})")
+    if not 0 <= m.leaky_slope < 1:
+        p.append(f"model.leaky_slope must be in [0, 1) (got {m.leaky_slope})")
+    if len(set(m.spectral_norm)) != len(m.spectral_norm):
+        p.append("model.spectral_norm lists a network twice")
+    for name in ("l1", "mse", "gdl", "gp"):
+        if getattr(cfg.loss, name) < 0:
+            p.append(f"loss.{name} must be >= 0 (got {getattr(cfg.loss, name)})")
+    o = cfg.optim
+    if o.lr <= 0:
+        p.append(f"optim.lr must be > 0 (got {o.lr})")
+    if not all(0 <= b < 1 for b in o.betas):
+        p.append(f"optim.betas must lie in [0, 1) (got {list(o.betas)})")
+    if o.weight_decay < 0:
+        p.append(f"optim.weight_decay must be >= 0 (got {o.weight_decay})")
+    a = cfg.augment
+    for name in ("rotate_prob", "flip_prob", "intensity_prob", "zoom_prob", "noise_prob",
+                 "translate_prob"):
+        if not 0 <= getattr(a, name) <= 1:
+            p.append(f"augment.{name} must be a probability in [0, 1] (got {getattr(a, name)})")
+    if a.flip_axis not in (0, 1, 2):
+        p.append(f"augment.flip_axis must be 0, 1 or 2 (got {a.flip_axis})")
+    if a.zoom_range[0] <= 0 or a.zoom_range[0] > a.zoom_range[1]:
+        p.append(f"augment.zoom_range must be [low, high] with 0 < low <= high "
+                 f"(got {list(a.zoom_range)})")
+    d = cfg.data
+    if any(s < 1 for s in d.target_shape):
+        p.append(f"data.target_shape must be positive (got {list(d.target_shape)})")
+    elif tuple(d.target_shape) != (m.volume_size,) * 3:
+        p.append(f"data.target_shape {list(d.target_shape)} must equal model.volume_size "
+                 f"{m.volume_size} on every axis")
+    if d.downsample < 1:
+        p.append(f"data.downsample must be a positive integer (got {d.downsample})")
+    want_channels = 4 if d.label_channels else 1
+    if m.channels != want_channels:
+        p.append(f"model.channels must be {want_channels} when data.label_channels is "
+                 f"{str(d.label_channels).lower()} (got {m.channels})")
+    t = cfg.train
+    for name in ("iterations", "batch_size", "log_every", "sample_every", "checkpoint_every",
+                 "keep_checkpoints"):
+        if getattr(t, name) < 1:
+            p.append(f"train.{name} must be a positive integer (got {getattr(t, name)})")
+    if t.batch_size < 2 and cfg.model.c_norm == "batch":
+        p.append("train.batch_size must be >= 2 when model.c_norm is batch")
+    return p
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _check_type(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """Coerce ``value`` to annotation ``tp`` or record a problem naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            problems.append(f"{where} must be one of {', '.join(map(repr, args))} (got {value!r})")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], where, problems)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{where} must be a list (got {value!r})")
+            return value
+        if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
+            problems.append(f"{where} must have {len(args)} items (got {len(value)})")
+            return value
+        item_types = args if origin is tuple and Ellipsis not in args else [args[0]] * len(value)
+        out = [_check_type(v, t, f"{where}[{i}]", problems)
+               for i, (v, t) in enumerate(zip(value, item_types))]
+        return tuple(out) if origin is tuple else out
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{where} must be true or false (got {value!r})")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{where} must be an integer (got {value!r})")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{where} must be a number (got {value!r})")
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{where} must be text (got {value!r})")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str, problems: list[str]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(f"{where or 'config'} must be a mapping (got {data!r})")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            problems.append(f"{where + '.' if where else ''}{key} is not a known field")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        path = f"{where}.{f.name}" if where else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[f.name], path, problems)
+        else:
+            kwargs[f.name] = _check_type(data[f.name], tp, path, problems)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    root = resources.files("ratgan") / "presets"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RatganError(f"{label} is not valid YAML: {str(exc).splitlines()[0]}.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RatganError(f"{label} must hold a mapping of config fields.")
+    return data
+
+
+def _raw(source: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The merged raw dict of a preset name or YAML path, following ``base:`` chains."""
+    if source in seen:
+        raise RatganError(f"config base chain loops through {source!r}.")
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise RatganError(f"config file {source} does not exist.")
+        data = _read_yaml(path, f"config file {source}")
+    elif source in preset_names():
+        data = _read_yaml(resources.files("ratgan") / "presets" / f"{source}.yaml",
+                          f"preset {source}")
+    else:
+        raise RatganError(f"config {source!r} is neither a YAML file nor a preset "
+                          f"({', '.join(preset_names())}).")
+    base = data.pop("base", None)
+    if base is not None:
+        data = _merge(_raw(str(base), seen + (source,)), data)
+    return data
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a Config from a nested dict (unknown or mistyped fields are errors)."""
+    problems: list[str] = []
+    cfg = _build(Config, data, "", problems)
+    if problems:
+        raise RatganError("invalid config: " + "; ".join(problems) + ".")
+    return cfg.validate()
+
+
+def load_config(source: str, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a preset name or YAML path, apply dotted ``overrides`` ({'train.iterations': 3})."""
+    data = _raw(source)
+    data.setdefault("name", Path(source).stem if Path(source).suffix else source)
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)
