@@ -329,6 +329,7 @@ def _raw(source: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         if not path.is_file():
             raise RatganError(f"config file {source} does not exist.")
         data = _read_yaml(path, f"config file {source}")
+        data.setdefault("name", path.stem)
     elif source in preset_names():
         data = _read_yaml(resources.files("ratgan") / "presets" / f"{source}.yaml",
                           f"preset {source}")
@@ -353,7 +354,6 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 def load_config(source: str, overrides: dict[str, Any] | None = None) -> Config:
     """Load a preset name or YAML path, apply dotted ``overrides`` ({'train.iterations': 3})."""
     data = _raw(source)
-    data.setdefault("name", Path(source).stem if Path(source).suffix else source)
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

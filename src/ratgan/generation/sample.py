@@ -1,0 +1,139 @@
+"""Sampling a trained run and exporting NIfTI scans in a real scan's space (SPEC section 4).
+
+z ~ N(0, I) -> G -> crop to the source shape -> rescale from [-1, 1] to the source intensity
+range -> NIfTI with the header and affine of a real reference scan, so that a synthetic file
+carries the same metadata as a real one.  Each scan's code is drawn from its own seed, derived
+from (seed, index), so any single scan can be regenerated from the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ratgan.config import Config
+from ratgan.errors import RatganError
+from ratgan.models import build_networks
+from ratgan.training import checkpoint as ckpt
+from ratgan.training.run import read_run_config, read_run_data, select_device
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class LoadedGenerator:
+    """A trained generator in eval mode and where it came from."""
+
+    generator: torch.nn.Module
+    config: Config
+    checkpoint: Path
+    iteration: int
+    device: torch.device
+
+
+def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None,
+                   device: str = "auto") -> LoadedGenerator:
+    """Rebuild G from a checkpoint alone (its stored config) and load its weights."""
+    run_dir = Path(run_dir)
+    path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir)
+    if path is None:
+        raise RatganError(f"run folder {run_dir} holds no checkpoint yet.")
+    dev = select_device(device)
+    state = ckpt.load_checkpoint(path, map_location="cpu")
+    from ratgan.config import config_from_dict
+
+    cfg = config_from_dict(state["config"]) if "config" in state else read_run_config(run_dir)
+    generator = build_networks(cfg.model).generator
+    generator.load_state_dict(state["networks"]["G"])
+    generator.to(dev).eval()
+    return LoadedGenerator(generator, cfg, path, int(state["iteration"]), dev)
+
+
+def scan_seed(seed: int, index: int) -> int:
+    """The seed of scan ``index`` in a generation with ``seed`` (stable across n and batching)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
+
+
+def latent_codes(seeds: list[int], latent_dim: int) -> torch.Tensor:
+    """One N(0, I) code per seed, drawn on the CPU so that every device gives the same codes."""
+    return torch.stack([torch.randn(latent_dim, generator=torch.Generator().manual_seed(s))
+                        for s in seeds])
+
+
+@torch.no_grad()
+def sample_volumes(loaded: LoadedGenerator, z: torch.Tensor) -> np.ndarray:
+    """Network-space volumes (B, C, S, S, S) in [-1, 1] for the codes ``z``."""
+    bf16 = loaded.config.train.precision == "bf16"
+    with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = loaded.generator(z.to(loaded.device))
+    return out.float().cpu().numpy()
+
+
+def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tuple[Any, Any]:
+    """The reference scan (header, affine) and the preprocessing info that maps back to it."""
+    from ratgan.data.io import read_scan
+    from ratgan.data.transforms import preprocess
+
+    if reference is None:
+        entries = read_run_data(run_dir)["entries"]
+        reference = entries[0]["image"]
+        if not Path(reference).is_file():
+            raise RatganError(f"the run's first training scan {reference} is gone; pass "
+                              "--reference with a real scan to copy the header from.")
+    scan = read_scan(reference, cfg.data.volume_index)
+    _, info = preprocess(scan.data, cfg.data.target_shape, cfg.data.downsample)
+    return scan, info
+
+
+def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 0,
+                   reference: str | Path | None = None, batch_size: int = 8,
+                   device: str = "auto", checkpoint: str | Path | None = None,
+                   progress: bool = True, prefix: str = "synthetic") -> list[Path]:
+    """Write ``n`` synthetic scans (and label maps for joint models) plus ``manifest.json``."""
+    from tqdm.auto import tqdm
+
+    from ratgan.data.io import write_nifti
+    from ratgan.data.transforms import channels_to_labels, inverse_labels, inverse_preprocess
+
+    if n < 1:
+        raise RatganError(f"--n must be at least 1 (got {n}).")
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    loaded = load_generator(run_dir, checkpoint, device)
+    cfg = loaded.config
+    scan, info = _reference(run_dir, reference, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
+    records, written = [], []
+    bar = tqdm(total=n, disable=not progress, unit="scan", desc="generate")
+    for start in range(0, n, batch_size):
+        seeds = [scan_seed(seed, i) for i in range(start, min(n, start + batch_size))]
+        volumes = sample_volumes(loaded, latent_codes(seeds, cfg.model.latent_dim))
+        for offset, (s, vol) in enumerate(zip(seeds, volumes)):
+            index = start + offset
+            name = f"{prefix}_{index:05d}{suffix}"
+            path = write_nifti(out_dir / name, inverse_preprocess(vol[0], info), scan.affine,
+                               scan.header)
+            record = {"file": name, "index": index, "seed": s, "generation_seed": seed,
+                      "checkpoint": str(loaded.checkpoint.resolve()),
+                      "iteration": loaded.iteration, "reference": str(scan.path)}
+            if cfg.data.label_channels:
+                labels = channels_to_labels(torch.from_numpy(vol[None, 1:]))[0, 0].numpy()
+                label_path = write_nifti(out_dir / "labels" / name,
+                                         inverse_labels(labels, info).astype(np.uint8),
+                                         scan.affine, scan.header, dtype=np.uint8)
+                record["label"] = f"labels/{label_path.name}"
+            records.append(record)
+            written.append(path)
+            bar.update(1)
+    bar.close()
+    tmp = out_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"run": str(run_dir.resolve()), "n": n, "seed": seed,
+                               "scans": records}, indent=2))
+    os.replace(tmp, out_dir / MANIFEST)
+    return written

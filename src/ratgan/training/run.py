@@ -1,0 +1,268 @@
+"""A training run: its folder, the endless loop, logging, figures and checkpoints.
+
+Run folder layout::
+
+    RUN/config.yaml        resolved config (what --resume and generation rebuild from)
+    RUN/data.json          the training scans and their preprocessing (reference for export)
+    RUN/metrics.jsonl      one line per logging interval: iteration, time, mean losses
+    RUN/loss_curves.png    the loss curves (like the paper's Fig. 8)
+    RUN/samples/           montages of generated scans every sample_every iterations (Fig. 9)
+    RUN/checkpoints/       ckpt_XXXXXXX.pt: networks, optimisers, iteration, RNG, config, version
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ratgan.config import Config, config_from_dict, save_config
+from ratgan.errors import RatganError
+from ratgan.models import Networks, build_networks
+from ratgan.training import checkpoint as ckpt
+from ratgan.training.alphagan import AlphaGANStep, build_optimizers
+from ratgan.training.figures import plot_loss_curves, save_sample_montage
+
+CONFIG_FILE = "config.yaml"
+DATA_FILE = "data.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingDiverged(RatganError):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; anything else must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RatganError(f"--device {name!r} is not a device name (try auto, cpu, cuda).") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RatganError(f"--device {name} was asked for but this machine has no CUDA GPU.")
+    return device
+
+
+def read_run_config(run_dir: Path) -> Config:
+    """The resolved config stored in a run folder."""
+    import yaml
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise RatganError(f"{run_dir} is not a ratgan run folder (no {CONFIG_FILE}).")
+    return config_from_dict(yaml.safe_load(path.read_text()))
+
+
+def read_run_data(run_dir: Path) -> dict[str, Any]:
+    """The data record of a run: source, scan entries and their preprocessing infos."""
+    path = Path(run_dir) / DATA_FILE
+    if not path.is_file():
+        raise RatganError(f"{run_dir} is not a ratgan run folder (no {DATA_FILE}).")
+    return json.loads(path.read_text())
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def model_input(images: torch.Tensor, labels: torch.Tensor | None, cfg: Config) -> torch.Tensor:
+    """The network's view of a batch: the scan, plus GM/WM/CSF channels for joint generation."""
+    if cfg.data.label_channels:
+        from ratgan.data.transforms import labels_to_channels
+
+        images = torch.cat([images, labels_to_channels(labels).to(images.dtype)], dim=1)
+    fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
+    return images.contiguous(memory_format=fmt)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    run_dir: Path
+    iteration: int
+    seconds: float
+    last_losses: dict[str, float]
+
+
+def _prepare_run_dir(run_dir: Path, cfg: Config, data_source: str | None, resume: bool) -> Config:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    has_ckpt = bool(ckpt.list_checkpoints(run_dir))
+    if resume:
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise RatganError(f"--resume: {run_dir} holds no run to resume.")
+        stored = read_run_config(run_dir)
+        stored.train.iterations = cfg.train.iterations
+        stored.train.device = cfg.train.device
+        return stored.validate()
+    if has_ckpt:
+        raise RatganError(f"run folder {run_dir} already holds checkpoints; pass --resume to "
+                          "continue it or choose another --out.")
+    save_config(cfg, run_dir / CONFIG_FILE)
+    return cfg
+
+
+def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resume: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train (or resume) an alpha-GAN run; see the module docstring for what it writes."""
+    from tqdm.auto import tqdm
+
+    from ratgan.data.augment import BatchAugmenter
+    from ratgan.data.dataset import EndlessBatches, load_cohort
+
+    run_dir = Path(run_dir)
+    cfg = _prepare_run_dir(run_dir, cfg, None if data_source is None else str(data_source), resume)
+    if resume:
+        data_source = read_run_data(run_dir)["source"]
+    elif data_source is None:
+        raise RatganError("--data is required to start a new run.")
+    t_cfg = cfg.train
+    device = select_device(t_cfg.device)
+    torch.manual_seed(t_cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    cohort = load_cohort(data_source, cfg.data, require_labels=cfg.data.label_channels,
+                         progress=progress)
+    if not resume:
+        _write_json(run_dir / DATA_FILE, {
+            "source": str(data_source),
+            "entries": [{"image": str(Path(e.image).resolve()),
+                         "label": None if e.label is None else str(Path(e.label).resolve())}
+                        for e in cohort.entries],
+            "infos": [i.to_dict() for i in cohort.infos],
+        })
+    augmenter = BatchAugmenter(cfg.augment, seed=t_cfg.seed + 1)
+    stream = EndlessBatches(cohort, t_cfg.batch_size, seed=t_cfg.seed, device=device,
+                            augmenter=augmenter, with_labels=cfg.data.label_channels)
+
+    nets = build_networks(cfg.model)
+    fmt = torch.channels_last_3d if t_cfg.channels_last else torch.contiguous_format
+    for net in nets.as_dict().values():
+        net.to(device)
+    for key in ("G", "E", "D"):
+        nets.as_dict()[key].to(memory_format=fmt)
+    optimizers = build_optimizers(nets, cfg)
+    rng = torch.Generator(device=device)
+    rng.manual_seed(t_cfg.seed + 2)
+    sample_z = torch.randn(4, cfg.model.latent_dim,
+                           generator=torch.Generator().manual_seed(t_cfg.seed + 3))
+
+    start = 0
+    if resume:
+        latest = ckpt.latest_checkpoint(run_dir)
+        if latest is not None:
+            state = ckpt.load_checkpoint(latest, map_location=device)
+            _restore(state, nets, optimizers, rng, stream)
+            start = int(state["iteration"])
+            _truncate_metrics(run_dir / METRICS_FILE, start)
+    step = AlphaGANStep(nets, optimizers, cfg, device, rng)
+
+    writer = _tensorboard(run_dir) if t_cfg.tensorboard else None
+    window: list[dict[str, torch.Tensor]] = []
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    last: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=t_cfg.iterations, initial=start, disable=not progress, unit="it",
+               desc="train", dynamic_ncols=True)
+    try:
+        for it in range(start + 1, t_cfg.iterations + 1):
+            x1 = model_input(*next(stream), cfg)
+            x2 = model_input(*next(stream), cfg)
+            parts = step(x1, x2)
+            finite &= torch.stack([v for v in parts.values()]).isfinite().all()
+            window.append(parts)
+            bar.update(1)
+            at_log = it % t_cfg.log_every == 0 or it == t_cfg.iterations
+            at_ckpt = it % t_cfg.checkpoint_every == 0 or it == t_cfg.iterations
+            if at_log or at_ckpt:
+                if not bool(finite):  # one host sync per logging interval, not per step
+                    raise TrainingDiverged(
+                        f"a loss became NaN or Inf between iterations {it - len(window) + 1} "
+                        f"and {it}; the last good checkpoint is kept in {run_dir / 'checkpoints'}.")
+                last = _log(run_dir / METRICS_FILE, it, window, time.perf_counter() - t0, writer)
+                window = []
+                bar.set_postfix({k: f"{last[k]:.3g}" for k in
+                                 ("eg_total", "d_total", "c_total") if k in last})
+            if it % t_cfg.sample_every == 0 or it == t_cfg.iterations:
+                save_sample_montage(nets.generator, sample_z, cohort.infos[0], cfg,
+                                    run_dir / "samples" / f"iter_{it:07d}.png", device)
+            if at_ckpt:
+                ckpt.save_checkpoint(run_dir, it, _state(cfg, nets, optimizers, rng, stream),
+                                     keep=t_cfg.keep_checkpoints)
+                plot_loss_curves(run_dir / METRICS_FILE, run_dir / "loss_curves.png")
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    return TrainResult(run_dir, t_cfg.iterations, time.perf_counter() - t0, last)
+
+
+def _state(cfg: Config, nets: Networks, optimizers: dict, rng: torch.Generator,
+           stream: Any) -> dict[str, Any]:
+    return {
+        "config": cfg.to_dict(),
+        "networks": {k: v.state_dict() for k, v in nets.as_dict().items()},
+        "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
+        "rng": {"global": ckpt.capture_rng_state(), "train": rng.get_state()},
+        "stream": stream.state_dict(),
+    }
+
+
+def _restore(state: dict[str, Any], nets: Networks, optimizers: dict, rng: torch.Generator,
+             stream: Any) -> None:
+    for key, net in nets.as_dict().items():
+        net.load_state_dict(state["networks"][key])
+    for key, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][key])
+    ckpt.restore_rng_state(state["rng"]["global"])
+    rng.set_state(state["rng"]["train"].cpu() if hasattr(state["rng"]["train"], "cpu")
+                  else state["rng"]["train"])
+    stream.load_state_dict(state["stream"])
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop log lines written after the checkpoint a run resumes from."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines()
+            if ln.strip() and json.loads(ln)["iteration"] <= iteration]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
+
+
+def _log(path: Path, iteration: int, window: list[dict[str, torch.Tensor]], seconds: float,
+         writer: Any) -> dict[str, float]:
+    keys = list(window[0])
+    means = torch.stack([torch.stack([w[k] for w in window]) for k in keys]).float().mean(1)
+    values = dict(zip(keys, means.tolist()))
+    record = {"iteration": iteration, "seconds": round(seconds, 3), **values}
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if writer is not None:
+        for k, v in values.items():
+            writer.add_scalar(k, v, iteration)
+    return values
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RatganError("train.tensorboard is true but the tensorboard package is not "
+                          "installed (pip install tensorboard).") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))

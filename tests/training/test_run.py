@@ -1,0 +1,115 @@
+"""The training loop: run folder, resume equality, crash safety, divergence handling."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ratgan.config import load_config
+from ratgan.errors import RatganError
+from ratgan.training import checkpoint as ckpt
+from ratgan.training.run import TrainingDiverged, train
+
+
+def _cfg(iterations: int, **over):
+    base = {"train.iterations": iterations, "train.log_every": 1, "train.checkpoint_every": 2,
+            "train.sample_every": 100, "train.keep_checkpoints": 10}
+    base.update(over)
+    return load_config("tiny", base)
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _strip_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(phantom_dir, tmp_path):
+    full = tmp_path / "full"
+    train(_cfg(4), phantom_dir, full, progress=False)
+    part = tmp_path / "part"
+    train(_cfg(2), phantom_dir, part, progress=False)
+    train(_cfg(4), None, part, resume=True, progress=False)
+    assert _strip_time(_metrics(part)) == _strip_time(_metrics(full))
+    a = ckpt.load_checkpoint(ckpt.checkpoint_path(full, 4))
+    b = ckpt.load_checkpoint(ckpt.checkpoint_path(part, 4))
+    for net in ("G", "E", "D", "C"):
+        for key, value in a["networks"][net].items():
+            assert torch.equal(value, b["networks"][net][key]), (net, key)
+
+
+def test_checkpoint_holds_the_whole_state(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(2), phantom_dir, run, progress=False)
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 2))
+    assert state["iteration"] == 2
+    assert set(state["networks"]) == set(state["optimizers"]) == {"G", "E", "D", "C"}
+    assert {"config", "rng", "stream", "ratgan_version"} <= set(state)
+    assert state["config"]["name"] == "tiny"
+
+
+def test_new_run_refuses_a_folder_with_checkpoints(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(2), phantom_dir, run, progress=False)
+    with pytest.raises(RatganError, match="--resume"):
+        train(_cfg(2), phantom_dir, run, progress=False)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(phantom_dir, tmp_path,
+                                                                    monkeypatch):
+    from ratgan.training import alphagan
+
+    real_call = alphagan.AlphaGANStep.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, x1, x2):
+        out = real_call(self, x1, x2)
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            out["d_total"] = out["d_total"] * float("nan")
+        return out
+
+    monkeypatch.setattr(alphagan.AlphaGANStep, "__call__", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="NaN or Inf"):
+        train(_cfg(6), phantom_dir, run, progress=False)
+    assert [i for i, _ in ckpt.list_checkpoints(run)] == [2]
+    assert ckpt.load_checkpoint(ckpt.latest_checkpoint(run))["iteration"] == 2
+
+
+def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(phantom_dir,
+                                                                                tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, RATGAN_TEST_CHECKPOINT_PAUSE="4:60")
+    cmd = [sys.executable, "-m", "ratgan", "train", "--config", "tiny", "--data",
+           str(phantom_dir), "--out", str(run), "--iterations", "6", "--no-progress"]
+    cfg_yaml = tmp_path / "tiny2.yaml"
+    cfg_yaml.write_text("base: tiny\ntrain: {checkpoint_every: 2, log_every: 1, "
+                        "sample_every: 100, keep_checkpoints: 10}\n")
+    cmd[cmd.index("tiny")] = str(cfg_yaml)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = run / "checkpoints" / "ckpt_0000004.pt.tmp"
+    deadline = time.time() + 120
+    while not (partial.exists() and partial.stat().st_size >= 4096):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the checkpoint write never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert [i for i, _ in ckpt.list_checkpoints(run)] == [2]
+    with pytest.raises(Exception):  # the half-written file is not a loadable checkpoint
+        torch.load(partial, weights_only=False)
+    done = subprocess.run(cmd[:-1] + ["--resume", "--no-progress"], capture_output=True,
+                          text=True, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert not partial.exists()
+    assert [i for i, _ in ckpt.list_checkpoints(run)] == [2, 4, 6]
+    assert [r["iteration"] for r in _metrics(run)] == [1, 2, 3, 4, 5, 6]
