@@ -49,6 +49,9 @@ class ModelConfig:
     c_norm: Literal["batch", "none"] = "batch"
     spectral_norm: list[Network] = field(default_factory=list)
     leaky_slope: float = 0.2
+    """Negative slope of the LeakyReLUs of D, E and C."""
+    g_leaky_slope: float = 0.01
+    """Negative slope of G's LeakyReLUs: the published G uses nn.LeakyReLU() (0.01)."""
 
     @property
     def n_scales(self) -> int:
@@ -177,8 +180,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
     for name in ("channels", "latent_dim", "g_width", "d_width", "e_width", "c_hidden"):
         if getattr(m, name) < 1:
             p.append(f"model.{name} must be a positive integer (got {getattr(m, name)})")
-    if not 0 <= m.leaky_slope < 1:
-        p.append(f"model.leaky_slope must be in [0, 1) (got {m.leaky_slope})")
+    for name in ("leaky_slope", "g_leaky_slope"):
+        if not 0 <= getattr(m, name) < 1:
+            p.append(f"model.{name} must be in [0, 1) (got {getattr(m, name)})")
     if len(set(m.spectral_norm)) != len(m.spectral_norm):
         p.append("model.spectral_norm lists a network twice")
     for name in ("l1", "mse", "gdl", "gp"):

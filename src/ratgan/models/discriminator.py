@@ -1,0 +1,62 @@
+"""The discriminator D and the encoder E, which share one convolutional trunk (SPEC section 2)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import Tensor, nn
+
+from ratgan.config import ModelConfig, Norm
+from ratgan.models.layers import activation, maybe_spectral, norm3d
+
+
+class ConvTrunk(nn.Module):
+    """Volume (B, C, S, S, S) -> (B, out_channels) features, the trunk of D and E.
+
+    ``n_scales`` Conv3d(k4, s2, p1) layers with ``widths`` channels take S^3 down to 4^3, each
+    followed by LeakyReLU; norm sits between conv and activation from the second conv on.
+    A final Conv3d(k4, s1, p0) maps 4^3 to 1^3 with ``out_channels`` channels.
+
+    Every conv keeps its bias, including those followed by BatchNorm: both published codes
+    (Kwon's ``Discriminator``, which Kwon also uses as the encoder, and Ferreira's
+    ``Discriminator``/``Encoder``) use ``nn.Conv3d``'s default ``bias=True`` throughout.
+    """
+
+    def __init__(self, in_channels: int, widths: list[int], out_channels: int, norm: Norm,
+                 slope: float, spectral: bool) -> None:
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        prev = in_channels
+        for i, width in enumerate(widths):
+            layers[f"down{i + 1}"] = nn.Sequential(
+                maybe_spectral(nn.Conv3d(prev, width, 4, 2, 1), spectral),
+                norm3d(norm if i > 0 else "none", width),
+                activation("leaky_relu", slope),
+            )
+            prev = width
+        layers["head"] = maybe_spectral(nn.Conv3d(prev, out_channels, 4, 1, 0), spectral)
+        self.net = nn.Sequential(layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, S, S, S) -> (B, out_channels)."""
+        return self.net(x).flatten(1)
+
+
+class Discriminator(ConvTrunk):
+    """The critic D: volume (B, C, S, S, S) -> one unbounded score per volume, shape (B,)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg.channels, cfg.widths(cfg.d_width), 1, cfg.d_norm, cfg.leaky_slope,
+                         "D" in cfg.spectral_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, S, S, S) -> (B,) scores."""
+        return super().forward(x)[:, 0]
+
+
+class Encoder(ConvTrunk):
+    """The encoder E: volume (B, C, S, S, S) -> latent code z_e of shape (B, L)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg.channels, cfg.widths(cfg.e_width), cfg.latent_dim, cfg.e_norm,
+                         cfg.leaky_slope, "E" in cfg.spectral_norm)

@@ -1,0 +1,132 @@
+"""The alpha-GAN objectives as pure tensor functions (SPEC section 3, paper eqs. 1-6).
+
+Nothing here synchronises with the host (no ``.item()``).  Each objective returns
+``(total, parts)``: ``total`` carries the autograd graph; ``parts`` holds the unweighted terms
+(and ``total``) detached, for logging only.
+
+Written by hand: MONAI has no WGAN-GP penalty and no 3-D gradient difference loss in this
+form (sum reduction, absolute finite differences).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ratgan.config import LossConfig
+
+_GP_EPS = 1e-15
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """WGAN-GP penalty mean((sqrt(||grad critic(x_hat)||^2 + 1e-15) - 1)^2).
+
+    x_hat = a * real + (1 - a) * fake with one a ~ U(0, 1) per sample, drawn with
+    ``generator`` (which must live on ``real``'s device).  ``real`` and ``fake`` are detached,
+    so the penalty's gradient reaches only the critic's parameters; the graph of the input
+    gradient is kept (``create_graph=True``).  Works for volumes (B, C, S, S, S) and codes (B, L).
+    """
+    real = real.detach()
+    fake = fake.detach()
+    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    alpha = torch.rand(shape, generator=generator, device=real.device, dtype=real.dtype)
+    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    if grad.dtype in (torch.float16, torch.bfloat16):
+        grad = grad.float()
+    sq_norm = grad.flatten(1).pow(2).sum(1)
+    return (torch.sqrt(sq_norm + _GP_EPS) - 1).pow(2).mean()
+
+
+def gradient_difference_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Sum over the three spatial axes of (|d real| - |d fake|)^2, summed over voxels and batch.
+
+    Forward finite differences along the last three axes of (B, C, X, Y, Z) tensors.  The
+    gradient flows to ``fake`` (the published code turned this term into a float, so it never
+    trained anything).  Computed in float32.
+    """
+    real = real.float()
+    fake = fake.float()
+    total = real.new_zeros(())
+    for axis in (2, 3, 4):
+        n = real.shape[axis]
+        d_real = real.narrow(axis, 1, n - 1) - real.narrow(axis, 0, n - 1)
+        d_fake = fake.narrow(axis, 1, n - 1) - fake.narrow(axis, 0, n - 1)
+        total = total + (d_real.abs() - d_fake.abs()).pow(2).sum()
+    return total
+
+
+def reconstruction_loss(x: Tensor, x_rec: Tensor, loss: LossConfig
+                        ) -> tuple[Tensor, dict[str, Tensor]]:
+    """loss.l1 * L1 + loss.mse * MSE + loss.gdl * GDL between ``x`` and its reconstruction.
+
+    L1 and MSE are means over all elements; GDL is the sum reduction of
+    ``gradient_difference_loss``.  Terms with weight 0 are still reported in ``parts`` but
+    computed without a graph.
+    """
+    terms = {
+        "l1": (loss.l1, lambda: F.l1_loss(x_rec.float(), x.float())),
+        "mse": (loss.mse, lambda: F.mse_loss(x_rec.float(), x.float())),
+        "gdl": (loss.gdl, lambda: gradient_difference_loss(x, x_rec)),
+    }
+    total = x_rec.new_zeros((), dtype=torch.float32)
+    parts: dict[str, Tensor] = {}
+    for name, (weight, fn) in terms.items():
+        if weight:
+            value = fn()
+            total = total + weight * value
+        else:
+            with torch.no_grad():
+                value = fn()
+        parts[name] = value.detach()
+    parts["total"] = total.detach()
+    return total, parts
+
+
+def encoder_generator_loss(d_rec: Tensor, d_gen: Tensor, c_enc: Tensor, x: Tensor, x_rec: Tensor,
+                           loss: LossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Loss of E and G (eqs. 1-6): L_GD - mean(C(z_e)) + reconstruction.
+
+    L_GD = -mean(D(G(z_e))) - mean(D(G(z_r))), with ``d_rec`` = D(G(z_e)), ``d_gen`` = D(G(z_r))
+    and ``c_enc`` = C(z_e); ``x_rec`` = G(z_e) is compared with the real batch ``x``.
+    Parts: ``l_gd``, ``c_enc`` (= mean(C(z_e))), ``l1``, ``mse``, ``gdl``, ``total``.
+    """
+    l_gd = -d_rec.float().mean() - d_gen.float().mean()
+    c_mean = c_enc.float().mean()
+    rec, rec_parts = reconstruction_loss(x, x_rec, loss)
+    total = l_gd - c_mean + rec
+    parts = {"l_gd": l_gd.detach(), "c_enc": c_mean.detach(), "l1": rec_parts["l1"],
+             "mse": rec_parts["mse"], "gdl": rec_parts["gdl"], "total": total.detach()}
+    return total, parts
+
+
+def discriminator_loss(d_real: Tensor, d_rec: Tensor, d_gen: Tensor, gp: Tensor, loss: LossConfig
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Loss of D: mean(D(G(z_e))) + mean(D(G(z_r))) - 2 mean(D(x)) + loss.gp * gp.
+
+    ``gp`` is GP(real, G(z_e)) + GP(real, G(z_r)), computed by the caller.
+    Parts: ``d_real``, ``d_rec``, ``d_gen`` (means), ``gp``, ``total``.
+    """
+    m_real, m_rec, m_gen = d_real.float().mean(), d_rec.float().mean(), d_gen.float().mean()
+    total = m_rec + m_gen - 2 * m_real + loss.gp * gp.float()
+    parts = {"d_real": m_real.detach(), "d_rec": m_rec.detach(), "d_gen": m_gen.detach(),
+             "gp": gp.detach(), "total": total.detach()}
+    return total, parts
+
+
+def code_discriminator_loss(c_enc: Tensor, c_rand: Tensor, gp: Tensor, loss: LossConfig
+                            ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Loss of C: mean(C(z_e)) - mean(C(z_r)) + loss.gp * gp, with gp = GP_C(z_e, z_r).
+
+    Parts: ``c_enc``, ``c_rand`` (means), ``gp``, ``total``.
+    """
+    m_enc, m_rand = c_enc.float().mean(), c_rand.float().mean()
+    total = m_enc - m_rand + loss.gp * gp.float()
+    parts = {"c_enc": m_enc.detach(), "c_rand": m_rand.detach(), "gp": gp.detach(),
+             "total": total.detach()}
+    return total, parts
