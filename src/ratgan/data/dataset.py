@@ -1,0 +1,164 @@
+"""Cohorts of preprocessed scans held in memory, and an endless, resumable batch stream.
+
+A cohort of the paper's size (210 scans of 64^3 float32) is about 220 MB, so it is read once,
+moved to the training device once, and batches are gathered there: no DataLoader is re-created
+per step (a defect of the published code) and no worker processes are needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ratgan.config import DataConfig
+from ratgan.data.augment import BatchAugmenter
+from ratgan.data.io import ScanEntry, list_scans, read_label, read_scan
+from ratgan.data.transforms import PreprocessInfo, preprocess, preprocess_labels
+from ratgan.errors import RatganError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cohort:
+    """Preprocessed scans (and label maps) of one source, in memory on the CPU."""
+
+    images: torch.Tensor
+    """(N, 1, *target_shape) float32 in [-1, 1]."""
+    labels: torch.Tensor | None
+    """(N, 1, *target_shape) int64, or None."""
+    entries: list[ScanEntry]
+    infos: list[PreprocessInfo] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def load_cohort(source: str | Path, data_cfg: DataConfig, require_labels: bool = False,
+                progress: bool = True) -> Cohort:
+    """Read and preprocess every scan of ``source`` (folder, glob or CSV, see ``list_scans``).
+
+    Label maps are loaded when every scan has one; when only some have one the cohort has no
+    labels (a warning is logged) unless ``require_labels``, which makes a missing label map an
+    error.  All scans must share one shape.
+    """
+    entries = list_scans(source, require_labels=require_labels)
+    has = [e.label is not None for e in entries]
+    with_labels = all(has)
+    if any(has) and not with_labels:
+        log.warning("%d of %d scans of %s have label maps; labels are ignored because "
+                    "not every scan has one", sum(has), len(has), source)
+    shape = tuple(int(s) for s in data_cfg.target_shape)
+    n = len(entries)
+    images = torch.empty((n, 1, *shape), dtype=torch.float32)
+    labels = torch.empty((n, 1, *shape), dtype=torch.int64) if with_labels else None
+    infos: list[PreprocessInfo] = []
+    first: tuple[Path, tuple[int, ...]] | None = None
+    for i, entry in enumerate(tqdm(entries, desc="reading scans", unit="scan",
+                                   disable=not progress)):
+        scan = read_scan(entry.image, data_cfg.volume_index)
+        if first is None:
+            first = (entry.image, scan.data.shape)
+        elif scan.data.shape != first[1]:
+            raise RatganError(f"scan {entry.image} has shape {list(scan.data.shape)} but "
+                              f"{first[0].name} has shape {list(first[1])}; all scans of a "
+                              "cohort must share one shape.")
+        vol, info = preprocess(scan.data, shape, data_cfg.downsample)
+        images[i, 0] = torch.from_numpy(vol)
+        infos.append(info)
+        if labels is not None:
+            lab = read_label(entry.label, scan)  # type: ignore[arg-type]
+            labels[i, 0] = torch.from_numpy(preprocess_labels(lab, shape, data_cfg.downsample))
+    return Cohort(images=images, labels=labels, entries=entries, infos=infos)
+
+
+class EndlessBatches:
+    """Endless stream of (images, labels or None) batches drawn from a cohort on ``device``.
+
+    The stream is the concatenation of seeded random permutations of the cohort, one per
+    epoch, cut into consecutive batches: a batch at the end of an epoch wraps into the next
+    permutation instead of being dropped or shortened, so every batch has ``batch_size``
+    scans, every scan is drawn exactly once per epoch, and ``batch_size`` may exceed the
+    cohort size.  ``state_dict`` captures everything needed to resume the same stream.
+    """
+
+    def __init__(self, cohort: Cohort, batch_size: int, seed: int,
+                 device: torch.device | str = "cpu", augmenter: BatchAugmenter | None = None,
+                 with_labels: bool = False):
+        if len(cohort) == 0:
+            raise RatganError("the cohort holds no scans.")
+        if batch_size < 1:
+            raise RatganError(f"batch_size must be a positive integer (got {batch_size}).")
+        if with_labels and cohort.labels is None:
+            raise RatganError("labels were requested but the cohort has no label maps "
+                              "(every scan needs one).")
+        self.device = torch.device(device)
+        self.images = cohort.images.to(self.device)
+        self.labels = cohort.labels.to(self.device) if with_labels else None  # type: ignore[union-attr]
+        self.n = len(cohort)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.augmenter = augmenter
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(self.seed)
+        self.epoch = 0
+        self.position = 0
+        self.perm = torch.randperm(self.n, generator=self.generator)
+
+    def __iter__(self) -> EndlessBatches:
+        return self
+
+    def next_indices(self) -> torch.Tensor:
+        """Cohort indices of the next batch (advances the stream)."""
+        parts = []
+        need = self.batch_size
+        while need > 0:
+            if self.position == self.n:
+                self.perm = torch.randperm(self.n, generator=self.generator)
+                self.position = 0
+                self.epoch += 1
+            take = min(need, self.n - self.position)
+            parts.append(self.perm[self.position:self.position + take])
+            self.position += take
+            need -= take
+        return torch.cat(parts)
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = self.next_indices().to(self.device)
+        images = self.images.index_select(0, idx)
+        labels = self.labels.index_select(0, idx) if self.labels is not None else None
+        if self.augmenter is not None:
+            images, labels = self.augmenter(images, labels)
+        return images, labels
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the stream, permutation, generator and augmenter states."""
+        return {
+            "n": self.n,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self.position,
+            "perm": self.perm.clone(),
+            "generator": self.generator.get_state(),
+            "augmenter": self.augmenter.state_dict() if self.augmenter is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; the next batches are those the saved stream had next."""
+        if int(state["n"]) != self.n:
+            raise RatganError(f"the saved batch stream covers {state['n']} scans but this "
+                              f"cohort has {self.n}; resume with the same data.")
+        self.batch_size = int(state["batch_size"])
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.perm = torch.as_tensor(state["perm"], dtype=torch.int64).clone()
+        self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).clone())
+        if self.augmenter is not None and state.get("augmenter") is not None:
+            self.augmenter.load_state_dict(state["augmenter"])

@@ -1,0 +1,405 @@
+"""NIfTI input and output: the only module of ratgan that imports nibabel.
+
+Every problem with a user's file is raised as a one-sentence :class:`RatganError` naming the
+file; nibabel's own exceptions never reach the user.  Writes are atomic: a file is written
+under a temporary name in its destination folder and then renamed over the destination.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ratgan.errors import RatganError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+AFFINE_ATOL = 1e-4
+
+
+@dataclass
+class Scan:
+    """One scan read from disk."""
+
+    data: np.ndarray
+    """float32, 3-D (a 4-D file already reduced to one volume)."""
+    affine: np.ndarray
+    """(4, 4) float64 voxel-to-world matrix (sform if set, else qform)."""
+    header: nib.Nifti1Header
+    """A copy of the file's header: codes, pixdim, datatype and the file's scl_slope/inter."""
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of the 3-D data."""
+        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def zooms(self) -> tuple[float, float, float]:
+        """Voxel size along the three spatial axes (from the header's pixdim)."""
+        return tuple(float(z) for z in self.header.get_zooms()[:3])  # type: ignore[return-value]
+
+
+@dataclass
+class ScanEntry:
+    """A scan file and, when there is one, its label map."""
+
+    image: Path
+    label: Path | None = None
+
+
+def is_nifti_path(path: str | Path) -> bool:
+    """Whether the file name ends in .nii or .nii.gz."""
+    name = str(path).lower()
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def _suffix(path: Path) -> str:
+    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+
+
+def _first_line(exc: BaseException, path: Path | None = None) -> str:
+    text = str(exc).strip().splitlines()
+    line = (text[0] if text else type(exc).__name__).rstrip(".")
+    if path is not None:  # the message names the file already: keep the reason short
+        line = line.replace(str(path), path.name)
+    return line
+
+
+def _load(path: Path, what: str = "scan") -> nib.Nifti1Image:
+    """Open a NIfTI-1/2 file lazily, turning every failure into a RatganError."""
+    if not path.exists():
+        raise RatganError(f"{what} file {path} does not exist.")
+    if path.is_dir():
+        raise RatganError(f"{what} file {path} is a folder, not a NIfTI file.")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises ImageFileError, OSError, ValueError...
+        raise RatganError(f"{what} file {path} is not a readable NIfTI file "
+                          f"({_first_line(exc, path)}).") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise RatganError(f"{what} file {path} is a {type(img).__name__}, not a NIfTI file.")
+    return img
+
+
+def _read_array(img: nib.Nifti1Image, path: Path, what: str,
+                index: int | None = None) -> np.ndarray:
+    """Scaled voxel values as float64 (optionally one volume of a 4-D file)."""
+    try:
+        if index is None:
+            return img.get_fdata(dtype=np.float64)
+        return np.asarray(img.dataobj[:, :, :, index], dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - truncated data: EOFError, zlib.error, OSError...
+        raise RatganError(f"{what} file {path} is truncated or corrupt "
+                          f"({_first_line(exc, path)}).") from None
+
+
+def _spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Drop trailing singleton axes beyond the third (a (X, Y, Z, 1) file is 3-D)."""
+    shape = tuple(shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _as_nifti1_header(hdr: object) -> nib.Nifti1Header:
+    """A Nifti1Header copy of any NIfTI-1/2 header."""
+    if type(hdr) is nib.Nifti1Header:
+        return hdr.copy()
+    out = nib.Nifti1Header.from_header(hdr, check=False)
+    out["sizeof_hdr"] = 348  # a NIfTI-2 header's value was copied over
+    return out
+
+
+def _header_copy(img: nib.Nifti1Image, shape: tuple[int, ...]) -> nib.Nifti1Header:
+    """A Nifti1 copy of the header, with the file's own scaling and the data's shape."""
+    hdr = _as_nifti1_header(img.header)
+    # nibabel resets scl_slope/inter of a loaded header (the proxy applies them); put the
+    # file's values back so that write_nifti can store data the way the source file did.
+    slope = getattr(img.dataobj, "slope", 1.0)
+    inter = getattr(img.dataobj, "inter", 0.0)
+    try:
+        hdr.set_slope_inter(float(slope), float(inter))
+    except (nib.spatialimages.HeaderDataError, TypeError, ValueError):
+        hdr.set_slope_inter(1.0, 0.0)
+    if hdr.get_data_shape() != shape:
+        zooms = hdr.get_zooms()
+        hdr.set_data_shape(shape)
+        hdr.set_zooms(zooms[: len(shape)])
+    return hdr
+
+
+def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
+    """Read a 3-D or 4-D NIfTI scan as float32.
+
+    A 4-D file is reduced to one volume: ``volume_index`` picks it, ``None`` takes the mean
+    over the fourth axis (``volume_index`` is ignored for a 3-D file).  Raises RatganError (naming the file) for a file that is not a
+    readable NIfTI, is truncated, is not 3-D or 4-D, holds NaN or Inf voxels, or when
+    ``volume_index`` is out of range.
+    """
+    path = Path(path)
+    img = _load(path)
+    full = tuple(int(s) for s in img.shape)
+    shape = _spatial_shape(full)
+    if len(shape) < 3:
+        raise RatganError(f"scan file {path} is {len(shape)}-D with shape {list(full)}; "
+                          "a 3-D or 4-D scan is needed.")
+    if len(shape) > 4:
+        raise RatganError(f"scan file {path} is {len(shape)}-D with shape {list(full)}; "
+                          "a 3-D or 4-D scan is needed.")
+    if len(shape) == 4:
+        n = shape[3]
+        if volume_index is not None:
+            if not -n <= volume_index < n:
+                raise RatganError(f"volume_index {volume_index} is out of range for scan file "
+                                  f"{path}, which holds {n} volumes.")
+            data = _read_array(img, path, "scan", volume_index % n).reshape(shape[:3])
+        else:
+            data = _read_array(img, path, "scan").reshape(shape).mean(axis=3)
+    else:
+        data = _read_array(img, path, "scan").reshape(shape)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        n_nan = int(np.isnan(data).sum())
+        n_inf = int(bad.sum()) - n_nan
+        raise RatganError(f"scan file {path} holds {n_nan} NaN and {n_inf} Inf voxels.")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    header = _header_copy(img, tuple(data.shape))
+    return Scan(data=data.astype(np.float32), affine=affine, header=header, path=path)
+
+
+def read_label(path: str | Path, scan: Scan) -> np.ndarray:
+    """Read a label map that belongs to ``scan`` as int64.
+
+    Raises RatganError if it is not readable, its shape or affine (atol 1e-4) differs from
+    the scan's, or it holds non-integer values.
+    """
+    path = Path(path)
+    img = _load(path, "label")
+    shape = _spatial_shape(tuple(int(s) for s in img.shape))
+    if shape != tuple(scan.data.shape):
+        raise RatganError(f"label file {path} has shape {list(shape)} but its scan "
+                          f"{scan.path.name} has shape {list(scan.data.shape)}.")
+    if not np.allclose(img.affine, scan.affine, atol=AFFINE_ATOL):
+        raise RatganError(f"label file {path} has a different affine (voxel-to-world matrix) "
+                          f"from its scan {scan.path.name}.")
+    data = _read_array(img, path, "label").reshape(shape)
+    if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
+        raise RatganError(f"label file {path} holds non-integer values; a label map must "
+                          "hold integer class numbers.")
+    return data.astype(np.int64)
+
+
+def _integer_raw(data: np.ndarray, dtype: np.dtype, slope: float, inter: float) -> np.ndarray:
+    """Stored integers for ``data`` under scaling (slope, inter): rounded and clipped."""
+    info = np.iinfo(dtype)
+    raw = np.rint((np.nan_to_num(np.asarray(data, dtype=np.float64)) - inter) / slope)
+    return np.clip(raw, info.min, info.max).astype(dtype)
+
+
+def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
+                header: nib.Nifti1Header | None = None, zooms: tuple[float, ...] | None = None,
+                dtype: np.dtype | None = None) -> Path:
+    """Write ``data`` as a NIfTI-1 file atomically and return the path.
+
+    With ``header`` (e.g. a real scan's): its qform/sform codes, pixdim, datatype and
+    scl_slope/inter are kept; float data stored as an integer datatype is rounded and clipped
+    to that type (with the header's scaling; integer data such as label maps, or a ``dtype``
+    other than the header's, is stored with slope 1 and intercept 0).  Without
+    ``header``: a fresh header with voxel size ``zooms`` (default: from the affine) and
+    qform/sform code 1 (scanner).  ``dtype`` overrides the stored datatype.  Parent folders
+    are created.
+    """
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise RatganError(f"output file {path} must end in .nii or .nii.gz.")
+    data = np.asarray(data)
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise RatganError(f"affine for {path} must be a 4x4 matrix (got {list(affine.shape)}).")
+    if data.ndim < 3:
+        raise RatganError(f"data for {path} must be at least 3-D (got {list(data.shape)}).")
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    if header is not None:
+        hdr = _as_nifti1_header(header)
+        qcode = int(hdr["qform_code"])
+        scode = int(hdr["sform_code"])
+        if qcode == 0 and scode == 0:
+            scode = 1  # otherwise the affine would be lost and readers would use pixdim only
+    else:
+        hdr = nib.Nifti1Header()
+        hdr.set_slope_inter(None, None)
+        qcode = scode = 1
+    out_dtype = np.dtype(dtype) if dtype is not None else (
+        hdr.get_data_dtype() if header is not None else data.dtype)
+    if out_dtype == np.float64 and header is None:
+        out_dtype = np.dtype(np.float32)
+    try:
+        hdr.set_data_dtype(out_dtype)
+    except (nib.spatialimages.HeaderDataError, TypeError, ValueError) as exc:
+        raise RatganError(f"datatype {out_dtype} cannot be stored in NIfTI file {path} "
+                          f"({_first_line(exc)}).") from None
+
+    if np.issubdtype(out_dtype, np.integer):
+        slope, inter = hdr.get_slope_inter()
+        if (slope is None or not np.isfinite(slope) or header is None
+                or np.issubdtype(data.dtype, np.integer) or out_dtype != header.get_data_dtype()):
+            # the reference's scaling fits only float data stored the way the reference was;
+            # integer data (label maps) and other datatypes are stored as they are
+            slope, inter = 1.0, 0.0
+        inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+        if np.issubdtype(data.dtype, np.integer) and slope == 1.0 and inter == 0.0:
+            info = np.iinfo(out_dtype)
+            stored = np.clip(data, info.min, info.max).astype(out_dtype)
+        else:
+            stored = _integer_raw(data, out_dtype, float(slope), inter)
+        scaling = (float(slope), inter)
+    else:
+        stored = np.asarray(data, dtype=out_dtype)
+        scaling = (1.0, 0.0)
+
+    img = nib.Nifti1Image(stored, affine, header=hdr)
+    h = img.header
+    if header is not None and (np.allclose(header.get_best_affine(), affine, atol=1e-6)
+                               or np.allclose(header.get_qform(), affine, atol=1e-6)):
+        # same geometry as the reference: keep its qform, sform, qfac and pixdim untouched
+        for key in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
+                    "qoffset_z", "pixdim", "srow_x", "srow_y", "srow_z"):
+            h[key] = header[key]
+        h["qform_code"] = qcode
+        h["sform_code"] = scode
+        if scode > 0 and not np.allclose(h.get_sform(), affine, atol=1e-6):
+            h.set_sform(affine, code=scode)  # only the qform matched: store the affine
+    else:
+        h.set_sform(affine, code=scode)
+        h.set_qform(affine, code=qcode)
+        if header is not None:
+            pix = h["pixdim"].copy()
+            pix[4:] = header["pixdim"][4:]  # keep non-spatial pixdim (e.g. TR)
+            h["pixdim"] = pix
+    h.set_slope_inter(*scaling)  # the constructor resets the header's scaling
+    if zooms is not None:
+        z = tuple(float(v) for v in zooms)
+        cur = list(h.get_zooms())
+        cur[: min(len(z), len(cur))] = z[: len(cur)]
+        h.set_zooms(cur)
+    img.header.set_data_dtype(out_dtype)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RatganError(f"cannot create folder {path.parent} ({_first_line(exc)}).") from None
+    # a hidden unique name in the same folder (same file system, so os.replace is atomic);
+    # nibabel creates it, so it gets the usual permissions
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{_suffix(path)}"
+    try:
+        nib.save(img, str(tmp))
+        os.replace(tmp, path)
+    except Exception as exc:  # noqa: BLE001 - whatever failed, leave no partial file behind
+        tmp.unlink(missing_ok=True)
+        raise RatganError(f"could not write NIfTI file {path} ({_first_line(exc)}).") from None
+    return path
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and is_nifti_path(p) and not p.name.startswith("."))
+
+
+def _from_csv(csv_path: Path) -> list[ScanEntry]:
+    try:
+        with csv_path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RatganError(f"CSV file {csv_path} cannot be read ({_first_line(exc)}).") from None
+    if "image" not in fields:
+        raise RatganError(f"CSV file {csv_path} needs a column named image "
+                          f"(found: {', '.join(fields) or 'none'}).")
+    base = csv_path.parent
+    entries: list[ScanEntry] = []
+    for number, row in enumerate(rows, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        if not row.get("image"):
+            continue
+        image = Path(row["image"])
+        image = image if image.is_absolute() else base / image
+        if not image.is_file():
+            raise RatganError(f"CSV file {csv_path} line {number} names scan {image}, "
+                              "which does not exist.")
+        label = None
+        if row.get("label"):
+            label = Path(row["label"])
+            label = label if label.is_absolute() else base / label
+            if not label.is_file():
+                raise RatganError(f"CSV file {csv_path} line {number} names label map "
+                                  f"{label}, which does not exist.")
+        entries.append(ScanEntry(image=image, label=label))
+    if not entries:
+        raise RatganError(f"CSV file {csv_path} lists no scans.")
+    return entries
+
+
+def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEntry]:
+    """List the scans (and label maps) of a folder, glob pattern or CSV file, sorted.
+
+    A folder with an ``images/`` subfolder holds its scans there and label maps with the same
+    file names in a sibling ``labels/`` folder; any other folder holds scans directly, with
+    label maps of the same names in an optional ``labels/`` subfolder.  A CSV
+    file has columns ``image`` and optionally ``label`` (relative paths are relative to the
+    CSV).  With ``require_labels`` every scan must have a label map.
+    """
+    text = str(source)
+    src = Path(source)
+    if src.is_dir():
+        images_dir = src / "images"
+        if images_dir.is_dir():
+            labels_dir = src / "labels"
+            files = _nifti_files(images_dir)
+            if not files:
+                raise RatganError(f"folder {images_dir} holds no .nii or .nii.gz files.")
+            entries = []
+            for f in files:
+                lab = labels_dir / f.name
+                entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
+        else:
+            files = _nifti_files(src)
+            if not files:
+                raise RatganError(f"folder {src} holds no .nii or .nii.gz files.")
+            labels_dir = src / "labels"  # e.g. the output folder of `ratgan generate`
+            entries = []
+            for f in files:
+                lab = labels_dir / f.name
+                entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
+    elif src.is_file() and src.suffix.lower() == ".csv":
+        entries = _from_csv(src)
+    elif src.is_file() and is_nifti_path(src):
+        entries = [ScanEntry(image=src)]
+    elif src.is_file():
+        raise RatganError(f"{src} is neither a folder, a CSV file nor a .nii/.nii.gz scan.")
+    elif glob.has_magic(text):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True)
+                       if is_nifti_path(p) and Path(p).is_file())
+        if not files:
+            raise RatganError(f"pattern {text} matches no .nii or .nii.gz files.")
+        entries = [ScanEntry(image=f) for f in files]
+    else:
+        raise RatganError(f"scan source {text} does not exist.")
+    if require_labels:
+        for e in entries:
+            if e.label is None:
+                raise RatganError(f"scan {e.image} has no label map (labels are required; "
+                                  "put one with the same name in a labels/ folder beside "
+                                  "images/, or a label column in the CSV).")
+    return entries

@@ -1,0 +1,219 @@
+"""The paper's preprocessing (SPEC section 1) and its exact inverse.
+
+Forward: optional average pooling by an integer factor, centred zero pad/crop to the
+network's cube, min/max rescale to [-1, 1].  Inverse: rescale back to the recorded range,
+crop back, trilinear upsampling.  Label maps follow the same geometry with majority pooling
+and nearest upsampling.
+
+Padding, cropping and block pooling are a few lines of numpy/torch written here because they
+must be exact inverses of one another with one shared centring rule (MONAI's
+SpatialPad/CenterSpatialCrop use the same rule, but would add a channel axis and a MetaTensor
+round trip for no gain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ratgan.errors import RatganError
+
+N_TISSUES = 3
+"""Label classes besides background: 1 grey matter, 2 white matter, 3 CSF."""
+
+
+@dataclass
+class PreprocessInfo:
+    """What :func:`preprocess` did to one volume, so that :func:`inverse_preprocess` can undo it."""
+
+    source_shape: tuple[int, int, int]
+    vmin: float
+    vmax: float
+    downsample: int = 1
+
+    @property
+    def pooled_shape(self) -> tuple[int, int, int]:
+        """Shape after pooling (the source is first padded to a multiple of ``downsample``)."""
+        d = self.downsample
+        return tuple(-(-s // d) for s in self.source_shape)  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON/YAML friendly)."""
+        d = asdict(self)
+        d["source_shape"] = [int(s) for s in self.source_shape]
+        d["vmin"], d["vmax"], d["downsample"] = float(self.vmin), float(self.vmax), int(
+            self.downsample)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessInfo:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            return cls(source_shape=tuple(int(s) for s in d["source_shape"]),  # type: ignore[arg-type]
+                       vmin=float(d["vmin"]), vmax=float(d["vmax"]),
+                       downsample=int(d.get("downsample", 1)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RatganError(f"preprocessing record {d!r} is incomplete or malformed "
+                              f"({exc}).") from None
+
+
+def center_pad_crop(volume: np.ndarray, shape: tuple[int, ...], fill: float = 0.0) -> np.ndarray:
+    """Pad with ``fill`` and/or crop the last ``len(shape)`` axes to ``shape``, centred.
+
+    Along an axis growing from n to m, ``(m - n) // 2`` slices go before and the rest after
+    (64x64x40 -> 64^3 puts 12 before and 12 after); cropping removes the same amounts, so a
+    crop undoes a pad exactly.  Works on numpy arrays and torch tensors.
+    """
+    k = len(shape)
+    lead = volume.ndim - k
+    if lead < 0:
+        raise ValueError(f"volume of shape {tuple(volume.shape)} has fewer than {k} axes")
+    src = tuple(int(s) for s in volume.shape[lead:])
+    crop = []
+    pads = []
+    for n, m in zip(src, shape):
+        m = int(m)
+        if m <= n:
+            start = (n - m) // 2
+            crop.append(slice(start, start + m))
+            pads.append((0, 0))
+        else:
+            crop.append(slice(0, n))
+            before = (m - n) // 2
+            pads.append((before, m - n - before))
+    out = volume[(Ellipsis, *crop)]
+    if any(p != (0, 0) for p in pads):
+        if isinstance(out, torch.Tensor):
+            flat = [v for p in reversed(pads) for v in p]
+            out = F.pad(out, flat, mode="constant", value=fill)
+        else:
+            out = np.pad(out, [(0, 0)] * lead + pads, mode="constant", constant_values=fill)
+    return out
+
+
+def _check_3d(volume: np.ndarray, what: str) -> np.ndarray:
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise RatganError(f"{what} must be 3-D (got shape {list(volume.shape)}).")
+    return volume
+
+
+def preprocess(volume: np.ndarray, target_shape: tuple[int, int, int] = (64, 64, 64),
+               downsample: int = 1) -> tuple[np.ndarray, PreprocessInfo]:
+    """Turn a 3-D scan into a float32 volume of ``target_shape`` in [-1, 1] (SPEC section 1).
+
+    Steps: (1) when ``downsample`` > 1, zero-pad (centred) to a multiple of it and
+    average-pool by it; (2) centred zero pad/crop to ``target_shape``; (3) min/max rescale to
+    [-1, 1] over the padded volume (so zero padding maps to -1 for non-negative magnitude
+    scans).  A constant volume (max == min) maps to all -1, and inverts to its constant.
+    """
+    volume = _check_3d(volume, "volume")
+    if downsample < 1:
+        raise RatganError(f"downsample must be a positive integer (got {downsample}).")
+    source_shape = tuple(int(s) for s in volume.shape)
+    x = volume.astype(np.float64, copy=False)
+    if downsample > 1:
+        info0 = PreprocessInfo(source_shape, 0.0, 0.0, downsample)  # type: ignore[arg-type]
+        padded = tuple(p * downsample for p in info0.pooled_shape)
+        x = center_pad_crop(x, padded, fill=0.0)
+        x = F.avg_pool3d(torch.from_numpy(np.ascontiguousarray(x))[None, None],
+                         kernel_size=downsample)[0, 0].numpy()
+    x = center_pad_crop(x, tuple(int(s) for s in target_shape), fill=0.0)
+    vmin, vmax = float(x.min()), float(x.max())
+    if vmax > vmin:
+        out = (x - vmin) * (2.0 / (vmax - vmin)) - 1.0
+    else:
+        out = np.full_like(x, -1.0)
+    info = PreprocessInfo(source_shape=source_shape, vmin=vmin, vmax=vmax,  # type: ignore[arg-type]
+                          downsample=int(downsample))
+    return np.clip(out, -1.0, 1.0).astype(np.float32), info
+
+
+def _upsample(x: np.ndarray, factor: int, mode: str) -> np.ndarray:
+    """Upsample the last three axes by an integer factor (torch interpolate)."""
+    lead = x.shape[:-3]
+    t = torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, 1, *x.shape[-3:])
+    if mode == "nearest":
+        t = F.interpolate(t, scale_factor=factor, mode="nearest")
+    else:
+        t = F.interpolate(t, scale_factor=factor, mode="trilinear", align_corners=False)
+    return t.reshape(*lead, *t.shape[-3:]).numpy()
+
+
+def inverse_preprocess(volume: np.ndarray, info: PreprocessInfo) -> np.ndarray:
+    """Undo :func:`preprocess`: [-1, 1] -> [vmin, vmax], crop back, upsample to the source shape.
+
+    Works on the last three axes (leading axes allowed).  Regions that preprocessing cropped
+    away come back as zeros (the padding value).  Exact (float32 rounding) when
+    ``downsample`` is 1; otherwise upsampling is trilinear.  Returns float32.
+    """
+    x = np.asarray(volume, dtype=np.float64)
+    x = (x + 1.0) * (0.5 * (info.vmax - info.vmin)) + info.vmin
+    pooled = info.pooled_shape
+    if info.downsample > 1:
+        x = center_pad_crop(x, pooled, fill=0.0)
+        x = _upsample(x, info.downsample, "trilinear")
+    x = center_pad_crop(x, info.source_shape, fill=0.0)
+    return x.astype(np.float32)
+
+
+def _majority_pool(labels: np.ndarray, d: int) -> np.ndarray:
+    """Most frequent label in each d^3 block (ties -> smaller label).
+
+    Hand-written: no library offers a mode filter with stride, and it is a reshape + bincount.
+    """
+    x, y, z = (s // d for s in labels.shape)
+    blocks = labels.reshape(x, d, y, d, z, d).transpose(0, 2, 4, 1, 3, 5).reshape(x, y, z, -1)
+    values = np.unique(blocks)
+    counts = np.stack([(blocks == v).sum(axis=-1) for v in values], axis=-1)
+    return values[np.argmax(counts, axis=-1)]
+
+
+def preprocess_labels(labels: np.ndarray, target_shape: tuple[int, int, int] = (64, 64, 64),
+                      downsample: int = 1) -> np.ndarray:
+    """Apply :func:`preprocess`'s geometry to an integer label map (majority pooling, pad 0)."""
+    labels = _check_3d(labels, "label map").astype(np.int64, copy=False)
+    if downsample < 1:
+        raise RatganError(f"downsample must be a positive integer (got {downsample}).")
+    if downsample > 1:
+        pooled = tuple(-(-s // downsample) for s in labels.shape)
+        labels = center_pad_crop(labels, tuple(p * downsample for p in pooled), fill=0)
+        labels = _majority_pool(labels, downsample)
+    return center_pad_crop(labels, tuple(int(s) for s in target_shape), fill=0).astype(np.int64)
+
+
+def inverse_labels(labels: np.ndarray, info: PreprocessInfo) -> np.ndarray:
+    """Undo :func:`preprocess_labels`: crop back, nearest upsampling; returns int64."""
+    x = np.asarray(labels).astype(np.int64)
+    if info.downsample > 1:
+        x = center_pad_crop(x, info.pooled_shape, fill=0)
+        # np.repeat is nearest-neighbour upsampling by an integer factor, exactly
+        for axis in range(x.ndim - 3, x.ndim):
+            x = np.repeat(x, info.downsample, axis=axis)
+    return center_pad_crop(x, info.source_shape, fill=0).astype(np.int64)
+
+
+def labels_to_channels(labels: torch.Tensor) -> torch.Tensor:
+    """(B, 1, X, Y, Z) labels (0 bg, 1 GM, 2 WM, 3 CSF) -> (B, 3, X, Y, Z) float in {-1, 1}."""
+    if labels.ndim < 2 or labels.shape[1] != 1:
+        raise ValueError(f"labels must have shape (B, 1, ...), got {tuple(labels.shape)}")
+    classes = torch.arange(1, N_TISSUES + 1, device=labels.device).view(
+        1, N_TISSUES, *([1] * (labels.ndim - 2)))
+    return torch.where(labels == classes, 1.0, -1.0).to(torch.float32)
+
+
+def channels_to_labels(channels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, ...) tissue channels in [-1, 1] -> (B, 1, ...) int64 labels.
+
+    Each voxel takes the tissue of its largest channel, or background (0) where every
+    channel is below 0.
+    """
+    if channels.ndim < 2 or channels.shape[1] != N_TISSUES:
+        raise ValueError(f"channels must have shape (B, {N_TISSUES}, ...), "
+                         f"got {tuple(channels.shape)}")
+    best, idx = channels.max(dim=1, keepdim=True)
+    return torch.where(best < 0, 0, idx + 1).to(torch.int64)

@@ -1,0 +1,204 @@
+"""Every bad input gives a one-sentence RatganError naming the file; no library traceback."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+
+from ratgan.config import DataConfig
+from ratgan.data import io
+from ratgan.data.dataset import load_cohort
+from ratgan.data.io import list_scans, read_label, read_scan, write_nifti
+from ratgan.errors import RatganError
+
+
+def _one_sentence(exc: pytest.ExceptionInfo, name: str) -> None:
+    msg = str(exc.value)
+    assert name in msg
+    assert "\n" not in msg and msg.endswith(".")
+
+
+def test_text_file_named_nii_gz(tmp_path):
+    bad = tmp_path / "x.nii.gz"
+    bad.write_text("this is not an image\n")
+    with pytest.raises(RatganError) as exc:
+        read_scan(bad)
+    _one_sentence(exc, "x.nii.gz")
+
+
+def test_text_file_named_nii(tmp_path):
+    bad = tmp_path / "x.nii"
+    bad.write_text("this is not an image either\n")
+    with pytest.raises(RatganError) as exc:
+        read_scan(bad)
+    _one_sentence(exc, "x.nii")
+
+
+def test_truncated_nii_gz(tmp_path, rng, h):
+    good = h.save(tmp_path / "good.nii.gz", h.random_scan(rng, (20, 20, 20)))
+    blob = good.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(RatganError) as exc:
+        read_scan(cut)
+    _one_sentence(exc, "cut.nii.gz")
+
+
+def test_truncated_uncompressed_nii(tmp_path, rng, h):
+    good = h.save(tmp_path / "good.nii", h.random_scan(rng, (20, 20, 20)))
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(RatganError) as exc:
+        read_scan(cut)
+    _one_sentence(exc, "cut.nii")
+
+
+def test_gzip_of_garbage(tmp_path):
+    bad = tmp_path / "g.nii.gz"
+    with gzip.open(bad, "wb") as fh:
+        fh.write(b"\x00" * 100)
+    with pytest.raises(RatganError) as exc:
+        read_scan(bad)
+    _one_sentence(exc, "g.nii.gz")
+
+
+@pytest.mark.parametrize("value, word", [(np.nan, "NaN"), (np.inf, "Inf"), (-np.inf, "Inf")])
+def test_non_finite_voxel(tmp_path, rng, h, value, word):
+    data = h.random_scan(rng, (6, 6, 6))
+    data[2, 3, 4] = value
+    path = h.save(tmp_path / "nonfinite.nii.gz", data)
+    with pytest.raises(RatganError, match=word) as exc:
+        read_scan(path)
+    _one_sentence(exc, "nonfinite.nii.gz")
+
+
+@pytest.mark.parametrize("shape", [(8, 9), (4, 5, 6, 2, 3)])
+def test_wrong_dimensionality(tmp_path, rng, h, shape):
+    path = h.save(tmp_path / "dims.nii.gz", rng.normal(size=shape))
+    with pytest.raises(RatganError, match=f"{len(shape)}-D") as exc:
+        read_scan(path)
+    _one_sentence(exc, "dims.nii.gz")
+
+
+def test_volume_index_out_of_range(tmp_path, rng, h):
+    path = h.save(tmp_path / "bold.nii.gz", rng.normal(size=(4, 4, 4, 3)))
+    with pytest.raises(RatganError, match="volume_index 3") as exc:
+        read_scan(path, volume_index=3)
+    _one_sentence(exc, "bold.nii.gz")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(RatganError) as exc:
+        read_scan(tmp_path / "nope.nii.gz")
+    _one_sentence(exc, "nope.nii.gz")
+
+
+def test_label_with_different_shape(tmp_path, rng, h):
+    scan = read_scan(h.save(tmp_path / "s.nii.gz", h.random_scan(rng, (8, 8, 6))))
+    lab = h.save(tmp_path / "lab.nii.gz", np.zeros((8, 8, 5)), dtype=np.uint8)
+    with pytest.raises(RatganError, match="shape") as exc:
+        read_label(lab, scan)
+    _one_sentence(exc, "lab.nii.gz")
+
+
+def test_label_with_different_affine(tmp_path, rng, h):
+    scan = read_scan(h.save(tmp_path / "s.nii.gz", h.random_scan(rng, (8, 8, 6))))
+    moved = h.AFFINE.copy()
+    moved[0, 3] += 0.01
+    lab = h.save(tmp_path / "lab.nii.gz", np.zeros((8, 8, 6)), affine=moved, dtype=np.uint8)
+    with pytest.raises(RatganError, match="affine") as exc:
+        read_label(lab, scan)
+    _one_sentence(exc, "lab.nii.gz")
+
+
+def test_label_with_non_integer_values(tmp_path, rng, h):
+    scan = read_scan(h.save(tmp_path / "s.nii.gz", h.random_scan(rng, (8, 8, 6))))
+    lab = h.save(tmp_path / "lab.nii.gz", np.full((8, 8, 6), 1.5))
+    with pytest.raises(RatganError, match="non-integer") as exc:
+        read_label(lab, scan)
+    _one_sentence(exc, "lab.nii.gz")
+
+
+def test_empty_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no scans here")
+    with pytest.raises(RatganError, match="holds no .nii or .nii.gz files") as exc:
+        list_scans(empty)
+    _one_sentence(exc, "empty")
+    with pytest.raises(RatganError, match="holds no"):
+        load_cohort(empty, DataConfig(), progress=False)
+
+
+def test_missing_source_and_glob_without_matches(tmp_path):
+    with pytest.raises(RatganError, match="does not exist"):
+        list_scans(tmp_path / "absent")
+    with pytest.raises(RatganError, match="matches no"):
+        list_scans(str(tmp_path / "*.nii.gz"))
+
+
+def test_csv_naming_missing_files(tmp_path, rng, h):
+    h.save(tmp_path / "a.nii.gz", h.random_scan(rng, (4, 4, 4)))
+    table = tmp_path / "list.csv"
+    table.write_text("image,label\na.nii.gz,\nmissing.nii.gz,\n")
+    with pytest.raises(RatganError, match="missing.nii.gz") as exc:
+        list_scans(table)
+    _one_sentence(exc, "list.csv")
+    table.write_text("image,label\na.nii.gz,gone.nii.gz\n")
+    with pytest.raises(RatganError, match="gone.nii.gz"):
+        list_scans(table)
+    table.write_text("scan\na.nii.gz\n")
+    with pytest.raises(RatganError, match="column named image"):
+        list_scans(table)
+
+
+def test_mixed_shapes_in_cohort(tmp_path, rng, h):
+    h.save(tmp_path / "a.nii.gz", h.random_scan(rng, (8, 8, 6)))
+    h.save(tmp_path / "b.nii.gz", h.random_scan(rng, (8, 8, 6)))
+    h.save(tmp_path / "c.nii.gz", h.random_scan(rng, (8, 8, 7)))
+    with pytest.raises(RatganError) as exc:
+        load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
+    msg = str(exc.value)
+    assert "c.nii.gz" in msg and "[8, 8, 7]" in msg and "[8, 8, 6]" in msg
+
+
+def test_bad_file_inside_cohort_is_named(tmp_path, rng, h):
+    h.save(tmp_path / "a.nii.gz", h.random_scan(rng, (8, 8, 6)))
+    (tmp_path / "b.nii.gz").write_text("oops")
+    with pytest.raises(RatganError, match="b.nii.gz"):
+        load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "x.nii.gz"
+    target.write_bytes(b"previous content")
+
+    def broken_save(img, filename):
+        with open(filename, "wb") as fh:
+            fh.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.nib, "save", broken_save)
+    with pytest.raises(RatganError, match="disk full") as exc:
+        write_nifti(target, np.zeros((4, 4, 4), np.float32), np.eye(4))
+    _one_sentence(exc, "x.nii.gz")
+    assert os.listdir(out) == ["x.nii.gz"]
+    assert target.read_bytes() == b"previous content"  # the old file is untouched
+    with pytest.raises(RatganError):
+        write_nifti(out / "new.nii.gz", np.zeros((4, 4, 4), np.float32), np.eye(4))
+    assert os.listdir(out) == ["x.nii.gz"]
+
+
+def test_write_rejects_bad_arguments(tmp_path):
+    with pytest.raises(RatganError, match="must end in .nii"):
+        write_nifti(tmp_path / "x.png", np.zeros((2, 2, 2)), np.eye(4))
+    with pytest.raises(RatganError, match="4x4"):
+        write_nifti(tmp_path / "x.nii", np.zeros((2, 2, 2)), np.eye(3))
+    with pytest.raises(RatganError, match="3-D"):
+        write_nifti(tmp_path / "x.nii", np.zeros((2, 2)), np.eye(4))
+    assert list(tmp_path.iterdir()) == []

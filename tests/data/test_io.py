@@ -1,0 +1,155 @@
+"""NIfTI reading, writing and listing: round trips keep every piece of metadata."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from ratgan.data.io import list_scans, read_label, read_scan, write_nifti
+from ratgan.data.transforms import inverse_preprocess, preprocess
+from ratgan.errors import RatganError
+
+
+def _assert_same_metadata(a: nib.Nifti1Image, b: nib.Nifti1Image) -> None:
+    assert a.shape == b.shape
+    np.testing.assert_allclose(b.affine, a.affine, atol=1e-6)
+    for key in ("qform_code", "sform_code", "datatype", "bitpix", "pixdim", "quatern_b",
+                "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z", "srow_x",
+                "srow_y", "srow_z", "xyzt_units", "dim"):
+        np.testing.assert_array_equal(a.header[key], b.header[key], err_msg=key)
+
+
+@pytest.mark.parametrize("codes", [(1, 2), (2, 1), (1, 0)])
+def test_round_trip_int16_with_scaling(tmp_path, rng, codes, h):
+    raw = rng.integers(0, 4000, size=(20, 24, 12)).astype(np.int16)
+    src = h.save(tmp_path / "a.nii.gz", raw, dtype=np.int16, slope=0.25, inter=10.0,
+               qcode=codes[0], scode=codes[1])
+    scan = read_scan(src)
+    assert scan.data.dtype == np.float32 and scan.data.shape == (20, 24, 12)
+    np.testing.assert_allclose(scan.data, raw * 0.25 + 10.0, rtol=1e-6)
+
+    vol, info = preprocess(scan.data, (32, 32, 32))
+    back = inverse_preprocess(vol, info)
+    out = write_nifti(tmp_path / "out" / "b.nii.gz", back, scan.affine, scan.header)
+
+    a, b = nib.load(src), nib.load(out)
+    _assert_same_metadata(a, b)
+    assert b.get_data_dtype() == np.int16
+    assert (b.dataobj.slope, b.dataobj.inter) == (0.25, 10.0)
+    # the stored integers come back exactly: the round trip error is far below one step
+    np.testing.assert_array_equal(np.asanyarray(b.dataobj), np.asanyarray(a.dataobj))
+    stored = a.get_fdata()
+    np.testing.assert_allclose(b.get_fdata(), stored, rtol=1e-4,
+                               atol=1e-4 * np.abs(stored).max())
+
+
+def test_round_trip_float32(tmp_path, rng, h):
+    data = h.random_scan(rng)
+    src = h.save(tmp_path / "a.nii", data, dtype=np.float32, qcode=2, scode=1)
+    scan = read_scan(src)
+    vol, info = preprocess(scan.data, (24, 24, 24))
+    back = inverse_preprocess(vol, info)
+    out = write_nifti(tmp_path / "b.nii", back, scan.affine, scan.header)
+    a, b = nib.load(src), nib.load(out)
+    _assert_same_metadata(a, b)
+    assert b.get_data_dtype() == np.float32
+    np.testing.assert_allclose(b.get_fdata(), data, rtol=1e-4, atol=1e-4 * data.max())
+
+
+def test_write_without_header_uses_zooms_and_scanner_codes(tmp_path, h):
+    data = np.arange(4 * 5 * 6, dtype=np.float64).reshape(4, 5, 6)
+    affine = np.diag([0.375, 0.375, 0.5, 1.0])
+    out = write_nifti(tmp_path / "deep" / "x.nii.gz", data, affine, zooms=(0.375, 0.375, 0.5))
+    img = nib.load(out)
+    assert img.header["qform_code"] == 1 and img.header["sform_code"] == 1
+    assert img.header.get_zooms() == pytest.approx((0.375, 0.375, 0.5))
+    assert img.get_data_dtype() == np.float32
+    np.testing.assert_allclose(img.affine, affine)
+    np.testing.assert_allclose(img.get_fdata(), data)
+
+
+def test_write_float_to_integer_rounds_and_clips(tmp_path, h):
+    data = np.array([-5.0, 1.4, 1.6, 300.0]).reshape(1, 1, 4)
+    out = write_nifti(tmp_path / "x.nii", data, np.eye(4), dtype=np.uint8)
+    img = nib.load(out)
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj).ravel(), [0, 1, 2, 255])
+
+
+def test_write_labels_with_scaled_scan_header(tmp_path, rng, h):
+    """Integer label maps written with a scaled int16 scan's header keep their values."""
+    raw = rng.integers(0, 4000, size=(8, 8, 8)).astype(np.int16)
+    scan = read_scan(h.save(tmp_path / "a.nii.gz", raw, dtype=np.int16, slope=0.25, inter=10.0))
+    labels = h.blob_labels(rng, (8, 8, 8)).astype(np.uint8)
+    out = write_nifti(tmp_path / "lab.nii.gz", labels, scan.affine, scan.header, dtype=np.uint8)
+    np.testing.assert_array_equal(read_label(out, scan), labels)
+    out = write_nifti(tmp_path / "lab16.nii.gz", labels.astype(np.int64), scan.affine,
+                      scan.header)
+    np.testing.assert_array_equal(read_label(out, scan), labels)
+
+
+def test_4d_mean_and_index(tmp_path, rng, h):
+    data = rng.normal(100, 10, size=(6, 7, 8, 5)).astype(np.float32)
+    src = h.save(tmp_path / "bold.nii.gz", data)
+    mean = read_scan(src)
+    assert mean.data.shape == (6, 7, 8)
+    np.testing.assert_allclose(mean.data, data.mean(axis=3), rtol=1e-5)
+    third = read_scan(src, volume_index=2)
+    np.testing.assert_array_equal(third.data, data[..., 2])
+    np.testing.assert_array_equal(read_scan(src, volume_index=-1).data, data[..., 4])
+    assert third.header.get_data_shape() == (6, 7, 8)
+    assert third.zooms == pytest.approx(mean.zooms)
+
+
+def test_trailing_singleton_axis_is_3d(tmp_path, rng, h):
+    data = rng.normal(size=(4, 5, 6, 1)).astype(np.float32)
+    scan = read_scan(h.save(tmp_path / "s.nii", data))
+    assert scan.data.shape == (4, 5, 6)
+
+
+def test_read_label(tmp_path, rng, h):
+    scan = read_scan(h.save(tmp_path / "s.nii.gz", h.random_scan(rng)))
+    labels = h.blob_labels(rng)
+    lab = read_label(h.save(tmp_path / "l.nii.gz", labels, dtype=np.uint8), scan)
+    assert lab.dtype == np.int64
+    np.testing.assert_array_equal(lab, labels)
+
+
+def test_list_scans_layouts(tmp_path, rng, h):
+    data = h.random_scan(rng, (4, 4, 4))
+    # flat folder, both suffixes, sorted, hidden temporary files ignored
+    flat = tmp_path / "flat"
+    for name in ("b.nii.gz", "a.nii", ".b.nii.gz.tmp123.nii.gz"):
+        h.save(flat / name, data)
+    (flat / "notes.txt").write_text("x")
+    assert [e.image.name for e in list_scans(flat)] == ["a.nii", "b.nii.gz"]
+    assert all(e.label is None for e in list_scans(flat))
+
+    # images/ + labels/
+    root = tmp_path / "ds"
+    for name in ("s1.nii.gz", "s2.nii.gz"):
+        h.save(root / "images" / name, data)
+    h.save(root / "labels" / "s1.nii.gz", data.astype(np.uint8) * 0)
+    entries = list_scans(root)
+    assert entries[0].label == root / "labels" / "s1.nii.gz" and entries[1].label is None
+    with pytest.raises(RatganError, match="s2.nii.gz"):
+        list_scans(root, require_labels=True)
+
+    # glob
+    assert [e.image.name for e in list_scans(str(flat / "*.nii*"))] == ["a.nii", "b.nii.gz"]
+
+    # CSV with relative paths
+    table = root / "list.csv"
+    with table.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "label"])
+        w.writerow(["images/s2.nii.gz", ""])
+        w.writerow(["images/s1.nii.gz", "labels/s1.nii.gz"])
+    entries = list_scans(table)
+    assert [e.image for e in entries] == [root / "images/s2.nii.gz", root / "images/s1.nii.gz"]
+    assert entries[0].label is None and entries[1].label == root / "labels/s1.nii.gz"
+
+    # a single file
+    assert [e.image for e in list_scans(flat / "a.nii")] == [flat / "a.nii"]

@@ -1,0 +1,145 @@
+"""Preprocessing (SPEC section 1) and its inverse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ratgan.data.transforms import (
+    PreprocessInfo,
+    center_pad_crop,
+    channels_to_labels,
+    inverse_labels,
+    inverse_preprocess,
+    labels_to_channels,
+    preprocess,
+    preprocess_labels,
+)
+from ratgan.errors import RatganError
+
+
+def test_sigma_shape_pads_12_slices_each_side(rng):
+    vol = rng.uniform(1.0, 500.0, size=(64, 64, 40)).astype(np.float32)
+    out, info = preprocess(vol)
+    assert out.shape == (64, 64, 64) and out.dtype == np.float32
+    assert info.source_shape == (64, 64, 40) and info.downsample == 1
+    # zero padding is the minimum of a positive scan, so it becomes -1
+    assert np.all(out[:, :, :12] == -1.0) and np.all(out[:, :, 52:] == -1.0)
+    assert np.all(out[:, :, 12:52] > -1.0)
+    assert out.min() == -1.0 and out.max() == pytest.approx(1.0)
+    # the paper's post-processing crop is slices 12:52
+    np.testing.assert_allclose(inverse_preprocess(out, info), vol, rtol=1e-4)
+    np.testing.assert_allclose(
+        (out[:, :, 12:52] + 1) / 2 * (info.vmax - info.vmin) + info.vmin, vol, rtol=1e-4)
+
+
+def test_round_trip_with_crop_and_negative_values(rng):
+    vol = rng.normal(0.0, 50.0, size=(20, 70, 9)).astype(np.float32)
+    out, info = preprocess(vol, (32, 64, 16))
+    assert out.shape == (32, 64, 16)
+    assert out.min() >= -1.0 and out.max() <= 1.0
+    back = inverse_preprocess(out, info)
+    assert back.shape == vol.shape
+    np.testing.assert_allclose(back[:, 3:67], vol[:, 3:67], rtol=1e-4, atol=1e-4 * 200)
+    assert np.all(back[:, :3] == 0) and np.all(back[:, 67:] == 0)  # cropped away -> zeros
+
+
+def test_center_pad_crop_numpy_and_torch_agree():
+    a = np.arange(5 * 6 * 7, dtype=np.float32).reshape(1, 5, 6, 7)
+    for shape in [(8, 4, 7), (5, 6, 7), (3, 9, 2)]:
+        n = center_pad_crop(a, shape, fill=-1.0)
+        t = center_pad_crop(torch.from_numpy(a), shape, fill=-1.0)
+        assert n.shape == (1, *shape)
+        np.testing.assert_array_equal(n, t.numpy())
+    # pad then crop is the identity
+    padded = center_pad_crop(a, (9, 10, 11))
+    np.testing.assert_array_equal(center_pad_crop(padded, (5, 6, 7)), a)
+
+
+def test_downsample_round_trip_shape(rng):
+    vol = rng.uniform(0.0, 100.0, size=(64, 64, 40)).astype(np.float32)
+    out, info = preprocess(vol, (32, 32, 32), downsample=2)
+    assert out.shape == (32, 32, 32)
+    assert info.pooled_shape == (32, 32, 20)
+    assert np.all(out[:, :, :6] == -1) and np.all(out[:, :, 26:] == -1)
+    back = inverse_preprocess(out, info)
+    assert back.shape == (64, 64, 40)
+    # a smooth volume survives pooling and trilinear upsampling closely
+    x, y, z = np.meshgrid(*[np.linspace(0, 1, s) for s in (64, 64, 40)], indexing="ij")
+    smooth = (10 + x + 2 * y + 3 * z).astype(np.float32)
+    back = inverse_preprocess(*preprocess(smooth, (32, 32, 32), downsample=2))
+    np.testing.assert_allclose(back[2:-2, 2:-2, 2:-2], smooth[2:-2, 2:-2, 2:-2], rtol=0.01)
+
+
+def test_downsample_that_does_not_divide_pads_first(rng):
+    vol = rng.uniform(1.0, 2.0, size=(15, 16, 9)).astype(np.float32)
+    out, info = preprocess(vol, (8, 8, 8), downsample=2)
+    assert info.pooled_shape == (8, 8, 5)
+    assert inverse_preprocess(out, info).shape == (15, 16, 9)
+    labels = (vol > 1.5).astype(np.int64)
+    lab = preprocess_labels(labels, (8, 8, 8), downsample=2)
+    assert lab.shape == (8, 8, 8)
+    assert inverse_labels(lab, info).shape == (15, 16, 9)
+
+
+def test_constant_volume_maps_to_minus_one_and_back():
+    vol = np.zeros((4, 4, 4), np.float32)
+    out, info = preprocess(vol, (6, 6, 6))
+    assert np.all(out == -1.0) and info.vmin == info.vmax == 0.0
+    np.testing.assert_array_equal(inverse_preprocess(out, info), vol)
+    vol = np.full((6, 6, 6), 7.0, np.float32)
+    out, info = preprocess(vol, (6, 6, 6))
+    assert np.all(out == -1.0)
+    np.testing.assert_array_equal(inverse_preprocess(out, info), vol)
+
+
+def test_preprocess_rejects_bad_input():
+    with pytest.raises(RatganError, match="3-D"):
+        preprocess(np.zeros((4, 4)))
+    with pytest.raises(RatganError, match="downsample"):
+        preprocess(np.zeros((4, 4, 4)), downsample=0)
+
+
+def test_info_dict_round_trip():
+    info = PreprocessInfo((64, 64, 40), -3.5, 1234.25, 2)
+    d = info.to_dict()
+    assert d == {"source_shape": [64, 64, 40], "vmin": -3.5, "vmax": 1234.25, "downsample": 2}
+    assert PreprocessInfo.from_dict(d) == info
+    with pytest.raises(RatganError):
+        PreprocessInfo.from_dict({"vmin": 1})
+
+
+def test_labels_geometry_matches_images(rng, h):
+    labels = h.blob_labels(rng, (64, 64, 40)).astype(np.int64)
+    lab = preprocess_labels(labels, (64, 64, 64))
+    assert lab.dtype == np.int64 and lab.shape == (64, 64, 64)
+    assert np.all(lab[:, :, :12] == 0) and np.all(lab[:, :, 52:] == 0)
+    np.testing.assert_array_equal(lab[:, :, 12:52], labels)
+    _, info = preprocess(labels.astype(np.float32) + 1, (64, 64, 64))
+    np.testing.assert_array_equal(inverse_labels(lab, info), labels)
+    # blocks of 4 survive majority pooling by 2 and nearest upsampling exactly
+    lab2 = preprocess_labels(labels, (32, 32, 32), downsample=2)
+    _, info2 = preprocess(labels.astype(np.float32), (32, 32, 32), downsample=2)
+    np.testing.assert_array_equal(inverse_labels(lab2, info2), labels)
+
+
+def test_majority_pooling():
+    labels = np.zeros((2, 2, 2), np.int64)
+    labels[0, 0, 0] = 3
+    labels[1, 1, :] = 2
+    labels[0, 1, :] = 2
+    assert preprocess_labels(labels, (1, 1, 1), downsample=2).item() == 2
+
+
+def test_label_channels_round_trip():
+    labels = torch.tensor([0, 1, 2, 3, 1, 0]).view(1, 1, 1, 2, 3).repeat(2, 1, 1, 1, 1)
+    ch = labels_to_channels(labels)
+    assert ch.shape == (2, 3, 1, 2, 3) and ch.dtype == torch.float32
+    assert set(ch.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(ch[0, :, 0, 0, 1], torch.tensor([1.0, -1.0, -1.0]))
+    back = channels_to_labels(ch)
+    assert back.dtype == torch.int64 and torch.equal(back, labels)
+    soft = torch.tensor([-0.2, 0.3, 0.1]).view(1, 3, 1, 1, 1)
+    assert channels_to_labels(soft).item() == 2
+    assert channels_to_labels(-soft.abs()).item() == 0
