@@ -26,8 +26,9 @@ def _reference(phantom_dir):
 
 def test_same_seed_gives_identical_files_and_other_seeds_differ(tiny_run, tmp_path):
     a = generate_scans(tiny_run, 3, tmp_path / "a", seed=5, progress=False, batch_size=2)
-    b = generate_scans(tiny_run, 3, tmp_path / "b", seed=5, progress=False, batch_size=3)
-    c = generate_scans(tiny_run, 3, tmp_path / "c", seed=6, progress=False)
+    b = generate_scans(tiny_run, 5, tmp_path / "b", seed=5, progress=False, batch_size=2)
+    c = generate_scans(tiny_run, 3, tmp_path / "c", seed=6, progress=False, batch_size=2)
+    assert a[0].read_bytes() == (tmp_path / "b" / a[0].name).read_bytes()
     for pa, pb, pc in zip(a, b, c):
         va, vb, vc = (read_scan(p).data for p in (pa, pb, pc))
         assert np.array_equal(va, vb)

@@ -113,7 +113,10 @@ def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int =
     bar = tqdm(total=n, disable=not progress, unit="scan", desc="generate")
     for start in range(0, n, batch_size):
         seeds = [scan_seed(seed, i) for i in range(start, min(n, start + batch_size))]
-        volumes = sample_volumes(loaded, latent_codes(seeds, cfg.model.latent_dim))
+        # Every batch has the same size (the last one is padded with extra codes), so a
+        # scan's values do not depend on n: kernels may sum in another order per batch size.
+        padded = seeds + [scan_seed(seed, n + i) for i in range(batch_size - len(seeds))]
+        volumes = sample_volumes(loaded, latent_codes(padded, cfg.model.latent_dim))
         for offset, (s, vol) in enumerate(zip(seeds, volumes)):
             index = start + offset
             name = f"{prefix}_{index:05d}{suffix}"

@@ -1,9 +1,14 @@
 """One alpha-GAN iteration as three named phases (SPEC section 3).
 
 (1) encoder/generator step on a batch, (2) discriminator step on the next batch with x~ from the
-just-updated E and G, (3) code-discriminator step on that batch's codes.  The phases return
-detached scalar tensors: nothing here synchronises with the host, so the loop can run ahead of
-the device and read the numbers only at logging intervals.
+just-updated E and G, (3) code-discriminator step on that batch's codes.
+
+Each phase is a small ``nn.Module`` whose registered submodules are exactly the networks it
+trains and whose ``forward`` returns ``(loss, parts)``.  That is what DistributedDataParallel
+needs: one wrapped forward per phase, every wrapped parameter receiving a gradient, and the
+gradient-penalty's double backward happening inside that forward, so its parameter gradients
+are all-reduced with the rest.  The critics a phase only reads are held outside its module
+tree.  Nothing here synchronises with the host: the losses stay on the device.
 """
 
 from __future__ import annotations
@@ -23,19 +28,16 @@ def build_optimizers(nets: Networks, cfg: Config) -> dict[str, torch.optim.Optim
     """One Adam/AdamW optimiser per network, with the preset's hyper-parameters."""
     o = cfg.optim
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-    extra: dict = {"weight_decay": o.weight_decay}
-    out = {}
-    for key, net in nets.as_dict().items():
-        params = list(net.parameters())
-        # foreach kernels batch the per-parameter updates; they are the default on CUDA
-        # but must be asked for on the CPU.
-        out[key] = cls(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, foreach=True, **extra)
-    return out
+    # foreach kernels batch the per-parameter updates: the default on CUDA, asked for here so
+    # that the CPU gets them too.
+    return {key: cls(net.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                     weight_decay=o.weight_decay, foreach=True)
+            for key, net in nets.as_dict().items()}
 
 
 @contextlib.contextmanager
-def _frozen(*modules: nn.Module) -> Iterator[None]:
-    """Stop parameter gradients of ``modules`` (they are inputs-only critics in this phase)."""
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Stop parameter gradients of ``modules`` (critics that a phase reads but does not train)."""
     flags = [[p.requires_grad for p in m.parameters()] for m in modules]
     for m in modules:
         m.requires_grad_(False)
@@ -51,106 +53,144 @@ def _score(net: nn.Module, x: Tensor) -> Tensor:
     return net(x).reshape(-1).float()
 
 
+def _scores(net: nn.Module, fuse: bool, *xs: Tensor) -> list[Tensor]:
+    """Critic scores of several inputs, in one call when no layer mixes samples."""
+    if fuse:
+        return list(_score(net, torch.cat(xs)).split([len(x) for x in xs]))
+    return [_score(net, x) for x in xs]
+
+
+class _Phase(nn.Module):
+    """Common settings of the three phases."""
+
+    def __init__(self, cfg: Config, device_type: str) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.device_type = device_type
+        m = cfg.model
+        # Running several inputs through a network in one call is the same mathematics only
+        # when no layer mixes samples: batch norm does; instance norm and no norm do not.
+        self.fuse_g, self.fuse_d, self.fuse_c = (m.g_norm != "batch", m.d_norm != "batch",
+                                                 m.c_norm != "batch")
+
+    def amp(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=torch.bfloat16,
+                              enabled=self.cfg.train.precision == "bf16")
+
+    def generate_pair(self, generator: nn.Module, z_e: Tensor, z_r: Tensor
+                      ) -> tuple[Tensor, Tensor]:
+        if self.fuse_g:
+            out = generator(torch.cat([z_e, z_r]))
+            return out[: len(z_e)], out[len(z_e):]
+        return generator(z_e), generator(z_r)
+
+
+class EncoderGeneratorPhase(_Phase):
+    """Trains E and G: L_GD - E[C(z_e)] + the preset's reconstruction terms (eqs. 1-6)."""
+
+    def __init__(self, nets: Networks, cfg: Config, device_type: str) -> None:
+        super().__init__(cfg, device_type)
+        self.encoder, self.generator = nets.encoder, nets.generator
+        self._critics = (nets.discriminator, nets.code_discriminator)  # read, not trained
+
+    def forward(self, x: Tensor, z_r: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        d, c = self._critics
+        with frozen(d, c), self.amp():
+            z_e = self.encoder(x).reshape(len(x), -1)
+            x_rec, x_gen = self.generate_pair(self.generator, z_e, z_r)
+            d_rec, d_gen = _scores(d, self.fuse_d, x_rec, x_gen)
+            c_enc = _score(c, z_e)
+        return losses.encoder_generator_loss(d_rec, d_gen, c_enc, x.float(), x_rec.float(),
+                                             self.cfg.loss)
+
+
+class DiscriminatorPhase(_Phase):
+    """Trains D: E[D(x~_e)] + E[D(x~_r)] - 2 E[D(x)] + lambda (GP(x, x~_e) + GP(x, x~_r))."""
+
+    def __init__(self, nets: Networks, cfg: Config, device_type: str) -> None:
+        super().__init__(cfg, device_type)
+        self.discriminator = nets.discriminator
+
+    def forward(self, x: Tensor, x_rec: Tensor, x_gen: Tensor, rng: torch.Generator | None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        d = self.discriminator
+        with self.amp():
+            d_real, d_rec, d_gen = _scores(d, self.fuse_d, x, x_rec, x_gen)
+            if self.fuse_d:
+                # Both penalties in one pass: a mean over 2B samples, so the sum is twice it.
+                gp = 2 * losses.gradient_penalty(d, torch.cat([x, x]), torch.cat([x_rec, x_gen]),
+                                                 rng)
+            else:
+                gp = (losses.gradient_penalty(d, x, x_rec, rng)
+                      + losses.gradient_penalty(d, x, x_gen, rng))
+        return losses.discriminator_loss(d_real, d_rec, d_gen, gp.float(), self.cfg.loss)
+
+
+class CodeDiscriminatorPhase(_Phase):
+    """Trains C: E[C(z_e)] - E[C(z_r)] + lambda GP_C."""
+
+    def __init__(self, nets: Networks, cfg: Config, device_type: str) -> None:
+        super().__init__(cfg, device_type)
+        self.code_discriminator = nets.code_discriminator
+
+    def forward(self, z_e: Tensor, z_r: Tensor, rng: torch.Generator | None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        c = self.code_discriminator
+        with self.amp():
+            c_enc, c_rand = _scores(c, self.fuse_c, z_e, z_r)
+            gp = losses.gradient_penalty(c, z_r, z_e, rng)
+        return losses.code_discriminator_loss(c_enc, c_rand, gp.float(), self.cfg.loss)
+
+
 class AlphaGANStep:
-    """The alpha-GAN objectives of one preset applied to a set of networks and optimisers."""
+    """One training iteration: the three phases with their optimisers.
+
+    ``wrap`` turns each phase module into what runs it (identity in one process,
+    DistributedDataParallel under torchrun).
+    """
 
     def __init__(self, nets: Networks, optimizers: dict[str, torch.optim.Optimizer], cfg: Config,
-                 device: torch.device, rng: torch.Generator) -> None:
+                 device: torch.device, rng: torch.Generator,
+                 wrap=lambda module: module) -> None:
         self.nets, self.opt, self.cfg, self.device, self.rng = nets, optimizers, cfg, device, rng
-        self.autocast = cfg.train.precision == "bf16"
-        m = cfg.model
-        # Running two inputs through a network in one call is only the same mathematics when
-        # no layer mixes samples: batch norm does, instance norm and no norm do not.
-        self._fuse_g = m.g_norm != "batch"
-        self._fuse_d = m.d_norm != "batch"
-        self._fuse_c = m.c_norm != "batch"
+        self.eg = wrap(EncoderGeneratorPhase(nets, cfg, device.type))
+        self.d = wrap(DiscriminatorPhase(nets, cfg, device.type))
+        self.c = wrap(CodeDiscriminatorPhase(nets, cfg, device.type))
+        self._helper = _Phase(cfg, device.type)  # shared settings for the no-grad forwards
         self.memory_format = (torch.channels_last_3d if cfg.train.channels_last
                               else torch.contiguous_format)
-
-    def _amp(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
     def _z(self, n: int) -> Tensor:
         return torch.randn(n, self.cfg.model.latent_dim, device=self.device, generator=self.rng)
 
-    def _generate_pair(self, z_e: Tensor, z_r: Tensor) -> tuple[Tensor, Tensor]:
-        g = self.nets.generator
-        if self._fuse_g:
-            out = g(torch.cat([z_e, z_r]))
-            return out[: len(z_e)], out[len(z_e):]
-        return g(z_e), g(z_r)
-
-    def _critic_scores(self, *xs: Tensor) -> list[Tensor]:
-        d = self.nets.discriminator
-        if self._fuse_d:
-            scores = _score(d, torch.cat(xs))
-            return list(scores.split([len(x) for x in xs]))
-        return [_score(d, x) for x in xs]
-
-    def encoder_generator_phase(self, x: Tensor) -> dict[str, Tensor]:
-        """Update E and G: L_GD - E[C(z_e)] + the preset's reconstruction terms."""
-        n = self.nets
-        z_r = self._z(len(x))
-        with _frozen(n.discriminator, n.code_discriminator), self._amp():
-            z_e = n.encoder(x).reshape(len(x), -1)
-            x_rec, x_gen = self._generate_pair(z_e, z_r)
-            d_rec, d_gen = self._critic_scores(x_rec, x_gen)
-            c_enc = _score(n.code_discriminator, z_e)
-        total, parts = losses.encoder_generator_loss(d_rec, d_gen, c_enc, x.float(),
-                                                     x_rec.float(), self.cfg.loss)
-        self.opt["E"].zero_grad(set_to_none=True)
-        self.opt["G"].zero_grad(set_to_none=True)
+    def _update(self, keys: tuple[str, ...], total: Tensor) -> None:
+        for key in keys:
+            self.opt[key].zero_grad(set_to_none=True)
         total.backward()
-        self.opt["E"].step()
-        self.opt["G"].step()
-        if self.cfg.optim.double_generator_step:
-            self.opt["G"].step()  # the published code steps G twice with the same gradients
-        return {f"eg_{k}": v.detach() for k, v in parts.items()}
-
-    def discriminator_phase(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        """Update D on a new batch; returns its losses and the codes (z_e, z_r) for phase 3."""
-        n = self.nets
-        with torch.no_grad(), self._amp():
-            z_e = n.encoder(x).reshape(len(x), -1).float()
-            z_r = self._z(len(x))
-            x_rec, x_gen = self._generate_pair(z_e, z_r)
-        x_rec = x_rec.float().contiguous(memory_format=self.memory_format)
-        x_gen = x_gen.float().contiguous(memory_format=self.memory_format)
-        with self._amp():
-            d_real, d_rec, d_gen = self._critic_scores(x, x_rec, x_gen)
-            critic = n.discriminator
-            if self._fuse_d:
-                # Both penalties in one pass: mean over 2B samples, so the sum is twice that.
-                gp = 2 * losses.gradient_penalty(critic, torch.cat([x, x]),
-                                                 torch.cat([x_rec, x_gen]), self.rng)
-            else:
-                gp = (losses.gradient_penalty(critic, x, x_rec, self.rng)
-                      + losses.gradient_penalty(critic, x, x_gen, self.rng))
-        total, parts = losses.discriminator_loss(d_real, d_rec, d_gen, gp.float(), self.cfg.loss)
-        self.opt["D"].zero_grad(set_to_none=True)
-        total.backward()
-        self.opt["D"].step()
-        return {f"d_{k}": v.detach() for k, v in parts.items()}, z_e, z_r
-
-    def code_discriminator_phase(self, z_e: Tensor, z_r: Tensor) -> dict[str, Tensor]:
-        """Update C: E[C(z_e)] - E[C(z_r)] + lambda * GP_C."""
-        c = self.nets.code_discriminator
-        with self._amp():
-            if self._fuse_c:
-                c_enc, c_rand = _score(c, torch.cat([z_e, z_r])).split([len(z_e), len(z_r)])
-            else:
-                c_enc, c_rand = _score(c, z_e), _score(c, z_r)
-            gp = losses.gradient_penalty(c, z_r, z_e, self.rng)
-        total, parts = losses.code_discriminator_loss(c_enc, c_rand, gp.float(), self.cfg.loss)
-        self.opt["C"].zero_grad(set_to_none=True)
-        total.backward()
-        self.opt["C"].step()
-        return {f"c_{k}": v.detach() for k, v in parts.items()}
+        for key in keys:
+            self.opt[key].step()
 
     def __call__(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
         """One full iteration on two consecutive batches; returns detached scalar losses."""
-        out = self.encoder_generator_phase(x1)
-        d_parts, z_e, z_r = self.discriminator_phase(x2)
-        out.update(d_parts)
-        out.update(self.code_discriminator_phase(z_e, z_r))
+        total, eg_parts = self.eg(x1, self._z(len(x1)))
+        self._update(("E", "G"), total)
+        if self.cfg.optim.double_generator_step:
+            self.opt["G"].step()  # the published code steps G twice with the same gradients
+
+        # x~ for the discriminator from the just-updated E and G, on the next batch.
+        with torch.no_grad(), self._helper.amp():
+            z_e = self.nets.encoder(x2).reshape(len(x2), -1).float()
+            z_r = self._z(len(x2))
+            x_rec, x_gen = self._helper.generate_pair(self.nets.generator, z_e, z_r)
+        x_rec = x_rec.float().contiguous(memory_format=self.memory_format)
+        x_gen = x_gen.float().contiguous(memory_format=self.memory_format)
+        total, d_parts = self.d(x2, x_rec, x_gen, self.rng)
+        self._update(("D",), total)
+
+        total, c_parts = self.c(z_e, z_r, self.rng)
+        self._update(("C",), total)
+
+        out = {f"eg_{k}": v for k, v in eg_parts.items()}
+        out.update({f"d_{k}": v for k, v in d_parts.items()})
+        out.update({f"c_{k}": v for k, v in c_parts.items()})
         return out
