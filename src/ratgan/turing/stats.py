@@ -1,0 +1,313 @@
+"""Scoring of a visual Turing test: the paper's Table 3 per rater, accuracy with a confidence
+interval, a test of whether answers depend on the truth, and agreement between raters.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ratgan.turing.study import REAL, SYNTHETIC, Rater, Record
+
+#: Confidence level of every interval shown.
+CONFIDENCE = 0.95
+
+
+def proportion_ci(
+    successes: int, trials: int, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (scipy); (nan, nan) without trials."""
+    if trials == 0:
+        return math.nan, math.nan
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def association_p_value(tp: int, fn: int, fp: int, tn: int) -> float:
+    """Two-sided Fisher exact test that the answers are independent of the truth.
+
+    Rows are the truth (synthetic, real), columns the answer (synthetic, real). A small value
+    means the rater tells real from synthetic better (or worse) than guessing would. Unlike a
+    test of accuracy against 50 %, it is not fooled by unequal numbers of real and synthetic
+    scans or by a rater who favours one answer.
+    """
+    if min(tp + fn, fp + tn, tp + fp, fn + tn) == 0:
+        return math.nan
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[tp, fn], [fp, tn]]).pvalue)
+
+
+def fleiss_kappa(counts: np.ndarray) -> float:
+    """Fleiss' kappa of an items x categories table of rating counts (same raters per item).
+
+    Written here because no dependency of ratgan provides it (statsmodels does, but would be a
+    large dependency for ten lines). NaN when undefined: fewer than two raters or items, or
+    when every rating falls in one category.
+    """
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] == 0:
+        return math.nan
+    per_item = counts.sum(axis=1)
+    n = per_item[0]
+    if n < 2 or not np.all(per_item == n):
+        return math.nan
+    p_category = counts.sum(axis=0) / counts.sum()
+    p_item = (np.sum(counts * counts, axis=1) - n) / (n * (n - 1))
+    p_bar, p_expected = p_item.mean(), float(np.sum(p_category**2))
+    if math.isclose(p_expected, 1.0):
+        return math.nan
+    return float((p_bar - p_expected) / (1.0 - p_expected))
+
+
+@dataclass
+class Tally:
+    """Answers of one rater (or all raters together) counted against the answer key."""
+
+    name: str
+    expertise: str = ""
+    total: int = 0
+    answered: int = 0
+    misclassified: dict[str, int] = field(default_factory=dict)
+    answered_per_model: dict[str, int] = field(default_factory=dict)
+    misclassified_real: int = 0
+    answered_real: int = 0
+
+    @property
+    def answered_synthetic(self) -> int:
+        """Synthetic scans answered."""
+        return sum(self.answered_per_model.values())
+
+    @property
+    def right(self) -> int:
+        """Right answers (the paper's last row of Table 3)."""
+        wrong = sum(self.misclassified.values()) + self.misclassified_real
+        return self.answered - wrong
+
+    @property
+    def accuracy(self) -> float:
+        """Right answers over answered scans."""
+        return self.right / self.answered if self.answered else math.nan
+
+    @property
+    def accuracy_ci(self) -> tuple[float, float]:
+        """Wilson interval of the accuracy."""
+        return proportion_ci(self.right, self.answered)
+
+    @property
+    def sensitivity(self) -> float:
+        """Fraction of synthetic scans recognised as synthetic."""
+        n = self.answered_synthetic
+        return (n - sum(self.misclassified.values())) / n if n else math.nan
+
+    @property
+    def specificity(self) -> float:
+        """Fraction of real scans recognised as real."""
+        n = self.answered_real
+        return (n - self.misclassified_real) / n if n else math.nan
+
+    @property
+    def p_value(self) -> float:
+        """Fisher exact test of answer vs truth (see association_p_value)."""
+        fooled = sum(self.misclassified.values())
+        return association_p_value(
+            self.answered_synthetic - fooled,
+            fooled,
+            self.misclassified_real,
+            self.answered_real - self.misclassified_real,
+        )
+
+    def add(self, record: Record) -> None:
+        """Count one item."""
+        self.total += 1
+        if record.answer is None:
+            return
+        self.answered += 1
+        wrong = record.answer != record.truth
+        if record.truth == REAL:
+            self.answered_real += 1
+            self.misclassified_real += wrong
+        else:
+            model = record.source
+            self.answered_per_model[model] = self.answered_per_model.get(model, 0) + 1
+            self.misclassified[model] = self.misclassified.get(model, 0) + wrong
+
+
+@dataclass
+class Summary:
+    """Everything the admin page and the CSV exports show."""
+
+    models: list[str]
+    raters: list[Tally]
+    pooled: Tally
+    fleiss_kappa: float
+    agreement_items: int
+    observed_agreement: float
+
+    def judged_real(self, model: str) -> tuple[int, int, tuple[float, float]]:
+        """Over all raters: (answers 'real', answers, Wilson interval) for one model's scans."""
+        k = self.pooled.misclassified.get(model, 0)
+        n = self.pooled.answered_per_model.get(model, 0)
+        return k, n, proportion_ci(k, n)
+
+
+def summarise(records: Sequence[Record], raters: Sequence[Rater], models: Sequence[str]) -> Summary:
+    """Tally answers per rater and overall, and measure agreement on items all raters answered."""
+    tallies = {r.name: Tally(r.name, r.expertise) for r in raters}
+    pooled = Tally("all raters")
+    for model in models:
+        for tally in [*tallies.values(), pooled]:
+            tally.misclassified.setdefault(model, 0)
+            tally.answered_per_model.setdefault(model, 0)
+    votes: dict[int, list[str]] = {}
+    for record in records:
+        tallies[record.rater].add(record)
+        pooled.add(record)
+        if record.answer is not None:
+            votes.setdefault(record.scan_id, []).append(record.answer)
+    complete = [v for v in votes.values() if len(v) == len(raters)]
+    counts = np.array([[v.count(SYNTHETIC), v.count(REAL)] for v in complete]).reshape(-1, 2)
+    n = len(raters)
+    if len(complete) and n >= 2:
+        observed = float(np.mean((np.sum(counts * counts, axis=1) - n) / (n * (n - 1))))
+    else:
+        observed = math.nan
+    return Summary(
+        models=list(models),
+        raters=list(tallies.values()),
+        pooled=pooled,
+        fleiss_kappa=fleiss_kappa(counts) if n >= 2 else math.nan,
+        agreement_items=len(complete),
+        observed_agreement=observed,
+    )
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def table3_rows(summary: Summary) -> list[list[str]]:
+    """Table 3 of the paper, one column per rater: header row first, then one row per line."""
+    columns = summary.raters
+    rows = [["", *[t.name for t in columns]]]
+    if any(t.expertise for t in columns):
+        rows.append(["Expertise", *[t.expertise for t in columns]])
+    for model in summary.models:
+        rows.append([model, *[str(t.misclassified[model]) for t in columns]])
+    rows.append(["Real", *[str(t.misclassified_real) for t in columns]])
+    rows.append(["Right answers", *[str(t.right) for t in columns]])
+    rows.append(["Answered", *[f"{t.answered}/{t.total}" for t in columns]])
+    return rows
+
+
+def format_table3(summary: Summary) -> str:
+    """Plain-text Table 3 plus accuracy and agreement, for the terminal."""
+    rows = table3_rows(summary)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append("")
+    lines.append("misclassified scans per model and real scans; right answers last (paper Table 3)")
+    lines.append("")
+    for tally in [*summary.raters, summary.pooled]:
+        low, high = tally.accuracy_ci
+        if not tally.answered:
+            lines.append(f"{tally.name}: no answers yet")
+            continue
+        lines.append(
+            f"{tally.name}: accuracy {_fmt(tally.accuracy)} ({tally.right}/{tally.answered}, "
+            f"{int(CONFIDENCE * 100)}% CI {_fmt(low)}-{_fmt(high)}), "
+            f"Fisher p {_fmt(tally.p_value, 4) or 'n/a'}"
+        )
+    lines.append(
+        f"Fleiss' kappa {_fmt(summary.fleiss_kappa) or 'n/a'} over {summary.agreement_items} "
+        "scans answered by every rater"
+    )
+    return "\n".join(lines)
+
+
+def _csv(rows: Sequence[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def table3_csv(summary: Summary) -> str:
+    """Per-rater results as CSV, one row per rater plus one for all raters together."""
+    header = ["rater", "expertise"]
+    header += [f"misclassified_{m}" for m in summary.models] + [f"n_{m}" for m in summary.models]
+    header += [
+        "misclassified_real",
+        "n_real",
+        "right_answers",
+        "answered",
+        "total",
+        "accuracy",
+        "accuracy_ci_low",
+        "accuracy_ci_high",
+        "sensitivity",
+        "specificity",
+        "fisher_p",
+    ]
+    rows = [header]
+    for t in [*summary.raters, summary.pooled]:
+        low, high = t.accuracy_ci
+        rows.append(
+            [t.name, t.expertise]
+            + [t.misclassified[m] for m in summary.models]
+            + [t.answered_per_model[m] for m in summary.models]
+            + [
+                t.misclassified_real,
+                t.answered_real,
+                t.right,
+                t.answered,
+                t.total,
+                _fmt(t.accuracy, 4),
+                _fmt(low, 4),
+                _fmt(high, 4),
+                _fmt(t.sensitivity, 4),
+                _fmt(t.specificity, 4),
+                _fmt(t.p_value, 6),
+            ]
+        )
+    return _csv(rows)
+
+
+def answers_csv(records: Sequence[Record]) -> str:
+    """Every item with its answer key and answer as CSV."""
+    rows = [
+        [
+            "rater",
+            "position",
+            "scan_id",
+            "source",
+            "truth",
+            "answer",
+            "correct",
+            "answered_at",
+            "elapsed_ms",
+            "path",
+        ]
+    ]
+    for r in records:
+        rows.append(
+            [
+                r.rater,
+                r.position,
+                r.scan_id,
+                r.source,
+                r.truth,
+                r.answer or "",
+                "" if r.correct is None else int(r.correct),
+                r.answered_at or "",
+                "" if r.elapsed_ms is None else r.elapsed_ms,
+                r.path,
+            ]
+        )
+    return _csv(rows)

@@ -1,0 +1,453 @@
+"""A visual Turing test study stored in one SQLite file.
+
+The file holds everything: the drawn scans (their rendered sprite sheets, origin and answer
+key), the raters with their private tokens, each rater's shuffled list of items with opaque
+random identifiers, and the answers. Answers are final: a unique key per item makes a second
+answer impossible, triggers forbid updates and deletions, and each answer is written in one
+transaction, so a double click or a crash can neither duplicate nor lose one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ratgan.errors import RatganError
+from ratgan.turing.render import WINDOW_PERCENTILES, layout_for, render_scan
+
+SCHEMA_VERSION = 1
+STUDY_FILENAME = "study.sqlite"
+LINKS_FILENAME = "links.txt"
+REAL = "real"
+SYNTHETIC = "synthetic"
+ANSWERS = (REAL, SYNTHETIC)
+DEFAULT_BASE_URL = "http://127.0.0.1:8765"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE scan (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,        -- 'real' or the name of the model that generated it
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,        -- of the image file, for provenance
+    png BLOB NOT NULL            -- the sprite sheet served to raters
+);
+CREATE TABLE rater (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    expertise TEXT NOT NULL DEFAULT '',
+    token TEXT NOT NULL UNIQUE
+);
+CREATE TABLE item (
+    id INTEGER PRIMARY KEY,
+    rater_id INTEGER NOT NULL REFERENCES rater(id),
+    position INTEGER NOT NULL,   -- 1-based order in which this rater sees the scans
+    scan_id INTEGER NOT NULL REFERENCES scan(id),
+    public_id TEXT NOT NULL UNIQUE,
+    UNIQUE (rater_id, position),
+    UNIQUE (rater_id, scan_id)
+);
+CREATE TABLE answer (
+    item_id INTEGER PRIMARY KEY REFERENCES item(id),
+    answer TEXT NOT NULL CHECK (answer IN ('real', 'synthetic')),
+    answered_at TEXT NOT NULL,
+    elapsed_ms INTEGER
+);
+CREATE TRIGGER answer_is_final_update BEFORE UPDATE ON answer
+BEGIN SELECT RAISE(ABORT, 'answers are final'); END;
+CREATE TRIGGER answer_is_final_delete BEFORE DELETE ON answer
+BEGIN SELECT RAISE(ABORT, 'answers are final'); END;
+"""
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Rater:
+    """One rater of a study."""
+
+    id: int
+    name: str
+    expertise: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One item of one rater with its answer key and answer (None while unanswered)."""
+
+    rater: str
+    position: int
+    scan_id: int
+    source: str
+    path: str
+    answer: str | None
+    answered_at: str | None
+    elapsed_ms: int | None
+
+    @property
+    def filename(self) -> str:
+        """The scan's file name without folders."""
+        return Path(self.path).name
+
+    @property
+    def truth(self) -> str:
+        """'real' or 'synthetic'."""
+        return REAL if self.source == REAL else SYNTHETIC
+
+    @property
+    def correct(self) -> bool | None:
+        """Whether the answer is right; None while unanswered."""
+        return None if self.answer is None else self.answer == self.truth
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """Outcome of one answer submission: 'saved', 'already_answered', 'not_current' or 'unknown'."""
+
+    status: str
+
+    @property
+    def saved(self) -> bool:
+        """True when the answer was written."""
+        return self.status == "saved"
+
+
+def study_file(study: str | os.PathLike) -> Path:
+    """The SQLite file of a study given its folder or the file itself."""
+    path = Path(study)
+    return path / STUDY_FILENAME if path.is_dir() else path
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _orientation(affine: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """(world axis, sign) closest to each voxel axis; only used to warn about mismatches."""
+    rotation = np.asarray(affine, dtype=float)[:3, :3]
+    codes = []
+    for j in range(3):
+        column = rotation[:, j]
+        axis = int(np.argmax(np.abs(column)))
+        codes.append((axis, 1 if column[axis] >= 0 else -1))
+    return tuple(codes)
+
+
+def _draw(entries: Sequence, n: int, what: str, source: str, rng: np.random.Generator) -> list:
+    if n < 0:
+        raise RatganError(f"{what} must not be negative, got {n}")
+    if n > len(entries):
+        raise RatganError(f"{what} asks for {n} scans but {source} holds only {len(entries)}")
+    order = sorted(entries, key=lambda e: str(e.image))
+    picked = rng.choice(len(order), size=n, replace=False) if n else []
+    return [order[int(i)] for i in picked]
+
+
+def create_study(
+    out: str | os.PathLike,
+    real: str | os.PathLike,
+    synthetic: Sequence[tuple[str, str | os.PathLike]],
+    n_real: int,
+    n_per_model: int,
+    raters: int | Sequence[str],
+    seed: int = 0,
+    expertise: Sequence[str] | None = None,
+    base_url: str = DEFAULT_BASE_URL,
+) -> tuple[Path, list[str]]:
+    """Draw scans, render them, shuffle them per rater and write the study to ``out``.
+
+    ``synthetic`` pairs a model name with a folder of its scans; ``raters`` is a count or a
+    list of names. Returns the study file and a list of warnings for the user. The scans are
+    drawn and ordered with a generator seeded by ``seed``; tokens and item identifiers come
+    from the operating system's secure random source and are not reproducible on purpose.
+    """
+    from ratgan.data.io import list_scans, read_scan
+
+    out = Path(out)
+    target = out / STUDY_FILENAME
+    if target.exists():
+        raise RatganError(f"{target} already exists; choose another --out folder")
+    names = [f"rater{i + 1}" for i in range(raters)] if isinstance(raters, int) else list(raters)
+    if not names:
+        raise RatganError("--raters must be at least 1")
+    if len(set(names)) != len(names) or any(not n.strip() for n in names):
+        raise RatganError("rater names must be unique and not empty")
+    levels = list(expertise) if expertise else [""] * len(names)
+    if len(levels) != len(names):
+        raise RatganError(f"--expertise gives {len(levels)} values for {len(names)} raters")
+    models = [str(name) for name, _ in synthetic]
+    for name in models:
+        if not _MODEL_NAME.match(name) or name.lower() == REAL:
+            raise RatganError(
+                f"model name {name!r} must be letters, digits, '_', '.', '+' or '-' and not 'real'"
+            )
+    if len(set(models)) != len(models):
+        raise RatganError("each --synthetic model name must be given once")
+
+    rng = np.random.default_rng(seed)
+    drawn: list[tuple[str, Path]] = []
+    for source, folder, n, what in [(REAL, real, n_real, "--n-real")] + [
+        (name, folder, n_per_model, "--n-per-model") for name, folder in synthetic
+    ]:
+        entries = list_scans(folder)
+        drawn += [(source, Path(e.image)) for e in _draw(entries, n, what, str(folder), rng)]
+    if not drawn:
+        raise RatganError("the study would be empty: raise --n-real or --n-per-model")
+    paths = [p.resolve() for _, p in drawn]
+    if len(set(paths)) != len(paths):
+        raise RatganError("the same scan file was drawn twice; real and synthetic folders overlap")
+
+    # Render every scan once; insertion order is shuffled so that row ids say nothing.
+    warnings: list[str] = []
+    rendered = []
+    shape = orientation = None
+    first = None
+    for source, path in drawn:
+        scan = read_scan(path)
+        data = np.asarray(scan.data)
+        if data.ndim != 3:
+            raise RatganError(f"{path} is not a 3-D scan (shape {data.shape})")
+        if shape is None:
+            shape, orientation, first = data.shape, _orientation(scan.affine), path
+        elif data.shape != shape:
+            raise RatganError(
+                f"{path} has shape {data.shape} but {first} has {shape}; all scans of a study must "
+                "share one shape, or the image size would tell them apart"
+            )
+        elif _orientation(scan.affine) != orientation:
+            warnings.append(f"{path} has a different voxel orientation in its affine than {first}")
+        png, layout = render_scan(data)
+        rendered.append((source, path, png))
+    shuffled = [rendered[int(i)] for i in rng.permutation(len(rendered))]
+
+    layout = layout_for(shape)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{STUDY_FILENAME}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    conn = sqlite3.connect(tmp)
+    try:
+        conn.executescript(_SCHEMA)
+        with conn:
+            meta = {
+                "schema_version": SCHEMA_VERSION,
+                "created_at": _now(),
+                "seed": seed,
+                "admin_token": secrets.token_urlsafe(24),
+                "models": json.dumps(models),
+                "n_real": n_real,
+                "n_per_model": n_per_model,
+                "n_slices": layout.n_slices,
+                "tile_width": layout.tile_width,
+                "tile_height": layout.tile_height,
+                "columns": layout.columns,
+                "window_percentiles": json.dumps(list(WINDOW_PERCENTILES)),
+                "base_url": base_url.rstrip("/"),
+            }
+            conn.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()]
+            )
+            scan_ids = []
+            for source, path, png in shuffled:
+                cur = conn.execute(
+                    "INSERT INTO scan (source, path, sha256, png) VALUES (?, ?, ?, ?)",
+                    (source, str(path.resolve()), _sha256(path), png),
+                )
+                scan_ids.append(cur.lastrowid)
+            for name, level in zip(names, levels):
+                cur = conn.execute(
+                    "INSERT INTO rater (name, expertise, token) VALUES (?, ?, ?)",
+                    (name, level, secrets.token_urlsafe(24)),
+                )
+                rater_id = cur.lastrowid
+                for position, k in enumerate(rng.permutation(len(scan_ids)), start=1):
+                    conn.execute(
+                        "INSERT INTO item (rater_id, position, scan_id, public_id) VALUES (?, ?, ?, ?)",
+                        (rater_id, position, scan_ids[int(k)], secrets.token_hex(16)),
+                    )
+    finally:
+        conn.close()
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    study = Study(target)
+    links = out / LINKS_FILENAME
+    links.write_text(study.links_text(base_url) + "\n")
+    os.chmod(links, 0o600)
+    return target, warnings
+
+
+class Study:
+    """Access to a study file; each method opens its own short-lived connection."""
+
+    def __init__(self, study: str | os.PathLike):
+        self.path = study_file(study)
+        if not self.path.is_file():
+            raise RatganError(f"{self.path} is not a Turing test study (no such file)")
+        try:
+            meta = self._meta()
+        except sqlite3.DatabaseError as exc:
+            raise RatganError(f"{self.path} is not a Turing test study ({exc})") from None
+        if meta.get("schema_version") != str(SCHEMA_VERSION):
+            raise RatganError(f"{self.path} is not a Turing test study of schema {SCHEMA_VERSION}")
+        self.meta = meta
+        self.models: list[str] = json.loads(meta["models"])
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode with foreign keys on; closed on exit."""
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = FULL")
+            yield conn
+        finally:
+            conn.close()
+
+    def _meta(self) -> dict[str, str]:
+        with self.connect() as conn:
+            return dict(conn.execute("SELECT key, value FROM meta"))
+
+    @property
+    def layout(self) -> dict[str, int]:
+        """Sprite layout shared by every scan of the study."""
+        return {k: int(self.meta[k]) for k in ("n_slices", "tile_width", "tile_height", "columns")}
+
+    def check_admin(self, token: str) -> bool:
+        """Whether ``token`` is this study's admin token (constant-time comparison)."""
+        return hmac.compare_digest(token.encode(), self.meta["admin_token"].encode())
+
+    def raters(self) -> list[Rater]:
+        """All raters in creation order."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT id, name, expertise, token FROM rater ORDER BY id"
+            ).fetchall()
+        return [Rater(*row) for row in rows]
+
+    def rater_by_token(self, token: str) -> Rater | None:
+        """The rater owning this token, or None."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT id, name, expertise, token FROM rater WHERE token = ?", (token,)
+            ).fetchone()
+        return Rater(*row) if row else None
+
+    @staticmethod
+    def _current(conn: sqlite3.Connection, rater_id: int) -> tuple | None:
+        return conn.execute(
+            "SELECT item.id, item.position, item.public_id, item.scan_id FROM item "
+            "LEFT JOIN answer ON answer.item_id = item.id "
+            "WHERE item.rater_id = ? AND answer.item_id IS NULL "
+            "ORDER BY item.position LIMIT 1",
+            (rater_id,),
+        ).fetchone()
+
+    def state(self, rater: Rater) -> dict:
+        """What the rating page needs: progress and the current item, if any."""
+        with self.connect() as conn:
+            total, done = conn.execute(
+                "SELECT COUNT(item.id), COUNT(answer.item_id) FROM item "
+                "LEFT JOIN answer ON answer.item_id = item.id WHERE item.rater_id = ?",
+                (rater.id,),
+            ).fetchone()
+            current = self._current(conn, rater.id)
+        state = {"rater": rater.name, "total": total, "done": done, "finished": current is None}
+        state["item"] = None if current is None else {"id": current[2], **self.layout}
+        return state
+
+    def image(self, rater: Rater, public_id: str) -> bytes | None:
+        """The sprite sheet of the rater's current item, or None for any other identifier."""
+        with self.connect() as conn:
+            current = self._current(conn, rater.id)
+            if current is None or not hmac.compare_digest(current[2].encode(), public_id.encode()):
+                return None
+            row = conn.execute("SELECT png FROM scan WHERE id = ?", (current[3],)).fetchone()
+        return bytes(row[0])
+
+    def submit(
+        self, rater: Rater, public_id: str, answer: str, elapsed_ms: int | None = None
+    ) -> SubmitResult:
+        """Record the answer to the rater's current item in one transaction; never overwrites."""
+        if answer not in ANSWERS:
+            raise ValueError(f"answer must be one of {ANSWERS}")
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT item.id, answer.item_id FROM item "
+                    "LEFT JOIN answer ON answer.item_id = item.id "
+                    "WHERE item.rater_id = ? AND item.public_id = ?",
+                    (rater.id, public_id),
+                ).fetchone()
+                if row is None:
+                    result = SubmitResult("unknown")
+                elif row[1] is not None:
+                    result = SubmitResult("already_answered")
+                elif self._current(conn, rater.id)[0] != row[0]:
+                    result = SubmitResult("not_current")
+                else:
+                    conn.execute(
+                        "INSERT INTO answer (item_id, answer, answered_at, elapsed_ms) "
+                        "VALUES (?, ?, ?, ?)",
+                        (row[0], answer, _now(), elapsed_ms),
+                    )
+                    result = SubmitResult("saved")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return result
+
+    def records(self) -> list[Record]:
+        """Every item of every rater with its answer key, ordered by rater and position."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT rater.name, item.position, scan.id, scan.source, scan.path, "
+                "answer.answer, answer.answered_at, answer.elapsed_ms FROM item "
+                "JOIN rater ON rater.id = item.rater_id JOIN scan ON scan.id = item.scan_id "
+                "LEFT JOIN answer ON answer.item_id = item.id "
+                "ORDER BY rater.id, item.position"
+            ).fetchall()
+        return [Record(*row) for row in rows]
+
+    def links(self, base_url: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+        """The admin link and one (rater name, private link) per rater."""
+        base = (base_url or self.meta.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        admin = f"{base}/admin/{self.meta['admin_token']}"
+        return admin, [(r.name, f"{base}/r/{r.token}") for r in self.raters()]
+
+    def links_text(self, base_url: str | None = None) -> str:
+        """The links as printed for the study organiser."""
+        admin, raters = self.links(base_url)
+        width = max([len(name) for name, _ in raters] + [5])
+        lines = [f"{name:<{width}}  {url}" for name, url in raters]
+        return "\n".join(lines + [f"{'admin':<{width}}  {admin}"])
+
+
+def format_duration(ms: float | None) -> str:
+    """Milliseconds as 'm:ss' for tables; '' when unknown."""
+    if ms is None or (isinstance(ms, float) and math.isnan(ms)):
+        return ""
+    seconds = round(ms / 1000)
+    return f"{seconds // 60}:{seconds % 60:02d}"

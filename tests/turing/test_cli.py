@@ -1,0 +1,79 @@
+"""`ratgan turing create|report` through the real command line parser."""
+
+import re
+
+from ratgan.cli import main
+from ratgan.turing.study import Study
+
+
+def test_create_prints_links_and_report_prints_table3(tmp_path, scan_writer, capsys):
+    scan_writer(tmp_path / "real", 3, seed=1)
+    scan_writer(tmp_path / "a", 2, seed=2)
+    scan_writer(tmp_path / "b", 2, seed=3)
+    code = main(
+        [
+            "turing",
+            "create",
+            "--real",
+            str(tmp_path / "real"),
+            "--synthetic",
+            f"SigmaRat1={tmp_path / 'a'}",
+            f"SigmaRat2={tmp_path / 'b'}",
+            "--n-real",
+            "2",
+            "--n-per-model",
+            "1",
+            "--raters",
+            "3",
+            "--expertise",
+            "High,Medium,Low",
+            "--seed",
+            "7",
+            "--out",
+            str(tmp_path / "study"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "4 scans, 3 raters" in out
+    links = re.findall(
+        r"^(rater\d|admin)\s+(http://127\.0\.0\.1:8765/(?:r|admin)/[\w-]+)$", out, re.MULTILINE
+    )
+    assert [name for name, _ in links] == ["rater1", "rater2", "rater3", "admin"]
+    study = Study(tmp_path / "study")
+    assert [r.expertise for r in study.raters()] == ["High", "Medium", "Low"]
+    assert study.models == ["SigmaRat1", "SigmaRat2"]
+
+    rater = study.raters()[0]
+    study.submit(rater, study.state(rater)["item"]["id"], "synthetic")
+    assert main(["turing", "report", str(tmp_path / "study"), "--csv", str(tmp_path / "csv")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^Right answers\s+[01]\s+0\s+0$", out, re.MULTILINE)
+    assert re.search(r"^Answered\s+1/4\s+0/4\s+0/4$", out, re.MULTILINE)
+    assert (tmp_path / "csv" / "table3.csv").is_file() and (
+        tmp_path / "csv" / "answers.csv"
+    ).is_file()
+
+
+def test_user_errors_are_one_sentence(tmp_path, scan_writer, capsys):
+    scan_writer(tmp_path / "real", 1, seed=1)
+    code = main(
+        [
+            "turing",
+            "create",
+            "--real",
+            str(tmp_path / "real"),
+            "--synthetic",
+            f"m={tmp_path / 'real'}",
+            "--n-real",
+            "5",
+            "--raters",
+            "2",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--n-real asks for 5 scans" in err
+    assert main(["turing", "serve", str(tmp_path / "missing")]) == 2
+    assert "is not a Turing test study" in capsys.readouterr().err

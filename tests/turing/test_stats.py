@@ -1,0 +1,110 @@
+"""Scoring: Table 3 counts, intervals and agreement against hand-computed values."""
+
+import csv
+import io
+import math
+
+import numpy as np
+import pytest
+
+from ratgan.turing.stats import (
+    answers_csv,
+    fleiss_kappa,
+    format_table3,
+    proportion_ci,
+    summarise,
+    table3_csv,
+    table3_rows,
+)
+from ratgan.turing.study import Rater, Record
+
+
+def test_fleiss_kappa_of_the_textbook_example():
+    # Fleiss (1971) as tabulated on Wikipedia: 10 subjects, 14 raters, 5 categories, kappa 0.210.
+    counts = np.array(
+        [
+            [0, 0, 0, 0, 14],
+            [0, 2, 6, 4, 2],
+            [0, 0, 3, 5, 6],
+            [0, 3, 9, 2, 0],
+            [2, 2, 8, 1, 1],
+            [7, 7, 0, 0, 0],
+            [3, 2, 6, 3, 0],
+            [2, 5, 3, 2, 2],
+            [6, 5, 2, 1, 0],
+            [0, 2, 2, 3, 7],
+        ]
+    )
+    assert fleiss_kappa(counts) == pytest.approx(0.2099, abs=5e-4)
+
+
+def test_fleiss_kappa_edge_cases():
+    assert fleiss_kappa([[2, 0], [0, 2], [2, 0]]) == pytest.approx(1.0)
+    assert math.isnan(fleiss_kappa([[2, 0], [2, 0]]))  # one category only: undefined
+    assert math.isnan(fleiss_kappa(np.zeros((0, 2))))
+    assert math.isnan(fleiss_kappa([[1, 0], [0, 1]]))  # a single rater
+
+
+def test_wilson_interval():
+    low, high = proportion_ci(7, 10)
+    assert (low, high) == pytest.approx((0.3968, 0.8922), abs=1e-4)
+    assert all(math.isnan(v) for v in proportion_ci(0, 0))
+
+
+def _record(rater, position, scan_id, source, answer):
+    return Record(rater, position, scan_id, source, f"/d/{scan_id}.nii.gz", answer, None, None)
+
+
+def test_table3_counts_per_rater_and_pooled():
+    raters = [Rater(1, "r1", "High", "t1"), Rater(2, "r2", "Low", "t2")]
+    key = {1: "real", 2: "real", 3: "A", 4: "A", 5: "B"}
+    answers = {
+        "r1": {1: "real", 2: "synthetic", 3: "synthetic", 4: "real", 5: "synthetic"},
+        "r2": {1: "synthetic", 2: "synthetic", 3: "real", 4: "real", 5: None},
+    }
+    records = [
+        _record(r, pos, scan, key[scan], answers[r][scan])
+        for r in ("r1", "r2")
+        for pos, scan in enumerate(key, start=1)
+    ]
+    summary = summarise(records, raters, ["A", "B"])
+    r1, r2 = summary.raters
+    assert (r1.misclassified, r1.misclassified_real, r1.right, r1.answered) == (
+        {"A": 1, "B": 0},
+        1,
+        3,
+        5,
+    )
+    assert (r2.misclassified, r2.misclassified_real, r2.right, r2.answered) == (
+        {"A": 2, "B": 0},
+        2,
+        0,
+        4,
+    )
+    assert summary.pooled.right == 3 and summary.pooled.answered == 9
+    assert summary.judged_real("A")[:2] == (3, 4)
+    assert r1.sensitivity == pytest.approx(2 / 3) and r1.specificity == pytest.approx(1 / 2)
+    # Scans 1-4 were answered by both raters; they agree on scans 2 and 4 only.
+    assert summary.agreement_items == 4
+    assert summary.observed_agreement == pytest.approx(0.5)
+    assert summary.fleiss_kappa == pytest.approx(fleiss_kappa([[1, 1], [2, 0], [1, 1], [0, 2]]))
+
+    rows = table3_rows(summary)
+    assert rows[0] == ["", "r1", "r2"]
+    assert rows[1:] == [
+        ["Expertise", "High", "Low"],
+        ["A", "1", "2"],
+        ["B", "0", "0"],
+        ["Real", "1", "2"],
+        ["Right answers", "3", "0"],
+        ["Answered", "5/5", "4/5"],
+    ]
+    text = format_table3(summary)
+    assert "Right answers" in text and "Fleiss' kappa" in text
+
+    table = list(csv.DictReader(io.StringIO(table3_csv(summary))))
+    assert [t["rater"] for t in table] == ["r1", "r2", "all raters"]
+    assert table[0]["misclassified_A"] == "1" and table[1]["right_answers"] == "0"
+    assert table[0]["accuracy"] == "0.6000"
+    exported = list(csv.DictReader(io.StringIO(answers_csv(records))))
+    assert len(exported) == 10 and exported[9]["answer"] == "" and exported[0]["correct"] == "1"
