@@ -1,0 +1,159 @@
+"""The built-in phantom cohort: `ratgan phantom` writes SIGMA-shaped scans with plausible labels."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ratgan.cli import main
+from ratgan.data import phantom
+from ratgan.data.io import read_label, read_scan
+
+SUBJECTS = 8
+SEED = 3
+
+# The documented tissue-fraction ranges (docs/phantom.md): "brain" is labelled voxels / all
+# voxels, each tissue is its voxels / labelled voxels.
+RANGES = {"brain": (0.11, 0.19), "GM": (0.66, 0.80), "WM": (0.08, 0.13), "CSF": (0.11, 0.23)}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """Eight subjects written through the real CLI entry point."""
+    out = tmp_path_factory.mktemp("phantom")
+    assert main(["phantom", "--out", str(out), "--subjects", str(SUBJECTS), "--seed", str(SEED),
+                 "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def scans(cohort):
+    """(scan, labels) of every subject, in file order."""
+    out = []
+    for img in sorted((cohort / "images").iterdir()):
+        scan = read_scan(img)
+        out.append((scan, read_label(cohort / "labels" / img.name, scan)))
+    return out
+
+
+def test_cli_writes_the_expected_files(cohort):
+    names = [f"sub-{i:03d}.nii.gz" for i in range(SUBJECTS)]
+    assert sorted(p.name for p in (cohort / "images").iterdir()) == names
+    assert sorted(p.name for p in (cohort / "labels").iterdir()) == names
+    manifest = json.loads((cohort / "phantom.json").read_text())
+    assert manifest["seed"] == SEED and manifest["subjects"] == SUBJECTS
+    assert [r["file"] for r in manifest["scans"]] == names
+
+
+def test_scans_have_the_sigma_geometry(scans):
+    for scan, labels in scans:
+        assert scan.shape == (64, 64, 40)
+        assert labels.shape == (64, 64, 40)
+        np.testing.assert_allclose(scan.zooms, (0.375, 0.375, 0.5), atol=1e-6)
+        # RAS, axis-aligned, the centre of the field of view at the origin
+        np.testing.assert_allclose(np.diag(scan.affine)[:3], (0.375, 0.375, 0.5), atol=1e-6)
+        np.testing.assert_allclose(scan.affine @ [31.5, 31.5, 19.5, 1.0], [0, 0, 0, 1],
+                                   atol=1e-6)
+        assert int(scan.header["qform_code"]) == 1 and int(scan.header["sform_code"]) == 1
+
+
+def test_documented_ranges_match_the_module():
+    assert phantom.TISSUE_FRACTION_RANGES == RANGES
+
+
+def test_labels_hold_four_classes_in_plausible_fractions(scans):
+    for _, labels in scans:
+        assert set(np.unique(labels)) == {0, 1, 2, 3}
+        brain = labels > 0
+        fractions = {"brain": brain.mean()}
+        fractions.update({name: (labels == k).sum() / brain.sum()
+                          for k, name in ((1, "GM"), (2, "WM"), (3, "CSF"))})
+        for name, value in fractions.items():
+            lo, hi = RANGES[name]
+            assert lo <= value <= hi, f"{name} fraction {value:.3f} outside [{lo}, {hi}]"
+
+
+def test_brain_volume_varies_like_a_rat_cohort(scans):
+    volumes = np.array([(labels > 0).sum() for _, labels in scans], float)
+    cov = volumes.std() / volumes.mean()
+    assert 0.01 < cov < 0.10  # about 4% expected (SPEC section 1)
+
+
+def test_images_look_like_surface_coil_epi(scans):
+    for scan, labels in scans:
+        img = scan.data
+        assert img.dtype == np.float32
+        assert img.min() >= 0 and 500 < img.max() < 4000
+        brain = labels > 0
+        # brain well above the noise in the corners of the field of view
+        corner = np.concatenate([img[:6, :6].ravel(), img[-6:, :6].ravel()])
+        assert np.median(img[brain]) > 8 * corner.mean()
+        # the coil on top: the dorsal half of the brain is brighter than the ventral half
+        rows = np.arange(64)[None, :, None]
+        mid = np.median(np.nonzero(brain)[1])
+        assert img[brain & (rows > mid)].mean() > 1.5 * img[brain & (rows < mid)].mean()
+        # T2*-weighted contrast: CSF brighter than GM brighter than WM (same depths compared)
+        csf, gm, wm = (img[(labels == k) & (rows > mid)].mean() for k in (3, 1, 2))
+        assert csf > 1.15 * gm and gm > 1.15 * wm
+        # signal outside the brain (muscle, skin) next to it
+        outside = ~brain & (img > 0.15 * img[brain].mean())
+        assert outside.sum() > 0.2 * brain.sum()
+
+
+def test_subjects_differ_from_each_other(scans):
+    for (a, la), (b, lb) in itertools.pairwise(scans):
+        assert not np.array_equal(a.data, b.data)
+        overlap = 2 * ((la > 0) & (lb > 0)).sum() / ((la > 0).sum() + (lb > 0).sum())
+        assert 0.8 < overlap < 0.995  # the same anatomy, not the same brain
+
+
+def test_same_seed_gives_identical_files_whatever_the_cohort_size(cohort, tmp_path):
+    phantom.write_cohort(tmp_path, subjects=2, seed=SEED, progress=False)
+    for folder in ("images", "labels"):
+        for name in ("sub-000.nii.gz", "sub-001.nii.gz"):
+            assert (tmp_path / folder / name).read_bytes() == (cohort / folder / name).read_bytes()
+
+
+def test_make_subject_matches_the_written_file(scans):
+    image, labels, affine = phantom.make_subject(phantom.subject_seed(SEED, 1))
+    scan, lab = scans[1]
+    assert image.dtype == np.float32 and labels.dtype == np.uint8
+    np.testing.assert_array_equal(scan.data, image)
+    np.testing.assert_array_equal(lab, labels)
+    np.testing.assert_array_equal(scan.affine, affine)
+
+
+def test_another_seed_gives_other_scans(cohort, tmp_path):
+    phantom.write_cohort(tmp_path, subjects=1, seed=SEED + 1, progress=False)
+    a = read_scan(tmp_path / "images" / "sub-000.nii.gz").data
+    b = read_scan(cohort / "images" / "sub-000.nii.gz").data
+    assert not np.allclose(a, b)
+
+
+def test_sample_params_is_deterministic_and_varied():
+    a = phantom.sample_params(np.random.default_rng(0))
+    assert a == phantom.sample_params(np.random.default_rng(0))
+    assert a != phantom.sample_params(np.random.default_rng(1))
+
+
+def test_a_smaller_cohort_replaces_a_larger_one(tmp_path):
+    phantom.write_cohort(tmp_path, subjects=3, seed=0, progress=False)
+    (tmp_path / "images" / "notes.txt").write_text("kept")
+    phantom.write_cohort(tmp_path, subjects=1, seed=0, progress=False)
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["notes.txt",
+                                                                      "sub-000.nii.gz"]
+    assert [p.name for p in (tmp_path / "labels").iterdir()] == ["sub-000.nii.gz"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--subjects", "0"], "--subjects must be at least 1"),
+    (["--seed", "-1"], "--seed must not be negative"),
+])
+def test_cli_rejects_bad_arguments(tmp_path, capsys, args, message):
+    assert main(["phantom", "--out", str(tmp_path / "x"), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,74 @@
+"""`ratgan show` through the real CLI entry point, on phantom scans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ratgan.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("phantom")
+    assert main(["phantom", "--out", str(out), "--subjects", "2", "--seed", "5",
+                 "--no-progress"]) == 0
+    return out
+
+
+def _scans(cohort: Path, folder: str) -> list[str]:
+    return [str(cohort / folder / f"sub-00{i}.nii.gz") for i in range(2)]
+
+
+def _assert_png(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_show_writes_a_png(cohort, tmp_path, capsys):
+    out = tmp_path / "views.png"
+    assert main(["show", *_scans(cohort, "images"), "--out", str(out)]) == 0
+    _assert_png(out)
+    assert str(out) in capsys.readouterr().out
+
+
+def test_show_with_labels_writes_a_png(cohort, tmp_path):
+    out = tmp_path / "sub" / "labels.png"
+    assert main(["show", *_scans(cohort, "images"), "--labels", *_scans(cohort, "labels"),
+                 "--out", str(out)]) == 0
+    _assert_png(out)
+
+
+def test_show_labels_only_some_scans(cohort, tmp_path):
+    out = tmp_path / "some.png"
+    assert main(["show", *_scans(cohort, "images"), "--labels", "-", _scans(cohort, "labels")[1],
+                 "--out", str(out)]) == 0
+    _assert_png(out)
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_show_names_a_missing_file(tmp_path, capsys):
+    missing = tmp_path / "missing.nii.gz"
+    assert main(["show", str(missing), "--out", str(tmp_path / "x.png")]) == 2
+    err = _error(capsys)
+    assert str(missing) in err and "does not exist" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_show_rejects_a_label_count_that_differs(cohort, tmp_path, capsys):
+    assert main(["show", *_scans(cohort, "images"), "--labels", _scans(cohort, "labels")[0],
+                 "--out", str(tmp_path / "x.png")]) == 2
+    assert "one per scan" in _error(capsys)
+
+
+def test_show_rejects_an_output_that_is_not_png(cohort, tmp_path, capsys):
+    assert main(["show", _scans(cohort, "images")[0], "--out", str(tmp_path / "x.jpg")]) == 2
+    assert ".png" in _error(capsys)
