@@ -52,7 +52,8 @@ def test_checkpoint_holds_the_whole_state(phantom_dir, tmp_path):
     state = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 2))
     assert state["iteration"] == 2
     assert set(state["networks"]) == set(state["optimizers"]) == {"G", "E", "D", "C"}
-    assert {"config", "rng", "stream", "ratgan_version"} <= set(state)
+    assert {"config", "ranks", "world_size", "ratgan_version"} <= set(state)
+    assert {"global", "train", "stream"} <= set(state["ranks"][0])
     assert state["config"]["name"] == "tiny"
 
 

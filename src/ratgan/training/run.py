@@ -16,6 +16,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ratgan.config import Config, config_from_dict, save_config
 from ratgan.errors import RatganError
 from ratgan.models import Networks, build_networks
 from ratgan.training import checkpoint as ckpt
+from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
 from ratgan.training.figures import plot_loss_curves, save_sample_montage
 
@@ -96,10 +98,12 @@ class TrainResult:
     iteration: int
     seconds: float
     last_losses: dict[str, float]
+    networks: Networks
+    rank: int = 0
 
 
-def _prepare_run_dir(run_dir: Path, cfg: Config, data_source: str | None, resume: bool) -> Config:
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> Config:
+    """Check the run folder (every rank) and write the resolved config (rank 0 only)."""
     has_ckpt = bool(ckpt.list_checkpoints(run_dir))
     if resume:
         if not (run_dir / CONFIG_FILE).is_file():
@@ -111,67 +115,99 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, data_source: str | None, resume
     if has_ckpt:
         raise RatganError(f"run folder {run_dir} already holds checkpoints; pass --resume to "
                           "continue it or choose another --out.")
-    save_config(cfg, run_dir / CONFIG_FILE)
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / CONFIG_FILE)
     return cfg
+
+
+def _shard(cohort: Any, info: distributed.DistInfo) -> Any:
+    """This rank's share of the cohort: every world_size-th scan from its rank on."""
+    if not info.enabled:
+        return cohort
+    if len(cohort) < info.world_size:
+        raise RatganError(f"{len(cohort)} scans cannot be shared among {info.world_size} "
+                          "processes; use fewer processes or more scans.")
+    idx = list(range(info.rank, len(cohort), info.world_size))
+    return type(cohort)(
+        images=cohort.images[idx],
+        labels=None if cohort.labels is None else cohort.labels[idx],
+        entries=[cohort.entries[i] for i in idx], infos=[cohort.infos[i] for i in idx])
 
 
 def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resume: bool = False,
           progress: bool = True) -> TrainResult:
-    """Train (or resume) an alpha-GAN run; see the module docstring for what it writes."""
+    """Train (or resume) an alpha-GAN run; see the module docstring for what it writes.
+
+    Under torchrun each rank trains on its shard with DistributedDataParallel and rank 0
+    alone writes; ``train.batch_size`` is then the batch of each rank.
+    """
     from tqdm.auto import tqdm
 
     from ratgan.data.augment import BatchAugmenter
     from ratgan.data.dataset import EndlessBatches, load_cohort
 
     run_dir = Path(run_dir)
-    cfg = _prepare_run_dir(run_dir, cfg, None if data_source is None else str(data_source), resume)
-    if resume:
-        data_source = read_run_data(run_dir)["source"]
-    elif data_source is None:
-        raise RatganError("--data is required to start a new run.")
+    device = select_device(cfg.train.device)
+    info, device = distributed.setup(device)
+    try:
+        cfg = _prepare_run_dir(run_dir, cfg, resume, write=info.is_main)
+        if resume:
+            data_source = read_run_data(run_dir)["source"]
+        elif data_source is None:
+            raise RatganError("--data is required to start a new run.")
+        cohort = load_cohort(data_source, cfg.data, require_labels=cfg.data.label_channels,
+                             progress=progress and info.is_main)
+        if not resume and info.is_main:
+            _write_json(run_dir / DATA_FILE, {
+                "source": str(data_source),
+                "entries": [{"image": str(Path(e.image).resolve()),
+                             "label": None if e.label is None else str(Path(e.label).resolve())}
+                            for e in cohort.entries],
+                "infos": [i.to_dict() for i in cohort.infos],
+            })
+        return _loop(cfg, _shard(cohort, info), cohort.infos[0], run_dir, resume,
+                     progress and info.is_main, info, device, tqdm, BatchAugmenter,
+                     EndlessBatches)
+    finally:
+        distributed.teardown(info)
+
+
+def _loop(cfg: Config, cohort: Any, reference_info: Any, run_dir: Path, resume: bool,
+          progress: bool, info: distributed.DistInfo, device: torch.device, tqdm: Any,
+          augmenter_cls: Any, stream_cls: Any) -> TrainResult:
     t_cfg = cfg.train
-    device = select_device(t_cfg.device)
-    torch.manual_seed(t_cfg.seed)
+    torch.manual_seed(t_cfg.seed)  # same initial weights on every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-    cohort = load_cohort(data_source, cfg.data, require_labels=cfg.data.label_channels,
-                         progress=progress)
-    if not resume:
-        _write_json(run_dir / DATA_FILE, {
-            "source": str(data_source),
-            "entries": [{"image": str(Path(e.image).resolve()),
-                         "label": None if e.label is None else str(Path(e.label).resolve())}
-                        for e in cohort.entries],
-            "infos": [i.to_dict() for i in cohort.infos],
-        })
-    augmenter = BatchAugmenter(cfg.augment, seed=t_cfg.seed + 1)
-    stream = EndlessBatches(cohort, t_cfg.batch_size, seed=t_cfg.seed, device=device,
-                            augmenter=augmenter, with_labels=cfg.data.label_channels)
-
+    seed = partial(distributed.rank_seed, t_cfg.seed, info.rank)
+    stream = stream_cls(cohort, t_cfg.batch_size, seed=seed(0), device=device,
+                        augmenter=augmenter_cls(cfg.augment, seed=seed(1)),
+                        with_labels=cfg.data.label_channels)
     nets = build_networks(cfg.model)
     fmt = torch.channels_last_3d if t_cfg.channels_last else torch.contiguous_format
-    for net in nets.as_dict().values():
+    for key, net in nets.as_dict().items():
         net.to(device)
-    for key in ("G", "E", "D"):
-        nets.as_dict()[key].to(memory_format=fmt)
+        if key != "C":
+            net.to(memory_format=fmt)
     optimizers = build_optimizers(nets, cfg)
     rng = torch.Generator(device=device)
-    rng.manual_seed(t_cfg.seed + 2)
+    rng.manual_seed(seed(2))
     sample_z = torch.randn(4, cfg.model.latent_dim,
                            generator=torch.Generator().manual_seed(t_cfg.seed + 3))
 
     start = 0
-    if resume:
-        latest = ckpt.latest_checkpoint(run_dir)
-        if latest is not None:
-            state = ckpt.load_checkpoint(latest, map_location=device)
-            _restore(state, nets, optimizers, rng, stream)
-            start = int(state["iteration"])
+    latest = ckpt.latest_checkpoint(run_dir) if resume else None
+    if latest is not None:
+        state = ckpt.load_checkpoint(latest, map_location=device)
+        _restore(state, nets, optimizers, rng, stream, info)
+        start = int(state["iteration"])
+        if info.is_main:
             _truncate_metrics(run_dir / METRICS_FILE, start)
-    step = AlphaGANStep(nets, optimizers, cfg, device, rng)
+    step = AlphaGANStep(nets, optimizers, cfg, device, rng,
+                        wrap=distributed.wrapper(info, device))
 
-    writer = _tensorboard(run_dir) if t_cfg.tensorboard else None
+    writer = _tensorboard(run_dir) if t_cfg.tensorboard and info.is_main else None
     window: list[dict[str, torch.Tensor]] = []
     finite = torch.ones((), dtype=torch.bool, device=device)
     last: dict[str, float] = {}
@@ -183,55 +219,76 @@ def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resu
             x1 = model_input(*next(stream), cfg)
             x2 = model_input(*next(stream), cfg)
             parts = step(x1, x2)
-            finite &= torch.stack([v for v in parts.values()]).isfinite().all()
+            finite &= torch.stack(list(parts.values())).isfinite().all()
             window.append(parts)
             bar.update(1)
             at_log = it % t_cfg.log_every == 0 or it == t_cfg.iterations
             at_ckpt = it % t_cfg.checkpoint_every == 0 or it == t_cfg.iterations
             if at_log or at_ckpt:
-                if not bool(finite):  # one host sync per logging interval, not per step
+                # One host sync per logging interval, none per step.
+                if not distributed.all_finite(finite, info):
                     raise TrainingDiverged(
                         f"a loss became NaN or Inf between iterations {it - len(window) + 1} "
                         f"and {it}; the last good checkpoint is kept in {run_dir / 'checkpoints'}.")
-                last = _log(run_dir / METRICS_FILE, it, window, time.perf_counter() - t0, writer)
+                if info.is_main:
+                    last = _log(run_dir / METRICS_FILE, it, window, time.perf_counter() - t0,
+                                writer)
+                    bar.set_postfix({k: f"{last[k]:.3g}" for k in
+                                     ("eg_total", "d_total", "c_total") if k in last})
                 window = []
-                bar.set_postfix({k: f"{last[k]:.3g}" for k in
-                                 ("eg_total", "d_total", "c_total") if k in last})
-            if it % t_cfg.sample_every == 0 or it == t_cfg.iterations:
-                save_sample_montage(nets.generator, sample_z, cohort.infos[0], cfg,
+            if info.is_main and (it % t_cfg.sample_every == 0 or it == t_cfg.iterations):
+                save_sample_montage(nets.generator, sample_z, reference_info, cfg,
                                     run_dir / "samples" / f"iter_{it:07d}.png", device)
             if at_ckpt:
-                ckpt.save_checkpoint(run_dir, it, _state(cfg, nets, optimizers, rng, stream),
-                                     keep=t_cfg.keep_checkpoints)
-                plot_loss_curves(run_dir / METRICS_FILE, run_dir / "loss_curves.png")
+                ranks = distributed.gather_objects(_rank_state(rng, stream), info)
+                if info.is_main:
+                    ckpt.save_checkpoint(run_dir, it, _state(cfg, nets, optimizers, ranks),
+                                         keep=t_cfg.keep_checkpoints)
+                    plot_loss_curves(run_dir / METRICS_FILE, run_dir / "loss_curves.png")
     finally:
         bar.close()
         if writer is not None:
             writer.close()
-    return TrainResult(run_dir, t_cfg.iterations, time.perf_counter() - t0, last)
+    return TrainResult(run_dir, t_cfg.iterations, time.perf_counter() - t0, last, nets,
+                       info.rank)
 
 
-def _state(cfg: Config, nets: Networks, optimizers: dict, rng: torch.Generator,
-           stream: Any) -> dict[str, Any]:
+def _rank_state(rng: torch.Generator, stream: Any) -> dict[str, Any]:
+    """The random streams that differ between ranks."""
+    return {"global": ckpt.capture_rng_state(), "train": rng.get_state().cpu(),
+            "stream": stream.state_dict()}
+
+
+def _state(cfg: Config, nets: Networks, optimizers: dict, ranks: list[dict[str, Any]]
+           ) -> dict[str, Any]:
     return {
         "config": cfg.to_dict(),
         "networks": {k: v.state_dict() for k, v in nets.as_dict().items()},
         "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
-        "rng": {"global": ckpt.capture_rng_state(), "train": rng.get_state()},
-        "stream": stream.state_dict(),
+        "world_size": len(ranks),
+        "ranks": ranks,
     }
 
 
 def _restore(state: dict[str, Any], nets: Networks, optimizers: dict, rng: torch.Generator,
-             stream: Any) -> None:
+             stream: Any, info: distributed.DistInfo) -> None:
+    """Load a checkpoint; per-rank random streams only when the world size is unchanged."""
     for key, net in nets.as_dict().items():
         net.load_state_dict(state["networks"][key])
     for key, opt in optimizers.items():
         opt.load_state_dict(state["optimizers"][key])
-    ckpt.restore_rng_state(state["rng"]["global"])
-    rng.set_state(state["rng"]["train"].cpu() if hasattr(state["rng"]["train"], "cpu")
-                  else state["rng"]["train"])
-    stream.load_state_dict(state["stream"])
+    if int(state["world_size"]) == info.world_size:
+        mine = state["ranks"][info.rank]
+        ckpt.restore_rng_state(mine["global"])
+        rng.set_state(mine["train"].to(rng.device) if rng.device.type != "cpu"
+                      else mine["train"])
+        stream.load_state_dict(mine["stream"])
+    else:
+        # Another number of processes: shards differ, so each rank starts fresh random streams
+        # derived from the seed and the iteration (weights and optimisers are restored).
+        it = int(state["iteration"])
+        rng.manual_seed(distributed.rank_seed(it, info.rank, 7))
+        torch.manual_seed(distributed.rank_seed(it, info.rank, 8))
 
 
 def _truncate_metrics(path: Path, iteration: int) -> None:
