@@ -1,0 +1,226 @@
+"""Our training iteration against a reference-style one, in one process on one device.
+
+    python benchmarks/train_step.py [--presets sigmarat2] [--iterations 3] [--device cpu]
+
+(a) ours: the cohort resident on the device, batched augmentation there, bf16 autocast,
+    channels-last 3D, the discriminator step's E/G forwards without a graph, fused critic
+    calls where no batch norm mixes samples, foreach optimisers, no per-step host sync.
+(b) reference-style, following the published loop: fp32, default memory layout, a DataLoader
+    with 2 workers and per-sample CPU augmentation (MONAI) re-created every step, E and G
+    forwards recomputed with a graph in the discriminator step, every critic call separate.
+Same architecture, batch size 4, same data.  Prints seconds per iteration, the ratio, peak
+memory (CUDA: allocator peak; CPU: the process's maximum RSS so far, so ours is
+measured first) and achieved TFLOP/s (FLOPs of one iteration counted once with
+torch.utils.flop_counter; the same count is used for both, so TFLOP/s compares like with like).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import flop_registry
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ratgan.config import Config, load_config
+from ratgan.data.augment import BatchAugmenter
+from ratgan.data.dataset import EndlessBatches, load_cohort
+from ratgan.data.phantom import write_cohort
+from ratgan.models import Networks, build_networks
+from ratgan.training import losses
+from ratgan.training.alphagan import AlphaGANStep, build_optimizers, frozen
+
+
+class PerSampleAugmented(Dataset):
+    """Per-sample CPU augmentation as in the published code (MONAI transforms, numpy in)."""
+
+    def __init__(self, volumes: np.ndarray, cfg: Config) -> None:
+        from monai.transforms import (Compose, RandAffine, RandFlip, RandGaussianNoise,
+                                      RandRotate, RandScaleIntensity, RandZoom)
+
+        a = cfg.augment
+        self.volumes = volumes
+        self.transform = Compose([
+            RandRotate(range_x=a.rotate_range, range_y=a.rotate_range, range_z=a.rotate_range,
+                       prob=a.rotate_prob, padding_mode="zeros"),
+            RandFlip(prob=a.flip_prob, spatial_axis=a.flip_axis),
+            RandScaleIntensity(factors=a.intensity_factor, prob=a.intensity_prob),
+            RandZoom(min_zoom=a.zoom_range[0], max_zoom=a.zoom_range[1], prob=a.zoom_prob,
+                     mode="nearest"),
+            RandGaussianNoise(prob=a.noise_prob, std=a.noise_std),
+            RandAffine(prob=a.translate_prob, translate_range=a.translate_range,
+                       padding_mode="zeros"),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.volumes)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.as_tensor(self.transform(self.volumes[i])).float()
+
+
+def reference_iteration(nets: Networks, opt: dict, cfg: Config, dataset: Dataset,
+                        device: torch.device) -> None:
+    """One iteration in the published code's style (see the module docstring)."""
+    E, G, D, C = nets.encoder, nets.generator, nets.discriminator, nets.code_discriminator
+    B, L = cfg.train.batch_size, cfg.model.latent_dim
+
+    def batch() -> torch.Tensor:  # the published loop re-creates its loader every step
+        loader = DataLoader(dataset, batch_size=B, shuffle=True, num_workers=2, drop_last=True)
+        return next(iter(loader)).to(device)
+
+    x = batch()
+    z_r = torch.randn(B, L, device=device)
+    with frozen(D, C):
+        z_e = E(x).reshape(B, -1)
+        x_rec, x_gen = G(z_e), G(z_r)
+        total, _ = losses.encoder_generator_loss(D(x_rec).reshape(-1), D(x_gen).reshape(-1),
+                                                 C(z_e).reshape(-1), x, x_rec, cfg.loss)
+    opt["E"].zero_grad()
+    opt["G"].zero_grad()
+    total.backward()
+    opt["E"].step()
+    opt["G"].step()
+    opt["G"].step()
+
+    x = batch()
+    z_r = torch.randn(B, L, device=device)
+    z_e = E(x).reshape(B, -1)  # recomputed with a graph, as published
+    x_rec, x_gen = G(z_e), G(z_r)
+    gp = (losses.gradient_penalty(D, x, x_rec.detach())
+          + losses.gradient_penalty(D, x, x_gen.detach()))
+    total, _ = losses.discriminator_loss(D(x).reshape(-1), D(x_rec.detach()).reshape(-1),
+                                         D(x_gen.detach()).reshape(-1), gp, cfg.loss)
+    opt["D"].zero_grad()
+    total.backward()
+    opt["D"].step()
+
+    gp = losses.gradient_penalty(C, z_r, z_e.detach())
+    total, _ = losses.code_discriminator_loss(C(z_e.detach()).reshape(-1), C(z_r).reshape(-1),
+                                              gp, cfg.loss)
+    opt["C"].zero_grad()
+    total.backward()
+    opt["C"].step()
+    float(total.detach())  # the published loop logs with .item() every step
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time(fn, iterations: int, device: torch.device) -> float:
+    fn()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / iterations
+
+
+def _setup(preset: str, ours: bool, device: torch.device, data: Path):
+    over = {"train.batch_size": 4}
+    if not ours:
+        over.update({"train.precision": "fp32", "train.channels_last": False})
+    else:
+        over.update({"train.precision": "bf16", "train.channels_last": True})
+    cfg = load_config(preset, over)
+    torch.manual_seed(0)
+    nets = build_networks(cfg.model)
+    fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
+    for key, net in nets.as_dict().items():
+        net.to(device)
+        if key != "C":
+            net.to(memory_format=fmt)
+    opt = build_optimizers(nets, cfg)
+    cohort = load_cohort(data, cfg.data, progress=False)
+    return cfg, nets, opt, cohort
+
+
+class _FlopCount(TorchDispatchMode):
+    """Sums FLOPs with torch.utils.flop_counter's formulas (its registry).
+
+    FlopCounterMode itself tracks modules with backward hooks that refuse the double backward
+    of the gradient penalty, so this mode applies the same registry without the tracker.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if packet in flop_registry:
+            self.total += flop_registry[packet](*args, **kwargs, out_val=out)
+        return out
+
+
+def count_flops(preset: str, device: torch.device, data: Path) -> int:
+    """FLOPs of one of our iterations in fp32 (the mathematics both loops share)."""
+    cfg, nets, opt, cohort = _setup(preset, True, device, data)
+    cfg.train.precision = "fp32"
+    step = AlphaGANStep(nets, opt, cfg, device, torch.Generator(device=device).manual_seed(0))
+    x = cohort.images[:4].to(device)
+    with _FlopCount() as counter:
+        step(x, x)
+    return counter.total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["sigmarat2"])
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    data = Path(tempfile.mkdtemp(prefix="ratgan-bench-")) / "phantom"
+    write_cohort(data, subjects=16, seed=0, progress=False)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device={args.device} ({name}) threads={torch.get_num_threads()} batch=4 "
+          f"iterations={args.iterations} torch={torch.__version__}")
+    for preset in args.presets:
+        flops = count_flops(preset, device, data)
+
+        cfg, nets, opt, cohort = _setup(preset, True, device, data)
+        stream = EndlessBatches(cohort, 4, seed=0, device=device,
+                                augmenter=BatchAugmenter(cfg.augment, seed=1))
+        step = AlphaGANStep(nets, opt, cfg, device,
+                            torch.Generator(device=device).manual_seed(0))
+
+        def ours_iteration() -> None:
+            out = step(next(stream)[0].contiguous(memory_format=torch.channels_last_3d),
+                       next(stream)[0].contiguous(memory_format=torch.channels_last_3d))
+            float(out["c_total"])  # one sync per timed iteration, so the timing is honest
+
+        ours = _time(ours_iteration, args.iterations, device)
+        ours_mem = _peak_mb(device)
+        del nets, opt, step, stream
+        cfg, nets, opt, cohort = _setup(preset, False, device, data)
+        dataset = PerSampleAugmented(cohort.images.numpy(), cfg)
+        ref = _time(lambda: reference_iteration(nets, opt, cfg, dataset, device),
+                    args.iterations, device)
+        ref_mem = _peak_mb(device)
+
+        print(f"{preset}: GFLOP/iteration {flops / 1e9:.1f}")
+        print(f"  reference-style fp32 : {ref:8.3f} s/it  {flops / ref / 1e12:7.3f} TFLOP/s  "
+              f"peak {ref_mem:8.0f} MB")
+        print(f"  ours (bf16, resident): {ours:8.3f} s/it  {flops / ours / 1e12:7.3f} TFLOP/s  "
+              f"peak {ours_mem:8.0f} MB")
+        print(f"  speed-up: {ref / ours:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
