@@ -1,1 +1,104 @@
-"""ratgan.evaluation"""
+"""ratgan.evaluation: the paper's quantitative protocol (Table 2), distribution distances in a
+3D feature space, memorisation checks, and the report (Markdown, JSON, figures).
+
+``run_evaluation`` is what ``ratgan evaluate`` calls; the pieces are importable on their own:
+``metrics`` (pairwise metrics), ``features`` (feature space and set distances),
+``memorisation``, ``protocol`` (pairings and the whole protocol), ``report``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ratgan.errors import RatganError
+from ratgan.evaluation.metrics import MSSSIMSettings
+from ratgan.evaluation.protocol import EvaluationSettings, evaluate
+
+__all__ = ["EvaluationSettings", "MSSSIMSettings", "evaluate", "evaluate_sets", "run_evaluation"]
+
+
+def run_evaluation(real: str | Path, synthetic: dict[str, str | Path], out_dir: str | Path,
+                   heldout: str | Path | None = None,
+                   settings: EvaluationSettings | None = None, n_generate: int | None = None,
+                   figures: bool = True) -> dict:
+    """Evaluate synthetic sets against real scans and write the report into ``out_dir``.
+
+    ``real``: the real (training) scans — folder, glob or CSV.  ``synthetic``: name -> source,
+    where a source is a folder/glob/CSV of NIfTI scans or a trained run folder (``n_generate``
+    scans, default as many as there are real scans, are then generated into
+    ``out_dir/generated/NAME`` first).  ``heldout``: optional real scans the generator never
+    saw, used for the reference row.  Returns the results (also in ``metrics.json``).
+    """
+    from ratgan.evaluation.prepare import load_set, resolve_source
+    from ratgan.evaluation.report import write_report
+
+    settings = settings or EvaluationSettings()
+    out_dir = Path(out_dir)
+    if not synthetic:
+        raise RatganError("give at least one synthetic set (--synthetic NAME=DIR).")
+    names = list(synthetic)
+    if len(set(names)) != len(names):
+        raise RatganError("two synthetic sets share a name; give each NAME=DIR a distinct NAME.")
+    t0 = time.perf_counter()
+    real_set = load_set("real", real, progress=settings.progress)
+    if len(real_set) < 2:
+        raise RatganError(f"real source {real} holds {len(real_set)} scan; at least 2 are needed.")
+    try:
+        settings.msssim.scales_for(real_set.shape)
+    except ValueError as exc:
+        raise RatganError(f"{exc}; use --msssim-kernel or --msssim-scales to fit.") from None
+    held_set = (load_set("held-out", heldout, real_set.shape, settings.progress)
+                if heldout is not None else None)
+    sets = []
+    for k, (name, source) in enumerate(synthetic.items()):
+        src, run = resolve_source(name, source, out_dir, n_generate or len(real_set),
+                                  settings.seed + k, real_set.paths[0], settings.device,
+                                  settings.progress)
+        s = load_set(name, src, real_set.shape, settings.progress)
+        if len(s) < 2:
+            raise RatganError(f"synthetic set {name!r} holds {len(s)} scan; at least 2 are "
+                              "needed (MS-SSIM compares scans inside a set).")
+        s.generated_from = run
+        sets.append(s)
+    load_s = time.perf_counter() - t0
+    results = evaluate(real_set, sets, settings, held_set)
+    results["timing_s"]["loading"] = load_s
+    t = time.perf_counter()
+    write_report(results, out_dir, figures=figures)
+    results["timing_s"]["report"] = time.perf_counter() - t
+    from ratgan.evaluation.report import write_json
+
+    write_json(results, out_dir / "metrics.json")
+    return results
+
+
+QUICK = {"comparisons": 2_100, "msssim_comparisons": 210, "split_repeats": 5}
+"""Reduced comparison counts for ``quick`` evaluations (the demo): a tenth of the paper's."""
+
+
+def evaluate_sets(real: str | Path, synthetic: dict[str, str | Path], out: str | Path,
+                  seed: int = 0, progress: bool = True, quick: bool = False,
+                  heldout: str | Path | None = None, device: str = "cpu") -> dict:
+    """Evaluate and report, for callers such as ``ratgan demo``.
+
+    Returns the results plus ``table_markdown`` (the paper-style table and the distribution
+    table), ``report`` (path of report.md) and ``figures`` (title -> PNG path).  ``quick``
+    uses a tenth of the paper's comparisons (``QUICK``), which the report states.
+    """
+    from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, table
+
+    settings = EvaluationSettings(seed=seed, progress=progress, device=device,
+                                  **(QUICK if quick else {}))
+    results = run_evaluation(real, synthetic, out, heldout=heldout, settings=settings)
+    out = Path(out)
+    results["table_markdown"] = table(results, PAPER_COLUMNS) + "\n\n" + \
+        table(results, EXTRA_COLUMNS)
+    results["report"] = out / "report.md"
+    results["figures"] = {
+        "montage": out / "montage.png",
+        "per-voxel mean and std maps": out / "mean_std_maps.png",
+        "intensity histograms": out / "intensity_histograms.png",
+        "memorisation": out / "memorisation.png",
+    }
+    return results
