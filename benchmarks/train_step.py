@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import flop_registry
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ratgan.config import Config, load_config
 from ratgan.data.augment import BatchAugmenter
@@ -41,8 +41,15 @@ class PerSampleAugmented(Dataset):
     """Per-sample CPU augmentation as in the published code (MONAI transforms, numpy in)."""
 
     def __init__(self, volumes: np.ndarray, cfg: Config) -> None:
-        from monai.transforms import (Compose, RandAffine, RandFlip, RandGaussianNoise,
-                                      RandRotate, RandScaleIntensity, RandZoom)
+        from monai.transforms import (
+            Compose,
+            RandAffine,
+            RandFlip,
+            RandGaussianNoise,
+            RandRotate,
+            RandScaleIntensity,
+            RandZoom,
+        )
 
         a = cfg.augment
         self.volumes = volumes
@@ -179,6 +186,32 @@ def count_flops(preset: str, device: torch.device, data: Path) -> int:
     return counter.total
 
 
+def time_ours(preset: str, device: torch.device, data: Path, iterations: int
+              ) -> tuple[float, float]:
+    """Seconds per iteration and peak memory (MB) of our training iteration."""
+    cfg, nets, opt, cohort = _setup(preset, True, device, data)
+    stream = EndlessBatches(cohort, 4, seed=0, device=device,
+                            augmenter=BatchAugmenter(cfg.augment, seed=1))
+    step = AlphaGANStep(nets, opt, cfg, device, torch.Generator(device=device).manual_seed(0))
+
+    def iteration() -> None:
+        out = step(next(stream)[0].contiguous(memory_format=torch.channels_last_3d),
+                   next(stream)[0].contiguous(memory_format=torch.channels_last_3d))
+        float(out["c_total"])  # one sync per timed iteration, so the timing is honest
+
+    return _time(iteration, iterations, device), _peak_mb(device)
+
+
+def time_reference(preset: str, device: torch.device, data: Path, iterations: int
+                   ) -> tuple[float, float]:
+    """Seconds per iteration and peak memory (MB) of the reference-style iteration."""
+    cfg, nets, opt, cohort = _setup(preset, False, device, data)
+    dataset = PerSampleAugmented(cohort.images.numpy(), cfg)
+    seconds = _time(lambda: reference_iteration(nets, opt, cfg, dataset, device), iterations,
+                    device)
+    return seconds, _peak_mb(device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["sigmarat2"])
@@ -194,26 +227,8 @@ def main() -> None:
     for preset in args.presets:
         flops = count_flops(preset, device, data)
 
-        cfg, nets, opt, cohort = _setup(preset, True, device, data)
-        stream = EndlessBatches(cohort, 4, seed=0, device=device,
-                                augmenter=BatchAugmenter(cfg.augment, seed=1))
-        step = AlphaGANStep(nets, opt, cfg, device,
-                            torch.Generator(device=device).manual_seed(0))
-
-        def ours_iteration() -> None:
-            out = step(next(stream)[0].contiguous(memory_format=torch.channels_last_3d),
-                       next(stream)[0].contiguous(memory_format=torch.channels_last_3d))
-            float(out["c_total"])  # one sync per timed iteration, so the timing is honest
-
-        ours = _time(ours_iteration, args.iterations, device)
-        ours_mem = _peak_mb(device)
-        del nets, opt, step, stream
-        cfg, nets, opt, cohort = _setup(preset, False, device, data)
-        dataset = PerSampleAugmented(cohort.images.numpy(), cfg)
-        ref = _time(lambda: reference_iteration(nets, opt, cfg, dataset, device),
-                    args.iterations, device)
-        ref_mem = _peak_mb(device)
-
+        ours, ours_mem = time_ours(preset, device, data, args.iterations)
+        ref, ref_mem = time_reference(preset, device, data, args.iterations)
         print(f"{preset}: GFLOP/iteration {flops / 1e9:.1f}")
         print(f"  reference-style fp32 : {ref:8.3f} s/it  {flops / ref / 1e12:7.3f} TFLOP/s  "
               f"peak {ref_mem:8.0f} MB")

@@ -56,7 +56,7 @@ class ModelConfig:
     @property
     def n_scales(self) -> int:
         """Number of x2 up-sampling (G) or stride-2 (D, E) blocks: 64 -> 4, 32 -> 3, 128 -> 5."""
-        return int(round(math.log2(self.volume_size / 4)))
+        return round(math.log2(self.volume_size / 4))
 
     def widths(self, deepest: int) -> list[int]:
         """Channel widths from shallow to deep for a trunk whose deepest layer has ``deepest``."""

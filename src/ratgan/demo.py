@@ -35,8 +35,8 @@ def run_demo(out: str | Path, subjects: int = 64, iterations: int | None = None,
     """Run the demo into ``out`` and return the path of its Markdown report."""
     from ratgan.data.phantom import write_cohort
     from ratgan.generation import generate_scans
-    from ratgan.training.run import train
     from ratgan.training.figures import plot_loss_curves
+    from ratgan.training.run import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,10 +112,10 @@ def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
     lines = [
         "# ratgan demo report",
         "",
-        f"Built-in phantom cohort of {subjects} rat-brain EPI scans (64x64x40), the `demo` "
-        f"preset ({cfg.model.volume_size}^3, latent {cfg.model.latent_dim}, "
-        f"{cfg.train.iterations} iterations, batch {cfg.train.batch_size}, "
-        f"{cfg.train.precision}), {n_synthetic} synthetic scans.",
+        (f"Built-in phantom cohort of {subjects} rat-brain EPI scans (64x64x40), the `demo` "
+         f"preset ({cfg.model.volume_size}^3, latent {cfg.model.latent_dim}, "
+         f"{cfg.train.iterations} iterations, batch {cfg.train.batch_size}, "
+         f"{cfg.train.precision}), {n_synthetic} synthetic scans."),
         "",
         "## Real and synthetic scans",
         "",

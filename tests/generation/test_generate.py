@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from ratgan.config import load_config
 from ratgan.data.io import read_scan
