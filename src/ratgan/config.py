@@ -138,6 +138,8 @@ class TrainConfig:
     tensorboard: bool = False
     channels_last: bool = True
     compile: bool = False
+    """torch.compile the generator and encoder (not D and C: the gradient penalty needs a
+    double backward, which compiled graphs do not support); falls back to eager on failure."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ tree.  Nothing here synchronises with the host: the losses stay on the device.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -47,6 +48,27 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
         for m, fl in zip(modules, flags):
             for p, f in zip(m.parameters(), fl):
                 p.requires_grad_(f)
+
+
+def compile_with_fallback(module: nn.Module) -> None:
+    """Replace ``module.forward`` by a torch.compile'd one; eager again if compiling fails.
+
+    The forward method is compiled in place (not the module wrapped) so that state_dict keys,
+    and with them checkpoints, are the same with and without compilation.
+    """
+    eager = module.forward
+    compiled = torch.compile(eager)
+
+    def forward(*args, **kwargs):
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly
+            warnings.warn(f"torch.compile failed for {type(module).__name__} "
+                          f"({type(exc).__name__}); running it eagerly.", stacklevel=2)
+            module.forward = eager
+            return eager(*args, **kwargs)
+
+    module.forward = forward
 
 
 def _score(net: nn.Module, x: Tensor) -> Tensor:
@@ -153,6 +175,9 @@ class AlphaGANStep:
                  device: torch.device, rng: torch.Generator,
                  wrap=lambda module: module) -> None:
         self.nets, self.opt, self.cfg, self.device, self.rng = nets, optimizers, cfg, device, rng
+        if cfg.train.compile:
+            compile_with_fallback(nets.generator)
+            compile_with_fallback(nets.encoder)
         self.eg = wrap(EncoderGeneratorPhase(nets, cfg, device.type))
         self.d = wrap(DiscriminatorPhase(nets, cfg, device.type))
         self.c = wrap(CodeDiscriminatorPhase(nets, cfg, device.type))
