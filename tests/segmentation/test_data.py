@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from ratgan.errors import RatganError
+from ratgan.segmentation.data import (
+    downsample_labels,
+    find_entries,
+    load_set,
+)
+
+
+def test_reads_a_generated_folder_with_labels_subfolder(tiny_synthetic):
+    """`ratgan generate` of a joint model: scans in the folder, label maps in labels/."""
+    from ratgan.data.io import read_label, read_scan
+
+    entries = find_entries(tiny_synthetic, require_labels=True)
+    assert len(entries) == 12
+    assert all(e.label == tiny_synthetic / "labels" / e.image.name for e in entries)
+    s = load_set(entries, (16, 16, 8))
+    assert s.images.shape == (12, 1, 16, 16, 8) and s.labels.shape == (12, 1, 16, 16, 8)
+    assert s.images.min() >= -1 and s.images.max() <= 1
+    # each label map stays aligned with its own scan
+    for i in (0, 7):
+        scan = read_scan(entries[i].image)
+        lab = read_label(entries[i].label, scan)
+        assert torch.equal(s.labels[i, 0], torch.from_numpy(lab))
+        bright = scan.data > 0.9 * 100 * 0.95  # CSF is the brightest tissue
+        assert (lab[bright] == 3).mean() > 0.9
+
+
+def test_missing_labels_and_bad_values_are_user_errors(tmp_path, cohort_writer):
+    folder = cohort_writer(tmp_path / "nolab", 3, seed=0, layout="flat", with_labels=False)
+    with pytest.raises(RatganError, match="no label map"):
+        find_entries(folder, require_labels=True)
+    from ratgan.data.io import write_nifti
+
+    bad = cohort_writer(tmp_path / "bad", 2, seed=0)
+    write_nifti(bad / "labels" / "sub-000.nii.gz", np.full((16, 16, 8), 7, np.uint8),
+                np.diag([0.375, 0.375, 0.5, 1.0]), dtype=np.uint8)
+    with pytest.raises(RatganError, match="values"):
+        load_set(find_entries(bad), (16, 16, 8))
+
+
+def test_majority_pooling_of_labels():
+    y = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    y[0, 0, :2, :2, :2] = 3
+    y[0, 0, 0, 0, 0] = 1
+    out = downsample_labels(y, 2)
+    assert out.shape == (1, 1, 2, 2, 2)
+    assert out[0, 0, 0, 0, 0] == 3 and out[0, 0, 1, 1, 1] == 0
+
+
+def test_brain_box_covers_every_brain_and_paste_inverts_crop():
+    from ratgan.segmentation.data import brain_box, crop, paste
+
+    y = torch.zeros(2, 1, 20, 16, 8, dtype=torch.long)
+    y[0, 0, 5:9, 4:7, 2:5] = 1
+    y[1, 0, 7:12, 3:6, 1:3] = 3
+    box = brain_box(y, margin=1, multiple=4)
+    assert box == ((2, 14), (1, 9), (0, 8))
+    assert all((b - a) % 4 == 0 for a, b in box)
+    c = crop(y, box)
+    assert c.shape == (2, 1, 12, 8, 8) and int((c > 0).sum()) == int((y > 0).sum())
+    assert torch.equal(paste(c, box, (20, 16, 8)), y)

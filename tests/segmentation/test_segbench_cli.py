@@ -1,0 +1,114 @@
+"""End to end: `ratgan segbench` on tiny volumes, the files it writes, and resuming."""
+
+import json
+
+from ratgan.cli import main
+
+FAST = ["--shape", "16", "16", "8", "--channels", "4,8", "--max-epochs", "2", "--patience", "2",
+        "--batch-size", "4", "--no-progress"]
+FILES = ("segbench.json", "plan.json", "quality_gate.json", "runs.json", "results.json",
+         "table.md", "dice.png")
+
+
+def _runs(out):
+    return json.loads((out / "runs.json").read_text())["runs"]
+
+
+def test_joint_labels_end_to_end_and_rerun_skips_finished_tests(tiny_real, tiny_synthetic,
+                                                                 tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench"
+    args = ["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
+            "--out", str(out), "--tests", "1,2", "--seeds", "1", *FAST]
+    assert main(args) == 0
+    for name in FILES:
+        assert (out / name).is_file(), name
+    assert not (out / "teacher").exists()  # joint labels: no teacher needed
+    state = json.loads((out / "segbench.json").read_text())
+    assert state["labels"] == "joint"
+    gate = json.loads((out / "quality_gate.json").read_text())
+    assert state["counts"] == {"real_labelled": 12, "train": 8, "val": 2, "test": 2,
+                               "synthetic_pool": gate["n_accepted"],
+                               "synthetic_needed_all_tests": 16}
+    runs = _runs(out)
+    assert [(r["test"], r["seed"]) for r in runs] == [(1, 0), (2, 0)]
+    assert [(r["n_real"], r["n_synthetic"]) for r in runs] == [(8, 0), (8, 4)]
+    assert all(0 <= r["scores"]["global"] <= 1 for r in runs)
+    plan = json.loads((out / "plan.json").read_text())
+    for row in plan["runs"]:
+        assert not set(row["real"]) & set(plan["test_split"])
+    table = (out / "table.md").read_text()
+    assert "| Tests | Test1 | Test2 |" in table and "Global Dice" in table and "**" in table
+    results = json.loads((out / "results.json").read_text())
+    assert [t["test"] for t in results["tests"]] == [1, 2]
+    assert gate["n_checked"] == 12 and gate["n_accepted"] >= 4
+    assert gate["acceptance_rate"] == gate["n_accepted"] / 12
+
+    # rerun: nothing is trained again
+    from ratgan.segmentation import bench
+
+    def boom(*a, **k):
+        raise AssertionError("a finished test was trained again")
+
+    monkeypatch.setattr(bench, "train_segmenter", boom)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert _runs(out) == runs
+    # more seeds: only the new (test, seed) pairs run
+    monkeypatch.undo()
+    assert main(args + ["--seeds", "2"]) == 0
+    assert [(r["test"], r["seed"]) for r in _runs(out)] == [(1, 0), (2, 0), (1, 1), (2, 1)]
+    assert [r for r in _runs(out) if r["seed"] == 0] == runs
+    rows = json.loads((out / "results.json").read_text())["tests"]
+    assert rows[0]["seeds"] == [0, 1]
+
+
+def test_other_options_into_the_same_folder_is_a_user_error(tiny_real, tiny_synthetic, tmp_path,
+                                                            capsys):
+    out = tmp_path / "bench"
+    base = ["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
+            "--out", str(out), "--tests", "1", "--seeds", "1", *FAST]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base + ["--lr", "0.01"]) == 2
+    assert "other options" in capsys.readouterr().err
+
+
+def test_teacher_labels_synthetic_scans_without_labels(tiny_real, tmp_path, cohort_writer):
+    syn = cohort_writer(tmp_path / "unlabelled", 10, seed=4, layout="flat", with_labels=False,
+                        prefix="synthetic")
+    out = tmp_path / "bench"
+    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(syn), "--out",
+                 str(out), "--tests", "2", "--seeds", "1", "--gate-margin", "50",
+                 *FAST]) == 0
+    assert (out / "teacher" / "teacher.pt").is_file()
+    labels = sorted((out / "teacher" / "labels").glob("*.nii.gz"))
+    assert [p.name for p in labels] == sorted(p.name for p in syn.glob("*.nii.gz"))
+    gate = json.loads((out / "quality_gate.json").read_text())
+    assert gate["labels"] == "teacher" and gate["n_checked"] == 10
+    assert _runs(out)[0]["n_synthetic"] == 4
+
+
+def test_dry_run_prints_the_plan(tiny_real, tiny_synthetic, tmp_path, capsys):
+    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
+                 "--out", str(tmp_path / "b"), "--dry-run", *FAST]) == 0
+    text = capsys.readouterr().out
+    assert "train 8, validation 2, test 2" in text and "test 10:" in text
+    assert not (tmp_path / "b").exists()
+
+
+def test_too_few_accepted_synthetic_scans_is_a_user_error(tiny_real, tmp_path, cohort_writer,
+                                                          capsys):
+    syn = cohort_writer(tmp_path / "few", 3, seed=2, layout="flat", prefix="synthetic")
+    code = main(["segbench", "--real", str(tiny_real), "--synthetic", str(syn), "--out",
+                 str(tmp_path / "b"), "--tests", "2", "--gate-margin", "50", *FAST])
+    assert code == 2
+    assert "need 4" in capsys.readouterr().err
+
+
+def test_real_only_tests_need_no_synthetic_scans(tiny_real, tmp_path, cohort_writer):
+    syn = cohort_writer(tmp_path / "nolabels", 2, seed=2, layout="flat", with_labels=False)
+    out = tmp_path / "b"
+    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(syn), "--out",
+                 str(out), "--tests", "1,10", "--seeds", "1", *FAST]) == 0
+    assert [r["test"] for r in _runs(out)] == [1, 10]
+    assert not (out / "teacher").exists()

@@ -1,0 +1,28 @@
+"""`--synthetic RUN`: scans (and label maps of a joint model) are generated as needed."""
+
+import json
+
+from ratgan.cli import main
+
+
+def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path):
+    from ratgan.config import load_config
+    from ratgan.training.run import train
+
+    run = tmp_path / "run"
+    cfg = load_config("tiny", {"train.iterations": 2, "model.channels": 4,
+                               "data.label_channels": True})
+    train(cfg, tiny_real, run, progress=False)
+    out = tmp_path / "bench"
+    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(run), "--out",
+                 str(out), "--tests", "2", "--seeds", "1", "--gate-margin", "1000",
+                 "--shape", "16", "16", "8", "--channels", "4,8", "--max-epochs", "1",
+                 "--no-progress"]) == 0
+    round0 = out / "synthetic" / "round-00"
+    assert (round0 / "manifest.json").is_file()
+    scans = sorted(round0.glob("*.nii.gz"))
+    assert len(scans) >= 4
+    assert sorted(p.name for p in (round0 / "labels").glob("*.nii.gz")) == [p.name for p in scans]
+    state = json.loads((out / "segbench.json").read_text())
+    assert state["labels"] == "joint"
+    assert not (out / "teacher").exists()
