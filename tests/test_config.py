@@ -36,3 +36,9 @@ def test_overrides_and_yaml_base(tmp_path):
     cfg = load_config(str(path), {"train.iterations": 5})
     assert cfg.name == "mine" and cfg.train.batch_size == 8 and cfg.train.iterations == 5
     assert cfg.model.spectral_norm == ["G", "E", "D", "C"]
+
+
+def test_a_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "demo").mkdir()  # e.g. the output folder of `ratgan demo --out demo`
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo").name == "demo"

@@ -331,7 +331,7 @@ def _raw(source: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if source in seen:
         raise RatganError(f"config base chain loops through {source!r}.")
     path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise RatganError(f"config file {source} does not exist.")
         data = _read_yaml(path, f"config file {source}")
