@@ -44,7 +44,8 @@ def run_demo(out: str | Path, subjects: int = 64, iterations: int | None = None,
     data_dir, run_dir, synth_dir = out / "phantom", out / "run", out / "synthetic"
 
     with _stage("phantom cohort", timings, progress):
-        if not (data_dir / "images").is_dir() or len(list((data_dir / "images").iterdir())) != subjects:
+        images = data_dir / "images"
+        if not images.is_dir() or len(list(images.iterdir())) != subjects:
             write_cohort(data_dir, subjects=subjects, seed=seed, progress=progress)
 
     overrides: dict = {"train.seed": seed, "train.device": device}
@@ -63,9 +64,8 @@ def run_demo(out: str | Path, subjects: int = 64, iterations: int | None = None,
     with _stage("figures", timings, progress):
         figures = _figures(data_dir, synth_dir, out / "figures")
 
-    evaluation = None
     with _stage("evaluation", timings, progress):
-        evaluation = _evaluate(data_dir, synth_dir, run_dir, out / "evaluation", seed, progress)
+        evaluation = _evaluate(data_dir, synth_dir, out / "evaluation", seed, progress)
 
     report = out / "report.md"
     _write_report(report, cfg, run_dir, figures, evaluation, timings, subjects, n_synthetic)
@@ -88,13 +88,11 @@ def _figures(data_dir: Path, synth_dir: Path, fig_dir: Path) -> dict[str, Path]:
     return {"views": views, "axial": axial}
 
 
-def _evaluate(data_dir: Path, synth_dir: Path, run_dir: Path, eval_dir: Path, seed: int,
-              progress: bool) -> dict | None:
-    """The paper's metrics for the demo, when the evaluation package provides them."""
-    try:
-        from ratgan.evaluation import evaluate_sets
-    except ImportError:
-        return None
+def _evaluate(data_dir: Path, synth_dir: Path, eval_dir: Path, seed: int,
+              progress: bool) -> dict:
+    """The paper's metrics for the demo (quick settings)."""
+    from ratgan.evaluation import evaluate_sets
+
     return evaluate_sets(real=data_dir, synthetic={"demo": synth_dir}, out=eval_dir,
                          seed=seed, progress=progress, quick=True)
 
@@ -104,7 +102,7 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
-                  evaluation: dict | None, timings: dict[str, float], subjects: int,
+                  evaluation: dict, timings: dict[str, float], subjects: int,
                   n_synthetic: int) -> None:
     root = report.parent
     rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -132,10 +130,9 @@ def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
         + ".",
         "",
     ]
-    if evaluation is not None:
-        lines += ["## Evaluation", "", evaluation.get("table_markdown", ""), ""]
-        for title, path in evaluation.get("figures", {}).items():
-            lines += [f"![{title}]({_rel(Path(path), root)})", ""]
+    lines += ["## Evaluation", "", evaluation.get("table_markdown", ""), ""]
+    for title, path in evaluation.get("figures", {}).items():
+        lines += [f"![{title}]({_rel(Path(path), root)})", ""]
     lines += ["## Time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
     lines += [f"| total | {sum(timings.values()):.1f} |", ""]

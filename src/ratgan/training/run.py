@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ratgan.config import Config, config_from_dict, save_config
+from ratgan.data.augment import BatchAugmenter
+from ratgan.data.dataset import Cohort, EndlessBatches, load_cohort
+from ratgan.data.transforms import labels_to_channels
 from ratgan.errors import RatganError
 from ratgan.models import Networks, build_networks
 from ratgan.training import checkpoint as ckpt
@@ -50,7 +54,8 @@ def select_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise RatganError(f"--device {name!r} is not a device name (try auto, cpu, cuda).") from None
+        raise RatganError(f"--device {name!r} is not a device name "
+                          "(try auto, cpu, cuda).") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RatganError(f"--device {name} was asked for but this machine has no CUDA GPU.")
     return device
@@ -83,8 +88,6 @@ def _write_json(path: Path, data: Any) -> None:
 def model_input(images: torch.Tensor, labels: torch.Tensor | None, cfg: Config) -> torch.Tensor:
     """The network's view of a batch: the scan, plus GM/WM/CSF channels for joint generation."""
     if cfg.data.label_channels:
-        from ratgan.data.transforms import labels_to_channels
-
         images = torch.cat([images, labels_to_channels(labels).to(images.dtype)], dim=1)
     fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
     return images.contiguous(memory_format=fmt)
@@ -121,7 +124,7 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> C
     return cfg
 
 
-def _shard(cohort: Any, info: distributed.DistInfo) -> Any:
+def _shard(cohort: Cohort, info: distributed.DistInfo) -> Cohort:
     """This rank's share of the cohort: every world_size-th scan from its rank on."""
     if not info.enabled:
         return cohort
@@ -129,7 +132,7 @@ def _shard(cohort: Any, info: distributed.DistInfo) -> Any:
         raise RatganError(f"{len(cohort)} scans cannot be shared among {info.world_size} "
                           "processes; use fewer processes or more scans.")
     idx = list(range(info.rank, len(cohort), info.world_size))
-    return type(cohort)(
+    return Cohort(
         images=cohort.images[idx],
         labels=None if cohort.labels is None else cohort.labels[idx],
         entries=[cohort.entries[i] for i in idx], infos=[cohort.infos[i] for i in idx])
@@ -142,11 +145,6 @@ def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resu
     Under torchrun each rank trains on its shard with DistributedDataParallel and rank 0
     alone writes; ``train.batch_size`` is then the batch of each rank.
     """
-    from tqdm.auto import tqdm
-
-    from ratgan.data.augment import BatchAugmenter
-    from ratgan.data.dataset import EndlessBatches, load_cohort
-
     run_dir = Path(run_dir)
     device = select_device(cfg.train.device)
     info, device = distributed.setup(device)
@@ -167,23 +165,21 @@ def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resu
                 "infos": [i.to_dict() for i in cohort.infos],
             })
         return _loop(cfg, _shard(cohort, info), cohort.infos[0], run_dir, resume,
-                     progress and info.is_main, info, device, tqdm, BatchAugmenter,
-                     EndlessBatches)
+                     progress and info.is_main, info, device)
     finally:
         distributed.teardown(info)
 
 
-def _loop(cfg: Config, cohort: Any, reference_info: Any, run_dir: Path, resume: bool,
-          progress: bool, info: distributed.DistInfo, device: torch.device, tqdm: Any,
-          augmenter_cls: Any, stream_cls: Any) -> TrainResult:
+def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resume: bool,
+          progress: bool, info: distributed.DistInfo, device: torch.device) -> TrainResult:
     t_cfg = cfg.train
     torch.manual_seed(t_cfg.seed)  # same initial weights on every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     seed = partial(distributed.rank_seed, t_cfg.seed, info.rank)
-    stream = stream_cls(cohort, t_cfg.batch_size, seed=seed(0), device=device,
-                        augmenter=augmenter_cls(cfg.augment, seed=seed(1)),
-                        with_labels=cfg.data.label_channels)
+    stream = EndlessBatches(cohort, t_cfg.batch_size, seed=seed(0), device=device,
+                            augmenter=BatchAugmenter(cfg.augment, seed=seed(1)),
+                            with_labels=cfg.data.label_channels)
     nets = build_networks(cfg.model)
     fmt = torch.channels_last_3d if t_cfg.channels_last else torch.contiguous_format
     for key, net in nets.as_dict().items():
