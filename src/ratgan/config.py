@@ -52,6 +52,11 @@ class ModelConfig:
     """Negative slope of the LeakyReLUs of D, E and C."""
     g_leaky_slope: float = 0.01
     """Negative slope of G's LeakyReLUs: the published G uses nn.LeakyReLU() (0.01)."""
+    g_fused_upsample: bool = True
+    """Run each of G's [nearest x2 upsample -> Conv3d(k3, p1)] pairs as one equivalent
+    ConvTranspose3d(k4, s2, p1) built from the same weights: the same function and gradients
+    (equal to rounding), 3.4x fewer FLOPs and no 8x-sized intermediate.  False runs the
+    published formulation literally."""
 
     @property
     def n_scales(self) -> int:

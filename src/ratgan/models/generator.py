@@ -7,7 +7,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from ratgan.config import ModelConfig
-from ratgan.models.layers import activation, maybe_spectral, norm3d
+from ratgan.models.layers import UpsampleConvBlock, activation, maybe_spectral, norm3d
 
 
 class Generator(nn.Module):
@@ -15,7 +15,8 @@ class Generator(nn.Module):
 
     z is viewed as L x 1 x 1 x 1, a ConvTranspose3d(k4, s1, p0) makes a 4^3 volume with
     ``g_width`` channels, then ``n_scales`` blocks of [nearest x2 upsample -> Conv3d(k3, s1, p1)]
-    halve the channels each time and end at ``channels``.  Norm and activation follow every
+    halve the channels each time and end at ``channels`` (run as one equivalent transposed conv
+    each when ``g_fused_upsample``, see :func:`ratgan.models.layers.nearest_up_conv3d`).  Norm and activation follow every
     layer but the last, which ends in tanh.  No layer has a bias (as in the published code).
     """
 
@@ -31,16 +32,16 @@ class Generator(nn.Module):
             activation(cfg.g_activation, cfg.g_leaky_slope),
         )
         for i in range(1, len(widths)):
-            layers[f"up{i}"] = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
+            layers[f"up{i}"] = UpsampleConvBlock(
                 maybe_spectral(nn.Conv3d(widths[i - 1], widths[i], 3, 1, 1, bias=False), sn),
                 norm3d(cfg.g_norm, widths[i]),
                 activation(cfg.g_activation, cfg.g_leaky_slope),
+                fused=cfg.g_fused_upsample,
             )
-        layers["out"] = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
+        layers["out"] = UpsampleConvBlock(
             maybe_spectral(nn.Conv3d(widths[-1], cfg.channels, 3, 1, 1, bias=False), sn),
             nn.Tanh(),
+            fused=cfg.g_fused_upsample,
         )
         self.net = nn.Sequential(layers)
 

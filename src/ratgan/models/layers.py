@@ -15,7 +15,9 @@ Ferreira et al. 2022 ``WGAN_SigmaRat1.py`` / ``WGAN_SigmaRat2.py``):
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
 from ratgan.config import Activation, Norm
@@ -48,3 +50,45 @@ def maybe_spectral(layer: nn.Module, enabled: bool) -> nn.Module:
     dimension itself (dim 1 for transposed convolutions).
     """
     return parametrizations.spectral_norm(layer) if enabled else layer
+
+
+def nearest_up_conv3d(x: Tensor, weight: Tensor) -> Tensor:
+    """``conv3d(upsample_nearest_x2(x), weight, padding=1)`` computed as one transposed conv.
+
+    Along each axis, nearest x2 up-sampling followed by a 3-tap kernel (k0, k1, k2) gives even
+    outputs ``k0 x[i-1] + (k1 + k2) x[i]`` and odd outputs ``(k0 + k1) x[i] + k2 x[i+1]``, which is
+    a stride-2 transposed convolution with the 4-tap kernel (k2, k1 + k2, k0 + k1, k0) and
+    padding 1 (zero padding at either resolution agrees).  The 3-D kernel is that map applied
+    along all three axes.  Written here because PyTorch has no fused resize-convolution: it saves
+    the 8x-sized up-sampled tensor and 27/8 of the multiply-adds, exactly in real arithmetic.
+    The kernel is formed in (at least) float32 outside autocast so its sums are not rounded to bf16.
+    """
+    exact = torch.promote_types(weight.dtype, torch.float32)
+    with torch.autocast(x.device.type, enabled=False):
+        taps = weight.new_tensor([[0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=exact)
+        kernel = torch.einsum("ai,bj,ck,oxijk->xoabc", taps, taps, taps, weight.to(exact))
+    return F.conv_transpose3d(x, kernel.to(weight.dtype), stride=2, padding=1)
+
+
+class UpsampleConvBlock(nn.Sequential):
+    """``[Upsample(x2, nearest), Conv3d(k3, s1, p1, no bias), *rest]`` as one block.
+
+    With ``fused`` the first two layers run as :func:`nearest_up_conv3d`; the module tree (and so
+    the state_dict keys) is the same either way.
+    """
+
+    def __init__(self, conv: nn.Conv3d, *rest: nn.Module, fused: bool) -> None:
+        if conv.kernel_size != (3, 3, 3) or conv.padding != (1, 1, 1) or conv.stride != (1, 1, 1) \
+                or conv.bias is not None:
+            raise ValueError("UpsampleConvBlock needs a Conv3d(k3, s1, p1) without bias")
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), conv, *rest)
+        self.fused = fused
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, S, S, S) -> (B, C_out, 2S, 2S, 2S)."""
+        if not self.fused:
+            return super().forward(x)
+        x = nearest_up_conv3d(x, self[1].weight)
+        for layer in list(self)[2:]:
+            x = layer(x)
+        return x
