@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ratgan.config import Config
 from ratgan.models import Networks
@@ -72,7 +73,7 @@ def compile_with_fallback(module: nn.Module) -> None:
 
 
 def _score(net: nn.Module, x: Tensor) -> Tensor:
-    return net(x).reshape(-1).float()
+    return losses.widen(net(x).reshape(-1))
 
 
 def _scores(net: nn.Module, fuse: bool, *xs: Tensor) -> list[Tensor]:
@@ -96,8 +97,16 @@ class _Phase(nn.Module):
                                                  m.c_norm != "batch")
 
     def amp(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device_type, dtype=torch.bfloat16,
-                              enabled=self.cfg.train.precision == "bf16")
+        """bf16 autocast when the config asks for it, and spectral-normalised weights cached.
+
+        ``parametrize.cached`` computes each W / sigma(W) (one power iteration) once for the
+        phase instead of at every critic call; gradients flow through the cached tensor.
+        """
+        stack = contextlib.ExitStack()
+        stack.enter_context(parametrize.cached())
+        stack.enter_context(torch.autocast(self.device_type, dtype=torch.bfloat16,
+                                           enabled=self.cfg.train.precision == "bf16"))
+        return stack
 
     def generate_pair(self, generator: nn.Module, z_e: Tensor, z_r: Tensor
                       ) -> tuple[Tensor, Tensor]:
@@ -122,8 +131,8 @@ class EncoderGeneratorPhase(_Phase):
             x_rec, x_gen = self.generate_pair(self.generator, z_e, z_r)
             d_rec, d_gen = _scores(d, self.fuse_d, x_rec, x_gen)
             c_enc = _score(c, z_e)
-        return losses.encoder_generator_loss(d_rec, d_gen, c_enc, x.float(), x_rec.float(),
-                                             self.cfg.loss)
+        return losses.encoder_generator_loss(d_rec, d_gen, c_enc, losses.widen(x),
+                                             losses.widen(x_rec), self.cfg.loss)
 
 
 class DiscriminatorPhase(_Phase):
@@ -145,7 +154,7 @@ class DiscriminatorPhase(_Phase):
             else:
                 gp = (losses.gradient_penalty(d, x, x_rec, rng)
                       + losses.gradient_penalty(d, x, x_gen, rng))
-        return losses.discriminator_loss(d_real, d_rec, d_gen, gp.float(), self.cfg.loss)
+        return losses.discriminator_loss(d_real, d_rec, d_gen, losses.widen(gp), self.cfg.loss)
 
 
 class CodeDiscriminatorPhase(_Phase):
@@ -161,7 +170,7 @@ class CodeDiscriminatorPhase(_Phase):
         with self.amp():
             c_enc, c_rand = _scores(c, self.fuse_c, z_e, z_r)
             gp = losses.gradient_penalty(c, z_r, z_e, rng)
-        return losses.code_discriminator_loss(c_enc, c_rand, gp.float(), self.cfg.loss)
+        return losses.code_discriminator_loss(c_enc, c_rand, losses.widen(gp), self.cfg.loss)
 
 
 class AlphaGANStep:
@@ -204,11 +213,11 @@ class AlphaGANStep:
 
         # x~ for the discriminator from the just-updated E and G, on the next batch.
         with torch.no_grad(), self._helper.amp():
-            z_e = self.nets.encoder(x2).reshape(len(x2), -1).float()
+            z_e = losses.widen(self.nets.encoder(x2).reshape(len(x2), -1))
             z_r = self._z(len(x2))
             x_rec, x_gen = self._helper.generate_pair(self.nets.generator, z_e, z_r)
-        x_rec = x_rec.float().contiguous(memory_format=self.memory_format)
-        x_gen = x_gen.float().contiguous(memory_format=self.memory_format)
+        x_rec = losses.widen(x_rec).contiguous(memory_format=self.memory_format)
+        x_gen = losses.widen(x_gen).contiguous(memory_format=self.memory_format)
         total, d_parts = self.d(x2, x_rec, x_gen, self.rng)
         self._update(("D",), total)
 

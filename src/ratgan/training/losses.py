@@ -21,6 +21,13 @@ from ratgan.config import LossConfig
 _GP_EPS = 1e-15
 
 
+def widen(t: Tensor) -> Tensor:
+    """Half-precision (bf16/fp16) tensors to float32; float32 and float64 unchanged.
+
+    Losses are summed in at least float32 under autocast, without demoting a float64 run.
+    """
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
 def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
                      generator: torch.Generator | None = None) -> Tensor:
     """WGAN-GP penalty mean((sqrt(||grad critic(x_hat)||^2 + 1e-15) - 1)^2).
@@ -37,8 +44,7 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     scores = critic(x_hat)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
-    if grad.dtype in (torch.float16, torch.bfloat16):
-        grad = grad.float()
+    grad = widen(grad)
     sq_norm = grad.flatten(1).pow(2).sum(1)
     return (torch.sqrt(sq_norm + _GP_EPS) - 1).pow(2).mean()
 
@@ -50,8 +56,8 @@ def gradient_difference_loss(real: Tensor, fake: Tensor) -> Tensor:
     gradient flows to ``fake`` (the published code turned this term into a float, so it never
     trained anything).  Computed in float32.
     """
-    real = real.float()
-    fake = fake.float()
+    real = widen(real)
+    fake = widen(fake)
     total = real.new_zeros(())
     for axis in (2, 3, 4):
         n = real.shape[axis]
@@ -70,8 +76,8 @@ def reconstruction_loss(x: Tensor, x_rec: Tensor, loss: LossConfig
     computed without a graph.
     """
     terms = {
-        "l1": (loss.l1, lambda: F.l1_loss(x_rec.float(), x.float())),
-        "mse": (loss.mse, lambda: F.mse_loss(x_rec.float(), x.float())),
+        "l1": (loss.l1, lambda: F.l1_loss(widen(x_rec), widen(x))),
+        "mse": (loss.mse, lambda: F.mse_loss(widen(x_rec), widen(x))),
         "gdl": (loss.gdl, lambda: gradient_difference_loss(x, x_rec)),
     }
     total = x_rec.new_zeros((), dtype=torch.float32)
@@ -96,8 +102,8 @@ def encoder_generator_loss(d_rec: Tensor, d_gen: Tensor, c_enc: Tensor, x: Tenso
     and ``c_enc`` = C(z_e); ``x_rec`` = G(z_e) is compared with the real batch ``x``.
     Parts: ``l_gd``, ``c_enc`` (= mean(C(z_e))), ``l1``, ``mse``, ``gdl``, ``total``.
     """
-    l_gd = -d_rec.float().mean() - d_gen.float().mean()
-    c_mean = c_enc.float().mean()
+    l_gd = -widen(d_rec).mean() - widen(d_gen).mean()
+    c_mean = widen(c_enc).mean()
     rec, rec_parts = reconstruction_loss(x, x_rec, loss)
     total = l_gd - c_mean + rec
     parts = {"l_gd": l_gd.detach(), "c_enc": c_mean.detach(), "l1": rec_parts["l1"],
@@ -112,8 +118,8 @@ def discriminator_loss(d_real: Tensor, d_rec: Tensor, d_gen: Tensor, gp: Tensor,
     ``gp`` is GP(real, G(z_e)) + GP(real, G(z_r)), computed by the caller.
     Parts: ``d_real``, ``d_rec``, ``d_gen`` (means), ``gp``, ``total``.
     """
-    m_real, m_rec, m_gen = d_real.float().mean(), d_rec.float().mean(), d_gen.float().mean()
-    total = m_rec + m_gen - 2 * m_real + loss.gp * gp.float()
+    m_real, m_rec, m_gen = widen(d_real).mean(), widen(d_rec).mean(), widen(d_gen).mean()
+    total = m_rec + m_gen - 2 * m_real + loss.gp * widen(gp)
     parts = {"d_real": m_real.detach(), "d_rec": m_rec.detach(), "d_gen": m_gen.detach(),
              "gp": gp.detach(), "total": total.detach()}
     return total, parts
@@ -125,8 +131,8 @@ def code_discriminator_loss(c_enc: Tensor, c_rand: Tensor, gp: Tensor, loss: Los
 
     Parts: ``c_enc``, ``c_rand`` (means), ``gp``, ``total``.
     """
-    m_enc, m_rand = c_enc.float().mean(), c_rand.float().mean()
-    total = m_enc - m_rand + loss.gp * gp.float()
+    m_enc, m_rand = widen(c_enc).mean(), widen(c_rand).mean()
+    total = m_enc - m_rand + loss.gp * widen(gp)
     parts = {"c_enc": m_enc.detach(), "c_rand": m_rand.detach(), "gp": gp.detach(),
              "total": total.detach()}
     return total, parts
