@@ -90,3 +90,56 @@ def test_joint_generation_writes_a_label_map_aligned_with_its_scan(phantom_dir, 
     assert set(np.unique(labels.data)) <= {0, 1}
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert manifest["scans"][0]["label"] == f"labels/{paths[0].name}"
+
+
+def test_precision_override_is_recorded_and_stays_close(tiny_run, tmp_path):
+    fp32 = generate_scans(tiny_run, 2, tmp_path / "fp32", seed=1, progress=False)
+    bf16 = generate_scans(tiny_run, 2, tmp_path / "bf16", seed=1, progress=False,
+                          precision="bf16")
+    manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    assert {r["precision"] for r in manifest["scans"]} == {"bf16"}
+    for a, b in zip(fp32, bf16):
+        va, vb = read_scan(a).data, read_scan(b).data
+        assert not np.array_equal(va, vb)  # bf16 really ran
+        assert np.abs(va - vb).max() <= 0.05 * (va.max() - va.min())
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"precision": "fp16"}, "precision"),
+                                              ({"batch_size": 0}, "batch-size"),
+                                              ({"writers": -1}, "writers")])
+def test_bad_generation_options_are_clear_errors(tiny_run, tmp_path, kwargs, match):
+    with pytest.raises(RatganError, match=match):
+        generate_scans(tiny_run, 1, tmp_path / "out", progress=False, **kwargs)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_generating_leaves_a_running_trainings_temporary_checkpoint_alone(tiny_run, tmp_path):
+    # A trainer writes ckpt_N.pt.tmp, then renames it; a reader must not delete it meanwhile.
+    from ratgan.training import checkpoint as ckpt
+
+    partial = ckpt.checkpoint_path(tiny_run, 4).with_suffix(".pt.tmp")
+    partial.write_bytes(b"being written")
+    try:
+        generate_scans(tiny_run, 1, tmp_path / "g", progress=False)
+        assert partial.exists()
+    finally:
+        partial.unlink()
+
+
+def test_sigmarat1_shaped_generator_with_spectral_norm_loads_exactly(phantom_dir, tmp_path):
+    # G is rebuilt on the meta device and its tensors assigned from the (memory-mapped) file:
+    # the spectral-norm vectors must come back too, giving the trained network's outputs.
+    import torch
+
+    from ratgan.generation.sample import load_generator
+    from ratgan.training import checkpoint as ckpt
+
+    cfg = load_config("tiny", {"train.iterations": 1, "model.spectral_norm": ["G", "E", "D", "C"]})
+    result = train(cfg, phantom_dir, tmp_path / "run", progress=False)
+    loaded = load_generator(tmp_path / "run", device="cpu")
+    trained = result.networks.generator.eval()
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "run"))
+    assert set(loaded.generator.state_dict()) == set(state["networks"]["G"])
+    z = torch.randn(3, cfg.model.latent_dim)
+    with torch.no_grad():
+        assert torch.equal(loaded.generator(z), trained(z))

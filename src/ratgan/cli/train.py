@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--reference", type=Path,
                    help="real scan whose header/affine the files carry (default: first training scan)")
     g.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the latest)")
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--batch-size", type=int, default=8,
+                   help="codes per forward pass (a scan's values depend on it only by rounding)")
+    g.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="sampling arithmetic (default: the run's train.precision)")
+    g.add_argument("--writers", type=int,
+                   help="threads writing files while sampling (default: up to 8, one per core)")
     g.add_argument("--device", default="auto")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=run_generate)
@@ -87,7 +92,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     paths = generate_scans(args.run, args.n, args.out, seed=args.seed, reference=args.reference,
                            batch_size=args.batch_size, device=args.device,
-                           checkpoint=args.checkpoint, progress=not args.no_progress)
+                           checkpoint=args.checkpoint, progress=not args.no_progress,
+                           precision=args.precision, writers=args.writers)
     print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
     return 0
 

@@ -98,10 +98,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read one checkpoint file; a damaged file gives a RatganError naming it."""
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False
+                    ) -> dict[str, Any]:
+    """Read one checkpoint file; a damaged file gives a RatganError naming it.
+
+    ``mmap`` maps the file instead of reading it: tensors are paged in when used, so a reader
+    that needs one network does not read them all.
+    """
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as exc:  # torch raises many types for damaged files
         raise RatganError(f"checkpoint {path} cannot be read ({type(exc).__name__}).") from None
     if not isinstance(state, dict) or "iteration" not in state:
@@ -109,10 +114,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None; leftover ``.tmp`` files are removed."""
+def latest_checkpoint(run_dir: Path, remove_leftovers: bool = False) -> Path | None:
+    """The newest complete checkpoint of a run, or None.
+
+    ``remove_leftovers`` deletes ``.tmp`` files of interrupted writes: only for the trainer that
+    owns the run (when resuming), never for a reader, which would delete the temporary file of a
+    checkpoint that a running training is writing.
+    """
     folder = Path(run_dir) / CHECKPOINT_DIR
-    if folder.is_dir():
+    if remove_leftovers and folder.is_dir():
         for leftover in folder.glob("*.pt.tmp"):
             leftover.unlink(missing_ok=True)
     found = list_checkpoints(run_dir)

@@ -193,7 +193,7 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
                            generator=torch.Generator().manual_seed(t_cfg.seed + 3))
 
     start = 0
-    latest = ckpt.latest_checkpoint(run_dir) if resume else None
+    latest = ckpt.latest_checkpoint(run_dir, remove_leftovers=True) if resume else None
     if latest is not None:
         state = ckpt.load_checkpoint(latest, map_location=device)
         _restore(state, nets, optimizers, rng, stream, info)
