@@ -15,9 +15,10 @@ class Generator(nn.Module):
 
     z is viewed as L x 1 x 1 x 1, a ConvTranspose3d(k4, s1, p0) makes a 4^3 volume with
     ``g_width`` channels, then ``n_scales`` blocks of [nearest x2 upsample -> Conv3d(k3, s1, p1)]
-    halve the channels each time and end at ``channels`` (run as one equivalent transposed conv
-    each when ``g_fused_upsample``, see :func:`ratgan.models.layers.nearest_up_conv3d`).  Norm and activation follow every
-    layer but the last, which ends in tanh.  No layer has a bias (as in the published code).
+    halve the channels each time and end at ``channels`` (each pair run as one equivalent
+    transposed conv when ``g_fused_upsample``: :func:`ratgan.models.layers.nearest_up_conv3d`).
+    Norm and activation follow every layer but the last, which ends in tanh.  No layer has a
+    bias (as in the published code).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:

@@ -107,7 +107,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: 
     """
     try:
         state = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
-    except Exception as exc:  # torch raises many types for damaged files
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
         raise RatganError(f"checkpoint {path} cannot be read ({type(exc).__name__}).") from None
     if not isinstance(state, dict) or "iteration" not in state:
         raise RatganError(f"checkpoint {path} is not a ratgan checkpoint.")
