@@ -4,6 +4,7 @@
     torchrun --standalone --nproc_per_node 2 ddp_worker.py gp OUT
 """
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -60,6 +61,10 @@ def gp_mode(out: str) -> None:
     got = grads_of(ddp, rank)
     torch.save({"expected": expected, "got": got, "own": per_rank[rank]},
                Path(out) / f"gp_rank{rank}.pt")
+    # DDP's reducer holds the process group: free it (and any cycle) first, so that destroying
+    # the group really ends gloo's threads before the interpreter shuts down.
+    del ddp
+    gc.collect()
     dist.destroy_process_group()
 
 

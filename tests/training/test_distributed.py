@@ -17,7 +17,16 @@ def _torchrun(*args: str) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", str(WORKER), *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, _tracebacks(done.stdout + done.stderr)
+
+
+def _tracebacks(log: str) -> str:
+    """Every traceback in a torchrun log (the workers' come first), without the warnings."""
+    lines = log.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")
+              or "Traceback (most recent call last)" in line]
+    parts = ["\n".join(lines[i:i + 60]) for i in starts[:4]]
+    return "\n---\n".join(parts) if parts else log[-4000:]
 
 
 def test_gradient_penalty_gradients_are_averaged_across_ranks(tmp_path):

@@ -164,8 +164,10 @@ def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resu
                             for e in cohort.entries],
                 "infos": [i.to_dict() for i in cohort.infos],
             })
-        return _loop(cfg, _shard(cohort, info), cohort.infos[0], run_dir, resume,
-                     progress and info.is_main, info, device)
+        result = _loop(cfg, _shard(cohort, info), cohort.infos[0], run_dir, resume,
+                       progress and info.is_main, info, device)
+        distributed.finish(info)
+        return result
     finally:
         distributed.teardown(info)
 
