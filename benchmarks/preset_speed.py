@@ -16,6 +16,7 @@ import torch
 from ratgan.config import load_config
 from ratgan.models import build_networks
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
+from ratgan.training.host_memory import keep_freed_host_memory
 
 
 def seconds_per_iteration(preset: str, precision: str, iterations: int, device: str,
@@ -55,6 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        keep_freed_host_memory()  # as `ratgan train` does on a CPU
     print(f"device={args.device} threads={torch.get_num_threads()} batch=4 "
           f"iterations={args.iterations} torch={torch.__version__}")
     print(f"{'preset':<18}{'fp32 s/it':>12}{'bf16 s/it':>12}{'bf16 speed-up':>15}")

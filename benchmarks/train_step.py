@@ -12,8 +12,8 @@
     forwards recomputed with a graph in the discriminator step, every critic call separate,
     G's literal nearest-upsample then conv.
 Same architecture, batch size 4, same data.  Prints seconds per iteration, the ratio, peak
-memory (CUDA: allocator peak; CPU: the process's peak resident set, reset before each
-measurement) and achieved TFLOP/s (FLOPs of one iteration counted once with
+memory (CUDA: allocator peak; CPU: the process's peak resident set; each measurement runs
+in a fresh process) and achieved TFLOP/s (FLOPs of one iteration counted once with
 torch.utils.flop_counter's formulas: the published formulation's count for the reference-style
 loop, the count ours really executes for ours, whose generator runs each upsample+conv pair as
 one equivalent transposed conv with 27/8 fewer multiply-adds; the model-equivalent rate divides
@@ -23,6 +23,8 @@ the published count by our time).
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import resource
 import tempfile
 import time
@@ -41,6 +43,7 @@ from ratgan.data.phantom import write_cohort
 from ratgan.models import Networks, build_networks
 from ratgan.training import losses
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers, frozen
+from ratgan.training.host_memory import keep_freed_host_memory
 
 
 class PerSampleAugmented(Dataset):
@@ -218,6 +221,8 @@ def time_ours(preset: str, device: torch.device, data: Path, iterations: int
               ) -> tuple[float, float]:
     """Seconds per iteration and peak memory (MB) of our training iteration."""
     torch.backends.cudnn.benchmark = True  # as `ratgan train` sets it on CUDA
+    if device.type == "cpu":
+        keep_freed_host_memory()  # as `ratgan train` does on a CPU
     cfg, nets, opt, cohort = _setup(preset, True, device, data)
     stream = EndlessBatches(cohort, 4, seed=0, device=device,
                             augmenter=BatchAugmenter(cfg.augment, seed=1))
@@ -242,13 +247,42 @@ def time_reference(preset: str, device: torch.device, data: Path, iterations: in
     return seconds, _peak_mb(device)
 
 
+def _in_fresh_process(fn, *args):
+    """Run one measurement in its own process: process-wide settings (`ratgan train`'s host
+    allocator tuning, cuDNN autotuning) and peak memory do not leak between measurements."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    # Not a Pool: its daemonic workers may not start the reference loop's DataLoader workers.
+    proc = ctx.Process(target=_measure,
+                       args=(queue, multiprocessing.get_start_method(), fn, args))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _measure(queue, start_method: str, fn, args) -> None:
+    # A spawned child inherits "spawn" as its default; give the DataLoader the parent's
+    # default back (fork on Linux, as the published code ran).
+    multiprocessing.set_start_method(start_method, force=True)
+    try:
+        queue.put(fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which re-raises it
+        queue.put(exc)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["sigmarat2"])
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--plot", type=Path, help="also draw them as a bar chart (PNG)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    rows = []
     data = Path(tempfile.mkdtemp(prefix="ratgan-bench-")) / "phantom"
     write_cohort(data, subjects=16, seed=0, progress=False)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -258,8 +292,8 @@ def main() -> None:
         published = count_flops(preset, device, data, fused_upsample=False)
         executed = count_flops(preset, device, data, fused_upsample=True)
 
-        ours, ours_mem = time_ours(preset, device, data, args.iterations)
-        ref, ref_mem = time_reference(preset, device, data, args.iterations)
+        ref, ref_mem = _in_fresh_process(time_reference, preset, device, data, args.iterations)
+        ours, ours_mem = _in_fresh_process(time_ours, preset, device, data, args.iterations)
         print(f"{preset}: GFLOP/iteration {published / 1e9:.1f} as published (the reference-style "
               f"loop executes these), {executed / 1e9:.1f} executed by ours (fused upsample+conv)")
         print(f"  reference-style fp32 : {ref:8.3f} s/it  {published / ref / 1e12:7.3f} TFLOP/s"
@@ -268,6 +302,41 @@ def main() -> None:
               f"executed ({published / ours / 1e12:7.3f} model-equivalent)  "
               f"peak {ours_mem:8.0f} MB")
         print(f"  speed-up: {ref / ours:.2f}x", flush=True)
+        rows.append({"preset": preset, "reference_s": ref, "ours_s": ours,
+                     "published_gflop": published / 1e9, "executed_gflop": executed / 1e9,
+                     "reference_peak_mb": ref_mem, "ours_peak_mb": ours_mem})
+    header = {"device": args.device, "name": name, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "iterations": args.iterations, "batch": 4}
+    if args.json:
+        args.json.write_text(json.dumps({**header, "rows": rows}, indent=2))
+    if args.plot:
+        plot(rows, header, args.plot)
+
+
+def plot(rows: list[dict], header: dict, out: Path) -> None:
+    """Seconds per iteration, reference-style against ours, one pair of bars per preset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.9 * len(rows) + 2.5, 3.6), dpi=120)
+    xs = np.arange(len(rows))
+    ref = [r["reference_s"] for r in rows]
+    ours = [r["ours_s"] for r in rows]
+    ax.bar(xs - 0.2, ref, 0.4, label="published-style loop (fp32)", color="#9a9a9a")
+    ax.bar(xs + 0.2, ours, 0.4, label="ratgan (bf16)", color="#2a7ab8")
+    for x, a, b in zip(xs, ref, ours):
+        ax.text(x + 0.2, b, f"{a / b:.2f}x", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(xs, [r["preset"] for r in rows])
+    ax.set_ylabel("seconds per iteration (batch 4)")
+    ax.set_title(f"Training iteration on {header['name']} ({header['device']}, "
+                 f"{header['threads']} threads, torch {header['torch']})", fontsize=9)
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from ratgan.training import checkpoint as ckpt
 from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
 from ratgan.training.figures import plot_loss_curves, save_sample_montage
+from ratgan.training.host_memory import keep_freed_host_memory
 
 CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"
@@ -178,6 +179,8 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
     torch.manual_seed(t_cfg.seed)  # same initial weights on every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    elif device.type == "cpu":
+        keep_freed_host_memory()  # ~20 % faster 64^3 iterations on a CPU (see the module)
     seed = partial(distributed.rank_seed, t_cfg.seed, info.rank)
     stream = EndlessBatches(cohort, t_cfg.batch_size, seed=seed(0), device=device,
                             augmenter=BatchAugmenter(cfg.augment, seed=seed(1)),
