@@ -25,12 +25,8 @@ def seconds_per_iteration(preset: str, precision: str, iterations: int, device: 
                                "train.channels_last": channels_last})
     dev = torch.device(device)
     torch.manual_seed(0)
-    nets = build_networks(cfg.model)
+    nets = build_networks(cfg.model).place(dev, channels_last)
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
-    for key, net in nets.as_dict().items():
-        net.to(dev)
-        if key != "C":
-            net.to(memory_format=fmt)
     step = AlphaGANStep(nets, build_optimizers(nets, cfg), cfg, dev,
                         torch.Generator(device=dev).manual_seed(0))
     s = cfg.model.volume_size

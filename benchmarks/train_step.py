@@ -173,12 +173,7 @@ def _setup(preset: str, ours: bool, device: torch.device, data: Path,
         over.update({"train.precision": "bf16", "train.channels_last": True})
     cfg = load_config(preset, {**over, **(extra or {})})
     torch.manual_seed(0)
-    nets = build_networks(cfg.model)
-    fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
-    for key, net in nets.as_dict().items():
-        net.to(device)
-        if key != "C":
-            net.to(memory_format=fmt)
+    nets = build_networks(cfg.model).place(device, cfg.train.channels_last)
     opt = build_optimizers(nets, cfg)
     cohort = load_cohort(data, cfg.data, progress=False)
     return cfg, nets, opt, cohort

@@ -120,3 +120,14 @@ def test_train_mode_backward_with_batch_norm():
     loss.backward()
     for key, net in nets.as_dict().items():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), key
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_place_lays_out_the_convolutional_networks(channels_last):
+    nets = build_networks(load_config("tiny").model)
+    assert nets.place("cpu", channels_last) is nets
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    for key in ("G", "E", "D"):
+        weights = [p for p in nets.as_dict()[key].parameters() if p.dim() == 5]
+        assert weights and all(w.is_contiguous(memory_format=fmt) for w in weights), key
+    assert all(p.is_contiguous() for p in nets.code_discriminator.parameters())

@@ -15,12 +15,8 @@ def _losses(device: str, precision: str, channels_last: bool) -> list[dict[str, 
     cfg = load_config("tiny", {"train.precision": precision,
                                "train.channels_last": channels_last})
     torch.manual_seed(0)
-    nets = build_networks(cfg.model)
+    nets = build_networks(cfg.model).place(device, channels_last)
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
-    for key, net in nets.as_dict().items():
-        net.to(device)
-        if key != "C":
-            net.to(memory_format=fmt)
     dev = torch.device(device)
     step = AlphaGANStep(nets, build_optimizers(nets, cfg), cfg, dev,
                         torch.Generator(device=dev).manual_seed(1))

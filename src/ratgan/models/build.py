@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ratgan.config import ModelConfig
@@ -25,6 +26,16 @@ class Networks:
         """The networks keyed ``G``, ``E``, ``D``, ``C``."""
         return {"G": self.generator, "E": self.encoder, "D": self.discriminator,
                 "C": self.code_discriminator}
+
+    def place(self, device: torch.device | str, channels_last: bool) -> Networks:
+        """Move every network to ``device``, and G, E and D to channels-last 3-D memory when
+        ``channels_last`` (C is fully connected: nothing to lay out).  Returns ``self``."""
+        fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+        for key, net in self.as_dict().items():
+            net.to(device)
+            if key != "C":
+                net.to(memory_format=fmt)
+        return self
 
     def parameter_counts(self) -> dict[str, int]:
         """Number of trainable parameters per network, keyed ``G``, ``E``, ``D``, ``C``."""

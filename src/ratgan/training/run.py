@@ -185,12 +185,7 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
     stream = EndlessBatches(cohort, t_cfg.batch_size, seed=seed(0), device=device,
                             augmenter=BatchAugmenter(cfg.augment, seed=seed(1)),
                             with_labels=cfg.data.label_channels)
-    nets = build_networks(cfg.model)
-    fmt = torch.channels_last_3d if t_cfg.channels_last else torch.contiguous_format
-    for key, net in nets.as_dict().items():
-        net.to(device)
-        if key != "C":
-            net.to(memory_format=fmt)
+    nets = build_networks(cfg.model).place(device, t_cfg.channels_last)
     optimizers = build_optimizers(nets, cfg)
     rng = torch.Generator(device=device)
     rng.manual_seed(seed(2))
