@@ -50,20 +50,21 @@ def perturbed_copies(real: Path, out: Path, seed: int) -> list[Path]:
 
 
 @pytest.fixture
-def small_study(tmp_path: Path) -> Study:
-    """A study of 3 real and 2 + 2 synthetic 16x16x8 scans for 2 raters."""
+def small_study_args(tmp_path: Path) -> dict:
+    """create_study's arguments (all but the folder) for 3 real and 2 + 2 synthetic 16x16x8
+    scans and 2 raters; the scans are written once per test."""
     write_random_scans(tmp_path / "real", 4, seed=1)
     write_random_scans(tmp_path / "m1", 3, seed=2, scale=7.0)
     write_random_scans(tmp_path / "m2", 3, seed=3, scale=0.01)
-    path, _ = create_study(
-        tmp_path / "study",
-        real=tmp_path / "real",
-        synthetic=[("m1", tmp_path / "m1"), ("m2", tmp_path / "m2")],
-        n_real=3,
-        n_per_model=2,
-        raters=["alice", "bob"],
-        seed=5,
-    )
+    return {"real": tmp_path / "real",
+            "synthetic": [("m1", tmp_path / "m1"), ("m2", tmp_path / "m2")],
+            "n_real": 3, "n_per_model": 2, "raters": ["alice", "bob"], "seed": 5}
+
+
+@pytest.fixture
+def small_study(tmp_path: Path, small_study_args: dict) -> Study:
+    """The study that ``small_study_args`` describes."""
+    path, _ = create_study(tmp_path / "study", **small_study_args)
     return Study(path)
 
 

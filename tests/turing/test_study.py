@@ -36,16 +36,8 @@ def test_study_draws_and_orders(small_study, tmp_path):
     assert all(t in links for t in tokens) and small_study.meta["admin_token"] in links
 
 
-def test_the_draw_is_seeded_and_the_secrets_are_not(small_study, tmp_path):
-    again, _ = create_study(
-        tmp_path / "again",
-        real=tmp_path / "real",
-        synthetic=[("m1", tmp_path / "m1"), ("m2", tmp_path / "m2")],
-        n_real=3,
-        n_per_model=2,
-        raters=["alice", "bob"],
-        seed=5,
-    )
+def test_the_draw_is_seeded_and_the_secrets_are_not(small_study, small_study_args, tmp_path):
+    again, _ = create_study(tmp_path / "again", **small_study_args)
     first, second = small_study.records(), Study(again).records()
     assert [(r.rater, r.position, r.path) for r in first] == [
         (r.rater, r.position, r.path) for r in second
