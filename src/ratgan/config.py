@@ -359,6 +359,13 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     problems: list[str] = []
     cfg = _build(Config, data, "", problems)
     if problems:
+        # Report the value checks too (one message lists every problem), where the types let
+        # them run and for fields without a type problem already.
+        named = {p.split()[0] for p in problems}
+        try:
+            problems += [p for p in _semantic_problems(cfg) if p.split()[0] not in named]
+        except (TypeError, ValueError):
+            pass
         raise RatganError("invalid config: " + "; ".join(problems) + ".")
     return cfg.validate()
 
