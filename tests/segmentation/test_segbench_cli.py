@@ -93,7 +93,8 @@ def test_dry_run_prints_the_plan(tiny_real, tiny_synthetic, tmp_path, capsys):
     assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
                  "--out", str(tmp_path / "b"), "--dry-run", *FAST]) == 0
     text = capsys.readouterr().out
-    assert "train 8, validation 2, test 2" in text and "test 10:" in text
+    assert "train 8, validation 2, test 2; 5 seeds; synthetic labels: atlas" in text
+    assert "test 10:" in text
     assert not (tmp_path / "b").exists()
 
 

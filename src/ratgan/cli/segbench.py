@@ -119,7 +119,7 @@ def run_segbench(args: argparse.Namespace) -> int:
         r = len(split.train)
         print(json.dumps(opt.fingerprint(), indent=2))
         print(f"real labelled scans: {n} -> train {r}, validation {len(split.val)}, "
-              f"test {len(split.test)}")
+              f"test {len(split.test)}; {opt.seeds} seeds; synthetic labels: {opt.labels}")
         for t in TESTS:
             if opt.tests and t.number not in opt.tests:
                 continue
