@@ -2,6 +2,7 @@
 sets, and the memorisation check's false-positive and catch rates, on the phantom cohort.
 
     python benchmarks/evaluate_protocols.py [--subjects 48] [--msssim-comparisons 2100]
+        [--cache FILE.npy]
 
 Sets (all prepared as ``ratgan evaluate`` prepares scans):
 * real: ``--subjects`` phantom subjects (the "training" scans, the reference of every metric);
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--comparisons", type=int, default=21_000)
     ap.add_argument("--msssim-comparisons", type=int, default=2_100)
     ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="keep the prepared phantom scans in this .npy file between runs")
     args = ap.parse_args(argv)
 
     from scipy import ndimage
@@ -71,8 +74,16 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     n = args.subjects
-    real = _set("real", _scans(args.seed, 0, n))
-    held_vols = _scans(args.seed, n, n)
+    if args.cache is not None and args.cache.is_file():
+        cohort = np.load(args.cache)
+    else:
+        cohort = _scans(args.seed, 0, 2 * n)
+        if args.cache is not None:
+            np.save(args.cache, cohort)
+    if len(cohort) < 2 * n:
+        raise SystemExit(f"{args.cache} holds {len(cohort)} scans, fewer than 2 x {n}")
+    real = _set("real", cohort[:n])
+    held_vols = cohort[n:2 * n]
     held = _set("held-out", held_vols)
     rng = np.random.default_rng(args.seed)
     blurred = np.stack([ndimage.gaussian_filter(v, 1.0) + 0.02 * rng.standard_normal(v.shape)
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                                       msssim_comparisons=args.msssim_comparisons,
                                       authors_epochs=args.epochs, split_repeats=2)
         t = time.perf_counter()
-        res = evaluate(real, [held, blurred, copies], settings, heldout=held)
+        res = evaluate(real, [held, blurred], settings, heldout=held)
         results[protocol] = res
         last_settings = settings
         print(f"\nprotocol {protocol} ({time.perf_counter() - t:.0f} s)")
