@@ -108,3 +108,17 @@ def test_same_seed_same_numbers(kit):
     for key in ("msssim", "ncc", "fd", "rbf_mmd"):
         assert row_metrics(a, "syn")[key] == row_metrics(b, "syn")[key]
     assert row_metrics(a, "syn")["fd"] != row_metrics(c, "syn")["fd"]
+
+
+def test_adding_a_set_keeps_the_other_sets_numbers(kit):
+    """Each stage draws from a stream named after the stage and the set."""
+    real = _set("real", kit.brains(8, 1))
+    syn = _set("syn", kit.brains(6, 4))
+    other = _set("other", kit.noise(6, 5))
+    settings = EvaluationSettings(**FAST)
+    alone = evaluate(real, [syn], settings)
+    with_other = evaluate(real, [other, syn], settings)
+    for key in ("msssim", "ncc", "mmd"):
+        assert row_metrics(alone, "syn")[key] == row_metrics(with_other, "syn")[key]
+    assert alone.rows[alone.reference_row].metrics["msssim"] == \
+        with_other.rows[with_other.reference_row].metrics["msssim"]
