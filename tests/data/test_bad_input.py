@@ -122,6 +122,22 @@ def test_label_with_non_integer_values(tmp_path, rng, h):
     _one_sentence(exc, "lab.nii.gz")
 
 
+def test_label_with_values_outside_0_to_3(tmp_path, rng, h):
+    """One sentence naming the file and exactly the offending values, from read_label and
+    from loading a cohort for label-channel training."""
+    scan_path = h.save(tmp_path / "images" / "s.nii.gz", h.random_scan(rng, (8, 8, 6)))
+    data = np.zeros((8, 8, 6))
+    data[0, 0, :3] = [1, 2, 3]
+    data[1, 1, 0], data[2, 2, 0] = 5, 255
+    lab = h.save(tmp_path / "labels" / "s.nii.gz", data, dtype=np.uint8)
+    with pytest.raises(RatganError, match=r"values \[5, 255\]") as exc:
+        read_label(lab, read_scan(scan_path))
+    _one_sentence(exc, "s.nii.gz")
+    with pytest.raises(RatganError, match=r"labels/s.nii.gz holds values \[5, 255\]"):
+        load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 6), downsample=1),
+                    require_labels=True, progress=False)
+
+
 def test_empty_folder(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -26,7 +26,7 @@ def tiny_subject(rng: np.random.Generator, shape=SHAPE) -> tuple[np.ndarray, np.
 
 
 def write_cohort(folder: Path, n: int, seed: int, layout: str = "images",
-                 with_labels: bool = True, prefix: str = "sub") -> Path:
+                 with_labels: bool = True, prefix: str = "sub", shape=SHAPE) -> Path:
     """``layout='images'``: folder/images + folder/labels; ``'flat'``: scans in folder and
     label maps in folder/labels (what `ratgan generate` writes for a joint model)."""
     from ratgan.data.io import write_nifti
@@ -34,7 +34,7 @@ def write_cohort(folder: Path, n: int, seed: int, layout: str = "images",
     rng = np.random.default_rng(seed)
     img_dir = folder / "images" if layout == "images" else folder
     for i in range(n):
-        image, labels = tiny_subject(rng)
+        image, labels = tiny_subject(rng, shape)
         name = f"{prefix}-{i:03d}.nii.gz"
         write_nifti(img_dir / name, image, AFFINE)
         if with_labels:

@@ -18,7 +18,7 @@ def test_joint_labels_end_to_end_and_rerun_skips_finished_tests(tiny_real, tiny_
                                                                  tmp_path, monkeypatch, capsys):
     out = tmp_path / "bench"
     args = ["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
-            "--out", str(out), "--tests", "1,2", "--seeds", "1", *FAST]
+            "--out", str(out), "--tests", "1,2", "--seeds", "1", "--labels", "joint", *FAST]
     assert main(args) == 0
     for name in FILES:
         assert (out / name).is_file(), name
@@ -44,12 +44,12 @@ def test_joint_labels_end_to_end_and_rerun_skips_finished_tests(tiny_real, tiny_
     assert gate["acceptance_rate"] == gate["n_accepted"] / 12
 
     # rerun: nothing is trained again
-    from ratgan.segmentation import bench
+    from ratgan.segmentation import runner
 
     def boom(*a, **k):
         raise AssertionError("a finished test was trained again")
 
-    monkeypatch.setattr(bench, "train_segmenter", boom)
+    monkeypatch.setattr(runner, "train_segmenter", boom)
     capsys.readouterr()
     assert main(args) == 0
     assert _runs(out) == runs
@@ -79,20 +79,22 @@ def test_teacher_labels_synthetic_scans_without_labels(tiny_real, tmp_path, coho
     out = tmp_path / "bench"
     assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(syn), "--out",
                  str(out), "--tests", "2", "--seeds", "1", "--gate-margin", "50",
-                 *FAST]) == 0
+                 "--labels", "teacher", *FAST]) == 0
     assert (out / "teacher" / "teacher.pt").is_file()
     labels = sorted((out / "teacher" / "labels").glob("*.nii.gz"))
     assert [p.name for p in labels] == sorted(p.name for p in syn.glob("*.nii.gz"))
     gate = json.loads((out / "quality_gate.json").read_text())
     assert gate["labels"] == "teacher" and gate["n_checked"] == 10
     assert _runs(out)[0]["n_synthetic"] == 4
+    assert "circular" in (out / "table.md").read_text()
 
 
 def test_dry_run_prints_the_plan(tiny_real, tiny_synthetic, tmp_path, capsys):
     assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
                  "--out", str(tmp_path / "b"), "--dry-run", *FAST]) == 0
     text = capsys.readouterr().out
-    assert "train 8, validation 2, test 2" in text and "test 10:" in text
+    assert "train 8, validation 2, test 2; 5 seeds; synthetic labels: atlas" in text
+    assert "test 10:" in text
     assert not (tmp_path / "b").exists()
 
 
@@ -100,7 +102,8 @@ def test_too_few_accepted_synthetic_scans_is_a_user_error(tiny_real, tmp_path, c
                                                           capsys):
     syn = cohort_writer(tmp_path / "few", 3, seed=2, layout="flat", prefix="synthetic")
     code = main(["segbench", "--real", str(tiny_real), "--synthetic", str(syn), "--out",
-                 str(tmp_path / "b"), "--tests", "2", "--gate-margin", "50", *FAST])
+                 str(tmp_path / "b"), "--tests", "2", "--gate-margin", "50", "--labels", "joint",
+                 *FAST])
     assert code == 2
     assert "need 4" in capsys.readouterr().err
 
@@ -112,3 +115,45 @@ def test_real_only_tests_need_no_synthetic_scans(tiny_real, tmp_path, cohort_wri
                  str(out), "--tests", "1,10", "--seeds", "1", *FAST]) == 0
     assert [r["test"] for r in _runs(out)] == [1, 10]
     assert not (out / "teacher").exists()
+
+
+def test_atlas_labels_statistics_and_the_labellers_accuracy(tiny_real, tiny_synthetic,
+                                                            tmp_path):
+    """Default labels: the synthetic scans' own label maps are ignored, atlases label them;
+    the report carries the labeller's Dice on the real test scans and the paired statistics."""
+    out = tmp_path / "bench"
+    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
+                 "--out", str(out), "--tests", "1,2", "--seeds", "2", "--atlases", "2",
+                 "--workers", "1", "--gate-margin", "50", *FAST]) == 0
+    state = json.loads((out / "segbench.json").read_text())
+    assert state["labels"] == "atlas" and state["atlas"]["k"] == 2
+    assert len(state["atlas"]["atlases"]) == 2
+    assert set(state["atlas"]["atlases"]) <= set(state["split"]["train"])
+    acc = state["atlas"]["accuracy"]
+    assert len(acc["GM"]["per_scan"]) == 2 and acc["global"]["mean"] > 0.5
+    labels = sorted(p.name for p in (out / "atlas" / "labels").glob("*.nii.gz"))
+    assert labels == sorted(p.name for p in tiny_synthetic.glob("*.nii.gz"))
+    results = json.loads((out / "results.json").read_text())
+    comp = {(c["test"], c["score"]): c for c in results["comparisons"]}
+    assert comp[(2, "global")]["n_pairs"] == 4  # 2 seeds x 2 test scans
+    assert comp[(2, "GM")]["verdict"] in ("helped", "hurt", "no detectable difference")
+    assert results["collapses"]["count"] == len(results["collapses"]["runs"])
+    table = (out / "table.md").read_text()
+    assert "Wilcoxon p" in table and "atlas registration" in table
+    assert "not checked" in table  # a folder source: overlap with the GAN unknown
+
+
+def test_labels_outside_0_to_3_are_one_clear_error(tiny_real, tmp_path, capsys):
+    import numpy as np
+
+    from ratgan.data.io import read_scan, write_nifti
+
+    bad = tiny_real / "labels" / "sub-003.nii.gz"
+    scan = read_scan(tiny_real / "images" / "sub-003.nii.gz")
+    data = np.zeros(scan.shape, np.uint8)
+    data[0, 0, 0] = 7
+    write_nifti(bad, data, scan.affine, dtype=np.uint8)
+    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_real),
+                 "--out", str(tmp_path / "b"), "--tests", "1", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "sub-003.nii.gz holds values [7]" in err

@@ -5,7 +5,7 @@ import json
 from ratgan.cli import main
 
 
-def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path):
+def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path, capsys):
     from ratgan.config import load_config
     from ratgan.training.run import train
 
@@ -14,10 +14,19 @@ def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path):
                                "data.label_channels": True})
     train(cfg, tiny_real, run, progress=False)
     out = tmp_path / "bench"
-    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(run), "--out",
-                 str(out), "--tests", "2", "--seeds", "1", "--gate-margin", "1000",
-                 "--shape", "16", "16", "8", "--channels", "4,8", "--max-epochs", "1",
-                 "--no-progress"]) == 0
+    args = ["segbench", "--real", str(tiny_real), "--synthetic", str(run), "--out", str(out),
+            "--tests", "2", "--seeds", "1", "--gate-margin", "1000", "--labels", "joint",
+            "--shape", "16", "16", "8", "--channels", "4,8", "--max-epochs", "1",
+            "--no-progress"]
+    # the run was trained on every real scan, the test split included: refused, naming them
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    test_names = ["sub-007.nii.gz", "sub-008.nii.gz"]
+    assert "was trained on 2 of the real test scans" in err
+    assert all(n in err for n in test_names) and "--allow-overlap" in err
+    assert not (out / "synthetic").exists()
+    assert main(args + ["--allow-overlap"]) == 0
     round0 = out / "synthetic" / "round-00"
     assert (round0 / "manifest.json").is_file()
     scans = sorted(round0.glob("*.nii.gz"))
@@ -25,4 +34,7 @@ def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path):
     assert sorted(p.name for p in (round0 / "labels").glob("*.nii.gz")) == [p.name for p in scans]
     state = json.loads((out / "segbench.json").read_text())
     assert state["labels"] == "joint"
+    assert state["overlap"]["allowed"] and len(state["overlap"]["files"]) == 2
+    assert "WARNING: the GAN was trained on 2 of the real test scans" in (
+        out / "table.md").read_text()
     assert not (out / "teacher").exists()

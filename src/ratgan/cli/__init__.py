@@ -13,7 +13,7 @@ import sys
 from ratgan import __version__
 from ratgan.errors import RatganError
 
-COMMAND_MODULES = ("data", "train", "evaluate", "segbench", "turing")
+COMMAND_MODULES = ("data", "train", "evaluate", "segbench", "label", "turing")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,15 +27,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a run folder of `ratgan train` (scans are generated as needed) or a "
                         "folder of synthetic NIfTI scans (label maps in its labels/ folder)")
     p.add_argument("--out", required=True, type=Path, help="benchmark folder")
-    p.add_argument("--seeds", type=int, default=2, help="repetitions of each test (default 2)")
+    p.add_argument("--seeds", type=int,
+                   help="repetitions of each test (cpu: 5, full: 2); every test is compared "
+                        "with test 1 over the (seed, test scan) pairs")
     p.add_argument("--mode", choices=["cpu", "full"], default="cpu",
                    help="cpu: narrow U-Net on the brain's box, 400 steps per network, bf16 "
                         "(default); full: the paper's U-Net on whole volumes, lr 5e-4, "
                         "patience 50")
-    p.add_argument("--labels", choices=["auto", "joint", "teacher"], default="auto",
-                   help="labels of synthetic scans: joint (generated with the scan), teacher "
-                        "(a U-Net trained on the real training split), auto (joint when "
-                        "present)")
+    p.add_argument("--labels", choices=["atlas", "teacher", "joint"], default="atlas",
+                   help="labels of synthetic scans: atlas (default: labelled real training "
+                        "scans registered to each scan with ANTs, majority vote), teacher (a "
+                        "U-Net trained on the real training split; circular), joint "
+                        "(generated with the scan)")
+    p.add_argument("--atlases", type=int, default=5,
+                   help="atlases registered to each synthetic scan (default 5)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="processes for atlas registration (default 2)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="run even if the GAN run's data.json names real test scans (the "
+                        "report then says so)")
     p.add_argument("--tests", type=_ints, help="subset of the tests 1-10, e.g. 1,2,10")
     p.add_argument("--shape", type=int, nargs=3, default=(64, 64, 40), metavar=("X", "Y", "Z"),
                    help="full-resolution shape scans are centre padded/cropped to "
@@ -80,7 +90,8 @@ def options_from_args(args: argparse.Namespace):
 
     return BenchOptions(
         real=str(args.real), synthetic=str(args.synthetic), out=str(args.out), seeds=args.seeds,
-        mode=args.mode, labels=args.labels, tests=args.tests, shape=tuple(args.shape),
+        mode=args.mode, labels=args.labels, atlases=args.atlases, workers=args.workers,
+        allow_overlap=args.allow_overlap, tests=args.tests, shape=tuple(args.shape),
         downsample=args.downsample, crop=args.crop,
         channels=tuple(args.channels) if args.channels else None,
         max_epochs=args.max_epochs, max_steps=args.max_steps, patience=args.patience, batch_size=args.batch_size,
@@ -108,7 +119,7 @@ def run_segbench(args: argparse.Namespace) -> int:
         r = len(split.train)
         print(json.dumps(opt.fingerprint(), indent=2))
         print(f"real labelled scans: {n} -> train {r}, validation {len(split.val)}, "
-              f"test {len(split.test)}")
+              f"test {len(split.test)}; {opt.seeds} seeds; synthetic labels: {opt.labels}")
         for t in TESTS:
             if opt.tests and t.number not in opt.tests:
                 continue

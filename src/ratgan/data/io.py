@@ -20,6 +20,8 @@ from ratgan.errors import RatganError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 AFFINE_ATOL = 1e-4
+LABEL_NAMES = ("background", "GM", "WM", "CSF")
+"""Class numbers 0-3 of every label map ratgan reads or writes."""
 
 
 @dataclass
@@ -177,7 +179,7 @@ def read_label(path: str | Path, scan: Scan) -> np.ndarray:
     """Read a label map that belongs to ``scan`` as int64.
 
     Raises RatganError if it is not readable, its shape or affine (atol 1e-4) differs from
-    the scan's, or it holds non-integer values.
+    the scan's, or it holds values other than the class numbers of :data:`LABEL_NAMES`.
     """
     path = Path(path)
     img = _load(path, "label")
@@ -192,7 +194,13 @@ def read_label(path: str | Path, scan: Scan) -> np.ndarray:
     if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
         raise RatganError(f"label file {path} holds non-integer values; a label map must "
                           "hold integer class numbers.")
-    return data.astype(np.int64)
+    data = data.astype(np.int64)
+    bad = np.setdiff1d(np.unique(data), np.arange(len(LABEL_NAMES)))
+    if bad.size:
+        names = ", ".join(f"{i} {n}" for i, n in enumerate(LABEL_NAMES))
+        raise RatganError(f"label file {path} holds values {bad.tolist()}; a label map may "
+                          f"only hold {names}.")
+    return data
 
 
 def _integer_raw(data: np.ndarray, dtype: np.dtype, slope: float, inter: float) -> np.ndarray:

@@ -102,11 +102,7 @@ def load_set(entries: list, shape: tuple[int, int, int], volume_index: int | Non
         if with_labels:
             if e.label is None:
                 raise RatganError(f"scan {e.image} has no label map.")
-            lab = read_label(e.label, scan)
-            bad = np.setdiff1d(np.unique(lab), np.arange(NUM_CLASSES))
-            if bad.size:
-                raise RatganError(f"label file {e.label} holds values {bad.tolist()}; labels "
-                                  "must be 0 background, 1 GM, 2 WM, 3 CSF.")
+            lab = read_label(e.label, scan)  # raises on values other than 0-3
             labels.append(preprocess_labels(lab, shape, 1))
     if not images:
         raise RatganError("no scans to load.")

@@ -1,0 +1,222 @@
+"""Atlas labels: GM/WM/CSF label maps for unlabelled scans, from labelled real scans and ANTs.
+
+Each target scan is labelled independently of any network: K labelled real scans (the
+atlases) are registered to it with ANTs (an affine stage, then SyN, a symmetric diffeomorphic
+deformable stage, both with the Mattes mutual-information metric), their label maps are
+carried onto the target's voxel grid with the resulting transforms (nearest-label
+interpolation) and fused voxel by voxel by majority vote (ties go to the smaller class
+number, background first).  This is the role SPM12 played for the paper's synthetic scans:
+a labeller that does not share anything with the U-Nets the benchmark trains.
+
+The registration is ANTs' ``SyN`` recipe (its affine stage unchanged, which converges within a
+fraction of a second on 64x64x40 voxels) with SyN iterations 20/10/5 at shrink factors 4/2/1
+instead of ANTs' 40/20/0: the full-resolution level matters for the thin CSF, and fewer
+coarse iterations keep one registration at about 3 CPU seconds (see docs/segmentation.md).
+ANTs' random metric sampling is seeded from ``AtlasParams.seed`` and every registration runs
+on one ITK thread, so the same inputs give the same labels.
+
+Results are cached: a label map is stored under a key made of the SHA-256 of the target file,
+of every atlas scan and label file, and of the parameters, so labelling the same scans again
+(a rerun of the benchmark, the same folder given to ``ratgan label`` twice) costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ratgan.errors import RatganError
+
+NUM_LABELS = 4
+"""Class numbers 0 background, 1 GM, 2 WM, 3 CSF."""
+
+
+@dataclass(frozen=True)
+class AtlasParams:
+    """How atlases are chosen, registered and fused (all of it enters the cache key)."""
+
+    k: int = 5
+    """Atlases registered to each target."""
+    seed: int = 0
+    """Seed of the atlas draw and of ANTs' random metric sampling."""
+    syn_iterations: tuple[int, ...] = (20, 10, 5)
+    """SyN iterations per level: shrink factors 4, 2, 1 (ANTs' default is 40, 20, 0)."""
+    fusion: str = "majority"
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON and the cache key."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """One labelled real scan."""
+
+    image: Path
+    label: Path
+    digest: str = field(default="", compare=False)
+    """SHA-256 of the scan and label files (filled by :func:`make_atlases`)."""
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_atlases(entries: list, k: int, seed: int = 0) -> list[Atlas]:
+    """``k`` atlases drawn (seeded) from labelled scan entries (``.image``, ``.label``)."""
+    labelled = sorted((e for e in entries if e.label is not None), key=lambda e: str(e.image))
+    if k < 1:
+        raise RatganError(f"the number of atlases must be at least 1 (got {k}).")
+    if len(labelled) < k:
+        raise RatganError(f"atlas labelling needs {k} labelled scans but only "
+                          f"{len(labelled)} are available; pass fewer atlases.")
+    pick = sorted(np.random.default_rng([seed, 4242]).choice(len(labelled), k, replace=False))
+    out = []
+    for i in pick:
+        e = labelled[int(i)]
+        digest = hashlib.sha256((file_digest(e.image) + file_digest(e.label)).encode())
+        out.append(Atlas(Path(e.image), Path(e.label), digest.hexdigest()))
+    return out
+
+
+def cache_key(target: str | Path, atlases: list[Atlas], params: AtlasParams) -> str:
+    """The cache key of one target's label map: its content, the atlas set, the parameters."""
+    h = hashlib.sha256(file_digest(target).encode())
+    for a in atlases:
+        h.update((a.digest or file_digest(a.image) + file_digest(a.label)).encode())
+    h.update(json.dumps(params.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def fuse_majority(maps: np.ndarray) -> np.ndarray:
+    """Voxel-wise majority vote over label maps (K, X, Y, Z); ties go to the smaller class."""
+    votes = np.stack([(maps == c).sum(0) for c in range(NUM_LABELS)])
+    return votes.argmax(0).astype(np.uint8)
+
+
+def _ants_image(data: np.ndarray, affine: np.ndarray):
+    """An ANTs image of ``data`` placed in space by a NIfTI (RAS) voxel-to-world matrix."""
+    import ants
+
+    lin = np.asarray(affine, dtype=np.float64)[:3, :3]
+    spacing = np.linalg.norm(lin, axis=0)
+    direction = lin / spacing
+    ras_to_lps = np.diag([-1.0, -1.0, 1.0])  # ITK's world frame is LPS, NIfTI's is RAS
+    return ants.from_numpy(np.ascontiguousarray(data, dtype=np.float32),
+                           origin=tuple(ras_to_lps @ np.asarray(affine)[:3, 3]),
+                           spacing=tuple(spacing), direction=ras_to_lps @ direction)
+
+
+def _warp_one(fixed, atlas: Atlas, params: AtlasParams, volume_index: int | None,
+              seed: int) -> np.ndarray:
+    import ants
+
+    from ratgan.data.io import read_label, read_scan
+
+    scan = read_scan(atlas.image, volume_index)
+    moving = _ants_image(scan.data, scan.affine)
+    labels = _ants_image(read_label(atlas.label, scan).astype(np.float32), scan.affine)
+    # antspyx 0.6 takes the seed of the metric sampling from this module attribute only (its
+    # public setter, set_ants_deterministic, also reseeds numpy's and Python's global RNGs)
+    ants.config._random_seed = seed
+    reg = ants.registration(fixed, moving, type_of_transform="SyN",
+                            reg_iterations=tuple(params.syn_iterations))
+    try:
+        warped = ants.apply_transforms(fixed, labels, reg["fwdtransforms"],
+                                       interpolator="genericLabel")
+    finally:
+        for f in set(reg["fwdtransforms"]) | set(reg["invtransforms"]):
+            Path(f).unlink(missing_ok=True)
+    return np.rint(warped.numpy()).astype(np.uint8)
+
+
+def atlas_label(target: str | Path, atlases: list[Atlas], params: AtlasParams,
+                volume_index: int | None = None) -> np.ndarray:
+    """The fused label map (uint8, the target's voxel grid) of one scan."""
+    from ratgan.data.io import read_scan
+
+    _one_thread()
+    scan = read_scan(target, volume_index)
+    fixed = _ants_image(scan.data, scan.affine)
+    # ANTs reads a seed of 0 as "seed from the clock", so the seeds start at 1
+    maps = np.stack([_warp_one(fixed, a, params, volume_index, 1 + 1000 * params.seed + j)
+                     for j, a in enumerate(atlases)])
+    return fuse_majority(maps)
+
+
+def _one_thread() -> None:
+    # ITK reads this when ants is imported; parallelism comes from the process pool instead
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+
+
+def label_scans(targets: list[Path], atlases: list[Atlas], out_dir: str | Path,
+                params: AtlasParams, cache_dir: str | Path | None = None, workers: int = 2,
+                volume_index: int | None = None, progress: bool = True,
+                desc: str = "atlas labels") -> list[Path]:
+    """Label every target with the atlases and write ``out_dir/<target name>`` (uint8, the
+    target's header and affine, written atomically); returns the written paths.
+
+    Label maps already in ``cache_dir`` (default ``out_dir/.cache``) under the same key are
+    reused; the others are computed by ``workers`` processes.
+    """
+    from tqdm.auto import tqdm
+
+    from ratgan.data.io import read_scan, write_nifti
+
+    out_dir = Path(out_dir)
+    cache = Path(cache_dir) if cache_dir is not None else out_dir / ".cache"
+    names = [Path(t).name for t in targets]
+    if len(set(names)) != len(names):
+        raise RatganError("two scans to label share a file name; label maps are written by "
+                          "file name, so rename one of them.")
+    keys = [cache_key(t, atlases, params) for t in targets]
+    cached = {k: cache / f"{k}.nii.gz" for k in keys}
+    todo = [i for i, k in enumerate(keys) if not cached[k].is_file()]
+    written: list[Path] = []
+
+    def store(i: int, labels: np.ndarray) -> None:
+        scan = read_scan(targets[i], volume_index)
+        write_nifti(cached[keys[i]], labels, scan.affine, dtype=np.uint8)
+        written.append(write_nifti(out_dir / names[i], labels, scan.affine,
+                                   header=scan.header, dtype=np.uint8))
+
+    with tqdm(total=len(targets), desc=desc, unit="scan", disable=not progress) as bar:
+        pending = set(todo)
+        for i in [i for i in range(len(targets)) if i not in pending]:
+            store(i, _read_cached(cached[keys[i]], targets[i], volume_index))
+            bar.update()
+        if todo and workers > 1:
+            import multiprocessing as mp
+
+            # spawn: a fresh interpreter per worker, so ITK starts with one thread and no
+            # state (or threads) of the parent is copied
+            with ProcessPoolExecutor(min(workers, len(todo)), mp.get_context("spawn"),
+                                     initializer=_one_thread) as pool:
+                jobs = {pool.submit(atlas_label, targets[i], atlases, params, volume_index): i
+                        for i in todo}
+                for job in as_completed(jobs):
+                    store(jobs[job], job.result())
+                    bar.update()
+        else:
+            for i in todo:
+                store(i, atlas_label(targets[i], atlases, params, volume_index))
+                bar.update()
+    order = {p.name: p for p in written}
+    return [order[n] for n in names]
+
+
+def _read_cached(path: Path, target: Path, volume_index: int | None) -> np.ndarray:
+    from ratgan.data.io import read_label, read_scan
+
+    return read_label(path, read_scan(target, volume_index)).astype(np.uint8)
