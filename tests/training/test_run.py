@@ -108,7 +108,9 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(p
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [2]
     with pytest.raises(Exception):  # noqa: B017 - a half-written file does not load
         torch.load(partial, weights_only=False)
-    done = subprocess.run(cmd[:-1] + ["--resume", "--no-progress"], capture_output=True,
+    # Resumed as the README says: the run folder alone, its config comes from there.
+    done = subprocess.run([sys.executable, "-m", "ratgan", "train", "--out", str(run),
+                           "--resume", "--no-progress"], capture_output=True,
                           text=True, env=dict(os.environ), check=False)
     assert done.returncode == 0, done.stderr
     assert not partial.exists()
