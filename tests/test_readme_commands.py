@@ -1,8 +1,8 @@
 """Every command line README.md shows runs, on a tiny phantom cohort with tiny settings.
 
 The commands are read from the README itself (its ``bash`` code blocks and inline code spans
-that start with ``ratgan `` and give options), so README and CLI cannot drift apart: a new command in the
-README either runs here or needs an entry in ``EXCEPTIONS`` with its reason.
+that start with ``ratgan `` and give options), so README and CLI cannot drift apart: a new
+command in the README either runs here or needs an entry in ``EXCEPTIONS`` with its reason.
 """
 
 from __future__ import annotations

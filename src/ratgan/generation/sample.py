@@ -120,6 +120,19 @@ def _export(vol: np.ndarray, out_dir: Path, name: str, scan: Any, info: Any,
     return record, path
 
 
+def _remove_leftovers(out_dir: Path, prefix: str) -> None:
+    """Delete the hidden temporary files of a generation that was killed while writing.
+
+    Files are written under a hidden temporary name and renamed when complete, so a killed
+    generation leaves only complete scans under their names, plus such leftovers; a rerun
+    into the folder (this function) removes them and writes the whole set again.
+    """
+    for folder in (out_dir, out_dir / "labels"):
+        if folder.is_dir():
+            for leftover in folder.glob(f".{prefix}_*.tmp*"):
+                leftover.unlink(missing_ok=True)
+
+
 def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 0,
                    reference: str | Path | None = None, batch_size: int = 8,
                    device: str = "auto", checkpoint: str | Path | None = None,
@@ -146,6 +159,7 @@ def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int =
     cfg = loaded.config
     scan, info = _reference(run_dir, reference, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir, prefix)
     suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
     records, written = [], []
     bar = tqdm(total=n, disable=not progress, unit="scan", desc="generate")

@@ -294,6 +294,10 @@ def create_study(
     # The links first, the study last: the study file's appearance is what completes a create.
     new_folder = not out.exists()
     links = out / LINKS_FILENAME
+    if not new_folder:  # what a killed create may have left: temporary files, stale links
+        for name in (STUDY_FILENAME, LINKS_FILENAME):
+            for leftover in out.glob(f".{name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_private(links, (links_text + "\n").encode())
