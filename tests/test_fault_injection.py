@@ -114,3 +114,40 @@ def test_sigkill_during_turing_create_leaves_no_study(tiny_run, tmp_path, fault)
 
     study = Study(out)
     assert all(r.token in (out / "links.txt").read_text() for r in study.raters())
+
+
+def test_a_full_disk_while_checkpointing_gives_one_error_and_keeps_the_last_checkpoint(
+        tiny_run, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import torch
+
+    from ratgan.training import checkpoint as ckpt
+
+    cohort, _ = tiny_run
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("iteration") == 4:
+            if hasattr(f, "write"):  # some bytes reach the disk before it is full
+                f.write(b"PK\x03\x04 partial")
+            else:
+                Path(f).write_bytes(b"PK\x03\x04 partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    run = tmp_path / "run"
+    args = ["train", "--config", "tiny", "--data", str(cohort), "--out", str(run),
+            "--iterations", "6", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "cannot write checkpoint" in err and "ckpt_0000004.pt (No space left on device)" in err
+    assert "the previous checkpoint ckpt_0000002.pt is kept intact" in err
+    assert [i for i, _ in ckpt.list_checkpoints(run)] == [2]
+    assert ckpt.load_checkpoint(ckpt.checkpoint_path(run, 2))["iteration"] == 2
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["ckpt_0000002.pt"]
+    monkeypatch.setattr(torch, "save", real_save)  # space again: the run continues
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert [i for i, _ in ckpt.list_checkpoints(run)] == [4, 6]

@@ -73,18 +73,35 @@ def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: 
     tmp = final.with_name(final.name + ".tmp")
     payload = {"format": 1, "ratgan_version": __version__, "iteration": iteration, **state}
     pause = os.environ.get("RATGAN_TEST_CHECKPOINT_PAUSE", "")
-    with open(tmp, "wb") as handle:
-        target: Any = handle
-        if pause and int(pause.split(":")[0]) == iteration:
-            target = _PausingWriter(handle, pause_after=4096, seconds=float(pause.split(":")[1]))
-        torch.save(payload, target)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as handle:
+            target: Any = handle
+            if pause and int(pause.split(":")[0]) == iteration:
+                target = _PausingWriter(handle, pause_after=4096,
+                                        seconds=float(pause.split(":")[1]))
+            torch.save(payload, target)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a quota, a vanished folder...
+            raise RatganError(_write_failed(final, exc)) from None
+        raise
     _fsync_dir(final.parent)
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return final
+
+
+def _write_failed(final: Path, exc: OSError) -> str:
+    """The one sentence for a checkpoint that could not be written."""
+    kept = [path.name for _, path in list_checkpoints(final.parent.parent)]
+    head = f"cannot write checkpoint {final} ({exc.strerror or exc}); "
+    if not kept:
+        return head + "no earlier checkpoint exists."
+    return head + (f"the previous checkpoint {kept[-1]} is kept intact, and --resume continues "
+                   "from it once the problem is solved.")
 
 
 def _fsync_dir(folder: Path) -> None:
