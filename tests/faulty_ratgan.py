@@ -59,19 +59,17 @@ def _install(fault: str, marker: Path) -> None:
 
         _on_call(study, "render_scan", 2, marker)
     elif fault == "turing-rename":  # study file complete under its temporary name
-        import os
-
+        from ratgan import atomic
         from ratgan.turing import study
 
-        real_replace = os.replace
+        real_fsync = atomic._fsync
 
-        def replace(src: Any, dst: Any) -> None:
-            if Path(dst).name == study.STUDY_FILENAME:
+        def fsync(path: Path) -> None:  # atomic_path: fsync, then rename
+            real_fsync(path)
+            if Path(path).name.startswith(f".{study.STUDY_FILENAME}."):
                 _stall(marker)
-            real_replace(src, dst)
 
-        study.os = type(sys)("os_with_stall")
-        study.os.__dict__.update(os.__dict__, replace=replace)
+        atomic._fsync = fsync
     else:
         raise SystemExit(f"unknown fault {fault}")
 

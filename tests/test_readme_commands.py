@@ -146,7 +146,7 @@ def test_readme_resume_command_keeps_the_stored_run(cohort, tmp_path, monkeypatc
     # Leave the run as a process killed between the checkpoints of iterations 2 and 4 does.
     ckpt.checkpoint_path(run, 4).unlink()
     done = subprocess.run([sys.executable, "-m", *shlex.split(resume), "--no-progress"],
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     assert "trained 4 iterations" in done.stdout  # not the default preset's 200,000
     for train in (yaml.safe_load((run / "config.yaml").read_text())["train"],

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ratgan.atomic import atomic_write_text
 from ratgan.errors import RatganError
 
 Norm = Literal["batch", "instance", "none"]
@@ -386,6 +387,4 @@ def load_config(source: str, overrides: dict[str, Any] | None = None) -> Config:
 
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -78,7 +78,7 @@ _FIXED_ON_RESUME = {"config": "--config", "data": "--data", "batch_size": "--bat
 def _resume_config(args: argparse.Namespace) -> Config:
     """The stored config of the run in --out, with the overrides --resume allows, each stated."""
     from ratgan.errors import RatganError
-    from ratgan.training.run import read_run_config
+    from ratgan.runs import read_run_config
 
     given = [flag for key, flag in _FIXED_ON_RESUME.items() if getattr(args, key) is not None]
     if given:

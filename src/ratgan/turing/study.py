@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ratgan.atomic import atomic_path, leftovers
 from ratgan.errors import RatganError
 from ratgan.turing.render import WINDOW_PERCENTILES, layout_for, render_scan
 
@@ -294,9 +295,9 @@ def create_study(
     # The links first, the study last: the study file's appearance is what completes a create.
     new_folder = not out.exists()
     links = out / LINKS_FILENAME
-    if not new_folder:  # what a killed create may have left: temporary files, stale links
+    if not new_folder:  # what a killed create may have left: temporary files
         for name in (STUDY_FILENAME, LINKS_FILENAME):
-            for leftover in out.glob(f".{name}.*.tmp"):
+            for leftover in leftovers(out, name):
                 leftover.unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -321,21 +322,14 @@ def _links_text(conn: sqlite3.Connection, base_url: str) -> str:
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, readable by its owner only from the first byte.
 
-    The file is created with mode 0600 (``os.open``, so no other user can open it between
-    creation and a later chmod) under a temporary name in the same folder, fsync'ed and
-    renamed; on any error the temporary file is removed.
+    The temporary file is created with mode 0600 by ``os.open`` (so no other user can open it
+    between its creation and a later chmod); ``atomic_path`` fsyncs and renames it, and removes
+    it on any error.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def format_links(base_url: str, admin_token: str, raters: Sequence[Rater]) -> str:
