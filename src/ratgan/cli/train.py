@@ -78,14 +78,15 @@ _FIXED_ON_RESUME = {"config": "--config", "data": "--data", "batch_size": "--bat
 def _resume_config(args: argparse.Namespace) -> Config:
     """The stored config of the run in --out, with the overrides --resume allows, each stated."""
     from ratgan.errors import RatganError
-    from ratgan.runs import read_run_config
+    from ratgan.runs import read_run_config, run_paths
 
     given = [flag for key, flag in _FIXED_ON_RESUME.items() if getattr(args, key) is not None]
     if given:
+        flags = f"{', '.join(given[:-1])} and {given[-1]}" if len(given) > 1 else given[0]
         raise RatganError(
-            f"{' and '.join(given)} cannot be given with --resume: a resumed run continues "
-            f"exactly with the config stored in {args.out / 'config.yaml'} (only --iterations "
-            "and --device may change); start a new run with another --out to change it.")
+            f"{flags} cannot be given with --resume: a resumed run continues exactly with the "
+            f"config stored in {run_paths(args.out).config} (only --iterations and --device "
+            "may change); start a new run with another --out to change it.")
     cfg = read_run_config(args.out)
     for key, value in (("iterations", args.iterations), ("device", args.device)):
         old = getattr(cfg.train, key)
