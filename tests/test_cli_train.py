@@ -39,7 +39,7 @@ def test_dry_run_prints_config_and_exact_parameter_counts(capsys):
     from ratgan.config import load_config
     from ratgan.models import build_networks
 
-    assert main(["train", "--config", "sigmarat2", "--out", "unused", "--dry-run"]) == 0
+    assert main(["train", "--config", "sigmarat2", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     counts = build_networks(load_config("sigmarat2").model).parameter_counts()
     assert "name: sigmarat2" in printed and "spectral_norm:" in printed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -299,8 +300,12 @@ def _build(cls: type, data: dict[str, Any], where: str, problems: list[str]) -> 
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             kwargs[f.name] = _build(tp, data[f.name], path, problems)
-        else:
-            kwargs[f.name] = _check_type(data[f.name], tp, path, problems)
+            continue
+        before = len(problems)
+        value = _check_type(data[f.name], tp, path, problems)
+        if len(problems) == before:
+            kwargs[f.name] = value
+        # else: the field keeps its default, so that the value checks can still run on the rest
     return cls(**kwargs)
 
 
@@ -358,16 +363,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     """Build and validate a Config from a nested dict (unknown or mistyped fields are errors)."""
     problems: list[str] = []
     cfg = _build(Config, data, "", problems)
+    # Value checks run even after type problems (a mistyped field holds its default); a value
+    # problem that names a mistyped field is left out, it would only repeat the type problem.
+    mistyped = [re.match(r"[\w.]+", p).group(0) for p in problems]
+    problems += [p for p in _semantic_problems(cfg)
+                 if not any(re.search(rf"\b{re.escape(f)}\b", p) for f in mistyped)]
     if problems:
-        # Report the value checks too (one message lists every problem), where the types let
-        # them run and for fields without a type problem already.
-        named = {p.split()[0] for p in problems}
-        try:
-            problems += [p for p in _semantic_problems(cfg) if p.split()[0] not in named]
-        except (TypeError, ValueError):
-            pass
         raise RatganError("invalid config: " + "; ".join(problems) + ".")
-    return cfg.validate()
+    return cfg
 
 
 def load_config(source: str, overrides: dict[str, Any] | None = None) -> Config:

@@ -113,9 +113,10 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(p
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [2]
     with pytest.raises(Exception):  # noqa: B017 - a half-written file does not load
         torch.load(partial, weights_only=False)
-    resume = [sys.executable, "-m", "ratgan", *cmd[cmd.index("train"):-1], "--resume",
-              "--no-progress"]
-    done = subprocess.run(resume, capture_output=True, text=True, check=False)
+    # Resumed as the README says: the run folder alone, its config comes from there.
+    done = subprocess.run([sys.executable, "-m", "ratgan", "train", "--out", str(run),
+                           "--resume", "--no-progress"], capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert not partial.exists()
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [2, 4, 6]

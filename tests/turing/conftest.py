@@ -163,3 +163,11 @@ def phantom_server(tmp_path_factory):
     server = LiveServer(study)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def carol_server(tmp_path):
+    """A live server of a new phantom study whose one rater is 'carol' (one per test)."""
+    server = LiveServer(phantom_study(tmp_path, ["carol"], seed=4))
+    yield server
+    server.stop()

@@ -177,3 +177,19 @@ def _open_admin(browser, url):
     page.goto(url)
     page.wait_for_selector("#answers")
     return page, errors
+
+
+def test_an_answer_lost_to_another_tab_is_reported(browser, carol_server):
+    first, errors = _open(browser, carol_server.rater_url("carol"))
+    second, more_errors = _open(browser, carol_server.rater_url("carol"))
+    item = first.get_attribute("body", "data-item")
+    assert second.get_attribute("body", "data-item") == item
+    _answer(first, "real")  # saved
+    assert first.is_hidden("#error")
+    _answer(second, "synthetic")  # the same scan, answered in the other tab: 409
+    assert second.is_visible("#error")
+    assert "NOT saved" in second.inner_text("#error")
+    assert second.inner_text("#item-title") == "Scan 2 of 4"
+    assert errors == [] and more_errors == []
+    (record,) = [r for r in carol_server.study.records() if r.position == 1]
+    assert record.answer == "real"

@@ -1,6 +1,10 @@
 """`ratgan turing create|report` through the real command line parser."""
 
+import os
 import re
+import signal
+import subprocess
+import sys
 
 from ratgan.cli import main
 from ratgan.turing.study import Study
@@ -77,3 +81,43 @@ def test_user_errors_are_one_sentence(tmp_path, scan_writer, capsys):
     assert code == 2 and "--n-real asks for 5 scans" in err
     assert main(["turing", "serve", str(tmp_path / "missing")]) == 2
     assert "is not a Turing test study" in capsys.readouterr().err
+
+
+def test_port_and_host_are_checked_with_one_sentence(small_study, capsys):
+    folder = str(small_study.path.parent)
+    for flags, message in (
+        (["--port", "70000"], "--port 70000 is not a port number (1-65535, or 0 for a free one)"),
+        (["--port", "-1"], "--port -1 is not a port number"),
+        (["--host", "999.1.1.1"], "--host 999.1.1.1 is neither an IP address nor a host name"),
+    ):
+        assert main(["turing", "serve", folder, *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _serve_output(study, *flags):
+    """What `ratgan turing serve` prints before it is stopped with Ctrl-C."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ratgan", "turing", "serve", str(study.path.parent),
+         "--port", "0", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        lines = [proc.stdout.readline()]
+        while lines[-1] and not lines[-1].startswith(("admin", "Private links")):
+            lines.append(proc.stdout.readline())  # the last line printed before it listens
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return "".join(lines) + rest
+
+
+def test_serve_prints_the_private_links_only_when_asked(small_study):
+    secrets_ = [r.token for r in small_study.raters()] + [small_study.meta["admin_token"]]
+    quiet = _serve_output(small_study)
+    assert "Serving " in quiet and "--show-links" in quiet
+    assert not any(token in quiet for token in secrets_)
+    shown = _serve_output(small_study, "--show-links")
+    assert all(token in shown for token in secrets_)

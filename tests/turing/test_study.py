@@ -1,8 +1,13 @@
 """Study creation and the answer store: draws, blinding identifiers, final answers."""
 
+import dataclasses
+import errno
+import os
 import re
 import sqlite3
+import stat
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,13 +41,96 @@ def test_study_draws_and_orders(small_study, tmp_path):
     assert all(t in links for t in tokens) and small_study.meta["admin_token"] in links
 
 
-def test_the_draw_is_seeded_and_the_secrets_are_not(small_study, small_study_args, tmp_path):
-    again, _ = create_study(tmp_path / "again", **small_study_args)
-    first, second = small_study.records(), Study(again).records()
-    assert [(r.rater, r.position, r.path) for r in first] == [
-        (r.rater, r.position, r.path) for r in second
-    ]
-    assert Study(again).meta["admin_token"] != small_study.meta["admin_token"]
+def _orders(study):
+    """Each rater's sequence of scan files, and the order of the scan rows."""
+    by_rater = {}
+    for r in study.records():
+        by_rater.setdefault(r.rater, []).append(r.path)
+    with sqlite3.connect(study.path) as conn:
+        rows = [row[0] for row in conn.execute("SELECT path FROM scan ORDER BY id")]
+    return by_rater, rows
+
+
+def test_identical_arguments_draw_the_same_scans_in_unpredictable_orders(
+    small_study, small_study_args, tmp_path
+):
+    # The seed chooses the scans; the orders come from the OS's secure source, so knowing the
+    # seed, the folders and one's own rater number does not give the answer key away.
+    again = Study(create_study(tmp_path / "again", **small_study_args)[0])
+    (first, rows1), (second, rows2) = _orders(small_study), _orders(again)
+    assert sorted(rows1) == sorted(rows2)  # the same 7 scans (3 of the 4 real ones)
+    # 7 scans: identical orders for both raters by chance has probability 1 / 5040**2.
+    assert first != second
+    assert again.meta["admin_token"] != small_study.meta["admin_token"]
+
+
+def test_study_and_links_files_are_owner_only_from_their_first_byte(
+    small_study_args, tmp_path, monkeypatch
+):
+    from ratgan.turing import study as study_module
+
+    modes = {}
+    real_replace = os.replace
+
+    def watching(src, dst):
+        modes[Path(dst).name] = stat.S_IMODE(os.stat(src).st_mode)  # before the final name
+        return real_replace(src, dst)
+
+    old_umask = os.umask(0)  # a permissive umask must not matter
+    try:
+        monkeypatch.setattr(study_module.os, "replace", watching)
+        create_study(tmp_path / "s", **small_study_args)
+    finally:
+        os.umask(old_umask)
+    assert modes == {"links.txt": 0o600, "study.sqlite": 0o600}
+    for name in ("links.txt", "study.sqlite"):
+        assert stat.S_IMODE((tmp_path / "s" / name).stat().st_mode) == 0o600
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["links.txt", "study.sqlite"]
+
+
+def test_a_create_that_cannot_write_leaves_nothing_behind(small_study_args, tmp_path,
+                                                          monkeypatch):
+    from ratgan.turing import study as study_module
+
+    real_fsync = os.fsync
+
+    def full_disk(fd):  # the links file is written; the study file hits a full disk
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".study.sqlite."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(study_module.os, "fsync", full_disk)
+    with pytest.raises(RatganError, match=r"cannot write the study .*\(No space left on device\)"):
+        create_study(tmp_path / "s", **small_study_args)
+    assert not (tmp_path / "s").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RatganError, match="nothing was left behind"):
+        create_study(tmp_path / "kept", **small_study_args)
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_scans_are_shown_in_one_canonical_orientation(tmp_path, scan_writer):
+    # The same image stored as RAS and as LAS (x axis flipped in the voxels and the affine)
+    # is the same anatomy; both must render to the same picture, not one mirrored.
+    (ras,) = scan_writer(tmp_path / "real", 1, seed=1)
+    from ratgan.data.io import canonical_scan, read_scan
+
+    scan = read_scan(ras)
+    assert not np.array_equal(scan.data, scan.data[::-1])
+    las = np.diag([-0.375, 0.375, 0.5, 1.0])
+    las[0, 3] = 0.375 * (scan.shape[0] - 1)  # the same world position of every voxel
+    write_nifti(tmp_path / "syn" / "a.nii.gz", scan.data[::-1].copy(), las)
+    args = {"real": tmp_path / "real", "n_real": 1, "n_per_model": 1, "raters": 1}
+    path, warnings = create_study(tmp_path / "s", synthetic=[("m", tmp_path / "syn")], **args)
+    assert len(warnings) == 1 and "1 LAS, 1 RAS" in warnings[0]
+    with sqlite3.connect(path) as conn:
+        pngs = {source: png for source, png in conn.execute("SELECT source, png FROM scan")}
+    assert pngs["real"] == pngs["m"]
+    # An affine without an orientation (a zero column: NIfTI writers refuse it, hand-made
+    # headers may hold it) is refused with the file's name.
+    scan.affine = np.diag([0.375, 0.0, 0.5, 1.0])
+    with pytest.raises(RatganError, match=r"a\.nii\.gz cannot be reoriented.*singular"):
+        canonical_scan(dataclasses.replace(scan, path=Path("a.nii.gz")))
 
 
 def test_create_refuses_bad_requests(tmp_path, scan_writer):
@@ -72,21 +160,6 @@ def test_create_refuses_bad_requests(tmp_path, scan_writer):
         create_study(tmp_path / "s5", **ok)
     with pytest.raises(RatganError, match="not a Turing test study"):
         Study(tmp_path / "nothing.sqlite")
-
-
-def test_orientation_mismatch_is_reported(tmp_path, scan_writer):
-    scan_writer(tmp_path / "real", 1, seed=1)
-    flipped = np.diag([-0.375, 0.375, 0.5, 1.0])
-    write_nifti(tmp_path / "syn" / "a.nii.gz", np.ones((16, 16, 8), np.float32), flipped)
-    _, warnings = create_study(
-        tmp_path / "s",
-        real=tmp_path / "real",
-        synthetic=[("m", tmp_path / "syn")],
-        n_real=1,
-        n_per_model=1,
-        raters=1,
-    )
-    assert len(warnings) == 1 and "orientation" in warnings[0]
 
 
 def _answers(study):

@@ -5,22 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ratgan.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add train, generate and demo to the `ratgan` parser."""
     p = sub.add_parser("train", help="train an alpha-GAN on a folder of NIfTI scans",
                        description="Train one of the paper's models (or your YAML config).")
-    p.add_argument("--config", default="sigmarat2",
-                   help="preset (alpha-wgan-adni, sigmarat1, sigmarat2, demo, tiny) or YAML file")
+    p.add_argument("--config",
+                   help="preset (alpha-wgan-adni, sigmarat1, sigmarat2, demo, tiny) or YAML file "
+                        "(default sigmarat2; not with --resume)")
     p.add_argument("--data", help="folder, glob or CSV of .nii/.nii.gz scans")
-    p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--out", type=Path, help="run folder (not needed with --dry-run)")
+    p.add_argument("--iterations", type=int,
+                   help="iteration target; with --resume it extends (or shortens) the stored one")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint with its stored "
+                        "config; only --iterations and --device may change it")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config and parameter counts, then exit")
     p.add_argument("--no-progress", action="store_true")
@@ -62,11 +70,45 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in pairs.items() if v is not None}
 
 
+# Flags a resumed run refuses: they would change the run it continues (its stored config).
+_FIXED_ON_RESUME = {"config": "--config", "data": "--data", "batch_size": "--batch-size",
+                    "precision": "--precision", "seed": "--seed"}
+
+
+def _resume_config(args: argparse.Namespace) -> Config:
+    """The stored config of the run in --out, with the overrides --resume allows, each stated."""
+    from ratgan.errors import RatganError
+    from ratgan.runs import read_run_config, run_paths
+
+    given = [flag for key, flag in _FIXED_ON_RESUME.items() if getattr(args, key) is not None]
+    if given:
+        flags = f"{', '.join(given[:-1])} and {given[-1]}" if len(given) > 1 else given[0]
+        raise RatganError(
+            f"{flags} cannot be given with --resume: a resumed run continues exactly with the "
+            f"config stored in {run_paths(args.out).config} (only --iterations and --device "
+            "may change); start a new run with another --out to change it.")
+    cfg = read_run_config(args.out)
+    for key, value in (("iterations", args.iterations), ("device", args.device)):
+        old = getattr(cfg.train, key)
+        if value is not None and value != old:
+            setattr(cfg.train, key, value)
+            print(f"resume: train.{key} {old} -> {value} (--{key}; stored in the run's "
+                  "config.yaml)", flush=True)
+    return cfg.validate()
+
+
 def run_train(args: argparse.Namespace) -> int:
     """`ratgan train`."""
     from ratgan.config import load_config
+    from ratgan.errors import RatganError
 
-    cfg = load_config(args.config, _overrides(args))
+    if args.out is None and not args.dry_run:
+        raise RatganError("--out is required: the run folder to write (or, with --resume, "
+                          "the run to continue).")
+    if args.resume:
+        cfg = _resume_config(args)
+    else:
+        cfg = load_config(args.config or "sigmarat2", _overrides(args))
     if args.dry_run:
         import yaml
 

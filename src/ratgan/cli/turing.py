@@ -44,21 +44,37 @@ def _create(args: argparse.Namespace) -> int:
     print(f"Created {path}: {n_scans} scans, {len(study.raters())} raters.")
     print("Private links (send each rater only their own; keep the admin link to yourself):")
     print(study.links_text(args.base_url))
+    print(f"(shown only now; also in {path.parent / 'links.txt'}, readable by you alone)")
     print(f"Start the server with: ratgan turing serve {args.out}")
     return 0
+
+
+def _check_address(host: str, port: int) -> None:
+    """One clear sentence for a port outside 0-65535 or a host that is no address."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise RatganError(f"--port {port} is not a port number (1-65535, or 0 for a free one)")
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        raise RatganError(
+            f"--host {host} is neither an IP address nor a host name this computer can resolve"
+        ) from None
 
 
 def _serve(args: argparse.Namespace) -> int:
     from ratgan.turing.app import serve
 
+    _check_address(args.host, args.port)
     try:
-        serve(args.study, host=args.host, port=args.port, threads=args.threads)
+        serve(args.study, host=args.host, port=args.port, threads=args.threads,
+              show_links=args.show_links)
     except KeyboardInterrupt:
         print("Server stopped.")
-    except OSError as exc:
-        raise RatganError(
-            f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})"
-        ) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise RatganError(f"cannot listen on {args.host}:{args.port} ({reason})") from None
     return 0
 
 
@@ -94,8 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     create = commands.add_parser(
         "create",
         help="draw scans and write a study with one private link per rater",
-        description="Draw real and synthetic scans at random (seeded), shuffle them per rater, "
-        "and store the study (answer key included) in STUDY/study.sqlite.",
+        description="Draw real and synthetic scans at random (seeded), shuffle them per rater "
+        "(unseeded, secure), and store the study (answer key included) in STUDY/study.sqlite.",
     )
     create.add_argument(
         "--real",
@@ -124,7 +140,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated expertise per rater (shown in Table 3)",
     )
     create.add_argument(
-        "--seed", type=int, default=0, help="seed of the draw and orders (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed choosing which scans are drawn (default 0); the orders raters see come "
+        "from the operating system's secure random source",
     )
     create.add_argument(
         "--base-url",
@@ -147,6 +167,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)"
+    )
+    serve.add_argument(
+        "--show-links",
+        action="store_true",
+        help="print every rater's private link and the admin link with this server's address "
+        "(off by default: server output often ends up in logs)",
     )
     serve.add_argument("--threads", type=int, default=8, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)

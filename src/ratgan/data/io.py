@@ -175,6 +175,27 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
     return Scan(data=data.astype(np.float32), affine=affine, header=header, path=path)
 
 
+def orientation_code(affine: np.ndarray) -> str:
+    """The voxel axes' closest world directions as three letters, e.g. 'RAS' or 'LAS'."""
+    return "".join(nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))
+
+
+def canonical_scan(scan: Scan) -> Scan:
+    """The scan reoriented to the closest canonical (RAS+) voxel order by nibabel's
+    ``as_closest_canonical``: axes permuted and flipped only, no resampling.  Scans stored in
+    other orientations (LAS, PIR...) then show the anatomy the same way round.  Raises
+    RatganError naming the file when its affine has no orientation (singular or not finite).
+    """
+    affine = np.asarray(scan.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise RatganError(f"scan file {scan.path} cannot be reoriented to a canonical "
+                          "orientation: its affine is singular or not finite.")
+    img = nib.as_closest_canonical(nib.Nifti1Image(scan.data, affine))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    return Scan(data=data, affine=np.asarray(img.affine, dtype=np.float64),
+                header=_header_copy(img, tuple(data.shape)), path=scan.path)
+
+
 def read_label(path: str | Path, scan: Scan) -> np.ndarray:
     """Read a label map that belongs to ``scan`` as int64.
 

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
-from ratgan.atomic import atomic_write_json, atomic_write_text
+from ratgan.atomic import atomic_write_json
 from ratgan.evaluation.results import EvaluationResult, FeatureSpaceResult
+
+STAGING_DIR = ".report-partial"
+"""Hidden folder in which a report is written before it is moved into place."""
 
 # metric key -> (column title, direction): "max", "min" or "target" (closest to the real value)
 PAPER_COLUMNS = {
@@ -444,16 +448,33 @@ def figure_memorisation(result: EvaluationResult, path: Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
-def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True) -> dict[str, Path]:
-    """Write report.md, metrics.json and the figures into ``out_dir``; returns their paths."""
+def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True
+                 ) -> dict[str, Path]:
+    """Write report.md, metrics.json and the figures into ``out_dir``; returns their paths.
+
+    They are written into a hidden staging folder first and moved into place only when all are
+    complete, report.md last (an older report.md is removed first): a process killed while
+    writing leaves no partial report, and report.md is always from one complete run.  The next
+    run removes a staging folder left behind.
+    """
+    import shutil
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"report": out_dir / "report.md", "metrics": out_dir / "metrics.json"}
+    stage = out_dir / STAGING_DIR
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    names = []
     if figures:
         for fn, name in zip((figure_montage, figure_maps, figure_histograms,
                              figure_memorisation), FIGURES):
-            fn(result, out_dir / name)
-            paths[name] = out_dir / name
-    write_json(result, paths["metrics"])
-    atomic_write_text(paths["report"], markdown(result))
-    return paths
+            fn(result, stage / name)
+            names.append(name)
+    write_json(result, stage / "metrics.json")
+    (stage / "report.md").write_text(markdown(result))
+    (out_dir / "report.md").unlink(missing_ok=True)
+    for name in names + ["metrics.json", "report.md"]:
+        os.replace(stage / name, out_dir / name)
+    stage.rmdir()
+    paths = {"report": out_dir / "report.md", "metrics": out_dir / "metrics.json"}
+    return paths | {name: out_dir / name for name in names}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ratgan.atomic import atomic_write_json
+from ratgan.atomic import atomic_write_json, leftovers
 from ratgan.config import Config
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
@@ -120,6 +120,18 @@ def _export(vol: np.ndarray, out_dir: Path, name: str, scan: Any, info: Any,
     return record, path
 
 
+def _remove_leftovers(out_dir: Path, prefix: str) -> None:
+    """Delete the hidden temporary files of a generation that was killed while writing.
+
+    Files are written under a hidden temporary name and renamed when complete, so a killed
+    generation leaves only complete scans under their names, plus such leftovers; a rerun
+    into the folder (this function) removes them and writes the whole set again.
+    """
+    for folder in (out_dir, out_dir / "labels"):
+        for leftover in leftovers(folder, f"{prefix}_*"):
+            leftover.unlink(missing_ok=True)
+
+
 def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 0,
                    reference: str | Path | None = None, batch_size: int = 8,
                    device: str = "auto", checkpoint: str | Path | None = None,
@@ -146,6 +158,7 @@ def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int =
     cfg = loaded.config
     scan, info = _reference(run_dir, reference, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir, prefix)
     suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
     records, written = [], []
     bar = tqdm(total=n, disable=not progress, unit="scan", desc="generate")

@@ -45,11 +45,24 @@ def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: 
     final = checkpoint_path(run_dir, iteration)
     final.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": 1, "ratgan_version": __version__, "iteration": iteration, **state}
-    with atomic_path(final) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(final) as tmp:  # removes the temporary file on any error
+            torch.save(payload, tmp)
+    except OSError as exc:  # a full disk, a quota, a vanished folder...
+        raise RatganError(_write_failed(final, exc)) from None
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return final
+
+
+def _write_failed(final: Path, exc: OSError) -> str:
+    """The one sentence for a checkpoint that could not be written."""
+    kept = [path.name for _, path in list_checkpoints(final.parent.parent)]
+    head = f"cannot write checkpoint {final} ({exc.strerror or exc}); "
+    if not kept:
+        return head + "no earlier checkpoint exists."
+    return head + (f"the previous checkpoint {kept[-1]} is kept intact, and --resume continues "
+                   "from it once the problem is solved.")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False

@@ -70,9 +70,19 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> C
     if resume:
         if not run_paths(run_dir).config.is_file():
             raise RatganError(f"--resume: {run_dir} holds no run to resume.")
+        # The stored config wins: only the iteration target and the device may change.
         stored = read_run_config(run_dir)
+        changed = (stored.train.iterations, stored.train.device) != (cfg.train.iterations,
+                                                                    cfg.train.device)
         stored.train.iterations = cfg.train.iterations
         stored.train.device = cfg.train.device
+        found = ckpt.list_checkpoints(run_dir)
+        if found and found[-1][0] > stored.train.iterations:
+            raise RatganError(f"--resume: the run in {run_dir} has reached iteration "
+                              f"{found[-1][0]}, beyond the iteration target "
+                              f"{stored.train.iterations}.")
+        if changed and write:
+            write_run_config(run_dir, stored)  # the run folder states its new target
         return stored.validate()
     if has_ckpt:
         raise RatganError(f"run folder {run_dir} already holds checkpoints; pass --resume to "

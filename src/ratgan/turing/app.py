@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from flask import Flask, Response, abort, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
 
 from ratgan.turing.stats import (
     CONFIDENCE,
@@ -33,6 +34,12 @@ from ratgan.turing.study import ANSWERS, Rater, Study, format_duration
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _ITEM = re.compile(r"^[0-9a-f]{32}$")
+
+_ERROR_TEXT = {
+    404: "not found",
+    405: "method not allowed",
+    413: "request too large",
+}
 
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -79,9 +86,11 @@ def create_app(study: str | os.PathLike) -> Flask:
             response.headers["Cache-Control"] = "no-store"
         return response
 
-    @app.errorhandler(404)
-    def not_found(_error) -> tuple[Response, int]:
-        return Response("Not found\n", mimetype="text/plain"), 404
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        # Every error status (404, 405, 413 ...) answers in JSON, like the answer endpoint.
+        code = error.code or 500
+        return jsonify(error=_ERROR_TEXT.get(code, error.name.lower())), code
 
     @app.get("/")
     def index() -> Response:
@@ -175,9 +184,17 @@ def _csv_download(text: str, filename: str) -> Response:
 
 
 def serve(
-    study: str | os.PathLike, host: str = "127.0.0.1", port: int = 8765, threads: int = 8
+    study: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    threads: int = 8,
+    show_links: bool = False,
 ) -> None:
-    """Serve a study with waitress until interrupted; prints the links with the real port."""
+    """Serve a study with waitress until interrupted.
+
+    The private links are printed only with ``show_links`` (server output often ends up in
+    logs); ``ratgan turing create`` printed them once and wrote them to the study's links file.
+    """
     from waitress import create_server
 
     app = create_app(study)
@@ -195,7 +212,11 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    print(app.config["STUDY"].links_text(base), flush=True)
+    if show_links:
+        print(app.config["STUDY"].links_text(base), flush=True)
+    else:
+        print("Private links: see the study's links.txt (adjust host and port to this server), "
+              "or restart with --show-links.", flush=True)
     try:
         server.run()  # returns on Ctrl-C
     finally:

@@ -232,9 +232,25 @@ def format_table3(summary: Summary) -> str:
     return "\n".join(lines)
 
 
+# A text cell starting with one of these is a formula to spreadsheet programs (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _safe_cell(value: object) -> object:
+    """Text that a spreadsheet would run as a formula, prefixed with ' so it stays text;
+    numbers (written by this module, e.g. a negative kappa) are left as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def _csv(rows: Sequence[Sequence[object]]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    csv.writer(buffer, lineterminator="\n").writerows(
+        [[_safe_cell(v) for v in row] for row in rows])
     return buffer.getvalue()
 
 

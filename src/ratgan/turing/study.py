@@ -18,14 +18,14 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from ratgan.atomic import atomic_path
+from ratgan.atomic import atomic_path, leftovers
 from ratgan.errors import RatganError
 from ratgan.turing.render import WINDOW_PERCENTILES, layout_for, render_scan
 
@@ -145,17 +145,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _orientation(affine: np.ndarray) -> tuple[tuple[int, int], ...]:
-    """(world axis, sign) closest to each voxel axis; only used to warn about mismatches."""
-    rotation = np.asarray(affine, dtype=float)[:3, :3]
-    codes = []
-    for j in range(3):
-        column = rotation[:, j]
-        axis = int(np.argmax(np.abs(column)))
-        codes.append((axis, 1 if column[axis] >= 0 else -1))
-    return tuple(codes)
-
-
 def _draw(entries: Sequence, n: int, what: str, source: str, rng: np.random.Generator) -> list:
     if n < 0:
         raise RatganError(f"{what} must not be negative, got {n}")
@@ -180,11 +169,12 @@ def create_study(
     """Draw scans, render them, shuffle them per rater and write the study to ``out``.
 
     ``synthetic`` pairs a model name with a folder of its scans; ``raters`` is a count or a
-    list of names. Returns the study file and a list of warnings for the user. The scans are
-    drawn and ordered with a generator seeded by ``seed``; tokens and item identifiers come
-    from the operating system's secure random source and are not reproducible on purpose.
+    list of names. Returns the study file and a list of warnings for the user. ``seed`` only
+    chooses which scans are drawn; their order for each rater, the tokens and the item
+    identifiers come from the operating system's secure random source (``secrets``) and are
+    stored in the study, so nothing a rater sees can be rebuilt from the seed.
     """
-    from ratgan.data.io import list_scans, read_scan
+    from ratgan.data.io import canonical_scan, list_scans, orientation_code, read_scan
 
     out = Path(out)
     target = out / STUDY_FILENAME
@@ -207,7 +197,7 @@ def create_study(
     if len(set(models)) != len(models):
         raise RatganError("each --synthetic model name must be given once")
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # chooses which scans are drawn, nothing else
     drawn: list[tuple[str, Path]] = []
     for source, folder, n, what in [(REAL, real, n_real, "--n-real")] + [
         (name, folder, n_per_model, "--n-per-model") for name, folder in synthetic
@@ -220,32 +210,45 @@ def create_study(
     if len(set(paths)) != len(paths):
         raise RatganError("the same scan file was drawn twice; real and synthetic folders overlap")
 
-    # Render every scan once; insertion order is shuffled so that row ids say nothing.
+    # Render every scan once, in the closest canonical orientation (RAS): a scan stored as LAS
+    # would otherwise be shown mirrored, a cue that tells its source apart.
     warnings: list[str] = []
     rendered = []
-    shape = orientation = None
+    shape = None
     first = None
+    orientations: dict[str, int] = {}
     for source, path in drawn:
-        scan = read_scan(path)
-        data = np.asarray(scan.data)
+        stored = read_scan(path)
+        data = np.asarray(stored.data)
         if data.ndim != 3:
             raise RatganError(f"{path} is not a 3-D scan (shape {data.shape})")
+        code = orientation_code(stored.affine)
+        orientations[code] = orientations.get(code, 0) + 1
+        data = np.asarray(canonical_scan(stored).data)
         if shape is None:
-            shape, orientation, first = data.shape, _orientation(scan.affine), path
+            shape, first = data.shape, path
         elif data.shape != shape:
             raise RatganError(
-                f"{path} has shape {data.shape} but {first} has {shape}; all scans of a study must "
-                "share one shape, or the image size would tell them apart"
+                f"{path} has shape {data.shape} but {first} has {shape} (in RAS orientation); all "
+                "scans of a study must share one shape, or the image size would tell them apart"
             )
-        elif _orientation(scan.affine) != orientation:
-            warnings.append(f"{path} has a different voxel orientation in its affine than {first}")
         png, layout = render_scan(data)
         rendered.append((source, path, png))
-    shuffled = [rendered[int(i)] for i in rng.permutation(len(rendered))]
+    if len(orientations) > 1:
+        found = ", ".join(f"{n} {code}" for code, n in sorted(orientations.items()))
+        warnings.append(f"the scans are stored in several orientations ({found}); all are "
+                        "shown reoriented to RAS")
+    # The scan rows and every rater's order come from the operating system's secure random
+    # source, never from --seed: knowing the seed, the folders and one's own rater number must
+    # not give the answer key away. The orders are stored in the database (table item).
+    secure = secrets.SystemRandom()
+    shuffled = secure.sample(rendered, len(rendered))
 
     layout = layout_for(shape)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp, closing(sqlite3.connect(tmp)) as conn:
+    # The database is built in memory and written in one go, owner-only from its first byte:
+    # a failed or killed create leaves no study file behind.
+    conn = sqlite3.connect(":memory:")
+    try:
         conn.executescript(_SCHEMA)
         with conn:
             meta = {
@@ -279,17 +282,63 @@ def create_study(
                     (name, level, secrets.token_urlsafe(24)),
                 )
                 rater_id = cur.lastrowid
-                for position, k in enumerate(rng.permutation(len(scan_ids)), start=1):
+                order = secure.sample(scan_ids, len(scan_ids))
+                for position, scan_id in enumerate(order, start=1):
                     conn.execute(
                         "INSERT INTO item (rater_id, position, scan_id, public_id) VALUES (?, ?, ?, ?)",
-                        (rater_id, position, scan_ids[int(k)], secrets.token_hex(16)),
+                        (rater_id, position, scan_id, secrets.token_hex(16)),
                     )
-        os.chmod(tmp, 0o600)
-    study = Study(target)
+        links_text = _links_text(conn, base_url)
+        database = conn.serialize()
+    finally:
+        conn.close()
+    # The links first, the study last: the study file's appearance is what completes a create.
+    new_folder = not out.exists()
     links = out / LINKS_FILENAME
-    links.write_text(study.links_text(base_url) + "\n")
-    os.chmod(links, 0o600)
+    if not new_folder:  # what a killed create may have left: temporary files
+        for name in (STUDY_FILENAME, LINKS_FILENAME):
+            for leftover in leftovers(out, name):
+                leftover.unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_private(links, (links_text + "\n").encode())
+        write_private(target, database)
+    except OSError as exc:
+        links.unlink(missing_ok=True)
+        if new_folder and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise RatganError(f"cannot write the study to {out} "
+                          f"({exc.strerror or exc}); nothing was left behind") from None
     return target, warnings
+
+
+def _links_text(conn: sqlite3.Connection, base_url: str) -> str:
+    admin = conn.execute("SELECT value FROM meta WHERE key = 'admin_token'").fetchone()[0]
+    raters = [Rater(*row) for row in conn.execute(
+        "SELECT id, name, expertise, token FROM rater ORDER BY id")]
+    return format_links(base_url, admin, raters)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, readable by its owner only from the first byte.
+
+    The temporary file is created with mode 0600 by ``os.open`` (so no other user can open it
+    between its creation and a later chmod); ``atomic_path`` fsyncs and renames it, and removes
+    it on any error.
+    """
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+
+
+def format_links(base_url: str, admin_token: str, raters: Sequence[Rater]) -> str:
+    """One line per rater with their private link, then the admin link."""
+    base = base_url.rstrip("/")
+    pairs = [(r.name, f"{base}/r/{r.token}") for r in raters]
+    width = max([len(name) for name, _ in pairs] + [5])
+    lines = [f"{name:<{width}}  {url}" for name, url in pairs]
+    return "\n".join(lines + [f"{'admin':<{width}}  {base}/admin/{admin_token}"])
 
 
 class Study:
@@ -434,10 +483,8 @@ class Study:
 
     def links_text(self, base_url: str | None = None) -> str:
         """The links as printed for the study organiser."""
-        admin, raters = self.links(base_url)
-        width = max([len(name) for name, _ in raters] + [5])
-        lines = [f"{name:<{width}}  {url}" for name, url in raters]
-        return "\n".join(lines + [f"{'admin':<{width}}  {admin}"])
+        base = base_url or self.meta.get("base_url") or DEFAULT_BASE_URL
+        return format_links(base, self.meta["admin_token"], self.raters())
 
 
 def format_duration(ms: float | None) -> str:

@@ -19,6 +19,8 @@
   let busy = true;      // true while loading or submitting: input is ignored
   let smooth = true;
   let shownAt = 0;
+  const NOT_SAVED = "Your last answer was NOT saved: that scan had already been answered " +
+    "(in another tab or window). The answer given there counts; here is the next scan.";
 
   function setStatus(status) {
     document.body.dataset.status = status;
@@ -102,7 +104,8 @@
     setStatus("done");
   }
 
-  async function load() {
+  // notice: a message to show once the next scan is on screen (e.g. an answer not saved).
+  async function load(notice) {
     busy = true;
     setStatus("loading");
     resetChoice();
@@ -123,6 +126,7 @@
     updateProgress();
     if (state.finished) {
       finish();
+      if (notice) showError(notice);
       return;
     }
     $("item-title").textContent = "Scan " + (state.done + 1) + " of " + state.total;
@@ -136,7 +140,11 @@
       resizeCanvas();
       shownAt = performance.now();
       busy = false;
-      clearError();
+      if (notice) {
+        showError(notice);
+      } else {
+        clearError();
+      }
       document.body.dataset.item = state.item.id;
       setStatus("ready");
     };
@@ -173,10 +181,11 @@
       return;
     }
     if (response.ok || response.status === 409) {
-      // 409: this scan was already answered (another tab or a repeated request); move on.
+      // 409: this scan was already answered (another tab or a repeated request): this
+      // answer was not saved; say so, then move on to the scan that is now current.
       sheet = null;
       draw();
-      load();
+      load(response.ok ? null : NOT_SAVED);
     } else {
       busy = false;
       submitButton.disabled = false;

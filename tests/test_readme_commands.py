@@ -1,0 +1,184 @@
+"""Every command line README.md shows runs, on a tiny phantom cohort with tiny settings.
+
+The commands are read from the README itself (its ``bash`` code blocks and inline code spans
+that start with ``ratgan `` and give options), so README and CLI cannot drift apart: a new
+command in the README either runs here or needs an entry in ``EXCEPTIONS`` with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ratgan.cli import main
+from ratgan.training import checkpoint as ckpt
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# Steps (parts of a command between '&&') that are not executed, with the reason.
+EXCEPTIONS = {
+    "python3 -m venv .venv": "creates a virtual environment; CI installs the same way",
+    ". .venv/bin/activate": "activates that environment",
+    "pip install": "installs packages; CI runs exactly this installation",
+    "python -m pytest -q": "runs this test suite",
+    "torchrun": "tests/training/test_distributed.py runs `ratgan train` under torchrun with "
+                "two processes on the phantom cohort",
+}
+
+# Settings that make each subcommand tiny; appended (argparse keeps the last value given).
+TINY = {
+    "demo": ["--subjects", "4", "--iterations", "2", "--n-synthetic", "2", "--no-progress"],
+    "train": ["--no-progress"],
+    "generate": ["--n", "2", "--no-progress"],
+    "evaluate": ["--comparisons", "30", "--msssim-comparisons", "6", "--split-repeats", "2",
+                 "--no-figures", "--no-progress"],
+    "segbench": ["--tests", "1,2", "--seeds", "1", "--shape", "16", "16", "8", "--channels",
+                 "4,8", "--max-epochs", "2", "--patience", "2", "--gate-margin", "50",
+                 "--no-progress"],  # a 2-iteration model passes the quality gate only so
+    "turing create": ["--n-real", "2", "--n-per-model", "2"],
+    "turing serve": ["--port", "0"],
+    "phantom": ["--subjects", "2", "--no-progress"],
+    "show": [],
+}
+
+
+def readme_commands() -> list[str]:
+    """Command lines of README.md: its bash blocks' lines and inline `ratgan ...` spans."""
+    text = README.read_text()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
+        lines += [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip()]
+    prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    # inline spans with options are command lines; `ratgan evaluate` alone names a command
+    lines += [span for span in re.findall(r"`([^`\n]+)`", prose)
+              if span.startswith("ratgan ") and " --" in span]
+    return list(dict.fromkeys(lines))
+
+
+def _exception(step: str) -> str | None:
+    return next((why for start, why in EXCEPTIONS.items() if step.startswith(start)), None)
+
+
+def _subcommand(argv: list[str]) -> str:
+    return " ".join(argv[:2]) if argv[0] == "turing" else argv[0]
+
+
+def _tiny(argv: list[str], cohort: Path) -> list[str]:
+    """The README's arguments made tiny: tiny preset, 2 iterations, small counts."""
+    argv = [str(next((cohort / "images").iterdir())) if a == "scans/sub-01.nii.gz"
+            else "tiny" if a == "PRESET" else a for a in argv]
+    if argv[0] == "train" and "--resume" not in argv:
+        argv[argv.index("--config") + 1] = "tiny"
+        if "--dry-run" not in argv:
+            argv += ["--iterations", "2"]
+    return argv + TINY[_subcommand(argv)]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from ratgan.data.phantom import write_cohort
+
+    out = tmp_path_factory.mktemp("readme") / "scans"
+    write_cohort(out, subjects=4, seed=3, progress=False)
+    return out
+
+
+def _serve_and_stop(argv: list[str]) -> None:
+    """Start `ratgan turing serve`, wait until it listens, stop it with Ctrl-C (SIGINT)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ratgan", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("Serving "), first + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Server stopped." in out
+
+
+def test_every_readme_command_runs(cohort, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.symlink(cohort, "scans")  # the README's scans/ and labelled/: the phantom cohort
+    os.symlink(cohort, "labelled")
+    commands = readme_commands()
+    assert any("--resume" in c for c in commands) and any("turing serve" in c for c in commands)
+    ran, skipped, used = [], [], set()
+    for command in commands:
+        for step in (s.strip() for s in command.split("&&")):
+            why = _exception(step)
+            if why is not None:
+                skipped.append(step)
+                used.add(next(k for k in EXCEPTIONS if step.startswith(k)))
+                continue
+            words = shlex.split(step)
+            assert words[0] == "ratgan", f"README step {step!r} is neither run nor excepted"
+            argv = _tiny(words[1:], cohort)
+            if _subcommand(argv) == "turing serve":
+                _serve_and_stop(argv)
+            else:
+                assert main(argv) == 0, f"README command failed: {step}"
+            ran.append(step)
+    assert set(EXCEPTIONS) == used, "an exception no longer matches any README command"
+    assert len(ran) >= 11, ran
+    assert (tmp_path / "study" / "study.sqlite").is_file()
+    assert (tmp_path / "eval" / "report.md").is_file()
+
+
+def test_readme_resume_command_keeps_the_stored_run(cohort, tmp_path, monkeypatch):
+    """A run of a non-default preset and flags, resumed with the README's own command."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink(cohort, "scans")
+    (resume,) = [c for c in readme_commands() if "--resume" in c]
+    run = Path(shlex.split(resume)[shlex.split(resume).index("--out") + 1])
+    assert main(["train", "--config", "tiny", "--data", "scans/", "--out", str(run),
+                 "--iterations", "4", "--seed", "5", "--batch-size", "3", "--precision",
+                 "bf16", "--no-progress"]) == 0
+    # Leave the run as a process killed between the checkpoints of iterations 2 and 4 does.
+    ckpt.checkpoint_path(run, 4).unlink()
+    done = subprocess.run([sys.executable, "-m", *shlex.split(resume), "--no-progress"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "trained 4 iterations" in done.stdout  # not the default preset's 200,000
+    for train in (yaml.safe_load((run / "config.yaml").read_text())["train"],
+                  ckpt.load_checkpoint(ckpt.checkpoint_path(run, 4))["config"]["train"]):
+        assert (train["iterations"], train["seed"], train["batch_size"],
+                train["precision"]) == (4, 5, 3, "bf16")
+
+
+def test_resume_states_allowed_overrides_and_refuses_the_others(cohort, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "--data", str(cohort), "--out", str(run),
+                 "--iterations", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    for flags in (["--seed", "1"], ["--batch-size", "4"], ["--precision", "bf16"],
+                  ["--config", "tiny"], ["--data", str(cohort)]):
+        assert main(["train", "--out", str(run), "--resume", *flags]) == 2
+        err = capsys.readouterr().err
+        assert f"{flags[0]} cannot be given with --resume" in err, err
+        assert err.count("\n") == 1  # one sentence
+    assert main(["train", "--out", str(run), "--resume", "--iterations", "4",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "resume: train.iterations 2 -> 4 (--iterations" in out
+    assert "trained 4 iterations" in out
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["iterations"] == 4
+    assert [i for i, _ in ckpt.list_checkpoints(run)] == [2, 4]
+    assert main(["train", "--out", str(run), "--resume", "--iterations", "3"]) == 2
+    assert "has reached iteration 4, beyond the iteration target 3" in capsys.readouterr().err
+
+
+def test_dry_run_needs_neither_out_nor_data(capsys):
+    assert main(["train", "--config", "tiny", "--dry-run"]) == 0
+    assert "name: tiny" in capsys.readouterr().out
+    assert main(["train", "--config", "tiny"]) == 2
+    assert "--out is required" in capsys.readouterr().err
