@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int,
+                   help="every K iterations, feature-space metrics of generated scans "
+                        "(metrics.jsonl, quality_curves.png, checkpoints/best.pt); 0 turns off")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config and parameter counts, then exit")
@@ -33,7 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--reference", type=Path,
                    help="real scan whose header/affine the files carry (default: first training scan)")
-    g.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the latest)")
+    g.add_argument("--checkpoint", default=None,
+                   help="latest (default), best (kept by train.eval_every) or a checkpoint file")
+    g.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                   help="ema: the moving average of G where the run keeps one (default); "
+                        "raw: the trained weights")
     g.add_argument("--batch-size", type=int, default=8,
                    help="codes per forward pass (a scan's values depend on it only by rounding)")
     g.add_argument("--precision", choices=["fp32", "bf16"],
@@ -58,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     pairs = {"train.iterations": args.iterations, "train.batch_size": args.batch_size,
              "train.device": args.device, "train.precision": args.precision,
-             "train.seed": args.seed}
+             "train.seed": args.seed, "train.eval_every": args.eval_every}
     return {k: v for k, v in pairs.items() if v is not None}
 
 
@@ -79,9 +86,11 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"  {key}: {count:,}")
         print(f"  total: {sum(counts.values()):,}")
         return 0
+    from ratgan.evaluation.tracking import quality_probe_factory
     from ratgan.training.run import train
 
-    result = train(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress,
+                   probe_factory=quality_probe_factory)
     print(f"trained {result.iteration} iterations in {result.seconds:.1f} s -> {result.run_dir}")
     return 0
 
@@ -93,7 +102,8 @@ def run_generate(args: argparse.Namespace) -> int:
     paths = generate_scans(args.run, args.n, args.out, seed=args.seed, reference=args.reference,
                            batch_size=args.batch_size, device=args.device,
                            checkpoint=args.checkpoint, progress=not args.no_progress,
-                           precision=args.precision, writers=args.writers)
+                           precision=args.precision, writers=args.writers,
+                           weights=args.weights)
     print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
     return 0
 

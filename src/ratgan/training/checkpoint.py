@@ -87,6 +87,50 @@ def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: 
     return final
 
 
+BEST = "best"
+"""Name of the checkpoint kept by the quality metric during training (checkpoints/best.pt)."""
+
+
+def named_checkpoint_path(run_dir: Path, name: str) -> Path:
+    """Where a named checkpoint (``best``) of a run lives."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"{name}.pt"
+
+
+def save_named_checkpoint(run_dir: Path, name: str, iteration: int, state: dict[str, Any]
+                          ) -> Path:
+    """Write a checkpoint under a name outside the rotation (temporary file, fsync, rename)."""
+    final = named_checkpoint_path(run_dir, name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + ".tmp")
+    payload = {"format": 1, "ratgan_version": __version__, "iteration": iteration, **state}
+    with open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def resolve_checkpoint(run_dir: Path, which: str | Path | None) -> Path:
+    """``None``/``latest``: the newest checkpoint; ``best``: checkpoints/best.pt; else a path."""
+    if which is None or str(which) == "latest":
+        path = latest_checkpoint(run_dir)
+        if path is None:
+            raise RatganError(f"run folder {run_dir} holds no checkpoint yet.")
+        return path
+    if str(which) == BEST:
+        path = named_checkpoint_path(run_dir, BEST)
+        if not path.is_file():
+            raise RatganError(f"run folder {run_dir} has no {CHECKPOINT_DIR}/{BEST}.pt: it was "
+                              "trained without train.eval_every, or no evaluation has run yet.")
+        return path
+    path = Path(which)
+    if not path.is_file():
+        raise RatganError(f"checkpoint {path} does not exist.")
+    return path
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
