@@ -29,14 +29,14 @@ from ratgan.evaluation.prepare import prepare_volume
 
 def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
     from ratgan.data.io import read_scan
-    from ratgan.training.run import read_run_data
+    from ratgan.runs import read_run_data
 
     data = read_run_data(run_dir)
     vols = []
-    for entry in data["entries"]:
-        scan = read_scan(entry["image"], cfg.data.volume_index)
+    for entry in data.entries:
+        scan = read_scan(entry.image, cfg.data.volume_index)
         vols.append(prepare_volume(scan.data, tuple(scan.data.shape[:3])))
-    return np.stack(vols), data["infos"]
+    return np.stack(vols), data.infos
 
 
 def quality_probe_factory(cfg: Config, run_dir: Path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,9 @@ def read_metrics(metrics_path: Path, kind: str | None) -> list[dict]:
 
 def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
     """Feature-space metrics against the iteration (one panel each); None before any."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from ratgan.viz import save_figure
 
     rows = read_metrics(metrics_path, "quality")
     if not rows:
@@ -42,7 +42,6 @@ def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
               ("precision", "precision ↑", False), ("recall", "recall ↑", False)]
     panels = [p for p in panels if p[0] in rows[0]]
     fig = Figure(figsize=(3.6 * len(panels), 3.2))
-    FigureCanvasAgg(fig)
     its = [r["iteration"] for r in rows]
     for i, (key, title, log) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
@@ -58,18 +57,14 @@ def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(out_png).with_name(Path(out_png).stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out_png)
-    return Path(out_png)
+    return save_figure(fig, out_png, dpi=100)
 
 
 def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
     """Plot every logged loss against the iteration; None when nothing is logged yet."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ratgan.viz import save_figure
 
     if not Path(metrics_path).is_file():
         return None
@@ -77,7 +72,8 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
     if not rows:
         return None
     its = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, len(_PANELS), figsize=(4.2 * len(_PANELS), 3.4))
+    fig = Figure(figsize=(4.2 * len(_PANELS), 3.4))
+    axes = fig.subplots(1, len(_PANELS))
     for ax, (title, keys) in zip(axes, _PANELS.items()):
         for key in keys:
             if key in rows[0]:
@@ -87,11 +83,7 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = Path(out_png).with_name(Path(out_png).stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_png)
-    return Path(out_png)
+    return save_figure(fig, out_png, dpi=100)
 
 
 @torch.no_grad()
