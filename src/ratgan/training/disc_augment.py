@@ -10,7 +10,8 @@ else sees augmented volumes: the reconstruction losses, E, and the code discrimi
 the clean scans, which anchors G's output further.
 
 Transforms, each applied per volume with probability p (3-D grayscale versions of ADA's
-'bgc' pipeline): left-right flip; integer translation in-plane (edge voxels repeated);
+'bgc' pipeline): left-right flip (then with a fair coin, as ADA's xflip, so at most
+p/2 < 0.5 of the volumes are mirrored); integer translation in-plane (edge voxels repeated);
 brightness (additive offset); contrast (factor 2^N(0, s) about the volume mean).
 
 The adaptive rule needs a signal of overfitting.  ADA uses r_t = E[sign(D(x_real))] for a
@@ -73,7 +74,14 @@ class DiscriminatorAugment(nn.Module):
             return x
         n = x.shape[0]
         if cfg.flip:
-            x = torch.where(self._mask(n, x, rng), x.flip(2), x)
+            # Selected with probability p, then a fair coin decides the flip (as ADA's xflip):
+            # a volume is flipped with probability p / 2 < 0.5, so the augmented distribution
+            # (1 - p/2) P + p/2 flip(P) still determines P.  Flipping with probability 0.5
+            # would make P and flip(P) indistinguishable to the critic: G could draw mirrored
+            # anatomy unpunished.
+            coin = torch.rand(n, device=x.device, generator=rng) < 0.5
+            chosen = self._mask(n, x, rng) & coin.view(n, *([1] * (x.dim() - 1)))
+            x = torch.where(chosen, x.flip(2), x)
         if cfg.translate > 0:
             for axis in (2, 3):
                 limit = cfg.translate * x.shape[axis]
@@ -88,9 +96,8 @@ class DiscriminatorAugment(nn.Module):
         if cfg.contrast > 0:
             factor = torch.exp2(torch.randn(n, device=x.device, generator=rng) * cfg.contrast)
             factor = factor.to(x.dtype).view(n, *([1] * (x.dim() - 1)))
-            factor = torch.where(self._mask(n, x, rng), factor, torch.ones_like(factor))
             mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)
-            x = (x - mean) * factor + mean
+            x = torch.where(self._mask(n, x, rng), (x - mean) * factor + mean, x)
         return x
 
     @torch.no_grad()
