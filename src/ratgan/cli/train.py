@@ -53,7 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser("demo", help="the whole pipeline on the built-in phantom cohort")
     d.add_argument("--out", required=True, type=Path)
-    d.add_argument("--subjects", type=int, default=64)
+    d.add_argument("--subjects", type=int, default=64, help="phantom scans to train on")
+    d.add_argument("--heldout", type=int, default=32,
+                   help="more phantom scans of the same cohort, never trained on: the real "
+                        "reference of the evaluation")
+    d.add_argument("--config", default="demo",
+                   help="preset or YAML to train (default: demo; demo32 is the earlier 32^3 one)")
     d.add_argument("--iterations", type=int, help="override the demo preset's iterations")
     d.add_argument("--n-synthetic", type=int, default=32)
     d.add_argument("--seed", type=int, default=0)
@@ -112,7 +117,8 @@ def run_demo(args: argparse.Namespace) -> int:
     """`ratgan demo`."""
     from ratgan.demo import run_demo as demo
 
-    report = demo(args.out, subjects=args.subjects, iterations=args.iterations,
+    report = demo(args.out, subjects=args.subjects, heldout=args.heldout, config=args.config,
+                  iterations=args.iterations,
                   n_synthetic=args.n_synthetic, seed=args.seed, device=args.device,
                   progress=not args.no_progress)
     print(json.dumps({"report": str(report)}))
