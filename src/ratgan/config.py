@@ -59,6 +59,12 @@ class ModelConfig:
     ConvTranspose3d(k4, s2, p1) built from the same weights: the same function and gradients
     (equal to rounding), 3.4x fewer FLOPs and no 8x-sized intermediate.  False runs the
     published formulation literally."""
+    g_output_noise: bool = False
+    """Beyond the paper (docs/quality.md): add per-voxel Gaussian noise to G's output before the
+    tanh, with a learned, intensity-dependent std (softplus(a * pre + b), starting at ~0), as
+    StyleGAN's noise inputs give its generator stochastic detail.  Scanner noise is i.i.d. per
+    voxel, which a convolutional generator cannot otherwise draw; reconstruction losses compare
+    the noise-free output, the critics see the noisy one."""
 
     @property
     def n_scales(self) -> int:
@@ -116,6 +122,38 @@ class AugmentConfig:
 
 
 @dataclass
+class DiscriminatorAugmentConfig:
+    """Beyond the paper: non-leaking differentiable augmentation of everything D sees (ADA).
+
+    Karras et al. 2020, "Training GANs with Limited Data": the same random transforms are
+    applied to real and generated volumes just before the critic (and only there), each with
+    probability ``p``; ``adaptive`` raises p while the critic separates the real batch too
+    easily (r_t above ``target``) and lowers it otherwise.
+    """
+
+    enabled: bool = False
+    p: float = 0.0
+    """Starting probability of each transform (the fixed one when not adaptive)."""
+    adaptive: bool = True
+    target: float = 0.6
+    """Target of the overfitting signal r_t = E[sign(D(x) - mean D(x~))] over an interval."""
+    interval: int = 4
+    """Iterations between two adjustments of p."""
+    speed_images: int = 20_000
+    """Images over which p can move from 0 to 1 (ADA's ada_kimg, scaled to short runs)."""
+    max_p: float = 0.8
+    """Upper bound of p: above ~0.8 flips and translations start to leak into G (ADA, sec. 2)."""
+    flip: bool = True
+    """Left-right flip (axis 0)."""
+    translate: float = 0.125
+    """Integer translation of up to this fraction of each in-plane side (0 disables)."""
+    brightness: float = 0.2
+    """Std of an additive intensity offset (0 disables)."""
+    contrast: float = 0.5
+    """Std of log2 of a multiplicative contrast factor about the volume mean (0 disables)."""
+
+
+@dataclass
 class DataConfig:
     """How scans are read and prepared for the networks."""
 
@@ -147,6 +185,18 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the generator and encoder (not D and C: the gradient penalty needs a
     double backward, which compiled graphs do not support); falls back to eager on failure."""
+    ema_half_life_images: float = 0.0
+    """Beyond the paper: keep an exponential moving average of G's weights with this half-life
+    in images (StyleGAN: 10,000); 0 turns it off.  Generation uses the average by default."""
+    ema_rampup: float = 0.0
+    """When > 0, the half-life is at most ``ema_rampup`` x images seen so far (StyleGAN2-ADA)."""
+    eval_every: int = 0
+    """Every this many iterations, generate ``eval_samples`` scans and compute feature-space
+    metrics against the training scans (metrics.jsonl, quality_curves.png, checkpoints/best.pt);
+    0 turns it off."""
+    eval_samples: int = 32
+    eval_metric: Literal["frechet", "rbf_mmd2", "precision", "recall"] = "frechet"
+    """The metric that chooses checkpoints/best.pt (lower is better for frechet and rbf_mmd2)."""
 
 
 @dataclass
@@ -159,6 +209,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    ada: DiscriminatorAugmentConfig = field(default_factory=DiscriminatorAugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,6 +282,23 @@ def _semantic_problems(cfg: Config) -> list[str]:
                  "keep_checkpoints"):
         if getattr(t, name) < 1:
             p.append(f"train.{name} must be a positive integer (got {getattr(t, name)})")
+    for name in ("ema_half_life_images", "ema_rampup"):
+        if getattr(t, name) < 0:
+            p.append(f"train.{name} must be >= 0 (got {getattr(t, name)})")
+    if t.eval_every < 0:
+        p.append(f"train.eval_every must be >= 0 (got {t.eval_every})")
+    if t.eval_samples < 4:
+        p.append(f"train.eval_samples must be at least 4 (got {t.eval_samples})")
+    ada = cfg.ada
+    for name in ("p", "target", "max_p"):
+        if not 0 <= getattr(ada, name) <= 1:
+            p.append(f"ada.{name} must be in [0, 1] (got {getattr(ada, name)})")
+    for name in ("interval", "speed_images"):
+        if getattr(ada, name) < 1:
+            p.append(f"ada.{name} must be a positive integer (got {getattr(ada, name)})")
+    for name in ("translate", "brightness", "contrast"):
+        if getattr(ada, name) < 0:
+            p.append(f"ada.{name} must be >= 0 (got {getattr(ada, name)})")
     if t.batch_size < 2 and cfg.model.c_norm == "batch":
         p.append("train.batch_size must be >= 2 when model.c_norm is batch")
     return p

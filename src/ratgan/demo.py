@@ -1,14 +1,15 @@
 """`ratgan demo`: the whole pipeline on the built-in phantom cohort, with a report.
 
-phantom cohort -> train the `demo` preset -> generate scans -> evaluate -> report.md.
-Like the CLI, this module sits on top of every stage; re-running it on the same folder
-continues an interrupted training run instead of starting again.
+phantom cohort (training + held-out subjects) -> train the `demo` preset on the training
+subjects, tracking quality -> generate scans -> evaluate against the training scans with the
+held-out ones as the real reference -> report.md.  Like the CLI, this module sits on top of
+every stage; re-running it on the same folder continues an interrupted training run instead of
+starting again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -33,11 +34,15 @@ def _stage(name: str, timings: dict[str, float], progress: bool) -> Iterator[Non
 
 def run_demo(out: str | Path, subjects: int = 64, iterations: int | None = None,
              n_synthetic: int = 32, seed: int = 0, device: str = "auto",
-             progress: bool = True) -> Path:
-    """Run the demo into ``out`` and return the path of its Markdown report."""
-    from ratgan.data.phantom import write_cohort
+             progress: bool = True, heldout: int = 32, config: str = "demo") -> Path:
+    """Run the demo into ``out`` and return the path of its Markdown report.
+
+    ``subjects`` phantom scans train the GAN; ``heldout`` more subjects of the same cohort,
+    never seen by it, are the real reference of the evaluation.
+    """
+    from ratgan.evaluation.tracking import quality_probe_factory
     from ratgan.generation import generate_scans
-    from ratgan.training.figures import plot_loss_curves
+    from ratgan.training.figures import plot_loss_curves, plot_quality_curves
     from ratgan.training.run import train
 
     out = Path(out)
@@ -46,32 +51,69 @@ def run_demo(out: str | Path, subjects: int = 64, iterations: int | None = None,
     data_dir, run_dir, synth_dir = out / "phantom", out / "run", out / "synthetic"
 
     with _stage("phantom cohort", timings, progress):
-        images = data_dir / "images"
-        if not images.is_dir() or len(list(images.iterdir())) != subjects:
-            write_cohort(data_dir, subjects=subjects, seed=seed, progress=progress)
+        train_dir, held_dir = _cohort(data_dir, subjects, heldout, seed, progress)
 
     overrides: dict = {"train.seed": seed, "train.device": device}
     if iterations is not None:
         overrides["train.iterations"] = iterations
-    cfg = load_config("demo", overrides)
+    cfg = load_config(config, overrides)
     with _stage("training", timings, progress):
         resume = bool(ckpt.list_checkpoints(run_dir))
-        train(cfg, data_dir, run_dir, resume=resume, progress=progress)
-        plot_loss_curves(run_paths(run_dir).metrics, run_paths(run_dir).loss_curves)
+        train(cfg, train_dir, run_dir, resume=resume, progress=progress,
+              probe_factory=quality_probe_factory)
+        paths = run_paths(run_dir)
+        plot_loss_curves(paths.metrics, paths.loss_curves)
+        plot_quality_curves(paths.metrics, paths.quality_curves)
 
     with _stage("generation", timings, progress):
         generate_scans(run_dir, n_synthetic, synth_dir, seed=seed, device=device,
                        progress=progress)
 
     with _stage("figures", timings, progress):
-        figures = _figures(data_dir, synth_dir, out / "figures")
+        figures = _figures(held_dir, synth_dir, out / "figures")
 
     with _stage("evaluation", timings, progress):
-        evaluation = _evaluate(data_dir, synth_dir, out / "evaluation", seed, progress)
+        evaluation = _evaluate(train_dir, held_dir, synth_dir, out / "evaluation", seed,
+                               progress)
 
     report = out / "report.md"
-    _write_report(report, cfg, run_dir, figures, evaluation, timings, subjects, n_synthetic)
+    _write_report(report, cfg, run_dir, figures, evaluation, timings, subjects, heldout,
+                  n_synthetic)
     return report
+
+
+def _cohort(data_dir: Path, subjects: int, heldout: int, seed: int,
+            progress: bool) -> tuple[Path, Path]:
+    """Training and held-out subjects of one phantom cohort, in two folders.
+
+    Subject i depends only on (seed, i): the held-out subjects are subjects+0 ...
+    subjects+heldout-1 of the same cohort, written to their own folder.
+    """
+    from ratgan.data.phantom import write_cohort
+
+    train_dir, held_dir = data_dir / "train", data_dir / "heldout"
+    if _count(train_dir) != subjects or _count(held_dir) != heldout:
+        staging = data_dir / "all"
+        write_cohort(staging, subjects=subjects + heldout, seed=seed, progress=progress)
+        for folder, names in ((train_dir, range(subjects)),
+                              (held_dir, range(subjects, subjects + heldout))):
+            for kind in ("images", "labels"):
+                (folder / kind).mkdir(parents=True, exist_ok=True)
+                for old in (folder / kind).glob("sub-*.nii.gz"):
+                    old.unlink()
+                for i in names:
+                    name = f"sub-{i:03d}.nii.gz"
+                    os.replace(staging / kind / name, folder / kind / name)
+        for kind in ("images", "labels"):
+            (staging / kind).rmdir()
+        os.replace(staging / "phantom.json", data_dir / "phantom.json")
+        staging.rmdir()
+    return train_dir, held_dir
+
+
+def _count(folder: Path) -> int:
+    images = folder / "images"
+    return len(list(images.glob("sub-*.nii.gz"))) if images.is_dir() else -1
 
 
 def _figures(data_dir: Path, synth_dir: Path, fig_dir: Path) -> dict[str, Path]:
@@ -90,13 +132,13 @@ def _figures(data_dir: Path, synth_dir: Path, fig_dir: Path) -> dict[str, Path]:
     return {"views": views, "axial": axial}
 
 
-def _evaluate(data_dir: Path, synth_dir: Path, eval_dir: Path, seed: int,
+def _evaluate(train_dir: Path, held_dir: Path, synth_dir: Path, eval_dir: Path, seed: int,
               progress: bool) -> dict:
-    """The paper's metrics for the demo (quick settings)."""
+    """The paper's metrics for the demo (quick settings), held-out scans as the real row."""
     from ratgan.evaluation import evaluate_sets
 
-    return evaluate_sets(real=data_dir, synthetic={"demo": synth_dir}, out=eval_dir,
-                         seed=seed, progress=progress, quick=True)
+    return evaluate_sets(real=train_dir, synthetic={"demo": synth_dir}, out=eval_dir,
+                         seed=seed, progress=progress, quick=True, heldout=held_dir)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -104,18 +146,26 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
-                  evaluation: dict, timings: dict[str, float], subjects: int,
+                  evaluation: dict, timings: dict[str, float], subjects: int, heldout: int,
                   n_synthetic: int) -> None:
+    from ratgan.training.figures import read_metrics
+
     root = report.parent
-    rows = [json.loads(ln) for ln in run_paths(run_dir).metrics.read_text().splitlines()]
-    last = rows[-1]
+    paths = run_paths(run_dir)
+    last = read_metrics(paths.metrics, kind=None)[-1]
+    options = [name for name, on in (("EMA of G", cfg.train.ema_half_life_images > 0),
+                                     ("G output noise", cfg.model.g_output_noise),
+                                     ("adaptive critic augmentation", cfg.ada.enabled)) if on]
     lines = [
         "# ratgan demo report",
         "",
-        (f"Built-in phantom cohort of {subjects} rat-brain EPI scans (64x64x40), the `demo` "
-         f"preset ({cfg.model.volume_size}^3, latent {cfg.model.latent_dim}, "
+        (f"Built-in phantom cohort: {subjects} rat-brain EPI scans (64x64x40) to train on and "
+         f"{heldout} held-out scans of the same cohort that the GAN never sees. The "
+         f"`{cfg.name}` preset ({cfg.model.volume_size}^3, latent {cfg.model.latent_dim}, "
          f"{cfg.train.iterations} iterations, batch {cfg.train.batch_size}, "
-         f"{cfg.train.precision}), {n_synthetic} synthetic scans."),
+         f"{cfg.train.precision}"
+         + (f"; {', '.join(options)}" if options else "")
+         + f"), {n_synthetic} synthetic scans."),
         "",
         "## Real and synthetic scans",
         "",
@@ -127,6 +177,8 @@ def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
         "",
         f"![loss curves]({_rel(run_paths(run_dir).loss_curves, root)})",
         "",
+        *([f"![quality curves]({_rel(paths.quality_curves, root)})", ""]
+          if paths.quality_curves.is_file() else []),
         f"Last logged losses (iteration {last['iteration']}): "
         + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("iteration", "seconds"))
         + ".",

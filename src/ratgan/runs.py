@@ -28,6 +28,8 @@ CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVES_FILE = "loss_curves.png"
+QUALITY_CURVES_FILE = "quality_curves.png"
+BEST_CHECKPOINT = "best.pt"
 SAMPLES_DIR = "samples"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
@@ -51,13 +53,24 @@ class RunPaths:
 
     @property
     def metrics(self) -> Path:
-        """The logged losses, one JSON line per logging interval."""
+        """The logged losses, one JSON line per logging interval, and the quality lines
+        (``"kind": "quality"``) of ``train.eval_every``."""
         return self.root / METRICS_FILE
 
     @property
     def loss_curves(self) -> Path:
         """The loss-curve figure."""
         return self.root / LOSS_CURVES_FILE
+
+    @property
+    def quality_curves(self) -> Path:
+        """The feature-space metrics figure of ``train.eval_every``."""
+        return self.root / QUALITY_CURVES_FILE
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """The checkpoint kept by ``train.eval_metric`` (checkpoints/best.pt)."""
+        return self.checkpoints / BEST_CHECKPOINT
 
     @property
     def samples(self) -> Path:

@@ -69,7 +69,7 @@ def test_joint_generation_writes_a_label_map_aligned_with_its_scan(phantom_dir, 
     # exactly where its GM channel is on, so alignment of the two exports can be checked.
     from ratgan.generation import sample
 
-    def fake_sample(loaded, z):
+    def fake_sample(loaded, z, noise=None):
         s = loaded.config.model.volume_size
         out = -np.ones((len(z), 4, s, s, s), dtype=np.float32)
         out[:, 0, 4:9, 5:12, 6:10] = 1.0

@@ -38,18 +38,24 @@ class LoadedGenerator:
     checkpoint: Path
     iteration: int
     device: torch.device
+    weights: str = "raw"
+    """``ema`` (the moving average of G) or ``raw`` (the trained weights)."""
 
 
 def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None,
-                   device: str = "auto", precision: str | None = None) -> LoadedGenerator:
+                   device: str = "auto", precision: str | None = None,
+                   weights: str = "ema") -> LoadedGenerator:
     """Rebuild G from a checkpoint alone (its stored config) and load its weights.
 
+    ``checkpoint`` is None or ``latest`` (the newest), ``best`` (checkpoints/best.pt, kept by
+    ``train.eval_every``) or a file.  ``weights`` ``ema`` takes the moving average of G where
+    the run keeps one (the raw weights otherwise); ``raw`` always takes the trained weights.
     ``precision`` ("fp32" or "bf16") overrides the run's ``train.precision`` for sampling.
     """
     run_dir = Path(run_dir)
-    path = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run_dir)
-    if path is None:
-        raise RatganError(f"run folder {run_dir} holds no checkpoint yet.")
+    if weights not in ("ema", "raw"):
+        raise RatganError(f"--weights must be ema or raw (got {weights!r}).")
+    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
     dev = select_device(device)
     # Memory-mapped: only G's tensors are read from a file that also holds E, D, C and the
     # optimiser states (about 11x G's size for the paper's models).
@@ -63,9 +69,12 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None,
         cfg.train.precision = precision
     with torch.device("meta"):  # no initialisation work: every tensor comes from the file
         generator = Generator(cfg.model)
-    generator.load_state_dict(state["networks"]["G"], assign=True)
+    use_ema = weights == "ema" and "ema" in state
+    generator.load_state_dict(state["ema"]["G"] if use_ema else state["networks"]["G"],
+                              assign=True)
     generator.to(dev).eval()
-    return LoadedGenerator(generator, cfg, path, int(state["iteration"]), dev)
+    return LoadedGenerator(generator, cfg, path, int(state["iteration"]), dev,
+                           "ema" if use_ema else "raw")
 
 
 def scan_seed(seed: int, index: int) -> int:
@@ -79,12 +88,25 @@ def latent_codes(seeds: list[int], latent_dim: int) -> torch.Tensor:
                         for s in seeds])
 
 
+def output_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """The per-voxel noise of each scan for a generator with output noise, from its seed.
+
+    Seeded with ``seed + 2**32``: scan seeds are 32-bit, so no scan's noise stream is another
+    scan's code stream, and a scan stays reproducible from the manifest's seed alone.
+    """
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s + 2**32))
+                        for s in seeds])
+
+
 @torch.no_grad()
-def sample_volumes(loaded: LoadedGenerator, z: torch.Tensor) -> np.ndarray:
-    """Network-space volumes (B, C, S, S, S) in [-1, 1] for the codes ``z``."""
+def sample_volumes(loaded: LoadedGenerator, z: torch.Tensor,
+                   noise: torch.Tensor | None = None) -> np.ndarray:
+    """Network-space volumes (B, C, S, S, S) in [-1, 1] for the codes ``z`` (and the output
+    noise ``noise`` of a generator that has it)."""
     bf16 = loaded.config.train.precision == "bf16"
     with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = loaded.generator(z.to(loaded.device))
+        out = loaded.generator(z.to(loaded.device),
+                               noise=None if noise is None else noise.to(loaded.device))
     return out.float().cpu().numpy()
 
 
@@ -136,7 +158,8 @@ def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int =
                    reference: str | Path | None = None, batch_size: int = 8,
                    device: str = "auto", checkpoint: str | Path | None = None,
                    progress: bool = True, prefix: str = "synthetic",
-                   precision: str | None = None, writers: int | None = None) -> list[Path]:
+                   precision: str | None = None, writers: int | None = None,
+                   weights: str = "ema") -> list[Path]:
     """Write ``n`` synthetic scans (and label maps for joint models) plus ``manifest.json``.
 
     One generator load, then ``batch_size`` codes per forward pass; ``precision`` overrides the
@@ -154,7 +177,7 @@ def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int =
         raise RatganError(f"--writers must be at least 1 (got {writers}).")
     writers = writers or max(1, min(8, os.cpu_count() or 1))
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    loaded = load_generator(run_dir, checkpoint, device, precision)
+    loaded = load_generator(run_dir, checkpoint, device, precision, weights)
     cfg = loaded.config
     scan, info = _reference(run_dir, reference, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,13 +199,18 @@ def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int =
             # Every batch has the same size (the last one is padded with extra codes), so a
             # scan's values do not depend on n: kernels may sum in another order per batch size.
             padded = seeds + [scan_seed(seed, n + i) for i in range(batch_size - len(seeds))]
-            volumes = sample_volumes(loaded, latent_codes(padded, cfg.model.latent_dim))
+            noise = None
+            if cfg.model.g_output_noise:
+                size = cfg.model.volume_size
+                noise = output_noise(padded, (cfg.model.channels, size, size, size))
+            volumes = sample_volumes(loaded, latent_codes(padded, cfg.model.latent_dim), noise)
             for offset, (s, vol) in enumerate(zip(seeds, volumes)):
                 index = start + offset
                 name = f"{prefix}_{index:05d}{suffix}"
                 record = {"file": name, "index": index, "seed": s, "generation_seed": seed,
                           "checkpoint": str(loaded.checkpoint.resolve()),
-                          "iteration": loaded.iteration, "reference": str(scan.path),
+                          "iteration": loaded.iteration, "weights": loaded.weights,
+                          "reference": str(scan.path),
                           "precision": cfg.train.precision, "batch_size": batch_size}
                 pending.append(pool.submit(_export, vol, out_dir, name, scan, info, record,
                                            bool(cfg.data.label_channels)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ratgan.config import ModelConfig
@@ -39,13 +41,59 @@ class Generator(nn.Module):
                 activation(cfg.g_activation, cfg.g_leaky_slope),
                 fused=cfg.g_fused_upsample,
             )
+        # The final tanh is applied in forward(), after the optional output noise (a Tanh has
+        # no parameters, so the state_dict keys are those of the published layer list).
         layers["out"] = UpsampleConvBlock(
             maybe_spectral(nn.Conv3d(widths[-1], cfg.channels, 3, 1, 1, bias=False), sn),
-            nn.Tanh(),
             fused=cfg.g_fused_upsample,
         )
         self.net = nn.Sequential(layers)
+        self.tanh = nn.Tanh()
+        self.output_noise = OutputNoise() if cfg.g_output_noise else None
 
-    def forward(self, z: Tensor) -> Tensor:
-        """(B, L) latent codes -> (B, C, S, S, S) volumes in [-1, 1]."""
-        return self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1, 1))
+    def forward(self, z: Tensor, noise: Tensor | None = None, return_clean: bool = False
+                ) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, L) latent codes -> (B, C, S, S, S) volumes in [-1, 1].
+
+        ``noise`` (standard normal, the output's shape) feeds the output noise of a generator
+        built with ``g_output_noise``; None draws it from the global random stream.
+        ``return_clean`` returns ``(output, noise-free output)`` (the same tensor twice for a
+        generator without output noise).
+        """
+        pre = self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1, 1))
+        clean = self.tanh(pre)
+        out = clean if self.output_noise is None else self.tanh(self.output_noise(pre, noise))
+        return (out, clean) if return_clean else out
+
+
+class OutputNoise(nn.Module):
+    """Per-voxel Gaussian noise with a learned, intensity-dependent std, added before tanh.
+
+    std = softplus(GAIN * (a * pre + b)) with a = 0 and GAIN * b = -5 at the start (std ~0.007),
+    so a new generator behaves like one without noise.  The std depends on the (detached)
+    noise-free pre-activation, so G can give background and tissue different noise, as
+    magnitude MRI has (Rician: Rayleigh-distributed in the background).
+
+    GAIN is a learning-rate multiplier (as StyleGAN's equalised learning rate): Adam moves a
+    parameter by about the learning rate per step whatever its gradient, so without it the std
+    could change by a factor of only ~e^0.2 in 1,000 steps at lr 2e-4 (measured: it barely left
+    its initial value); with it, by e^20.  Written here: MONAI and PyTorch have no
+    noise-injection layer.
+    """
+
+    GAIN = 100.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slope = nn.Parameter(torch.zeros(()))
+        self.offset = nn.Parameter(torch.full((), -5.0 / self.GAIN))
+
+    def std(self, pre: Tensor) -> Tensor:
+        """The noise std at the (detached) noise-free pre-activation ``pre``."""
+        return F.softplus(self.GAIN * (self.slope * pre.detach() + self.offset))
+
+    def forward(self, pre: Tensor, noise: Tensor | None = None) -> Tensor:
+        """``pre + std(pre) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
+        if noise is None:
+            noise = torch.randn_like(pre)
+        return pre + self.std(pre) * noise.to(pre.dtype)

@@ -24,6 +24,8 @@ from torch.nn.utils import parametrize
 from ratgan.config import Config
 from ratgan.models import Networks
 from ratgan.training import losses
+from ratgan.training.disc_augment import DiscriminatorAugment
+from ratgan.training.ema import GeneratorEMA
 
 
 def build_optimizers(nets: Networks, cfg: Config) -> dict[str, torch.optim.Optimizer]:
@@ -110,43 +112,67 @@ class _Phase(nn.Module):
 
     def generate_pair(self, generator: nn.Module, z_e: Tensor, z_r: Tensor
                       ) -> tuple[Tensor, Tensor]:
+        """G(z_e), G(z_r) as the critic sees them (with G's output noise, if any)."""
         if self.fuse_g:
             out = generator(torch.cat([z_e, z_r]))
             return out[: len(z_e)], out[len(z_e):]
         return generator(z_e), generator(z_r)
 
+    def generate_pair_with_clean(self, generator: nn.Module, z_e: Tensor, z_r: Tensor
+                                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """G(z_e), G(z_r) and the noise-free G(z_e) that the reconstruction losses compare."""
+        if self.fuse_g:
+            out, clean = generator(torch.cat([z_e, z_r]), return_clean=True)
+            return out[: len(z_e)], out[len(z_e):], clean[: len(z_e)]
+        x_rec, x_rec_clean = generator(z_e, return_clean=True)
+        return x_rec, generator(z_r), x_rec_clean
+
+
+def _identity(x: Tensor, rng: torch.Generator | None = None) -> Tensor:
+    return x
+
 
 class EncoderGeneratorPhase(_Phase):
     """Trains E and G: L_GD - E[C(z_e)] + the preset's reconstruction terms (eqs. 1-6)."""
 
-    def __init__(self, nets: Networks, cfg: Config, device_type: str) -> None:
+    def __init__(self, nets: Networks, cfg: Config, device_type: str,
+                 augment: nn.Module | None = None) -> None:
         super().__init__(cfg, device_type)
         self.encoder, self.generator = nets.encoder, nets.generator
-        self._critics = (nets.discriminator, nets.code_discriminator)  # read, not trained
+        # Read, not trained (and outside the module tree, so DDP does not wrap them).
+        self._critics = (nets.discriminator, nets.code_discriminator, augment or _identity)
 
-    def forward(self, x: Tensor, z_r: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        d, c = self._critics
+    def forward(self, x: Tensor, z_r: Tensor, rng: torch.Generator | None = None
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        d, c, augment = self._critics
         with frozen(d, c), self.amp():
             z_e = self.encoder(x).reshape(len(x), -1)
-            x_rec, x_gen = self.generate_pair(self.generator, z_e, z_r)
-            d_rec, d_gen = _scores(d, self.fuse_d, x_rec, x_gen)
+            x_rec, x_gen, x_rec_clean = self.generate_pair_with_clean(self.generator, z_e, z_r)
+            d_rec, d_gen = _scores(d, self.fuse_d, augment(x_rec, rng), augment(x_gen, rng))
             c_enc = _score(c, z_e)
         return losses.encoder_generator_loss(d_rec, d_gen, c_enc, losses.widen(x),
-                                             losses.widen(x_rec), self.cfg.loss)
+                                             losses.widen(x_rec_clean), self.cfg.loss)
 
 
 class DiscriminatorPhase(_Phase):
     """Trains D: E[D(x~_e)] + E[D(x~_r)] - 2 E[D(x)] + lambda (GP(x, x~_e) + GP(x, x~_r))."""
 
-    def __init__(self, nets: Networks, cfg: Config, device_type: str) -> None:
+    def __init__(self, nets: Networks, cfg: Config, device_type: str,
+                 augment: DiscriminatorAugment | None = None) -> None:
         super().__init__(cfg, device_type)
         self.discriminator = nets.discriminator
+        self._augment = (augment,)  # outside the module tree: DDP must not broadcast its state
 
     def forward(self, x: Tensor, x_rec: Tensor, x_gen: Tensor, rng: torch.Generator | None
                 ) -> tuple[Tensor, dict[str, Tensor]]:
         d = self.discriminator
+        (augment,) = self._augment
+        if augment is not None:
+            x, x_rec, x_gen = augment(x, rng), augment(x_rec, rng), augment(x_gen, rng)
         with self.amp():
             d_real, d_rec, d_gen = _scores(d, self.fuse_d, x, x_rec, x_gen)
+            if augment is not None:
+                augment.observe(d_real, torch.cat([d_rec, d_gen]))
             if self.fuse_d:
                 # Both penalties in one pass: a mean over 2B samples, so the sum is twice it.
                 gp = 2 * losses.gradient_penalty(d, torch.cat([x, x]), torch.cat([x_rec, x_gen]),
@@ -182,13 +208,18 @@ class AlphaGANStep:
 
     def __init__(self, nets: Networks, optimizers: dict[str, torch.optim.Optimizer], cfg: Config,
                  device: torch.device, rng: torch.Generator,
-                 wrap=lambda module: module) -> None:
+                 wrap=lambda module: module, ema: GeneratorEMA | None = None,
+                 augment: DiscriminatorAugment | None = None) -> None:
         self.nets, self.opt, self.cfg, self.device, self.rng = nets, optimizers, cfg, device, rng
+        self.ema, self.augment = ema, augment
+        self.images_seen = 0
+        """Images of the whole job (all ranks) seen so far; drives the EMA's ramp-up."""
+        self.world_size = 1
         if cfg.train.compile:
             compile_with_fallback(nets.generator)
             compile_with_fallback(nets.encoder)
-        self.eg = wrap(EncoderGeneratorPhase(nets, cfg, device.type))
-        self.d = wrap(DiscriminatorPhase(nets, cfg, device.type))
+        self.eg = wrap(EncoderGeneratorPhase(nets, cfg, device.type, augment))
+        self.d = wrap(DiscriminatorPhase(nets, cfg, device.type, augment))
         self.c = wrap(CodeDiscriminatorPhase(nets, cfg, device.type))
         self._helper = _Phase(cfg, device.type)  # shared settings for the no-grad forwards
         self.memory_format = (torch.channels_last_3d if cfg.train.channels_last
@@ -206,10 +237,13 @@ class AlphaGANStep:
 
     def __call__(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
         """One full iteration on two consecutive batches; returns detached scalar losses."""
-        total, eg_parts = self.eg(x1, self._z(len(x1)))
+        total, eg_parts = self.eg(x1, self._z(len(x1)), self.rng)
         self._update(("E", "G"), total)
         if self.cfg.optim.double_generator_step:
             self.opt["G"].step()  # the published code steps G twice with the same gradients
+        self.images_seen += len(x1) * self.world_size
+        if self.ema is not None:
+            self.ema.update(self.nets.generator, len(x1) * self.world_size, self.images_seen)
 
         # x~ for the discriminator from the just-updated E and G, on the next batch.
         with torch.no_grad(), self._helper.amp():
@@ -227,4 +261,7 @@ class AlphaGANStep:
         out = {f"eg_{k}": v for k, v in eg_parts.items()}
         out.update({f"d_{k}": v for k, v in d_parts.items()})
         out.update({f"c_{k}": v for k, v in c_parts.items()})
+        if self.augment is not None:
+            out["ada_p"] = self.augment.p.detach().clone()
+            self.augment.adjust(len(x2))
         return out

@@ -44,12 +44,7 @@ def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: 
     """Write ``state`` (plus version and iteration) atomically; keep the newest ``keep`` files."""
     final = checkpoint_path(run_dir, iteration)
     final.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": 1, "ratgan_version": __version__, "iteration": iteration, **state}
-    try:
-        with atomic_path(final) as tmp:  # removes the temporary file on any error
-            torch.save(payload, tmp)
-    except OSError as exc:  # a full disk, a quota, a vanished folder...
-        raise RatganError(_write_failed(final, exc)) from None
+    _write(final, iteration, state)
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return final
@@ -63,6 +58,42 @@ def _write_failed(final: Path, exc: OSError) -> str:
         return head + "no earlier checkpoint exists."
     return head + (f"the previous checkpoint {kept[-1]} is kept intact, and --resume continues "
                    "from it once the problem is solved.")
+
+
+def save_best_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any]) -> Path:
+    """Write checkpoints/best.pt (outside the rotation), atomically."""
+    final = run_paths(run_dir).best_checkpoint
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _write(final, iteration, state)
+    return final
+
+
+def _write(final: Path, iteration: int, state: dict[str, Any]) -> None:
+    payload = {"format": 1, "ratgan_version": __version__, "iteration": iteration, **state}
+    try:
+        with atomic_path(final) as tmp:  # removes the temporary file on any error
+            torch.save(payload, tmp)
+    except OSError as exc:  # a full disk, a quota, a vanished folder...
+        raise RatganError(_write_failed(final, exc)) from None
+
+
+def resolve_checkpoint(run_dir: Path, which: str | Path | None) -> Path:
+    """``None``/``latest``: the newest checkpoint; ``best``: checkpoints/best.pt; else a path."""
+    if which is None or str(which) == "latest":
+        path = latest_checkpoint(run_dir)
+        if path is None:
+            raise RatganError(f"run folder {run_dir} holds no checkpoint yet.")
+        return path
+    if str(which) == "best":
+        path = run_paths(run_dir).best_checkpoint
+        if not path.is_file():
+            raise RatganError(f"run folder {run_dir} has no {path.name} in its checkpoints: it "
+                              "was trained without train.eval_every, or no evaluation ran yet.")
+        return path
+    path = Path(which)
+    if not path.is_file():
+        raise RatganError(f"checkpoint {path} does not exist.")
+    return path
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False

@@ -19,6 +19,47 @@ _PANELS = {
 }
 
 
+def read_metrics(metrics_path: Path, kind: str | None) -> list[dict]:
+    """The lines of metrics.jsonl of one kind: None for the loss lines, "quality" for the
+    feature-space metrics that ``train.eval_every`` writes."""
+    path = Path(metrics_path)
+    if not path.is_file():
+        return []
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return [r for r in rows if r.get("kind") == kind]
+
+
+def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
+    """Feature-space metrics against the iteration (one panel each); None before any."""
+    from matplotlib.figure import Figure
+
+    from ratgan.viz import save_figure
+
+    rows = read_metrics(metrics_path, "quality")
+    if not rows:
+        return None
+    panels = [("frechet", "Fréchet distance ↓", True), ("rbf_mmd2", "RBF-MMD² ↓", False),
+              ("precision", "precision ↑", False), ("recall", "recall ↑", False)]
+    panels = [p for p in panels if p[0] in rows[0]]
+    fig = Figure(figsize=(3.6 * len(panels), 3.2))
+    its = [r["iteration"] for r in rows]
+    for i, (key, title, log) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.plot(its, [r[key] for r in rows], marker="o", markersize=3, linewidth=1.2)
+        best = [r for r in rows if r.get("best")]
+        if best:
+            ax.plot([r["iteration"] for r in best], [r[key] for r in best], "o", color="C3",
+                    markersize=4, label="new best")
+            ax.legend(fontsize=7)
+        if log and min(r[key] for r in rows) > 0:
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, out_png, dpi=100)
+
+
 def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
     """Plot every logged loss against the iteration; None when nothing is logged yet."""
     from matplotlib.figure import Figure
@@ -27,7 +68,7 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
 
     if not Path(metrics_path).is_file():
         return None
-    rows = [json.loads(ln) for ln in Path(metrics_path).read_text().splitlines() if ln.strip()]
+    rows = read_metrics(metrics_path, kind=None)
     if not rows:
         return None
     its = [r["iteration"] for r in rows]
@@ -56,7 +97,11 @@ def generate_source_space(generator: torch.nn.Module, z: torch.Tensor, info, cfg
     try:
         with torch.autocast(device.type, dtype=torch.bfloat16,
                             enabled=cfg.train.precision == "bf16"):
-            out = generator(z.to(device)).float().cpu().numpy()
+            # Fixed output noise (when G has it), so montages do not consume the training's
+            # random stream.
+            shape = (len(z), cfg.model.channels) + (cfg.model.volume_size,) * 3
+            noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            out = generator(z.to(device), noise=noise.to(device)).float().cpu().numpy()
     finally:
         generator.train(was_training)
     return [inverse_preprocess(v[0], info) for v in out]

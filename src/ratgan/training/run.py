@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,7 +24,7 @@ from ratgan.data.dataset import Cohort, EndlessBatches, load_cohort
 from ratgan.data.transforms import labels_to_channels
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
-from ratgan.models import Networks, build_networks
+from ratgan.models import Generator, Networks, build_networks
 from ratgan.runs import (
     RunData,
     RunScan,
@@ -36,12 +37,26 @@ from ratgan.runs import (
 from ratgan.training import checkpoint as ckpt
 from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
-from ratgan.training.figures import plot_loss_curves, save_sample_montage
+from ratgan.training.disc_augment import DiscriminatorAugment
+from ratgan.training.ema import GeneratorEMA
+from ratgan.training.figures import plot_loss_curves, plot_quality_curves, save_sample_montage
 from ratgan.training.host_memory import keep_freed_host_memory
 
 
 class TrainingDiverged(RatganError):
     """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+QualityProbe = Callable[[torch.nn.Module, torch.device], dict[str, float]]
+"""Scores a generator during training: (G in eval mode, device) -> metrics by name."""
+
+ProbeFactory = Callable[[Config, Path], QualityProbe]
+"""Builds the probe of a run (its config and folder, whose data.json names the real scans).
+
+Training cannot import the evaluation package (data flows the other way), so the caller — the
+CLI or the demo — hands in :func:`ratgan.evaluation.tracking.quality_probe_factory`."""
+
+LOWER_IS_BETTER = {"frechet": True, "rbf_mmd2": True, "precision": False, "recall": False}
 
 
 def model_input(images: torch.Tensor, labels: torch.Tensor | None, cfg: Config) -> torch.Tensor:
@@ -70,12 +85,13 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> C
     if resume:
         if not run_paths(run_dir).config.is_file():
             raise RatganError(f"--resume: {run_dir} holds no run to resume.")
-        # The stored config wins: only the iteration target and the device may change.
+        # The stored config wins: only the iteration target, the device and the evaluation
+        # interval (which does not change the training) may change.
         stored = read_run_config(run_dir)
-        changed = (stored.train.iterations, stored.train.device) != (cfg.train.iterations,
-                                                                    cfg.train.device)
-        stored.train.iterations = cfg.train.iterations
-        stored.train.device = cfg.train.device
+        keys = ("iterations", "device", "eval_every")
+        changed = any(getattr(stored.train, k) != getattr(cfg.train, k) for k in keys)
+        for key in keys:
+            setattr(stored.train, key, getattr(cfg.train, key))
         found = ckpt.list_checkpoints(run_dir)
         if found and found[-1][0] > stored.train.iterations:
             raise RatganError(f"--resume: the run in {run_dir} has reached iteration "
@@ -108,11 +124,13 @@ def _shard(cohort: Cohort, info: distributed.DistInfo) -> Cohort:
 
 
 def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resume: bool = False,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, probe_factory: ProbeFactory | None = None) -> TrainResult:
     """Train (or resume) an alpha-GAN run; see the module docstring for what it writes.
 
     Under torchrun each rank trains on its shard with DistributedDataParallel and rank 0
-    alone writes; ``train.batch_size`` is then the batch of each rank.
+    alone writes; ``train.batch_size`` is then the batch of each rank.  With
+    ``train.eval_every`` set, ``probe_factory`` builds the quality probe run every
+    ``eval_every`` iterations (rank 0).
     """
     run_dir = Path(run_dir)
     device = select_device(cfg.train.device)
@@ -132,8 +150,14 @@ def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resu
                                  None if e.label is None else str(Path(e.label).resolve()))
                          for e in cohort.entries],
                 infos=[i.to_dict() for i in cohort.infos]))
+        probe = None
+        if cfg.train.eval_every and info.is_main:
+            if probe_factory is None:
+                raise RatganError("train.eval_every is set but no quality probe was given "
+                                  "(pass ratgan.evaluation.tracking.quality_probe_factory).")
+            probe = probe_factory(cfg, run_dir)
         result = _loop(cfg, _shard(cohort, info), cohort.infos[0], run_dir, resume,
-                       progress and info.is_main, info, device)
+                       progress and info.is_main, info, device, probe)
         distributed.finish(info)
         return result
     finally:
@@ -141,7 +165,8 @@ def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resu
 
 
 def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resume: bool,
-          progress: bool, info: distributed.DistInfo, device: torch.device) -> TrainResult:
+          progress: bool, info: distributed.DistInfo, device: torch.device,
+          probe: QualityProbe | None = None) -> TrainResult:
     t_cfg = cfg.train
     paths = run_paths(run_dir)
     torch.manual_seed(t_cfg.seed)  # same initial weights on every rank
@@ -155,21 +180,29 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
                             with_labels=cfg.data.label_channels)
     nets = build_networks(cfg.model).place(device, t_cfg.channels_last)
     optimizers = build_optimizers(nets, cfg)
+    ema = _build_ema(cfg, nets, device)
+    augment = DiscriminatorAugment(cfg.ada).to(device) if cfg.ada.enabled else None
     rng = torch.Generator(device=device)
     rng.manual_seed(seed(2))
     sample_z = torch.randn(4, cfg.model.latent_dim,
                            generator=torch.Generator().manual_seed(t_cfg.seed + 3))
 
     start = 0
+    best: dict[str, Any] = {}
     latest = ckpt.latest_checkpoint(run_dir, remove_leftovers=True) if resume else None
     if latest is not None:
         state = ckpt.load_checkpoint(latest, map_location=device)
         _restore(state, nets, optimizers, rng, stream, info)
+        _restore_extras(state, ema, augment)
+        best = dict(state.get("best") or {})
         start = int(state["iteration"])
         if info.is_main:
             _truncate_metrics(paths.metrics, start)
     step = AlphaGANStep(nets, optimizers, cfg, device, rng,
-                        wrap=distributed.wrapper(info, device))
+                        wrap=distributed.wrapper(info, device), ema=ema, augment=augment)
+    step.world_size = info.world_size
+    step.images_seen = start * t_cfg.batch_size * info.world_size
+    sampler = ema.average if ema is not None else nets.generator
 
     writer = _tensorboard(run_dir) if t_cfg.tensorboard and info.is_main else None
     window: list[dict[str, torch.Tensor]] = []
@@ -201,14 +234,23 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
                                      ("eg_total", "d_total", "c_total") if k in last})
                 window = []
             if info.is_main and (it % t_cfg.sample_every == 0 or it == t_cfg.iterations):
-                save_sample_montage(nets.generator, sample_z, reference_info, cfg,
+                save_sample_montage(sampler, sample_z, reference_info, cfg,
                                     paths.sample(it), device)
-            if at_ckpt:
+            at_eval = bool(t_cfg.eval_every) and (it % t_cfg.eval_every == 0
+                                                  or it == t_cfg.iterations)
+            improved = False
+            if at_eval and probe is not None:
+                improved = _evaluate(probe, sampler, device, paths.metrics, it, cfg, best)
+            if at_ckpt or at_eval:  # a collective: every rank takes part
                 ranks = distributed.gather_objects(_rank_state(rng, stream), info)
-                if info.is_main:
-                    ckpt.save_checkpoint(run_dir, it, _state(cfg, nets, optimizers, ranks),
-                                         keep=t_cfg.keep_checkpoints)
+            if info.is_main and (at_ckpt or improved):
+                state = _state(cfg, nets, optimizers, ranks, ema, augment, best)
+                if improved:
+                    ckpt.save_best_checkpoint(run_dir, it, state)
+                if at_ckpt:
+                    ckpt.save_checkpoint(run_dir, it, state, keep=t_cfg.keep_checkpoints)
                     plot_loss_curves(paths.metrics, paths.loss_curves)
+                    plot_quality_curves(paths.metrics, paths.quality_curves)
     finally:
         bar.close()
         if writer is not None:
@@ -217,21 +259,75 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
                        info.rank)
 
 
+def _build_ema(cfg: Config, nets: Networks, device: torch.device) -> GeneratorEMA | None:
+    """The moving average of G, when ``train.ema_half_life_images`` asks for one."""
+    if cfg.train.ema_half_life_images <= 0:
+        return None
+    fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
+    average = Generator(cfg.model).to(device).to(memory_format=fmt).eval()
+    return GeneratorEMA(average, nets.generator, cfg.train.ema_half_life_images,
+                        cfg.train.ema_rampup)
+
+
+def _evaluate(probe: QualityProbe, sampler: torch.nn.Module, device: torch.device,
+              metrics_path: Path, iteration: int, cfg: Config, best: dict[str, Any]) -> bool:
+    """Run the quality probe, log its metrics; True (and ``best`` updated) when it improved."""
+    t0 = time.perf_counter()
+    was_training = sampler.training
+    sampler.eval()
+    try:
+        metrics = probe(sampler, device)
+    finally:
+        sampler.train(was_training)
+    name = cfg.train.eval_metric
+    value = float(metrics[name])
+    lower = LOWER_IS_BETTER[name]
+    improved = not best or (value < best["value"] if lower else value > best["value"])
+    if improved:
+        best.update({"metric": name, "value": value, "iteration": iteration})
+    record = {"iteration": iteration, "kind": "quality", **metrics,
+              "eval_seconds": round(time.perf_counter() - t0, 3), "best": improved}
+    with open(metrics_path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    return improved
+
+
+def _restore_extras(state: dict[str, Any], ema: GeneratorEMA | None,
+                    augment: DiscriminatorAugment | None) -> None:
+    """The EMA weights and the augmentation state, when the run has them."""
+    if ema is not None:
+        if "ema" not in state:
+            raise RatganError("the checkpoint has no moving average of G but the config asks "
+                              "for one (train.ema_half_life_images); resume with the run's own "
+                              "config.")
+        ema.average.load_state_dict(state["ema"]["G"])
+    if augment is not None and "ada" in state:
+        augment.load_state_dict(state["ada"])
+
+
 def _rank_state(rng: torch.Generator, stream: Any) -> dict[str, Any]:
     """The random streams that differ between ranks."""
     return {"global": ckpt.capture_rng_state(), "train": rng.get_state().cpu(),
             "stream": stream.state_dict()}
 
 
-def _state(cfg: Config, nets: Networks, optimizers: dict, ranks: list[dict[str, Any]]
-           ) -> dict[str, Any]:
-    return {
+def _state(cfg: Config, nets: Networks, optimizers: dict, ranks: list[dict[str, Any]],
+           ema: GeneratorEMA | None = None, augment: DiscriminatorAugment | None = None,
+           best: dict[str, Any] | None = None) -> dict[str, Any]:
+    state = {
         "config": cfg.to_dict(),
         "networks": {k: v.state_dict() for k, v in nets.as_dict().items()},
         "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
         "world_size": len(ranks),
         "ranks": ranks,
     }
+    if ema is not None:
+        state["ema"] = {"G": ema.average.state_dict()}
+    if augment is not None:
+        state["ada"] = augment.state_dict()
+    if best:
+        state["best"] = dict(best)
+    return state
 
 
 def _restore(state: dict[str, Any], nets: Networks, optimizers: dict, rng: torch.Generator,
