@@ -35,7 +35,8 @@ EXCEPTIONS = {
 
 # Settings that make each subcommand tiny; appended (argparse keeps the last value given).
 TINY = {
-    "demo": ["--subjects", "4", "--iterations", "2", "--n-synthetic", "2", "--no-progress"],
+    "demo": ["--subjects", "4", "--heldout", "4", "--iterations", "2", "--n-synthetic", "2",
+             "--no-progress"],
     "train": ["--no-progress"],
     "generate": ["--n", "2", "--no-progress"],
     "evaluate": ["--comparisons", "30", "--msssim-comparisons", "6", "--split-repeats", "2",
