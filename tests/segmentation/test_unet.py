@@ -1,5 +1,9 @@
+import copy
+
 import torch
 
+from ratgan.segmentation import train as seg_train
+from ratgan.segmentation.metrics import make_loss
 from ratgan.segmentation.unet import PRESETS, UNetConfig, build_unet, pooling_factors
 
 
@@ -19,7 +23,7 @@ def test_unet_output_shape_and_roundtrip_config():
     assert again == cfg
 
 
-def test_training_stops_at_the_step_cap_and_keeps_the_best_weights():
+def test_training_stops_at_the_step_cap():
     from ratgan.segmentation.train import TrainSettings, segment, train_segmenter
 
     torch.manual_seed(0)
@@ -32,3 +36,46 @@ def test_training_stops_at_the_step_cap_and_keeps_the_best_weights():
     assert res.best_val_loss == min(h["val_loss"] for h in res.history)
     out = segment(res.model, torch.rand(1, 1, 12, 12, 6), box=((2, 10), (2, 10), (1, 5)))
     assert out.shape == (1, 1, 12, 12, 6) and out[0, 0, 0].max() == 0
+
+
+def test_early_stopping_restores_the_weights_of_the_best_validation_epoch(monkeypatch):
+    """The returned (and the saved) network is the one of the best epoch, not the last one.
+
+    The validation losses are scripted (epoch 2 best, then two worse epochs: patience 2 stops
+    after epoch 4), and a snapshot of the weights is taken at every validation, so the
+    expected weights are known independently of the training code's own bookkeeping.
+    """
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 8, 8, 4) * 2 - 1
+    y = (x > 0.3).long() * 2
+    x_val, y_val = x[:2], y[:2]
+    scripted = iter([0.5, 0.3, 0.4, 0.6, 0.1, 0.1])  # the last two would never be reached
+    snapshots, real_losses = [], []
+    real_validation = seg_train.validation_loss
+
+    def recording_validation(model, *args, **kwargs):
+        snapshots.append(copy.deepcopy(model.state_dict()))
+        real_losses.append(real_validation(model, *args, **kwargs))
+        return next(scripted)
+
+    monkeypatch.setattr(seg_train, "validation_loss", recording_validation)
+    cfg = UNetConfig(channels=(4, 8), input_shape=(8, 8, 4))
+    res = seg_train.train_segmenter(x, y, x_val, y_val, cfg,
+                                    seg_train.TrainSettings(max_epochs=20, patience=2,
+                                                            batch_size=4))
+    assert res.epochs == 4 and len(snapshots) == 4
+    assert res.best_epoch == 2 and res.best_val_loss == 0.3
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    final = res.model.state_dict()
+    assert same(final, snapshots[1])
+    assert not same(final, snapshots[3])  # training moved on after the best epoch
+
+    # Re-evaluated from scratch, the returned network scores what epoch 2's weights scored.
+    res.model.eval()
+    with torch.no_grad():
+        loss = float(make_loss("dice")(res.model(x_val).float(), y_val))
+    assert abs(loss - real_losses[1]) < 1e-6
+    assert abs(loss - real_losses[3]) > 1e-6
