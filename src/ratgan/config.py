@@ -29,7 +29,7 @@ Network = Literal["G", "E", "D", "C"]
 
 @dataclass
 class ModelConfig:
-    """Architecture of the four alpha-GAN networks (SPEC section 2)."""
+    """Architecture of the four alpha-GAN networks (docs/method.md section 2)."""
 
     volume_size: int = 64
     """Side of the cubic volume the networks see: 4 * 2**k (32, 64, 128...)."""
@@ -79,7 +79,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Weights of the alpha-GAN objectives (SPEC section 3, paper eqs. 1-6)."""
+    """Weights of the alpha-GAN objectives (docs/method.md section 3, paper eqs. 1-6)."""
 
     l1: float = 0.0
     mse: float = 100.0
@@ -103,7 +103,7 @@ class OptimConfig:
 
 @dataclass
 class AugmentConfig:
-    """Conventional augmentation (SPEC section 1); each transform applied independently."""
+    """Conventional augmentation (docs/method.md §1); each transform applied independently."""
 
     mode: Literal["all", "flip", "none"] = "all"
     rotate_prob: float = 0.1

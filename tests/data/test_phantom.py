@@ -80,7 +80,7 @@ def test_labels_hold_four_classes_in_plausible_fractions(scans):
 def test_brain_volume_varies_like_a_rat_cohort(scans):
     volumes = np.array([(labels > 0).sum() for _, labels in scans], float)
     cov = volumes.std() / volumes.mean()
-    assert 0.01 < cov < 0.10  # about 4% expected (SPEC section 1)
+    assert 0.01 < cov < 0.10  # about 4% expected (docs/method.md section 1)
 
 
 def test_images_look_like_surface_coil_epi(scans):

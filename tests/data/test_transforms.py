@@ -1,4 +1,4 @@
-"""Preprocessing (SPEC section 1) and its inverse."""
+"""Preprocessing (docs/method.md section 1) and its inverse."""
 
 from __future__ import annotations
 

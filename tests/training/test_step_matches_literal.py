@@ -21,7 +21,7 @@ from ratgan.training.alphagan import AlphaGANStep, frozen
 
 
 def literal_iteration(nets: Networks, opt: dict, cfg, x1, x2, rng) -> dict[str, torch.Tensor]:
-    """The published loop, call by call (SPEC section 3), drawing from ``rng`` in our order."""
+    """The published loop, call by call (docs/method.md §3), drawing from ``rng`` in our order."""
     E, G, D, C = nets.encoder, nets.generator, nets.discriminator, nets.code_discriminator
     B, L = len(x1), cfg.model.latent_dim
     z_r = torch.randn(B, L, generator=rng)

@@ -1,4 +1,4 @@
-"""Conventional augmentation of whole batches on their device (SPEC section 1).
+"""Conventional augmentation of whole batches on their device (docs/method.md section 1).
 
 Per sample and independently, each with its probability: rotation about each axis, flip along
 one axis, intensity scaling, zoom, Gaussian noise and translation.  Parameters are drawn on the

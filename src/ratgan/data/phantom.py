@@ -1,6 +1,6 @@
 """The built-in cohort: procedural T2*-weighted EPI scans of rat heads with GM/WM/CSF labels.
 
-A stand-in for the SIGMA cohort (SPEC section 1) that anyone can generate: 64 x 64 x 40 voxels
+A stand-in for the SIGMA cohort (docs/method.md §1) that anyone can generate: 64 x 64 x 40 voxels
 of 0.375 x 0.375 x 0.5 mm, magnitude images as a surface coil on top of the head sees them, and
 tissue labels (0 background, 1 GM, 2 WM, 3 CSF) drawn from the same geometry.
 
@@ -131,7 +131,7 @@ class PhantomParams:
 
 
 def sample_params(rng: np.random.Generator) -> PhantomParams:
-    """Draw one subject's parameters; volume coefficients of variation are about 4% (SPEC 1)."""
+    """Draw one subject's parameters; volumes vary with a CV of about 4% (docs/method.md §1)."""
 
     def normal(mean: float, sd: float, lo: float, hi: float) -> float:
         return float(np.clip(rng.normal(mean, sd), lo, hi))

@@ -1,4 +1,4 @@
-"""The paper's preprocessing (SPEC section 1) and its exact inverse.
+"""The paper's preprocessing (docs/method.md section 1) and its exact inverse.
 
 Forward: optional average pooling by an integer factor, centred zero pad/crop to the
 network's cube, min/max rescale to [-1, 1].  Inverse: rescale back to the recorded range,
@@ -104,7 +104,7 @@ def _check_3d(volume: np.ndarray, what: str) -> np.ndarray:
 
 def preprocess(volume: np.ndarray, target_shape: tuple[int, int, int] = (64, 64, 64),
                downsample: int = 1) -> tuple[np.ndarray, PreprocessInfo]:
-    """Turn a 3-D scan into a float32 volume of ``target_shape`` in [-1, 1] (SPEC section 1).
+    """Turn a 3-D scan into a float32 volume of ``target_shape`` in [-1, 1] (docs/method.md §1).
 
     Steps: (1) when ``downsample`` > 1, zero-pad (centred) to a multiple of it and
     average-pool by it; (2) centred zero pad/crop to ``target_shape``; (3) min/max rescale to

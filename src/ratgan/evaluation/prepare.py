@@ -1,4 +1,4 @@
-"""Reading the scan sets of an evaluation and preparing them as SPEC section 5 says.
+"""Reading the scan sets of an evaluation and preparing them as docs/method.md section 5 says.
 
 Every volume of every set goes through the same preparation: its intensities are rescaled to
 [0, 1] (min/max per volume) and it is centre-cropped to the shape of the real scans (a 64^3
@@ -56,7 +56,7 @@ def rescale_unit(volume: np.ndarray) -> np.ndarray:
 def centre_crop(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Centre-crop ``volume`` to ``shape`` (each axis at least as long as the target).
 
-    The crop keeps ``(size - target) // 2`` voxels before, as the SPEC's padding put
+    The crop keeps ``(size - target) // 2`` voxels before, as the preprocessing's padding put
     ``(target - size) // 2`` before: a 64-slice network volume keeps slices 12:52.
     """
     if volume.ndim != len(shape) or any(s < t for s, t in zip(volume.shape, shape)):
@@ -66,7 +66,7 @@ def centre_crop(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def prepare_volume(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """SPEC section 5 preparation: crop to the source shape, then rescale to [0, 1]."""
+    """docs/method.md section 5 preparation: crop to the source shape, then rescale to [0, 1]."""
     return rescale_unit(centre_crop(np.asarray(volume), shape))
 
 

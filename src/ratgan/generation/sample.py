@@ -1,4 +1,4 @@
-"""Sampling a trained run and exporting NIfTI scans in a real scan's space (SPEC section 4).
+"""Sampling a trained run and exporting NIfTI scans in a real scan's space (docs/method.md §4).
 
 z ~ N(0, I) -> G -> crop to the source shape -> rescale from [-1, 1] to the source intensity
 range -> NIfTI with the header and affine of a real reference scan, so that a synthetic file

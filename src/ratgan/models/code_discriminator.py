@@ -1,4 +1,4 @@
-"""The code discriminator C: a critic on latent codes (SPEC section 2)."""
+"""The code discriminator C: a critic on latent codes (docs/method.md section 2)."""
 
 from __future__ import annotations
 

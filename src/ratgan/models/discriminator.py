@@ -1,4 +1,4 @@
-"""The discriminator D and the encoder E, which share one convolutional trunk (SPEC section 2)."""
+"""The discriminator D and the encoder E, sharing one convolutional trunk (docs/method.md §2)."""
 
 from __future__ import annotations
 

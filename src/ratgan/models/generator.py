@@ -1,4 +1,4 @@
-"""The generator G: latent code -> volume in [-1, 1] (SPEC section 2)."""
+"""The generator G: latent code -> volume in [-1, 1] (docs/method.md section 2)."""
 
 from __future__ import annotations
 

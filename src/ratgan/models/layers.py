@@ -1,4 +1,4 @@
-"""Small building blocks shared by the four alpha-GAN networks (SPEC section 2).
+"""Small building blocks shared by the four alpha-GAN networks (docs/method.md section 2).
 
 Plain ``torch.nn``: MONAI's ``Convolution``/``ADN`` blocks order and configure their layers
 differently (e.g. their instance norm and bias defaults, and no nearest-upsample + conv block

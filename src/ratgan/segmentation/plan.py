@@ -1,4 +1,4 @@
-"""The ten tests of the paper's Table 4 (SPEC section 6), scaled to the user's real set.
+"""The ten tests of the paper's Table 4 (docs/method.md section 6), scaled to the user's real set.
 
 The real labelled scans are split once into a test split (scored, never trained on), a
 validation split (early stopping for every test) and the real training split R.  With

@@ -1,6 +1,6 @@
 """Training of the segmentation U-Net with early stopping on a validation split of real scans.
 
-As in the paper (SPEC section 6): Adam, lr 5e-4, a multi-class Dice loss, and early stopping
+As in the paper (docs/method.md §6): Adam, lr 5e-4, a multi-class Dice loss, and early stopping
 on the validation loss with the best weights restored; the epoch cap and patience are
 settings so that a CPU run stays affordable.
 """

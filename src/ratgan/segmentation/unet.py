@@ -1,4 +1,4 @@
-"""The segmentation network of the downstream test (SPEC section 6): a 3D U-Net for 4 classes.
+"""The segmentation network of the downstream test (docs/method.md §6): a 3D U-Net for 4 classes.
 
 The paper's network (Rodrigues 2018, Keras) has five levels of two 3x3x3 convolutions with
 ReLU and 64, 128, 256, 512, 1024 channels, 2x2x2 max pooling (2x2x1 before the deepest level

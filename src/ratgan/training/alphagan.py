@@ -1,4 +1,4 @@
-"""One alpha-GAN iteration as three named phases (SPEC section 3).
+"""One alpha-GAN iteration as three named phases (docs/method.md section 3).
 
 (1) encoder/generator step on a batch, (2) discriminator step on the next batch with x~ from the
 just-updated E and G, (3) code-discriminator step on that batch's codes.

@@ -1,4 +1,4 @@
-"""The alpha-GAN objectives as pure tensor functions (SPEC section 3, paper eqs. 1-6).
+"""The alpha-GAN objectives as pure tensor functions (docs/method.md section 3, paper eqs. 1-6).
 
 Nothing here synchronises with the host (no ``.item()``).  Each objective returns
 ``(total, parts)``: ``total`` carries the autograd graph; ``parts`` holds the unweighted terms

@@ -1,6 +1,6 @@
-"""The presets build exactly the networks of SPEC section 2 (parameter counts and layer types).
+"""The presets build exactly the networks of docs/method.md §2 (parameter counts and layer types).
 
-Expected parameter counts are written out from the SPEC layer list, not read from the modules.
+Expected counts come from the layer list of docs/method.md section 2, not from the modules.
 Networks are built on the meta device: structure only, no memory and no forward pass.
 """
 
@@ -23,7 +23,7 @@ K4 = 4 * 4 * 4  # generator stem, discriminator / encoder kernels
 def expected_counts(latent: int, batch_g: bool, batch_de: tuple[bool, bool], batch_c: bool,
                     channels: int = 1, widths: tuple[int, ...] = (64, 128, 256, 512),
                     hidden: int = 4096) -> dict[str, int]:
-    """Parameter counts from the SPEC layer list.
+    """Parameter counts from the layer list of docs/method.md section 2.
 
     G: ConvTranspose3d(L, w_deep, k4) then k3 convs down the widths to C, no biases; BatchNorm3d
     (2 per channel) after every layer but the last.  D/E: k4 convs C -> widths -> 1 or L, with
@@ -87,7 +87,7 @@ def test_hand_arithmetic_matches_one_written_out_total():
 
 
 @pytest.mark.parametrize("name", list(PRESET_TABLE))
-def test_parameter_counts_match_spec(name):
+def test_parameter_counts_match_the_method_doc(name):
     _, nets = meta_networks(name)
     assert nets.parameter_counts() == expected_counts(*PRESET_TABLE[name])
 
@@ -103,7 +103,7 @@ def test_parameter_counts_128_and_32(name):
 
 
 @pytest.mark.parametrize("name", list(LAYER_TABLE))
-def test_layer_types_match_spec(name):
+def test_layer_types_match_the_method_doc(name):
     g_norm, g_act, d_norm, e_norm, c_batch, sn = LAYER_TABLE[name]
     cfg, nets = meta_networks(name)
     G, E, D, C = (nets.as_dict()[k] for k in "GEDC")
