@@ -41,12 +41,16 @@ TINY = {
     "generate": ["--n", "2", "--no-progress"],
     "evaluate": ["--comparisons", "30", "--msssim-comparisons", "6", "--split-repeats", "2",
                  "--no-figures", "--no-progress"],
-    "segbench": ["--tests", "1,2", "--seeds", "1", "--shape", "16", "16", "8", "--channels",
+    # The README's GAN trained on scans/, the same tiny cohort as labelled/: segbench rightly
+    # refuses that overlap unless told; one atlas suffices for a 4-scan cohort.
+    "segbench": ["--allow-overlap", "--atlases", "1",
+                 "--tests", "1,2", "--seeds", "1", "--shape", "16", "16", "8", "--channels",
                  "4,8", "--max-epochs", "2", "--patience", "2", "--gate-margin", "50",
                  "--no-progress"],  # a 2-iteration model passes the quality gate only so
     "turing create": ["--n-real", "2", "--n-per-model", "2"],
     "turing serve": ["--port", "0"],
     "phantom": ["--subjects", "2", "--no-progress"],
+    "label": ["--k", "2", "--workers", "1", "--no-progress"],
     "show": [],
 }
 
