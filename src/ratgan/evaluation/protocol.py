@@ -27,6 +27,7 @@ import torch
 
 from ratgan.evaluation import features as feat
 from ratgan.evaluation import memorisation as mem
+from ratgan.evaluation.anatomy_stage import anatomy_rows
 from ratgan.evaluation.metrics import PSNR_MSE_FLOOR, MSSSIMSettings, ms_ssim
 from ratgan.evaluation.prepare import ScanSet
 
@@ -55,6 +56,8 @@ class EvaluationSettings:
     """Volumes per batch through the random feature network."""
     device: str = "cpu"
     progress: bool = True
+    anatomy: bool = True
+    """Also compute the set-level distances in the anatomy feature space (needs labels)."""
 
     def to_dict(self) -> dict:
         """Plain dict of the settings."""
@@ -312,6 +315,11 @@ def evaluate(real: ScanSet, synthetic: list[ScanSet], settings: EvaluationSettin
         rows[ref_name if name == "reference" else name].update(per)
     timing["features"] = time.perf_counter() - t
 
+    # --- the same distances in the anatomy feature space (its own module)
+    t = time.perf_counter()
+    anatomy = anatomy_rows(real, heldout, synthetic, settings, gens[4])
+    timing["anatomy"] = time.perf_counter() - t
+
     # --- memorisation
     t = time.perf_counter()
     if heldout is not None:
@@ -378,6 +386,7 @@ def evaluate(real: ScanSet, synthetic: list[ScanSet], settings: EvaluationSettin
         "shape": list(shape),
         "settings": settings_dict,
         "features": {**extractor.describe(), **set_info},
+        "anatomy": anatomy,
         "sets": sets,
         "rows": rows,
         "histogram_bins": HIST_BINS,

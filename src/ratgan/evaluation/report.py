@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ratgan.evaluation.anatomy_stage import anatomy_markdown
+
 # metric key -> (column title, direction): "max", "min" or "target" (closest to the real value)
 PAPER_COLUMNS = {
     "msssim": ("MS-SSIM (≈ real)", "target"),
@@ -178,6 +180,7 @@ the real set; mean/std-map RMSE: between their per-voxel mean (std) maps (first 
 
 {table(results, EXTRA_COLUMNS)}
 
+{anatomy_markdown(results)}
 ## Memorisation
 
 For each synthetic scan, its most similar training (real) scan by global NCC; the reference
