@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out
     t0 = time.perf_counter()
     if args.run is not None:
-        from ratgan.training.run import read_run_data
+        from ratgan.runs import read_run_data
 
-        real = Path(read_run_data(args.run)["source"])
+        real = Path(read_run_data(args.run).source)
         config_source = str(args.run / "config.yaml")
     else:
         real = out / "real"

@@ -1,13 +1,27 @@
-"""Data flows one way (DESIGN.md): each package imports only from packages to its left."""
+"""Data flows one way (docs/architecture.md): each package imports only from packages to its
+left and from the shared bottom-level modules, which import no package at all."""
 
 import ast
+import sys
 from pathlib import Path
 
 ORDER = ["data", "models", "training", "generation", "evaluation", "segmentation", "turing"]
+BASE = {
+    # module: the ratgan modules it may import
+    "errors": set(),
+    "atomic": set(),
+    "config": {"errors", "atomic"},
+    "devices": {"errors"},
+    "runs": {"config", "errors", "atomic"},
+    "viz": {"atomic"},
+}
+"""Bottom-level modules every package may import."""
+BASE_THIRD_PARTY = {"torch", "yaml", "numpy", "matplotlib"}
 ROOT = Path(__file__).resolve().parents[1] / "src" / "ratgan"
 
 
-def _imports(path: Path) -> set[str]:
+def _ratgan_imports(path: Path) -> set[str]:
+    """The ratgan modules or packages (first name after ``ratgan.``) that ``path`` imports."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ratgan."):
@@ -19,12 +33,39 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def test_packages_import_only_from_their_left():
+def _other_imports(path: Path) -> set[str]:
+    """Top-level names of the non-ratgan modules that ``path`` imports."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+    return found - {"ratgan", "__future__"}
+
+
+def test_packages_import_only_from_their_left_and_the_base_modules():
     later_stages = set(ORDER[4:])  # evaluation, segmentation, turing are siblings
     for i, pkg in enumerate(ORDER):
         allowed = set(ORDER[:i + 1])
         if pkg in later_stages:
             allowed = set(ORDER[:4]) | {pkg}
         for path in (ROOT / pkg).rglob("*.py"):
-            bad = {m for m in _imports(path) if m in ORDER and m not in allowed}
+            bad = _ratgan_imports(path) - allowed - set(BASE)
             assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_base_modules_import_no_package():
+    for name, allowed in BASE.items():
+        path = ROOT / f"{name}.py"
+        bad = _ratgan_imports(path) - allowed
+        assert not bad, f"{name}.py imports {sorted(bad)}"
+        foreign = _other_imports(path) - set(sys.stdlib_module_names) - BASE_THIRD_PARTY
+        assert not foreign, f"{name}.py imports {sorted(foreign)}"
+
+
+def test_the_training_loop_is_imported_only_by_training_and_the_front_ends():
+    users = {path.relative_to(ROOT).as_posix() for path in ROOT.rglob("*.py")
+             if any(isinstance(n, ast.ImportFrom) and n.module == "ratgan.training.run"
+                    for n in ast.walk(ast.parse(path.read_text())))}
+    assert {u for u in users if not u.startswith(("training/", "cli/"))} <= {"demo.py"}

@@ -52,6 +52,7 @@ def test_config_errors_name_the_field(capsys, tmp_path):
     bad.write_text("base: sigmarat2\nmodel: {latent_dim: -3}\ntrain: {precision: fp16}\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r"), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert "train.precision" in err and "error" in err
+    assert "train.precision must be one of 'fp32', 'bf16' (got 'fp16')" in err
+    assert "model.latent_dim must be a positive integer (got -3)" in err
     assert main(["train", "--config", "nonexistent-preset", "--out", "x", "--dry-run"]) == 2
     assert "neither a YAML file nor a preset" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import matplotlib.colors as mcolors
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
@@ -39,7 +40,39 @@ def test_orthogonal_views_without_and_with_labels(tmp_path, rng):
     overlay = _assert_png(viz.orthogonal_views(vols, tmp_path / "b.png", labels=labels,
                                                zooms=(0.375, 0.375, 0.5)))
     assert plain.shape[0] > plain.shape[1] / 3  # two rows of three panels
-    assert overlay.shape[2] in (3, 4)
+    assert overlay.shape[0] > overlay.shape[1] / 3
+
+
+def test_overlay_draws_each_class_in_its_colour_and_leaves_unlabelled_voxels_grey(tmp_path):
+    # A mid-grey volume (window 0..1 set by one black voxel and a bright corner block, both off
+    # the central planes) with bands along the slice axis z: GM below z=10, WM to 20, CSF to
+    # 26, unlabelled above.  Coronal and sagittal planes show all four bands, axial only WM.
+    n = 32
+    vol = np.full((n, n, n), 0.5, np.float32)
+    vol[:6, :6, :6] = 1.0
+    vol[-1, -1, -1] = 0.0
+    z = np.arange(n)[None, None, :]
+    labels = np.broadcast_to(np.select([z < 10, z < 20, z < 26], [1, 2, 3], 0), vol.shape)
+    img = mpimg.imread(viz.orthogonal_views([vol], tmp_path / "o.png", labels=[labels]))[..., :3]
+
+    grey = np.full(3, 128 / 255)  # the grey colormap's colour of 0.5
+    expected = {k: viz.LABEL_ALPHA * np.array(mcolors.to_rgb(viz.LABEL_COLOURS[k]))
+                + (1 - viz.LABEL_ALPHA) * grey for k in (1, 2, 3)}
+    expected[0] = grey
+
+    def where(colour):
+        return np.all(np.abs(img - colour) < 0.02, axis=-1)
+
+    counts = {k: int(where(c).sum()) for k, c in expected.items()}
+    # pixel areas follow the band widths: GM 2x10 rows of 32 voxels, WM 2x10 + a whole 32x32
+    # axial plane, CSF 2x6, unlabelled 2x6 (all planes are drawn at one scale)
+    per_voxel = counts[1] / 20 / n
+    assert per_voxel > 50
+    for k, voxels in {2: 20 * n + n * n, 3: 12 * n, 0: 12 * n}.items():
+        assert counts[k] == pytest.approx(voxels * per_voxel, rel=0.1), (k, counts)
+    # with origin at the bottom, GM (low z) is drawn below CSF (higher z), which is below grey
+    rows = {k: np.nonzero(where(expected[k]))[0].mean() for k in (1, 3, 0)}
+    assert rows[1] > rows[3] > rows[0]
 
 
 def test_orthogonal_views_uses_the_voxel_size_for_the_aspect(tmp_path, rng):
@@ -83,7 +116,7 @@ def test_montage_rejects_bad_arguments(tmp_path, rng):
         viz.montage([[_volume(rng)]], tmp_path / "m.png", row_titles=["a", "b"])
 
 
-def test_viz_imports_only_numpy_and_matplotlib():
+def test_viz_imports_only_numpy_matplotlib_and_ratgan_atomic():
     tree = ast.parse(Path(viz.__file__).read_text())
     roots = set()
     for node in ast.walk(tree):
@@ -91,5 +124,5 @@ def test_viz_imports_only_numpy_and_matplotlib():
             roots |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             roots.add(node.module.split(".")[0])
-    assert roots <= {"__future__", "os", "uuid", "collections", "pathlib", "numpy",
-                     "matplotlib"}, roots
+    assert roots <= {"__future__", "collections", "pathlib", "typing", "numpy", "matplotlib",
+                     "ratgan"}, roots

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ratgan.atomic import atomic_write_text
 from ratgan.errors import RatganError
 
 Norm = Literal["batch", "instance", "none"]
@@ -358,6 +359,13 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     problems: list[str] = []
     cfg = _build(Config, data, "", problems)
     if problems:
+        # Report the value checks too (one message lists every problem), where the types let
+        # them run and for fields without a type problem already.
+        named = {p.split()[0] for p in problems}
+        try:
+            problems += [p for p in _semantic_problems(cfg) if p.split()[0] not in named]
+        except (TypeError, ValueError):
+            pass
         raise RatganError("invalid config: " + "; ".join(problems) + ".")
     return cfg.validate()
 
@@ -376,6 +384,4 @@ def load_config(source: str, overrides: dict[str, Any] | None = None) -> Config:
 
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

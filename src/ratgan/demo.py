@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ratgan.atomic import atomic_write_text
 from ratgan.config import load_config
 from ratgan.data.io import list_scans, read_scan
+from ratgan.runs import run_paths
 from ratgan.training import checkpoint as ckpt
 
 
@@ -55,7 +57,7 @@ def run_demo(out: str | Path, subjects: int = 64, iterations: int | None = None,
     with _stage("training", timings, progress):
         resume = bool(ckpt.list_checkpoints(run_dir))
         train(cfg, data_dir, run_dir, resume=resume, progress=progress)
-        plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
+        plot_loss_curves(run_paths(run_dir).metrics, run_paths(run_dir).loss_curves)
 
     with _stage("generation", timings, progress):
         generate_scans(run_dir, n_synthetic, synth_dir, seed=seed, device=device,
@@ -105,7 +107,7 @@ def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
                   evaluation: dict, timings: dict[str, float], subjects: int,
                   n_synthetic: int) -> None:
     root = report.parent
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(ln) for ln in run_paths(run_dir).metrics.read_text().splitlines()]
     last = rows[-1]
     lines = [
         "# ratgan demo report",
@@ -123,7 +125,7 @@ def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
         "",
         "## Training",
         "",
-        f"![loss curves]({_rel(run_dir / 'loss_curves.png', root)})",
+        f"![loss curves]({_rel(run_paths(run_dir).loss_curves, root)})",
         "",
         f"Last logged losses (iteration {last['iteration']}): "
         + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("iteration", "seconds"))
@@ -136,6 +138,4 @@ def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
     lines += ["## Time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
     lines += [f"| total | {sum(timings.values()):.1f} |", ""]
-    tmp = report.with_name(report.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, report)
+    atomic_write_text(report, "\n".join(lines))

@@ -1,23 +1,24 @@
 """Figures of 3-D scans as PNG files: orthogonal views and slice montages.
 
 Used by every stage of the project (data checks, training samples, evaluation reports), so it
-imports only numpy and matplotlib.  Figures are drawn on matplotlib's non-interactive Agg canvas
-without pyplot, so no display and no global backend state are needed, and each PNG is written
-atomically (a temporary file in the same folder, then ``os.replace``).
+imports only numpy, matplotlib and ``ratgan.atomic``.  Figures are drawn on matplotlib's
+non-interactive Agg canvas without pyplot, so no display and no global backend state are needed,
+and each PNG is written atomically (:func:`save_figure`, which every figure of the package uses).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from ratgan.atomic import atomic_path
 
 LABEL_NAMES = {1: "GM", 2: "WM", 3: "CSF"}
 """Names of the tissue labels drawn by the overlay (0 is background and stays transparent)."""
@@ -57,22 +58,20 @@ def _label_cmap() -> tuple[ListedColormap, int]:
     return ListedColormap(colours), n
 
 
-def _save(fig: Figure, out_png: Path | str) -> Path:
-    """Write ``fig`` to ``out_png`` atomically and return the path."""
-    out = Path(out_png)
+def save_figure(fig: Figure, out: Path | str, **savefig: Any) -> Path:
+    """Write a ``matplotlib.figure.Figure`` (made without pyplot) to ``out`` atomically, in the
+    format its suffix names (PNG by default); ``savefig`` are ``Figure.savefig`` options."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    # a unique hidden name in the same folder (so os.replace is atomic), created with the
-    # usual permissions (tempfile.mkstemp would make it private)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with open(tmp, "xb") as fh:
-            fig.savefig(fh, format="png", dpi=100, facecolor="black")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", **savefig)
     return out
+
+
+def _save(fig: Figure, out_png: Path | str) -> Path:
+    """Write a scan figure (black background) to ``out_png`` atomically."""
+    return save_figure(fig, out_png, dpi=100, facecolor="black")
 
 
 def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:

@@ -114,16 +114,17 @@ def test_bad_generation_options_are_clear_errors(tiny_run, tmp_path, kwargs, mat
 
 
 def test_generating_leaves_a_running_trainings_temporary_checkpoint_alone(tiny_run, tmp_path):
-    # A trainer writes ckpt_N.pt.tmp, then renames it; a reader must not delete it meanwhile.
+    # A trainer writes a temporary file, then renames it; a reader must not delete it meanwhile.
+    from ratgan.atomic import atomic_path
     from ratgan.training import checkpoint as ckpt
 
-    partial = ckpt.checkpoint_path(tiny_run, 4).with_suffix(".pt.tmp")
-    partial.write_bytes(b"being written")
-    try:
+    final = ckpt.checkpoint_path(tiny_run, 4)
+    with pytest.raises(KeyboardInterrupt), atomic_path(final) as partial:  # a write in progress
+        partial.write_bytes(b"being written")
         generate_scans(tiny_run, 1, tmp_path / "g", progress=False)
         assert partial.exists()
-    finally:
-        partial.unlink()
+        raise KeyboardInterrupt  # the trainer is killed: its write never completes
+    assert not final.exists()
 
 
 def test_sigmarat1_shaped_generator_with_spectral_norm_loads_exactly(phantom_dir, tmp_path):

@@ -1,7 +1,6 @@
 """The training loop: run folder, resume equality, crash safety, divergence handling."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -88,28 +87,35 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(phantom_dir, 
 
 def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(phantom_dir,
                                                                                 tmp_path):
+    # The trainer runs through a test-side wrapper whose torch.save stalls for 60 s after the
+    # first 4096 bytes of the checkpoint of iteration 4.
     run = tmp_path / "run"
-    env = dict(os.environ, RATGAN_TEST_CHECKPOINT_PAUSE="4:60")
-    cmd = [sys.executable, "-m", "ratgan", "train", "--config", "tiny", "--data",
+    wrapper = Path(__file__).with_name("pausing_trainer.py")
+    cmd = [sys.executable, str(wrapper), "4", "60", "train", "--config", "tiny", "--data",
            str(phantom_dir), "--out", str(run), "--iterations", "6", "--no-progress"]
     cfg_yaml = tmp_path / "tiny2.yaml"
     cfg_yaml.write_text("base: tiny\ntrain: {checkpoint_every: 2, log_every: 1, "
                         "sample_every: 100, keep_checkpoints: 10}\n")
     cmd[cmd.index("tiny")] = str(cfg_yaml)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    partial = run / "checkpoints" / "ckpt_0000004.pt.tmp"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def partials() -> list[Path]:  # the atomic writer's hidden temporary file of iteration 4
+        return list((run / "checkpoints").glob(".ckpt_0000004.pt.*.tmp"))
+
     deadline = time.time() + 120
-    while not (partial.exists() and partial.stat().st_size >= 4096):
+    while not (partials() and partials()[0].stat().st_size >= 4096):
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "the checkpoint write never started"
         time.sleep(0.05)
+    partial = partials()[0]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [2]
     with pytest.raises(Exception):  # noqa: B017 - a half-written file does not load
         torch.load(partial, weights_only=False)
-    done = subprocess.run(cmd[:-1] + ["--resume", "--no-progress"], capture_output=True,
-                          text=True, env=dict(os.environ), check=False)
+    resume = [sys.executable, "-m", "ratgan", *cmd[cmd.index("train"):-1], "--resume",
+              "--no-progress"]
+    done = subprocess.run(resume, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert not partial.exists()
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [2, 4, 6]

@@ -114,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``ratgan evaluate``."""
     import torch
 
+    from ratgan.devices import select_device
     from ratgan.errors import RatganError
     from ratgan.evaluation import EvaluationSettings, MSSSIMSettings, run_evaluation
-    from ratgan.training.run import select_device
 
     if args.msssim_kernel % 2 == 0:
         raise RatganError(f"--msssim-kernel must be odd (got {args.msssim_kernel}).")

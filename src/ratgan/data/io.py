@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import csv
 import glob
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from ratgan.atomic import atomic_path
 from ratgan.errors import RatganError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -296,14 +295,11 @@ def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RatganError(f"cannot create folder {path.parent} ({_first_line(exc)}).") from None
-    # a hidden unique name in the same folder (same file system, so os.replace is atomic);
-    # nibabel creates it, so it gets the usual permissions
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{_suffix(path)}"
+    # nibabel picks the format from the temporary name, so it ends like the destination
     try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    except Exception as exc:  # noqa: BLE001 - whatever failed, leave no partial file behind
-        tmp.unlink(missing_ok=True)
+        with atomic_path(path, suffix=_suffix(path)) as tmp:
+            nib.save(img, str(tmp))
+    except Exception as exc:  # noqa: BLE001 - whatever failed, no partial file is left behind
         raise RatganError(f"could not write NIfTI file {path} ({_first_line(exc)}).") from None
     return path
 

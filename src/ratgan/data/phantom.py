@@ -20,14 +20,13 @@ scipy.ndimage only and writes files through ``ratgan.data.io``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from ratgan.atomic import atomic_write_json
 
 SHAPE = (64, 64, 40)
 """Voxels of a scan: left-right, ventral-dorsal (phase encoding), caudal-rostral (slices)."""
@@ -523,7 +522,5 @@ def write_cohort(out: Path, subjects: int, seed: int, progress: bool = True) -> 
     manifest = {"generator": "ratgan.data.phantom", "seed": seed, "subjects": subjects,
                 "shape": list(SHAPE), "zooms": list(ZOOMS), "labels": LABELS,
                 "scans": records}
-    tmp = out / f".phantom.json.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / "phantom.json")
+    atomic_write_json(out / "phantom.json", manifest, indent=1)
     return paths

@@ -44,7 +44,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ratgan.atomic import atomic_path
 from ratgan.errors import RatganError
 from ratgan.evaluation import features as feat
 
@@ -314,11 +314,10 @@ def fit_anatomy_features(real_volumes: np.ndarray, real_labels: np.ndarray, seed
         space.choose_features(vols)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        torch.save({"state": net.state_dict(), "fit_seconds": space.fit_seconds,
-                    "history": history, "train_dice": space.train_dice,
-                    "settings": settings.key(), "seed": seed}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"state": net.state_dict(), "fit_seconds": space.fit_seconds,
+                        "history": history, "train_dice": space.train_dice,
+                        "settings": settings.key(), "seed": seed}, tmp)
     return space
 
 

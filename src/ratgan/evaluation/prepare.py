@@ -5,7 +5,7 @@ Every volume of every set goes through the same preparation: its intensities are
 network-space volume loses 12 slices before and 12 after, keeping the 40 source slices).
 
 A source is a folder, glob or CSV of NIfTI scans (anything ``ratgan.data.io.list_scans``
-reads) or a trained run folder (``config.yaml`` + ``checkpoints/``), from which scans are first
+reads) or a trained run folder (``ratgan.runs.is_run_folder``), from which scans are first
 generated with ``ratgan.generation.generate_scans``.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ratgan.errors import RatganError
+from ratgan.runs import is_run_folder
 
 
 @dataclass
@@ -67,12 +68,6 @@ def centre_crop(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def prepare_volume(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """SPEC section 5 preparation: crop to the source shape, then rescale to [0, 1]."""
     return rescale_unit(centre_crop(np.asarray(volume), shape))
-
-
-def is_run_folder(source: str | Path) -> bool:
-    """Whether ``source`` is a ratgan training run folder (config.yaml and checkpoints/)."""
-    p = Path(source)
-    return p.is_dir() and (p / "config.yaml").is_file() and (p / "checkpoints").is_dir()
 
 
 def target_shape(paths: list[Path]) -> tuple[int, int, int]:

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ratgan.atomic import atomic_write_json, atomic_write_text
 from ratgan.evaluation.anatomy_stage import anatomy_markdown
 
 # metric key -> (column title, direction): "max", "min" or "target" (closest to the real value)
@@ -230,9 +229,7 @@ def _json_safe(obj):
 def write_json(results: dict, path: Path) -> None:
     """metrics.json: every number of the results (figures' arrays left out), atomically."""
     data = {k: v for k, v in results.items() if not k.startswith("_")}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
+    atomic_write_json(path, _json_safe(data), ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------- figures
@@ -252,10 +249,9 @@ def _extents(shape: tuple[int, ...], zooms: tuple[float, ...]) -> tuple[tuple, t
 
 def figure_montage(results: dict, path: Path, per_set: int = 8) -> None:
     """Central axial slice of up to ``per_set`` scans of every set."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ratgan.viz import save_figure
 
     arr = results["_arrays"]
     sets = [("real", arr["real"])]
@@ -264,8 +260,8 @@ def figure_montage(results: dict, path: Path, per_set: int = 8) -> None:
     sets += [(s.name, s) for s in arr["synthetic"]]
     ext = _extents(arr["real"].shape, arr["real"].zooms)[0]
     cols = min(per_set, max(len(s) for _, s in sets))
-    fig, axes = plt.subplots(len(sets), cols, figsize=(1.6 * cols, 1.5 * len(sets)),
-                             squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.5 * len(sets)))
+    axes = fig.subplots(len(sets), cols, squeeze=False)
     for r, (name, s) in enumerate(sets):
         for c in range(cols):
             ax = axes[r, c]
@@ -275,16 +271,14 @@ def figure_montage(results: dict, path: Path, per_set: int = 8) -> None:
                           origin="lower", extent=ext)
         axes[r, 0].set_title(name, loc="left", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def figure_maps(results: dict, path: Path) -> None:
     """Per-voxel mean and std maps (axial and coronal) of every set, and |mean - real mean|."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ratgan.viz import save_figure
 
     arr = results["_arrays"]
     maps = arr["maps"]
@@ -298,7 +292,8 @@ def figure_maps(results: dict, path: Path) -> None:
                              for n, m in maps.items() if n != ref])
     titles = ["mean (axial)", "mean (coronal)", "std (axial)", "std (coronal)",
               "|mean - real mean| (axial)"]
-    fig, axes = plt.subplots(len(names), 5, figsize=(12, 2.3 * len(names)), squeeze=False)
+    fig = Figure(figsize=(12, 2.3 * len(names)))
+    axes = fig.subplots(len(names), 5, squeeze=False)
     for r, name in enumerate(names):
         mean, std = maps[name]
         panels = [(_slices(mean)[0], mean_max, "gray", ext_ax),
@@ -317,20 +312,19 @@ def figure_maps(results: dict, path: Path) -> None:
                 fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
         axes[r, 0].set_ylabel("real" if name == ref else name, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def figure_histograms(results: dict, path: Path) -> None:
     """Voxel intensity distributions of every set (log density)."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ratgan.viz import save_figure
 
     bins = results["histogram_bins"]
     centres = (np.arange(bins) + 0.5) / bins
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
     for name, h in results["intensity_histograms"].items():
         style = {"color": "k", "lw": 2} if name == results["reference_row"] else {"lw": 1.2}
         label = "real" if name == results["reference_row"] else name
@@ -340,24 +334,23 @@ def figure_histograms(results: dict, path: Path) -> None:
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def figure_memorisation(results: dict, path: Path) -> None:
     """Histograms of nearest-training-scan NCC, real reference vs each synthetic set: the
     whole range (left) and zoomed on the real reference's range (right)."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ratgan.viz import save_figure
 
     rows = results["rows"]
     ref = np.asarray(rows[results["reference_row"]]["memorisation"]["nn_ncc"])
     synth = {n: r["memorisation"] for n, r in rows.items() if r["role"] == "synthetic"}
     lo_all = min([float(ref.min())] + [float(np.min(m["nn_ncc"])) for m in synth.values()])
     zoom_lo = max(-1.0, float(ref.min()) - 2 * (1 - float(ref.min())) - 1e-3)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     for ax, lo in zip(axes, (min(lo_all, zoom_lo), zoom_lo)):
         edges = np.linspace(lo, 1.0, 41)
         ax.hist(np.clip(ref, lo, 1), bins=edges, density=True, histtype="stepfilled",
@@ -374,8 +367,7 @@ def figure_memorisation(results: dict, path: Path) -> None:
     axes[1].set_title("zoom on the real range (lower values piled at the left edge)", fontsize=9)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def write_report(results: dict, out_dir: Path, figures: bool = True) -> dict[str, Path]:
@@ -389,5 +381,5 @@ def write_report(results: dict, out_dir: Path, figures: bool = True) -> dict[str
             fn(results, out_dir / name)
             paths[name] = out_dir / name
     write_json(results, paths["metrics"])
-    paths["report"].write_text(markdown(results))
+    atomic_write_text(paths["report"], markdown(results))
     return paths

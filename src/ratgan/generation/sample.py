@@ -8,7 +8,6 @@ from (seed, index), so any single scan can be regenerated from the manifest.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,11 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ratgan.atomic import atomic_write_json
 from ratgan.config import Config
+from ratgan.devices import select_device
 from ratgan.errors import RatganError
 from ratgan.models import Generator
+from ratgan.runs import read_run_config, read_run_data
 from ratgan.training import checkpoint as ckpt
-from ratgan.training.run import read_run_config, read_run_data, select_device
 
 MANIFEST = "manifest.json"
 
@@ -93,8 +94,7 @@ def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tupl
     from ratgan.data.transforms import preprocess
 
     if reference is None:
-        entries = read_run_data(run_dir)["entries"]
-        reference = entries[0]["image"]
+        reference = read_run_data(run_dir).entries[0].image
         if not Path(reference).is_file():
             raise RatganError(f"the run's first training scan {reference} is gone; pass "
                               "--reference with a real scan to copy the header from.")
@@ -178,8 +178,6 @@ def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int =
         while pending:
             finish_oldest()
     bar.close()
-    tmp = out_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"run": str(run_dir.resolve()), "n": n, "seed": seed,
-                               "scans": records}, indent=2))
-    os.replace(tmp, out_dir / MANIFEST)
+    atomic_write_json(out_dir / MANIFEST, {"run": str(run_dir.resolve()), "n": n, "seed": seed,
+                                           "scans": records})
     return written

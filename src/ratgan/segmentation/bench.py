@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ratgan.atomic import atomic_write_json, atomic_write_text
 from ratgan.errors import RatganError
+from ratgan.runs import is_run_folder
 from ratgan.segmentation.data import (
     SegSet,
     brain_box,
@@ -171,13 +172,7 @@ class BenchOptions:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def read_runs(out: Path) -> list[dict]:
@@ -189,11 +184,6 @@ def read_runs(out: Path) -> list[dict]:
         return json.loads(path.read_text())["runs"]
     except (json.JSONDecodeError, KeyError) as exc:
         raise RatganError(f"{path} is damaged ({exc}); delete it to rerun every test.") from None
-
-
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` is an alpha-GAN run folder (config.yaml + checkpoints/)."""
-    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -347,7 +337,7 @@ class Benchmark:
             if res.accepted.any():
                 accepted.append(syn.subset(np.flatnonzero(res.accepted)))
 
-        if is_run_dir(src):
+        if is_run_folder(src):
             from ratgan.generation import generate_scans
 
             n_ok, n_all = 0, 0
@@ -571,14 +561,14 @@ def conclusion(rows: list[dict]) -> str:
 
 def bar_chart(rows: list[dict], path: Path) -> None:
     """Grouped bars of global/GM/WM/CSF Dice per test with std error bars."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ratgan.viz import save_figure
 
     n = len(rows)
     width = 0.2
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * n + 3), 4))
+    fig = Figure(figsize=(max(6, 1.1 * n + 3), 4))
+    ax = fig.subplots()
     xs = np.arange(n)
     for k, s in enumerate(TABLE_SCORES):
         means = [r["scores"][s]["mean"] for r in rows]
@@ -594,10 +584,7 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title("Segmentation Dice per test (mean ± std over seeds)")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=120)
 
 
 def write_reports(out: Path, runs: list[dict], opt: BenchOptions, wall: float = 0.0,
@@ -627,9 +614,7 @@ def write_reports(out: Path, runs: list[dict], opt: BenchOptions, wall: float = 
                "seconds": {"all_runs": round(total, 1), "this_call": round(wall, 1),
                            "runs_this_call": ran}}
     write_json(out / "results.json", results)
-    tmp = out / "table.md.tmp"
-    tmp.write_text(md)
-    os.replace(tmp, out / "table.md")
+    atomic_write_text(out / "table.md", md)
     if rows:
         bar_chart(rows, out / "dice.png")
     return results

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ratgan.atomic import atomic_path
+from ratgan.devices import select_device
 from ratgan.segmentation.metrics import make_loss
 from ratgan.segmentation.unet import SegUNet, UNetConfig, build_unet
 
@@ -57,13 +59,6 @@ class TrainResult:
     def epochs(self) -> int:
         """Epochs run."""
         return len(self.history)
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _autocast(device: torch.device, precision: str):
@@ -176,16 +171,14 @@ def predict(model: SegUNet, x: torch.Tensor, batch_size: int = 4, precision: str
 
 def save_model(path, result: TrainResult, extra: dict | None = None) -> None:
     """Write the network (weights + architecture) atomically."""
-    import os
     from pathlib import Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"net": result.model.cfg.to_dict(), "state": result.model.state_dict(),
-                "history": result.history, "best_epoch": result.best_epoch,
-                **(extra or {})}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"net": result.model.cfg.to_dict(), "state": result.model.state_dict(),
+                    "history": result.history, "best_epoch": result.best_epoch,
+                    **(extra or {})}, tmp)
 
 
 def load_model(path, device: str = "auto") -> tuple[SegUNet, dict]:

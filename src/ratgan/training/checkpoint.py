@@ -1,35 +1,35 @@
 """Checkpoints holding the whole training state, written atomically.
 
-A checkpoint is written to ``ckpt_XXXXXXX.pt.tmp`` in the run's ``checkpoints/`` folder, flushed
-and fsync'ed, then renamed: a process killed at any moment leaves either the previous complete
-checkpoints or the new complete one, never a half-written file under a checkpoint name.
+A checkpoint is written through ``ratgan.atomic`` (a hidden temporary file in the run's
+``checkpoints/`` folder, flushed and fsync'ed, then renamed): a process killed at any moment
+leaves either the previous complete checkpoints or the new complete one, never a half-written
+file under a checkpoint name.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ratgan import __version__
+from ratgan.atomic import atomic_path, leftovers
 from ratgan.errors import RatganError
+from ratgan.runs import run_paths
 
-CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt_(\d{7})\.pt$")
 
 
 def checkpoint_path(run_dir: Path, iteration: int) -> Path:
     """Where the checkpoint of ``iteration`` lives inside a run folder."""
-    return Path(run_dir) / CHECKPOINT_DIR / f"ckpt_{iteration:07d}.pt"
+    return run_paths(run_dir).checkpoints / f"ckpt_{iteration:07d}.pt"
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run, oldest first (temporary files are not listed)."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder = run_paths(run_dir).checkpoints
     if not folder.is_dir():
         return []
     found = []
@@ -40,62 +40,16 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-class _PausingWriter:
-    """File wrapper that sleeps once after ``pause_after`` bytes.
-
-    Only used when the environment variable RATGAN_TEST_CHECKPOINT_PAUSE="ITERATION:SECONDS" is
-    set, so that a test can SIGKILL a real training process in the middle of writing the
-    checkpoint of ITERATION.
-    """
-
-    def __init__(self, handle: Any, pause_after: int, seconds: float) -> None:
-        self._handle, self._left, self._seconds = handle, pause_after, seconds
-
-    def write(self, data: bytes) -> int:
-        written = self._handle.write(data)
-        if self._left is not None:
-            self._left -= written
-            if self._left <= 0:
-                self._handle.flush()
-                os.fsync(self._handle.fileno())
-                time.sleep(self._seconds)
-                self._left = None
-        return written
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._handle, name)
-
-
 def save_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any], keep: int = 2) -> Path:
     """Write ``state`` (plus version and iteration) atomically; keep the newest ``keep`` files."""
     final = checkpoint_path(run_dir, iteration)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + ".tmp")
     payload = {"format": 1, "ratgan_version": __version__, "iteration": iteration, **state}
-    pause = os.environ.get("RATGAN_TEST_CHECKPOINT_PAUSE", "")
-    with open(tmp, "wb") as handle:
-        target: Any = handle
-        if pause and int(pause.split(":")[0]) == iteration:
-            target = _PausingWriter(handle, pause_after=4096, seconds=float(pause.split(":")[1]))
-        torch.save(payload, target)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    with atomic_path(final) as tmp:
+        torch.save(payload, tmp)
     for _, old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return final
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False
@@ -117,13 +71,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: 
 def latest_checkpoint(run_dir: Path, remove_leftovers: bool = False) -> Path | None:
     """The newest complete checkpoint of a run, or None.
 
-    ``remove_leftovers`` deletes ``.tmp`` files of interrupted writes: only for the trainer that
-    owns the run (when resuming), never for a reader, which would delete the temporary file of a
-    checkpoint that a running training is writing.
+    ``remove_leftovers`` deletes the temporary files of interrupted writes: only for the trainer
+    that owns the run (when resuming), never for a reader, which would delete the temporary file
+    of a checkpoint that a running training is writing.
     """
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if remove_leftovers and folder.is_dir():
-        for leftover in folder.glob("*.pt.tmp"):
+    if remove_leftovers:
+        for leftover in leftovers(run_paths(run_dir).checkpoints, "ckpt_*.pt"):
             leftover.unlink(missing_ok=True)
     found = list_checkpoints(run_dir)
     return found[-1][1] if found else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,9 @@ _PANELS = {
 
 def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
     """Plot every logged loss against the iteration; None when nothing is logged yet."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ratgan.viz import save_figure
 
     if not Path(metrics_path).is_file():
         return None
@@ -33,7 +31,8 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
     if not rows:
         return None
     its = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, len(_PANELS), figsize=(4.2 * len(_PANELS), 3.4))
+    fig = Figure(figsize=(4.2 * len(_PANELS), 3.4))
+    axes = fig.subplots(1, len(_PANELS))
     for ax, (title, keys) in zip(axes, _PANELS.items()):
         for key in keys:
             if key in rows[0]:
@@ -43,11 +42,7 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = Path(out_png).with_name(Path(out_png).stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_png)
-    return Path(out_png)
+    return save_figure(fig, out_png, dpi=100)
 
 
 @torch.no_grad()

@@ -1,19 +1,12 @@
-"""A training run: its folder, the endless loop, logging, figures and checkpoints.
+"""A training run: the endless loop, logging, figures and checkpoints.
 
-Run folder layout::
-
-    RUN/config.yaml        resolved config (what --resume and generation rebuild from)
-    RUN/data.json          the training scans and their preprocessing (reference for export)
-    RUN/metrics.jsonl      one line per logging interval: iteration, time, mean losses
-    RUN/loss_curves.png    the loss curves (like the paper's Fig. 8)
-    RUN/samples/           montages of generated scans every sample_every iterations (Fig. 9)
-    RUN/checkpoints/       ckpt_XXXXXXX.pt: networks, optimisers, iteration, RNG, config, version
+What it writes into the run folder (config, data record, metrics, loss curves, sample montages,
+checkpoints) is described, and located, by ``ratgan.runs``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -23,67 +16,32 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ratgan.config import Config, config_from_dict, save_config
+from ratgan.atomic import atomic_write_text
+from ratgan.config import Config
 from ratgan.data.augment import BatchAugmenter
 from ratgan.data.dataset import Cohort, EndlessBatches, load_cohort
 from ratgan.data.transforms import labels_to_channels
+from ratgan.devices import select_device
 from ratgan.errors import RatganError
 from ratgan.models import Networks, build_networks
+from ratgan.runs import (
+    RunData,
+    RunScan,
+    read_run_config,
+    read_run_data,
+    run_paths,
+    write_run_config,
+    write_run_data,
+)
 from ratgan.training import checkpoint as ckpt
 from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
 from ratgan.training.figures import plot_loss_curves, save_sample_montage
 from ratgan.training.host_memory import keep_freed_host_memory
 
-CONFIG_FILE = "config.yaml"
-DATA_FILE = "data.json"
-METRICS_FILE = "metrics.jsonl"
-
 
 class TrainingDiverged(RatganError):
     """A loss became NaN or Inf; the last good checkpoint is kept."""
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then the CPU; anything else must be available."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RatganError(f"--device {name!r} is not a device name "
-                          "(try auto, cpu, cuda).") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RatganError(f"--device {name} was asked for but this machine has no CUDA GPU.")
-    return device
-
-
-def read_run_config(run_dir: Path) -> Config:
-    """The resolved config stored in a run folder."""
-    import yaml
-
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise RatganError(f"{run_dir} is not a ratgan run folder (no {CONFIG_FILE}).")
-    return config_from_dict(yaml.safe_load(path.read_text()))
-
-
-def read_run_data(run_dir: Path) -> dict[str, Any]:
-    """The data record of a run: source, scan entries and their preprocessing infos."""
-    path = Path(run_dir) / DATA_FILE
-    if not path.is_file():
-        raise RatganError(f"{run_dir} is not a ratgan run folder (no {DATA_FILE}).")
-    return json.loads(path.read_text())
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def model_input(images: torch.Tensor, labels: torch.Tensor | None, cfg: Config) -> torch.Tensor:
@@ -110,7 +68,7 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> C
     """Check the run folder (every rank) and write the resolved config (rank 0 only)."""
     has_ckpt = bool(ckpt.list_checkpoints(run_dir))
     if resume:
-        if not (run_dir / CONFIG_FILE).is_file():
+        if not run_paths(run_dir).config.is_file():
             raise RatganError(f"--resume: {run_dir} holds no run to resume.")
         stored = read_run_config(run_dir)
         stored.train.iterations = cfg.train.iterations
@@ -121,7 +79,7 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> C
                           "continue it or choose another --out.")
     if write:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / CONFIG_FILE)
+        write_run_config(run_dir, cfg)
     return cfg
 
 
@@ -152,19 +110,18 @@ def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resu
     try:
         cfg = _prepare_run_dir(run_dir, cfg, resume, write=info.is_main)
         if resume:
-            data_source = read_run_data(run_dir)["source"]
+            data_source = read_run_data(run_dir).source
         elif data_source is None:
             raise RatganError("--data is required to start a new run.")
         cohort = load_cohort(data_source, cfg.data, require_labels=cfg.data.label_channels,
                              progress=progress and info.is_main)
         if not resume and info.is_main:
-            _write_json(run_dir / DATA_FILE, {
-                "source": str(data_source),
-                "entries": [{"image": str(Path(e.image).resolve()),
-                             "label": None if e.label is None else str(Path(e.label).resolve())}
-                            for e in cohort.entries],
-                "infos": [i.to_dict() for i in cohort.infos],
-            })
+            write_run_data(run_dir, RunData(
+                source=str(data_source),
+                entries=[RunScan(str(Path(e.image).resolve()),
+                                 None if e.label is None else str(Path(e.label).resolve()))
+                         for e in cohort.entries],
+                infos=[i.to_dict() for i in cohort.infos]))
         result = _loop(cfg, _shard(cohort, info), cohort.infos[0], run_dir, resume,
                        progress and info.is_main, info, device)
         distributed.finish(info)
@@ -176,6 +133,7 @@ def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resu
 def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resume: bool,
           progress: bool, info: distributed.DistInfo, device: torch.device) -> TrainResult:
     t_cfg = cfg.train
+    paths = run_paths(run_dir)
     torch.manual_seed(t_cfg.seed)  # same initial weights on every rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -199,7 +157,7 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
         _restore(state, nets, optimizers, rng, stream, info)
         start = int(state["iteration"])
         if info.is_main:
-            _truncate_metrics(run_dir / METRICS_FILE, start)
+            _truncate_metrics(paths.metrics, start)
     step = AlphaGANStep(nets, optimizers, cfg, device, rng,
                         wrap=distributed.wrapper(info, device))
 
@@ -225,22 +183,22 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
                 if not distributed.all_finite(finite, info):
                     raise TrainingDiverged(
                         f"a loss became NaN or Inf between iterations {it - len(window) + 1} "
-                        f"and {it}; the last good checkpoint is kept in {run_dir / 'checkpoints'}.")
+                        f"and {it}; the last good checkpoint is kept in {paths.checkpoints}.")
                 if info.is_main:
-                    last = _log(run_dir / METRICS_FILE, it, window, time.perf_counter() - t0,
+                    last = _log(paths.metrics, it, window, time.perf_counter() - t0,
                                 writer)
                     bar.set_postfix({k: f"{last[k]:.3g}" for k in
                                      ("eg_total", "d_total", "c_total") if k in last})
                 window = []
             if info.is_main and (it % t_cfg.sample_every == 0 or it == t_cfg.iterations):
                 save_sample_montage(nets.generator, sample_z, reference_info, cfg,
-                                    run_dir / "samples" / f"iter_{it:07d}.png", device)
+                                    paths.sample(it), device)
             if at_ckpt:
                 ranks = distributed.gather_objects(_rank_state(rng, stream), info)
                 if info.is_main:
                     ckpt.save_checkpoint(run_dir, it, _state(cfg, nets, optimizers, ranks),
                                          keep=t_cfg.keep_checkpoints)
-                    plot_loss_curves(run_dir / METRICS_FILE, run_dir / "loss_curves.png")
+                    plot_loss_curves(paths.metrics, paths.loss_curves)
     finally:
         bar.close()
         if writer is not None:
@@ -293,9 +251,7 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
         return
     keep = [ln for ln in path.read_text().splitlines()
             if ln.strip() and json.loads(ln)["iteration"] <= iteration]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _log(path: Path, iteration: int, window: list[dict[str, torch.Tensor]], seconds: float,
@@ -318,4 +274,4 @@ def _tensorboard(run_dir: Path) -> Any:
     except ImportError:
         raise RatganError("train.tensorboard is true but the tensorboard package is not "
                           "installed (pip install tensorboard).") from None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(run_paths(run_dir).tensorboard))

@@ -18,13 +18,14 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from ratgan.atomic import atomic_path
 from ratgan.errors import RatganError
 from ratgan.turing.render import WINDOW_PERCENTILES, layout_for, render_scan
 
@@ -244,10 +245,7 @@ def create_study(
 
     layout = layout_for(shape)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{STUDY_FILENAME}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    conn = sqlite3.connect(tmp)
-    try:
+    with atomic_path(target) as tmp, closing(sqlite3.connect(tmp)) as conn:
         conn.executescript(_SCHEMA)
         with conn:
             meta = {
@@ -286,10 +284,7 @@ def create_study(
                         "INSERT INTO item (rater_id, position, scan_id, public_id) VALUES (?, ?, ?, ?)",
                         (rater_id, position, scan_ids[int(k)], secrets.token_hex(16)),
                     )
-    finally:
-        conn.close()
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, target)
+        os.chmod(tmp, 0o600)
     study = Study(target)
     links = out / LINKS_FILENAME
     links.write_text(study.links_text(base_url) + "\n")
