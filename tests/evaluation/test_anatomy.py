@@ -28,7 +28,9 @@ def test_features_shape_cache_and_seed(kit, tmp_path):
     vols, labels = labelled(kit, 4, 0)
     space = fit_anatomy_features(vols, labels, seed=3, settings=TINY, cache_dir=tmp_path)
     f = space.features(vols)
-    assert f.shape == (4, space.dim) == (4, 4 + 4 + 8 + 8 + 2 * 8)
+    assert space.raw_dim == 4 + 4 + 8 + 8 + 2 * 8 and 0 < space.dim <= space.raw_dim
+    assert f.shape == (4, space.dim)
+    np.testing.assert_array_equal(f, space.raw_features(vols)[:, space.keep])
     assert np.isfinite(f).all() and not space.cached
     assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.tmp"))
     again = fit_anatomy_features(vols, labels, seed=3, settings=TINY, cache_dir=tmp_path)
@@ -92,7 +94,7 @@ def test_evaluate_reports_the_anatomy_space(kit, tiny_sets, tmp_path, monkeypatc
     assert set(anat["rows"]) == {"reference", "noise"}
     for row in anat["rows"].values():
         assert {"fd", "rbf_mmd", "precision", "recall"} <= set(row)
-    assert anat["info"]["steps"] == TINY.steps and anat["info"]["dim"] == 40
+    assert anat["info"]["steps"] == TINY.steps and anat["info"]["raw_dim"] == 40
     md = (out / "report.md").read_text()
     assert "anatomy feature space" in md and "| noise |" in md.split("anatomy feature")[1]
     assert len(list((tmp_path / "cache" / "anatomy").glob("*.pt"))) == 1

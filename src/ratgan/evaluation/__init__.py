@@ -2,8 +2,11 @@
 3D feature space, memorisation checks, and the report (Markdown, JSON, figures).
 
 ``run_evaluation`` is what ``ratgan evaluate`` calls; the pieces are importable on their own:
-``metrics`` (pairwise metrics), ``features`` (feature space and set distances),
-``memorisation``, ``protocol`` (pairings and the whole protocol), ``report``.
+``metrics`` (pairwise metrics), ``features`` (random feature space and set distances),
+``anatomy`` (the anatomy feature space: a segmentation network trained on the real labels),
+``anatomy_stage`` (its rows and report section), ``corruptions`` (known corruptions for
+validating feature spaces), ``memorisation``, ``protocol`` (pairings and the whole
+protocol), ``report``.
 """
 
 from __future__ import annotations
@@ -79,16 +82,19 @@ QUICK = {"comparisons": 2_100, "msssim_comparisons": 210, "split_repeats": 5}
 
 def evaluate_sets(real: str | Path, synthetic: dict[str, str | Path], out: str | Path,
                   seed: int = 0, progress: bool = True, quick: bool = False,
-                  heldout: str | Path | None = None, device: str = "cpu") -> dict:
+                  heldout: str | Path | None = None, device: str = "cpu",
+                  anatomy: bool = True) -> dict:
     """Evaluate and report, for callers such as ``ratgan demo``.
 
     Returns the results plus ``table_markdown`` (the paper-style table and the distribution
     table), ``report`` (path of report.md) and ``figures`` (title -> PNG path).  ``quick``
-    uses a tenth of the paper's comparisons (``QUICK``), which the report states.
+    uses a tenth of the paper's comparisons (``QUICK``), which the report states; ``anatomy``
+    False skips the anatomy feature space (which trains a network when the real scans have
+    label maps; see docs/evaluation.md).
     """
     from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, table
 
-    settings = EvaluationSettings(seed=seed, progress=progress, device=device,
+    settings = EvaluationSettings(seed=seed, progress=progress, device=device, anatomy=anatomy,
                                   **(QUICK if quick else {}))
     results = run_evaluation(real, synthetic, out, heldout=heldout, settings=settings)
     out = Path(out)

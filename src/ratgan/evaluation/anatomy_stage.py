@@ -95,7 +95,7 @@ def anatomy_markdown(results: dict) -> str:
     rows = {ref: {"role": "reference", **anat["rows"]["reference"]}}
     rows.update({n: {"role": "synthetic", **r} for n, r in anat["rows"].items()
                  if n != "reference"})
-    dice = ", ".join(f"{k} {v:.2f}" for k, v in info.get("train_dice", {}).items())
+    dice = ", ".join(f"label {k} {v:.2f}" for k, v in info.get("train_dice", {}).items())
     return head + (
         f"The encoder and coarse tissue-probability maps of a small 3D segmentation network "
         f"trained on the real scans' label maps ({info['dim']} features: encoder widths "
