@@ -1,7 +1,7 @@
 """Known answers for both feature spaces on a small phantom cohort.
 
 Held-out phantom scans must score closer to the reference scans than strongly corrupted
-copies of themselves.  The full table (96 subjects, three strengths, every corruption) is
+copies of themselves.  The full table (64 subjects, three strengths, every corruption) is
 ``benchmarks/feature_space_validation.py``; docs/evaluation.md shows it.
 """
 
