@@ -31,8 +31,12 @@ COLUMNS = {
 def real_labels(real: ScanSet) -> tuple[np.ndarray | None, str | None]:
     """Label maps (n, X, Y, Z) of the real set cropped like its scans, or (None, reason)."""
     from ratgan.data.io import list_scans, read_label, read_scan
+    from ratgan.errors import RatganError
 
-    by_image = {str(e.image): e.label for e in list_scans(real.source)}
+    try:
+        by_image = {str(e.image): e.label for e in list_scans(real.source)}
+    except RatganError:  # e.g. volumes built in memory, with no files behind them
+        return None, f"the real source {real.source} lists no scan files to find label maps for"
     labels = [by_image.get(str(p)) for p in real.paths]
     missing = sum(lab is None for lab in labels)
     if missing:
