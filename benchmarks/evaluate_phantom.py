@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         PAPER_COLUMNS,
         beats,
         memorisation_table,
+        row_metrics,
         table,
         value,
     )
@@ -156,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = EvaluationSettings(seed=args.seed, progress=True, **(QUICK if args.quick else {}))
     res = run_evaluation(real, synthetic, out / "report", heldout=heldout, settings=settings,
                          n_generate=n_syn)
-    rows = res["rows"]
-    ref_name = res["reference_row"]
+    rows = {name: row_metrics(res, name) for name in res.rows}
+    ref_name = res.reference_row
     ref = rows[ref_name]
     target = value(ref, "msssim")
 
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if "trained" in rows:
         check("held-out real (reference row)", ref, "trained", rows["trained"])
         check("trained", rows["trained"], "untrained", rows["untrained"])
-    timing = res["timing_s"]
+    timing = res.timing_s
     print("\ntiming (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items())
           + f", data preparation {prep_s:.1f}")
     print(f"report: {out / 'report' / 'report.md'}")

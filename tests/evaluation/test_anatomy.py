@@ -90,13 +90,16 @@ def test_evaluate_reports_the_anatomy_space(kit, tiny_sets, tmp_path, monkeypatc
     assert main(["evaluate", "--real", str(real), "--synthetic", f"noise={tiny_sets['noise']}",
                  "--heldout", str(tiny_sets["heldout"]), "--out", str(out), *fast]) == 0
     data = json.loads((out / "metrics.json").read_text())
-    anat = data["anatomy"]
-    assert set(anat["rows"]) == {"reference", "noise"}
+    spaces = {f["name"]: f for f in data["feature_spaces"]}
+    assert list(spaces) == ["random 3D conv", "anatomy"]
+    anat = spaces["anatomy"]
+    assert set(anat["rows"]) == {data["reference_row"], "noise"}
     for row in anat["rows"].values():
         assert {"fd", "rbf_mmd", "precision", "recall"} <= set(row)
-    assert anat["info"]["steps"] == TINY.steps and anat["info"]["raw_dim"] == 40
+    assert anat["steps"] == TINY.steps and anat["raw_dim"] == 40 and anat["subset_size"] >= 3
     md = (out / "report.md").read_text()
-    assert "anatomy feature space" in md and "| noise |" in md.split("anatomy feature")[1]
+    section = md.split("### Feature space: anatomy")[1].split("## Memorisation")[0]
+    assert "segmentation net" in section and "| noise |" in section
     assert len(list((tmp_path / "cache" / "anatomy").glob("*.pt"))) == 1
 
     # unlabelled real scans: the section says why it is skipped
@@ -104,5 +107,15 @@ def test_evaluate_reports_the_anatomy_space(kit, tiny_sets, tmp_path, monkeypatc
     assert main(["evaluate", "--real", str(tiny_sets["real"]), "--synthetic",
                  f"noise={tiny_sets['noise']}", "--out", str(out2), *fast]) == 0
     data = json.loads((out2 / "metrics.json").read_text())
-    assert "no label map" in data["anatomy"]["info"]["skipped"]
+    anat = {f["name"]: f for f in data["feature_spaces"]}["anatomy"]
+    assert "no label map" in anat["skipped"] and anat["rows"] == {}
     assert "Skipped: 10 of 10 real scans have no label map" in (out2 / "report.md").read_text()
+
+    # labelled, but turned off: skipped with that reason, nothing trained
+    out3 = tmp_path / "eval3"
+    assert main(["evaluate", "--real", str(real), "--synthetic", f"noise={tiny_sets['noise']}",
+                 "--out", str(out3), "--no-anatomy", *fast]) == 0
+    data = json.loads((out3 / "metrics.json").read_text())
+    assert {f["name"]: f for f in data["feature_spaces"]}["anatomy"]["skipped"] == \
+        "turned off (--no-anatomy)"
+    assert "Skipped: turned off (--no-anatomy)" in (out3 / "report.md").read_text()

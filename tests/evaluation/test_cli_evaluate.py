@@ -52,6 +52,32 @@ def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
     assert "MS-SSIM" in header and "NCC ↑" in header and "MAE ↓" in header and "MMD ↓" in header
     assert lines[1].startswith(f"| *{ref}*")  # the reference row comes first
     assert "**" in lines[3] and "**" not in lines[2]  # padded (brains) beats noise: bold
+    assert "Protocol: **ratgan**" in md
+    # 6-scan subsets in 176 features: said out loud; distinct pairs behind the draws listed
+    assert "Unstable estimate" in md and "6 scans in 176 features" in md
+    distinct = data["rows"]["noise"]["ncc"]["distinct_pairs"]
+    assert f"| noise | 30 | {data['rows']['noise']['msssim']['distinct_pairs']} | 300 | " \
+        f"{distinct} |" in md
+    assert data["protocol"] == "ratgan"
+    memo = data["rows"][ref]["memorisation"]
+    assert memo["target_false_positive_rate"] == 0.01 and 0 < memo["threshold"] < 1
+
+
+def test_authors_protocol_is_named_in_the_report(tiny_sets, capsys):
+    out = tiny_sets["tmp"] / "authors"
+    rc = main(["evaluate", "--real", str(tiny_sets["real"]), "--synthetic",
+               f"noise={tiny_sets['noise']}", "--heldout", str(tiny_sets["heldout"]),
+               "--out", str(out), "--protocol", "authors", "--no-figures", *FAST])
+    assert rc == 0
+    assert "protocol: authors" in capsys.readouterr().out
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["protocol"] == "authors" and data["protocol_details"]["epochs"] == 100
+    assert data["protocol_details"]["padded_shape"] == [32, 32, 32]
+    ncc = data["rows"]["noise"]["ncc"]
+    assert ncc["epochs"] == 100 and ncc["std_over"] == "epoch averages"
+    assert ncc["comparisons"] == 100 * 5  # 10 real scans: 5 batches of 2 per epoch
+    md = (out / "report.md").read_text()
+    assert "the authors' protocol" in md and "std over the epoch averages" in md
 
 
 def test_bare_source_is_named_after_its_folder():
@@ -107,4 +133,4 @@ def test_evaluate_sets_for_the_demo(tiny_sets):
     assert res["report"] == out / "report.md" and res["report"].is_file()
     assert "| demo |" in res["table_markdown"] and "Fréchet" in res["table_markdown"]
     assert all(p.is_file() for p in res["figures"].values())
-    assert res["rows"]["demo"]["ncc"]["comparisons"] == 2_100
+    assert res["result"].rows["demo"].metrics["ncc"]["comparisons"] == 2_100

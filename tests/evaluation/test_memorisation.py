@@ -1,9 +1,11 @@
-"""Memorisation: nearest-training-scan NCC and near-copy flags."""
+"""Memorisation: shift-tolerant nearest-training-scan similarity and a calibrated near-copy
+threshold, measured on the built-in phantom cohort."""
 
 import numpy as np
 import pytest
 
 from ratgan.evaluation import memorisation as mem
+from ratgan.evaluation.prepare import rescale_unit
 
 
 def test_ncc_matrix_matches_corrcoef():
@@ -17,22 +19,89 @@ def test_ncc_matrix_matches_corrcoef():
             assert got[i, j] == pytest.approx(want, abs=1e-5)
 
 
-def test_near_copies_are_flagged_and_new_subjects_are_not(kit):
+def test_shift_tolerant_similarity_is_the_best_ncc_over_shifts():
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 9, 8, 7), dtype=np.float32)
+    b = rng.random((2, 9, 8, 7), dtype=np.float32)
+    r = 1
+    got = mem.similarity_matrix(a, b, max_shift=r)
+    for i in range(3):
+        for j in range(2):
+            centre = b[j, r:-r, r:-r, r:-r].ravel().astype(np.float64)
+            best = max(np.corrcoef(a[i, r + dx:9 - r + dx, r + dy:8 - r + dy,
+                                     r + dz:7 - r + dz].ravel(), centre)[0, 1]
+                       for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1))
+            assert got[i, j] == pytest.approx(best, abs=1e-5)
+    np.testing.assert_allclose(mem.similarity_matrix(a, b, max_shift=0), mem.ncc_matrix(a, b))
+
+
+def test_calibrated_threshold_has_the_normal_tail_it_promises():
+    rng = np.random.default_rng(3)
+    t = rng.normal(3.0, 0.2, 200_000)  # -log(1 - s) normal: the fitted tail is exact
+    ref = 1 - np.exp(-t)
+    thr = mem.calibrate(ref, 0.05)
+    assert np.mean(ref > thr.value) == pytest.approx(0.05, abs=0.003)
+    assert thr.false_positive_rate == 0.05
+    with pytest.raises(ValueError):
+        mem.calibrate(ref, 0.0)
+
+
+def _shifted_copy(volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``volume`` moved by 1-2 voxels on random axes (zero-filled), intensity scaled and
+    offset, then prepared like every evaluated scan."""
+    while True:
+        shift = rng.integers(-2, 3, 3)
+        if np.abs(shift).max() >= 1:
+            break
+    out = np.zeros_like(volume)
+    src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(shift, volume.shape))
+    dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(shift, volume.shape))
+    out[dst] = volume[src]
+    return rescale_unit(out * rng.uniform(0.6, 1.4) + rng.uniform(0.0, 0.1))
+
+
+@pytest.fixture(scope="module")
+def phantom_scans() -> np.ndarray:
+    """48 subjects of the built-in phantom cohort, prepared for evaluation."""
+    from ratgan.data.phantom import make_subject, subject_seed
+
+    return np.stack([rescale_unit(make_subject(subject_seed(0, i))[0]) for i in range(48)])
+
+
+def test_near_copy_threshold_on_the_phantom_cohort(phantom_scans):
+    """24 training scans; the threshold is calibrated on their leave-one-out neighbours.
+    Targets: at most 10 % of 24 never-seen real scans flagged, at least 95 % of copies."""
+    train, never_seen = phantom_scans[:24], phantom_scans[24:]
+    rng = np.random.default_rng(0)
+    copies = np.stack([_shifted_copy(v, rng) for v in train])
+    ref_nn, _ = mem.nearest(train, train, exclude_self=True)
+    thr = mem.calibrate(ref_nn)  # 1 % nominal false positives
+    new_nn, _ = mem.nearest(never_seen, train)
+    copy_nn, copy_idx = mem.nearest(copies, train)
+    exact_nn, _ = mem.nearest(train[:6] * 0.5, train)
+    assert np.mean(new_nn > thr.value) <= 0.10
+    assert np.mean(copy_nn > thr.value) >= 0.95
+    assert (copy_idx == np.arange(24)).mean() >= 0.95  # and each points at its original
+    assert (exact_nn > thr.value).all()
+    # the plain global NCC cannot do this: shifted copies fall below real neighbours
+    plain_new, _ = mem.nearest(never_seen, train, max_shift=0)
+    plain_copy, _ = mem.nearest(copies, train, max_shift=0)
+    assert np.median(plain_copy) < np.median(plain_new)
+
+
+def test_summary_reports_the_real_baseline(kit):
     train = kit.brains(8, 11)
     rng = np.random.default_rng(1)
     copies = train[:3] + 0.002 * rng.standard_normal(train[:3].shape).astype(np.float32)
     new = kit.brains(5, 12)
     ref_nn, _ = mem.nearest(train, train, exclude_self=True)
     assert (ref_nn < 0.999).all()  # exclude_self: nobody is its own neighbour
-    syn = np.concatenate([copies, new])
-    nn, idx = mem.nearest(syn, train)
-    assert list(idx[:3]) == [0, 1, 2]
-    s = mem.summary(nn, ref_nn)
-    flagged = nn > s["threshold"]
-    assert flagged[:3].all() and (nn[:3] > 0.999).all()
-    # a new subject passes the max-of-real threshold with chance ~1/(n_train + 1) each
-    assert flagged[3:].sum() <= 1
-    assert s["near_copies"] == flagged.sum()
-    assert s["fraction"] == pytest.approx(flagged.mean())
-    assert s["threshold"] == pytest.approx(ref_nn.max())
-    assert mem.summary(nn, ref_nn, threshold=1.0)["near_copies"] == 0
+    nn, idx = mem.nearest(np.concatenate([copies, new]), train)
+    assert list(idx[:3]) == [0, 1, 2] and (nn[:3] > 0.999).all()
+    thr = mem.calibrate(ref_nn)
+    s = mem.summary(nn, ref_nn, thr)
+    flagged = nn > thr.value
+    assert flagged[:3].all()
+    assert s["near_copies"] == flagged.sum() and s["fraction"] == pytest.approx(flagged.mean())
+    assert s["reference_fraction"] == pytest.approx(np.mean(ref_nn > thr.value))
+    assert mem.summary(nn, ref_nn, mem.Threshold(1.0, "given", None))["near_copies"] == 0

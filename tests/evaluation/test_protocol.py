@@ -5,15 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ratgan.evaluation.pairs import draw_pairs, paired
 from ratgan.evaluation.prepare import ScanSet, centre_crop, prepare_volume, rescale_unit
-from ratgan.evaluation.protocol import (
-    EvaluationSettings,
-    draw_pairs,
-    evaluate,
-    histogram_w1,
-    paired,
-)
-from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, beats, value
+from ratgan.evaluation.protocol import EvaluationSettings, evaluate, histogram_w1
+from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, beats, row_metrics, value
 
 FAST = {"comparisons": 400, "msssim_comparisons": 40, "split_repeats": 3, "progress": False}
 
@@ -50,7 +45,7 @@ def test_pair_matrices_match_direct_pair_metrics(kit):
     import torch
 
     from ratgan.evaluation.metrics import pair_metrics
-    from ratgan.evaluation.protocol import pair_matrices
+    from ratgan.evaluation.pairs import pair_matrices
 
     a = np.stack([rescale_unit(v) for v in kit.brains(5, 0)])
     b = np.concatenate([a[:1] + 1e-4, kit.noise(3, 1)])  # a near-copy stresses cancellation
@@ -89,8 +84,8 @@ def test_real_beats_noise_on_every_metric(kit):
     noise = _set("noise", kit.noise(8, 3))
     settings = EvaluationSettings(**FAST)
     res = evaluate(real, [held, noise], settings, heldout=held)
-    rows = res["rows"]
-    ref = rows[res["reference_row"]]
+    rows = {name: row_metrics(res, name) for name in res.rows}
+    ref = rows[res.reference_row]
     target = value(ref, "msssim")
     keys = (*PAPER_COLUMNS, *EXTRA_COLUMNS)
     for better in (ref, rows["held-out"]):
@@ -100,8 +95,8 @@ def test_real_beats_noise_on_every_metric(kit):
     # the held-out set scored as a synthetic set reproduces the reference row's numbers
     for key in ("ncc", "mae", "mmd", "psnr", "rmse"):
         assert value(rows["held-out"], key) == pytest.approx(value(ref, key), rel=0.05)
-    assert rows["noise"]["memorisation"]["near_copies"] == 0
-    assert res["settings"]["msssim"]["scales"] == 3  # 32x32x20 holds 3 scales of kernel 3
+    assert res.memorisation.synthetic["noise"]["near_copies"] == 0
+    assert res.settings["msssim"]["scales"] == 3  # 32x32x20 holds 3 scales of kernel 3
 
 
 def test_same_seed_same_numbers(kit):
@@ -111,5 +106,19 @@ def test_same_seed_same_numbers(kit):
     b = evaluate(real, [syn], EvaluationSettings(**FAST))
     c = evaluate(real, [syn], EvaluationSettings(**{**FAST, "seed": 1}))
     for key in ("msssim", "ncc", "fd", "rbf_mmd"):
-        assert a["rows"]["syn"][key] == b["rows"]["syn"][key]
-    assert a["rows"]["syn"]["fd"] != c["rows"]["syn"]["fd"]
+        assert row_metrics(a, "syn")[key] == row_metrics(b, "syn")[key]
+    assert row_metrics(a, "syn")["fd"] != row_metrics(c, "syn")["fd"]
+
+
+def test_adding_a_set_keeps_the_other_sets_numbers(kit):
+    """Each stage draws from a stream named after the stage and the set."""
+    real = _set("real", kit.brains(8, 1))
+    syn = _set("syn", kit.brains(6, 4))
+    other = _set("other", kit.noise(6, 5))
+    settings = EvaluationSettings(**FAST)
+    alone = evaluate(real, [syn], settings)
+    with_other = evaluate(real, [other, syn], settings)
+    for key in ("msssim", "ncc", "mmd"):
+        assert row_metrics(alone, "syn")[key] == row_metrics(with_other, "syn")[key]
+    assert alone.rows[alone.reference_row].metrics["msssim"] == \
+        with_other.rows[with_other.reference_row].metrics["msssim"]

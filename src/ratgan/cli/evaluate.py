@@ -16,6 +16,16 @@ def _threshold(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"must be 'auto' or a number (got {text!r})") from None
 
 
+def _rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1) (got {text!r})") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1) (got {text!r})")
+    return v
+
+
 def _scales(text: str) -> int | None:
     if text == "auto":
         return None
@@ -71,9 +81,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-repeats", type=_positive, default=10,
                    help="repeats of the real split / subsampling for set distances (default 10)")
     p.add_argument("--knn-k", type=_positive, default=3, help="k of k-NN precision/recall")
+    p.add_argument("--protocol", choices=("ratgan", "authors"), default="ratgan",
+                   help="ratgan (ours, default) or authors: the published code's computation "
+                        "(batches of 2, padded volumes for NCC/MAE, Kwon's MS-SSIM, ± over "
+                        "epoch averages); docs/evaluation.md compares them")
     p.add_argument("--copy-threshold", type=_threshold, default=None,
-                   help="NCC above which a synthetic scan is flagged as a near-copy of a "
-                        "training scan, or auto (the real scans' largest nearest-neighbour NCC)")
+                   help="similarity above which a synthetic scan is flagged as a near-copy of a "
+                        "training scan, or auto (default: calibrated on real scans so that "
+                        "--copy-false-positive-rate of never-seen real scans pass it)")
+    p.add_argument("--copy-false-positive-rate", type=_rate, default=0.01,
+                   help="share of never-seen real scans the auto near-copy threshold may flag "
+                        "(default 0.01)")
     p.add_argument("--feature-seed", type=int, default=0,
                    help="seed of the random 3D feature network (compare only equal seeds)")
     p.add_argument("--n-generate", type=_positive, default=None,
@@ -123,17 +141,19 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     device = str(select_device(args.device))
     settings = EvaluationSettings(
-        seed=args.seed, comparisons=args.comparisons,
+        seed=args.seed, protocol=args.protocol, comparisons=args.comparisons,
         msssim_comparisons=args.msssim_comparisons,
         msssim=MSSSIMSettings(kernel_size=args.msssim_kernel, kernel_sigma=args.msssim_sigma,
                               scales=args.msssim_scales),
         split_repeats=args.split_repeats, knn_k=args.knn_k, copy_threshold=args.copy_threshold,
+        copy_false_positive_rate=args.copy_false_positive_rate,
         feature_seed=args.feature_seed, batch_size=args.batch_size, device=device,
         progress=not args.no_progress, anatomy=not args.no_anatomy)
-    results = run_evaluation(args.real, parse_sets(args.synthetic), args.out, args.heldout,
-                             settings, args.n_generate, figures=not args.no_figures)
+    result = run_evaluation(args.real, parse_sets(args.synthetic), args.out, args.heldout,
+                            settings, args.n_generate, figures=not args.no_figures)
     from ratgan.evaluation.report import PAPER_COLUMNS, table
 
-    print(table(results, PAPER_COLUMNS))
-    print(f"report: {args.out / 'report.md'} ({results['timing_s']['total']:.0f} s)")
+    print(f"protocol: {result.protocol}")
+    print(table(result, PAPER_COLUMNS))
+    print(f"report: {args.out / 'report.md'} ({result.timing_s['total']:.0f} s)")
     return 0

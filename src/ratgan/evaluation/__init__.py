@@ -2,11 +2,12 @@
 3D feature space, memorisation checks, and the report (Markdown, JSON, figures).
 
 ``run_evaluation`` is what ``ratgan evaluate`` calls; the pieces are importable on their own:
-``metrics`` (pairwise metrics), ``features`` (random feature space and set distances),
-``anatomy`` (the anatomy feature space: a segmentation network trained on the real labels),
-``anatomy_stage`` (its rows and report section), ``corruptions`` (known corruptions for
-validating feature spaces), ``memorisation``, ``protocol`` (pairings and the whole
-protocol), ``report``.
+``metrics`` (pairwise metrics), ``pairs`` (random pairings), ``features`` (random feature
+space and set distances), ``anatomy`` (the anatomy feature space: a segmentation network
+trained on the real labels), ``anatomy_stage`` (it as one more ``FeatureSpace``),
+``corruptions`` (known corruptions for validating feature spaces), ``memorisation``,
+``authors`` (the published code's computation), ``protocol`` (the stages and ``evaluate``),
+``results`` (the typed result), ``report``.
 """
 
 from __future__ import annotations
@@ -16,22 +17,29 @@ from pathlib import Path
 
 from ratgan.errors import RatganError
 from ratgan.evaluation.metrics import MSSSIMSettings
-from ratgan.evaluation.protocol import EvaluationSettings, evaluate
+from ratgan.evaluation.protocol import FeatureSpace, evaluate
+from ratgan.evaluation.results import EvaluationResult
+from ratgan.evaluation.settings import EvaluationSettings
 
-__all__ = ["EvaluationSettings", "MSSSIMSettings", "evaluate", "evaluate_sets", "run_evaluation"]
+__all__ = ["EvaluationResult", "EvaluationSettings", "FeatureSpace", "MSSSIMSettings",
+           "evaluate", "evaluate_sets", "run_evaluation"]
 
 
 def run_evaluation(real: str | Path, synthetic: dict[str, str | Path], out_dir: str | Path,
                    heldout: str | Path | None = None,
                    settings: EvaluationSettings | None = None, n_generate: int | None = None,
-                   figures: bool = True) -> dict:
+                   figures: bool = True,
+                   feature_spaces: list[FeatureSpace] | None = None) -> EvaluationResult:
     """Evaluate synthetic sets against real scans and write the report into ``out_dir``.
 
     ``real``: the real (training) scans — folder, glob or CSV.  ``synthetic``: name -> source,
     where a source is a folder/glob/CSV of NIfTI scans or a trained run folder (``n_generate``
     scans, default as many as there are real scans, are then generated into
     ``out_dir/generated/NAME`` first).  ``heldout``: optional real scans the generator never
-    saw, used for the reference row.  Returns the results (also in ``metrics.json``).
+    saw, used for the reference row.  ``feature_spaces``: where set-level distances are
+    measured (default: the fixed random 3D features, then the anatomy space fitted on the real
+    scans' label maps, skipped with the reason when there are none or ``settings.anatomy`` is
+    False).  Returns the result (its numbers are also in ``metrics.json``).
     """
     from ratgan.evaluation.prepare import load_set, resolve_source
     from ratgan.evaluation.report import write_report
@@ -65,15 +73,23 @@ def run_evaluation(real: str | Path, synthetic: dict[str, str | Path], out_dir: 
         s.generated_from = run
         sets.append(s)
     load_s = time.perf_counter() - t0
-    results = evaluate(real_set, sets, settings, held_set)
-    results["timing_s"]["loading"] = load_s
     t = time.perf_counter()
-    write_report(results, out_dir, figures=figures)
-    results["timing_s"]["report"] = time.perf_counter() - t
+    if feature_spaces is None:
+        from ratgan.evaluation.anatomy_stage import anatomy_space
+        from ratgan.evaluation.protocol import default_feature_spaces
+
+        feature_spaces = [*default_feature_spaces(settings), anatomy_space(real_set, settings)]
+    fit_s = time.perf_counter() - t
+    result = evaluate(real_set, sets, settings, held_set, feature_spaces)
+    result.timing_s["loading"] = load_s
+    result.timing_s["feature spaces: fit"] = fit_s
+    t = time.perf_counter()
+    write_report(result, out_dir, figures=figures)
+    result.timing_s["report"] = time.perf_counter() - t
     from ratgan.evaluation.report import write_json
 
-    write_json(results, out_dir / "metrics.json")
-    return results
+    write_json(result, out_dir / "metrics.json")
+    return result
 
 
 QUICK = {"comparisons": 2_100, "msssim_comparisons": 210, "split_repeats": 5}
@@ -86,25 +102,24 @@ def evaluate_sets(real: str | Path, synthetic: dict[str, str | Path], out: str |
                   anatomy: bool = True) -> dict:
     """Evaluate and report, for callers such as ``ratgan demo``.
 
-    Returns the results plus ``table_markdown`` (the paper-style table and the distribution
-    table), ``report`` (path of report.md) and ``figures`` (title -> PNG path).  ``quick``
-    uses a tenth of the paper's comparisons (``QUICK``), which the report states; ``anatomy``
-    False skips the anatomy feature space (which trains a network when the real scans have
-    label maps; see docs/evaluation.md).
+    Returns ``result`` (the ``EvaluationResult``), ``table_markdown`` (the paper-style table
+    and the distribution table), ``report`` (path of report.md) and ``figures`` (title -> PNG
+    path).  ``quick`` uses a tenth of the paper's comparisons (``QUICK``), which the report
+    states; ``anatomy`` False skips the anatomy feature space (which trains a network when
+    the real scans have label maps; see docs/evaluation.md).
     """
     from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, table
 
     settings = EvaluationSettings(seed=seed, progress=progress, device=device, anatomy=anatomy,
                                   **(QUICK if quick else {}))
-    results = run_evaluation(real, synthetic, out, heldout=heldout, settings=settings)
+    result = run_evaluation(real, synthetic, out, heldout=heldout, settings=settings)
     out = Path(out)
-    results["table_markdown"] = table(results, PAPER_COLUMNS) + "\n\n" + \
-        table(results, EXTRA_COLUMNS)
-    results["report"] = out / "report.md"
-    results["figures"] = {
+    figures = {
         "montage": out / "montage.png",
         "per-voxel mean and std maps": out / "mean_std_maps.png",
         "intensity histograms": out / "intensity_histograms.png",
         "memorisation": out / "memorisation.png",
     }
-    return results
+    tables = table(result, PAPER_COLUMNS) + "\n\n" + table(result, EXTRA_COLUMNS)
+    return {"result": result, "table_markdown": tables, "report": out / "report.md",
+            "figures": figures}

@@ -1,207 +1,135 @@
 """The evaluation protocol: the paper's Table 2 metrics, distribution distances and memorisation.
 
-Pairwise metrics (paper protocol, SPEC section 5):
-* MS-SSIM between random pairs of distinct scans *inside* one set (real-real, synthetic-
-  synthetic): diversity.  ``msssim_comparisons`` draws per set (paper: 2,100).
-* NCC, MAE, MMD, PSNR, RMSE between random (real, synthetic) pairs, ``comparisons`` draws per
-  set (paper: 21,000).  The reference row pairs held-out real scans with real ones, or, with
-  no held-out set, distinct real scans with each other.
-Draws cycle through random permutations, so every scan is used equally often; each distinct
-pair is computed once and counted as often as it was drawn.  Reported: mean ± std over draws.
+``evaluate`` runs five named stages and returns an ``EvaluationResult`` (``results``):
 
-Set-level distances in the random-feature space (see ``features``) and k-NN precision/recall
-compare each set with a reference real set ``A``: repeated ``split_repeats`` times, the real
-set is split in halves ``A`` and ``B`` (or ``A`` is the whole real set and ``B`` the held-out
-set); ``B`` gives the reference row (what a perfect generator scores) and every synthetic set
-is subsampled to ``B``'s size, because these estimators depend on the sample size.
+1. ``paper_metrics``: MS-SSIM between random pairs of distinct scans *inside* each set
+   (diversity, ``msssim_comparisons`` draws per set; paper: 2,100) and NCC, MAE, MMD, PSNR,
+   RMSE between random (real, synthetic) pairs (``comparisons`` draws; paper: 21,000), mean
+   ± std over draws (``pairs``).  The reference row pairs held-out real scans with real
+   ones, or, with no held-out set, distinct real scans with each other.  With
+   ``protocol="authors"`` this stage is the published code's computation instead
+   (``authors``).
+2. ``feature_distances``, once per feature space: RBF-MMD², Fréchet distance and k-NN
+   precision/recall of each set against a reference real set ``A`` — repeated
+   ``split_repeats`` times, the real set is split in halves ``A`` and ``B`` (or ``A`` is the
+   whole real set and ``B`` the held-out set); ``B`` gives the reference row and every
+   synthetic set is subsampled to ``B``'s size, because these estimators depend on it.
+3. ``memorisation_check``: each synthetic scan's most similar training scan, against a
+   threshold calibrated on real scans (``memorisation``).
+4. ``voxel_statistics``: per-voxel mean/std maps and intensity histograms.
+
+Every stage draws from its own named random stream (``settings.stream``), so adding a set or
+a stage never changes the numbers of another.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from ratgan.evaluation import features as feat
 from ratgan.evaluation import memorisation as mem
-from ratgan.evaluation.anatomy_stage import anatomy_rows
-from ratgan.evaluation.metrics import PSNR_MSE_FLOOR, MSSSIMSettings, ms_ssim
+from ratgan.evaluation.pairs import paired, within_msssim
 from ratgan.evaluation.prepare import ScanSet
+from ratgan.evaluation.results import (
+    EvaluationResult,
+    FeatureSpaceResult,
+    Memorisation,
+    Row,
+    VoxelStatistics,
+)
+from ratgan.evaluation.settings import EvaluationSettings, stream
 
-PAIR_METRICS = ("ncc", "mae", "mmd", "psnr", "rmse")
+__all__ = ["EvaluationSettings", "FeatureSpace", "default_feature_spaces", "evaluate"]
+
 SET_METRICS = ("rbf_mmd", "fd", "precision", "recall")
 HIST_BINS = 100
 
 
+class Extractor(Protocol):
+    """Anything mapping volumes (B, X, Y, Z) in [0, 1] to features (B, d)."""
+
+    def __call__(self, volumes: torch.Tensor) -> torch.Tensor: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 @dataclass
-class EvaluationSettings:
-    """Every knob of an evaluation (all recorded in metrics.json)."""
+class FeatureSpace:
+    """A named feature space in which set-level distances are measured."""
 
-    seed: int = 0
-    comparisons: int = 21_000
-    msssim_comparisons: int = 2_100
-    msssim: MSSSIMSettings = field(default_factory=MSSSIMSettings)
-    split_repeats: int = 10
-    knn_k: int = 3
-    copy_threshold: float | None = None
-    feature_seed: int = 0
-    batch_size: int = 2
-    """MS-SSIM pairs per batch.  On a CPU, small batches are fastest: larger ones allocate
-    temporaries big enough for the allocator to map and unmap them each time, and the page
-    faults cost more than batching saves (64x64x40, one thread: 7 ms per pair at 2, 25 at 8)."""
-    feature_batch: int = 4
-    """Volumes per batch through the random feature network."""
-    device: str = "cpu"
-    progress: bool = True
-    anatomy: bool = True
-    """Also compute the set-level distances in the anatomy feature space (needs labels)."""
-
-    def to_dict(self) -> dict:
-        """Plain dict of the settings."""
-        return asdict(self)
+    name: str
+    extractor: Extractor | None
+    skipped: str | None = None
+    """Why this space measures nothing (then ``extractor`` may be None); the report says so."""
 
 
-# --------------------------------------------------------------------------- pairings
+def default_feature_spaces(settings: EvaluationSettings) -> list[FeatureSpace]:
+    """The fixed random 3D convolutional features (``features``), seeded by
+    ``settings.feature_seed``."""
+    return [FeatureSpace("random 3D conv", feat.RandomConvFeatures(settings.feature_seed,
+                                                                   device=settings.device))]
 
 
-def _cycled(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` indices in [0, n) made of consecutive random permutations (balanced use)."""
-    reps = -(-count // n)
-    return np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
+# --------------------------------------------------------------------------- stage 1
 
 
-def draw_pairs(n_a: int, n_b: int | None, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` random pairs (i, j): i in set A, j in set B; ``n_b`` None pairs A with itself
-    (i != j).  Returns an int array (count, 2)."""
-    i = _cycled(n_a, count, rng)
-    if n_b is None:
-        if n_a < 2:
-            raise ValueError("pairs inside a set need at least two scans")
-        j = (i + 1 + rng.integers(0, n_a - 1, size=count)) % n_a
-    else:
-        j = _cycled(n_b, count, rng)
-    return np.stack([i, j], axis=1)
+def paper_metrics(real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet],
+                  settings: EvaluationSettings) -> tuple[dict[str, dict], dict[str, Any]]:
+    """The paper's metrics per row ("reference" and each synthetic set's name), and what the
+    protocol did (empty for ours)."""
+    if settings.protocol == "authors":
+        from ratgan.evaluation.authors import authors_metrics
+
+        return authors_metrics(real, heldout, synthetic, settings)
+    rows: dict[str, dict] = {"reference": {}, **{s.name: {} for s in synthetic}}
+    seed = settings.seed
+    rows["reference"]["msssim"] = within_msssim(
+        real.volumes, settings.msssim_comparisons, stream(seed, "msssim", "reference"),
+        settings, "MS-SSIM real")
+    for s in synthetic:
+        rows[s.name]["msssim"] = within_msssim(
+            s.volumes, settings.msssim_comparisons, stream(seed, "msssim", "synthetic", s.name),
+            settings, f"MS-SSIM {s.name}")
+    ref_rng = stream(seed, "pairs", "reference")
+    rows["reference"].update(
+        paired(heldout.volumes, real.volumes, settings.comparisons, ref_rng, settings,
+               "pairs held-out") if heldout is not None else
+        paired(real.volumes, None, settings.comparisons, ref_rng, settings, "pairs real"))
+    for s in synthetic:
+        rows[s.name].update(paired(real.volumes, s.volumes, settings.comparisons,
+                                   stream(seed, "pairs", "synthetic", s.name), settings,
+                                   f"pairs {s.name}"))
+    return rows, {}
 
 
-def _unique(pairs: np.ndarray, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
-    key = np.sort(pairs, axis=1) if symmetric else pairs
-    uniq, inverse = np.unique(key, axis=0, return_inverse=True)
-    return uniq, inverse.reshape(-1)
-
-
-def stats(values: np.ndarray, unique: int | None = None) -> dict:
-    """mean, std (over draws), standard error, min, max and counts of one metric."""
-    v = np.asarray(values, dtype=np.float64)
-    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-    out = {"mean": float(v.mean()), "std": std, "sem": std / max(len(v), 1) ** 0.5,
-           "min": float(v.min()), "max": float(v.max()), "comparisons": len(v)}
-    if unique is not None:
-        out["distinct_pairs"] = int(unique)
-    return out
-
-
-def _bar(total: int, desc: str, on: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="pair", disable=not on, leave=False)
-
-
-def pair_matrices(a: np.ndarray, b: np.ndarray | None, settings: EvaluationSettings,
-                  desc: str, block: int = 32) -> dict[str, np.ndarray]:
-    """NCC, MAE, MMD, PSNR, RMSE for *every* pair (a_i, b_j), as (n_a, n_b) matrices.
-
-    Computing all pairs with two library kernels is much faster than gathering the drawn
-    pairs one by one: a float64 Gram matrix of the centred volumes gives NCC and the sum of
-    squared differences (SSE = |a_c|^2 + |b_c|^2 - 2 a_c.b_c + N (mean_a - mean_b)^2), and
-    ``torch.cdist(p=1)`` gives the sum of absolute differences.
-    """
-    from tqdm.auto import tqdm
-
-    dev = torch.device(settings.device)
-    other = a if b is None else b
-    n = int(np.prod(a.shape[1:]))
-    ncc = np.zeros((len(a), len(other)))
-    sse = np.zeros_like(ncc)
-    sad = np.zeros_like(ncc)
-
-    def centred(v: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = torch.from_numpy(v).to(dev).reshape(len(v), -1).double()
-        mean = t.mean(1)
-        c = t - mean[:, None]
-        return t, c, mean, (c * c).sum(1)
-
-    for s in tqdm(range(0, len(a), block), desc=desc, unit="block", disable=not settings.progress,
-                  leave=False):
-        ta, ca, ma, qa = centred(a[s:s + block])
-        rows = slice(s, s + len(ta))
-        for t0 in range(0, len(other), block):
-            tb, cb, mb, qb = centred(other[t0:t0 + block])  # recomputed: memory stays bounded
-            cols = slice(t0, t0 + len(tb))
-            cross = ca @ cb.T
-            den = torch.sqrt(qa[:, None] * qb[None, :])
-            ncc[rows, cols] = torch.where(den > 0, cross / den.clamp_min(1e-300),
-                                          torch.zeros_like(cross)).cpu().numpy()
-            sse[rows, cols] = (qa[:, None] + qb[None, :] - 2 * cross
-                               + n * (ma[:, None] - mb[None, :]) ** 2).clamp_min(0).cpu().numpy()
-            sad[rows, cols] = torch.cdist(ta[None], tb[None], p=1)[0].cpu().numpy()
-    mse = sse / n
-    return {"ncc": ncc, "mae": sad / n, "mmd": sse,
-            "psnr": 10 * np.log10(1.0 / np.maximum(mse, PSNR_MSE_FLOOR)), "rmse": np.sqrt(mse)}
-
-
-def paired(a: np.ndarray, b: np.ndarray | None, count: int, rng: np.random.Generator,
-           settings: EvaluationSettings, desc: str) -> dict:
-    """NCC, MAE, MMD, PSNR, RMSE over ``count`` random pairs (a_i, b_j) (b None: inside a)."""
-    pairs = draw_pairs(len(a), None if b is None else len(b), count, rng)
-    uniq, _ = _unique(pairs, symmetric=b is None)
-    mats = pair_matrices(a, b, settings, desc)
-    return {k: stats(mats[k][pairs[:, 0], pairs[:, 1]], len(uniq)) for k in PAIR_METRICS}
-
-
-def within_msssim(volumes: np.ndarray, count: int, rng: np.random.Generator,
-                  settings: EvaluationSettings, desc: str) -> dict:
-    """MS-SSIM over ``count`` random pairs of distinct scans of one set."""
-    if len(volumes) < 2 or count < 1:
-        return {"mean": float("nan"), "std": float("nan"), "comparisons": 0}
-    pairs = draw_pairs(len(volumes), None, count, rng)
-    uniq, inverse = _unique(pairs, symmetric=True)
-    dev = torch.device(settings.device)
-    vals = np.empty(len(uniq))
-    step = max(1, settings.batch_size)
-    with _bar(len(uniq), desc, settings.progress) as bar:
-        for s in range(0, len(uniq), step):
-            idx = uniq[s:s + step]
-            x = torch.from_numpy(volumes[idx[:, 0]]).to(dev)
-            y = torch.from_numpy(volumes[idx[:, 1]]).to(dev)
-            vals[s:s + len(idx)] = ms_ssim(x, y, settings.msssim).cpu().double().numpy()
-            bar.update(len(idx))
-    return stats(vals[inverse], len(uniq))
-
-
-# --------------------------------------------------------------------------- set level
+# --------------------------------------------------------------------------- stage 2
 
 
 def set_level(real: np.ndarray, heldout: np.ndarray | None, synthetic: dict[str, np.ndarray],
-              settings: EvaluationSettings, rng: np.random.Generator) -> dict:
+              settings: EvaluationSettings, rng: np.random.Generator
+              ) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
     """RBF-MMD^2, Fréchet distance, precision and recall of each set against real halves.
 
     ``real``, ``heldout`` and the synthetic arrays are feature matrices (n, d).  Returns
-    ``{"reference": {...}, name: {...}, "_info": {...}}`` with mean ± std over repeats.
+    ``({"reference": {...}, name: {...}}, info)`` with mean ± std over repeats.
     """
     values: dict[str, dict[str, list[float]]] = {
         n: {k: [] for k in SET_METRICS} for n in ["reference", *synthetic]}
     pool_b = len(heldout) if heldout is not None else len(real) // 2
     m = min([pool_b, *[len(s) for s in synthetic.values()]])
-    info = {"subset_size": int(m), "repeats": int(settings.split_repeats),
-            "reference_size": int(len(real) if heldout is not None else len(real) - pool_b),
-            "knn_k": settings.knn_k,
-            "split": "real vs held-out" if heldout is not None else "random halves of real"}
+    info: dict[str, Any] = {
+        "subset_size": int(m), "repeats": int(settings.split_repeats),
+        "reference_size": int(len(real) if heldout is not None else len(real) - pool_b),
+        "knn_k": settings.knn_k,
+        "split": "real vs held-out" if heldout is not None else "random halves of real"}
     if m < 3 or info["reference_size"] < 3:
         info["skipped"] = "too few scans for set-level distances (need 3 per subset)"
-        return {"_info": info}
+        return {}, info
     sigmas = []
     for _ in range(max(1, settings.split_repeats)):
         if heldout is None:
@@ -223,15 +151,79 @@ def set_level(real: np.ndarray, heldout: np.ndarray | None, synthetic: dict[str,
             values[name]["precision"].append(p)
             values[name]["recall"].append(r)
     info["rbf_sigma_mean"] = float(np.mean(sigmas))
-    out: dict = {"_info": info}
-    for name, per in values.items():
-        out[name] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1))
-                         if len(v) > 1 else 0.0, "values": [float(x) for x in v]}
-                     for k, v in per.items()}
-    return out
+    out = {name: {k: {"mean": float(np.mean(v)),
+                      "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                      "values": [float(x) for x in v]} for k, v in per.items()}
+           for name, per in values.items()}
+    return out, info
 
 
-# --------------------------------------------------------------------------- voxel statistics
+def feature_distances(space: FeatureSpace, real: ScanSet, heldout: ScanSet | None,
+                      synthetic: list[ScanSet], settings: EvaluationSettings
+                      ) -> FeatureSpaceResult:
+    """Extract ``space``'s features of every set and measure the set-level distances."""
+    if space.skipped is not None or space.extractor is None:
+        return FeatureSpaceResult(space.name, {}, {"skipped": space.skipped or "no extractor"},
+                                  {})
+    bs, on = settings.feature_batch, settings.progress
+    f_real = feat.extract(real.volumes, space.extractor, bs, on, f"{space.name} real")
+    f_held = (feat.extract(heldout.volumes, space.extractor, bs, on, f"{space.name} held-out")
+              if heldout is not None else None)
+    f_syn = {s.name: feat.extract(s.volumes, space.extractor, bs, on, f"{space.name} {s.name}")
+             for s in synthetic}
+    rows, info = set_level(f_real, f_held, f_syn, settings,
+                           stream(settings.seed, "features", space.name))
+    return FeatureSpaceResult(space.name, space.extractor.describe(), info, rows)
+
+
+# --------------------------------------------------------------------------- stage 3
+
+
+def memorisation_check(real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet],
+                       settings: EvaluationSettings) -> Memorisation:
+    """Each synthetic scan's most similar training scan against the calibrated threshold."""
+    shift = settings.copy_max_shift
+    if heldout is not None:
+        ref_nn, ref_idx = mem.nearest(heldout.volumes, real.volumes, max_shift=shift)
+        ref_query = heldout.paths
+        ref_rule = "each held-out real scan's most similar real (training) scan"
+    else:
+        ref_nn, ref_idx = mem.nearest(real.volumes, real.volumes, exclude_self=True,
+                                      max_shift=shift)
+        ref_query = real.paths
+        ref_rule = "each real scan's most similar other real scan (leave-one-out)"
+    if settings.copy_threshold is None:
+        threshold = mem.calibrate(ref_nn, settings.copy_false_positive_rate)
+    else:
+        threshold = mem.Threshold(float(settings.copy_threshold), "given", None)
+    reference = {"rule": ref_rule, "similarity": _similarity_text(shift),
+                 "threshold": threshold.value, "threshold_rule": threshold.rule,
+                 "target_false_positive_rate": threshold.false_positive_rate,
+                 "near_copies": int((ref_nn > threshold.value).sum()),
+                 "fraction": float((ref_nn > threshold.value).mean()),
+                 "nn_ncc": ref_nn.tolist(), "nearest": [str(real.paths[i]) for i in ref_idx],
+                 "scans": [str(p) for p in ref_query], "nn_ncc_mean": float(ref_nn.mean()),
+                 "nn_ncc_max": float(ref_nn.max())}
+    per_set = {}
+    for s in synthetic:
+        nn, idx = mem.nearest(s.volumes, real.volumes, max_shift=shift)
+        summ = mem.summary(nn, ref_nn, threshold)
+        summ["flagged"] = [{"scan": str(s.paths[i]), "nearest_training_scan":
+                            str(real.paths[idx[i]]), "ncc": float(nn[i])}
+                           for i in np.flatnonzero(nn > threshold.value)]
+        summ["nn_ncc"] = nn.tolist()
+        summ["nearest"] = [str(real.paths[i]) for i in idx]
+        per_set[s.name] = summ
+    return Memorisation(reference, per_set)
+
+
+def _similarity_text(shift: int) -> str:
+    if shift == 0:
+        return "global NCC"
+    return f"highest NCC over shifts of up to {shift} voxels per axis"
+
+
+# --------------------------------------------------------------------------- stage 4
 
 
 def voxel_maps(volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -251,152 +243,78 @@ def histogram_w1(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.abs(np.cumsum(p) - np.cumsum(q)).sum() / len(p))
 
 
+def voxel_statistics(real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet],
+                     ref_name: str, settings: EvaluationSettings
+                     ) -> tuple[VoxelStatistics, dict[str, dict[str, float]]]:
+    """Maps and histograms of every set, and each row's distances to the real ones."""
+    maps = {ref_name: voxel_maps(real.volumes)}
+    hists = {ref_name: intensity_histogram(real.volumes)}
+    extra = ([("held-out real", heldout)] if heldout is not None else []) + \
+        [(s.name, s) for s in synthetic]
+    for name, s in extra:
+        maps[name] = voxel_maps(s.volumes)
+        hists[name] = intensity_histogram(s.volumes)
+    # what a perfect generator scores: held-out vs real, or one half of real vs the other
+    if heldout is not None:
+        targets = {"reference": (maps["held-out real"], hists["held-out real"])}
+        ref_maps, ref_hist = maps[ref_name], hists[ref_name]
+        pairs = {"reference": (targets["reference"], (ref_maps, ref_hist))}
+    else:
+        perm = stream(settings.seed, "voxel", "halves").permutation(len(real))
+        half = len(real) // 2
+        a, b = real.volumes[perm[half:]], real.volumes[perm[:half]]
+        pairs = {"reference": ((voxel_maps(b), intensity_histogram(b)),
+                               (voxel_maps(a), intensity_histogram(a)))}
+    for s in synthetic:
+        pairs[s.name] = ((maps[s.name], hists[s.name]), (maps[ref_name], hists[ref_name]))
+    rows = {}
+    for row, (((mean_map, std_map), hist), ((ref_mean, ref_std), ref_hist)) in pairs.items():
+        rows[row] = {"intensity_w1": histogram_w1(ref_hist, hist),
+                     "mean_map_rmse": float(np.sqrt(((mean_map - ref_mean) ** 2).mean())),
+                     "std_map_rmse": float(np.sqrt(((std_map - ref_std) ** 2).mean()))}
+    return VoxelStatistics(maps, hists, HIST_BINS), rows
+
+
 # --------------------------------------------------------------------------- the whole thing
 
 
 def evaluate(real: ScanSet, synthetic: list[ScanSet], settings: EvaluationSettings,
-             heldout: ScanSet | None = None) -> dict:
-    """Run the whole protocol; returns the results dict written to metrics.json.
-
-    Also attaches the per-set arrays needed for figures under ``results["_arrays"]``
-    (removed before the JSON is written).
-    """
+             heldout: ScanSet | None = None,
+             feature_spaces: list[FeatureSpace] | None = None) -> EvaluationResult:
+    """Run the whole protocol on prepared sets; ``feature_spaces`` defaults to
+    ``default_feature_spaces(settings)`` (the first one fills the main distance table)."""
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
-    shape = real.shape
     for s in synthetic + ([heldout] if heldout is not None else []):
-        if s.shape != shape:
-            raise ValueError(f"set {s.name} has shape {s.shape}, real has {shape}")
-
-    # one child generator per task, so adding a set does not change the others' draws
-    seeds = np.random.SeedSequence(settings.seed).spawn(5 + 4 * len(synthetic))
-    gens = [np.random.default_rng(s) for s in seeds]
-
+        if s.shape != real.shape:
+            raise ValueError(f"set {s.name} has shape {s.shape}, real has {real.shape}")
+    spaces = default_feature_spaces(settings) if feature_spaces is None else feature_spaces
     ref_name = "real (held-out vs real)" if heldout is not None else "real (real vs real)"
-    rows: dict[str, dict] = {ref_name: {"role": "reference"}}
-    for s in synthetic:
-        rows[s.name] = {"role": "synthetic"}
 
-    # --- MS-SSIM inside each set
-    t = time.perf_counter()
-    rows[ref_name]["msssim"] = within_msssim(real.volumes, settings.msssim_comparisons, gens[0],
-                                             settings, "MS-SSIM real")
-    for k, s in enumerate(synthetic):
-        rows[s.name]["msssim"] = within_msssim(s.volumes, settings.msssim_comparisons,
-                                               gens[5 + 4 * k], settings, f"MS-SSIM {s.name}")
-    timing["msssim"] = time.perf_counter() - t
+    def timed(stage: str, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        timing[stage] = time.perf_counter() - t
+        return out
 
-    # --- NCC, MAE, MMD, PSNR, RMSE against real
-    t = time.perf_counter()
-    if heldout is not None:
-        ref_pairs = paired(heldout.volumes, real.volumes, settings.comparisons, gens[1],
-                           settings, "pairs held-out")
-    else:
-        ref_pairs = paired(real.volumes, None, settings.comparisons, gens[1], settings,
-                           "pairs real")
-    rows[ref_name].update(ref_pairs)
-    for k, s in enumerate(synthetic):
-        rows[s.name].update(paired(real.volumes, s.volumes, settings.comparisons,
-                                   gens[6 + 4 * k], settings, f"pairs {s.name}"))
-    timing["pairwise"] = time.perf_counter() - t
-
-    # --- features and set-level distances
-    t = time.perf_counter()
-    extractor = feat.RandomConvFeatures(settings.feature_seed, device=settings.device)
-    bs = settings.feature_batch
-    f_real = feat.extract(real.volumes, extractor, bs, settings.progress, "features real")
-    f_held = (feat.extract(heldout.volumes, extractor, bs, settings.progress, "features held-out")
-              if heldout is not None else None)
-    f_syn = {s.name: feat.extract(s.volumes, extractor, bs, settings.progress,
-                                  f"features {s.name}") for s in synthetic}
-    level = set_level(f_real, f_held, f_syn, settings, gens[2])
-    set_info = level.pop("_info")
-    for name, per in level.items():
-        rows[ref_name if name == "reference" else name].update(per)
-    timing["features"] = time.perf_counter() - t
-
-    # --- the same distances in the anatomy feature space (its own module)
-    t = time.perf_counter()
-    anatomy = anatomy_rows(real, heldout, synthetic, settings, gens[4])
-    timing["anatomy"] = time.perf_counter() - t
-
-    # --- memorisation
-    t = time.perf_counter()
-    if heldout is not None:
-        ref_nn, ref_idx = mem.nearest(heldout.volumes, real.volumes)
-        ref_query = heldout.paths
-        ref_rule = "each held-out real scan's most similar real (training) scan"
-    else:
-        ref_nn, ref_idx = mem.nearest(real.volumes, real.volumes, exclude_self=True)
-        ref_query = real.paths
-        ref_rule = "each real scan's most similar other real scan"
-    memo_ref = {"rule": ref_rule, "nn_ncc": ref_nn.tolist(),
-                "nearest": [str(real.paths[i]) for i in ref_idx],
-                "scans": [str(p) for p in ref_query],
-                "nn_ncc_mean": float(ref_nn.mean()), "nn_ncc_max": float(ref_nn.max())}
-    rows[ref_name]["memorisation"] = memo_ref
-    for s in synthetic:
-        nn, idx = mem.nearest(s.volumes, real.volumes)
-        summ = mem.summary(nn, ref_nn, settings.copy_threshold)
-        flagged = np.flatnonzero(nn > summ["threshold"])
-        summ["flagged"] = [{"scan": str(s.paths[i]), "nearest_training_scan":
-                            str(real.paths[idx[i]]), "ncc": float(nn[i])} for i in flagged]
-        summ["nn_ncc"] = nn.tolist()
-        summ["nearest"] = [str(real.paths[i]) for i in idx]
-        rows[s.name]["memorisation"] = summ
-    timing["memorisation"] = time.perf_counter() - t
-
-    # --- voxel statistics
-    t = time.perf_counter()
-    maps = {ref_name: voxel_maps(real.volumes)}
-    hists = {ref_name: intensity_histogram(real.volumes)}
-    if heldout is not None:
-        maps["held-out real"] = voxel_maps(heldout.volumes)
-        hists["held-out real"] = intensity_histogram(heldout.volumes)
-    for s in synthetic:
-        maps[s.name] = voxel_maps(s.volumes)
-        hists[s.name] = intensity_histogram(s.volumes)
-    # what a perfect generator scores: held-out vs real, or one half of real vs the other
-    if heldout is not None:
-        targets = {ref_name: (maps["held-out real"], hists["held-out real"], maps[ref_name],
-                              hists[ref_name])}
-    else:
-        perm = gens[3].permutation(len(real))
-        half_a, half_b = real.volumes[perm[len(real) // 2:]], real.volumes[perm[:len(real) // 2]]
-        targets = {ref_name: (voxel_maps(half_b), intensity_histogram(half_b),
-                              voxel_maps(half_a), intensity_histogram(half_a))}
-    for s in synthetic:
-        targets[s.name] = (maps[s.name], hists[s.name], maps[ref_name], hists[ref_name])
-    for row, ((mean_map, std_map), hist, (ref_mean, ref_std), ref_hist) in targets.items():
-        rows[row]["intensity_w1"] = histogram_w1(ref_hist, hist)
-        rows[row]["mean_map_rmse"] = float(np.sqrt(((mean_map - ref_mean) ** 2).mean()))
-        rows[row]["std_map_rmse"] = float(np.sqrt(((std_map - ref_std) ** 2).mean()))
-    timing["voxel_maps"] = time.perf_counter() - t
+    paper, details = timed("paper_metrics", paper_metrics, real, heldout, synthetic, settings)
+    spaces_out = [timed(f"features: {sp.name}", feature_distances, sp, real, heldout, synthetic,
+                        settings) for sp in spaces]
+    memo = timed("memorisation", memorisation_check, real, heldout, synthetic, settings)
+    voxel, voxel_rows = timed("voxel_maps", voxel_statistics, real, heldout, synthetic,
+                              ref_name, settings)
     timing["total"] = time.perf_counter() - t0
 
-    sets = {"real": _set_info(real, "real (training) scans")}
-    if heldout is not None:
-        sets["held-out"] = _set_info(heldout, "held-out real scans")
+    rows = {ref_name: Row(ref_name, "reference", {**paper["reference"],
+                                                   **voxel_rows["reference"]})}
     for s in synthetic:
-        sets[s.name] = _set_info(s, "synthetic")
-    settings_dict = settings.to_dict()
-    settings_dict["msssim"] = settings.msssim.describe(shape)
-    return {
-        "reference_row": ref_name,
-        "shape": list(shape),
-        "settings": settings_dict,
-        "features": {**extractor.describe(), **set_info},
-        "anatomy": anatomy,
-        "sets": sets,
-        "rows": rows,
-        "histogram_bins": HIST_BINS,
-        "intensity_histograms": {k: v.tolist() for k, v in hists.items()},
-        "timing_s": timing,
-        "_arrays": {"maps": maps, "real": real, "heldout": heldout, "synthetic": synthetic},
-    }
-
-
-def _set_info(s: ScanSet, role: str) -> dict:
-    return {"role": role, "n": len(s), "source": s.source, "generated_from": s.generated_from,
-            "shape": list(s.shape), "notes": s.notes,
-            "files": [str(Path(p)) for p in s.paths]}
+        rows[s.name] = Row(s.name, "synthetic", {**paper[s.name], **voxel_rows[s.name]})
+    for space in spaces_out:  # the stage keys its rows "reference"; the tables use row names
+        if "reference" in space.rows:
+            space.rows[ref_name] = space.rows.pop("reference")
+    recorded = settings.to_dict()
+    recorded["msssim"] = settings.msssim.describe(real.shape)
+    return EvaluationResult(protocol=settings.protocol, reference_row=ref_name,
+                            settings=recorded, real=real, heldout=heldout, synthetic=synthetic,
+                            rows=rows, feature_spaces=spaces_out, memorisation=memo,
+                            voxel=voxel, timing_s=timing, protocol_details=details)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ratgan.atomic import atomic_write_json, atomic_write_text
-from ratgan.evaluation.anatomy_stage import anatomy_markdown
+from ratgan.evaluation.results import EvaluationResult, FeatureSpaceResult
 
 # metric key -> (column title, direction): "max", "min" or "target" (closest to the real value)
 PAPER_COLUMNS = {
@@ -20,11 +20,14 @@ PAPER_COLUMNS = {
     "psnr": ("PSNR ↑", "max"),
     "rmse": ("RMSE ↓", "min"),
 }
-EXTRA_COLUMNS = {
+SET_COLUMNS = {
     "rbf_mmd": ("RBF-MMD² ↓", "min"),
     "fd": ("Fréchet ↓", "min"),
     "precision": ("precision ↑", "max"),
     "recall": ("recall ↑", "max"),
+}
+EXTRA_COLUMNS = {
+    **SET_COLUMNS,
     "intensity_w1": ("intensity W1 ↓", "min"),
     "mean_map_rmse": ("mean-map RMSE ↓", "min"),
     "std_map_rmse": ("std-map RMSE ↓", "min"),
@@ -82,12 +85,23 @@ def _fmt(row: dict, key: str, bold: bool) -> str:
     return f"**{text}**" if bold else text
 
 
-def table(results: dict, columns: dict[str, tuple[str, str]]) -> str:
+def row_metrics(result: EvaluationResult, name: str,
+                space: FeatureSpaceResult | None = None) -> dict:
+    """Every metric of row ``name``: its own and those of feature space ``space`` (default:
+    the first one, whose distances fill the main distance table)."""
+    if space is None and result.feature_spaces:
+        space = result.feature_spaces[0]
+    extra = space.rows.get(name, {}) if space is not None else {}
+    return {**result.rows[name].metrics, **extra}
+
+
+def table(result: EvaluationResult, columns: dict[str, tuple[str, str]],
+          space: FeatureSpaceResult | None = None) -> str:
     """A Markdown table: the real reference row, then one row per synthetic set, best bold."""
-    rows = results["rows"]
-    ref = results["reference_row"]
+    ref = result.reference_row
+    rows = {n: row_metrics(result, n, space) for n in result.rows}
     target = value(rows[ref], "msssim")
-    synth = [n for n, r in rows.items() if r["role"] == "synthetic"]
+    synth = [r.name for r in result.synthetic_rows()]
     best: dict[str, set[str]] = {}
     for key, (_, direction) in columns.items():
         scored = [(score(key, value(rows[n], key), direction, target), n)
@@ -106,109 +120,179 @@ def table(results: dict, columns: dict[str, tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def memorisation_table(results: dict) -> str:
-    """Nearest-training-scan NCC of each synthetic set beside the real reference."""
-    rows = results["rows"]
-    ref = rows[results["reference_row"]]["memorisation"]
-    lines = ["| set | nearest training NCC: median | max | threshold | near-copies |",
-             "|---|---|---|---|---|",
-             (f"| *{results['reference_row']}* | *{np.median(ref['nn_ncc']):.4f}* | "
-              f"*{ref['nn_ncc_max']:.4f}* | — | — |")]
-    for n, r in rows.items():
-        if r["role"] != "synthetic":
-            continue
-        m = r["memorisation"]
+def memorisation_table(result: EvaluationResult) -> str:
+    """Nearest-training-scan similarity of each synthetic set beside the real reference, with
+    the share of each flagged as near-copies (the real share is the false-positive baseline)."""
+    ref = result.memorisation.reference
+    lines = ["| set | nearest training similarity: median | max | near-copies |",
+             "|---|---|---|---|",
+             (f"| *{result.reference_row}* | *{np.median(ref['nn_ncc']):.4f}* | "
+              f"*{ref['nn_ncc_max']:.4f}* | *{ref['near_copies']} / {len(ref['nn_ncc'])} "
+              f"({100 * ref['fraction']:.1f}%)* |")]
+    for n, m in result.memorisation.synthetic.items():
         lines.append(f"| {n} | {m['nn_ncc_median']:.4f} | {m['nn_ncc_max']:.4f} | "
-                     f"{m['threshold']:.4f} | {m['near_copies']} / {len(m['nn_ncc'])} "
-                     f"({100 * m['fraction']:.1f}%) |")
+                     f"{m['near_copies']} / {len(m['nn_ncc'])} ({100 * m['fraction']:.1f}%) |")
     return "\n".join(lines)
 
 
-def markdown(results: dict) -> str:
-    """The whole report.md text."""
-    s = results["settings"]
+def pair_counts_table(result: EvaluationResult) -> str:
+    """Draws and distinct pairs behind each row's paper metrics."""
+    lines = ["| set | MS-SSIM draws | distinct MS-SSIM pairs | pair draws | distinct pairs |",
+             "|---|---|---|---|---|"]
+    for name, row in result.rows.items():
+        ms, nc = row.metrics.get("msssim", {}), row.metrics.get("ncc", {})
+        lines.append(f"| {name} | {ms.get('comparisons', '—')} | "
+                     f"{ms.get('distinct_pairs', '—')} | {nc.get('comparisons', '—')} | "
+                     f"{nc.get('distinct_pairs', '—')} |")
+    return "\n".join(lines)
+
+
+def _paper_section(result: EvaluationResult) -> str:
+    s = result.settings
     ms = s["msssim"]
-    f = results["features"]
-    sets = results["sets"]
-    set_lines = "\n".join(
-        f"- **{name}**: {info['n']} scans from `{info['generated_from'] or info['source']}`"
-        + (" (generated from this run)" if info["generated_from"] else "")
-        + ("; " + "; ".join(info["notes"]) if info["notes"] else "")
-        for name, info in sets.items())
-    ref = results["reference_row"]
     ref_text = ("held-out real scans paired with the real scans"
-                if "held-out" in sets else "pairs of distinct real scans")
-    level = ("the real set against a held-out real set" if f.get("split") == "real vs held-out"
-             else "one random half of the real set against the other half")
-    maps_ref = ("held-out vs real" if "held-out" in sets
-                else "one half of the real set vs the other half")
-    skipped = f"\n\n*Set-level distances skipped: {f['skipped']}.*" if f.get("skipped") else ""
-    return f"""# ratgan evaluation report
+                if result.heldout is not None else "pairs of distinct real scans")
+    head = (f"The first row, *{result.reference_row}*, is the target: the same metrics for "
+            f"{ref_text}. Bold: the best synthetic set (MS-SSIM: closest to the real value).")
+    if result.protocol == "authors":
+        d = result.protocol_details
+        side = d["padded_shape"][0]
+        return f"""## Paper metrics — the authors' protocol
 
-Volumes: {results['shape'][0]}x{results['shape'][1]}x{results['shape'][2]}, each rescaled to
-[0, 1] (min/max) and cropped to the real scans' slices (SPEC section 5). Seed {s['seed']}.
+Protocol **authors**: the published test code's computation (docs/evaluation.md). Each of
+{d['epochs']} epochs shuffles the real scans into {d['batches_per_epoch']} batches of 2, each
+compared with 2 scans of the other set; MMD is the linear-kernel MMD of the 2 against the 2
+(distance between the two 2-scan mean images); NCC and MAE on volumes zero-padded to
+{side}^3; RMSE, PSNR, MMD on the source slices. MS-SSIM: Kwon et al.'s 3D code (5 scales,
+data range 1, scales mixed as that code does), pairs of each shuffled epoch, about
+{s['msssim_comparisons']} pairs per set. **± = std over the epoch averages**, not over
+single comparisons. {head}
 
-{set_lines}
+{table(result, PAPER_COLUMNS)}
+"""
+    return f"""## Paper metrics (Table 2 protocol)
 
-## Paper metrics (Table 2 protocol)
-
+Protocol **ratgan** (ours; `--protocol authors` gives the published code's computation).
 MS-SSIM: {s['msssim_comparisons']} random pairs of distinct scans *inside* each set (diversity:
 the synthetic value should be close to the real one, not close to 1). NCC, MAE, MMD, PSNR,
 RMSE: {s['comparisons']} random (real, synthetic) pairs. Mean ± std over the comparisons.
-The first row, *{ref}*, is the target: the same metrics for {ref_text}. Bold: the best
-synthetic set (MS-SSIM: closest to the real value).
+{head}
 
-{table(results, PAPER_COLUMNS)}
+{table(result, PAPER_COLUMNS)}
 
 MS-SSIM: MONAI, {ms['scales']} scales (coarsest {'x'.join(map(str, ms['coarsest_scale_shape']))}
 voxels), Gaussian window {ms['kernel_size']} voxels, sigma {ms['kernel_sigma']}, data range
 {ms['data_range']}, weights {', '.join(f'{w:.4f}' for w in ms['weights'])} (Wang et al.'s first
 {ms['scales']} weights renormalised). MMD is Kwon et al.'s linear-kernel form per pair: the
-sum of squared voxel differences (a linear kernel compares mean images only). PSNR uses data range 1.
+sum of squared voxel differences (a linear kernel compares mean images only). PSNR uses data
+range 1.
 
-## Beyond the paper: distribution distances
+Random draws repeat pairs when a set is small; the distinct pairs behind each row:
+
+{pair_counts_table(result)}
+"""
+
+
+def _small_sample_note(space: FeatureSpaceResult) -> str:
+    if not space.unstable:
+        return ""
+    n = min(space.info["subset_size"], space.info["reference_size"])
+    return (f"\n\n**Unstable estimate:** these distances compare sets of {n} scans in "
+            f"{space.dim} features — fewer scans than features, so covariances are singular, "
+            "the Fréchet distance is strongly biased upwards and the kernel estimates are "
+            "noisy. Read only differences to the first row, and prefer more scans.")
+
+
+def _feature_section(result: EvaluationResult) -> str:
+    if not result.feature_spaces:
+        return ""
+    first = result.feature_spaces[0]
+    f = {**first.description, **first.info}
+    level = ("the real set against a held-out real set" if f.get("split") == "real vs held-out"
+             else "one random half of the real set against the other half")
+    maps_ref = ("held-out vs real" if result.heldout is not None
+                else "one half of the real set vs the other half")
+    skipped = f"\n\n*Set-level distances skipped: {f['skipped']}.*" if f.get("skipped") else ""
+    text = f"""## Beyond the paper: distribution distances
 
 In a fixed random 3D convolutional feature space ({f['dim']} features, seed {f['seed']}; not
 trained on anything, so it sees intensity, edges and texture, not anatomy). Each set is
 compared with a reference real subset of {f.get('reference_size', '—')} scans; the first row
 is {level} (what a perfect generator scores). Subsets of {f.get('subset_size', '—')} scans,
 {f.get('repeats', '—')} repeats, mean ± std over repeats; k = {f.get('knn_k', '—')} for
-precision/recall. Intensity W1: Wasserstein-1 distance between the voxel intensity histograms of the set and of
-the real set; mean/std-map RMSE: between their per-voxel mean (std) maps (first row:
-{maps_ref}).{skipped}
+precision/recall. Intensity W1: Wasserstein-1 distance between the voxel intensity histograms
+of the set and of the real set; mean/std-map RMSE: between their per-voxel mean (std) maps
+(first row: {maps_ref}).{skipped}{_small_sample_note(first)}
 
-{table(results, EXTRA_COLUMNS)}
+{table(result, EXTRA_COLUMNS, first)}
+"""
+    for space in result.feature_spaces[1:]:
+        info = space.info
+        if not space.rows:  # nothing measured: say why instead of an empty table
+            reason = info.get("skipped", "no set-level distances")
+            text += f"\n### Feature space: {space.name}\n\n*Skipped: {reason}.*\n"
+            continue
+        about = space.description.get("about")
+        about = f" {about}" if about else ""
+        text += f"""
+### Feature space: {space.name}
 
-{anatomy_markdown(results)}
+{space.description.get('kind', space.name)} ({space.dim} features); same splits and subset
+sizes as above.{about}{_small_sample_note(space)}
+
+{table(result, SET_COLUMNS, space)}
+"""
+    return text
+
+
+def markdown(result: EvaluationResult) -> str:
+    """The whole report.md text."""
+    s = result.settings
+    sets = result.sets()
+    set_lines = "\n".join(
+        f"- **{name}**: {info['n']} scans from `{info['generated_from'] or info['source']}`"
+        + (" (generated from this run)" if info["generated_from"] else "")
+        + ("; " + "; ".join(info["notes"]) if info["notes"] else "")
+        for name, info in sets.items())
+    memo = result.memorisation.reference
+    shape = result.shape
+    return f"""# ratgan evaluation report
+
+Protocol: **{result.protocol}**. Volumes: {shape[0]}x{shape[1]}x{shape[2]}, each rescaled to
+[0, 1] (min/max) and cropped to the real scans' slices (docs/evaluation.md, Preparation).
+Seed {s['seed']}.
+
+{set_lines}
+
+{_paper_section(result)}
+{_feature_section(result)}
 ## Memorisation
 
-For each synthetic scan, its most similar training (real) scan by global NCC; the reference
-is {rows_rule(results)}. A synthetic scan more similar to a training scan than the threshold
-is flagged as a near-copy (threshold: {threshold_rule(results)}).
+For each synthetic scan, its most similar training (real) scan, by {memo['similarity']}; the
+reference is {memo['rule']}. A scan more similar to a training scan than the threshold
+({memo['threshold']:.4f}: {threshold_rule(result)}) is flagged as a near-copy. The real
+reference row is the baseline: real scans that are not copies, flagged at that rate.
 
-{memorisation_table(results)}
+{memorisation_table(result)}
 
 ## Figures
 
 - `montage.png`: the central axial slice of scans from every set
 - `mean_std_maps.png`: per-voxel mean and standard deviation of each set
 - `intensity_histograms.png`: voxel intensity distributions
-- `memorisation.png`: nearest-training-scan NCC of synthetic vs real scans
+- `memorisation.png`: nearest-training-scan similarity of synthetic vs real scans
 
-Every number is in `metrics.json`. Time: {results['timing_s']['total']:.0f} s.
+Every number is in `metrics.json`. Time: {result.timing_s['total']:.0f} s.
 """
 
 
-def rows_rule(results: dict) -> str:
-    """How the memorisation reference was formed."""
-    return results["rows"][results["reference_row"]]["memorisation"]["rule"]
-
-
-def threshold_rule(results: dict) -> str:
+def threshold_rule(result: EvaluationResult) -> str:
     """How the near-copy threshold was chosen."""
-    t = results["settings"]["copy_threshold"]
-    return ("the largest nearest-neighbour NCC among the real reference scans" if t is None
-            else f"{t} (given)")
+    memo = result.memorisation.reference
+    if memo["target_false_positive_rate"] is None:
+        return memo["threshold_rule"]
+    return (f"{memo['threshold_rule']}, so that about "
+            f"{100 * memo['target_false_positive_rate']:g}% of never-seen real scans pass it")
 
 
 def _json_safe(obj):
@@ -226,10 +310,9 @@ def _json_safe(obj):
     return obj
 
 
-def write_json(results: dict, path: Path) -> None:
-    """metrics.json: every number of the results (figures' arrays left out), atomically."""
-    data = {k: v for k, v in results.items() if not k.startswith("_")}
-    atomic_write_json(path, _json_safe(data), ensure_ascii=False)
+def write_json(result: EvaluationResult, path: Path) -> None:
+    """metrics.json: every number of the result (figures' arrays left out), atomically."""
+    atomic_write_json(path, _json_safe(result.to_json()), ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------- figures
@@ -247,18 +330,17 @@ def _extents(shape: tuple[int, ...], zooms: tuple[float, ...]) -> tuple[tuple, t
     return (0, x, 0, y), (0, x, 0, z)
 
 
-def figure_montage(results: dict, path: Path, per_set: int = 8) -> None:
+def figure_montage(result: EvaluationResult, path: Path, per_set: int = 8) -> None:
     """Central axial slice of up to ``per_set`` scans of every set."""
     from matplotlib.figure import Figure
 
     from ratgan.viz import save_figure
 
-    arr = results["_arrays"]
-    sets = [("real", arr["real"])]
-    if arr["heldout"] is not None:
-        sets.append(("held-out real", arr["heldout"]))
-    sets += [(s.name, s) for s in arr["synthetic"]]
-    ext = _extents(arr["real"].shape, arr["real"].zooms)[0]
+    sets = [("real", result.real)]
+    if result.heldout is not None:
+        sets.append(("held-out real", result.heldout))
+    sets += [(s.name, s) for s in result.synthetic]
+    ext = _extents(result.real.shape, result.real.zooms)[0]
     cols = min(per_set, max(len(s) for _, s in sets))
     fig = Figure(figsize=(1.6 * cols, 1.5 * len(sets)))
     axes = fig.subplots(len(sets), cols, squeeze=False)
@@ -274,18 +356,17 @@ def figure_montage(results: dict, path: Path, per_set: int = 8) -> None:
     save_figure(fig, path, dpi=90)
 
 
-def figure_maps(results: dict, path: Path) -> None:
+def figure_maps(result: EvaluationResult, path: Path) -> None:
     """Per-voxel mean and std maps (axial and coronal) of every set, and |mean - real mean|."""
     from matplotlib.figure import Figure
 
     from ratgan.viz import save_figure
 
-    arr = results["_arrays"]
-    maps = arr["maps"]
-    ref = results["reference_row"]
+    maps = result.voxel.maps
+    ref = result.reference_row
     real_mean = maps[ref][0]
     names = list(maps)
-    ext_ax, ext_cor = _extents(real_mean.shape, arr["real"].zooms)
+    ext_ax, ext_cor = _extents(real_mean.shape, result.real.zooms)
     mean_max = float(real_mean.max()) or 1.0
     std_max = max(float(m[1].max()) for m in maps.values()) or 1.0
     diff_max = max([0.05] + [float(np.percentile(np.abs(m[0] - real_mean), 99.5))
@@ -315,19 +396,19 @@ def figure_maps(results: dict, path: Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
-def figure_histograms(results: dict, path: Path) -> None:
+def figure_histograms(result: EvaluationResult, path: Path) -> None:
     """Voxel intensity distributions of every set (log density)."""
     from matplotlib.figure import Figure
 
     from ratgan.viz import save_figure
 
-    bins = results["histogram_bins"]
+    bins = result.voxel.bins
     centres = (np.arange(bins) + 0.5) / bins
     fig = Figure(figsize=(6, 3.6))
     ax = fig.subplots()
-    for name, h in results["intensity_histograms"].items():
-        style = {"color": "k", "lw": 2} if name == results["reference_row"] else {"lw": 1.2}
-        label = "real" if name == results["reference_row"] else name
+    for name, h in result.voxel.histograms.items():
+        style = {"color": "k", "lw": 2} if name == result.reference_row else {"lw": 1.2}
+        label = "real" if name == result.reference_row else name
         ax.plot(centres, np.asarray(h) * bins, label=label, **style)
     ax.set_yscale("log")
     ax.set_xlabel("intensity (rescaled to [0, 1])")
@@ -337,16 +418,15 @@ def figure_histograms(results: dict, path: Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
-def figure_memorisation(results: dict, path: Path) -> None:
+def figure_memorisation(result: EvaluationResult, path: Path) -> None:
     """Histograms of nearest-training-scan NCC, real reference vs each synthetic set: the
     whole range (left) and zoomed on the real reference's range (right)."""
     from matplotlib.figure import Figure
 
     from ratgan.viz import save_figure
 
-    rows = results["rows"]
-    ref = np.asarray(rows[results["reference_row"]]["memorisation"]["nn_ncc"])
-    synth = {n: r["memorisation"] for n, r in rows.items() if r["role"] == "synthetic"}
+    ref = np.asarray(result.memorisation.reference["nn_ncc"])
+    synth = result.memorisation.synthetic
     lo_all = min([float(ref.min())] + [float(np.min(m["nn_ncc"])) for m in synth.values()])
     zoom_lo = max(-1.0, float(ref.min()) - 2 * (1 - float(ref.min())) - 1e-3)
     fig = Figure(figsize=(10, 3.6))
@@ -358,10 +438,9 @@ def figure_memorisation(results: dict, path: Path) -> None:
         for name, m in synth.items():
             ax.hist(np.clip(m["nn_ncc"], lo, 1), bins=edges, density=True, histtype="step",
                     lw=1.5, label=f"{name} ({m['near_copies']} near-copies)")
-        if synth:
-            ax.axvline(next(iter(synth.values()))["threshold"], color="r", ls="--", lw=1,
-                       label="near-copy threshold")
-        ax.set_xlabel("NCC with the most similar training scan")
+        ax.axvline(result.memorisation.reference["threshold"], color="r", ls="--", lw=1,
+                   label="near-copy threshold")
+        ax.set_xlabel("similarity (NCC) with the most similar training scan")
         ax.set_ylabel("density")
     axes[0].set_title("all", fontsize=9)
     axes[1].set_title("zoom on the real range (lower values piled at the left edge)", fontsize=9)
@@ -370,7 +449,7 @@ def figure_memorisation(results: dict, path: Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
-def write_report(results: dict, out_dir: Path, figures: bool = True) -> dict[str, Path]:
+def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True) -> dict[str, Path]:
     """Write report.md, metrics.json and the figures into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -378,8 +457,8 @@ def write_report(results: dict, out_dir: Path, figures: bool = True) -> dict[str
     if figures:
         for fn, name in zip((figure_montage, figure_maps, figure_histograms,
                              figure_memorisation), FIGURES):
-            fn(results, out_dir / name)
+            fn(result, out_dir / name)
             paths[name] = out_dir / name
-    write_json(results, paths["metrics"])
-    atomic_write_text(paths["report"], markdown(results))
+    write_json(result, paths["metrics"])
+    atomic_write_text(paths["report"], markdown(result))
     return paths

@@ -1,0 +1,62 @@
+"""The settings of an evaluation and its named random streams."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ratgan.evaluation.metrics import MSSSIMSettings
+
+PROTOCOLS = ("ratgan", "authors")
+
+
+@dataclass
+class EvaluationSettings:
+    """Every knob of an evaluation (all recorded in metrics.json)."""
+
+    seed: int = 0
+    protocol: str = "ratgan"
+    """"ratgan" (ours, docs/evaluation.md) or "authors" (the published code's computation)."""
+    comparisons: int = 21_000
+    authors_epochs: int = 100
+    """Epochs of the authors' protocol (each compares every real scan once, in batches of 2)."""
+    msssim_comparisons: int = 2_100
+    msssim: MSSSIMSettings = field(default_factory=MSSSIMSettings)
+    split_repeats: int = 10
+    knn_k: int = 3
+    copy_threshold: float | None = None
+    """A fixed near-copy threshold; None calibrates it on the real reference scans."""
+    copy_false_positive_rate: float = 0.01
+    """The share of never-seen real scans the calibrated near-copy threshold may flag."""
+    copy_max_shift: int = 2
+    """Shifts (voxels per axis) the memorisation similarity tolerates."""
+    feature_seed: int = 0
+    batch_size: int = 2
+    """MS-SSIM pairs per batch.  On a CPU, small batches are fastest: larger ones allocate
+    temporaries big enough for the allocator to map and unmap them each time, and the page
+    faults cost more than batching saves (64x64x40, one thread: 7 ms per pair at 2, 25 at 8)."""
+    feature_batch: int = 4
+    """Volumes per batch through the random feature network."""
+    device: str = "cpu"
+    progress: bool = True
+    anatomy: bool = True
+    """Also measure the set-level distances in the anatomy feature space (a segmentation
+    network trained on the real scans' label maps; skipped, with the reason, without them)."""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, "
+                             f"got {self.protocol!r}")
+
+    def to_dict(self) -> dict:
+        """Plain dict of the settings."""
+        return asdict(self)
+
+
+def stream(seed: int, *name: str) -> np.random.Generator:
+    """The random generator of one named stage, e.g. ``stream(seed, "msssim", "synthetic",
+    "sr2")``: derived from ``seed`` and the name alone, so adding a set or a stage never
+    changes another stage's draws."""
+    key = "/".join(name).encode()
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=tuple(key)))
