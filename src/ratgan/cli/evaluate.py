@@ -103,6 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch CPU threads (default 1: the protocol's many small operations "
                         "gain little from more, and lose much when the cores are shared)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-anatomy", action="store_true",
+                   help="skip the anatomy feature space (a segmentation network trained on the "
+                        "real scans' label maps, cached; see docs/evaluation.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         split_repeats=args.split_repeats, knn_k=args.knn_k, copy_threshold=args.copy_threshold,
         copy_false_positive_rate=args.copy_false_positive_rate,
         feature_seed=args.feature_seed, batch_size=args.batch_size, device=device,
-        progress=not args.no_progress)
+        progress=not args.no_progress, anatomy=not args.no_anatomy)
     result = run_evaluation(args.real, parse_sets(args.synthetic), args.out, args.heldout,
                             settings, args.n_generate, figures=not args.no_figures)
     from ratgan.evaluation.report import PAPER_COLUMNS, table

@@ -2,9 +2,12 @@
 3D feature space, memorisation checks, and the report (Markdown, JSON, figures).
 
 ``run_evaluation`` is what ``ratgan evaluate`` calls; the pieces are importable on their own:
-``metrics`` (pairwise metrics), ``pairs`` (random pairings), ``features`` (feature space and
-set distances), ``memorisation``, ``authors`` (the published code's computation),
-``protocol`` (the stages and ``evaluate``), ``results`` (the typed result), ``report``.
+``metrics`` (pairwise metrics), ``pairs`` (random pairings), ``features`` (random feature
+space and set distances), ``anatomy`` (the anatomy feature space: a segmentation network
+trained on the real labels), ``anatomy_stage`` (it as one more ``FeatureSpace``),
+``corruptions`` (known corruptions for validating feature spaces), ``memorisation``,
+``authors`` (the published code's computation), ``protocol`` (the stages and ``evaluate``),
+``results`` (the typed result), ``report``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ def run_evaluation(real: str | Path, synthetic: dict[str, str | Path], out_dir: 
     scans, default as many as there are real scans, are then generated into
     ``out_dir/generated/NAME`` first).  ``heldout``: optional real scans the generator never
     saw, used for the reference row.  ``feature_spaces``: where set-level distances are
-    measured (default: the fixed random 3D features).  Returns the result (its numbers are
-    also in ``metrics.json``).
+    measured (default: the fixed random 3D features, then the anatomy space fitted on the real
+    scans' label maps, skipped with the reason when there are none or ``settings.anatomy`` is
+    False).  Returns the result (its numbers are also in ``metrics.json``).
     """
     from ratgan.evaluation.prepare import load_set, resolve_source
     from ratgan.evaluation.report import write_report
@@ -69,8 +73,16 @@ def run_evaluation(real: str | Path, synthetic: dict[str, str | Path], out_dir: 
         s.generated_from = run
         sets.append(s)
     load_s = time.perf_counter() - t0
+    t = time.perf_counter()
+    if feature_spaces is None:
+        from ratgan.evaluation.anatomy_stage import anatomy_space
+        from ratgan.evaluation.protocol import default_feature_spaces
+
+        feature_spaces = [*default_feature_spaces(settings), anatomy_space(real_set, settings)]
+    fit_s = time.perf_counter() - t
     result = evaluate(real_set, sets, settings, held_set, feature_spaces)
     result.timing_s["loading"] = load_s
+    result.timing_s["feature spaces: fit"] = fit_s
     t = time.perf_counter()
     write_report(result, out_dir, figures=figures)
     result.timing_s["report"] = time.perf_counter() - t
@@ -86,17 +98,19 @@ QUICK = {"comparisons": 2_100, "msssim_comparisons": 210, "split_repeats": 5}
 
 def evaluate_sets(real: str | Path, synthetic: dict[str, str | Path], out: str | Path,
                   seed: int = 0, progress: bool = True, quick: bool = False,
-                  heldout: str | Path | None = None, device: str = "cpu") -> dict:
+                  heldout: str | Path | None = None, device: str = "cpu",
+                  anatomy: bool = True) -> dict:
     """Evaluate and report, for callers such as ``ratgan demo``.
 
     Returns ``result`` (the ``EvaluationResult``), ``table_markdown`` (the paper-style table
     and the distribution table), ``report`` (path of report.md) and ``figures`` (title -> PNG
     path).  ``quick`` uses a tenth of the paper's comparisons (``QUICK``), which the report
-    states.
+    states; ``anatomy`` False skips the anatomy feature space (which trains a network when
+    the real scans have label maps; see docs/evaluation.md).
     """
     from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, table
 
-    settings = EvaluationSettings(seed=seed, progress=progress, device=device,
+    settings = EvaluationSettings(seed=seed, progress=progress, device=device, anatomy=anatomy,
                                   **(QUICK if quick else {}))
     result = run_evaluation(real, synthetic, out, heldout=heldout, settings=settings)
     out = Path(out)

@@ -63,7 +63,9 @@ class FeatureSpace:
     """A named feature space in which set-level distances are measured."""
 
     name: str
-    extractor: Extractor
+    extractor: Extractor | None
+    skipped: str | None = None
+    """Why this space measures nothing (then ``extractor`` may be None); the report says so."""
 
 
 def default_feature_spaces(settings: EvaluationSettings) -> list[FeatureSpace]:
@@ -160,6 +162,9 @@ def feature_distances(space: FeatureSpace, real: ScanSet, heldout: ScanSet | Non
                       synthetic: list[ScanSet], settings: EvaluationSettings
                       ) -> FeatureSpaceResult:
     """Extract ``space``'s features of every set and measure the set-level distances."""
+    if space.skipped is not None or space.extractor is None:
+        return FeatureSpaceResult(space.name, {}, {"skipped": space.skipped or "no extractor"},
+                                  {})
     bs, on = settings.feature_batch, settings.progress
     f_real = feat.extract(real.volumes, space.extractor, bs, on, f"{space.name} real")
     f_held = (feat.extract(heldout.volumes, space.extractor, bs, on, f"{space.name} held-out")

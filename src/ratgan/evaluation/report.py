@@ -232,12 +232,17 @@ of the set and of the real set; mean/std-map RMSE: between their per-voxel mean 
 """
     for space in result.feature_spaces[1:]:
         info = space.info
-        skipped = (f"\n\n*Skipped: {info['skipped']}.*" if info.get("skipped") else "")
+        if not space.rows:  # nothing measured: say why instead of an empty table
+            reason = info.get("skipped", "no set-level distances")
+            text += f"\n### Feature space: {space.name}\n\n*Skipped: {reason}.*\n"
+            continue
+        about = space.description.get("about")
+        about = f" {about}" if about else ""
         text += f"""
 ### Feature space: {space.name}
 
 {space.description.get('kind', space.name)} ({space.dim} features); same splits and subset
-sizes as above.{skipped}{_small_sample_note(space)}
+sizes as above.{about}{_small_sample_note(space)}
 
 {table(result, SET_COLUMNS, space)}
 """

@@ -40,6 +40,9 @@ class EvaluationSettings:
     """Volumes per batch through the random feature network."""
     device: str = "cpu"
     progress: bool = True
+    anatomy: bool = True
+    """Also measure the set-level distances in the anatomy feature space (a segmentation
+    network trained on the real scans' label maps; skipped, with the reason, without them)."""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

@@ -1,0 +1,382 @@
+"""An anatomy feature space: a small 3D segmentation network trained on the real labelled scans.
+
+The random feature space of ``features`` responds to intensity and texture at four scales; it
+scores blurred real scans as completely unlike real ones and cannot tell where tissue is.  As
+FID borrows a network trained for another task (classification), this space borrows one trained
+to *segment* the real scans (background / GM / WM / CSF, or whatever labels the real set has),
+so its features encode which tissue is where.  Nothing is downloaded: the network is trained
+here, briefly and seeded, on the real set itself, and cached on disk keyed by the content hash
+of the training volumes and labels and by the settings.
+
+Network (``AnatomyNet``, plain torch; MONAI's UNets run two instance-normalised convolutions at
+full resolution per level, 6-15 s per two-volume training step on a 2-core CPU, so a lighter
+net is written here): an encoder of four 3x3x3 convolutions (widths 8, 16, 32, 64 by default,
+the last three with stride 2, LeakyReLU 0.1) and a decoder that upsamples the deepest level
+twice with skip connections to half resolution and predicts class logits there, trilinearly
+upsampled to full resolution for a cross-entropy + soft Dice loss.
+
+Feature vector of a volume (``AnatomyFeatures.features``):
+* *what*: the per-channel spatial mean of each of the four encoder levels (8 + 16 + 32 + 64);
+* *where*: the predicted probability of every non-background class, average-pooled to a coarse
+  grid (``grid``, default 4 x 4 x 3: cells of 16 x 16 x 13 voxels of a 64 x 64 x 40 scan).
+Features that hardly vary across the training scans (below ``min_spread`` of their block's
+median std: tissue maps of cells outside the head) are dropped when the space is fitted.  The
+distances z-score every feature with the reference set's statistics, as in the random space.
+
+API::
+
+    from ratgan.evaluation.anatomy import fit_anatomy_features, set_distances
+    space = fit_anatomy_features(real_volumes, real_labels, seed=0, cache_dir=None)
+    f_real = space.features(real_volumes)        # (N, X, Y, Z) in [0, 1] -> (N, F) float64
+    f_fake = space.features(fake_volumes)
+    set_distances(f_real, f_fake)                # {"fd", "rbf_mmd2", "precision", "recall"}
+
+``real_volumes``: float (N, X, Y, Z) prepared as the evaluation prepares scans (rescaled to
+[0, 1], cropped to the real shape); ``real_labels``: integer (N, X, Y, Z), 0 = background.
+Without labels there is no anatomy space: ``ratgan evaluate`` then skips its rows and says so
+in the report (a self-supervised objective would learn texture as readily as anatomy, which is
+what this space exists to avoid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ratgan.atomic import atomic_path
+from ratgan.errors import RatganError
+from ratgan.evaluation import features as feat
+
+CACHE_VERSION = 1
+"""Bumped whenever the network, its training or its features change (part of the cache key)."""
+MAX_CLASSES = 32
+
+
+@dataclass(frozen=True)
+class AnatomySettings:
+    """How the anatomy network is built and trained (all part of the cache key)."""
+
+    widths: tuple[int, int, int, int] = (8, 16, 32, 64)
+    steps: int = 150
+    batch_size: int = 2
+    lr: float = 3e-3
+    grid: tuple[int, int, int] = (4, 4, 3)
+    """Cells of the pooled probability maps along x, y, z (not part of the cache key)."""
+    min_spread: float = 0.1
+    """Features whose std over the training scans is below this fraction of their block's
+    median std are dropped (tissue maps of cells outside the head are always 0; z-scored,
+    their noise would dominate every distance)."""
+    dice_weight: float = 1.0
+    threads: int | None = None
+    """torch threads while fitting/extracting (None: leave torch's setting)."""
+
+    def key(self) -> dict:
+        """The settings that change the trained network (the cache key)."""
+        d = asdict(self)
+        for k in ("threads", "grid", "min_spread"):
+            d.pop(k)
+        return d
+
+
+class AnatomyNet(nn.Module):
+    """Small 3D encoder-decoder segmentation network (see the module docstring)."""
+
+    def __init__(self, n_classes: int, widths: tuple[int, ...] = (8, 16, 32, 64)) -> None:
+        super().__init__()
+        w0, w1, w2, w3 = widths
+        self.enc = nn.ModuleList([
+            nn.Conv3d(1, w0, 3, padding=1),
+            nn.Conv3d(w0, w1, 3, stride=2, padding=1),
+            nn.Conv3d(w1, w2, 3, stride=2, padding=1),
+            nn.Conv3d(w2, w3, 3, stride=2, padding=1),
+        ])
+        self.dec2 = nn.Conv3d(w3 + w2, w2, 3, padding=1)
+        self.dec1 = nn.Conv3d(w2 + w1, w1, 3, padding=1)
+        self.head = nn.Conv3d(w1, n_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Half-resolution class logits and the four encoder activations of x (B, 1, X, Y, Z)."""
+        levels = []
+        for conv in self.enc:
+            x = F.leaky_relu(conv(x), 0.1)
+            levels.append(x)
+        _, e1, e2, e3 = levels
+        d = F.interpolate(e3, size=e2.shape[2:], mode="trilinear", align_corners=False)
+        d = F.leaky_relu(self.dec2(torch.cat([d, e2], 1)), 0.1)
+        d = F.interpolate(d, size=e1.shape[2:], mode="trilinear", align_corners=False)
+        d = F.leaky_relu(self.dec1(torch.cat([d, e1], 1)), 0.1)
+        return self.head(d), levels
+
+
+def _soft_dice_loss(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over the non-background classes present in the batch."""
+    dims = (0, 2, 3, 4)
+    inter = (probs * onehot).sum(dims)[1:]
+    denom = (probs + onehot).sum(dims)[1:]
+    present = onehot.sum(dims)[1:] > 0
+    dice = (2 * inter + 1e-5) / (denom + 1e-5)
+    return 1 - dice[present].mean() if present.any() else probs.sum() * 0
+
+
+def content_key(volumes: np.ndarray, labels: np.ndarray, seed: int,
+                settings: AnatomySettings) -> str:
+    """SHA-256 of the training volumes and labels (as float32 / uint8), seed and settings."""
+    h = hashlib.sha256()
+    vols = np.ascontiguousarray(volumes, dtype=np.float32)
+    labs = np.ascontiguousarray(labels, dtype=np.uint8)
+    h.update(json.dumps({"shape": list(vols.shape), "seed": int(seed), "v": CACHE_VERSION,
+                         "settings": settings.key()}, sort_keys=True).encode())
+    h.update(vols.tobytes())
+    h.update(labs.tobytes())
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$RATGAN_CACHE/anatomy``, else ``$XDG_CACHE_HOME/ratgan/anatomy`` or ~/.cache/...."""
+    root = os.environ.get("RATGAN_CACHE")
+    if root:
+        return Path(root) / "anatomy"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "ratgan" / "anatomy"
+
+
+@dataclass
+class AnatomyFeatures:
+    """A trained anatomy network and how to turn volumes into feature vectors."""
+
+    net: AnatomyNet
+    n_classes: int
+    seed: int
+    settings: AnatomySettings
+    key: str
+    fit_seconds: float = 0.0
+    cached: bool = False
+    history: list[float] = field(default_factory=list)
+    """Training loss every 10 steps."""
+    train_dice: dict[str, float] = field(default_factory=dict)
+    """Dice of the final network on (up to 8 of) its own training scans, per class."""
+    keep: np.ndarray | None = None
+    """Indices of the raw features kept (those that vary across the training scans)."""
+
+    @property
+    def raw_dim(self) -> int:
+        """Length of a feature vector before dropping constant features."""
+        gx, gy, gz = self.settings.grid
+        return sum(self.settings.widths) + (self.n_classes - 1) * gx * gy * gz
+
+    @property
+    def dim(self) -> int:
+        """Length of a feature vector."""
+        return self.raw_dim if self.keep is None else len(self.keep)
+
+    def features(self, volumes: np.ndarray, batch_size: int = 4) -> np.ndarray:
+        """Features (N, dim) float64 of volumes (N, X, Y, Z) in [0, 1]."""
+        raw = self.raw_features(volumes, batch_size)
+        return raw if self.keep is None else raw[:, self.keep]
+
+    def choose_features(self, training_volumes: np.ndarray) -> None:
+        """Keep the features that vary across the training scans (see ``min_spread``)."""
+        sd = self.raw_features(training_volumes).std(axis=0)
+        n_enc = sum(self.settings.widths)
+        keep = []
+        for block in (np.arange(n_enc), np.arange(n_enc, len(sd))):
+            if len(block):
+                floor = self.settings.min_spread * float(np.median(sd[block]))
+                keep.append(block[sd[block] > floor])
+        self.keep = np.concatenate(keep)
+
+    @torch.no_grad()
+    def raw_features(self, volumes: np.ndarray, batch_size: int = 4) -> np.ndarray:
+        """All features (N, raw_dim) float64 of volumes (N, X, Y, Z) in [0, 1]."""
+        vols = np.asarray(volumes, dtype=np.float32)
+        if vols.ndim != 4:
+            raise RatganError(f"anatomy features need volumes (N, X, Y, Z); got shape "
+                              f"{list(vols.shape)}.")
+        self.net.eval()
+        out = []
+        with _threads(self.settings.threads):
+            for s in range(0, len(vols), batch_size):
+                x = torch.from_numpy(vols[s:s + batch_size])[:, None]
+                logits, levels = self.net(x)
+                means = [lv.mean(dim=(2, 3, 4)) for lv in levels]
+                probs = torch.softmax(logits, 1)[:, 1:]
+                where = F.adaptive_avg_pool3d(probs, self.settings.grid).flatten(1)
+                out.append(torch.cat([*means, where], 1))
+        return torch.cat(out).double().numpy() if out else np.zeros((0, self.raw_dim))
+
+    @torch.no_grad()
+    def segment(self, volumes: np.ndarray) -> np.ndarray:
+        """Predicted label maps (N, X, Y, Z) uint8 of volumes in [0, 1]."""
+        self.net.eval()
+        out = []
+        for v in np.asarray(volumes, dtype=np.float32):
+            logits, _ = self.net(torch.from_numpy(v)[None, None])
+            up = F.interpolate(logits, size=v.shape, mode="trilinear", align_corners=False)
+            out.append(up.argmax(1)[0].numpy().astype(np.uint8))
+        return np.stack(out)
+
+    def describe(self) -> dict:
+        """The space's definition and training facts, for reports."""
+        return {"kind": "anatomy: encoder + coarse tissue maps of a segmentation net trained "
+                        "on the real labelled scans",
+                "widths": list(self.settings.widths), "grid": list(self.settings.grid),
+                "classes": self.n_classes, "dim": self.dim, "raw_dim": self.raw_dim,
+                "seed": self.seed,
+                "steps": self.settings.steps, "batch_size": self.settings.batch_size,
+                "lr": self.settings.lr, "cache_key": self.key[:16], "cached": self.cached,
+                "fit_seconds": self.fit_seconds, "train_dice": self.train_dice,
+                "final_loss": self.history[-1] if self.history else None}
+
+
+class _threads:
+    """Temporarily set torch's thread count (None: no change)."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n, self.old = n, None
+
+    def __enter__(self) -> None:
+        if self.n:
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc) -> None:
+        if self.old:
+            torch.set_num_threads(self.old)
+
+
+def _check(volumes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    vols = np.asarray(volumes, dtype=np.float32)
+    labs = np.asarray(labels)
+    if vols.ndim != 4 or labs.shape != vols.shape:
+        raise RatganError(f"anatomy features need volumes and labels of one shape (N, X, Y, Z); "
+                          f"got {list(vols.shape)} and {list(labs.shape)}.")
+    if len(vols) < 2:
+        raise RatganError(f"anatomy features need at least 2 labelled real scans; got "
+                          f"{len(vols)}.")
+    if not np.issubdtype(labs.dtype, np.integer) and not np.all(np.mod(labs, 1) == 0):
+        raise RatganError("anatomy labels must be integer label values.")
+    lo, hi = int(labs.min()), int(labs.max())
+    if lo < 0 or hi >= MAX_CLASSES or hi < 1:
+        raise RatganError(f"anatomy labels must lie in 0..{MAX_CLASSES - 1} with at least one "
+                          f"tissue (non-zero) label; got {lo}..{hi}.")
+    return vols, labs.astype(np.int64), hi + 1
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray, n_classes: int) -> dict[str, float]:
+    out = {}
+    for c in range(1, n_classes):
+        p, r = pred == c, ref == c
+        den = p.sum() + r.sum()
+        out[str(c)] = float(2 * (p & r).sum() / den) if den else float("nan")
+    return out
+
+
+def fit_anatomy_features(real_volumes: np.ndarray, real_labels: np.ndarray, seed: int = 0,
+                         settings: AnatomySettings | None = None,
+                         cache_dir: str | Path | None = None,
+                         progress: bool = False) -> AnatomyFeatures:
+    """Train (or load from ``cache_dir``) the anatomy network on labelled real volumes.
+
+    Training is seeded by ``seed`` (weights and batch order) and does not touch torch's global
+    random state.  ``cache_dir`` None disables the cache; otherwise the network is stored there
+    as ``<content key>.pt`` (written to a temporary file, then renamed).
+    """
+    settings = settings or AnatomySettings()
+    vols, labs, n_classes = _check(real_volumes, real_labels)
+    key = content_key(vols, labs, seed, settings)
+    net = AnatomyNet(n_classes, settings.widths)
+    path = Path(cache_dir) / f"{key}.pt" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        net.load_state_dict(blob["state"])
+        space = AnatomyFeatures(net, n_classes, seed, settings, key, blob["fit_seconds"], True,
+                                blob["history"], blob["train_dice"])
+        with _threads(settings.threads):
+            space.choose_features(vols)
+        return space
+    t0 = time.perf_counter()
+    with _threads(settings.threads):
+        history = _train(net, vols, labs, n_classes, seed, settings, progress)
+    space = AnatomyFeatures(net, n_classes, seed, settings, key, time.perf_counter() - t0,
+                            False, history)
+    sub = slice(0, min(len(vols), 8))
+    space.train_dice = _dice(space.segment(vols[sub]), labs[sub], n_classes)
+    with _threads(settings.threads):
+        space.choose_features(vols)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"state": net.state_dict(), "fit_seconds": space.fit_seconds,
+                        "history": history, "train_dice": space.train_dice,
+                        "settings": settings.key(), "seed": seed}, tmp)
+    return space
+
+
+def _train(net: AnatomyNet, vols: np.ndarray, labs: np.ndarray, n_classes: int, seed: int,
+           settings: AnatomySettings, progress: bool) -> list[float]:
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in net.modules():
+            if isinstance(m, nn.Conv3d):
+                m.reset_parameters()
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, settings.steps))
+    x_all = torch.from_numpy(vols)[:, None]
+    y_all = torch.from_numpy(labs)
+    bs = min(settings.batch_size, len(vols))
+    order = torch.randperm(len(vols), generator=gen)
+    pos, history = 0, []
+    net.train()
+    for step in tqdm(range(settings.steps), desc="anatomy net", disable=not progress,
+                     leave=False):
+        if pos + bs > len(order):
+            order, pos = torch.randperm(len(vols), generator=gen), 0
+        idx = order[pos:pos + bs]
+        pos += bs
+        x, y = x_all[idx], y_all[idx]
+        logits, _ = net(x)
+        up = F.interpolate(logits, size=y.shape[1:], mode="trilinear", align_corners=False)
+        loss = F.cross_entropy(up, y)
+        if settings.dice_weight:
+            onehot = F.one_hot(y, n_classes).permute(0, 4, 1, 2, 3).float()
+            loss = loss + settings.dice_weight * _soft_dice_loss(torch.softmax(up, 1), onehot)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 10 == 0 or step == settings.steps - 1:
+            history.append(float(loss.detach()))
+    net.eval()
+    return history
+
+
+SET_DISTANCES = ("fd", "rbf_mmd2", "precision", "recall")
+
+
+def set_distances(reference: np.ndarray, other: np.ndarray, k: int = 3) -> dict[str, float]:
+    """Fréchet distance, RBF-MMD^2, k-NN precision and recall of ``other`` against ``reference``.
+
+    Both feature matrices (n, d) are z-scored with the reference's mean and std and the RBF
+    bandwidth is the reference's median pairwise distance, exactly as ``ratgan evaluate`` does
+    for each split (``features`` holds the estimators).  Works for either feature space.
+    """
+    if len(reference) < 3 or len(other) < 3:
+        raise RatganError("set distances need at least 3 scans per set.")
+    mu, sd = feat.standardiser(reference)
+    za, zb = (reference - mu) / sd, (other - mu) / sd
+    p, r = feat.precision_recall(za, zb, k)
+    return {"fd": feat.frechet_distance(za, zb),
+            "rbf_mmd2": feat.rbf_mmd2(za, zb, feat.median_bandwidth(za)),
+            "precision": p, "recall": r}
