@@ -137,8 +137,11 @@ def _evaluate(train_dir: Path, held_dir: Path, synth_dir: Path, eval_dir: Path, 
     """The paper's metrics for the demo (quick settings), held-out scans as the real row."""
     from ratgan.evaluation import evaluate_sets
 
+    # The anatomy feature space trains a small segmentation network first (minutes on a CPU,
+    # beyond the demo's budget); `ratgan evaluate` on the same folders includes it.
     return evaluate_sets(real=train_dir, synthetic={"demo": synth_dir}, out=eval_dir,
-                         seed=seed, progress=progress, quick=True, heldout=held_dir)
+                         seed=seed, progress=progress, quick=True, heldout=held_dir,
+                         anatomy=False)
 
 
 def _rel(path: Path, root: Path) -> str:
