@@ -10,10 +10,11 @@ with the interval and sample count from RUN/config.yaml.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import yaml
+
+from ratgan.training.figures import read_metrics
 
 
 def main() -> None:
@@ -21,9 +22,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
     for run in args.runs:
-        rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln]
-        losses = [r for r in rows if "kind" not in r]
-        quality = [r for r in rows if r.get("kind") == "quality"]
+        losses = read_metrics(run / "metrics.jsonl", kind=None)
+        quality = read_metrics(run / "metrics.jsonl", kind="quality")
         cfg = yaml.safe_load((run / "config.yaml").read_text())["train"]
         if not losses or not quality:
             print(f"{run}: no quality lines (train.eval_every = {cfg['eval_every']})")

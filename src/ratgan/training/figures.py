@@ -66,8 +66,6 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
 
     from ratgan.viz import save_figure
 
-    if not Path(metrics_path).is_file():
-        return None
     rows = read_metrics(metrics_path, kind=None)
     if not rows:
         return None
