@@ -48,8 +48,10 @@ def main() -> None:
     atlases = make_atlases([entries[i] for i in split.train], args.k, seed=args.split_seed)
     params = AtlasParams(k=args.k, seed=args.split_seed)
     tests = [entries[i] for i in split.test]
-    print(f"cohort {cohort}: {len(entries)} labelled scans, {len(split.train)} training, "
-          f"{len(tests)} test; atlases {[a.image.name for a in atlases]}")
+    print(
+        f"cohort {cohort}: {len(entries)} labelled scans, {len(split.train)} training, "
+        f"{len(tests)} test; atlases {[a.image.name for a in atlases]}"
+    )
 
     t = time.process_time()
     atlas_label(tests[0].image, atlases[:1], AtlasParams(k=1, seed=args.split_seed))
@@ -57,19 +59,34 @@ def main() -> None:
 
     t = time.perf_counter()
     out = args.out or tmp / "labels"
-    paths = label_scans([e.image for e in tests], atlases, out, params, cache_dir=tmp / "cache",
-                        workers=args.workers, progress=False)
+    paths = label_scans(
+        [e.image for e in tests],
+        atlases,
+        out,
+        params,
+        cache_dir=tmp / "cache",
+        workers=args.workers,
+        progress=False,
+    )
     wall = time.perf_counter() - t
     scores: dict[str, list[float]] = {}
     for e, p in zip(tests, paths, strict=True):
         scan = read_scan(e.image)
         for k, v in dice_scores(read_label(p, scan), read_label(e.label, scan)).items():
             scores.setdefault(k, []).append(float(v[0]))
-    print(f"labelled {len(tests)} test scans with {args.k} atlases in {wall:.0f} s wall "
-          f"({args.workers} workers)")
-    summary = {k: {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v, ddof=1)), 4),
-                   "min": round(float(np.min(v)), 4)}
-               for k, v in scores.items() if k in ("global", "GM", "WM", "CSF")}
+    print(
+        f"labelled {len(tests)} test scans with {args.k} atlases in {wall:.0f} s wall "
+        f"({args.workers} workers)"
+    )
+    summary = {
+        k: {
+            "mean": round(float(np.mean(v)), 4),
+            "std": round(float(np.std(v, ddof=1)), 4),
+            "min": round(float(np.min(v)), 4),
+        }
+        for k, v in scores.items()
+        if k in ("global", "GM", "WM", "CSF")
+    }
     print("Dice of the atlas labels against the true labels (mean, std, min over test scans):")
     print(json.dumps(summary, indent=1))
 

@@ -32,10 +32,12 @@ def main() -> None:
         spent = sum(r["eval_seconds"] for r in quality)
         its = losses[-1]["iteration"] - losses[0]["iteration"]
         per_it = (losses[-1]["seconds"] - losses[0]["seconds"]) / max(its, 1)
-        print(f"{run}: {len(quality)} evaluations of {cfg['eval_samples']} scans every "
-              f"{cfg['eval_every']} iterations; {spent:.1f} s of {wall:.1f} s "
-              f"= {100 * spent / wall:.2f} % of the run (mean {spent / len(quality):.2f} s each, "
-              f"training {per_it:.3f} s/iteration)")
+        print(
+            f"{run}: {len(quality)} evaluations of {cfg['eval_samples']} scans every "
+            f"{cfg['eval_every']} iterations; {spent:.1f} s of {wall:.1f} s "
+            f"= {100 * spent / wall:.2f} % of the run (mean {spent / len(quality):.2f} s each, "
+            f"training {per_it:.3f} s/iteration)"
+        )
 
 
 if __name__ == "__main__":

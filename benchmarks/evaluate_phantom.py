@@ -39,8 +39,9 @@ def untrained_run(folder: Path, config_source: str, seed: int) -> Path:
     save_config(cfg, folder / "config.yaml")
     torch.manual_seed(seed)
     nets = build_networks(cfg.model)
-    save_checkpoint(folder, 0, {"networks": {"G": nets.generator.state_dict()},
-                                "config": cfg.to_dict()})
+    save_checkpoint(
+        folder, 0, {"networks": {"G": nets.generator.state_dict()}, "config": cfg.to_dict()}
+    )
     return folder
 
 
@@ -53,8 +54,7 @@ def noise_set(folder: Path, n: int, like: Path, seed: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         vol = rng.random(ref.shape, dtype=np.float32) * float(ref.data.max())
-        write_nifti(folder / f"noise_{i:04d}.nii.gz", vol, ref.affine, ref.header,
-                    dtype=np.float32)
+        write_nifti(folder / f"noise_{i:04d}.nii.gz", vol, ref.affine, ref.header, dtype=np.float32)
     return folder
 
 
@@ -72,8 +72,9 @@ def same_phantom_version(cohort: Path) -> bool:
     seed = int(json.loads(meta.read_text())["seed"])
     with tempfile.TemporaryDirectory() as tmp:
         fresh = write_cohort(Path(tmp), subjects=1, seed=seed, progress=False)[0]
-        return bool(np.allclose(read_scan(fresh).data,
-                                read_scan(Path(cohort) / "images" / fresh.name).data))
+        return bool(
+            np.allclose(read_scan(fresh).data, read_scan(Path(cohort) / "images" / fresh.name).data)
+        )
 
 
 def write_csv(path: Path, entries: list) -> Path:
@@ -86,12 +87,24 @@ def write_csv(path: Path, entries: list) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, help="a trained run folder (the 'trained' set)")
-    ap.add_argument("--subjects", type=int, default=100,
-                    help="real phantom scans when no --run is given (default 100)")
-    ap.add_argument("--heldout", type=int, default=None,
-                    help="held-out phantom scans (default: as many as real)")
-    ap.add_argument("--n-synthetic", type=int, default=None,
-                    help="scans per synthetic set (default: as many as real)")
+    ap.add_argument(
+        "--subjects",
+        type=int,
+        default=100,
+        help="real phantom scans when no --run is given (default 100)",
+    )
+    ap.add_argument(
+        "--heldout",
+        type=int,
+        default=None,
+        help="held-out phantom scans (default: as many as real)",
+    )
+    ap.add_argument(
+        "--n-synthetic",
+        type=int,
+        default=None,
+        help="scans per synthetic set (default: as many as real)",
+    )
     ap.add_argument("--out", type=Path, default=Path("/tmp/ratgan-bench-evaluate"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a tenth of the paper's comparisons")
@@ -125,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         config_source = str(args.run / "config.yaml")
     else:
         real = out / "real"
-        if not (real / "images").is_dir() or len(list((real / "images").iterdir())) != args.subjects:
+        if (
+            not (real / "images").is_dir()
+            or len(list((real / "images").iterdir())) != args.subjects
+        ):
             write_cohort(real, subjects=args.subjects, seed=args.seed, progress=False)
         config_source = "demo"
     heldout = out / "heldout"
@@ -135,13 +151,21 @@ def main(argv: list[str] | None = None) -> int:
         # (the generator saw them, which only matters for the memorisation figures)
         entries = list_scans(real)
         half = len(entries) // 2
-        real, heldout = write_csv(out / "real.csv", entries[half:]), \
-            write_csv(out / "heldout.csv", entries[:half])
-        print("note: the run's training cohort was rendered by another phantom version; the "
-              "held-out set is half of the run's own training scans")
+        real, heldout = (
+            write_csv(out / "real.csv", entries[half:]),
+            write_csv(out / "heldout.csv", entries[:half]),
+        )
+        print(
+            "note: the run's training cohort was rendered by another phantom version; the "
+            "held-out set is half of the run's own training scans"
+        )
     else:
-        write_cohort(heldout, subjects=args.heldout or len(list_scans(real)),
-                     seed=args.seed + 1000, progress=False)
+        write_cohort(
+            heldout,
+            subjects=args.heldout or len(list_scans(real)),
+            seed=args.seed + 1000,
+            progress=False,
+        )
     n_real = len(list_scans(real))
     n_held = len(list_scans(heldout))
     n_syn = args.n_synthetic or n_real
@@ -150,21 +174,25 @@ def main(argv: list[str] | None = None) -> int:
         synthetic["trained"] = args.run
     synthetic["untrained"] = untrained_run(out / "untrained-run", config_source, args.seed + 7)
     if not args.no_noise:
-        synthetic["noise"] = noise_set(out / "noise", n_syn, list_scans(real)[0].image,
-                                       args.seed + 11)
+        synthetic["noise"] = noise_set(
+            out / "noise", n_syn, list_scans(real)[0].image, args.seed + 11
+        )
     prep_s = time.perf_counter() - t0
 
     settings = EvaluationSettings(seed=args.seed, progress=True, **(QUICK if args.quick else {}))
-    res = run_evaluation(real, synthetic, out / "report", heldout=heldout, settings=settings,
-                         n_generate=n_syn)
+    res = run_evaluation(
+        real, synthetic, out / "report", heldout=heldout, settings=settings, n_generate=n_syn
+    )
     rows = {name: row_metrics(res, name) for name in res.rows}
     ref_name = res.reference_row
     ref = rows[ref_name]
     target = value(ref, "msssim")
 
     print(f"\nreal: {real} ({n_real} scans); held-out: {n_held}; synthetic sets: {n_syn} each")
-    print(f"comparisons: {settings.comparisons} pairs, MS-SSIM {settings.msssim_comparisons} "
-          f"pairs per set, {settings.split_repeats} repeats for set distances\n")
+    print(
+        f"comparisons: {settings.comparisons} pairs, MS-SSIM {settings.msssim_comparisons} "
+        f"pairs per set, {settings.split_repeats} repeats for set distances\n"
+    )
     print(table(res, PAPER_COLUMNS))
     print()
     print(table(res, EXTRA_COLUMNS))
@@ -177,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         won = beats(better, worse, target, keys)
         tied = [k for k in won if not won[k] and not beats(worse, better, target, (k,))[k]]
         lost = [k for k, v in won.items() if not v and k not in tied]
-        print(f"{better_name} beats {worse_name} on {sum(won.values())}/{len(won)} metrics"
-              + (f"; ties: {', '.join(tied)}" if tied else "")
-              + (f"; loses on: {', '.join(lost)}" if lost else ""))
+        print(
+            f"{better_name} beats {worse_name} on {sum(won.values())}/{len(won)} metrics"
+            + (f"; ties: {', '.join(tied)}" if tied else "")
+            + (f"; loses on: {', '.join(lost)}" if lost else "")
+        )
         return not lost
 
     ok = check("held-out real (reference row)", ref, "untrained", rows["untrained"])
@@ -189,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         check("held-out real (reference row)", ref, "trained", rows["trained"])
         check("trained", rows["trained"], "untrained", rows["untrained"])
     timing = res.timing_s
-    print("\ntiming (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items())
-          + f", data preparation {prep_s:.1f}")
+    print(
+        "\ntiming (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in timing.items())
+        + f", data preparation {prep_s:.1f}"
+    )
     print(f"report: {out / 'report' / 'report.md'}")
     return 0 if ok else 1
 

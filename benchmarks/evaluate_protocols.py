@@ -30,8 +30,9 @@ def _scans(seed: int, start: int, n: int) -> np.ndarray:
     from ratgan.data.phantom import make_subject, subject_seed
     from ratgan.evaluation.prepare import rescale_unit
 
-    return np.stack([rescale_unit(make_subject(subject_seed(seed, start + i))[0])
-                     for i in range(n)])
+    return np.stack(
+        [rescale_unit(make_subject(subject_seed(seed, start + i))[0]) for i in range(n)]
+    )
 
 
 def _set(name: str, volumes: np.ndarray):
@@ -63,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--comparisons", type=int, default=21_000)
     ap.add_argument("--msssim-comparisons", type=int, default=2_100)
     ap.add_argument("--epochs", type=int, default=100)
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="keep the prepared phantom scans in this .npy file between runs")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep the prepared phantom scans in this .npy file between runs",
+    )
     args = ap.parse_args(argv)
 
     from scipy import ndimage
@@ -83,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(cohort) < 2 * n:
         raise SystemExit(f"{args.cache} holds {len(cohort)} scans, fewer than 2 x {n}")
     real = _set("real", cohort[:n])
-    held_vols = cohort[n:2 * n]
+    held_vols = cohort[n : 2 * n]
     held = _set("held-out", held_vols)
     rng = np.random.default_rng(args.seed)
-    blurred = np.stack([ndimage.gaussian_filter(v, 1.0) + 0.02 * rng.standard_normal(v.shape)
-                        for v in held_vols]).astype(np.float32)
+    blurred = np.stack(
+        [ndimage.gaussian_filter(v, 1.0) + 0.02 * rng.standard_normal(v.shape) for v in held_vols]
+    ).astype(np.float32)
     from ratgan.evaluation.prepare import rescale_unit
 
     blurred = _set("blurred", np.stack([rescale_unit(v) for v in blurred]))
@@ -96,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {}
     for protocol in ("ratgan", "authors"):
-        settings = EvaluationSettings(seed=args.seed, protocol=protocol, progress=False,
-                                      comparisons=args.comparisons,
-                                      msssim_comparisons=args.msssim_comparisons,
-                                      authors_epochs=args.epochs, split_repeats=2)
+        settings = EvaluationSettings(
+            seed=args.seed,
+            protocol=protocol,
+            progress=False,
+            comparisons=args.comparisons,
+            msssim_comparisons=args.msssim_comparisons,
+            authors_epochs=args.epochs,
+            split_repeats=2,
+        )
         t = time.perf_counter()
         res = evaluate(real, [held, blurred], settings, heldout=held)
         results[protocol] = res
@@ -128,13 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     # calibrated on the real scans alone (leave-one-out), so the held-out scans are never-seen
     memo = memorisation_check(real, None, [held, copies], last_settings)
     ref = memo.reference
-    print(f"\nmemorisation ({ref['similarity']}; threshold {ref['threshold']:.4f}, "
-          f"{ref['threshold_rule']}):")
-    print(f"  real scans (leave-one-out, in-sample) flagged: {ref['near_copies']} / "
-          f"{len(ref['nn_ncc'])} ({100 * ref['fraction']:.1f}%)")
+    print(
+        f"\nmemorisation ({ref['similarity']}; threshold {ref['threshold']:.4f}, "
+        f"{ref['threshold_rule']}):"
+    )
+    print(
+        f"  real scans (leave-one-out, in-sample) flagged: {ref['near_copies']} / "
+        f"{len(ref['nn_ncc'])} ({100 * ref['fraction']:.1f}%)"
+    )
     for name, m in memo.synthetic.items():
-        print(f"  {name}: {m['near_copies']} / {len(m['nn_ncc'])} flagged "
-              f"({100 * m['fraction']:.1f}%)")
+        print(
+            f"  {name}: {m['near_copies']} / {len(m['nn_ncc'])} flagged "
+            f"({100 * m['fraction']:.1f}%)"
+        )
     return 0
 
 

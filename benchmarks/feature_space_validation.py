@@ -48,8 +48,11 @@ def main() -> None:
     ap.add_argument("--feature-seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=AnatomySettings().steps)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache-dir", default=None,
-                    help="keep the trained anatomy network here (default: train afresh)")
+    ap.add_argument(
+        "--cache-dir",
+        default=None,
+        help="keep the trained anatomy network here (default: train afresh)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -58,18 +61,26 @@ def main() -> None:
     real, labels = cohort(args.seed, half)
     held, _ = cohort(args.seed, args.subjects - half, half)
     other, _ = cohort(args.other_seed, args.subjects - half)
-    print(f"cohort: {half} reference + {len(held)} held-out scans of seed {args.seed}, "
-          f"{len(other)} of seed {args.other_seed}, rendered in {time.perf_counter() - t:.0f} s")
+    print(
+        f"cohort: {half} reference + {len(held)} held-out scans of seed {args.seed}, "
+        f"{len(other)} of seed {args.other_seed}, rendered in {time.perf_counter() - t:.0f} s"
+    )
 
     t = time.perf_counter()
-    space = fit_anatomy_features(real, labels, seed=args.feature_seed,
-                                 settings=AnatomySettings(steps=args.steps),
-                                 cache_dir=args.cache_dir)
+    space = fit_anatomy_features(
+        real,
+        labels,
+        seed=args.feature_seed,
+        settings=AnatomySettings(steps=args.steps),
+        cache_dir=args.cache_dir,
+    )
     fit_s = time.perf_counter() - t
     how = "loaded from the cache" if space.cached else "fitted"
-    print(f"anatomy network: {how} in {fit_s:.0f} s ({args.steps} steps), {space.dim} of {space.raw_dim} features kept, "
-          f"Dice on training scans {space.train_dice}, loss {space.history[0]:.3f} -> "
-          f"{space.history[-1]:.3f}")
+    print(
+        f"anatomy network: {how} in {fit_s:.0f} s ({args.steps} steps), {space.dim} of {space.raw_dim} features kept, "
+        f"Dice on training scans {space.train_dice}, loss {space.history[0]:.3f} -> "
+        f"{space.history[-1]:.3f}"
+    )
     rnd = feat.RandomConvFeatures(args.feature_seed)
 
     def random_features(v: np.ndarray) -> np.ndarray:
@@ -83,27 +94,42 @@ def main() -> None:
     print("features: " + ", ".join(f"{k} {v:.1f} s per 100 scans" for k, v in costs.items()))
 
     t = time.perf_counter()
-    rows = validation_rows({"anatomy": space.features, "random": random_features}, real, held,
-                           {f"other cohort (seed {args.other_seed})": other}, seed=args.seed)
+    rows = validation_rows(
+        {"anatomy": space.features, "random": random_features},
+        real,
+        held,
+        {f"other cohort (seed {args.other_seed})": other},
+        seed=args.seed,
+    )
     print(f"table computed in {time.perf_counter() - t:.0f} s\n")
 
     spaces = ("anatomy", "random")
     titles = {"fd": "Fréchet ↓", "rbf_mmd2": "RBF-MMD² ↓", "precision": "P ↑", "recall": "R ↑"}
-    print("| set | strength | " + " | ".join(f"{s} {titles[m]}" for s in spaces for m in METRICS)
-          + " |")
+    print(
+        "| set | strength | "
+        + " | ".join(f"{s} {titles[m]}" for s in spaces for m in METRICS)
+        + " |"
+    )
     print("|---|---|" + "---|" * (len(spaces) * len(METRICS)))
     for r in rows:
         strength = "" if r["strength"] is None else f"{r['strength']:.3g}"
-        unit = f" ({CORRUPTIONS[r['set']][2]})" if r["set"] in CORRUPTIONS and \
-            r["strength"] == CORRUPTIONS[r["set"]][1][0] else ""
-        cells = [f"{r[s][m]:.2f}" if m == "fd" else f"{r[s][m]:.3f}" for s in spaces
-                 for m in METRICS]
+        unit = (
+            f" ({CORRUPTIONS[r['set']][2]})"
+            if r["set"] in CORRUPTIONS and r["strength"] == CORRUPTIONS[r["set"]][1][0]
+            else ""
+        )
+        cells = [
+            f"{r[s][m]:.2f}" if m == "fd" else f"{r[s][m]:.3f}" for s in spaces for m in METRICS
+        ]
         print(f"| {r['set']}{unit} | {strength} | " + " | ".join(cells) + " |")
 
-    print("\nranked worse than held-out at every strength / monotonic in strength "
-          "(P, R: strongest below held-out, never rising):")
-    print("| corruption | " + " | ".join(f"{s} {titles[m]}" for s in spaces for m in METRICS)
-          + " |")
+    print(
+        "\nranked worse than held-out at every strength / monotonic in strength "
+        "(P, R: strongest below held-out, never rising):"
+    )
+    print(
+        "| corruption | " + " | ".join(f"{s} {titles[m]}" for s in spaces for m in METRICS) + " |"
+    )
     print("|---|" + "---|" * (len(spaces) * len(METRICS)))
     checks = {(s, m): ranking(rows, s, m) for s in spaces for m in METRICS}
     for name in CORRUPTIONS:
@@ -111,8 +137,11 @@ def main() -> None:
         for s in spaces:
             for m in METRICS:
                 c = checks[(s, m)][name]
-                cells.append(("worse" if c["worse_than_heldout"] else "NOT worse") + " / "
-                             + ("mono" if c["monotonic"] else "NOT mono"))
+                cells.append(
+                    ("worse" if c["worse_than_heldout"] else "NOT worse")
+                    + " / "
+                    + ("mono" if c["monotonic"] else "NOT mono")
+                )
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

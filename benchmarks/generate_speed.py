@@ -38,8 +38,12 @@ def _sync(device: torch.device) -> None:
 def network_rate(run: Path, device: str, precision: str, batch_size: int, n: int) -> float:
     """Scans/s of G alone (codes in, volumes on the host), after one warm-up batch."""
     loaded = load_generator(run, device=device, precision=precision)
-    batches = [latent_codes([scan_seed(0, i) for i in range(s, s + batch_size)],
-                            loaded.config.model.latent_dim) for s in range(0, n, batch_size)]
+    batches = [
+        latent_codes(
+            [scan_seed(0, i) for i in range(s, s + batch_size)], loaded.config.model.latent_dim
+        )
+        for s in range(0, n, batch_size)
+    ]
     sample_volumes(loaded, batches[0])
     _sync(loaded.device)
     t0 = time.perf_counter()
@@ -48,14 +52,29 @@ def network_rate(run: Path, device: str, precision: str, batch_size: int, n: int
     return len(batches) * batch_size / (time.perf_counter() - t0)
 
 
-def end_to_end_rate(run: Path, out: Path, device: str, precision: str, batch_size: int,
-                    n: int) -> float:
+def end_to_end_rate(
+    run: Path, out: Path, device: str, precision: str, batch_size: int, n: int
+) -> float:
     """Scans/s of generate_scans writing n files (its model load included)."""
-    generate_scans(run, batch_size, out / "warmup", device=device, precision=precision,
-                   batch_size=batch_size, progress=False)  # first-call kernels, page cache
+    generate_scans(
+        run,
+        batch_size,
+        out / "warmup",
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        progress=False,
+    )  # first-call kernels, page cache
     t0 = time.perf_counter()
-    generate_scans(run, n, out / "timed", device=device, precision=precision,
-                   batch_size=batch_size, progress=False)
+    generate_scans(
+        run,
+        n,
+        out / "timed",
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        progress=False,
+    )
     seconds = time.perf_counter() - t0
     shutil.rmtree(out)
     return n / seconds
@@ -65,8 +84,16 @@ def naive_rate(run: Path, out: Path, device: str, precision: str, n: int) -> flo
     """Scans/s when every scan reloads the model and is sampled alone."""
     t0 = time.perf_counter()
     for i in range(n):
-        generate_scans(run, 1, out / f"scan{i}", seed=i, device=device, precision=precision,
-                       batch_size=1, progress=False)
+        generate_scans(
+            run,
+            1,
+            out / f"scan{i}",
+            seed=i,
+            device=device,
+            precision=precision,
+            batch_size=1,
+            progress=False,
+        )
     seconds = time.perf_counter() - t0
     shutil.rmtree(out)
     return n / seconds
@@ -87,24 +114,37 @@ def main() -> None:
     write_cohort(data, subjects=16, seed=0, progress=False)
     dev = torch.device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-    print(f"device={args.device} ({name}) threads={torch.get_num_threads()} n={args.n} "
-          f"torch={torch.__version__}")
+    print(
+        f"device={args.device} ({name}) threads={torch.get_num_threads()} n={args.n} "
+        f"torch={torch.__version__}"
+    )
     for preset in args.presets:
         run = work / f"run-{preset}"
-        cfg = load_config(preset, {"train.iterations": 1, "train.batch_size": 2,
-                                   "train.checkpoint_every": 1, "train.sample_every": 1000,
-                                   "train.device": args.device})
+        cfg = load_config(
+            preset,
+            {
+                "train.iterations": 1,
+                "train.batch_size": 2,
+                "train.checkpoint_every": 1,
+                "train.sample_every": 1000,
+                "train.device": args.device,
+            },
+        )
         train(cfg, data, run, progress=False)
         print(f"{preset}:")
         for precision in args.precisions:
             for bs in args.batch_sizes:
                 net = network_rate(run, args.device, precision, bs, args.n)
                 e2e = end_to_end_rate(run, work / "out", args.device, precision, bs, args.n)
-                print(f"  {precision} batch {bs:3d}: {e2e:8.2f} scans/s end to end "
-                      f"(.nii.gz written), network alone {net:8.2f} scans/s", flush=True)
+                print(
+                    f"  {precision} batch {bs:3d}: {e2e:8.2f} scans/s end to end "
+                    f"(.nii.gz written), network alone {net:8.2f} scans/s",
+                    flush=True,
+                )
             naive = naive_rate(run, work / "naive", args.device, precision, args.naive_n)
-            print(f"  {precision} naive (reload per scan, batch 1): {naive:8.2f} scans/s",
-                  flush=True)
+            print(
+                f"  {precision} naive (reload per scan, batch 1): {naive:8.2f} scans/s", flush=True
+            )
     shutil.rmtree(work)
 
 

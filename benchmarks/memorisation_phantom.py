@@ -52,41 +52,50 @@ def main(argv: list[str] | None = None) -> int:
     from ratgan.evaluation.prepare import rescale_unit
 
     if args.cache is not None and args.cache.is_file():
-        vols = np.load(args.cache)[:args.pool]
+        vols = np.load(args.cache)[: args.pool]
     else:
-        vols = np.stack([rescale_unit(make_subject(subject_seed(args.seed, i))[0])
-                         for i in range(args.pool)])
+        vols = np.stack(
+            [rescale_unit(make_subject(subject_seed(args.seed, i))[0]) for i in range(args.pool)]
+        )
         if args.cache is not None:
             np.save(args.cache, vols)
     rng = np.random.default_rng(args.split_seed)
     n = args.train
-    rules = ["old: max, global NCC", "max", "95th percentile", "fit 0.001", "fit 0.01",
-             "fit 0.05"]
+    rules = ["old: max, global NCC", "max", "95th percentile", "fit 0.001", "fit 0.01", "fit 0.05"]
     got: dict[str, list[tuple[float, float, float]]] = {r: [] for r in rules}
     for _ in range(args.splits):
         perm = rng.permutation(len(vols))
-        train, new = vols[perm[:n]], vols[perm[n:2 * n]]
+        train, new = vols[perm[:n]], vols[perm[n : 2 * n]]
         copies = np.stack([copy_of(v, rng, 0.0) for v in train])
         noisy = np.stack([copy_of(v, rng, 0.02) for v in train])
         loo, _ = mem.nearest(train, train, exclude_self=True)
         sims = [mem.nearest(s, train)[0] for s in (new, copies, noisy)]
         plain_loo, _ = mem.nearest(train, train, exclude_self=True, max_shift=0)
         plain = [mem.nearest(s, train, max_shift=0)[0] for s in (new, copies, noisy)]
-        thresholds = {"max": loo.max(), "95th percentile": np.quantile(loo, 0.95),
-                      **{f"fit {a}": mem.calibrate(loo, a).value for a in (0.001, 0.01, 0.05)}}
+        thresholds = {
+            "max": loo.max(),
+            "95th percentile": np.quantile(loo, 0.95),
+            **{f"fit {a}": mem.calibrate(loo, a).value for a in (0.001, 0.01, 0.05)},
+        }
         got["old: max, global NCC"].append(tuple(np.mean(s > plain_loo.max()) for s in plain))
         for rule, thr in thresholds.items():
             got[rule].append(tuple(np.mean(s > thr) for s in sims))
-    print(f"{args.splits} splits of {n} training + {n} never-seen phantom subjects "
-          f"(pool {len(vols)}, cohort seed {args.seed})\n")
-    print("| rule | never-seen flagged: mean | worst split | copies caught: mean | worst split "
-          "| copies + 2 % noise caught: mean | worst split |")
+    print(
+        f"{args.splits} splits of {n} training + {n} never-seen phantom subjects "
+        f"(pool {len(vols)}, cohort seed {args.seed})\n"
+    )
+    print(
+        "| rule | never-seen flagged: mean | worst split | copies caught: mean | worst split "
+        "| copies + 2 % noise caught: mean | worst split |"
+    )
     print("|---|---|---|---|---|---|---|")
     for rule, rows in got.items():
         a = np.asarray(rows)
-        print(f"| {rule} | {100 * a[:, 0].mean():.1f}% | {100 * a[:, 0].max():.1f}% | "
-              f"{100 * a[:, 1].mean():.1f}% | {100 * a[:, 1].min():.1f}% | "
-              f"{100 * a[:, 2].mean():.1f}% | {100 * a[:, 2].min():.1f}% |")
+        print(
+            f"| {rule} | {100 * a[:, 0].mean():.1f}% | {100 * a[:, 0].max():.1f}% | "
+            f"{100 * a[:, 1].mean():.1f}% | {100 * a[:, 1].min():.1f}% | "
+            f"{100 * a[:, 2].mean():.1f}% | {100 * a[:, 2].min():.1f}% |"
+        )
     return 0
 
 

@@ -19,18 +19,31 @@ from ratgan.training.alphagan import AlphaGANStep, build_optimizers
 from ratgan.training.host_memory import keep_freed_host_memory
 
 
-def seconds_per_iteration(preset: str, precision: str, iterations: int, device: str,
-                          batch_size: int = 4, channels_last: bool = True) -> float:
-    cfg = load_config(preset, {"train.precision": precision, "train.batch_size": batch_size,
-                               "train.channels_last": channels_last})
+def seconds_per_iteration(
+    preset: str,
+    precision: str,
+    iterations: int,
+    device: str,
+    batch_size: int = 4,
+    channels_last: bool = True,
+) -> float:
+    cfg = load_config(
+        preset,
+        {
+            "train.precision": precision,
+            "train.batch_size": batch_size,
+            "train.channels_last": channels_last,
+        },
+    )
     dev = torch.device(device)
     torch.manual_seed(0)
     nets = build_networks(cfg.model).place(dev, channels_last)
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
-    step = AlphaGANStep(nets, build_optimizers(nets, cfg), cfg, dev,
-                        torch.Generator(device=dev).manual_seed(0))
+    step = AlphaGANStep(
+        nets, build_optimizers(nets, cfg), cfg, dev, torch.Generator(device=dev).manual_seed(0)
+    )
     s = cfg.model.volume_size
-    x = (torch.rand(batch_size, cfg.model.channels, s, s, s, device=dev) * 2 - 1)
+    x = torch.rand(batch_size, cfg.model.channels, s, s, s, device=dev) * 2 - 1
     x = x.contiguous(memory_format=fmt)
     step(x, x)  # warm-up
     if dev.type == "cuda":
@@ -44,8 +57,9 @@ def seconds_per_iteration(preset: str, precision: str, iterations: int, device: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+",
-                        default=["alpha-wgan-adni", "sigmarat1", "sigmarat2", "demo"])
+    parser.add_argument(
+        "--presets", nargs="+", default=["alpha-wgan-adni", "sigmarat1", "sigmarat2", "demo"]
+    )
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -54,8 +68,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.device == "cpu":
         keep_freed_host_memory()  # as `ratgan train` does on a CPU
-    print(f"device={args.device} threads={torch.get_num_threads()} batch=4 "
-          f"iterations={args.iterations} torch={torch.__version__}")
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} batch=4 "
+        f"iterations={args.iterations} torch={torch.__version__}"
+    )
     print(f"{'preset':<18}{'fp32 s/it':>12}{'bf16 s/it':>12}{'bf16 speed-up':>15}")
     for preset in args.presets:
         fp32 = seconds_per_iteration(preset, "fp32", args.iterations, args.device)

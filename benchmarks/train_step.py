@@ -62,17 +62,29 @@ class PerSampleAugmented(Dataset):
 
         a = cfg.augment
         self.volumes = volumes
-        self.transform = Compose([
-            RandRotate(range_x=a.rotate_range, range_y=a.rotate_range, range_z=a.rotate_range,
-                       prob=a.rotate_prob, padding_mode="zeros"),
-            RandFlip(prob=a.flip_prob, spatial_axis=a.flip_axis),
-            RandScaleIntensity(factors=a.intensity_factor, prob=a.intensity_prob),
-            RandZoom(min_zoom=a.zoom_range[0], max_zoom=a.zoom_range[1], prob=a.zoom_prob,
-                     mode="nearest"),
-            RandGaussianNoise(prob=a.noise_prob, std=a.noise_std),
-            RandAffine(prob=a.translate_prob, translate_range=a.translate_range,
-                       padding_mode="zeros"),
-        ])
+        self.transform = Compose(
+            [
+                RandRotate(
+                    range_x=a.rotate_range,
+                    range_y=a.rotate_range,
+                    range_z=a.rotate_range,
+                    prob=a.rotate_prob,
+                    padding_mode="zeros",
+                ),
+                RandFlip(prob=a.flip_prob, spatial_axis=a.flip_axis),
+                RandScaleIntensity(factors=a.intensity_factor, prob=a.intensity_prob),
+                RandZoom(
+                    min_zoom=a.zoom_range[0],
+                    max_zoom=a.zoom_range[1],
+                    prob=a.zoom_prob,
+                    mode="nearest",
+                ),
+                RandGaussianNoise(prob=a.noise_prob, std=a.noise_std),
+                RandAffine(
+                    prob=a.translate_prob, translate_range=a.translate_range, padding_mode="zeros"
+                ),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.volumes)
@@ -81,8 +93,9 @@ class PerSampleAugmented(Dataset):
         return torch.as_tensor(self.transform(self.volumes[i])).float()
 
 
-def reference_iteration(nets: Networks, opt: dict, cfg: Config, dataset: Dataset,
-                        device: torch.device) -> None:
+def reference_iteration(
+    nets: Networks, opt: dict, cfg: Config, dataset: Dataset, device: torch.device
+) -> None:
     """One iteration in the published code's style (see the module docstring)."""
     E, G, D, C = nets.encoder, nets.generator, nets.discriminator, nets.code_discriminator
     B, L = cfg.train.batch_size, cfg.model.latent_dim
@@ -96,8 +109,9 @@ def reference_iteration(nets: Networks, opt: dict, cfg: Config, dataset: Dataset
     with frozen(D, C):
         z_e = E(x).reshape(B, -1)
         x_rec, x_gen = G(z_e), G(z_r)
-        total, _ = losses.encoder_generator_loss(D(x_rec).reshape(-1), D(x_gen).reshape(-1),
-                                                 C(z_e).reshape(-1), x, x_rec, cfg.loss)
+        total, _ = losses.encoder_generator_loss(
+            D(x_rec).reshape(-1), D(x_gen).reshape(-1), C(z_e).reshape(-1), x, x_rec, cfg.loss
+        )
     opt["E"].zero_grad()
     opt["G"].zero_grad()
     total.backward()
@@ -109,17 +123,20 @@ def reference_iteration(nets: Networks, opt: dict, cfg: Config, dataset: Dataset
     z_r = torch.randn(B, L, device=device)
     z_e = E(x).reshape(B, -1)  # recomputed with a graph, as published
     x_rec, x_gen = G(z_e), G(z_r)
-    gp = (losses.gradient_penalty(D, x, x_rec.detach())
-          + losses.gradient_penalty(D, x, x_gen.detach()))
-    total, _ = losses.discriminator_loss(D(x).reshape(-1), D(x_rec.detach()).reshape(-1),
-                                         D(x_gen.detach()).reshape(-1), gp, cfg.loss)
+    gp = losses.gradient_penalty(D, x, x_rec.detach()) + losses.gradient_penalty(
+        D, x, x_gen.detach()
+    )
+    total, _ = losses.discriminator_loss(
+        D(x).reshape(-1), D(x_rec.detach()).reshape(-1), D(x_gen.detach()).reshape(-1), gp, cfg.loss
+    )
     opt["D"].zero_grad()
     total.backward()
     opt["D"].step()
 
     gp = losses.gradient_penalty(C, z_r, z_e.detach())
-    total, _ = losses.code_discriminator_loss(C(z_e.detach()).reshape(-1), C(z_r).reshape(-1),
-                                              gp, cfg.loss)
+    total, _ = losses.code_discriminator_loss(
+        C(z_e.detach()).reshape(-1), C(z_r).reshape(-1), gp, cfg.loss
+    )
     opt["C"].zero_grad()
     total.backward()
     opt["C"].step()
@@ -163,12 +180,16 @@ def _time(fn, iterations: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / iterations
 
 
-def _setup(preset: str, ours: bool, device: torch.device, data: Path,
-           extra: dict | None = None):
+def _setup(preset: str, ours: bool, device: torch.device, data: Path, extra: dict | None = None):
     over = {"train.batch_size": 4}
     if not ours:
-        over.update({"train.precision": "fp32", "train.channels_last": False,
-                     "model.g_fused_upsample": False})
+        over.update(
+            {
+                "train.precision": "fp32",
+                "train.channels_last": False,
+                "model.g_fused_upsample": False,
+            }
+        )
     else:
         over.update({"train.precision": "bf16", "train.channels_last": True})
     cfg = load_config(preset, {**over, **(extra or {})})
@@ -202,8 +223,9 @@ class _FlopCount(TorchDispatchMode):
 def count_flops(preset: str, device: torch.device, data: Path, fused_upsample: bool) -> int:
     """FLOPs of one iteration in fp32, with G's upsample+conv fused (what ours executes) or
     literal (what the published formulation, and so the reference-style loop, executes)."""
-    cfg, nets, opt, cohort = _setup(preset, True, device, data,
-                                    {"model.g_fused_upsample": fused_upsample})
+    cfg, nets, opt, cohort = _setup(
+        preset, True, device, data, {"model.g_fused_upsample": fused_upsample}
+    )
     cfg.train.precision = "fp32"
     step = AlphaGANStep(nets, opt, cfg, device, torch.Generator(device=device).manual_seed(0))
     x = cohort.images[:4].to(device)
@@ -212,33 +234,39 @@ def count_flops(preset: str, device: torch.device, data: Path, fused_upsample: b
     return counter.total
 
 
-def time_ours(preset: str, device: torch.device, data: Path, iterations: int
-              ) -> tuple[float, float]:
+def time_ours(
+    preset: str, device: torch.device, data: Path, iterations: int
+) -> tuple[float, float]:
     """Seconds per iteration and peak memory (MB) of our training iteration."""
     torch.backends.cudnn.benchmark = True  # as `ratgan train` sets it on CUDA
     if device.type == "cpu":
         keep_freed_host_memory()  # as `ratgan train` does on a CPU
     cfg, nets, opt, cohort = _setup(preset, True, device, data)
-    stream = EndlessBatches(cohort, 4, seed=0, device=device,
-                            augmenter=BatchAugmenter(cfg.augment, seed=1))
+    stream = EndlessBatches(
+        cohort, 4, seed=0, device=device, augmenter=BatchAugmenter(cfg.augment, seed=1)
+    )
     step = AlphaGANStep(nets, opt, cfg, device, torch.Generator(device=device).manual_seed(0))
 
     def iteration() -> None:
-        out = step(next(stream)[0].contiguous(memory_format=torch.channels_last_3d),
-                   next(stream)[0].contiguous(memory_format=torch.channels_last_3d))
+        out = step(
+            next(stream)[0].contiguous(memory_format=torch.channels_last_3d),
+            next(stream)[0].contiguous(memory_format=torch.channels_last_3d),
+        )
         float(out["c_total"])  # one sync per timed iteration, so the timing is honest
 
     return _time(iteration, iterations, device), _peak_mb(device)
 
 
-def time_reference(preset: str, device: torch.device, data: Path, iterations: int
-                   ) -> tuple[float, float]:
+def time_reference(
+    preset: str, device: torch.device, data: Path, iterations: int
+) -> tuple[float, float]:
     """Seconds per iteration and peak memory (MB) of the reference-style iteration."""
     torch.backends.cudnn.benchmark = False  # PyTorch's default, which the published code kept
     cfg, nets, opt, cohort = _setup(preset, False, device, data)
     dataset = PerSampleAugmented(cohort.images.numpy(), cfg)
-    seconds = _time(lambda: reference_iteration(nets, opt, cfg, dataset, device), iterations,
-                    device)
+    seconds = _time(
+        lambda: reference_iteration(nets, opt, cfg, dataset, device), iterations, device
+    )
     return seconds, _peak_mb(device)
 
 
@@ -248,8 +276,7 @@ def _in_fresh_process(fn, *args):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.SimpleQueue()
     # Not a Pool: its daemonic workers may not start the reference loop's DataLoader workers.
-    proc = ctx.Process(target=_measure,
-                       args=(queue, multiprocessing.get_start_method(), fn, args))
+    proc = ctx.Process(target=_measure, args=(queue, multiprocessing.get_start_method(), fn, args))
     proc.start()
     result = queue.get()
     proc.join()
@@ -281,27 +308,49 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="ratgan-bench-")) / "phantom"
     write_cohort(data, subjects=16, seed=0, progress=False)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device={args.device} ({name}) threads={torch.get_num_threads()} batch=4 "
-          f"iterations={args.iterations} torch={torch.__version__}")
+    print(
+        f"device={args.device} ({name}) threads={torch.get_num_threads()} batch=4 "
+        f"iterations={args.iterations} torch={torch.__version__}"
+    )
     for preset in args.presets:
         published = count_flops(preset, device, data, fused_upsample=False)
         executed = count_flops(preset, device, data, fused_upsample=True)
 
         ref, ref_mem = _in_fresh_process(time_reference, preset, device, data, args.iterations)
         ours, ours_mem = _in_fresh_process(time_ours, preset, device, data, args.iterations)
-        print(f"{preset}: GFLOP/iteration {published / 1e9:.1f} as published (the reference-style "
-              f"loop executes these), {executed / 1e9:.1f} executed by ours (fused upsample+conv)")
-        print(f"  reference-style fp32 : {ref:8.3f} s/it  {published / ref / 1e12:7.3f} TFLOP/s"
-              f"{'':31}peak {ref_mem:8.0f} MB")
-        print(f"  ours (bf16, resident): {ours:8.3f} s/it  {executed / ours / 1e12:7.3f} TFLOP/s "
-              f"executed ({published / ours / 1e12:7.3f} model-equivalent)  "
-              f"peak {ours_mem:8.0f} MB")
+        print(
+            f"{preset}: GFLOP/iteration {published / 1e9:.1f} as published (the reference-style "
+            f"loop executes these), {executed / 1e9:.1f} executed by ours (fused upsample+conv)"
+        )
+        print(
+            f"  reference-style fp32 : {ref:8.3f} s/it  {published / ref / 1e12:7.3f} TFLOP/s"
+            f"{'':31}peak {ref_mem:8.0f} MB"
+        )
+        print(
+            f"  ours (bf16, resident): {ours:8.3f} s/it  {executed / ours / 1e12:7.3f} TFLOP/s "
+            f"executed ({published / ours / 1e12:7.3f} model-equivalent)  "
+            f"peak {ours_mem:8.0f} MB"
+        )
         print(f"  speed-up: {ref / ours:.2f}x", flush=True)
-        rows.append({"preset": preset, "reference_s": ref, "ours_s": ours,
-                     "published_gflop": published / 1e9, "executed_gflop": executed / 1e9,
-                     "reference_peak_mb": ref_mem, "ours_peak_mb": ours_mem})
-    header = {"device": args.device, "name": name, "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "iterations": args.iterations, "batch": 4}
+        rows.append(
+            {
+                "preset": preset,
+                "reference_s": ref,
+                "ours_s": ours,
+                "published_gflop": published / 1e9,
+                "executed_gflop": executed / 1e9,
+                "reference_peak_mb": ref_mem,
+                "ours_peak_mb": ours_mem,
+            }
+        )
+    header = {
+        "device": args.device,
+        "name": name,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "iterations": args.iterations,
+        "batch": 4,
+    }
     if args.json:
         args.json.write_text(json.dumps({**header, "rows": rows}, indent=2))
     if args.plot:
@@ -325,8 +374,11 @@ def plot(rows: list[dict], header: dict, out: Path) -> None:
         ax.text(x + 0.2, b, f"{a / b:.2f}x", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(xs, [r["preset"] for r in rows])
     ax.set_ylabel("seconds per iteration (batch 4)")
-    ax.set_title(f"Training iteration on {header['name']} ({header['device']}, "
-                 f"{header['threads']} threads, torch {header['torch']})", fontsize=9)
+    ax.set_title(
+        f"Training iteration on {header['name']} ({header['device']}, "
+        f"{header['threads']} threads, torch {header['torch']})",
+        fontsize=9,
+    )
     ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()

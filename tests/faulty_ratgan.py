@@ -20,8 +20,9 @@ def _stall(marker: Path) -> None:
     time.sleep(600)
 
 
-def _on_call(owner: Any, name: str, call: int, marker: Path,
-             before: Callable[..., None] | None = None) -> None:
+def _on_call(
+    owner: Any, name: str, call: int, marker: Path, before: Callable[..., None] | None = None
+) -> None:
     """Replace ``owner.name`` so that its ``call``-th call stalls (after ``before`` ran)."""
     real = getattr(owner, name)
     calls = {"n": 0}

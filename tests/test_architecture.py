@@ -47,7 +47,7 @@ def _other_imports(path: Path) -> set[str]:
 def test_packages_import_only_from_their_left_and_the_base_modules():
     later_stages = set(ORDER[4:])  # evaluation, segmentation, turing are siblings
     for i, pkg in enumerate(ORDER):
-        allowed = set(ORDER[:i + 1])
+        allowed = set(ORDER[: i + 1])
         if pkg in later_stages:
             allowed = set(ORDER[:4]) | {pkg}
         for path in (ROOT / pkg).rglob("*.py"):
@@ -65,7 +65,12 @@ def test_base_modules_import_no_package():
 
 
 def test_the_training_loop_is_imported_only_by_training_and_the_front_ends():
-    users = {path.relative_to(ROOT).as_posix() for path in ROOT.rglob("*.py")
-             if any(isinstance(n, ast.ImportFrom) and n.module == "ratgan.training.run"
-                    for n in ast.walk(ast.parse(path.read_text())))}
+    users = {
+        path.relative_to(ROOT).as_posix()
+        for path in ROOT.rglob("*.py")
+        if any(
+            isinstance(n, ast.ImportFrom) and n.module == "ratgan.training.run"
+            for n in ast.walk(ast.parse(path.read_text()))
+        )
+    }
     assert {u for u in users if not u.startswith(("training/", "cli/"))} <= {"demo.py"}

@@ -14,8 +14,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantom")
-    assert main(["phantom", "--out", str(out), "--subjects", "2", "--seed", "5",
-                 "--no-progress"]) == 0
+    assert (
+        main(["phantom", "--out", str(out), "--subjects", "2", "--seed", "5", "--no-progress"]) == 0
+    )
     return out
 
 
@@ -37,15 +38,38 @@ def test_show_writes_a_png(cohort, tmp_path, capsys):
 
 def test_show_with_labels_writes_a_png(cohort, tmp_path):
     out = tmp_path / "sub" / "labels.png"
-    assert main(["show", *_scans(cohort, "images"), "--labels", *_scans(cohort, "labels"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "show",
+                *_scans(cohort, "images"),
+                "--labels",
+                *_scans(cohort, "labels"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     _assert_png(out)
 
 
 def test_show_labels_only_some_scans(cohort, tmp_path):
     out = tmp_path / "some.png"
-    assert main(["show", *_scans(cohort, "images"), "--labels", "-", _scans(cohort, "labels")[1],
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "show",
+                *_scans(cohort, "images"),
+                "--labels",
+                "-",
+                _scans(cohort, "labels")[1],
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     _assert_png(out)
 
 
@@ -64,8 +88,19 @@ def test_show_names_a_missing_file(tmp_path, capsys):
 
 
 def test_show_rejects_a_label_count_that_differs(cohort, tmp_path, capsys):
-    assert main(["show", *_scans(cohort, "images"), "--labels", _scans(cohort, "labels")[0],
-                 "--out", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(
+            [
+                "show",
+                *_scans(cohort, "images"),
+                "--labels",
+                _scans(cohort, "labels")[0],
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 2
+    )
     assert "one per scan" in _error(capsys)
 
 

@@ -22,12 +22,32 @@ def _files(root: Path) -> set[str]:
 
 def test_train_then_generate_writes_exactly_the_expected_files(phantom_dir, tmp_path):
     run = tmp_path / "run"
-    assert main(["train", "--config", "tiny", "--data", str(phantom_dir), "--out", str(run),
-                 "--iterations", "3", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "tiny",
+                "--data",
+                str(phantom_dir),
+                "--out",
+                str(run),
+                "--iterations",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert _files(run) == {
-        "config.yaml", "data.json", "metrics.jsonl", "loss_curves.png",
-        "samples/iter_0000002.png", "samples/iter_0000003.png",
-        "checkpoints/ckpt_0000002.pt", "checkpoints/ckpt_0000003.pt",
+        "config.yaml",
+        "data.json",
+        "metrics.jsonl",
+        "loss_curves.png",
+        "samples/iter_0000002.png",
+        "samples/iter_0000003.png",
+        "checkpoints/ckpt_0000002.pt",
+        "checkpoints/ckpt_0000003.pt",
     }
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
     out = tmp_path / "gen"

@@ -15,8 +15,7 @@ def test_every_shipped_preset_validates():
 
 def test_errors_are_collected_and_name_each_field():
     with pytest.raises(RatganError) as exc:
-        config_from_dict({"model": {"latent_dim": "big", "colour": 1},
-                          "optim": {"name": "sgd"}})
+        config_from_dict({"model": {"latent_dim": "big", "colour": 1}, "optim": {"name": "sgd"}})
     text = str(exc.value)
     assert "model.latent_dim must be an integer" in text
     assert "model.colour is not a known field" in text
@@ -30,20 +29,26 @@ def test_semantic_errors_name_the_field():
         load_config("sigmarat2", {"data.label_channels": True})
 
 
-
 def test_type_and_value_errors_are_reported_together_once_each(tmp_path):
     # A value error beside a type error used to go unreported until the type error was fixed.
     path = tmp_path / "bad.yaml"
-    path.write_text("base: sigmarat2\nmodel: {latent_dim: -3, volume_size: big}\n"
-                    "train: {precision: fp16}\noptim: {lr: 0}\n")
+    path.write_text(
+        "base: sigmarat2\nmodel: {latent_dim: -3, volume_size: big}\n"
+        "train: {precision: fp16}\noptim: {lr: 0}\n"
+    )
     with pytest.raises(RatganError) as exc:
         load_config(str(path))
     problems = str(exc.value).removeprefix("invalid config: ").rstrip(".").split("; ")
     assert sorted(p.split()[0] for p in problems) == [
-        "model.latent_dim", "model.volume_size", "optim.lr", "train.precision"]
+        "model.latent_dim",
+        "model.volume_size",
+        "optim.lr",
+        "train.precision",
+    ]
     assert "model.latent_dim must be a positive integer (got -3)" in problems
     # the mistyped volume_size is reported once, as a type problem, not again as a value one
     assert "model.volume_size must be an integer (got 'big')" in problems
+
 
 def test_overrides_and_yaml_base(tmp_path):
     path = tmp_path / "mine.yaml"

@@ -7,13 +7,35 @@ from ratgan.cli import main
 
 def test_demo_writes_its_report_and_figures(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--subjects", "6", "--heldout", "4",
-                 "--iterations", "2", "--n-synthetic", "4", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--subjects",
+                "6",
+                "--heldout",
+                "4",
+                "--iterations",
+                "2",
+                "--n-synthetic",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["report"] == str(
-        out / "report.md")
+        out / "report.md"
+    )
     report = (out / "report.md").read_text()
-    for linked in ("figures/real_vs_synthetic.png", "figures/axial_montage.png",
-                   "run/loss_curves.png", "run/quality_curves.png"):
+    for linked in (
+        "figures/real_vs_synthetic.png",
+        "figures/axial_montage.png",
+        "run/loss_curves.png",
+        "run/quality_curves.png",
+    ):
         assert f"]({linked})" in report and (out / linked).is_file()
     assert "## Evaluation" in report and "| total |" in report
     assert len(list((out / "synthetic").glob("*.nii.gz"))) == 4

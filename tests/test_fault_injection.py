@@ -31,16 +31,20 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("faults")
     write_cohort(root / "cohort", subjects=4, seed=11, progress=False)
-    train(load_config("tiny", {"train.iterations": 2}), root / "cohort", root / "run",
-          progress=False)
+    train(
+        load_config("tiny", {"train.iterations": 2}), root / "cohort", root / "run", progress=False
+    )
     return root / "cohort", root / "run"
 
 
 def _kill_at(fault: str, args: list[str], tmp_path: Path) -> None:
     """Run `ratgan ARGS` with FAULT injected, SIGKILL it when it gets there."""
     marker = tmp_path / f"{fault}.reached"
-    proc = subprocess.Popen([sys.executable, str(FAULTY), fault, str(marker), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(FAULTY), fault, str(marker), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 600  # generous: CI machines may be shared and slow
     try:
         while not marker.exists():
@@ -53,8 +57,11 @@ def _kill_at(fault: str, args: list[str], tmp_path: Path) -> None:
 
 
 def _visible(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    return {
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
 
 
 def _hidden(folder: Path) -> list[Path]:
@@ -62,11 +69,23 @@ def _hidden(folder: Path) -> list[Path]:
 
 
 def test_sigkill_during_generate_leaves_complete_files_only_and_a_rerun_completes(
-        tiny_run, tmp_path):
+    tiny_run, tmp_path
+):
     _, run = tiny_run
     out = tmp_path / "gen"
-    args = ["generate", str(run), "--n", "4", "--out", str(out), "--batch-size", "2",
-            "--writers", "1", "--no-progress"]
+    args = [
+        "generate",
+        str(run),
+        "--n",
+        "4",
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--writers",
+        "1",
+        "--no-progress",
+    ]
     _kill_at("generate-nifti", args, tmp_path)
     # The half-written second scan exists only under its hidden temporary name.
     assert _visible(out) == {"synthetic_00000.nii.gz"}
@@ -79,33 +98,71 @@ def test_sigkill_during_generate_leaves_complete_files_only_and_a_rerun_complete
     assert main(args[:5] + [str(clean)] + args[6:]) == 0  # an uninterrupted generation
     for i in range(4):
         name = f"synthetic_{i:05d}.nii.gz"
-        assert np.array_equal(np.asarray(nib.load(out / name).dataobj),
-                              np.asarray(nib.load(clean / name).dataobj)), name
+        assert np.array_equal(
+            np.asarray(nib.load(out / name).dataobj), np.asarray(nib.load(clean / name).dataobj)
+        ), name
 
 
 def test_sigkill_during_evaluate_leaves_no_partial_report(tiny_run, tmp_path):
     cohort, run = tiny_run
     out = tmp_path / "eval"
-    args = ["evaluate", "--real", str(cohort), "--synthetic", f"tiny={run}", "--out", str(out),
-            "--n-generate", "2", "--comparisons", "20", "--msssim-comparisons", "4",
-            "--split-repeats", "2", "--no-progress"]
+    args = [
+        "evaluate",
+        "--real",
+        str(cohort),
+        "--synthetic",
+        f"tiny={run}",
+        "--out",
+        str(out),
+        "--n-generate",
+        "2",
+        "--comparisons",
+        "20",
+        "--msssim-comparisons",
+        "4",
+        "--split-repeats",
+        "2",
+        "--no-progress",
+    ]
     _kill_at("evaluate-figures", args, tmp_path)
     # Two figures were written before the kill, in the hidden staging folder only.
     assert {p for p in _visible(out) if not p.startswith("generated/")} == set()
     assert main(args) == 0
-    report = {"report.md", "metrics.json", "montage.png", "mean_std_maps.png",
-              "intensity_histograms.png", "memorisation.png"}
+    report = {
+        "report.md",
+        "metrics.json",
+        "montage.png",
+        "mean_std_maps.png",
+        "intensity_histograms.png",
+        "memorisation.png",
+    }
     assert report <= _visible(out) and _hidden(out) == []
 
 
 @pytest.mark.parametrize("fault", ["turing-render", "turing-rename"])
 def test_sigkill_during_turing_create_leaves_no_study(tiny_run, tmp_path, fault):
     cohort, run = tiny_run
-    assert main(["generate", str(run), "--n", "2", "--out", str(tmp_path / "syn"),
-                 "--no-progress"]) == 0
+    assert (
+        main(["generate", str(run), "--n", "2", "--out", str(tmp_path / "syn"), "--no-progress"])
+        == 0
+    )
     out = tmp_path / "study"
-    args = ["turing", "create", "--real", str(cohort), "--synthetic", f"m={tmp_path / 'syn'}",
-            "--n-real", "2", "--n-per-model", "2", "--raters", "2", "--out", str(out)]
+    args = [
+        "turing",
+        "create",
+        "--real",
+        str(cohort),
+        "--synthetic",
+        f"m={tmp_path / 'syn'}",
+        "--n-real",
+        "2",
+        "--n-per-model",
+        "2",
+        "--raters",
+        "2",
+        "--out",
+        str(out),
+    ]
     _kill_at(fault, args, tmp_path)
     assert not (out / "study.sqlite").exists()
     assert main(args) == 0
@@ -117,7 +174,8 @@ def test_sigkill_during_turing_create_leaves_no_study(tiny_run, tmp_path, fault)
 
 
 def test_a_full_disk_while_checkpointing_gives_one_error_and_keeps_the_last_checkpoint(
-        tiny_run, tmp_path, monkeypatch, capsys):
+    tiny_run, tmp_path, monkeypatch, capsys
+):
     import errno
 
     import torch
@@ -138,8 +196,18 @@ def test_a_full_disk_while_checkpointing_gives_one_error_and_keeps_the_last_chec
 
     monkeypatch.setattr(torch, "save", full_disk)
     run = tmp_path / "run"
-    args = ["train", "--config", "tiny", "--data", str(cohort), "--out", str(run),
-            "--iterations", "6", "--no-progress"]
+    args = [
+        "train",
+        "--config",
+        "tiny",
+        "--data",
+        str(cohort),
+        "--out",
+        str(run),
+        "--iterations",
+        "6",
+        "--no-progress",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -30,23 +30,58 @@ EXCEPTIONS = {
     "pip install": "installs packages; CI runs exactly this installation",
     "python -m pytest -q": "runs this test suite",
     "torchrun": "tests/training/test_distributed.py runs `ratgan train` under torchrun with "
-                "two processes on the phantom cohort",
+    "two processes on the phantom cohort",
 }
 
 # Settings that make each subcommand tiny; appended (argparse keeps the last value given).
 TINY = {
-    "demo": ["--subjects", "4", "--heldout", "4", "--iterations", "2", "--n-synthetic", "2",
-             "--no-progress"],
+    "demo": [
+        "--subjects",
+        "4",
+        "--heldout",
+        "4",
+        "--iterations",
+        "2",
+        "--n-synthetic",
+        "2",
+        "--no-progress",
+    ],
     "train": ["--no-progress"],
     "generate": ["--n", "2", "--no-progress"],
-    "evaluate": ["--comparisons", "30", "--msssim-comparisons", "6", "--split-repeats", "2",
-                 "--no-figures", "--no-progress"],
+    "evaluate": [
+        "--comparisons",
+        "30",
+        "--msssim-comparisons",
+        "6",
+        "--split-repeats",
+        "2",
+        "--no-figures",
+        "--no-progress",
+    ],
     # The README's GAN trained on scans/, the same tiny cohort as labelled/: segbench rightly
     # refuses that overlap unless told; one atlas suffices for a 4-scan cohort.
-    "segbench": ["--allow-overlap", "--atlases", "1",
-                 "--tests", "1,2", "--seeds", "1", "--shape", "16", "16", "8", "--channels",
-                 "4,8", "--max-epochs", "2", "--patience", "2", "--gate-margin", "50",
-                 "--no-progress"],  # a 2-iteration model passes the quality gate only so
+    "segbench": [
+        "--allow-overlap",
+        "--atlases",
+        "1",
+        "--tests",
+        "1,2",
+        "--seeds",
+        "1",
+        "--shape",
+        "16",
+        "16",
+        "8",
+        "--channels",
+        "4,8",
+        "--max-epochs",
+        "2",
+        "--patience",
+        "2",
+        "--gate-margin",
+        "50",
+        "--no-progress",
+    ],  # a 2-iteration model passes the quality gate only so
     "turing create": ["--n-real", "2", "--n-per-model", "2"],
     "turing serve": ["--port", "0"],
     "phantom": ["--subjects", "2", "--no-progress"],
@@ -63,8 +98,11 @@ def readme_commands() -> list[str]:
         lines += [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip()]
     prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
     # inline spans with options are command lines; `ratgan evaluate` alone names a command
-    lines += [span for span in re.findall(r"`([^`\n]+)`", prose)
-              if span.startswith("ratgan ") and " --" in span]
+    lines += [
+        span
+        for span in re.findall(r"`([^`\n]+)`", prose)
+        if span.startswith("ratgan ") and " --" in span
+    ]
     return list(dict.fromkeys(lines))
 
 
@@ -78,8 +116,14 @@ def _subcommand(argv: list[str]) -> str:
 
 def _tiny(argv: list[str], cohort: Path) -> list[str]:
     """The README's arguments made tiny: tiny preset, 2 iterations, small counts."""
-    argv = [str(next((cohort / "images").iterdir())) if a == "scans/sub-01.nii.gz"
-            else "tiny" if a == "PRESET" else a for a in argv]
+    argv = [
+        str(next((cohort / "images").iterdir()))
+        if a == "scans/sub-01.nii.gz"
+        else "tiny"
+        if a == "PRESET"
+        else a
+        for a in argv
+    ]
     if argv[0] == "train" and "--resume" not in argv:
         argv[argv.index("--config") + 1] = "tiny"
         if "--dry-run" not in argv:
@@ -98,8 +142,12 @@ def cohort(tmp_path_factory) -> Path:
 
 def _serve_and_stop(argv: list[str]) -> None:
     """Start `ratgan turing serve`, wait until it listens, stop it with Ctrl-C (SIGINT)."""
-    proc = subprocess.Popen([sys.executable, "-m", "ratgan", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ratgan", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = proc.stdout.readline()
         assert first.startswith("Serving "), first + proc.stderr.read()
@@ -145,34 +193,84 @@ def test_readme_resume_command_keeps_the_stored_run(cohort, tmp_path, monkeypatc
     os.symlink(cohort, "scans")
     (resume,) = [c for c in readme_commands() if "--resume" in c]
     run = Path(shlex.split(resume)[shlex.split(resume).index("--out") + 1])
-    assert main(["train", "--config", "tiny", "--data", "scans/", "--out", str(run),
-                 "--iterations", "4", "--seed", "5", "--batch-size", "3", "--precision",
-                 "bf16", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "tiny",
+                "--data",
+                "scans/",
+                "--out",
+                str(run),
+                "--iterations",
+                "4",
+                "--seed",
+                "5",
+                "--batch-size",
+                "3",
+                "--precision",
+                "bf16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     # Leave the run as a process killed between the checkpoints of iterations 2 and 4 does.
     ckpt.checkpoint_path(run, 4).unlink()
-    done = subprocess.run([sys.executable, "-m", *shlex.split(resume), "--no-progress"],
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", *shlex.split(resume), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "trained 4 iterations" in done.stdout  # not the default preset's 200,000
-    for train in (yaml.safe_load((run / "config.yaml").read_text())["train"],
-                  ckpt.load_checkpoint(ckpt.checkpoint_path(run, 4))["config"]["train"]):
-        assert (train["iterations"], train["seed"], train["batch_size"],
-                train["precision"]) == (4, 5, 3, "bf16")
+    for train in (
+        yaml.safe_load((run / "config.yaml").read_text())["train"],
+        ckpt.load_checkpoint(ckpt.checkpoint_path(run, 4))["config"]["train"],
+    ):
+        assert (train["iterations"], train["seed"], train["batch_size"], train["precision"]) == (
+            4,
+            5,
+            3,
+            "bf16",
+        )
 
 
 def test_resume_states_allowed_overrides_and_refuses_the_others(cohort, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--config", "tiny", "--data", str(cohort), "--out", str(run),
-                 "--iterations", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "tiny",
+                "--data",
+                str(cohort),
+                "--out",
+                str(run),
+                "--iterations",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    for flags in (["--seed", "1"], ["--batch-size", "4"], ["--precision", "bf16"],
-                  ["--config", "tiny"], ["--data", str(cohort)]):
+    for flags in (
+        ["--seed", "1"],
+        ["--batch-size", "4"],
+        ["--precision", "bf16"],
+        ["--config", "tiny"],
+        ["--data", str(cohort)],
+    ):
         assert main(["train", "--out", str(run), "--resume", *flags]) == 2
         err = capsys.readouterr().err
         assert f"{flags[0]} cannot be given with --resume" in err, err
         assert err.count("\n") == 1  # one sentence
-    assert main(["train", "--out", str(run), "--resume", "--iterations", "4",
-                 "--no-progress"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--iterations", "4", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "resume: train.iterations 2 -> 4 (--iterations" in out
     assert "trained 4 iterations" in out

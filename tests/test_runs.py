@@ -21,18 +21,22 @@ from ratgan.runs import (
 
 
 def test_data_record_round_trip_and_its_json_form(tmp_path):
-    data = RunData(source="/data/cohort",
-                   entries=[RunScan("/data/a.nii.gz", "/data/la.nii.gz"),
-                            RunScan("/data/b.nii.gz", None)],
-                   infos=[{"shape": [64, 64, 40]}, {"shape": [64, 64, 40]}])
+    data = RunData(
+        source="/data/cohort",
+        entries=[RunScan("/data/a.nii.gz", "/data/la.nii.gz"), RunScan("/data/b.nii.gz", None)],
+        infos=[{"shape": [64, 64, 40]}, {"shape": [64, 64, 40]}],
+    )
     path = write_run_data(tmp_path, data)
     assert path == tmp_path / "data.json"
     assert read_run_data(tmp_path) == data
     assert json.loads(path.read_text()) == {
         "source": "/data/cohort",
-        "entries": [{"image": "/data/a.nii.gz", "label": "/data/la.nii.gz"},
-                    {"image": "/data/b.nii.gz", "label": None}],
-        "infos": [{"shape": [64, 64, 40]}, {"shape": [64, 64, 40]}]}
+        "entries": [
+            {"image": "/data/a.nii.gz", "label": "/data/la.nii.gz"},
+            {"image": "/data/b.nii.gz", "label": None},
+        ],
+        "infos": [{"shape": [64, 64, 40]}, {"shape": [64, 64, 40]}],
+    }
 
 
 def test_config_round_trip(tmp_path):

@@ -37,8 +37,9 @@ def test_orthogonal_views_without_and_with_labels(tmp_path, rng):
     vols = [_volume(rng), _volume(rng)]
     plain = _assert_png(viz.orthogonal_views(vols, tmp_path / "a.png", titles=["one", "two"]))
     labels = [None, (vols[1] > 500).astype(np.uint8) * 3]
-    overlay = _assert_png(viz.orthogonal_views(vols, tmp_path / "b.png", labels=labels,
-                                               zooms=(0.375, 0.375, 0.5)))
+    overlay = _assert_png(
+        viz.orthogonal_views(vols, tmp_path / "b.png", labels=labels, zooms=(0.375, 0.375, 0.5))
+    )
     assert plain.shape[0] > plain.shape[1] / 3  # two rows of three panels
     assert overlay.shape[0] > overlay.shape[1] / 3
 
@@ -56,8 +57,11 @@ def test_overlay_draws_each_class_in_its_colour_and_leaves_unlabelled_voxels_gre
     img = mpimg.imread(viz.orthogonal_views([vol], tmp_path / "o.png", labels=[labels]))[..., :3]
 
     grey = np.full(3, 128 / 255)  # the grey colormap's colour of 0.5
-    expected = {k: viz.LABEL_ALPHA * np.array(mcolors.to_rgb(viz.LABEL_COLOURS[k]))
-                + (1 - viz.LABEL_ALPHA) * grey for k in (1, 2, 3)}
+    expected = {
+        k: viz.LABEL_ALPHA * np.array(mcolors.to_rgb(viz.LABEL_COLOURS[k]))
+        + (1 - viz.LABEL_ALPHA) * grey
+        for k in (1, 2, 3)
+    }
     expected[0] = grey
 
     def where(colour):
@@ -104,8 +108,11 @@ def test_orthogonal_views_rejects_mismatched_inputs(tmp_path, rng):
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_montage_rows_of_slices(tmp_path, rng, axis):
     rows = [[_volume(rng)], [_volume(rng), _volume(rng)]]
-    img = _assert_png(viz.montage(rows, tmp_path / "m.png", row_titles=["real", "synthetic"],
-                                  axis=axis, n_slices=4))
+    img = _assert_png(
+        viz.montage(
+            rows, tmp_path / "m.png", row_titles=["real", "synthetic"], axis=axis, n_slices=4
+        )
+    )
     assert img.shape[1] > img.shape[0]  # rows of side-by-side slices
 
 
@@ -124,5 +131,12 @@ def test_viz_imports_only_numpy_matplotlib_and_ratgan_atomic():
             roots |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             roots.add(node.module.split(".")[0])
-    assert roots <= {"__future__", "collections", "pathlib", "typing", "numpy", "matplotlib",
-                     "ratgan"}, roots
+    assert roots <= {
+        "__future__",
+        "collections",
+        "pathlib",
+        "typing",
+        "numpy",
+        "matplotlib",
+        "ratgan",
+    }, roots

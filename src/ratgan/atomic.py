@@ -53,8 +53,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2,
-                      ensure_ascii: bool = True) -> Path:
+def atomic_write_json(
+    path: str | Path, data: Any, indent: int | None = 2, ensure_ascii: bool = True
+) -> Path:
     """Write ``data`` as JSON to ``path`` atomically and return the path."""
     return atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=ensure_ascii))
 

@@ -235,7 +235,7 @@ def _plain(value: Any) -> Any:
 def _semantic_problems(cfg: Config) -> list[str]:
     p: list[str] = []
     m = cfg.model
-    if m.volume_size < 8 or m.volume_size / 4 != 2 ** m.n_scales:
+    if m.volume_size < 8 or m.volume_size / 4 != 2**m.n_scales:
         p.append(f"model.volume_size must be 4 * 2**k and at least 8 (got {m.volume_size})")
     for name in ("channels", "latent_dim", "g_width", "d_width", "e_width", "c_hidden"):
         if getattr(m, name) < 1:
@@ -256,30 +256,48 @@ def _semantic_problems(cfg: Config) -> list[str]:
     if o.weight_decay < 0:
         p.append(f"optim.weight_decay must be >= 0 (got {o.weight_decay})")
     a = cfg.augment
-    for name in ("rotate_prob", "flip_prob", "intensity_prob", "zoom_prob", "noise_prob",
-                 "translate_prob"):
+    for name in (
+        "rotate_prob",
+        "flip_prob",
+        "intensity_prob",
+        "zoom_prob",
+        "noise_prob",
+        "translate_prob",
+    ):
         if not 0 <= getattr(a, name) <= 1:
             p.append(f"augment.{name} must be a probability in [0, 1] (got {getattr(a, name)})")
     if a.flip_axis not in (0, 1, 2):
         p.append(f"augment.flip_axis must be 0, 1 or 2 (got {a.flip_axis})")
     if a.zoom_range[0] <= 0 or a.zoom_range[0] > a.zoom_range[1]:
-        p.append(f"augment.zoom_range must be [low, high] with 0 < low <= high "
-                 f"(got {list(a.zoom_range)})")
+        p.append(
+            f"augment.zoom_range must be [low, high] with 0 < low <= high "
+            f"(got {list(a.zoom_range)})"
+        )
     d = cfg.data
     if any(s < 1 for s in d.target_shape):
         p.append(f"data.target_shape must be positive (got {list(d.target_shape)})")
     elif tuple(d.target_shape) != (m.volume_size,) * 3:
-        p.append(f"data.target_shape {list(d.target_shape)} must equal model.volume_size "
-                 f"{m.volume_size} on every axis")
+        p.append(
+            f"data.target_shape {list(d.target_shape)} must equal model.volume_size "
+            f"{m.volume_size} on every axis"
+        )
     if d.downsample < 1:
         p.append(f"data.downsample must be a positive integer (got {d.downsample})")
     want_channels = 4 if d.label_channels else 1
     if m.channels != want_channels:
-        p.append(f"model.channels must be {want_channels} when data.label_channels is "
-                 f"{str(d.label_channels).lower()} (got {m.channels})")
+        p.append(
+            f"model.channels must be {want_channels} when data.label_channels is "
+            f"{str(d.label_channels).lower()} (got {m.channels})"
+        )
     t = cfg.train
-    for name in ("iterations", "batch_size", "log_every", "sample_every", "checkpoint_every",
-                 "keep_checkpoints"):
+    for name in (
+        "iterations",
+        "batch_size",
+        "log_every",
+        "sample_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+    ):
         if getattr(t, name) < 1:
             p.append(f"train.{name} must be a positive integer (got {getattr(t, name)})")
     for name in ("ema_half_life_images", "ema_rampup"):
@@ -328,8 +346,10 @@ def _check_type(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             problems.append(f"{where} must have {len(args)} items (got {len(value)})")
             return value
         item_types = args if origin is tuple and Ellipsis not in args else [args[0]] * len(value)
-        out = [_check_type(v, t, f"{where}[{i}]", problems)
-               for i, (v, t) in enumerate(zip(value, item_types))]
+        out = [
+            _check_type(v, t, f"{where}[{i}]", problems)
+            for i, (v, t) in enumerate(zip(value, item_types))
+        ]
         return tuple(out) if origin is tuple else out
     if tp is bool:
         if not isinstance(value, bool):
@@ -416,11 +436,13 @@ def _raw(source: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         data = _read_yaml(path, f"config file {source}")
         data.setdefault("name", path.stem)
     elif source in preset_names():
-        data = _read_yaml(resources.files("ratgan") / "presets" / f"{source}.yaml",
-                          f"preset {source}")
+        data = _read_yaml(
+            resources.files("ratgan") / "presets" / f"{source}.yaml", f"preset {source}"
+        )
     else:
-        raise RatganError(f"config {source!r} is neither a YAML file nor a preset "
-                          f"({', '.join(preset_names())}).")
+        raise RatganError(
+            f"config {source!r} is neither a YAML file nor a preset ({', '.join(preset_names())})."
+        )
     base = data.pop("base", None)
     if base is not None:
         data = _merge(_raw(str(base), seen + (source,)), data)
@@ -434,8 +456,11 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     # Value checks run even after type problems (a mistyped field holds its default); a value
     # problem that names a mistyped field is left out, it would only repeat the type problem.
     mistyped = [re.match(r"[\w.]+", p).group(0) for p in problems]
-    problems += [p for p in _semantic_problems(cfg)
-                 if not any(re.search(rf"\b{re.escape(f)}\b", p) for f in mistyped)]
+    problems += [
+        p
+        for p in _semantic_problems(cfg)
+        if not any(re.search(rf"\b{re.escape(f)}\b", p) for f in mistyped)
+    ]
     if problems:
         raise RatganError("invalid config: " + "; ".join(problems) + ".")
     return cfg

@@ -32,9 +32,17 @@ def _stage(name: str, timings: dict[str, float], progress: bool) -> Iterator[Non
     timings[name] = time.perf_counter() - t0
 
 
-def run_demo(out: str | Path, subjects: int = 64, iterations: int | None = None,
-             n_synthetic: int = 32, seed: int = 0, device: str = "auto",
-             progress: bool = True, heldout: int = 32, config: str = "demo") -> Path:
+def run_demo(
+    out: str | Path,
+    subjects: int = 64,
+    iterations: int | None = None,
+    n_synthetic: int = 32,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    heldout: int = 32,
+    config: str = "demo",
+) -> Path:
     """Run the demo into ``out`` and return the path of its Markdown report.
 
     ``subjects`` phantom scans train the GAN; ``heldout`` more subjects of the same cohort,
@@ -59,31 +67,37 @@ def run_demo(out: str | Path, subjects: int = 64, iterations: int | None = None,
     cfg = load_config(config, overrides)
     with _stage("training", timings, progress):
         resume = bool(ckpt.list_checkpoints(run_dir))
-        train(cfg, train_dir, run_dir, resume=resume, progress=progress,
-              probe_factory=quality_probe_factory)
+        train(
+            cfg,
+            train_dir,
+            run_dir,
+            resume=resume,
+            progress=progress,
+            probe_factory=quality_probe_factory,
+        )
         paths = run_paths(run_dir)
         plot_loss_curves(paths.metrics, paths.loss_curves)
         plot_quality_curves(paths.metrics, paths.quality_curves)
 
     with _stage("generation", timings, progress):
-        generate_scans(run_dir, n_synthetic, synth_dir, seed=seed, device=device,
-                       progress=progress)
+        generate_scans(run_dir, n_synthetic, synth_dir, seed=seed, device=device, progress=progress)
 
     with _stage("figures", timings, progress):
         figures = _figures(held_dir, synth_dir, out / "figures")
 
     with _stage("evaluation", timings, progress):
-        evaluation = _evaluate(train_dir, held_dir, synth_dir, out / "evaluation", seed,
-                               progress)
+        evaluation = _evaluate(train_dir, held_dir, synth_dir, out / "evaluation", seed, progress)
 
     report = out / "report.md"
-    _write_report(report, cfg, run_dir, figures, evaluation, timings, subjects, heldout,
-                  n_synthetic)
+    _write_report(
+        report, cfg, run_dir, figures, evaluation, timings, subjects, heldout, n_synthetic
+    )
     return report
 
 
-def _cohort(data_dir: Path, subjects: int, heldout: int, seed: int,
-            progress: bool) -> tuple[Path, Path]:
+def _cohort(
+    data_dir: Path, subjects: int, heldout: int, seed: int, progress: bool
+) -> tuple[Path, Path]:
     """Training and held-out subjects of one phantom cohort, in two folders.
 
     Subject i depends only on (seed, i): the held-out subjects are subjects+0 ...
@@ -95,8 +109,10 @@ def _cohort(data_dir: Path, subjects: int, heldout: int, seed: int,
     if _count(train_dir) != subjects or _count(held_dir) != heldout:
         staging = data_dir / "all"
         write_cohort(staging, subjects=subjects + heldout, seed=seed, progress=progress)
-        for folder, names in ((train_dir, range(subjects)),
-                              (held_dir, range(subjects, subjects + heldout))):
+        for folder, names in (
+            (train_dir, range(subjects)),
+            (held_dir, range(subjects, subjects + heldout)),
+        ):
             for kind in ("images", "labels"):
                 (folder / kind).mkdir(parents=True, exist_ok=True)
                 for old in (folder / kind).glob("sub-*.nii.gz"):
@@ -123,52 +139,85 @@ def _figures(data_dir: Path, synth_dir: Path, fig_dir: Path) -> dict[str, Path]:
     real = [read_scan(e.image) for e in list_scans(data_dir)[:3]]
     synth = [read_scan(e.image) for e in list_scans(synth_dir)[:3]]
     zooms = tuple(float(z) for z in real[0].header.get_zooms()[:3])
-    views = orthogonal_views([s.data for s in real + synth], fig_dir / "real_vs_synthetic.png",
-                             titles=[f"real {i + 1}" for i in range(len(real))]
-                             + [f"synthetic {i + 1}" for i in range(len(synth))], zooms=zooms)
-    axial = montage([[s.data] for s in real + synth], fig_dir / "axial_montage.png",
-                    row_titles=[f"real {i + 1}" for i in range(len(real))]
-                    + [f"synthetic {i + 1}" for i in range(len(synth))], axis=2, n_slices=8)
+    views = orthogonal_views(
+        [s.data for s in real + synth],
+        fig_dir / "real_vs_synthetic.png",
+        titles=[f"real {i + 1}" for i in range(len(real))]
+        + [f"synthetic {i + 1}" for i in range(len(synth))],
+        zooms=zooms,
+    )
+    axial = montage(
+        [[s.data] for s in real + synth],
+        fig_dir / "axial_montage.png",
+        row_titles=[f"real {i + 1}" for i in range(len(real))]
+        + [f"synthetic {i + 1}" for i in range(len(synth))],
+        axis=2,
+        n_slices=8,
+    )
     return {"views": views, "axial": axial}
 
 
-def _evaluate(train_dir: Path, held_dir: Path, synth_dir: Path, eval_dir: Path, seed: int,
-              progress: bool) -> dict:
+def _evaluate(
+    train_dir: Path, held_dir: Path, synth_dir: Path, eval_dir: Path, seed: int, progress: bool
+) -> dict:
     """The paper's metrics for the demo (quick settings), held-out scans as the real row."""
     from ratgan.evaluation import evaluate_sets
 
     # The anatomy feature space trains a small segmentation network first (minutes on a CPU,
     # beyond the demo's budget); `ratgan evaluate` on the same folders includes it.
-    return evaluate_sets(real=train_dir, synthetic={"demo": synth_dir}, out=eval_dir,
-                         seed=seed, progress=progress, quick=True, heldout=held_dir,
-                         anatomy=False)
+    return evaluate_sets(
+        real=train_dir,
+        synthetic={"demo": synth_dir},
+        out=eval_dir,
+        seed=seed,
+        progress=progress,
+        quick=True,
+        heldout=held_dir,
+        anatomy=False,
+    )
 
 
 def _rel(path: Path, root: Path) -> str:
     return os.path.relpath(path, root)
 
 
-def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
-                  evaluation: dict, timings: dict[str, float], subjects: int, heldout: int,
-                  n_synthetic: int) -> None:
+def _write_report(
+    report: Path,
+    cfg,
+    run_dir: Path,
+    figures: dict[str, Path],
+    evaluation: dict,
+    timings: dict[str, float],
+    subjects: int,
+    heldout: int,
+    n_synthetic: int,
+) -> None:
     from ratgan.training.figures import read_metrics
 
     root = report.parent
     paths = run_paths(run_dir)
     last = read_metrics(paths.metrics, kind=None)[-1]
-    options = [name for name, on in (("EMA of G", cfg.train.ema_half_life_images > 0),
-                                     ("G output noise", cfg.model.g_output_noise),
-                                     ("adaptive critic augmentation", cfg.ada.enabled)) if on]
+    options = [
+        name
+        for name, on in (
+            ("EMA of G", cfg.train.ema_half_life_images > 0),
+            ("G output noise", cfg.model.g_output_noise),
+            ("adaptive critic augmentation", cfg.ada.enabled),
+        )
+        if on
+    ]
     lines = [
         "# ratgan demo report",
         "",
-        (f"Built-in phantom cohort: {subjects} rat-brain EPI scans (64x64x40) to train on and "
-         f"{heldout} held-out scans of the same cohort that the GAN never sees. The "
-         f"`{cfg.name}` preset ({cfg.model.volume_size}^3, latent {cfg.model.latent_dim}, "
-         f"{cfg.train.iterations} iterations, batch {cfg.train.batch_size}, "
-         f"{cfg.train.precision}"
-         + (f"; {', '.join(options)}" if options else "")
-         + f"), {n_synthetic} synthetic scans."),
+        (
+            f"Built-in phantom cohort: {subjects} rat-brain EPI scans (64x64x40) to train on and "
+            f"{heldout} held-out scans of the same cohort that the GAN never sees. The "
+            f"`{cfg.name}` preset ({cfg.model.volume_size}^3, latent {cfg.model.latent_dim}, "
+            f"{cfg.train.iterations} iterations, batch {cfg.train.batch_size}, "
+            f"{cfg.train.precision}"
+            + (f"; {', '.join(options)}" if options else "")
+            + f"), {n_synthetic} synthetic scans."
+        ),
         "",
         "## Real and synthetic scans",
         "",
@@ -180,8 +229,11 @@ def _write_report(report: Path, cfg, run_dir: Path, figures: dict[str, Path],
         "",
         f"![loss curves]({_rel(run_paths(run_dir).loss_curves, root)})",
         "",
-        *([f"![quality curves]({_rel(paths.quality_curves, root)})", ""]
-          if paths.quality_curves.is_file() else []),
+        *(
+            [f"![quality curves]({_rel(paths.quality_curves, root)})", ""]
+            if paths.quality_curves.is_file()
+            else []
+        ),
         f"Last logged losses (iteration {last['iteration']}): "
         + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("iteration", "seconds"))
         + ".",

@@ -19,11 +19,13 @@ def select_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise RatganError(f"--device {name!r} is not a device name "
-                          "(try auto, cpu, cuda).") from None
+        raise RatganError(
+            f"--device {name!r} is not a device name (try auto, cpu, cuda)."
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RatganError(f"--device {name} was asked for but this machine has no CUDA GPU.")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                     and torch.backends.mps.is_available()):
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise RatganError(f"--device {name} was asked for but this machine has no Apple MPS.")
     return device

@@ -121,9 +121,11 @@ class RunData:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form stored in data.json."""
-        return {"source": self.source,
-                "entries": [{"image": e.image, "label": e.label} for e in self.entries],
-                "infos": self.infos}
+        return {
+            "source": self.source,
+            "entries": [{"image": e.image, "label": e.label} for e in self.entries],
+            "infos": self.infos,
+        }
 
 
 def write_run_config(run_dir: str | Path, cfg: Config) -> Path:
@@ -155,8 +157,10 @@ def read_run_data(run_dir: str | Path) -> RunData:
         raise RatganError(f"{run_dir} is not a ratgan run folder (no {DATA_FILE}).")
     try:
         raw = json.loads(path.read_text())
-        return RunData(source=str(raw["source"]),
-                       entries=[RunScan(e["image"], e.get("label")) for e in raw["entries"]],
-                       infos=list(raw.get("infos", [])))
+        return RunData(
+            source=str(raw["source"]),
+            entries=[RunScan(e["image"], e.get("label")) for e in raw["entries"]],
+            infos=list(raw.get("infos", [])),
+        )
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RatganError(f"{path} is damaged ({type(exc).__name__}: {exc}).") from None

@@ -118,8 +118,9 @@ def orthogonal_views(
             while labs[i].ndim > 3 and labs[i].shape[0] == 1:
                 labs[i] = labs[i][0]
             if labs[i].shape != vols[i].shape:
-                raise ValueError(f"label map {i} has shape {labs[i].shape}, its volume has "
-                                 f"shape {vols[i].shape}")
+                raise ValueError(
+                    f"label map {i} has shape {labs[i].shape}, its volume has shape {vols[i].shape}"
+                )
     if titles is not None and len(titles) != len(vols):
         raise ValueError(f"got {len(titles)} titles for {len(vols)} volumes")
     zooms = tuple(float(z) for z in (zooms or (1.0, 1.0, 1.0)))[:3]
@@ -135,9 +136,16 @@ def orthogonal_views(
     fig_h = sum(heights) + (len(vols) - 1) * title_mm + top_mm
     fig = Figure(figsize=(fig_w * _MM_TO_INCH * 1.25, fig_h * _MM_TO_INCH * 1.25))
     grid = fig.add_gridspec(
-        len(vols), 3, width_ratios=widths, height_ratios=heights,
-        left=0.0, right=1.0, bottom=0.0, top=1.0 - top_mm / fig_h,
-        wspace=gap / np.mean(widths), hspace=title_mm / np.mean(heights),
+        len(vols),
+        3,
+        width_ratios=widths,
+        height_ratios=heights,
+        left=0.0,
+        right=1.0,
+        bottom=0.0,
+        top=1.0 - top_mm / fig_h,
+        wspace=gap / np.mean(widths),
+        hspace=title_mm / np.mean(heights),
     )
     cmap_lab, n_lab = _label_cmap()
     for row, (vol, lab) in enumerate(zip(vols, labs)):
@@ -147,13 +155,29 @@ def orthogonal_views(
             index = vol.shape[axis] // 2
             w, h = _plane_extent(vol.shape, zooms, axis)
             extent = (0.0, w, 0.0, h)
-            ax.imshow(_plane(vol, axis, index), cmap="gray", vmin=lo, vmax=hi, origin="lower",
-                      extent=extent, interpolation="nearest", aspect="equal")
+            ax.imshow(
+                _plane(vol, axis, index),
+                cmap="gray",
+                vmin=lo,
+                vmax=hi,
+                origin="lower",
+                extent=extent,
+                interpolation="nearest",
+                aspect="equal",
+            )
             if lab is not None:
                 plane = _plane(lab, axis, index).astype(np.int32)
-                ax.imshow(np.ma.masked_where(plane <= 0, np.clip(plane, 0, n_lab - 1)),
-                          cmap=cmap_lab, vmin=0, vmax=n_lab - 1, alpha=LABEL_ALPHA,
-                          origin="lower", extent=extent, interpolation="nearest", aspect="equal")
+                ax.imshow(
+                    np.ma.masked_where(plane <= 0, np.clip(plane, 0, n_lab - 1)),
+                    cmap=cmap_lab,
+                    vmin=0,
+                    vmax=n_lab - 1,
+                    alpha=LABEL_ALPHA,
+                    origin="lower",
+                    extent=extent,
+                    interpolation="nearest",
+                    aspect="equal",
+                )
             ax.set_anchor("N")  # shorter panels hang from the top, so titles line up
             ax.set_xlim(0, w)
             ax.set_ylim(0, h)
@@ -164,8 +188,16 @@ def orthogonal_views(
             ax.set_title(text, color="white", fontsize=7, loc="left", pad=1.5)
     if any(lab is not None for lab in labs):
         handles = [Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in sorted(LABEL_NAMES)]
-        fig.legend(handles=handles, loc="upper right", ncol=3, fontsize=7, frameon=False,
-                   labelcolor="white", handlelength=1.0, borderaxespad=0.2)
+        fig.legend(
+            handles=handles,
+            loc="upper right",
+            ncol=3,
+            fontsize=7,
+            frameon=False,
+            labelcolor="white",
+            handlelength=1.0,
+            borderaxespad=0.2,
+        )
     return _save(fig, out_png)
 
 
@@ -192,8 +224,10 @@ def montage(
     if row_titles is not None and len(row_titles) != len(rows):
         raise ValueError(f"got {len(row_titles)} row titles for {len(rows)} rows")
     zooms = tuple(float(z) for z in (zooms or (1.0, 1.0, 1.0)))[:3]
-    vol_rows = [[_as_volume(v, f"row {r} volume {i}") for i, v in enumerate(row)]
-                for r, row in enumerate(rows)]
+    vol_rows = [
+        [_as_volume(v, f"row {r} volume {i}") for i, v in enumerate(row)]
+        for r, row in enumerate(rows)
+    ]
     n_cols = max(len(row) for row in vol_rows) * n_slices
     panel_w = max(_plane_extent(v.shape, zooms, axis)[0] for row in vol_rows for v in row)
     panel_h = max(_plane_extent(v.shape, zooms, axis)[1] for row in vol_rows for v in row)
@@ -202,8 +236,16 @@ def montage(
     fig_w = n_cols * panel_w * scale * 1.03 + title_w
     fig_h = len(vol_rows) * panel_h * scale * 1.03
     fig = Figure(figsize=(fig_w, fig_h))
-    grid = fig.add_gridspec(len(vol_rows), n_cols, left=title_w / fig_w, right=1.0, bottom=0.0,
-                            top=1.0, wspace=0.03, hspace=0.03)
+    grid = fig.add_gridspec(
+        len(vol_rows),
+        n_cols,
+        left=title_w / fig_w,
+        right=1.0,
+        bottom=0.0,
+        top=1.0,
+        wspace=0.03,
+        hspace=0.03,
+    )
     for r, row in enumerate(vol_rows):
         for i, vol in enumerate(row):
             lo, hi = _window(vol)
@@ -212,13 +254,28 @@ def montage(
             w, h = _plane_extent(vol.shape, zooms, axis)
             for j, index in enumerate(picks):
                 ax = fig.add_subplot(grid[r, i * n_slices + j])
-                ax.imshow(_plane(vol, axis, int(index)), cmap="gray", vmin=lo, vmax=hi,
-                          origin="lower", extent=(0.0, w, 0.0, h), interpolation="nearest",
-                          aspect="equal")
+                ax.imshow(
+                    _plane(vol, axis, int(index)),
+                    cmap="gray",
+                    vmin=lo,
+                    vmax=hi,
+                    origin="lower",
+                    extent=(0.0, w, 0.0, h),
+                    interpolation="nearest",
+                    aspect="equal",
+                )
                 ax.set_xlim(0, w)
                 ax.set_ylim(0, h)
                 ax.set_axis_off()
         if row_titles:
-            fig.text(0.5 * title_w / fig_w, 1.0 - (r + 0.5) / len(vol_rows), row_titles[r],
-                     color="white", fontsize=9, ha="center", va="center", rotation=90)
+            fig.text(
+                0.5 * title_w / fig_w,
+                1.0 - (r + 0.5) / len(vol_rows),
+                row_titles[r],
+                color="white",
+                fontsize=9,
+                ha="center",
+                va="center",
+                rotation=90,
+            )
     return _save(fig, out_png)

@@ -10,15 +10,26 @@ import numpy as np
 import pytest
 
 # an oblique, anisotropic, translated voxel-to-world matrix (sheared a little)
-AFFINE = np.array([[0.375, 0.01, 0.0, -12.0],
-                   [0.0, -0.37, 0.02, 8.5],
-                   [0.015, 0.0, 0.5, -4.25],
-                   [0.0, 0.0, 0.0, 1.0]])
+AFFINE = np.array(
+    [
+        [0.375, 0.01, 0.0, -12.0],
+        [0.0, -0.37, 0.02, 8.5],
+        [0.015, 0.0, 0.5, -4.25],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
 
 
-def save(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE, dtype=np.float32,
-         slope: float | None = None, inter: float = 0.0, qcode: int = 1,
-         scode: int = 2) -> Path:
+def save(
+    path: Path,
+    data: np.ndarray,
+    affine: np.ndarray = AFFINE,
+    dtype=np.float32,
+    slope: float | None = None,
+    inter: float = 0.0,
+    qcode: int = 1,
+    scode: int = 2,
+) -> Path:
     """Write ``data`` (already in ``dtype``'s stored values) with explicit header fields."""
     img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
     img.header.set_data_dtype(dtype)
@@ -52,5 +63,6 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def h() -> SimpleNamespace:
     """The helpers above (test files cannot import conftest under --import-mode=importlib)."""
-    return SimpleNamespace(AFFINE=AFFINE, save=save, random_scan=random_scan,
-                           blob_labels=blob_labels)
+    return SimpleNamespace(
+        AFFINE=AFFINE, save=save, random_scan=random_scan, blob_labels=blob_labels
+    )

@@ -26,9 +26,19 @@ def _classify(images: torch.Tensor) -> torch.Tensor:
 
 
 def _geometry_only(**kw) -> AugmentConfig:
-    cfg = AugmentConfig(mode="all", rotate_prob=1.0, rotate_range=0.3, flip_prob=1.0,
-                        flip_axis=1, intensity_prob=0.0, zoom_prob=1.0, zoom_range=(1.05, 1.3),
-                        noise_prob=0.0, translate_prob=1.0, translate_range=(4.0, 3.0, 2.0))
+    cfg = AugmentConfig(
+        mode="all",
+        rotate_prob=1.0,
+        rotate_range=0.3,
+        flip_prob=1.0,
+        flip_axis=1,
+        intensity_prob=0.0,
+        zoom_prob=1.0,
+        zoom_range=(1.05, 1.3),
+        noise_prob=0.0,
+        translate_prob=1.0,
+        translate_range=(4.0, 3.0, 2.0),
+    )
     return dataclasses.replace(cfg, **kw)
 
 
@@ -81,8 +91,9 @@ def test_same_seed_same_output_and_state_resume(rng):
 
 def test_flip_mode_only_flips(rng):
     images = torch.from_numpy(rng.uniform(-1, 1, size=(64, 1, 6, 7, 8)).astype(np.float32))
-    cfg = _geometry_only(mode="flip", flip_prob=0.5, flip_axis=0, noise_prob=1.0,
-                         intensity_prob=1.0)
+    cfg = _geometry_only(
+        mode="flip", flip_prob=0.5, flip_axis=0, noise_prob=1.0, intensity_prob=1.0
+    )
     out, none = BatchAugmenter(cfg, seed=0)(images)
     assert none is None
     flipped = 0
@@ -101,8 +112,14 @@ def test_none_mode_is_identity(rng):
 
 
 def test_probabilities_respected_over_many_draws():
-    cfg = AugmentConfig(rotate_prob=0.1, flip_prob=0.2, intensity_prob=0.3, zoom_prob=0.05,
-                        noise_prob=0.5, translate_prob=0.0)
+    cfg = AugmentConfig(
+        rotate_prob=0.1,
+        flip_prob=0.2,
+        intensity_prob=0.3,
+        zoom_prob=0.05,
+        noise_prob=0.5,
+        translate_prob=0.0,
+    )
     params = BatchAugmenter(cfg, seed=5).sample_params(20000)
     rates = params.apply.mean(axis=0)
     np.testing.assert_allclose(rates, [0.1, 0.2, 0.3, 0.05, 0.5, 0.0], atol=0.015)
@@ -125,8 +142,16 @@ def test_fill_outside_field_of_view(rng):
     images, labels = _labelled_batch(rng, batch=2)
     images = torch.full_like(images, 0.5)
     labels = torch.full_like(labels, 2)
-    cfg = AugmentConfig(mode="all", rotate_prob=0, flip_prob=0, intensity_prob=0, zoom_prob=0,
-                        noise_prob=0, translate_prob=1.0, translate_range=(4.0, 4.0, 4.0))
+    cfg = AugmentConfig(
+        mode="all",
+        rotate_prob=0,
+        flip_prob=0,
+        intensity_prob=0,
+        zoom_prob=0,
+        noise_prob=0,
+        translate_prob=1.0,
+        translate_range=(4.0, 4.0, 4.0),
+    )
     aug = BatchAugmenter(cfg, seed=0)
     params_state = aug.state_dict()
     shift = aug.sample_params(2).shift
@@ -145,8 +170,16 @@ def test_fill_outside_field_of_view(rng):
 def test_intensity_and_noise_keep_background_and_dtype(rng):
     images = torch.full((3, 1, 8, 8, 8), -1.0, dtype=torch.bfloat16)
     images[:, :, 2:6, 2:6, 2:6] = 0.0
-    cfg = AugmentConfig(mode="all", rotate_prob=0, flip_prob=0, intensity_prob=1.0,
-                        intensity_factor=0.5, zoom_prob=0, noise_prob=0, translate_prob=0)
+    cfg = AugmentConfig(
+        mode="all",
+        rotate_prob=0,
+        flip_prob=0,
+        intensity_prob=1.0,
+        intensity_factor=0.5,
+        zoom_prob=0,
+        noise_prob=0,
+        translate_prob=0,
+    )
     out, _ = BatchAugmenter(cfg, seed=2)(images)
     assert out.dtype == torch.bfloat16 and out.shape == images.shape
     assert torch.all(out[images == -1] == -1)

@@ -134,8 +134,12 @@ def test_label_with_values_outside_0_to_3(tmp_path, rng, h):
         read_label(lab, read_scan(scan_path))
     _one_sentence(exc, "s.nii.gz")
     with pytest.raises(RatganError, match=r"labels/s.nii.gz holds values \[5, 255\]"):
-        load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 6), downsample=1),
-                    require_labels=True, progress=False)
+        load_cohort(
+            tmp_path,
+            DataConfig(target_shape=(8, 8, 6), downsample=1),
+            require_labels=True,
+            progress=False,
+        )
 
 
 def test_empty_folder(tmp_path):

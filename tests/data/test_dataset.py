@@ -69,8 +69,8 @@ def test_each_scan_once_per_epoch(n, batch_size):
     ids = [i for _ in range(epochs * n // batch_size) for i in _ids(next(stream)[0])]
     assert len(ids) == epochs * n
     for e in range(epochs):
-        assert sorted(ids[e * n:(e + 1) * n]) == list(range(n))
-    assert ids[:n] != ids[n:2 * n] or n < 3  # a new permutation per epoch
+        assert sorted(ids[e * n : (e + 1) * n]) == list(range(n))
+    assert ids[:n] != ids[n : 2 * n] or n < 3  # a new permutation per epoch
 
 
 def test_resume_yields_identical_batches():
@@ -78,8 +78,9 @@ def test_resume_yields_identical_batches():
     cfg = AugmentConfig(mode="all", flip_prob=0.5, noise_prob=0.5, translate_prob=0.5)
 
     def make() -> EndlessBatches:
-        return EndlessBatches(cohort, 4, seed=3, augmenter=BatchAugmenter(cfg, seed=8),
-                              with_labels=True)
+        return EndlessBatches(
+            cohort, 4, seed=3, augmenter=BatchAugmenter(cfg, seed=8), with_labels=True
+        )
 
     a = make()
     for _ in range(5):

@@ -16,17 +16,39 @@ from ratgan.errors import RatganError
 def _assert_same_metadata(a: nib.Nifti1Image, b: nib.Nifti1Image) -> None:
     assert a.shape == b.shape
     np.testing.assert_allclose(b.affine, a.affine, atol=1e-6)
-    for key in ("qform_code", "sform_code", "datatype", "bitpix", "pixdim", "quatern_b",
-                "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z", "srow_x",
-                "srow_y", "srow_z", "xyzt_units", "dim"):
+    for key in (
+        "qform_code",
+        "sform_code",
+        "datatype",
+        "bitpix",
+        "pixdim",
+        "quatern_b",
+        "quatern_c",
+        "quatern_d",
+        "qoffset_x",
+        "qoffset_y",
+        "qoffset_z",
+        "srow_x",
+        "srow_y",
+        "srow_z",
+        "xyzt_units",
+        "dim",
+    ):
         np.testing.assert_array_equal(a.header[key], b.header[key], err_msg=key)
 
 
 @pytest.mark.parametrize("codes", [(1, 2), (2, 1), (1, 0)])
 def test_round_trip_int16_with_scaling(tmp_path, rng, codes, h):
     raw = rng.integers(0, 4000, size=(20, 24, 12)).astype(np.int16)
-    src = h.save(tmp_path / "a.nii.gz", raw, dtype=np.int16, slope=0.25, inter=10.0,
-               qcode=codes[0], scode=codes[1])
+    src = h.save(
+        tmp_path / "a.nii.gz",
+        raw,
+        dtype=np.int16,
+        slope=0.25,
+        inter=10.0,
+        qcode=codes[0],
+        scode=codes[1],
+    )
     scan = read_scan(src)
     assert scan.data.dtype == np.float32 and scan.data.shape == (20, 24, 12)
     np.testing.assert_allclose(scan.data, raw * 0.25 + 10.0, rtol=1e-6)
@@ -42,8 +64,7 @@ def test_round_trip_int16_with_scaling(tmp_path, rng, codes, h):
     # the stored integers come back exactly: the round trip error is far below one step
     np.testing.assert_array_equal(np.asanyarray(b.dataobj), np.asanyarray(a.dataobj))
     stored = a.get_fdata()
-    np.testing.assert_allclose(b.get_fdata(), stored, rtol=1e-4,
-                               atol=1e-4 * np.abs(stored).max())
+    np.testing.assert_allclose(b.get_fdata(), stored, rtol=1e-4, atol=1e-4 * np.abs(stored).max())
 
 
 def test_round_trip_float32(tmp_path, rng, h):
@@ -85,8 +106,7 @@ def test_write_labels_with_scaled_scan_header(tmp_path, rng, h):
     labels = h.blob_labels(rng, (8, 8, 8)).astype(np.uint8)
     out = write_nifti(tmp_path / "lab.nii.gz", labels, scan.affine, scan.header, dtype=np.uint8)
     np.testing.assert_array_equal(read_label(out, scan), labels)
-    out = write_nifti(tmp_path / "lab16.nii.gz", labels.astype(np.int64), scan.affine,
-                      scan.header)
+    out = write_nifti(tmp_path / "lab16.nii.gz", labels.astype(np.int64), scan.affine, scan.header)
     np.testing.assert_array_equal(read_label(out, scan), labels)
 
 

@@ -25,8 +25,21 @@ RANGES = {"brain": (0.11, 0.19), "GM": (0.66, 0.80), "WM": (0.08, 0.13), "CSF": 
 def cohort(tmp_path_factory) -> Path:
     """Eight subjects written through the real CLI entry point."""
     out = tmp_path_factory.mktemp("phantom")
-    assert main(["phantom", "--out", str(out), "--subjects", str(SUBJECTS), "--seed", str(SEED),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "phantom",
+                "--out",
+                str(out),
+                "--subjects",
+                str(SUBJECTS),
+                "--seed",
+                str(SEED),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -56,8 +69,7 @@ def test_scans_have_the_sigma_geometry(scans):
         np.testing.assert_allclose(scan.zooms, (0.375, 0.375, 0.5), atol=1e-6)
         # RAS, axis-aligned, the centre of the field of view at the origin
         np.testing.assert_allclose(np.diag(scan.affine)[:3], (0.375, 0.375, 0.5), atol=1e-6)
-        np.testing.assert_allclose(scan.affine @ [31.5, 31.5, 19.5, 1.0], [0, 0, 0, 1],
-                                   atol=1e-6)
+        np.testing.assert_allclose(scan.affine @ [31.5, 31.5, 19.5, 1.0], [0, 0, 0, 1], atol=1e-6)
         assert int(scan.header["qform_code"]) == 1 and int(scan.header["sform_code"]) == 1
 
 
@@ -70,8 +82,12 @@ def test_labels_hold_four_classes_in_plausible_fractions(scans):
         assert set(np.unique(labels)) == {0, 1, 2, 3}
         brain = labels > 0
         fractions = {"brain": brain.mean()}
-        fractions.update({name: (labels == k).sum() / brain.sum()
-                          for k, name in ((1, "GM"), (2, "WM"), (3, "CSF"))})
+        fractions.update(
+            {
+                name: (labels == k).sum() / brain.sum()
+                for k, name in ((1, "GM"), (2, "WM"), (3, "CSF"))
+            }
+        )
         for name, value in fractions.items():
             lo, hi = RANGES[name]
             assert lo <= value <= hi, f"{name} fraction {value:.3f} outside [{lo}, {hi}]"
@@ -144,15 +160,20 @@ def test_a_smaller_cohort_replaces_a_larger_one(tmp_path):
     phantom.write_cohort(tmp_path, subjects=3, seed=0, progress=False)
     (tmp_path / "images" / "notes.txt").write_text("kept")
     phantom.write_cohort(tmp_path, subjects=1, seed=0, progress=False)
-    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["notes.txt",
-                                                                      "sub-000.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        "notes.txt",
+        "sub-000.nii.gz",
+    ]
     assert [p.name for p in (tmp_path / "labels").iterdir()] == ["sub-000.nii.gz"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--subjects", "0"], "--subjects must be at least 1"),
-    (["--seed", "-1"], "--seed must not be negative"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--subjects", "0"], "--subjects must be at least 1"),
+        (["--seed", "-1"], "--seed must not be negative"),
+    ],
+)
 def test_cli_rejects_bad_arguments(tmp_path, capsys, args, message):
     assert main(["phantom", "--out", str(tmp_path / "x"), "--no-progress", *args]) == 2
     err = capsys.readouterr().err

@@ -31,7 +31,8 @@ def test_sigma_shape_pads_12_slices_each_side(rng):
     # the paper's post-processing crop is slices 12:52
     np.testing.assert_allclose(inverse_preprocess(out, info), vol, rtol=1e-4)
     np.testing.assert_allclose(
-        (out[:, :, 12:52] + 1) / 2 * (info.vmax - info.vmin) + info.vmin, vol, rtol=1e-4)
+        (out[:, :, 12:52] + 1) / 2 * (info.vmax - info.vmin) + info.vmin, vol, rtol=1e-4
+    )
 
 
 def test_round_trip_with_crop_and_negative_values(rng):

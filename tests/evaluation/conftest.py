@@ -18,8 +18,9 @@ def brains(n: int, seed: int, shape: tuple[int, int, int] = SHAPE) -> np.ndarray
     for i in range(n):
         radii = np.array([0.65, 0.55, 0.7]) * (1 + 0.04 * rng.standard_normal(3))
         centre = 0.03 * rng.standard_normal(3)
-        r = np.sqrt((((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2)
-                    .sum(0))
+        r = np.sqrt(
+            (((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0)
+        )
         vol = np.clip(1.2 - r, 0, None) * (r < 1) * 0.8
         vol += 0.35 * (r < 0.45 * (1 + 0.05 * rng.standard_normal()))
         vol += 0.03 * rng.standard_normal(shape) * (r < 1)

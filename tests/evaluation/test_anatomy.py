@@ -39,9 +39,12 @@ def test_features_shape_cache_and_seed(kit, tmp_path):
     fresh = fit_anatomy_features(vols, labels, seed=3, settings=TINY)
     assert np.allclose(fresh.features(vols), f, atol=1e-5)
     # the cache key follows the content, the seed and the settings
-    keys = {content_key(vols, labels, 3, TINY), content_key(vols, labels, 4, TINY),
-            content_key(vols[::-1], labels, 3, TINY),
-            content_key(vols, labels, 3, AnatomySettings(steps=7))}
+    keys = {
+        content_key(vols, labels, 3, TINY),
+        content_key(vols, labels, 4, TINY),
+        content_key(vols[::-1], labels, 3, TINY),
+        content_key(vols, labels, 3, AnatomySettings(steps=7)),
+    }
     assert len(keys) == 4
 
 
@@ -84,11 +87,34 @@ def test_evaluate_reports_the_anatomy_space(kit, tiny_sets, tmp_path, monkeypatc
     monkeypatch.setattr(anatomy_stage, "NETWORK", TINY)
     vols, labels = labelled(kit, anatomy_stage.MIN_LABELLED, 1)
     real = _write_labelled(kit, tmp_path / "labelled", vols, labels)
-    fast = ["--comparisons", "100", "--msssim-comparisons", "10", "--split-repeats", "2",
-            "--no-progress", "--no-figures"]
+    fast = [
+        "--comparisons",
+        "100",
+        "--msssim-comparisons",
+        "10",
+        "--split-repeats",
+        "2",
+        "--no-progress",
+        "--no-figures",
+    ]
     out = tmp_path / "eval"
-    assert main(["evaluate", "--real", str(real), "--synthetic", f"noise={tiny_sets['noise']}",
-                 "--heldout", str(tiny_sets["heldout"]), "--out", str(out), *fast]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--real",
+                str(real),
+                "--synthetic",
+                f"noise={tiny_sets['noise']}",
+                "--heldout",
+                str(tiny_sets["heldout"]),
+                "--out",
+                str(out),
+                *fast,
+            ]
+        )
+        == 0
+    )
     data = json.loads((out / "metrics.json").read_text())
     spaces = {f["name"]: f for f in data["feature_spaces"]}
     assert list(spaces) == ["random 3D conv", "anatomy"]
@@ -104,8 +130,21 @@ def test_evaluate_reports_the_anatomy_space(kit, tiny_sets, tmp_path, monkeypatc
 
     # unlabelled real scans: the section says why it is skipped
     out2 = tmp_path / "eval2"
-    assert main(["evaluate", "--real", str(tiny_sets["real"]), "--synthetic",
-                 f"noise={tiny_sets['noise']}", "--out", str(out2), *fast]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--real",
+                str(tiny_sets["real"]),
+                "--synthetic",
+                f"noise={tiny_sets['noise']}",
+                "--out",
+                str(out2),
+                *fast,
+            ]
+        )
+        == 0
+    )
     data = json.loads((out2 / "metrics.json").read_text())
     anat = {f["name"]: f for f in data["feature_spaces"]}["anatomy"]
     assert "no label map" in anat["skipped"] and anat["rows"] == {}
@@ -113,9 +152,24 @@ def test_evaluate_reports_the_anatomy_space(kit, tiny_sets, tmp_path, monkeypatc
 
     # labelled, but turned off: skipped with that reason, nothing trained
     out3 = tmp_path / "eval3"
-    assert main(["evaluate", "--real", str(real), "--synthetic", f"noise={tiny_sets['noise']}",
-                 "--out", str(out3), "--no-anatomy", *fast]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--real",
+                str(real),
+                "--synthetic",
+                f"noise={tiny_sets['noise']}",
+                "--out",
+                str(out3),
+                "--no-anatomy",
+                *fast,
+            ]
+        )
+        == 0
+    )
     data = json.loads((out3 / "metrics.json").read_text())
-    assert {f["name"]: f for f in data["feature_spaces"]}["anatomy"]["skipped"] == \
-        "turned off (--no-anatomy)"
+    assert {f["name"]: f for f in data["feature_spaces"]}["anatomy"][
+        "skipped"
+    ] == "turned off (--no-anatomy)"
     assert "Skipped: turned off (--no-anatomy)" in (out3 / "report.md").read_text()

@@ -22,8 +22,9 @@ def _kwon_reference(img1: torch.Tensor, img2: torch.Tensor) -> float:
         s2 = ndimage.gaussian_filter(b * b, 1.5) - mu2 * mu2
         s12 = ndimage.gaussian_filter(a * b, 1.5) - mu1 * mu2
         c1, c2 = 0.01**2, 0.03**2
-        ssim_map = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1)
-                                                               * (s1 + s2 + c2))
+        ssim_map = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / (
+            (mu1**2 + mu2**2 + c1) * (s1 + s2 + c2)
+        )
         mssim.append(np.mean(ssim_map))
         mcs.append(np.mean((2.0 * s12 + c2) / (s1 + s2 + c2)))
         img1, img2 = F.avg_pool3d(img1, (2, 2, 2)), F.avg_pool3d(img2, (2, 2, 2))
@@ -52,8 +53,9 @@ def test_batch_metrics_match_a_literal_batch_loop(kit):
         y = real[[r0, r1]].astype(np.float64)  # the real batch
         x = syn[[s0, s1]].astype(np.float64)  # two generated scans
         yp, xp = np.pad(y, pad), np.pad(x, pad)
-        per["ncc"].append(np.mean([np.corrcoef(xp[k].ravel(), yp[k].ravel())[0, 1]
-                                   for k in range(2)]))
+        per["ncc"].append(
+            np.mean([np.corrcoef(xp[k].ravel(), yp[k].ravel())[0, 1] for k in range(2)])
+        )
         per["mae"].append(np.abs(xp[:1] - yp).mean())  # one scan broadcast against the batch
         per["rmse"].append(np.sqrt(((x[:1] - y) ** 2).mean()))
         per["psnr"].append(-10 * np.log10(((x - y) ** 2).mean()))

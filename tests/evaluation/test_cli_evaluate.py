@@ -9,8 +9,15 @@ from ratgan.cli import main
 from ratgan.cli.evaluate import parse_sets
 from ratgan.errors import RatganError
 
-FAST = ["--comparisons", "300", "--msssim-comparisons", "30", "--split-repeats", "2",
-        "--no-progress"]
+FAST = [
+    "--comparisons",
+    "300",
+    "--msssim-comparisons",
+    "30",
+    "--split-repeats",
+    "2",
+    "--no-progress",
+]
 FIGURES = ["montage.png", "mean_std_maps.png", "intensity_histograms.png", "memorisation.png"]
 
 
@@ -21,9 +28,23 @@ def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
     padded[..., 6:26] = kit.brains(6, 5)
     kit.write_set(tmp / "padded", padded)
     out = tmp / "report"
-    rc = main(["evaluate", "--real", str(tiny_sets["real"]),
-               "--synthetic", f"noise={tiny_sets['noise']}", f"padded={tmp / 'padded'}",
-               "--heldout", str(tiny_sets["heldout"]), "--out", str(out), "--seed", "3", *FAST])
+    rc = main(
+        [
+            "evaluate",
+            "--real",
+            str(tiny_sets["real"]),
+            "--synthetic",
+            f"noise={tiny_sets['noise']}",
+            f"padded={tmp / 'padded'}",
+            "--heldout",
+            str(tiny_sets["heldout"]),
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            *FAST,
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| noise |" in printed and "NCC ↑" in printed
@@ -34,9 +55,22 @@ def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
     ref = data["reference_row"]
     assert list(data["rows"]) == [ref, "noise", "padded"]
     for row in data["rows"].values():
-        for key in ("msssim", "ncc", "mae", "mmd", "psnr", "rmse", "rbf_mmd", "fd",
-                    "precision", "recall", "intensity_w1", "mean_map_rmse", "std_map_rmse",
-                    "memorisation"):
+        for key in (
+            "msssim",
+            "ncc",
+            "mae",
+            "mmd",
+            "psnr",
+            "rmse",
+            "rbf_mmd",
+            "fd",
+            "precision",
+            "recall",
+            "intensity_w1",
+            "mean_map_rmse",
+            "std_map_rmse",
+            "memorisation",
+        ):
             assert key in row
         assert row["ncc"]["comparisons"] == 300 and row["msssim"]["comparisons"] == 30
     assert data["settings"]["seed"] == 3 and data["settings"]["msssim"]["data_range"] == 1.0
@@ -56,8 +90,10 @@ def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
     # 6-scan subsets in 176 features: said out loud; distinct pairs behind the draws listed
     assert "Unstable estimate" in md and "6 scans in 176 features" in md
     distinct = data["rows"]["noise"]["ncc"]["distinct_pairs"]
-    assert f"| noise | 30 | {data['rows']['noise']['msssim']['distinct_pairs']} | 300 | " \
+    assert (
+        f"| noise | 30 | {data['rows']['noise']['msssim']['distinct_pairs']} | 300 | "
         f"{distinct} |" in md
+    )
     assert data["protocol"] == "ratgan"
     memo = data["rows"][ref]["memorisation"]
     assert memo["target_false_positive_rate"] == 0.01 and 0 < memo["threshold"] < 1
@@ -65,9 +101,23 @@ def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
 
 def test_authors_protocol_is_named_in_the_report(tiny_sets, capsys):
     out = tiny_sets["tmp"] / "authors"
-    rc = main(["evaluate", "--real", str(tiny_sets["real"]), "--synthetic",
-               f"noise={tiny_sets['noise']}", "--heldout", str(tiny_sets["heldout"]),
-               "--out", str(out), "--protocol", "authors", "--no-figures", *FAST])
+    rc = main(
+        [
+            "evaluate",
+            "--real",
+            str(tiny_sets["real"]),
+            "--synthetic",
+            f"noise={tiny_sets['noise']}",
+            "--heldout",
+            str(tiny_sets["heldout"]),
+            "--out",
+            str(out),
+            "--protocol",
+            "authors",
+            "--no-figures",
+            *FAST,
+        ]
+    )
     assert rc == 0
     assert "protocol: authors" in capsys.readouterr().out
     data = json.loads((out / "metrics.json").read_text())
@@ -89,12 +139,32 @@ def test_bare_source_is_named_after_its_folder():
 def test_errors_are_one_sentence(kit, tiny_sets, capsys):
     tmp = tiny_sets["tmp"]
     kit.write_set(tmp / "small", kit.brains(3, 9, shape=(16, 16, 10)))
-    rc = main(["evaluate", "--real", str(tiny_sets["real"]), "--synthetic",
-               f"small={tmp / 'small'}", "--out", str(tmp / "r"), *FAST])
+    rc = main(
+        [
+            "evaluate",
+            "--real",
+            str(tiny_sets["real"]),
+            "--synthetic",
+            f"small={tmp / 'small'}",
+            "--out",
+            str(tmp / "r"),
+            *FAST,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "scan_000.nii.gz" in err and "real scans' space" in err
-    rc = main(["evaluate", "--real", str(tiny_sets["real"]), "--synthetic",
-               f"x={tmp / 'missing'}", "--out", str(tmp / "r"), *FAST])
+    rc = main(
+        [
+            "evaluate",
+            "--real",
+            str(tiny_sets["real"]),
+            "--synthetic",
+            f"x={tmp / 'missing'}",
+            "--out",
+            str(tmp / "r"),
+            *FAST,
+        ]
+    )
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
@@ -113,8 +183,21 @@ def test_run_folder_source_generates_first(kit, tiny_sets, monkeypatch):
 
     monkeypatch.setattr(ratgan.generation, "generate_scans", fake_generate)
     out = tmp / "report"
-    rc = main(["evaluate", "--real", str(tiny_sets["real"]), "--synthetic", f"demo={run}",
-               "--out", str(out), "--n-generate", "5", "--no-figures", *FAST])
+    rc = main(
+        [
+            "evaluate",
+            "--real",
+            str(tiny_sets["real"]),
+            "--synthetic",
+            f"demo={run}",
+            "--out",
+            str(out),
+            "--n-generate",
+            "5",
+            "--no-figures",
+            *FAST,
+        ]
+    )
     assert rc == 0
     assert calls and calls[0][0] == run and calls[0][1] == 5
     assert calls[0][3].name == "scan_000.nii.gz"  # header copied from a real scan
@@ -128,8 +211,14 @@ def test_evaluate_sets_for_the_demo(tiny_sets):
     from ratgan.evaluation import evaluate_sets
 
     out = tiny_sets["tmp"] / "demo-eval"
-    res = evaluate_sets(real=tiny_sets["real"], synthetic={"demo": tiny_sets["heldout"]},
-                        out=out, seed=0, progress=False, quick=True)
+    res = evaluate_sets(
+        real=tiny_sets["real"],
+        synthetic={"demo": tiny_sets["heldout"]},
+        out=out,
+        seed=0,
+        progress=False,
+        quick=True,
+    )
     assert res["report"] == out / "report.md" and res["report"].is_file()
     assert "| demo |" in res["table_markdown"] and "Fréchet" in res["table_markdown"]
     assert all(p.is_file() for p in res["figures"].values())

@@ -19,8 +19,10 @@ SMALL = AnatomySettings(widths=(4, 8, 16, 32), steps=40, batch_size=2)
 
 def _cohort(seed: int, start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     subjects = [make_subject(subject_seed(seed, i)) for i in range(start, start + n)]
-    return (np.stack([rescale_unit(img) for img, _, _ in subjects]),
-            np.stack([lab for _, lab, _ in subjects]))
+    return (
+        np.stack([rescale_unit(img) for img, _, _ in subjects]),
+        np.stack([lab for _, lab, _ in subjects]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +31,17 @@ def table() -> list[dict]:
     held, _ = _cohort(0, 12, 10)
     space = fit_anatomy_features(real, labels, seed=0, settings=SMALL)
     rnd = feat.RandomConvFeatures(0)
-    strongest = {k: (fn, (s[-1],), u) for k, (fn, s, u) in CORRUPTIONS.items()
-                 if k in ("blur", "noise", "shift")}
-    return validation_rows({"anatomy": space.features,
-                            "random": lambda v: feat.extract(v, rnd, 4, progress=False)},
-                           real, held, corruptions=strongest)
+    strongest = {
+        k: (fn, (s[-1],), u)
+        for k, (fn, s, u) in CORRUPTIONS.items()
+        if k in ("blur", "noise", "shift")
+    }
+    return validation_rows(
+        {"anatomy": space.features, "random": lambda v: feat.extract(v, rnd, 4, progress=False)},
+        real,
+        held,
+        corruptions=strongest,
+    )
 
 
 @pytest.mark.parametrize("space", ["anatomy", "random"])
@@ -72,11 +80,13 @@ def test_corruptions_do_what_they_say():
     np.testing.assert_array_equal(swapped[:, 4:], v[:, 4:])
     shifted = corrupt(v, "shift", 2)
     kept = v[:, :-2, :-2]  # zero fill sets the minimum to 0; rescaling divides by the maximum
-    np.testing.assert_allclose(shifted[:, 2:, 2:], kept / kept.max(axis=(1, 2, 3), keepdims=True),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        shifted[:, 2:, 2:], kept / kept.max(axis=(1, 2, 3), keepdims=True), rtol=1e-6
+    )
     assert (shifted[:, :2] == 0).all() and (shifted[:, :, :2] == 0).all()
-    np.testing.assert_allclose(corrupt(v, "gamma", 0.5), np.stack([rescale_unit(np.sqrt(x))
-                                                                  for x in v]), rtol=1e-6)
+    np.testing.assert_allclose(
+        corrupt(v, "gamma", 0.5), np.stack([rescale_unit(np.sqrt(x)) for x in v]), rtol=1e-6
+    )
     for name, (_, strengths, _) in CORRUPTIONS.items():
         out = corrupt(v, name, strengths[-1])
         assert out.shape == v.shape and out.min() >= 0 and out.max() <= 1, name

@@ -61,10 +61,8 @@ def test_precision_recall_matches_explicit_definition():
         return np.array([np.sort(np.delete(d[i], i))[k - 1] for i in range(len(x))])
 
     r_real, r_fake = radii(real), radii(fake)
-    prec = np.mean([any(np.linalg.norm(f - real[j]) <= r_real[j] for j in range(12))
-                    for f in fake])
-    rec = np.mean([any(np.linalg.norm(r - fake[j]) <= r_fake[j] for j in range(10))
-                   for r in real])
+    prec = np.mean([any(np.linalg.norm(f - real[j]) <= r_real[j] for j in range(12)) for f in fake])
+    rec = np.mean([any(np.linalg.norm(r - fake[j]) <= r_fake[j] for j in range(10)) for r in real])
     assert F.precision_recall(real, fake, k) == pytest.approx((prec, rec))
     assert F.precision_recall(real, real.copy(), k) == (1.0, 1.0)
     assert F.precision_recall(real, fake + 100, k) == (0.0, 0.0)

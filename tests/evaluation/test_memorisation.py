@@ -28,9 +28,15 @@ def test_shift_tolerant_similarity_is_the_best_ncc_over_shifts():
     for i in range(3):
         for j in range(2):
             centre = b[j, r:-r, r:-r, r:-r].ravel().astype(np.float64)
-            best = max(np.corrcoef(a[i, r + dx:9 - r + dx, r + dy:8 - r + dy,
-                                     r + dz:7 - r + dz].ravel(), centre)[0, 1]
-                       for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1))
+            best = max(
+                np.corrcoef(
+                    a[i, r + dx : 9 - r + dx, r + dy : 8 - r + dy, r + dz : 7 - r + dz].ravel(),
+                    centre,
+                )[0, 1]
+                for dx in (-1, 0, 1)
+                for dy in (-1, 0, 1)
+                for dz in (-1, 0, 1)
+            )
             assert got[i, j] == pytest.approx(best, abs=1e-5)
     np.testing.assert_allclose(mem.similarity_matrix(a, b, max_shift=0), mem.ncc_matrix(a, b))
 

@@ -63,8 +63,12 @@ def np_ms_ssim(x, y, scales, size=3, sigma=1.5, data_range=1.0, k1=0.01, k2=0.03
         cs = (2 * cxy + c2) / (vx + vy + c2)
         if s < scales - 1:
             parts.append(max(cs.mean(), 0))
-            x = x.reshape(x.shape[0] // 2, 2, x.shape[1] // 2, 2, x.shape[2] // 2, 2).mean((1, 3, 5))
-            y = y.reshape(y.shape[0] // 2, 2, y.shape[1] // 2, 2, y.shape[2] // 2, 2).mean((1, 3, 5))
+            x = x.reshape(x.shape[0] // 2, 2, x.shape[1] // 2, 2, x.shape[2] // 2, 2).mean(
+                (1, 3, 5)
+            )
+            y = y.reshape(y.shape[0] // 2, 2, y.shape[1] // 2, 2, y.shape[2] // 2, 2).mean(
+                (1, 3, 5)
+            )
         else:
             lum = (2 * mx * my + c1) / (mx**2 + my**2 + c1)
             parts.append(max((lum * cs).mean(), 0))
@@ -161,14 +165,21 @@ def test_ms_ssim_matches_numpy_and_pytorch_msssim():
     from pytorch_msssim.ssim import _fspecial_gauss_1d
 
     win = _fspecial_gauss_1d(3, 1.5).reshape(1, 1, 1, 1, 3)
-    lib = pytorch_msssim.ms_ssim(*[t[:, None] for t in _t(x, y)], data_range=1.0, win=win,
-                                 weights=list(settings.weights_for(SHAPE)),
-                                 size_average=False).item()
+    lib = pytorch_msssim.ms_ssim(
+        *[t[:, None] for t in _t(x, y)],
+        data_range=1.0,
+        win=win,
+        weights=list(settings.weights_for(SHAPE)),
+        size_average=False,
+    ).item()
     assert got == pytest.approx(lib, abs=1e-5)
     # the trap the issue names: pytorch-msssim's default data range of 255 scores ~1
-    default = pytorch_msssim.ms_ssim(*[t[:, None] for t in _t(x, y)], win=win,
-                                     weights=list(settings.weights_for(SHAPE)),
-                                     size_average=False).item()
+    default = pytorch_msssim.ms_ssim(
+        *[t[:, None] for t in _t(x, y)],
+        win=win,
+        weights=list(settings.weights_for(SHAPE)),
+        size_average=False,
+    ).item()
     assert default > 0.99 > got
 
 
@@ -192,5 +203,5 @@ def test_ms_ssim_is_symmetric_and_batched():
     xy = M.ms_ssim(x, y)
     assert xy.shape == (3,)
     assert torch.allclose(xy, M.ms_ssim(y, x), atol=1e-6)
-    single = torch.stack([M.ms_ssim(x[i:i + 1], y[i:i + 1])[0] for i in range(3)])
+    single = torch.stack([M.ms_ssim(x[i : i + 1], y[i : i + 1])[0] for i in range(3)])
     assert torch.allclose(xy, single, atol=1e-6)

@@ -15,8 +15,12 @@ FAST = {"comparisons": 400, "msssim_comparisons": 40, "split_repeats": 3, "progr
 
 def _set(name, volumes):
     vols = np.stack([rescale_unit(v) for v in volumes])
-    return ScanSet(name=name, volumes=vols, paths=[Path(f"{name}_{i}.nii.gz")
-                                                   for i in range(len(vols))], source=name)
+    return ScanSet(
+        name=name,
+        volumes=vols,
+        paths=[Path(f"{name}_{i}.nii.gz") for i in range(len(vols))],
+        source=name,
+    )
 
 
 def test_draw_pairs_are_balanced_and_distinct():
@@ -36,8 +40,7 @@ def test_paired_counts_every_draw(kit):
     out = paired(a, b, 333, np.random.default_rng(0), EvaluationSettings(progress=False), "t")
     assert out["ncc"]["comparisons"] == 333
     assert out["ncc"]["distinct_pairs"] <= 20
-    inside = paired(a, None, 50, np.random.default_rng(0), EvaluationSettings(progress=False),
-                    "t")
+    inside = paired(a, None, 50, np.random.default_rng(0), EvaluationSettings(progress=False), "t")
     assert inside["mae"]["distinct_pairs"] <= 10  # unordered pairs of 5 scans
 
 
@@ -51,11 +54,13 @@ def test_pair_matrices_match_direct_pair_metrics(kit):
     b = np.concatenate([a[:1] + 1e-4, kit.noise(3, 1)])  # a near-copy stresses cancellation
     mats = pair_matrices(a, b, EvaluationSettings(progress=False), "t", block=2)
     i, j = np.meshgrid(range(5), range(4), indexing="ij")
-    direct = pair_metrics(torch.from_numpy(a[i.ravel()]).double(),
-                          torch.from_numpy(b[j.ravel()]).double())
+    direct = pair_metrics(
+        torch.from_numpy(a[i.ravel()]).double(), torch.from_numpy(b[j.ravel()]).double()
+    )
     for key in ("ncc", "mae", "mmd", "psnr", "rmse"):
-        np.testing.assert_allclose(mats[key].ravel(), direct[key].double().numpy(), rtol=1e-4,
-                                   atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(
+            mats[key].ravel(), direct[key].double().numpy(), rtol=1e-4, atol=1e-6, err_msg=key
+        )
 
 
 def test_preparation_crops_centred_and_rescales():
@@ -120,5 +125,7 @@ def test_adding_a_set_keeps_the_other_sets_numbers(kit):
     with_other = evaluate(real, [other, syn], settings)
     for key in ("msssim", "ncc", "mmd"):
         assert row_metrics(alone, "syn")[key] == row_metrics(with_other, "syn")[key]
-    assert alone.rows[alone.reference_row].metrics["msssim"] == \
-        with_other.rows[with_other.reference_row].metrics["msssim"]
+    assert (
+        alone.rows[alone.reference_row].metrics["msssim"]
+        == with_other.rows[with_other.reference_row].metrics["msssim"]
+    )

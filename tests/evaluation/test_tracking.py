@@ -1,6 +1,5 @@
 """The quality probe of ``train.eval_every``: known answers on real and flat volumes."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -25,7 +24,7 @@ class _Replay(nn.Module):
         self.calls = 0
 
     def forward(self, z, noise=None):
-        out = self.volumes[self.calls * len(z):(self.calls + 1) * len(z)]
+        out = self.volumes[self.calls * len(z) : (self.calls + 1) * len(z)]
         self.calls += 1
         return out
 
@@ -37,11 +36,23 @@ def probe_setup(tmp_path):
     pre = [preprocess(v, (32, 32, 32)) for v in vols]
     run = tmp_path / "run"
     run.mkdir()
-    write_run_data(run, RunData(source=str(tmp_path / "real"),
-                                entries=[RunScan(str(p)) for p in paths],
-                                infos=[info.to_dict() for _, info in pre]))
-    cfg = load_config("tiny", {"model.volume_size": 32, "data.target_shape": [32, 32, 32],
-                               "data.downsample": 1, "train.eval_samples": 8})
+    write_run_data(
+        run,
+        RunData(
+            source=str(tmp_path / "real"),
+            entries=[RunScan(str(p)) for p in paths],
+            infos=[info.to_dict() for _, info in pre],
+        ),
+    )
+    cfg = load_config(
+        "tiny",
+        {
+            "model.volume_size": 32,
+            "data.target_shape": [32, 32, 32],
+            "data.downsample": 1,
+            "train.eval_samples": 8,
+        },
+    )
     return cfg, run, np.stack([v for v, _ in pre])
 
 

@@ -34,8 +34,7 @@ def test_same_seed_gives_identical_files_and_other_seeds_differ(tiny_run, tmp_pa
         assert not np.array_equal(va, vc)
 
 
-def test_files_carry_the_reference_header_affine_shape_and_range(tiny_run, phantom_dir,
-                                                                  tmp_path):
+def test_files_carry_the_reference_header_affine_shape_and_range(tiny_run, phantom_dir, tmp_path):
     ref = read_scan(_reference(phantom_dir))
     paths = generate_scans(tiny_run, 2, tmp_path / "g", seed=0, progress=False)
     for path in paths:
@@ -48,8 +47,10 @@ def test_files_carry_the_reference_header_affine_shape_and_range(tiny_run, phant
         assert scan.data.max() <= ref.data.max() * (1 + 1e-3)
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert [r["file"] for r in manifest["scans"]] == [p.name for p in paths]
-    assert all(r["iteration"] == 2 and r["checkpoint"].endswith("ckpt_0000002.pt")
-               for r in manifest["scans"])
+    assert all(
+        r["iteration"] == 2 and r["checkpoint"].endswith("ckpt_0000002.pt")
+        for r in manifest["scans"]
+    )
     assert len({r["seed"] for r in manifest["scans"]}) == 2
 
 
@@ -58,10 +59,12 @@ def test_no_checkpoint_is_a_clear_error(tmp_path):
         generate_scans(tmp_path, 1, tmp_path / "out", progress=False)
 
 
-def test_joint_generation_writes_a_label_map_aligned_with_its_scan(phantom_dir, tmp_path,
-                                                                   monkeypatch):
-    cfg = load_config("tiny", {"train.iterations": 2, "model.channels": 4,
-                               "data.label_channels": True})
+def test_joint_generation_writes_a_label_map_aligned_with_its_scan(
+    phantom_dir, tmp_path, monkeypatch
+):
+    cfg = load_config(
+        "tiny", {"train.iterations": 2, "model.channels": 4, "data.label_channels": True}
+    )
     run = tmp_path / "run"
     train(cfg, phantom_dir, run, progress=False)
 
@@ -94,8 +97,7 @@ def test_joint_generation_writes_a_label_map_aligned_with_its_scan(phantom_dir, 
 
 def test_precision_override_is_recorded_and_stays_close(tiny_run, tmp_path):
     fp32 = generate_scans(tiny_run, 2, tmp_path / "fp32", seed=1, progress=False)
-    bf16 = generate_scans(tiny_run, 2, tmp_path / "bf16", seed=1, progress=False,
-                          precision="bf16")
+    bf16 = generate_scans(tiny_run, 2, tmp_path / "bf16", seed=1, progress=False, precision="bf16")
     manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
     assert {r["precision"] for r in manifest["scans"]} == {"bf16"}
     for a, b in zip(fp32, bf16):
@@ -104,9 +106,14 @@ def test_precision_override_is_recorded_and_stays_close(tiny_run, tmp_path):
         assert np.abs(va - vb).max() <= 0.05 * (va.max() - va.min())
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"precision": "fp16"}, "precision"),
-                                              ({"batch_size": 0}, "batch-size"),
-                                              ({"writers": -1}, "writers")])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"precision": "fp16"}, "precision"),
+        ({"batch_size": 0}, "batch-size"),
+        ({"writers": -1}, "writers"),
+    ],
+)
 def test_bad_generation_options_are_clear_errors(tiny_run, tmp_path, kwargs, match):
     with pytest.raises(RatganError, match=match):
         generate_scans(tiny_run, 1, tmp_path / "out", progress=False, **kwargs)

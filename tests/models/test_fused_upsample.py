@@ -24,8 +24,9 @@ def test_fused_equals_upsample_then_conv_with_gradients(shape):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, shape[1], 3, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    out_grad = torch.randn(shape[0], 4, *(2 * s for s in shape[2:]), generator=g,
-                           dtype=torch.float64)
+    out_grad = torch.randn(
+        shape[0], 4, *(2 * s for s in shape[2:]), generator=g, dtype=torch.float64
+    )
 
     fused = nearest_up_conv3d(x, w)
     gx_f, gw_f = torch.autograd.grad(fused, (x, w), out_grad)

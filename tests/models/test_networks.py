@@ -115,27 +115,45 @@ def test_networks_container():
 # weight (out, in); G has no biases, D/E/C layers have one per output channel; BatchNorm has a
 # weight and a bias per channel, instance norm (affine=False) and spectral norm add nothing.
 TINY_LAYERS = {
-    "G": [(8, 16, 4, 4, 4),                    # stem: ConvTranspose3d(8 -> 16, k4), 4^3
-          (8, 16, 3, 3, 3),                    # up1: Conv3d(16 -> 8, k3), 8^3
-          (1, 8, 3, 3, 3)],                    # out: Conv3d(8 -> 1, k3), 16^3, tanh
-    "E": [(8, 1, 4, 4, 4), (8,),               # down1: Conv3d(1 -> 8, k4, s2), 8^3
-          (16, 8, 4, 4, 4), (16,),             # down2: Conv3d(8 -> 16, k4, s2), 4^3
-          (8, 16, 4, 4, 4), (8,)],             # head: Conv3d(16 -> latent 8, k4), 1^3
-    "D": [(8, 1, 4, 4, 4), (8,), (16, 8, 4, 4, 4), (16,),
-          (1, 16, 4, 4, 4), (1,)],             # head: Conv3d(16 -> 1, k4)
+    "G": [
+        (8, 16, 4, 4, 4),  # stem: ConvTranspose3d(8 -> 16, k4), 4^3
+        (8, 16, 3, 3, 3),  # up1: Conv3d(16 -> 8, k3), 8^3
+        (1, 8, 3, 3, 3),
+    ],  # out: Conv3d(8 -> 1, k3), 16^3, tanh
+    "E": [
+        (8, 1, 4, 4, 4),
+        (8,),  # down1: Conv3d(1 -> 8, k4, s2), 8^3
+        (16, 8, 4, 4, 4),
+        (16,),  # down2: Conv3d(8 -> 16, k4, s2), 4^3
+        (8, 16, 4, 4, 4),
+        (8,),
+    ],  # head: Conv3d(16 -> latent 8, k4), 1^3
+    "D": [
+        (8, 1, 4, 4, 4),
+        (8,),
+        (16, 8, 4, 4, 4),
+        (16,),
+        (1, 16, 4, 4, 4),
+        (1,),
+    ],  # head: Conv3d(16 -> 1, k4)
     "C": [(32, 8), (32,), (32, 32), (32,), (1, 32), (1,)],
 }
 # BatchNorm weight + bias where the baseline puts batch norm: after G's first two layers, after
 # the second trunk conv of D and E, after both hidden layers of C.
-TINY_BATCH_NORMS = {"G": [(16,), (16,), (8,), (8,)], "E": [(16,), (16,)], "D": [(16,), (16,)],
-                    "C": [(32,), (32,), (32,), (32,)]}
+TINY_BATCH_NORMS = {
+    "G": [(16,), (16,), (8,), (8,)],
+    "E": [(16,), (16,)],
+    "D": [(16,), (16,)],
+    "C": [(32,), (32,), (32,), (32,)],
+}
 # The same totals summed by hand: G 8*16*64 + 16*8*27 + 8*27; E (64*8 + 8) + (8*16*64 + 16)
 # + (16*8*64 + 8); D 520 + 8208 + (16*64 + 1); C (8*32 + 32) + (32*32 + 32) + (32 + 1).
 TINY_TOTALS = {"G": 11_864, "E": 16_928, "D": 9_753, "C": 1_377}
 
 
-@pytest.mark.parametrize("name,batch_norm", [("sigmarat2", ""), ("sigmarat1", "C"),
-                                             ("alpha-wgan-adni", "GEDC")])
+@pytest.mark.parametrize(
+    "name,batch_norm", [("sigmarat2", ""), ("sigmarat1", "C"), ("alpha-wgan-adni", "GEDC")]
+)
 def test_parameter_counts_layer_by_layer(name, batch_norm):
     """Every parameter tensor's shape and every total, for the networks with batch norm in
     ``batch_norm`` (sigmarat1 also shows that spectral norm adds no parameter)."""
@@ -156,26 +174,30 @@ def test_parameter_counts_layer_by_layer(name, batch_norm):
 
 def test_paper_presets_total_parameter_counts():
     # Term by term, full widths (trunk 64, 128, 256, 512; C hidden 4096).
-    trunk = (64 * 64 + 64) + (64 * 128 * 64 + 128) + (128 * 256 * 64 + 256) \
-        + (256 * 512 * 64 + 512)                        # 11,014,144 weights + 960 biases
-    g_convs = (512 * 256 + 256 * 128 + 128 * 64 + 64 * 1) * 27       # 4,646,592
+    trunk = (
+        (64 * 64 + 64) + (64 * 128 * 64 + 128) + (128 * 256 * 64 + 256) + (256 * 512 * 64 + 512)
+    )  # 11,014,144 weights + 960 biases
+    g_convs = (512 * 256 + 256 * 128 + 128 * 64 + 64 * 1) * 27  # 4,646,592
     bn_trunk = 2 * (128 + 256 + 512)
     expected = {
         "alpha-wgan-adni": {  # latent 1000, batch norm everywhere
             "G": 1000 * 512 * 64 + g_convs + 2 * (512 + 256 + 128 + 64),
             "E": trunk + 512 * 1000 * 64 + 1000 + bn_trunk,
             "D": trunk + 512 * 64 + 1 + bn_trunk,
-            "C": 1000 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 + 1 + 2 * 2 * 4096},
+            "C": 1000 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 + 1 + 2 * 2 * 4096,
+        },
         "sigmarat1": {  # latent 500, instance norm (no parameters), C keeps batch norm
             "G": 500 * 512 * 64 + g_convs,
             "E": trunk + 512 * 500 * 64 + 500,
             "D": trunk + 512 * 64 + 1,
-            "C": 500 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 + 1 + 2 * 2 * 4096},
+            "C": 500 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 + 1 + 2 * 2 * 4096,
+        },
         "sigmarat2": {  # as sigmarat1 but C without batch norm
             "G": 500 * 512 * 64 + g_convs,
             "E": trunk + 512 * 500 * 64 + 500,
             "D": trunk + 512 * 64 + 1,
-            "C": 500 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 + 1},
+            "C": 500 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 + 1,
+        },
     }
     # The totals `ratgan train --config P --dry-run` prints and docs/method.md section 2 lists.
     totals = {"alpha-wgan-adni": 113_153_962, "sigmarat1": 78_331_958, "sigmarat2": 78_315_574}

@@ -29,8 +29,9 @@ def test_output_noise_adds_the_learned_std_before_tanh():
     # Known answer at initialisation: std = softplus(0 * pre - 5), so
     # atanh(out) - atanh(clean) = softplus(-5) * noise.
     expected = torch.nn.functional.softplus(torch.tensor(-5.0)) * noise
-    diff = torch.atanh(out.clamp(-1 + 1e-6, 1 - 1e-6)) - torch.atanh(clean.clamp(-1 + 1e-6,
-                                                                                 1 - 1e-6))
+    diff = torch.atanh(out.clamp(-1 + 1e-6, 1 - 1e-6)) - torch.atanh(
+        clean.clamp(-1 + 1e-6, 1 - 1e-6)
+    )
     assert torch.allclose(diff, expected, atol=1e-4)
     # The same noise gives the same scan; other noise another one.
     assert torch.equal(g(z, noise=noise), g(z, noise=noise))

@@ -20,9 +20,15 @@ K3 = 3 * 3 * 3  # generator conv kernels
 K4 = 4 * 4 * 4  # generator stem, discriminator / encoder kernels
 
 
-def expected_counts(latent: int, batch_g: bool, batch_de: tuple[bool, bool], batch_c: bool,
-                    channels: int = 1, widths: tuple[int, ...] = (64, 128, 256, 512),
-                    hidden: int = 4096) -> dict[str, int]:
+def expected_counts(
+    latent: int,
+    batch_g: bool,
+    batch_de: tuple[bool, bool],
+    batch_c: bool,
+    channels: int = 1,
+    widths: tuple[int, ...] = (64, 128, 256, 512),
+    hidden: int = 4096,
+) -> dict[str, int]:
     """Parameter counts from the layer list of docs/method.md section 2.
 
     G: ConvTranspose3d(L, w_deep, k4) then k3 convs down the widths to C, no biases; BatchNorm3d
@@ -58,8 +64,14 @@ PRESET_TABLE = {
 # preset -> (G norm, G activation, D norm, E norm, C has BatchNorm1d, spectral-norm networks)
 LAYER_TABLE = {
     "alpha-wgan-adni": (nn.BatchNorm3d, nn.ReLU, nn.BatchNorm3d, nn.BatchNorm3d, True, set()),
-    "sigmarat1": (nn.InstanceNorm3d, nn.LeakyReLU, nn.InstanceNorm3d, nn.InstanceNorm3d, True,
-                  {"G", "E", "D", "C"}),
+    "sigmarat1": (
+        nn.InstanceNorm3d,
+        nn.LeakyReLU,
+        nn.InstanceNorm3d,
+        nn.InstanceNorm3d,
+        True,
+        {"G", "E", "D", "C"},
+    ),
     "sigmarat2": (nn.InstanceNorm3d, nn.LeakyReLU, None, nn.InstanceNorm3d, False, {"D", "C"}),
 }
 
@@ -83,7 +95,8 @@ def test_hand_arithmetic_matches_one_written_out_total():
     # alpha-wgan-adni G, term by term: 1000*512*64 + (512*256 + 256*128 + 128*64 + 64*1)*27
     # + 2*(512+256+128+64)
     assert expected_counts(*PRESET_TABLE["alpha-wgan-adni"])["G"] == (
-        32_768_000 + 3_538_944 + 884_736 + 221_184 + 1_728 + 1_920)
+        32_768_000 + 3_538_944 + 884_736 + 221_184 + 1_728 + 1_920
+    )
 
 
 @pytest.mark.parametrize("name", list(PRESET_TABLE))
@@ -96,8 +109,9 @@ def test_parameter_counts_match_the_method_doc(name):
 def test_parameter_counts_128_and_32(name):
     latent, bg, bde, bc = PRESET_TABLE[name]
     _, nets = meta_networks(name, volume_size=128)
-    assert nets.parameter_counts() == expected_counts(latent, bg, bde, bc,
-                                                      widths=(32, 64, 128, 256, 512))
+    assert nets.parameter_counts() == expected_counts(
+        latent, bg, bde, bc, widths=(32, 64, 128, 256, 512)
+    )
     _, nets = meta_networks(name, volume_size=32)
     assert nets.parameter_counts() == expected_counts(latent, bg, bde, bc, widths=(128, 256, 512))
 
@@ -125,7 +139,8 @@ def test_layer_types_match_the_method_doc(name):
     for net, norm, out in ((D, d_norm, 1), (E, e_norm, cfg.latent_dim)):
         convs = of_type(net, nn.Conv3d)
         assert [(m.kernel_size, m.stride, m.padding) for m in convs] == (
-            [((4,) * 3, (2,) * 3, (1,) * 3)] * 4 + [((4,) * 3, (1,) * 3, (0,) * 3)])
+            [((4,) * 3, (2,) * 3, (1,) * 3)] * 4 + [((4,) * 3, (1,) * 3, (0,) * 3)]
+        )
         assert [m.out_channels for m in convs] == [64, 128, 256, 512, out]
         assert all(m.bias is not None for m in convs)
         assert [type(m) for m in of_type(net, NORMS)] == ([norm] * 3 if norm else [])
@@ -136,7 +151,10 @@ def test_layer_types_match_the_method_doc(name):
     # C: Linear L -> 4096 -> 4096 -> 1 with bias, LeakyReLU(0.2), BatchNorm1d per the table.
     lins = of_type(C, nn.Linear)
     assert [(m.in_features, m.out_features) for m in lins] == [
-        (cfg.latent_dim, 4096), (4096, 4096), (4096, 1)]
+        (cfg.latent_dim, 4096),
+        (4096, 4096),
+        (4096, 1),
+    ]
     assert all(m.bias is not None for m in lins)
     assert [type(m) for m in of_type(C, NORMS)] == ([nn.BatchNorm1d] * 2 if c_batch else [])
     assert [m.negative_slope for m in of_type(C, nn.LeakyReLU)] == [0.2, 0.2]

@@ -25,8 +25,15 @@ def tiny_subject(rng: np.random.Generator, shape=SHAPE) -> tuple[np.ndarray, np.
     return (100 * image).astype(np.float32), labels
 
 
-def write_cohort(folder: Path, n: int, seed: int, layout: str = "images",
-                 with_labels: bool = True, prefix: str = "sub", shape=SHAPE) -> Path:
+def write_cohort(
+    folder: Path,
+    n: int,
+    seed: int,
+    layout: str = "images",
+    with_labels: bool = True,
+    prefix: str = "sub",
+    shape=SHAPE,
+) -> Path:
     """``layout='images'``: folder/images + folder/labels; ``'flat'``: scans in folder and
     label maps in folder/labels (what `ratgan generate` writes for a joint model)."""
     from ratgan.data.io import write_nifti
@@ -38,8 +45,7 @@ def write_cohort(folder: Path, n: int, seed: int, layout: str = "images",
         name = f"{prefix}-{i:03d}.nii.gz"
         write_nifti(img_dir / name, image, AFFINE)
         if with_labels:
-            write_nifti(folder / "labels" / name, labels.astype(np.uint8), AFFINE,
-                        dtype=np.uint8)
+            write_nifti(folder / "labels" / name, labels.astype(np.uint8), AFFINE, dtype=np.uint8)
     return folder
 
 

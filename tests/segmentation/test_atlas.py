@@ -51,21 +51,36 @@ def test_labels_match_the_truth_are_seeded_and_cached(cohort, tmp_path, monkeypa
     # the same inputs give the same maps in a fresh folder (seeded, one ITK thread)
     again = label_scans(targets, atlases, tmp_path / "b", FAST, workers=1, progress=False)
     for p, q in zip(out, again, strict=True):
-        assert np.array_equal(read_label(p, read_scan(targets[0])),
-                              read_label(q, read_scan(targets[0])))
+        assert np.array_equal(
+            read_label(p, read_scan(targets[0])), read_label(q, read_scan(targets[0]))
+        )
 
     # a rerun with the same cache registers nothing
     def no_registration(*args, **kwargs):
         raise AssertionError("registered although the label map is cached")
 
     monkeypatch.setattr(atlas_mod, "atlas_label", no_registration)
-    label_scans(targets, atlases, tmp_path / "c", FAST, cache_dir=tmp_path / "a" / ".cache",
-                workers=1, progress=False)
+    label_scans(
+        targets,
+        atlases,
+        tmp_path / "c",
+        FAST,
+        cache_dir=tmp_path / "a" / ".cache",
+        workers=1,
+        progress=False,
+    )
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [t.name for t in targets]
     # other parameters are another key: the cache does not answer for them
     with pytest.raises(AssertionError, match="cached"):
-        label_scans(targets, atlases, tmp_path / "d", AtlasParams(k=3, seed=1),
-                    cache_dir=tmp_path / "a" / ".cache", workers=1, progress=False)
+        label_scans(
+            targets,
+            atlases,
+            tmp_path / "d",
+            AtlasParams(k=3, seed=1),
+            cache_dir=tmp_path / "a" / ".cache",
+            workers=1,
+            progress=False,
+        )
 
 
 def test_process_pool_gives_the_same_maps(cohort, tmp_path):

@@ -36,8 +36,12 @@ def test_missing_labels_and_bad_values_are_user_errors(tmp_path, cohort_writer):
     from ratgan.data.io import write_nifti
 
     bad = cohort_writer(tmp_path / "bad", 2, seed=0)
-    write_nifti(bad / "labels" / "sub-000.nii.gz", np.full((16, 16, 8), 7, np.uint8),
-                np.diag([0.375, 0.375, 0.5, 1.0]), dtype=np.uint8)
+    write_nifti(
+        bad / "labels" / "sub-000.nii.gz",
+        np.full((16, 16, 8), 7, np.uint8),
+        np.diag([0.375, 0.375, 0.5, 1.0]),
+        dtype=np.uint8,
+    )
     with pytest.raises(RatganError, match="values"):
         load_set(find_entries(bad), (16, 16, 8))
 

@@ -8,12 +8,12 @@ from ratgan.segmentation.metrics import dice_scores, make_loss
 def test_dice_on_known_overlaps():
     target = np.zeros((10, 10, 10), np.int64)
     pred = np.zeros_like(target)
-    target[0:4, 0:5] = 1      # GM: 200 voxels
-    pred[0:2, 0:5] = 1        # 100 voxels, all inside the target's GM
-    pred[8:10, 0:5] = 1       # 100 more, outside
-    target[5:7, 0:5] = 2      # WM: 100 voxels
-    pred[5:7, 0:5] = 2        # exact
-    target[9, 9, 9] = 3       # CSF: 1 voxel, missed entirely
+    target[0:4, 0:5] = 1  # GM: 200 voxels
+    pred[0:2, 0:5] = 1  # 100 voxels, all inside the target's GM
+    pred[8:10, 0:5] = 1  # 100 more, outside
+    target[5:7, 0:5] = 2  # WM: 100 voxels
+    pred[5:7, 0:5] = 2  # exact
+    target[9, 9, 9] = 3  # CSF: 1 voxel, missed entirely
     s = dice_scores(pred, target)
     gm = 2 * 100 / (200 + 200)
     assert s["GM"][0] == pytest.approx(gm)

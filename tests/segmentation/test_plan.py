@@ -4,13 +4,21 @@ from ratgan.errors import RatganError
 from ratgan.segmentation.plan import TESTS, Split, build_plan, make_split, synthetic_needed
 
 PAPER_COUNTS = {  # test: (real, synthetic) for 174 real training scans
-    1: (174, 0), 2: (174, 87), 3: (174, 174), 4: (174, 261), 5: (174, 348),
-    6: (0, 174), 7: (0, 348), 8: (87, 174), 9: (87, 348), 10: (174, 0)}
+    1: (174, 0),
+    2: (174, 87),
+    3: (174, 174),
+    4: (174, 261),
+    5: (174, 348),
+    6: (0, 174),
+    7: (0, 348),
+    8: (87, 174),
+    9: (87, 348),
+    10: (174, 0),
+}
 
 
 def test_ten_tests_with_the_papers_counts():
-    split = Split(train=list(range(174)), val=list(range(174, 205)),
-                  test=list(range(205, 244)))
+    split = Split(train=list(range(174)), val=list(range(174, 205)), test=list(range(205, 244)))
     plans = build_plan(split, n_synthetic=synthetic_needed(174), seed=0)
     assert [p.number for p in plans] == list(range(1, 11)) == [t.number for t in TESTS]
     for p in plans:
@@ -29,8 +37,18 @@ def test_scaled_plan_never_trains_on_a_test_scan(n, seed):
     plans = build_plan(split, synthetic_needed(r), seed)
     held_out = set(split.test) | set(split.val)
     half = (r + 1) // 2
-    want = {1: (r, 0), 2: (r, half), 3: (r, r), 4: (r, (3 * r + 1) // 2), 5: (r, 2 * r),
-            6: (0, r), 7: (0, 2 * r), 8: (half, r), 9: (half, 2 * r), 10: (r, 0)}
+    want = {
+        1: (r, 0),
+        2: (r, half),
+        3: (r, r),
+        4: (r, (3 * r + 1) // 2),
+        5: (r, 2 * r),
+        6: (0, r),
+        7: (0, 2 * r),
+        8: (half, r),
+        9: (half, 2 * r),
+        10: (r, 0),
+    }
     by = {p.number: p for p in plans}
     for p in plans:
         assert (len(p.real), len(p.synthetic)) == want[p.number]

@@ -4,21 +4,56 @@ import json
 
 from ratgan.cli import main
 
-FAST = ["--shape", "16", "16", "8", "--channels", "4,8", "--max-epochs", "2", "--patience", "2",
-        "--batch-size", "4", "--no-progress"]
-FILES = ("segbench.json", "plan.json", "quality_gate.json", "runs.json", "results.json",
-         "table.md", "dice.png")
+FAST = [
+    "--shape",
+    "16",
+    "16",
+    "8",
+    "--channels",
+    "4,8",
+    "--max-epochs",
+    "2",
+    "--patience",
+    "2",
+    "--batch-size",
+    "4",
+    "--no-progress",
+]
+FILES = (
+    "segbench.json",
+    "plan.json",
+    "quality_gate.json",
+    "runs.json",
+    "results.json",
+    "table.md",
+    "dice.png",
+)
 
 
 def _runs(out):
     return json.loads((out / "runs.json").read_text())["runs"]
 
 
-def test_joint_labels_end_to_end_and_rerun_skips_finished_tests(tiny_real, tiny_synthetic,
-                                                                 tmp_path, monkeypatch, capsys):
+def test_joint_labels_end_to_end_and_rerun_skips_finished_tests(
+    tiny_real, tiny_synthetic, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "bench"
-    args = ["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
-            "--out", str(out), "--tests", "1,2", "--seeds", "1", "--labels", "joint", *FAST]
+    args = [
+        "segbench",
+        "--real",
+        str(tiny_real),
+        "--synthetic",
+        str(tiny_synthetic),
+        "--out",
+        str(out),
+        "--tests",
+        "1,2",
+        "--seeds",
+        "1",
+        "--labels",
+        "joint",
+        *FAST,
+    ]
     assert main(args) == 0
     for name in FILES:
         assert (out / name).is_file(), name
@@ -26,9 +61,14 @@ def test_joint_labels_end_to_end_and_rerun_skips_finished_tests(tiny_real, tiny_
     state = json.loads((out / "segbench.json").read_text())
     assert state["labels"] == "joint"
     gate = json.loads((out / "quality_gate.json").read_text())
-    assert state["counts"] == {"real_labelled": 12, "train": 8, "val": 2, "test": 2,
-                               "synthetic_pool": gate["n_accepted"],
-                               "synthetic_needed_all_tests": 16}
+    assert state["counts"] == {
+        "real_labelled": 12,
+        "train": 8,
+        "val": 2,
+        "test": 2,
+        "synthetic_pool": gate["n_accepted"],
+        "synthetic_needed_all_tests": 16,
+    }
     runs = _runs(out)
     assert [(r["test"], r["seed"]) for r in runs] == [(1, 0), (2, 0)]
     assert [(r["n_real"], r["n_synthetic"]) for r in runs] == [(8, 0), (8, 4)]
@@ -62,11 +102,24 @@ def test_joint_labels_end_to_end_and_rerun_skips_finished_tests(tiny_real, tiny_
     assert rows[0]["seeds"] == [0, 1]
 
 
-def test_other_options_into_the_same_folder_is_a_user_error(tiny_real, tiny_synthetic, tmp_path,
-                                                            capsys):
+def test_other_options_into_the_same_folder_is_a_user_error(
+    tiny_real, tiny_synthetic, tmp_path, capsys
+):
     out = tmp_path / "bench"
-    base = ["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
-            "--out", str(out), "--tests", "1", "--seeds", "1", *FAST]
+    base = [
+        "segbench",
+        "--real",
+        str(tiny_real),
+        "--synthetic",
+        str(tiny_synthetic),
+        "--out",
+        str(out),
+        "--tests",
+        "1",
+        "--seeds",
+        "1",
+        *FAST,
+    ]
     assert main(base) == 0
     capsys.readouterr()
     assert main(base + ["--lr", "0.01"]) == 2
@@ -74,12 +127,33 @@ def test_other_options_into_the_same_folder_is_a_user_error(tiny_real, tiny_synt
 
 
 def test_teacher_labels_synthetic_scans_without_labels(tiny_real, tmp_path, cohort_writer):
-    syn = cohort_writer(tmp_path / "unlabelled", 10, seed=4, layout="flat", with_labels=False,
-                        prefix="synthetic")
+    syn = cohort_writer(
+        tmp_path / "unlabelled", 10, seed=4, layout="flat", with_labels=False, prefix="synthetic"
+    )
     out = tmp_path / "bench"
-    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(syn), "--out",
-                 str(out), "--tests", "2", "--seeds", "1", "--gate-margin", "50",
-                 "--labels", "teacher", *FAST]) == 0
+    assert (
+        main(
+            [
+                "segbench",
+                "--real",
+                str(tiny_real),
+                "--synthetic",
+                str(syn),
+                "--out",
+                str(out),
+                "--tests",
+                "2",
+                "--seeds",
+                "1",
+                "--gate-margin",
+                "50",
+                "--labels",
+                "teacher",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert (out / "teacher" / "teacher.pt").is_file()
     labels = sorted((out / "teacher" / "labels").glob("*.nii.gz"))
     assert [p.name for p in labels] == sorted(p.name for p in syn.glob("*.nii.gz"))
@@ -90,20 +164,50 @@ def test_teacher_labels_synthetic_scans_without_labels(tiny_real, tmp_path, coho
 
 
 def test_dry_run_prints_the_plan(tiny_real, tiny_synthetic, tmp_path, capsys):
-    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
-                 "--out", str(tmp_path / "b"), "--dry-run", *FAST]) == 0
+    assert (
+        main(
+            [
+                "segbench",
+                "--real",
+                str(tiny_real),
+                "--synthetic",
+                str(tiny_synthetic),
+                "--out",
+                str(tmp_path / "b"),
+                "--dry-run",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "train 8, validation 2, test 2; 5 seeds; synthetic labels: atlas" in text
     assert "test 10:" in text
     assert not (tmp_path / "b").exists()
 
 
-def test_too_few_accepted_synthetic_scans_is_a_user_error(tiny_real, tmp_path, cohort_writer,
-                                                          capsys):
+def test_too_few_accepted_synthetic_scans_is_a_user_error(
+    tiny_real, tmp_path, cohort_writer, capsys
+):
     syn = cohort_writer(tmp_path / "few", 3, seed=2, layout="flat", prefix="synthetic")
-    code = main(["segbench", "--real", str(tiny_real), "--synthetic", str(syn), "--out",
-                 str(tmp_path / "b"), "--tests", "2", "--gate-margin", "50", "--labels", "joint",
-                 *FAST])
+    code = main(
+        [
+            "segbench",
+            "--real",
+            str(tiny_real),
+            "--synthetic",
+            str(syn),
+            "--out",
+            str(tmp_path / "b"),
+            "--tests",
+            "2",
+            "--gate-margin",
+            "50",
+            "--labels",
+            "joint",
+            *FAST,
+        ]
+    )
     assert code == 2
     assert "need 4" in capsys.readouterr().err
 
@@ -111,20 +215,58 @@ def test_too_few_accepted_synthetic_scans_is_a_user_error(tiny_real, tmp_path, c
 def test_real_only_tests_need_no_synthetic_scans(tiny_real, tmp_path, cohort_writer):
     syn = cohort_writer(tmp_path / "nolabels", 2, seed=2, layout="flat", with_labels=False)
     out = tmp_path / "b"
-    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(syn), "--out",
-                 str(out), "--tests", "1,10", "--seeds", "1", *FAST]) == 0
+    assert (
+        main(
+            [
+                "segbench",
+                "--real",
+                str(tiny_real),
+                "--synthetic",
+                str(syn),
+                "--out",
+                str(out),
+                "--tests",
+                "1,10",
+                "--seeds",
+                "1",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert [r["test"] for r in _runs(out)] == [1, 10]
     assert not (out / "teacher").exists()
 
 
-def test_atlas_labels_statistics_and_the_labellers_accuracy(tiny_real, tiny_synthetic,
-                                                            tmp_path):
+def test_atlas_labels_statistics_and_the_labellers_accuracy(tiny_real, tiny_synthetic, tmp_path):
     """Default labels: the synthetic scans' own label maps are ignored, atlases label them;
     the report carries the labeller's Dice on the real test scans and the paired statistics."""
     out = tmp_path / "bench"
-    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_synthetic),
-                 "--out", str(out), "--tests", "1,2", "--seeds", "2", "--atlases", "2",
-                 "--workers", "1", "--gate-margin", "50", *FAST]) == 0
+    assert (
+        main(
+            [
+                "segbench",
+                "--real",
+                str(tiny_real),
+                "--synthetic",
+                str(tiny_synthetic),
+                "--out",
+                str(out),
+                "--tests",
+                "1,2",
+                "--seeds",
+                "2",
+                "--atlases",
+                "2",
+                "--workers",
+                "1",
+                "--gate-margin",
+                "50",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     state = json.loads((out / "segbench.json").read_text())
     assert state["labels"] == "atlas" and state["atlas"]["k"] == 2
     assert len(state["atlas"]["atlases"]) == 2
@@ -153,7 +295,22 @@ def test_labels_outside_0_to_3_are_one_clear_error(tiny_real, tmp_path, capsys):
     data = np.zeros(scan.shape, np.uint8)
     data[0, 0, 0] = 7
     write_nifti(bad, data, scan.affine, dtype=np.uint8)
-    assert main(["segbench", "--real", str(tiny_real), "--synthetic", str(tiny_real),
-                 "--out", str(tmp_path / "b"), "--tests", "1", *FAST]) == 2
+    assert (
+        main(
+            [
+                "segbench",
+                "--real",
+                str(tiny_real),
+                "--synthetic",
+                str(tiny_real),
+                "--out",
+                str(tmp_path / "b"),
+                "--tests",
+                "1",
+                *FAST,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "sub-003.nii.gz holds values [7]" in err

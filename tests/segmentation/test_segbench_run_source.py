@@ -10,14 +10,37 @@ def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path, capsys):
     from ratgan.training.run import train
 
     run = tmp_path / "run"
-    cfg = load_config("tiny", {"train.iterations": 2, "model.channels": 4,
-                               "data.label_channels": True})
+    cfg = load_config(
+        "tiny", {"train.iterations": 2, "model.channels": 4, "data.label_channels": True}
+    )
     train(cfg, tiny_real, run, progress=False)
     out = tmp_path / "bench"
-    args = ["segbench", "--real", str(tiny_real), "--synthetic", str(run), "--out", str(out),
-            "--tests", "2", "--seeds", "1", "--gate-margin", "1000", "--labels", "joint",
-            "--shape", "16", "16", "8", "--channels", "4,8", "--max-epochs", "1",
-            "--no-progress"]
+    args = [
+        "segbench",
+        "--real",
+        str(tiny_real),
+        "--synthetic",
+        str(run),
+        "--out",
+        str(out),
+        "--tests",
+        "2",
+        "--seeds",
+        "1",
+        "--gate-margin",
+        "1000",
+        "--labels",
+        "joint",
+        "--shape",
+        "16",
+        "16",
+        "8",
+        "--channels",
+        "4,8",
+        "--max-epochs",
+        "1",
+        "--no-progress",
+    ]
     # the run was trained on every real scan, the test split included: refused, naming them
     capsys.readouterr()
     assert main(args) == 2
@@ -35,6 +58,7 @@ def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path, capsys):
     state = json.loads((out / "segbench.json").read_text())
     assert state["labels"] == "joint"
     assert state["overlap"]["allowed"] and len(state["overlap"]["files"]) == 2
-    assert "WARNING: the GAN was trained on 2 of the real test scans" in (
-        out / "table.md").read_text()
+    assert (
+        "WARNING: the GAN was trained on 2 of the real test scans" in (out / "table.md").read_text()
+    )
     assert not (out / "teacher").exists()

@@ -18,15 +18,20 @@ from ratgan.segmentation.stats import (
 
 
 def run(test, seed, per_scan, scores=None):
-    scores = scores or {k: float(np.mean([v for v in vals if v is not None]))
-                        for k, vals in per_scan.items()}
+    scores = scores or {
+        k: float(np.mean([v for v in vals if v is not None])) for k, vals in per_scan.items()
+    }
     return {"test": test, "seed": seed, "per_scan": per_scan, "scores": scores}
 
 
 def test_pairs_are_matched_by_seed_and_scan():
-    runs = [run(1, 0, {"global": [0.80, 0.70, None]}), run(1, 1, {"global": [0.60, 0.50, 0.9]}),
-            run(3, 0, {"global": [0.85, 0.65, 0.70]}), run(3, 1, {"global": [0.60, 0.55, 0.8]}),
-            run(3, 2, {"global": [0.99, 0.99, 0.99]})]  # seed 2 has no test-1 partner
+    runs = [
+        run(1, 0, {"global": [0.80, 0.70, None]}),
+        run(1, 1, {"global": [0.60, 0.50, 0.9]}),
+        run(3, 0, {"global": [0.85, 0.65, 0.70]}),
+        run(3, 1, {"global": [0.60, 0.55, 0.8]}),
+        run(3, 2, {"global": [0.99, 0.99, 0.99]}),
+    ]  # seed 2 has no test-1 partner
     d = paired_deltas(runs, 3, "global")
     assert np.allclose(d, [0.05, -0.05, 0.0, 0.05, -0.1])
 
@@ -63,7 +68,12 @@ def test_verdict_comes_from_the_interval():
 
 def test_collapsed_seeds_are_listed():
     good = {"GM": 0.9, "WM": 0.8, "CSF": 0.6, "global": 0.8}
-    runs = [run(9, 0, {}, good), run(9, 1, {}, {**good, "WM": 0.0}),
-            run(1, 0, {}, {**good, "CSF": 0.05, "GM": float("nan")})]
-    assert collapses(runs) == [{"test": 1, "seed": 0, "tissues": {"CSF": 0.05}},
-                               {"test": 9, "seed": 1, "tissues": {"WM": 0.0}}]
+    runs = [
+        run(9, 0, {}, good),
+        run(9, 1, {}, {**good, "WM": 0.0}),
+        run(1, 0, {}, {**good, "CSF": 0.05, "GM": float("nan")}),
+    ]
+    assert collapses(runs) == [
+        {"test": 1, "seed": 0, "tissues": {"CSF": 0.05}},
+        {"test": 9, "seed": 1, "tissues": {"WM": 0.0}},
+    ]

@@ -18,8 +18,9 @@ def test_unet_output_shape_and_roundtrip_config():
     net = build_unet(cfg)
     out = net(torch.randn(2, 1, 16, 16, 8))
     assert out.shape == (2, 4, 16, 16, 8)
-    again = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in cfg.to_dict().items()})
+    again = UNetConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.to_dict().items()}
+    )
     assert again == cfg
 
 
@@ -30,8 +31,14 @@ def test_training_stops_at_the_step_cap():
     x = torch.rand(6, 1, 8, 8, 4) * 2 - 1
     y = (x > 0.3).long() * 2
     cfg = UNetConfig(channels=(4, 8), input_shape=(8, 8, 4))
-    res = train_segmenter(x, y, x[:2], y[:2], cfg,
-                          TrainSettings(max_epochs=50, max_steps=5, batch_size=4, patience=50))
+    res = train_segmenter(
+        x,
+        y,
+        x[:2],
+        y[:2],
+        cfg,
+        TrainSettings(max_epochs=50, max_steps=5, batch_size=4, patience=50),
+    )
     assert res.steps == 5 and res.epochs == 3  # 2 steps per epoch, the third cut short
     assert res.best_val_loss == min(h["val_loss"] for h in res.history)
     out = segment(res.model, torch.rand(1, 1, 12, 12, 6), box=((2, 10), (2, 10), (1, 5)))
@@ -60,9 +67,9 @@ def test_early_stopping_restores_the_weights_of_the_best_validation_epoch(monkey
 
     monkeypatch.setattr(seg_train, "validation_loss", recording_validation)
     cfg = UNetConfig(channels=(4, 8), input_shape=(8, 8, 4))
-    res = seg_train.train_segmenter(x, y, x_val, y_val, cfg,
-                                    seg_train.TrainSettings(max_epochs=20, patience=2,
-                                                            batch_size=4))
+    res = seg_train.train_segmenter(
+        x, y, x_val, y_val, cfg, seg_train.TrainSettings(max_epochs=20, patience=2, batch_size=4)
+    )
     assert res.epochs == 4 and len(snapshots) == 4
     assert res.best_epoch == 2 and res.best_val_loss == 0.3
 

@@ -1,7 +1,7 @@
 """Run by torchrun from test_distributed.py: one rank of a 2-process CPU (gloo) job.
 
-    torchrun --standalone --nproc_per_node 2 ddp_worker.py train DATA RUN OUT
-    torchrun --standalone --nproc_per_node 2 ddp_worker.py gp OUT
+torchrun --standalone --nproc_per_node 2 ddp_worker.py train DATA RUN OUT
+torchrun --standalone --nproc_per_node 2 ddp_worker.py gp OUT
 """
 
 import gc
@@ -18,11 +18,14 @@ def train_mode(data: str, run: str, out: str) -> None:
     from ratgan.config import load_config
     from ratgan.training.run import train
 
-    cfg = load_config("tiny", {"train.iterations": 3, "train.checkpoint_every": 3,
-                               "train.log_every": 1})
+    cfg = load_config(
+        "tiny", {"train.iterations": 3, "train.checkpoint_every": 3, "train.log_every": 1}
+    )
     result = train(cfg, data, run, progress=False)
-    torch.save({k: v.state_dict() for k, v in result.networks.as_dict().items()},
-               Path(out) / f"rank{result.rank}.pt")
+    torch.save(
+        {k: v.state_dict() for k, v in result.networks.as_dict().items()},
+        Path(out) / f"rank{result.rank}.pt",
+    )
 
 
 def gp_mode(out: str) -> None:
@@ -59,8 +62,9 @@ def gp_mode(out: str) -> None:
 
     ddp = DistributedDataParallel(fresh_phase())
     got = grads_of(ddp, rank)
-    torch.save({"expected": expected, "got": got, "own": per_rank[rank]},
-               Path(out) / f"gp_rank{rank}.pt")
+    torch.save(
+        {"expected": expected, "got": got, "own": per_rank[rank]}, Path(out) / f"gp_rank{rank}.pt"
+    )
     # DDP's reducer holds the process group: free it (and any cycle) first, so that destroying
     # the group really ends gloo's threads before the interpreter shuts down.
     del ddp

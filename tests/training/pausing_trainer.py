@@ -43,8 +43,12 @@ def _pausing_save(iteration: int, seconds: float):
     real_save = torch.save
 
     def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
-        if isinstance(obj, dict) and obj.get("iteration") == iteration and isinstance(
-                f, (str, Path)) and f".ckpt_{iteration:07d}.pt." in Path(f).name:
+        if (
+            isinstance(obj, dict)
+            and obj.get("iteration") == iteration
+            and isinstance(f, (str, Path))
+            and f".ckpt_{iteration:07d}.pt." in Path(f).name
+        ):
             with open(f, "wb") as handle:
                 real_save(obj, _PausingWriter(handle, 4096, seconds), *args, **kwargs)
             return

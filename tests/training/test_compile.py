@@ -12,6 +12,7 @@ def test_compiler_failure_falls_back_to_eager(monkeypatch):
     def broken_compile(fn):
         def run(*args, **kwargs):
             raise RuntimeError("no compiler here")
+
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)

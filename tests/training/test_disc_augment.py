@@ -115,15 +115,22 @@ def test_augmentation_reaches_only_the_critic(phantom_dir):
         cfg = load_config("tiny", over)
         torch.manual_seed(0)
         nets = build_networks(cfg.model)
-        step = AlphaGANStep(nets, build_optimizers(nets, cfg), cfg, torch.device("cpu"),
-                            torch.Generator().manual_seed(1),
-                            augment=DiscriminatorAugment(cfg.ada) if ada else None)
+        step = AlphaGANStep(
+            nets,
+            build_optimizers(nets, cfg),
+            cfg,
+            torch.device("cpu"),
+            torch.Generator().manual_seed(1),
+            augment=DiscriminatorAugment(cfg.ada) if ada else None,
+        )
         gen = torch.Generator().manual_seed(2)
         x1 = torch.rand(2, 1, 16, 16, 16, generator=gen) * 2 - 1
         x2 = torch.rand(2, 1, 16, 16, 16, generator=gen) * 2 - 1
         torch.manual_seed(3)
-        return step(x1.contiguous(memory_format=torch.channels_last_3d),
-                    x2.contiguous(memory_format=torch.channels_last_3d))
+        return step(
+            x1.contiguous(memory_format=torch.channels_last_3d),
+            x2.contiguous(memory_format=torch.channels_last_3d),
+        )
 
     plain, augmented = one_step(False), one_step(True)
     for key in ("eg_mse", "eg_gdl", "eg_l1", "eg_c_enc"):

@@ -14,8 +14,16 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
 def _torchrun(*args: str) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", str(WORKER), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        *args,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, _tracebacks(done.stdout + done.stderr)
 
@@ -23,9 +31,12 @@ def _torchrun(*args: str) -> None:
 def _tracebacks(log: str) -> str:
     """Every traceback in a torchrun log (the workers' come first), without the warnings."""
     lines = log.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")
-              or "Traceback (most recent call last)" in line]
-    parts = ["\n".join(lines[i:i + 60]) for i in starts[:4]]
+    starts = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("Traceback") or "Traceback (most recent call last)" in line
+    ]
+    parts = ["\n".join(lines[i : i + 60]) for i in starts[:4]]
     return "\n---\n".join(parts) if parts else log[-4000:]
 
 
@@ -36,8 +47,7 @@ def test_gradient_penalty_gradients_are_averaged_across_ranks(tmp_path):
         for got, expected, own in zip(res["got"], res["expected"], res["own"]):
             assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
         # The ranks' own gradients differ, so the check above can fail.
-        assert any(not torch.allclose(o, e, rtol=1e-3) for o, e in zip(res["own"],
-                                                                        res["expected"]))
+        assert any(not torch.allclose(o, e, rtol=1e-3) for o, e in zip(res["own"], res["expected"]))
 
 
 def test_two_ranks_hold_identical_weights_and_rank0_alone_writes(phantom_dir, tmp_path):
@@ -54,7 +64,8 @@ def test_two_ranks_hold_identical_weights_and_rank0_alone_writes(phantom_dir, tm
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3  # one writer
     # Resume the two-process run in one process (another world size).
-    result = train(load_config("tiny", {"train.iterations": 5}), None, run, resume=True,
-                   progress=False)
+    result = train(
+        load_config("tiny", {"train.iterations": 5}), None, run, resume=True, progress=False
+    )
     assert result.iteration == 5
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [3, 5]

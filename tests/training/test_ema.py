@@ -43,8 +43,10 @@ def test_a_run_with_ema_stores_it_and_generation_uses_it_by_default(phantom_dir,
     from ratgan.training import checkpoint as ckpt
     from ratgan.training.run import train
 
-    cfg = load_config("tiny", {"train.iterations": 4, "train.checkpoint_every": 4,
-                               "train.ema_half_life_images": 4})
+    cfg = load_config(
+        "tiny",
+        {"train.iterations": 4, "train.checkpoint_every": 4, "train.ema_half_life_images": 4},
+    )
     run = tmp_path / "run"
     result = train(cfg, phantom_dir, run, progress=False)
     state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run))

@@ -7,24 +7,30 @@ from ratgan.config import load_config
 from ratgan.models import build_networks
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
 
 
 def _losses(device: str, precision: str, channels_last: bool) -> list[dict[str, float]]:
-    cfg = load_config("tiny", {"train.precision": precision,
-                               "train.channels_last": channels_last})
+    cfg = load_config("tiny", {"train.precision": precision, "train.channels_last": channels_last})
     torch.manual_seed(0)
     nets = build_networks(cfg.model).place(device, channels_last)
     fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
     dev = torch.device(device)
-    step = AlphaGANStep(nets, build_optimizers(nets, cfg), cfg, dev,
-                        torch.Generator(device=dev).manual_seed(1))
+    step = AlphaGANStep(
+        nets, build_optimizers(nets, cfg), cfg, dev, torch.Generator(device=dev).manual_seed(1)
+    )
     data = torch.Generator().manual_seed(2)
     out = []
     for _ in range(5):
-        x1, x2 = ((torch.rand(2, 1, 16, 16, 16, generator=data) * 2 - 1).to(dev)
-                  .contiguous(memory_format=fmt) for _ in range(2))
+        x1, x2 = (
+            (torch.rand(2, 1, 16, 16, 16, generator=data) * 2 - 1)
+            .to(dev)
+            .contiguous(memory_format=fmt)
+            for _ in range(2)
+        )
         out.append({k: float(v) for k, v in step(x1, x2).items()})
     return out
 

@@ -25,10 +25,10 @@ print(rss_mb())
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning is Linux-only")
 def test_freed_memory_stays_in_the_process_only_when_asked():
     def rss_after_free(mode: str) -> float:
-        done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True,
-                              text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True
+        )
         return float(done.stdout.strip())
 
     default, kept = rss_after_free("off"), rss_after_free("on")
     assert kept - default > 200, (default, kept)  # the 256 MB block stayed resident
-

@@ -42,9 +42,11 @@ def test_gp_linear_critic_known_value(shape, k):
 def test_gp_unit_gradient_critic_is_zero(shape):
     u = torch.randn(shape[1:], dtype=torch.float64)
     u = u / u.norm()
-    gp = gradient_penalty(lambda x: (x * u).flatten(1).sum(1),
-                          torch.randn(shape, dtype=torch.float64),
-                          torch.randn(shape, dtype=torch.float64))
+    gp = gradient_penalty(
+        lambda x: (x * u).flatten(1).sum(1),
+        torch.randn(shape, dtype=torch.float64),
+        torch.randn(shape, dtype=torch.float64),
+    )
     assert gp.item() == pytest.approx(0.0, abs=1e-12)
 
 
@@ -52,14 +54,22 @@ def test_gp_interpolates_per_sample_with_given_generator():
     # critic(x) = 0.5*||x||^2 has gradient x_hat: the penalty reveals the interpolation points.
     real = torch.randn(4, 1, 3, 3, 3, dtype=torch.float64)
     fake = torch.randn(4, 1, 3, 3, 3, dtype=torch.float64)
-    gp = gradient_penalty(lambda x: 0.5 * x.flatten(1).pow(2).sum(1), real, fake,
-                          generator=torch.Generator().manual_seed(7))
+    gp = gradient_penalty(
+        lambda x: 0.5 * x.flatten(1).pow(2).sum(1),
+        real,
+        fake,
+        generator=torch.Generator().manual_seed(7),
+    )
     a = torch.rand(4, 1, 1, 1, 1, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     x_hat = a * real + (1 - a) * fake
     want = ((x_hat.flatten(1).pow(2).sum(1) + 1e-15).sqrt() - 1).pow(2).mean()
     torch.testing.assert_close(gp, want.float() if gp.dtype == torch.float32 else want)
-    again = gradient_penalty(lambda x: 0.5 * x.flatten(1).pow(2).sum(1), real, fake,
-                             generator=torch.Generator().manual_seed(7))
+    again = gradient_penalty(
+        lambda x: 0.5 * x.flatten(1).pow(2).sum(1),
+        real,
+        fake,
+        generator=torch.Generator().manual_seed(7),
+    )
     assert torch.equal(gp, again)
 
 
@@ -70,8 +80,10 @@ def test_gp_reaches_critic_only():
     gp = gradient_penalty(critic, torch.randn(4, 6), fake)
     gp.backward()
     # Every critic weight matters to the input gradient (the last bias cannot).
-    assert all(p.grad is not None and p.grad.abs().sum() > 0
-               for p in (critic[0].weight, critic[0].bias, critic[2].weight))
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for p in (critic[0].weight, critic[0].bias, critic[2].weight)
+    )
     assert all(p.grad is None for p in maker.parameters())
 
 
@@ -128,8 +140,11 @@ def test_objective_values_per_preset(name):
     gp = torch.tensor(0.3)
 
     l_gd = -d_rec.mean() - d_gen.mean()
-    rec = (cfg.l1 * (x - x_rec).abs().mean() + cfg.mse * (x - x_rec).pow(2).mean()
-           + cfg.gdl * gradient_difference_loss(x, x_rec))
+    rec = (
+        cfg.l1 * (x - x_rec).abs().mean()
+        + cfg.mse * (x - x_rec).pow(2).mean()
+        + cfg.gdl * gradient_difference_loss(x, x_rec)
+    )
     total, parts = encoder_generator_loss(d_rec, d_gen, c_enc, x, x_rec, cfg)
     torch.testing.assert_close(total, l_gd - c_enc.mean() + rec)
     assert set(parts) == {"l_gd", "c_enc", "l1", "mse", "gdl", "total"}
@@ -146,8 +161,11 @@ def test_objective_values_per_preset(name):
 
 
 def test_preset_lambdas():
-    table = {"alpha-wgan-adni": (10, 0, 0, 10), "sigmarat1": (10, 10, 0, 10),
-             "sigmarat2": (0, 100, 0.01, 100)}
+    table = {
+        "alpha-wgan-adni": (10, 0, 0, 10),
+        "sigmarat1": (10, 10, 0, 10),
+        "sigmarat2": (0, 100, 0.01, 100),
+    }
     for name, want in table.items():
         c = load_config(name).loss
         assert (c.l1, c.mse, c.gdl, c.gp) == want
@@ -155,15 +173,24 @@ def test_preset_lambdas():
 
 def test_losses_never_sync_with_host():
     tree = ast.parse(inspect.getsource(losses))
-    called = {n.func.attr for n in ast.walk(tree)
-              if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    called = {
+        n.func.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+    }
     assert not called & {"item", "cpu", "tolist", "numpy"}
 
 
 # ----------------------------------------------------------------- gradient flow
 
-TINY = {"volume_size": 16, "latent_dim": 8, "g_width": 16, "d_width": 16, "e_width": 16,
-        "c_hidden": 32}
+TINY = {
+    "volume_size": 16,
+    "latent_dim": 8,
+    "g_width": 16,
+    "d_width": 16,
+    "e_width": 16,
+    "c_hidden": 32,
+}
 
 
 def reached(loss: torch.Tensor, net: nn.Module) -> bool:
@@ -200,8 +227,9 @@ def only(**weights) -> LossConfig:
 def test_reconstruction_terms_reach_g_and_e(setup, term):
     nets, x, _, z_e, x_rec, x_gen = setup
     D, C = nets["D"], nets["C"]
-    total, _ = encoder_generator_loss(D(x_rec).detach(), D(x_gen).detach(), C(z_e).detach(), x,
-                                      x_rec, only(**{term: 1.0}))
+    total, _ = encoder_generator_loss(
+        D(x_rec).detach(), D(x_gen).detach(), C(z_e).detach(), x, x_rec, only(**{term: 1.0})
+    )
     check(total, nets, "GE")
 
 
@@ -228,8 +256,12 @@ def test_discriminator_loss_terms_reach_d_only(setup):
     # GP gets the un-detached fakes: it must detach them itself.
     gp = gradient_penalty(D, x, x_rec) + gradient_penalty(D, x, x_gen)
     cfg = only(gp=10.0)
-    for args in ((d_real, zero, zero, gp.detach()), (zero, d_rec, zero, gp.detach()),
-                 (zero, zero, d_gen, gp.detach()), (zero, zero, zero, gp)):
+    for args in (
+        (d_real, zero, zero, gp.detach()),
+        (zero, d_rec, zero, gp.detach()),
+        (zero, zero, d_gen, gp.detach()),
+        (zero, zero, zero, gp),
+    ):
         total, _ = discriminator_loss(*args, cfg)
         check(total, nets, "D")
 
@@ -249,7 +281,8 @@ def test_code_discriminator_loss_terms_reach_c_only(setup):
 def test_parts_are_detached(setup):
     nets, x, _, z_e, x_rec, x_gen = setup
     D, C = nets["D"], nets["C"]
-    total, parts = encoder_generator_loss(D(x_rec), D(x_gen), C(z_e), x, x_rec,
-                                          load_config("sigmarat2").loss)
+    total, parts = encoder_generator_loss(
+        D(x_rec), D(x_gen), C(z_e), x, x_rec, load_config("sigmarat2").loss
+    )
     assert total.requires_grad
     assert not any(p.requires_grad for p in parts.values())

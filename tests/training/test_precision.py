@@ -18,8 +18,13 @@ def _losses(precision: str) -> list[dict[str, float]]:
     cfg = load_config("tiny", {"train.precision": precision})
     torch.manual_seed(0)
     nets = build_networks(cfg.model)
-    step = AlphaGANStep(nets, build_optimizers(nets, cfg), cfg, torch.device("cpu"),
-                        torch.Generator().manual_seed(1))
+    step = AlphaGANStep(
+        nets,
+        build_optimizers(nets, cfg),
+        cfg,
+        torch.device("cpu"),
+        torch.Generator().manual_seed(1),
+    )
     data = torch.Generator().manual_seed(2)
     s = cfg.model.volume_size
     out = []

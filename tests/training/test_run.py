@@ -17,8 +17,13 @@ from ratgan.training.run import TrainingDiverged, train
 
 
 def _cfg(iterations: int, **over):
-    base = {"train.iterations": iterations, "train.log_every": 1, "train.checkpoint_every": 2,
-            "train.sample_every": 100, "train.keep_checkpoints": 10}
+    base = {
+        "train.iterations": iterations,
+        "train.log_every": 1,
+        "train.checkpoint_every": 2,
+        "train.sample_every": 100,
+        "train.keep_checkpoints": 10,
+    }
     base.update(over)
     return load_config("tiny", base)
 
@@ -63,8 +68,9 @@ def test_new_run_refuses_a_folder_with_checkpoints(phantom_dir, tmp_path):
         train(_cfg(2), phantom_dir, run, progress=False)
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(phantom_dir, tmp_path,
-                                                                    monkeypatch):
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    phantom_dir, tmp_path, monkeypatch
+):
     from ratgan.training import alphagan
 
     real_call = alphagan.AlphaGANStep.__call__
@@ -85,17 +91,34 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(phantom_dir, 
     assert ckpt.load_checkpoint(ckpt.latest_checkpoint(run))["iteration"] == 2
 
 
-def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(phantom_dir,
-                                                                                tmp_path):
+def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(
+    phantom_dir, tmp_path
+):
     # The trainer runs through a test-side wrapper whose torch.save stalls for 60 s after the
     # first 4096 bytes of the checkpoint of iteration 4.
     run = tmp_path / "run"
     wrapper = Path(__file__).with_name("pausing_trainer.py")
-    cmd = [sys.executable, str(wrapper), "4", "60", "train", "--config", "tiny", "--data",
-           str(phantom_dir), "--out", str(run), "--iterations", "6", "--no-progress"]
+    cmd = [
+        sys.executable,
+        str(wrapper),
+        "4",
+        "60",
+        "train",
+        "--config",
+        "tiny",
+        "--data",
+        str(phantom_dir),
+        "--out",
+        str(run),
+        "--iterations",
+        "6",
+        "--no-progress",
+    ]
     cfg_yaml = tmp_path / "tiny2.yaml"
-    cfg_yaml.write_text("base: tiny\ntrain: {checkpoint_every: 2, log_every: 1, "
-                        "sample_every: 100, keep_checkpoints: 10}\n")
+    cfg_yaml.write_text(
+        "base: tiny\ntrain: {checkpoint_every: 2, log_every: 1, "
+        "sample_every: 100, keep_checkpoints: 10}\n"
+    )
     cmd[cmd.index("tiny")] = str(cfg_yaml)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -114,9 +137,12 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(p
     with pytest.raises(Exception):  # noqa: B017 - a half-written file does not load
         torch.load(partial, weights_only=False)
     # Resumed as the README says: the run folder alone, its config comes from there.
-    done = subprocess.run([sys.executable, "-m", "ratgan", "train", "--out", str(run),
-                           "--resume", "--no-progress"], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "ratgan", "train", "--out", str(run), "--resume", "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert not partial.exists()
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [2, 4, 6]

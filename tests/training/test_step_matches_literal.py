@@ -41,7 +41,7 @@ def literal_iteration(nets: Networks, opt: dict, cfg, x1, x2, rng) -> dict[str, 
     z_r = torch.randn(B, L, generator=rng)
     x_rec, x_gen = G(z_e).detach(), G(z_r).detach()
     scores = D(x2), D(x_rec), D(x_gen)  # scores before penalties, as published
-    gp = (losses.gradient_penalty(D, x2, x_rec, rng) + losses.gradient_penalty(D, x2, x_gen, rng))
+    gp = losses.gradient_penalty(D, x2, x_rec, rng) + losses.gradient_penalty(D, x2, x_gen, rng)
     d, _ = losses.discriminator_loss(*scores, gp, cfg.loss)
     opt["D"].zero_grad()
     d.backward()
@@ -78,10 +78,18 @@ def test_one_iteration_equals_the_literal_published_loop(preset, spectral, float
     spectral norm with every network in eval mode, where sigma is computed from the stored
     power-iteration vectors without updating them (and batch norm uses its running
     statistics), so our once-per-phase cached W / sigma must equal the per-call one."""
-    over = {"model.volume_size": 16, "model.latent_dim": 8, "model.g_width": 16,
-            "model.d_width": 16, "model.e_width": 16, "model.c_hidden": 32,
-            "data.target_shape": [16, 16, 16], "data.downsample": 4,
-            "train.precision": "fp32", "train.channels_last": False}
+    over = {
+        "model.volume_size": 16,
+        "model.latent_dim": 8,
+        "model.g_width": 16,
+        "model.d_width": 16,
+        "model.e_width": 16,
+        "model.c_hidden": 32,
+        "data.target_shape": [16, 16, 16],
+        "data.downsample": 4,
+        "train.precision": "fp32",
+        "train.channels_last": False,
+    }
     if spectral == "off":
         # In training mode the power iteration runs once per phase here and once per call in
         # the published loop, so the sigma estimates differ by design.
@@ -100,19 +108,22 @@ def test_one_iteration_equals_the_literal_published_loop(preset, spectral, float
     data = torch.Generator().manual_seed(1)
     x1, x2 = (torch.rand(2, 1, 16, 16, 16, generator=data) * 2 - 1 for _ in range(2))
 
-    step = AlphaGANStep(fast, _sgd(fast), fast_cfg, torch.device("cpu"),
-                        torch.Generator().manual_seed(2))
+    step = AlphaGANStep(
+        fast, _sgd(fast), fast_cfg, torch.device("cpu"), torch.Generator().manual_seed(2)
+    )
     ours = step(x1, x2)
-    theirs = literal_iteration(literal, _sgd(literal), literal_cfg, x1, x2,
-                               torch.Generator().manual_seed(2))
+    theirs = literal_iteration(
+        literal, _sgd(literal), literal_cfg, x1, x2, torch.Generator().manual_seed(2)
+    )
 
     for key, value in theirs.items():
         torch.testing.assert_close(ours[key], value, rtol=1e-9, atol=1e-9, msg=key)
     for key, net in fast.as_dict().items():
         other = literal.as_dict()[key].state_dict()
         for name, tensor in net.state_dict().items():
-            torch.testing.assert_close(tensor, other[name], rtol=1e-9, atol=1e-9,
-                                       msg=f"{key}.{name}")
+            torch.testing.assert_close(
+                tensor, other[name], rtol=1e-9, atol=1e-9, msg=f"{key}.{name}"
+            )
 
 
 def test_spectral_weights_are_computed_once_per_phase():
@@ -125,11 +136,14 @@ def test_spectral_weights_are_computed_once_per_phase():
         for module in net.modules():
             if type(module).__name__ == "_SpectralNorm":
                 module.register_forward_hook(lambda *_, k=key: calls.__setitem__(k, calls[k] + 1))
-    layers = {k: sum(type(m).__name__ == "_SpectralNorm" for m in nets.as_dict()[k].modules())
-              for k in calls}
+    layers = {
+        k: sum(type(m).__name__ == "_SpectralNorm" for m in nets.as_dict()[k].modules())
+        for k in calls
+    }
     assert layers["D"] > 0 and layers["C"] > 0
-    step = AlphaGANStep(nets, _sgd(nets), cfg, torch.device("cpu"),
-                        torch.Generator().manual_seed(1))
+    step = AlphaGANStep(
+        nets, _sgd(nets), cfg, torch.device("cpu"), torch.Generator().manual_seed(1)
+    )
     x = torch.rand(2, 1, 16, 16, 16) * 2 - 1
     step(x, x)
     # D: once in the E/G phase and once in its own (scores and both penalties share it);

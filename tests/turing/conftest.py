@@ -56,9 +56,14 @@ def small_study_args(tmp_path: Path) -> dict:
     write_random_scans(tmp_path / "real", 4, seed=1)
     write_random_scans(tmp_path / "m1", 3, seed=2, scale=7.0)
     write_random_scans(tmp_path / "m2", 3, seed=3, scale=0.01)
-    return {"real": tmp_path / "real",
-            "synthetic": [("m1", tmp_path / "m1"), ("m2", tmp_path / "m2")],
-            "n_real": 3, "n_per_model": 2, "raters": ["alice", "bob"], "seed": 5}
+    return {
+        "real": tmp_path / "real",
+        "synthetic": [("m1", tmp_path / "m1"), ("m2", tmp_path / "m2")],
+        "n_real": 3,
+        "n_per_model": 2,
+        "raters": ["alice", "bob"],
+        "seed": 5,
+    }
 
 
 @pytest.fixture

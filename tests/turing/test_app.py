@@ -148,8 +148,7 @@ def test_every_error_status_answers_in_json(client, small_study):
     cases = {
         404: client.get("/r/not-a-token-at-all-0000/state"),
         405: client.get(f"/r/{alice}/answer"),
-        413: client.post(f"/r/{alice}/answer", data="x" * 10_000,
-                         content_type="application/json"),
+        413: client.post(f"/r/{alice}/answer", data="x" * 10_000, content_type="application/json"),
         409: (_answer(client, alice, item, "real"), _answer(client, alice, item, "real"))[1],
         400: client.post(f"/r/{alice}/answer", data="answer=real"),
     }
@@ -163,18 +162,21 @@ def test_csv_exports_neutralise_formulas(small_study_args, tmp_path):
     from ratgan.turing.stats import answers_csv, summarise, table3_csv
     from ratgan.turing.study import Study, create_study
 
-    names = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "plain"]
+    names = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "plain"]
     path, _ = create_study(tmp_path / "s", **{**small_study_args, "raters": names})
     study = Study(path)
     for rater in study.raters():
         study.submit(rater, study.state(rater)["item"]["id"], "real")
     records = study.records()
-    for text in (answers_csv(records),
-                 table3_csv(summarise(records, study.raters(), study.models))):
+    for text in (
+        answers_csv(records),
+        table3_csv(summarise(records, study.raters(), study.models)),
+    ):
         cells = [c for row in csv.reader(io.StringIO(text)) for c in row]
         for name in names[:4]:
             assert name not in cells and "'" + name in cells
         assert "plain" in cells
         # numbers stay numbers, negative ones included
-        assert not any(c.startswith("'") and c[1:].lstrip("-+").replace(".", "").isdigit()
-                       for c in cells)
+        assert not any(
+            c.startswith("'") and c[1:].lstrip("-+").replace(".", "").isdigit() for c in cells
+        )

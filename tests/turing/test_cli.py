@@ -98,9 +98,20 @@ def test_port_and_host_are_checked_with_one_sentence(small_study, capsys):
 def _serve_output(study, *flags):
     """What `ratgan turing serve` prints before it is stopped with Ctrl-C."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ratgan", "turing", "serve", str(study.path.parent),
-         "--port", "0", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ratgan",
+            "turing",
+            "serve",
+            str(study.path.parent),
+            "--port",
+            "0",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
     try:

@@ -88,8 +88,7 @@ def test_study_and_links_files_are_owner_only_from_their_first_byte(
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["links.txt", "study.sqlite"]
 
 
-def test_a_create_that_cannot_write_leaves_nothing_behind(small_study_args, tmp_path,
-                                                          monkeypatch):
+def test_a_create_that_cannot_write_leaves_nothing_behind(small_study_args, tmp_path, monkeypatch):
     from ratgan.turing import study as study_module
 
     real_fsync = os.fsync

@@ -18,10 +18,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "3 CSF) to DIR/labels, plus DIR/phantom.json with each subject's parameters.",
     )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    p.add_argument("--subjects", type=int, default=210, metavar="N",
-                   help="number of subjects (default: 210, the size of the SIGMA cohort)")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="cohort seed; subject i depends only on (S, i) (default: 0)")
+    p.add_argument(
+        "--subjects",
+        type=int,
+        default=210,
+        metavar="N",
+        help="number of subjects (default: 210, the size of the SIGMA cohort)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="cohort seed; subject i depends only on (S, i) (default: 0)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_phantom)
 
@@ -33,8 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("files", nargs="+", type=Path, metavar="FILE", help="NIfTI scans")
     s.add_argument("--out", required=True, type=Path, metavar="PNG", help="output PNG file")
-    s.add_argument("--labels", nargs="+", type=Path, metavar="LABEL",
-                   help="label maps, one per scan in the same order; '-' for a scan without one")
+    s.add_argument(
+        "--labels",
+        nargs="+",
+        type=Path,
+        metavar="LABEL",
+        help="label maps, one per scan in the same order; '-' for a scan without one",
+    )
     s.set_defaults(func=_show)
 
 
@@ -48,8 +63,10 @@ def _phantom(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise RatganError(f"output folder {args.out} is a file.")
     paths = write_cohort(args.out, args.subjects, args.seed, progress=not args.no_progress)
-    print(f"wrote {len(paths)} scans to {args.out / 'images'} and their label maps to "
-          f"{args.out / 'labels'}")
+    print(
+        f"wrote {len(paths)} scans to {args.out / 'images'} and their label maps to "
+        f"{args.out / 'labels'}"
+    )
     return 0
 
 
@@ -60,13 +77,26 @@ def _show(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() != ".png":
         raise RatganError(f"output file {args.out} must end in .png.")
     if args.labels is not None and len(args.labels) != len(args.files):
-        raise RatganError(f"--labels names {len(args.labels)} label maps for "
-                          f"{len(args.files)} scans; give one per scan.")
+        raise RatganError(
+            f"--labels names {len(args.labels)} label maps for "
+            f"{len(args.files)} scans; give one per scan."
+        )
     scans = [read_scan(f) for f in args.files]
-    labels = ([None if str(lab) == "-" else read_label(lab, scan)
-               for lab, scan in zip(args.labels, scans)] if args.labels is not None else None)
+    labels = (
+        [
+            None if str(lab) == "-" else read_label(lab, scan)
+            for lab, scan in zip(args.labels, scans)
+        ]
+        if args.labels is not None
+        else None
+    )
     zooms = scans[0].zooms
-    out = orthogonal_views([s.data for s in scans], args.out, labels=labels,
-                           titles=[f.name for f in args.files], zooms=zooms)
+    out = orthogonal_views(
+        [s.data for s in scans],
+        args.out,
+        labels=labels,
+        titles=[f.name for f in args.files],
+        zooms=zooms,
+    )
     print(f"wrote {out}")
     return 0

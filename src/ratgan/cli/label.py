@@ -10,20 +10,31 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     """Add label to the `ratgan` parser."""
     p = sub.add_parser(
-        "label", help="label scans by registering labelled atlases to them (ANTs)",
+        "label",
+        help="label scans by registering labelled atlases to them (ANTs)",
         description="Register K labelled scans (the atlases: affine, then SyN) to every scan "
-                    "of --scans, carry their label maps over and fuse them by majority vote. "
-                    "Writes OUT/<scan name> (uint8, 0 background, 1 GM, 2 WM, 3 CSF) with the "
-                    "scan's header; results are cached in OUT/.cache by content, atlases and "
-                    "parameters.")
-    p.add_argument("--atlas", required=True, type=Path,
-                   help="labelled scans: folder with images/ and labels/, or a CSV")
-    p.add_argument("--scans", required=True, type=Path,
-                   help="scans to label: folder, glob or CSV of .nii/.nii.gz files")
+        "of --scans, carry their label maps over and fuse them by majority vote. "
+        "Writes OUT/<scan name> (uint8, 0 background, 1 GM, 2 WM, 3 CSF) with the "
+        "scan's header; results are cached in OUT/.cache by content, atlases and "
+        "parameters.",
+    )
+    p.add_argument(
+        "--atlas",
+        required=True,
+        type=Path,
+        help="labelled scans: folder with images/ and labels/, or a CSV",
+    )
+    p.add_argument(
+        "--scans",
+        required=True,
+        type=Path,
+        help="scans to label: folder, glob or CSV of .nii/.nii.gz files",
+    )
     p.add_argument("--out", required=True, type=Path, help="folder for the label maps")
     p.add_argument("--k", type=int, default=5, help="atlases per scan (default 5)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the atlas draw and of ANTs' metric sampling")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the atlas draw and of ANTs' metric sampling"
+    )
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.add_argument("--volume-index", type=int, help="volume of 4-D scans (default: mean)")
     p.add_argument("--no-progress", action="store_true")
@@ -40,9 +51,17 @@ def run_label(args: argparse.Namespace) -> int:
         raise RatganError("--workers must be at least 1.")
     atlases = make_atlases(list_scans(args.atlas, require_labels=True), args.k, args.seed)
     targets = [e.image for e in list_scans(args.scans)]
-    out = label_scans(targets, atlases, args.out, AtlasParams(k=args.k, seed=args.seed),
-                      workers=args.workers, volume_index=args.volume_index,
-                      progress=not args.no_progress)
-    print(f"wrote {len(out)} label maps to {args.out} (atlases: "
-          f"{', '.join(a.image.name for a in atlases)})")
+    out = label_scans(
+        targets,
+        atlases,
+        args.out,
+        AtlasParams(k=args.k, seed=args.seed),
+        workers=args.workers,
+        volume_index=args.volume_index,
+        progress=not args.no_progress,
+    )
+    print(
+        f"wrote {len(out)} label maps to {args.out} (atlases: "
+        f"{', '.join(a.image.name for a in atlases)})"
+    )
     return 0

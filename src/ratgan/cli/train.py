@@ -13,27 +13,44 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add train, generate and demo to the `ratgan` parser."""
-    p = sub.add_parser("train", help="train an alpha-GAN on a folder of NIfTI scans",
-                       description="Train one of the paper's models (or your YAML config).")
-    p.add_argument("--config",
-                   help="preset (alpha-wgan-adni, sigmarat1, sigmarat2, demo, tiny) or YAML file "
-                        "(default sigmarat2; not with --resume)")
+    p = sub.add_parser(
+        "train",
+        help="train an alpha-GAN on a folder of NIfTI scans",
+        description="Train one of the paper's models (or your YAML config).",
+    )
+    p.add_argument(
+        "--config",
+        help="preset (alpha-wgan-adni, sigmarat1, sigmarat2, demo, tiny) or YAML file "
+        "(default sigmarat2; not with --resume)",
+    )
     p.add_argument("--data", help="folder, glob or CSV of .nii/.nii.gz scans")
     p.add_argument("--out", type=Path, help="run folder (not needed with --dry-run)")
-    p.add_argument("--iterations", type=int,
-                   help="iteration target; with --resume it extends (or shortens) the stored one")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        help="iteration target; with --resume it extends (or shortens) the stored one",
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--eval-every", type=int,
-                   help="every K iterations, feature-space metrics of generated scans "
-                        "(metrics.jsonl, quality_curves.png, checkpoints/best.pt); 0 turns off")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its latest checkpoint with its stored "
-                        "config; only --iterations, --device and --eval-every may change it")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved config and parameter counts, then exit")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        help="every K iterations, feature-space metrics of generated scans "
+        "(metrics.jsonl, quality_curves.png, checkpoints/best.pt); 0 turns off",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its latest checkpoint with its stored "
+        "config; only --iterations, --device and --eval-every may change it",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config and parameter counts, then exit",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_train)
 
@@ -42,19 +59,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--n", type=int, default=10, help="number of scans")
     g.add_argument("--out", required=True, type=Path)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--reference", type=Path,
-                   help="real scan whose header/affine the files carry (default: first training scan)")
-    g.add_argument("--checkpoint", default=None,
-                   help="latest (default), best (kept by train.eval_every) or a checkpoint file")
-    g.add_argument("--weights", choices=["ema", "raw"], default="ema",
-                   help="ema: the moving average of G where the run keeps one (default); "
-                        "raw: the trained weights")
-    g.add_argument("--batch-size", type=int, default=8,
-                   help="codes per forward pass (a scan's values depend on it only by rounding)")
-    g.add_argument("--precision", choices=["fp32", "bf16"],
-                   help="sampling arithmetic (default: the run's train.precision)")
-    g.add_argument("--writers", type=int,
-                   help="threads writing files while sampling (default: up to 8, one per core)")
+    g.add_argument(
+        "--reference",
+        type=Path,
+        help="real scan whose header/affine the files carry (default: first training scan)",
+    )
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        help="latest (default), best (kept by train.eval_every) or a checkpoint file",
+    )
+    g.add_argument(
+        "--weights",
+        choices=["ema", "raw"],
+        default="ema",
+        help="ema: the moving average of G where the run keeps one (default); "
+        "raw: the trained weights",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="codes per forward pass (a scan's values depend on it only by rounding)",
+    )
+    g.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="sampling arithmetic (default: the run's train.precision)",
+    )
+    g.add_argument(
+        "--writers",
+        type=int,
+        help="threads writing files while sampling (default: up to 8, one per core)",
+    )
     g.add_argument("--device", default="auto")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=run_generate)
@@ -62,11 +99,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", help="the whole pipeline on the built-in phantom cohort")
     d.add_argument("--out", required=True, type=Path)
     d.add_argument("--subjects", type=int, default=64, help="phantom scans to train on")
-    d.add_argument("--heldout", type=int, default=32,
-                   help="more phantom scans of the same cohort, never trained on: the real "
-                        "reference of the evaluation")
-    d.add_argument("--config", default="demo",
-                   help="preset or YAML to train (default: demo; demo32 is the earlier 32^3 one)")
+    d.add_argument(
+        "--heldout",
+        type=int,
+        default=32,
+        help="more phantom scans of the same cohort, never trained on: the real "
+        "reference of the evaluation",
+    )
+    d.add_argument(
+        "--config",
+        default="demo",
+        help="preset or YAML to train (default: demo; demo32 is the earlier 32^3 one)",
+    )
     d.add_argument("--iterations", type=int, help="override the demo preset's iterations")
     d.add_argument("--n-synthetic", type=int, default=32)
     d.add_argument("--seed", type=int, default=0)
@@ -76,15 +120,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    pairs = {"train.iterations": args.iterations, "train.batch_size": args.batch_size,
-             "train.device": args.device, "train.precision": args.precision,
-             "train.seed": args.seed, "train.eval_every": args.eval_every}
+    pairs = {
+        "train.iterations": args.iterations,
+        "train.batch_size": args.batch_size,
+        "train.device": args.device,
+        "train.precision": args.precision,
+        "train.seed": args.seed,
+        "train.eval_every": args.eval_every,
+    }
     return {k: v for k, v in pairs.items() if v is not None}
 
 
 # Flags a resumed run refuses: they would change the run it continues (its stored config).
-_FIXED_ON_RESUME = {"config": "--config", "data": "--data", "batch_size": "--batch-size",
-                    "precision": "--precision", "seed": "--seed"}
+_FIXED_ON_RESUME = {
+    "config": "--config",
+    "data": "--data",
+    "batch_size": "--batch-size",
+    "precision": "--precision",
+    "seed": "--seed",
+}
 
 
 def _resume_config(args: argparse.Namespace) -> Config:
@@ -98,16 +152,22 @@ def _resume_config(args: argparse.Namespace) -> Config:
         raise RatganError(
             f"{flags} cannot be given with --resume: a resumed run continues exactly with the "
             f"config stored in {run_paths(args.out).config} (only --iterations, --device and "
-            "--eval-every may change); start a new run with another --out to change it.")
+            "--eval-every may change); start a new run with another --out to change it."
+        )
     cfg = read_run_config(args.out)
-    for key, value in (("iterations", args.iterations), ("device", args.device),
-                       ("eval_every", args.eval_every)):
+    for key, value in (
+        ("iterations", args.iterations),
+        ("device", args.device),
+        ("eval_every", args.eval_every),
+    ):
         old = getattr(cfg.train, key)
         if value is not None and value != old:
             setattr(cfg.train, key, value)
             flag = "--" + key.replace("_", "-")
-            print(f"resume: train.{key} {old} -> {value} ({flag}; stored in the run's "
-                  "config.yaml)", flush=True)
+            print(
+                f"resume: train.{key} {old} -> {value} ({flag}; stored in the run's config.yaml)",
+                flush=True,
+            )
     return cfg.validate()
 
 
@@ -117,8 +177,9 @@ def run_train(args: argparse.Namespace) -> int:
     from ratgan.errors import RatganError
 
     if args.out is None and not args.dry_run:
-        raise RatganError("--out is required: the run folder to write (or, with --resume, "
-                          "the run to continue).")
+        raise RatganError(
+            "--out is required: the run folder to write (or, with --resume, the run to continue)."
+        )
     if args.resume:
         cfg = _resume_config(args)
     else:
@@ -138,8 +199,14 @@ def run_train(args: argparse.Namespace) -> int:
     from ratgan.evaluation.tracking import quality_probe_factory
     from ratgan.training.run import train
 
-    result = train(cfg, args.data, args.out, resume=args.resume, progress=not args.no_progress,
-                   probe_factory=quality_probe_factory)
+    result = train(
+        cfg,
+        args.data,
+        args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        probe_factory=quality_probe_factory,
+    )
     print(f"trained {result.iteration} iterations in {result.seconds:.1f} s -> {result.run_dir}")
     return 0
 
@@ -148,11 +215,20 @@ def run_generate(args: argparse.Namespace) -> int:
     """`ratgan generate`."""
     from ratgan.generation import generate_scans
 
-    paths = generate_scans(args.run, args.n, args.out, seed=args.seed, reference=args.reference,
-                           batch_size=args.batch_size, device=args.device,
-                           checkpoint=args.checkpoint, progress=not args.no_progress,
-                           precision=args.precision, writers=args.writers,
-                           weights=args.weights)
+    paths = generate_scans(
+        args.run,
+        args.n,
+        args.out,
+        seed=args.seed,
+        reference=args.reference,
+        batch_size=args.batch_size,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        progress=not args.no_progress,
+        precision=args.precision,
+        writers=args.writers,
+        weights=args.weights,
+    )
     print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
     return 0
 
@@ -161,9 +237,16 @@ def run_demo(args: argparse.Namespace) -> int:
     """`ratgan demo`."""
     from ratgan.demo import run_demo as demo
 
-    report = demo(args.out, subjects=args.subjects, heldout=args.heldout, config=args.config,
-                  iterations=args.iterations,
-                  n_synthetic=args.n_synthetic, seed=args.seed, device=args.device,
-                  progress=not args.no_progress)
+    report = demo(
+        args.out,
+        subjects=args.subjects,
+        heldout=args.heldout,
+        config=args.config,
+        iterations=args.iterations,
+        n_synthetic=args.n_synthetic,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     print(json.dumps({"report": str(report)}))
     return 0

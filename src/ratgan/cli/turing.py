@@ -68,8 +68,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     _check_address(args.host, args.port)
     try:
-        serve(args.study, host=args.host, port=args.port, threads=args.threads,
-              show_links=args.show_links)
+        serve(
+            args.study,
+            host=args.host,
+            port=args.port,
+            threads=args.threads,
+            show_links=args.show_links,
+        )
     except KeyboardInterrupt:
         print("Server stopped.")
     except (OSError, ValueError) as exc:

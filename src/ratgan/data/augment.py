@@ -69,8 +69,17 @@ class BatchAugmenter:
 
     def _probabilities(self) -> np.ndarray:
         c = self.cfg
-        probs = np.array([c.rotate_prob, c.flip_prob, c.intensity_prob, c.zoom_prob,
-                          c.noise_prob, c.translate_prob], dtype=np.float64)
+        probs = np.array(
+            [
+                c.rotate_prob,
+                c.flip_prob,
+                c.intensity_prob,
+                c.zoom_prob,
+                c.noise_prob,
+                c.translate_prob,
+            ],
+            dtype=np.float64,
+        )
         if c.mode == "flip":
             probs = np.where(np.arange(6) == FLIP, probs, 0.0)
         elif c.mode == "none":
@@ -114,20 +123,27 @@ class BatchAugmenter:
     def _resample(x: torch.Tensor, theta: torch.Tensor, mode: str, fill: float) -> torch.Tensor:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         # grid_sample pads with zeros: shift so that the padding value becomes `fill`
-        return F.grid_sample(x - fill, grid, mode=mode, padding_mode="zeros",
-                             align_corners=False) + fill
+        return (
+            F.grid_sample(x - fill, grid, mode=mode, padding_mode="zeros", align_corners=False)
+            + fill
+        )
 
     # ------------------------------------------------------------------ call
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Augment a batch; ``labels`` (B, 1, X, Y, Z) follow the images' geometry (nearest)."""
         if images.ndim != 5:
             raise ValueError(f"images must be (B, C, X, Y, Z), got {tuple(images.shape)}")
-        if labels is not None and (labels.ndim != 5 or labels.shape[0] != images.shape[0]
-                                   or labels.shape[2:] != images.shape[2:]):
-            raise ValueError(f"labels {tuple(labels.shape)} do not match images "
-                             f"{tuple(images.shape)}")
+        if labels is not None and (
+            labels.ndim != 5
+            or labels.shape[0] != images.shape[0]
+            or labels.shape[2:] != images.shape[2:]
+        ):
+            raise ValueError(
+                f"labels {tuple(labels.shape)} do not match images {tuple(images.shape)}"
+            )
         if self.cfg.mode == "none":
             return images, labels
         batch = images.shape[0]
@@ -148,8 +164,10 @@ class BatchAugmenter:
 
         geo = params.apply[:, [ROTATE, ZOOM, TRANSLATE]].any(axis=1)
         shape = tuple(int(s) for s in x.shape[2:])
-        for mode, rows in (("bilinear", np.flatnonzero(geo & ~params.apply[:, ZOOM])),
-                           ("nearest", np.flatnonzero(geo & params.apply[:, ZOOM]))):
+        for mode, rows in (
+            ("bilinear", np.flatnonzero(geo & ~params.apply[:, ZOOM])),
+            ("nearest", np.flatnonzero(geo & params.apply[:, ZOOM])),
+        ):
             rows = rows.tolist()
             if not rows:
                 continue
@@ -161,15 +179,17 @@ class BatchAugmenter:
 
         rows = np.flatnonzero(params.apply[:, INTENSITY]).tolist()
         if rows:
-            s = torch.as_tensor(1.0 + params.intensity[rows], dtype=torch.float32,
-                                device=dev).view(-1, 1, 1, 1, 1)
+            s = torch.as_tensor(1.0 + params.intensity[rows], dtype=torch.float32, device=dev).view(
+                -1, 1, 1, 1, 1
+            )
             x[rows] = (x[rows] + 1.0) * s - 1.0
         rows = np.flatnonzero(params.apply[:, NOISE]).tolist()
         if rows:
             gen = torch.Generator(device=dev)
             gen.manual_seed(params.noise_seed)
-            noise = torch.randn((len(rows), *x.shape[1:]), generator=gen, device=dev,
-                                dtype=torch.float32)
+            noise = torch.randn(
+                (len(rows), *x.shape[1:]), generator=gen, device=dev, dtype=torch.float32
+            )
             x[rows] = x[rows] + noise * float(self.cfg.noise_std)
         return x.clamp_(-1.0, 1.0).to(dtype), lab
 

@@ -39,8 +39,9 @@ class Cohort:
         return int(self.images.shape[0])
 
 
-def load_cohort(source: str | Path, data_cfg: DataConfig, require_labels: bool = False,
-                progress: bool = True) -> Cohort:
+def load_cohort(
+    source: str | Path, data_cfg: DataConfig, require_labels: bool = False, progress: bool = True
+) -> Cohort:
     """Read and preprocess every scan of ``source`` (folder, glob or CSV, see ``list_scans``).
 
     Label maps are loaded when every scan has one; when only some have one the cohort has no
@@ -51,23 +52,31 @@ def load_cohort(source: str | Path, data_cfg: DataConfig, require_labels: bool =
     has = [e.label is not None for e in entries]
     with_labels = all(has)
     if any(has) and not with_labels:
-        log.warning("%d of %d scans of %s have label maps; labels are ignored because "
-                    "not every scan has one", sum(has), len(has), source)
+        log.warning(
+            "%d of %d scans of %s have label maps; labels are ignored because "
+            "not every scan has one",
+            sum(has),
+            len(has),
+            source,
+        )
     shape = tuple(int(s) for s in data_cfg.target_shape)
     n = len(entries)
     images = torch.empty((n, 1, *shape), dtype=torch.float32)
     labels = torch.empty((n, 1, *shape), dtype=torch.int64) if with_labels else None
     infos: list[PreprocessInfo] = []
     first: tuple[Path, tuple[int, ...]] | None = None
-    for i, entry in enumerate(tqdm(entries, desc="reading scans", unit="scan",
-                                   disable=not progress)):
+    for i, entry in enumerate(
+        tqdm(entries, desc="reading scans", unit="scan", disable=not progress)
+    ):
         scan = read_scan(entry.image, data_cfg.volume_index)
         if first is None:
             first = (entry.image, scan.data.shape)
         elif scan.data.shape != first[1]:
-            raise RatganError(f"scan {entry.image} has shape {list(scan.data.shape)} but "
-                              f"{first[0].name} has shape {list(first[1])}; all scans of a "
-                              "cohort must share one shape.")
+            raise RatganError(
+                f"scan {entry.image} has shape {list(scan.data.shape)} but "
+                f"{first[0].name} has shape {list(first[1])}; all scans of a "
+                "cohort must share one shape."
+            )
         vol, info = preprocess(scan.data, shape, data_cfg.downsample)
         images[i, 0] = torch.from_numpy(vol)
         infos.append(info)
@@ -87,16 +96,23 @@ class EndlessBatches:
     cohort size.  ``state_dict`` captures everything needed to resume the same stream.
     """
 
-    def __init__(self, cohort: Cohort, batch_size: int, seed: int,
-                 device: torch.device | str = "cpu", augmenter: BatchAugmenter | None = None,
-                 with_labels: bool = False):
+    def __init__(
+        self,
+        cohort: Cohort,
+        batch_size: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+        augmenter: BatchAugmenter | None = None,
+        with_labels: bool = False,
+    ):
         if len(cohort) == 0:
             raise RatganError("the cohort holds no scans.")
         if batch_size < 1:
             raise RatganError(f"batch_size must be a positive integer (got {batch_size}).")
         if with_labels and cohort.labels is None:
-            raise RatganError("labels were requested but the cohort has no label maps "
-                              "(every scan needs one).")
+            raise RatganError(
+                "labels were requested but the cohort has no label maps (every scan needs one)."
+            )
         self.device = torch.device(device)
         self.images = cohort.images.to(self.device)
         self.labels = cohort.labels.to(self.device) if with_labels else None  # type: ignore[union-attr]
@@ -123,7 +139,7 @@ class EndlessBatches:
                 self.position = 0
                 self.epoch += 1
             take = min(need, self.n - self.position)
-            parts.append(self.perm[self.position:self.position + take])
+            parts.append(self.perm[self.position : self.position + take])
             self.position += take
             need -= take
         return torch.cat(parts)
@@ -152,8 +168,10 @@ class EndlessBatches:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`; the next batches are those the saved stream had next."""
         if int(state["n"]) != self.n:
-            raise RatganError(f"the saved batch stream covers {state['n']} scans but this "
-                              f"cohort has {self.n}; resume with the same data.")
+            raise RatganError(
+                f"the saved batch stream covers {state['n']} scans but this "
+                f"cohort has {self.n}; resume with the same data."
+            )
         self.batch_size = int(state["batch_size"])
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])

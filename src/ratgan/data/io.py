@@ -82,23 +82,26 @@ def _load(path: Path, what: str = "scan") -> nib.Nifti1Image:
     try:
         img = nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - nibabel raises ImageFileError, OSError, ValueError...
-        raise RatganError(f"{what} file {path} is not a readable NIfTI file "
-                          f"({_first_line(exc, path)}).") from None
+        raise RatganError(
+            f"{what} file {path} is not a readable NIfTI file ({_first_line(exc, path)})."
+        ) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise RatganError(f"{what} file {path} is a {type(img).__name__}, not a NIfTI file.")
     return img
 
 
-def _read_array(img: nib.Nifti1Image, path: Path, what: str,
-                index: int | None = None) -> np.ndarray:
+def _read_array(
+    img: nib.Nifti1Image, path: Path, what: str, index: int | None = None
+) -> np.ndarray:
     """Scaled voxel values as float64 (optionally one volume of a 4-D file)."""
     try:
         if index is None:
             return img.get_fdata(dtype=np.float64)
         return np.asarray(img.dataobj[:, :, :, index], dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - truncated data: EOFError, zlib.error, OSError...
-        raise RatganError(f"{what} file {path} is truncated or corrupt "
-                          f"({_first_line(exc, path)}).") from None
+        raise RatganError(
+            f"{what} file {path} is truncated or corrupt ({_first_line(exc, path)})."
+        ) from None
 
 
 def _spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -149,17 +152,23 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
     full = tuple(int(s) for s in img.shape)
     shape = _spatial_shape(full)
     if len(shape) < 3:
-        raise RatganError(f"scan file {path} is {len(shape)}-D with shape {list(full)}; "
-                          "a 3-D or 4-D scan is needed.")
+        raise RatganError(
+            f"scan file {path} is {len(shape)}-D with shape {list(full)}; "
+            "a 3-D or 4-D scan is needed."
+        )
     if len(shape) > 4:
-        raise RatganError(f"scan file {path} is {len(shape)}-D with shape {list(full)}; "
-                          "a 3-D or 4-D scan is needed.")
+        raise RatganError(
+            f"scan file {path} is {len(shape)}-D with shape {list(full)}; "
+            "a 3-D or 4-D scan is needed."
+        )
     if len(shape) == 4:
         n = shape[3]
         if volume_index is not None:
             if not -n <= volume_index < n:
-                raise RatganError(f"volume_index {volume_index} is out of range for scan file "
-                                  f"{path}, which holds {n} volumes.")
+                raise RatganError(
+                    f"volume_index {volume_index} is out of range for scan file "
+                    f"{path}, which holds {n} volumes."
+                )
             data = _read_array(img, path, "scan", volume_index % n).reshape(shape[:3])
         else:
             data = _read_array(img, path, "scan").reshape(shape).mean(axis=3)
@@ -188,12 +197,18 @@ def canonical_scan(scan: Scan) -> Scan:
     """
     affine = np.asarray(scan.affine, dtype=np.float64)
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise RatganError(f"scan file {scan.path} cannot be reoriented to a canonical "
-                          "orientation: its affine is singular or not finite.")
+        raise RatganError(
+            f"scan file {scan.path} cannot be reoriented to a canonical "
+            "orientation: its affine is singular or not finite."
+        )
     img = nib.as_closest_canonical(nib.Nifti1Image(scan.data, affine))
     data = np.asarray(img.dataobj, dtype=np.float32)
-    return Scan(data=data, affine=np.asarray(img.affine, dtype=np.float64),
-                header=_header_copy(img, tuple(data.shape)), path=scan.path)
+    return Scan(
+        data=data,
+        affine=np.asarray(img.affine, dtype=np.float64),
+        header=_header_copy(img, tuple(data.shape)),
+        path=scan.path,
+    )
 
 
 def read_label(path: str | Path, scan: Scan) -> np.ndarray:
@@ -206,21 +221,28 @@ def read_label(path: str | Path, scan: Scan) -> np.ndarray:
     img = _load(path, "label")
     shape = _spatial_shape(tuple(int(s) for s in img.shape))
     if shape != tuple(scan.data.shape):
-        raise RatganError(f"label file {path} has shape {list(shape)} but its scan "
-                          f"{scan.path.name} has shape {list(scan.data.shape)}.")
+        raise RatganError(
+            f"label file {path} has shape {list(shape)} but its scan "
+            f"{scan.path.name} has shape {list(scan.data.shape)}."
+        )
     if not np.allclose(img.affine, scan.affine, atol=AFFINE_ATOL):
-        raise RatganError(f"label file {path} has a different affine (voxel-to-world matrix) "
-                          f"from its scan {scan.path.name}.")
+        raise RatganError(
+            f"label file {path} has a different affine (voxel-to-world matrix) "
+            f"from its scan {scan.path.name}."
+        )
     data = _read_array(img, path, "label").reshape(shape)
     if not np.isfinite(data).all() or not np.array_equal(data, np.round(data)):
-        raise RatganError(f"label file {path} holds non-integer values; a label map must "
-                          "hold integer class numbers.")
+        raise RatganError(
+            f"label file {path} holds non-integer values; a label map must "
+            "hold integer class numbers."
+        )
     data = data.astype(np.int64)
     bad = np.setdiff1d(np.unique(data), np.arange(len(LABEL_NAMES)))
     if bad.size:
         names = ", ".join(f"{i} {n}" for i, n in enumerate(LABEL_NAMES))
-        raise RatganError(f"label file {path} holds values {bad.tolist()}; a label map may "
-                          f"only hold {names}.")
+        raise RatganError(
+            f"label file {path} holds values {bad.tolist()}; a label map may only hold {names}."
+        )
     return data
 
 
@@ -231,9 +253,14 @@ def _integer_raw(data: np.ndarray, dtype: np.dtype, slope: float, inter: float) 
     return np.clip(raw, info.min, info.max).astype(dtype)
 
 
-def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
-                header: nib.Nifti1Header | None = None, zooms: tuple[float, ...] | None = None,
-                dtype: np.dtype | None = None) -> Path:
+def write_nifti(
+    path: str | Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    header: nib.Nifti1Header | None = None,
+    zooms: tuple[float, ...] | None = None,
+    dtype: np.dtype | None = None,
+) -> Path:
     """Write ``data`` as a NIfTI-1 file atomically and return the path.
 
     With ``header`` (e.g. a real scan's): its qform/sform codes, pixdim, datatype and
@@ -265,20 +292,29 @@ def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
         hdr = nib.Nifti1Header()
         hdr.set_slope_inter(None, None)
         qcode = scode = 1
-    out_dtype = np.dtype(dtype) if dtype is not None else (
-        hdr.get_data_dtype() if header is not None else data.dtype)
+    out_dtype = (
+        np.dtype(dtype)
+        if dtype is not None
+        else (hdr.get_data_dtype() if header is not None else data.dtype)
+    )
     if out_dtype == np.float64 and header is None:
         out_dtype = np.dtype(np.float32)
     try:
         hdr.set_data_dtype(out_dtype)
     except (nib.spatialimages.HeaderDataError, TypeError, ValueError) as exc:
-        raise RatganError(f"datatype {out_dtype} cannot be stored in NIfTI file {path} "
-                          f"({_first_line(exc)}).") from None
+        raise RatganError(
+            f"datatype {out_dtype} cannot be stored in NIfTI file {path} ({_first_line(exc)})."
+        ) from None
 
     if np.issubdtype(out_dtype, np.integer):
         slope, inter = hdr.get_slope_inter()
-        if (slope is None or not np.isfinite(slope) or header is None
-                or np.issubdtype(data.dtype, np.integer) or out_dtype != header.get_data_dtype()):
+        if (
+            slope is None
+            or not np.isfinite(slope)
+            or header is None
+            or np.issubdtype(data.dtype, np.integer)
+            or out_dtype != header.get_data_dtype()
+        ):
             # the reference's scaling fits only float data stored the way the reference was;
             # integer data (label maps) and other datatypes are stored as they are
             slope, inter = 1.0, 0.0
@@ -295,11 +331,23 @@ def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
 
     img = nib.Nifti1Image(stored, affine, header=hdr)
     h = img.header
-    if header is not None and (np.allclose(header.get_best_affine(), affine, atol=1e-6)
-                               or np.allclose(header.get_qform(), affine, atol=1e-6)):
+    if header is not None and (
+        np.allclose(header.get_best_affine(), affine, atol=1e-6)
+        or np.allclose(header.get_qform(), affine, atol=1e-6)
+    ):
         # same geometry as the reference: keep its qform, sform, qfac and pixdim untouched
-        for key in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
-                    "qoffset_z", "pixdim", "srow_x", "srow_y", "srow_z"):
+        for key in (
+            "quatern_b",
+            "quatern_c",
+            "quatern_d",
+            "qoffset_x",
+            "qoffset_y",
+            "qoffset_z",
+            "pixdim",
+            "srow_x",
+            "srow_y",
+            "srow_z",
+        ):
             h[key] = header[key]
         h["qform_code"] = qcode
         h["sform_code"] = scode
@@ -337,8 +385,11 @@ def write_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray,
 
 
 def _nifti_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and is_nifti_path(p) and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and is_nifti_path(p) and not p.name.startswith(".")
+    )
 
 
 def _from_csv(csv_path: Path) -> list[ScanEntry]:
@@ -350,8 +401,10 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise RatganError(f"CSV file {csv_path} cannot be read ({_first_line(exc)}).") from None
     if "image" not in fields:
-        raise RatganError(f"CSV file {csv_path} needs a column named image "
-                          f"(found: {', '.join(fields) or 'none'}).")
+        raise RatganError(
+            f"CSV file {csv_path} needs a column named image "
+            f"(found: {', '.join(fields) or 'none'})."
+        )
     base = csv_path.parent
     entries: list[ScanEntry] = []
     for number, row in enumerate(rows, start=2):
@@ -361,15 +414,18 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
         image = Path(row["image"])
         image = image if image.is_absolute() else base / image
         if not image.is_file():
-            raise RatganError(f"CSV file {csv_path} line {number} names scan {image}, "
-                              "which does not exist.")
+            raise RatganError(
+                f"CSV file {csv_path} line {number} names scan {image}, which does not exist."
+            )
         label = None
         if row.get("label"):
             label = Path(row["label"])
             label = label if label.is_absolute() else base / label
             if not label.is_file():
-                raise RatganError(f"CSV file {csv_path} line {number} names label map "
-                                  f"{label}, which does not exist.")
+                raise RatganError(
+                    f"CSV file {csv_path} line {number} names label map "
+                    f"{label}, which does not exist."
+                )
         entries.append(ScanEntry(image=image, label=label))
     if not entries:
         raise RatganError(f"CSV file {csv_path} lists no scans.")
@@ -414,8 +470,11 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     elif src.is_file():
         raise RatganError(f"{src} is neither a folder, a CSV file nor a .nii/.nii.gz scan.")
     elif glob.has_magic(text):
-        files = sorted(Path(p) for p in glob.glob(text, recursive=True)
-                       if is_nifti_path(p) and Path(p).is_file())
+        files = sorted(
+            Path(p)
+            for p in glob.glob(text, recursive=True)
+            if is_nifti_path(p) and Path(p).is_file()
+        )
         if not files:
             raise RatganError(f"pattern {text} matches no .nii or .nii.gz files.")
         entries = [ScanEntry(image=f) for f in files]
@@ -424,7 +483,9 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     if require_labels:
         for e in entries:
             if e.label is None:
-                raise RatganError(f"scan {e.image} has no label map (labels are required; "
-                                  "put one with the same name in a labels/ folder beside "
-                                  "images/, or a label column in the CSV).")
+                raise RatganError(
+                    f"scan {e.image} has no label map (labels are required; "
+                    "put one with the same name in a labels/ folder beside "
+                    "images/, or a label column in the CSV)."
+                )
     return entries

@@ -195,8 +195,11 @@ def make_subject(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _ellipsoid(p, centre, half, d=0.0):
     x, y, z = p
-    return (((x - centre[0]) / (half[0] + d)) ** 2 + ((y - centre[1]) / (half[1] + d)) ** 2
-            + ((z - centre[2]) / (half[2] + d)) ** 2)
+    return (
+        ((x - centre[0]) / (half[0] + d)) ** 2
+        + ((y - centre[1]) / (half[1] + d)) ** 2
+        + ((z - centre[2]) / (half[2] + d)) ** 2
+    )
 
 
 def _tube(p, start, end, radius):
@@ -228,8 +231,9 @@ class _Cerebrum:
         front = np.clip((z - self.ZC) / self.C, 0.0, 1.0) ** 2
         up = y > 0
         groove = 1.0 - 0.08 * np.exp(-(x * x) / 0.6)
-        self.b = np.where(up, self.B_UP * (1.0 - 0.22 * front) * groove,
-                          self.B_DOWN * (1.0 - 0.3 * front))
+        self.b = np.where(
+            up, self.B_UP * (1.0 - 0.22 * front) * groove, self.B_DOWN * (1.0 - 0.3 * front)
+        )
         # ventral taper: the base of the brain is narrower than its top
         self.a = self.a * (1.0 - 0.2 * np.clip(-y / self.B_DOWN, 0.0, 1.0) ** 2)
         self.ax = np.abs(x)
@@ -240,8 +244,11 @@ class _Cerebrum:
         n = self.N
         # np.maximum of two Python floats would be a float64 scalar and promote the sum
         c = np.maximum(self.C + d, 0.05) if np.ndim(d) else max(self.C + d, 0.05)
-        return ((self.ax / np.maximum(self.a + d, 0.05)) ** n
-                + (self.ay / np.maximum(self.b + d, 0.05)) ** n + (self.az / c) ** self.NZ)
+        return (
+            (self.ax / np.maximum(self.a + d, 0.05)) ** n
+            + (self.ay / np.maximum(self.b + d, 0.05)) ** n
+            + (self.az / c) ** self.NZ
+        )
 
 
 # --------------------------------------------------------------------------- rendering
@@ -258,8 +265,9 @@ def _rotation(deg) -> np.ndarray:
 
 def _smooth_noise(rng: np.random.Generator, sigma) -> np.ndarray:
     """Gaussian white noise smoothed by ``sigma`` voxels, rescaled to unit standard deviation."""
-    field = ndimage.gaussian_filter(rng.standard_normal(SHAPE, dtype=np.float32), sigma,
-                                    mode="wrap")
+    field = ndimage.gaussian_filter(
+        rng.standard_normal(SHAPE, dtype=np.float32), sigma, mode="wrap"
+    )
     return field / max(float(field.std()), 1e-6)
 
 
@@ -296,10 +304,16 @@ def render(params: PhantomParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     # B0 inhomogeneity as a shift along the phase-encode axis (voxels): susceptibility near the
     # ear canals and the nasal sinus, plus a weak linear shim error.
-    shift = (f32(rng.normal(0, 0.12)) * anat[2] / 10 + f32(rng.normal(0, 0.12)) * anat[0] / 10
-             + f32(rng.normal(0, 0.1)))
-    for centre, width, sign in (((5.5, -6.5, -7.0), 2.8, -1.0), ((-5.5, -6.5, -7.0), 2.8, -1.0),
-                                ((0.0, -4.5, 9.0), 3.0, 1.0)):
+    shift = (
+        f32(rng.normal(0, 0.12)) * anat[2] / 10
+        + f32(rng.normal(0, 0.12)) * anat[0] / 10
+        + f32(rng.normal(0, 0.1))
+    )
+    for centre, width, sign in (
+        ((5.5, -6.5, -7.0), 2.8, -1.0),
+        ((-5.5, -6.5, -7.0), 2.8, -1.0),
+        ((0.0, -4.5, 9.0), 3.0, 1.0),
+    ):
         bump = np.exp(-0.5 * _ellipsoid(anat, centre, (width, width, width)))
         shift = shift + f32(sign * params.distortion_px * rng.uniform(0.7, 1.0)) * bump
     shift_mm = shift * f32(ZOOMS[1])
@@ -316,10 +330,23 @@ def render(params: PhantomParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     gm = params.gm
     lut = np.zeros(_N_REGIONS, f32)
     lut[[SKIN, SCALP, MUSCLE, BODY, BONE, EYE, LENS]] = (
-        params.skin, params.scalp, params.muscle, 0.3 * params.muscle, 0.04, 1.1 * gm, 0.1 * gm)
+        params.skin,
+        params.scalp,
+        params.muscle,
+        0.3 * params.muscle,
+        0.04,
+        1.1 * gm,
+        0.1 * gm,
+    )
     lut[[CORTEX, STRIATUM, THALAMUS, HIPPOCAMPUS, OLFACTORY, CEREBELLUM, BRAINSTEM]] = (
-        gm, gm * params.deep_gm_ratio, gm * params.deep_gm_ratio * 0.9, gm * 0.8,
-        gm * 0.9, gm * 0.85, gm * params.deep_gm_ratio * 0.85)
+        gm,
+        gm * params.deep_gm_ratio,
+        gm * params.deep_gm_ratio * 0.9,
+        gm * 0.8,
+        gm * 0.9,
+        gm * 0.85,
+        gm * params.deep_gm_ratio * 0.85,
+    )
     lut[WM] = gm * params.wm_ratio
     lut[CSF] = gm * params.csf_ratio
     texture_amp = np.full(_N_REGIONS, 0.06, f32)
@@ -335,7 +362,7 @@ def render(params: PhantomParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     # Pile-up and stretching along the phase-encode axis, and through-slice dephasing.
     jac = 1.0 + np.gradient(shift, axis=1)
-    dephase = np.exp(-(np.gradient(shift, axis=2) * f32(2.2)) ** 2)
+    dephase = np.exp(-((np.gradient(shift, axis=2) * f32(2.2)) ** 2))
     obj = obj * np.clip(jac, 0.3, 3.0) * dephase
 
     # Surface coil on top of the head: loop sensitivity falling with depth and off-axis distance.
@@ -378,8 +405,9 @@ def _anatomy(p, params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
         return _ellipsoid(p, (0.0, -0.4, -8.7), (5.3 * cb_s, 3.9 * cb_s, 3.5 * cb_s), d)
 
     def others_level(d=0.0):
-        ob = _ellipsoid((ax, y + 0.3 * (z - 8.6), z), (1.45, -0.9, 8.6),
-                        (1.4 * ob_s, 1.9 * ob_s, 2.7 * ob_s), d)
+        ob = _ellipsoid(
+            (ax, y + 0.3 * (z - 8.6), z), (1.45, -0.9, 8.6), (1.4 * ob_s, 1.9 * ob_s, 2.7 * ob_s), d
+        )
         mid = _ellipsoid(p, (0.0, -1.0, -4.2), (4.2, 3.6, 2.8), d)
         stem = _ellipsoid(p, (0.0, -3.7, -7.5), (2.8, 2.1, 6.5), d)
         pons = _ellipsoid(p, (0.0, -4.6, -5.0), (2.5, 1.4, 1.9), d)
@@ -394,6 +422,7 @@ def _anatomy(p, params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
     ventral = np.clip(-y / 5.0, 0.0, 1.0)
     d_csf = params.csf_thickness * (1.0 + 0.8 * ventral)
     d_bone = d_csf + params.skull_thickness * (1.0 + 0.8 * ventral)
+
     def inside(d):
         return (cereb.level(d) < 1) | (cerebellum_level(d) < 1) | (others_level(d) < 1)
 
@@ -415,10 +444,14 @@ def _anatomy(p, params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
     region[head & below] = BODY
     region[skin] = SKIN
     # Airways and ear cavities (dark), eyes (bright vitreous, dark lens).
-    air = ((_tube(pa, (0.0, -9.0, -12.0), (0.0, -8.0, 12.0), 1.0) < 1)
-           | (_ellipsoid(pa, (5.4, -6.8, -7.0), (2.1, 2.3, 2.5)) < 1)
-           | ((_ellipsoid(pa, (0.0, -5.2, 11.0), (2.0, 2.4, 4.5)) < 1)
-              & (np.cos(2.6 * y + 1.3 * ax) < 0.3)))
+    air = (
+        (_tube(pa, (0.0, -9.0, -12.0), (0.0, -8.0, 12.0), 1.0) < 1)
+        | (_ellipsoid(pa, (5.4, -6.8, -7.0), (2.1, 2.3, 2.5)) < 1)
+        | (
+            (_ellipsoid(pa, (0.0, -5.2, 11.0), (2.0, 2.4, 4.5)) < 1)
+            & (np.cos(2.6 * y + 1.3 * ax) < 0.3)
+        )
+    )
     region[air & head] = AIR
     eye = _ellipsoid(pa, (6.0, -0.6, 10.6), (2.7, 2.7, 2.7)) < 1
     region[eye] = EYE
@@ -444,8 +477,9 @@ def _anatomy(p, params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
     hip_t = 2.0 * hs
     zc = np.clip((-0.8 - z) / 4.4, 0.0, 1.0)
     hip_zone = (z < -0.8) & (z > -5.4) & (ax > 0.45) & (y > 1.0 - 5.5 * zc**1.3)
-    hippo = (in_cer & (cereb.level(-hip_depth) < 1) & (cereb.level(-(hip_depth + hip_t)) >= 1)
-             & hip_zone)
+    hippo = (
+        in_cer & (cereb.level(-hip_depth) < 1) & (cereb.level(-(hip_depth + hip_t)) >= 1) & hip_zone
+    )
     region[hippo] = HIPPOCAMPUS
 
     # White matter: corpus callosum / external capsule (a sheet under the cortex), internal
@@ -468,8 +502,12 @@ def _anatomy(p, params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
     u = (ax - 1.75) * 0.89 + (y - 1.55) * 0.45  # across the slit
     v = -(ax - 1.75) * 0.45 + (y - 1.55) * 0.89  # along it, up and towards the midline
     csf = ((u / (0.22 * vs)) ** 2 + (v / 1.25) ** 2 + ((z - 1.3) / 1.6) ** 2) < 1
-    csf |= (in_cer & below_wm & (cereb.level(-(ct + wt + 0.35 * vs)) >= 1)
-            & (_ellipsoid(pa, (2.6, 1.5, -2.4), (2.1, 3.0, 1.9)) < 1))
+    csf |= (
+        in_cer
+        & below_wm
+        & (cereb.level(-(ct + wt + 0.35 * vs)) >= 1)
+        & (_ellipsoid(pa, (2.6, 1.5, -2.4), (2.1, 3.0, 1.9)) < 1)
+    )
     csf |= (ax < 0.12 * np.sqrt(vs)) & ((((z + 1.8) / 2.0) ** 2 + ((y + 2.0) / 2.8) ** 2) < 1)
     csf |= _tube(pa, (0.0, -0.3, -4.0), (0.0, -1.3, -7.0), 0.28 * vs) < 1
     csf |= _ellipsoid(p, (0.0, -2.0, -8.3), (1.1 * vs, 0.4 * vs, 1.5)) < 1
@@ -515,12 +553,19 @@ def write_cohort(out: Path, subjects: int, seed: int, progress: bool = True) -> 
         params = sample_params(np.random.default_rng(s))
         image, labels, affine = render(params)
         name = names[i]
-        paths.append(write_nifti(out / "images" / name, image, affine, zooms=ZOOMS,
-                                 dtype=np.float32))
+        paths.append(
+            write_nifti(out / "images" / name, image, affine, zooms=ZOOMS, dtype=np.float32)
+        )
         write_nifti(out / "labels" / name, labels, affine, zooms=ZOOMS, dtype=np.uint8)
         records.append({"file": name, "seed": s, "params": dataclasses.asdict(params)})
-    manifest = {"generator": "ratgan.data.phantom", "seed": seed, "subjects": subjects,
-                "shape": list(SHAPE), "zooms": list(ZOOMS), "labels": LABELS,
-                "scans": records}
+    manifest = {
+        "generator": "ratgan.data.phantom",
+        "seed": seed,
+        "subjects": subjects,
+        "shape": list(SHAPE),
+        "zooms": list(ZOOMS),
+        "labels": LABELS,
+        "scans": records,
+    }
     atomic_write_json(out / "phantom.json", manifest, indent=1)
     return paths

@@ -45,20 +45,27 @@ class PreprocessInfo:
         """Plain dict (JSON/YAML friendly)."""
         d = asdict(self)
         d["source_shape"] = [int(s) for s in self.source_shape]
-        d["vmin"], d["vmax"], d["downsample"] = float(self.vmin), float(self.vmax), int(
-            self.downsample)
+        d["vmin"], d["vmax"], d["downsample"] = (
+            float(self.vmin),
+            float(self.vmax),
+            int(self.downsample),
+        )
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessInfo:
         """Inverse of :meth:`to_dict`."""
         try:
-            return cls(source_shape=tuple(int(s) for s in d["source_shape"]),  # type: ignore[arg-type]
-                       vmin=float(d["vmin"]), vmax=float(d["vmax"]),
-                       downsample=int(d.get("downsample", 1)))
+            return cls(
+                source_shape=tuple(int(s) for s in d["source_shape"]),  # type: ignore[arg-type]
+                vmin=float(d["vmin"]),
+                vmax=float(d["vmax"]),
+                downsample=int(d.get("downsample", 1)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise RatganError(f"preprocessing record {d!r} is incomplete or malformed "
-                              f"({exc}).") from None
+            raise RatganError(
+                f"preprocessing record {d!r} is incomplete or malformed ({exc})."
+            ) from None
 
 
 def center_pad_crop(volume: np.ndarray, shape: tuple[int, ...], fill: float = 0.0) -> np.ndarray:
@@ -102,8 +109,9 @@ def _check_3d(volume: np.ndarray, what: str) -> np.ndarray:
     return volume
 
 
-def preprocess(volume: np.ndarray, target_shape: tuple[int, int, int] = (64, 64, 64),
-               downsample: int = 1) -> tuple[np.ndarray, PreprocessInfo]:
+def preprocess(
+    volume: np.ndarray, target_shape: tuple[int, int, int] = (64, 64, 64), downsample: int = 1
+) -> tuple[np.ndarray, PreprocessInfo]:
     """Turn a 3-D scan into a float32 volume of ``target_shape`` in [-1, 1] (docs/method.md §1).
 
     Steps: (1) when ``downsample`` > 1, zero-pad (centred) to a multiple of it and
@@ -120,16 +128,21 @@ def preprocess(volume: np.ndarray, target_shape: tuple[int, int, int] = (64, 64,
         info0 = PreprocessInfo(source_shape, 0.0, 0.0, downsample)  # type: ignore[arg-type]
         padded = tuple(p * downsample for p in info0.pooled_shape)
         x = center_pad_crop(x, padded, fill=0.0)
-        x = F.avg_pool3d(torch.from_numpy(np.ascontiguousarray(x))[None, None],
-                         kernel_size=downsample)[0, 0].numpy()
+        x = F.avg_pool3d(
+            torch.from_numpy(np.ascontiguousarray(x))[None, None], kernel_size=downsample
+        )[0, 0].numpy()
     x = center_pad_crop(x, tuple(int(s) for s in target_shape), fill=0.0)
     vmin, vmax = float(x.min()), float(x.max())
     if vmax > vmin:
         out = (x - vmin) * (2.0 / (vmax - vmin)) - 1.0
     else:
         out = np.full_like(x, -1.0)
-    info = PreprocessInfo(source_shape=source_shape, vmin=vmin, vmax=vmax,  # type: ignore[arg-type]
-                          downsample=int(downsample))
+    info = PreprocessInfo(
+        source_shape=source_shape,
+        vmin=vmin,
+        vmax=vmax,  # type: ignore[arg-type]
+        downsample=int(downsample),
+    )
     return np.clip(out, -1.0, 1.0).astype(np.float32), info
 
 
@@ -173,8 +186,9 @@ def _majority_pool(labels: np.ndarray, d: int) -> np.ndarray:
     return values[np.argmax(counts, axis=-1)]
 
 
-def preprocess_labels(labels: np.ndarray, target_shape: tuple[int, int, int] = (64, 64, 64),
-                      downsample: int = 1) -> np.ndarray:
+def preprocess_labels(
+    labels: np.ndarray, target_shape: tuple[int, int, int] = (64, 64, 64), downsample: int = 1
+) -> np.ndarray:
     """Apply :func:`preprocess`'s geometry to an integer label map (majority pooling, pad 0)."""
     labels = _check_3d(labels, "label map").astype(np.int64, copy=False)
     if downsample < 1:
@@ -202,7 +216,8 @@ def labels_to_channels(labels: torch.Tensor) -> torch.Tensor:
     if labels.ndim < 2 or labels.shape[1] != 1:
         raise ValueError(f"labels must have shape (B, 1, ...), got {tuple(labels.shape)}")
     classes = torch.arange(1, N_TISSUES + 1, device=labels.device).view(
-        1, N_TISSUES, *([1] * (labels.ndim - 2)))
+        1, N_TISSUES, *([1] * (labels.ndim - 2))
+    )
     return torch.where(labels == classes, 1.0, -1.0).to(torch.float32)
 
 
@@ -213,7 +228,8 @@ def channels_to_labels(channels: torch.Tensor) -> torch.Tensor:
     channel is below 0.
     """
     if channels.ndim < 2 or channels.shape[1] != N_TISSUES:
-        raise ValueError(f"channels must have shape (B, {N_TISSUES}, ...), "
-                         f"got {tuple(channels.shape)}")
+        raise ValueError(
+            f"channels must have shape (B, {N_TISSUES}, ...), got {tuple(channels.shape)}"
+        )
     best, idx = channels.max(dim=1, keepdim=True)
     return torch.where(best < 0, 0, idx + 1).to(torch.int64)

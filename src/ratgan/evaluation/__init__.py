@@ -21,15 +21,27 @@ from ratgan.evaluation.protocol import FeatureSpace, evaluate
 from ratgan.evaluation.results import EvaluationResult
 from ratgan.evaluation.settings import EvaluationSettings
 
-__all__ = ["EvaluationResult", "EvaluationSettings", "FeatureSpace", "MSSSIMSettings",
-           "evaluate", "evaluate_sets", "run_evaluation"]
+__all__ = [
+    "EvaluationResult",
+    "EvaluationSettings",
+    "FeatureSpace",
+    "MSSSIMSettings",
+    "evaluate",
+    "evaluate_sets",
+    "run_evaluation",
+]
 
 
-def run_evaluation(real: str | Path, synthetic: dict[str, str | Path], out_dir: str | Path,
-                   heldout: str | Path | None = None,
-                   settings: EvaluationSettings | None = None, n_generate: int | None = None,
-                   figures: bool = True,
-                   feature_spaces: list[FeatureSpace] | None = None) -> EvaluationResult:
+def run_evaluation(
+    real: str | Path,
+    synthetic: dict[str, str | Path],
+    out_dir: str | Path,
+    heldout: str | Path | None = None,
+    settings: EvaluationSettings | None = None,
+    n_generate: int | None = None,
+    figures: bool = True,
+    feature_spaces: list[FeatureSpace] | None = None,
+) -> EvaluationResult:
     """Evaluate synthetic sets against real scans and write the report into ``out_dir``.
 
     ``real``: the real (training) scans — folder, glob or CSV.  ``synthetic``: name -> source,
@@ -59,17 +71,29 @@ def run_evaluation(real: str | Path, synthetic: dict[str, str | Path], out_dir: 
         settings.msssim.scales_for(real_set.shape)
     except ValueError as exc:
         raise RatganError(f"{exc}; use --msssim-kernel or --msssim-scales to fit.") from None
-    held_set = (load_set("held-out", heldout, real_set.shape, settings.progress)
-                if heldout is not None else None)
+    held_set = (
+        load_set("held-out", heldout, real_set.shape, settings.progress)
+        if heldout is not None
+        else None
+    )
     sets = []
     for k, (name, source) in enumerate(synthetic.items()):
-        src, run = resolve_source(name, source, out_dir, n_generate or len(real_set),
-                                  settings.seed + k, real_set.paths[0], settings.device,
-                                  settings.progress)
+        src, run = resolve_source(
+            name,
+            source,
+            out_dir,
+            n_generate or len(real_set),
+            settings.seed + k,
+            real_set.paths[0],
+            settings.device,
+            settings.progress,
+        )
         s = load_set(name, src, real_set.shape, settings.progress)
         if len(s) < 2:
-            raise RatganError(f"synthetic set {name!r} holds {len(s)} scan; at least 2 are "
-                              "needed (MS-SSIM compares scans inside a set).")
+            raise RatganError(
+                f"synthetic set {name!r} holds {len(s)} scan; at least 2 are "
+                "needed (MS-SSIM compares scans inside a set)."
+            )
         s.generated_from = run
         sets.append(s)
     load_s = time.perf_counter() - t0
@@ -96,10 +120,17 @@ QUICK = {"comparisons": 2_100, "msssim_comparisons": 210, "split_repeats": 5}
 """Reduced comparison counts for ``quick`` evaluations (the demo): a tenth of the paper's."""
 
 
-def evaluate_sets(real: str | Path, synthetic: dict[str, str | Path], out: str | Path,
-                  seed: int = 0, progress: bool = True, quick: bool = False,
-                  heldout: str | Path | None = None, device: str = "cpu",
-                  anatomy: bool = True) -> dict:
+def evaluate_sets(
+    real: str | Path,
+    synthetic: dict[str, str | Path],
+    out: str | Path,
+    seed: int = 0,
+    progress: bool = True,
+    quick: bool = False,
+    heldout: str | Path | None = None,
+    device: str = "cpu",
+    anatomy: bool = True,
+) -> dict:
     """Evaluate and report, for callers such as ``ratgan demo``.
 
     Returns ``result`` (the ``EvaluationResult``), ``table_markdown`` (the paper-style table
@@ -110,8 +141,9 @@ def evaluate_sets(real: str | Path, synthetic: dict[str, str | Path], out: str |
     """
     from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, table
 
-    settings = EvaluationSettings(seed=seed, progress=progress, device=device, anatomy=anatomy,
-                                  **(QUICK if quick else {}))
+    settings = EvaluationSettings(
+        seed=seed, progress=progress, device=device, anatomy=anatomy, **(QUICK if quick else {})
+    )
     result = run_evaluation(real, synthetic, out, heldout=heldout, settings=settings)
     out = Path(out)
     figures = {
@@ -121,5 +153,9 @@ def evaluate_sets(real: str | Path, synthetic: dict[str, str | Path], out: str |
         "memorisation": out / "memorisation.png",
     }
     tables = table(result, PAPER_COLUMNS) + "\n\n" + table(result, EXTRA_COLUMNS)
-    return {"result": result, "table_markdown": tables, "report": out / "report.md",
-            "figures": figures}
+    return {
+        "result": result,
+        "table_markdown": tables,
+        "report": out / "report.md",
+        "figures": figures,
+    }

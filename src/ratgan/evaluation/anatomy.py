@@ -93,12 +93,14 @@ class AnatomyNet(nn.Module):
     def __init__(self, n_classes: int, widths: tuple[int, ...] = (8, 16, 32, 64)) -> None:
         super().__init__()
         w0, w1, w2, w3 = widths
-        self.enc = nn.ModuleList([
-            nn.Conv3d(1, w0, 3, padding=1),
-            nn.Conv3d(w0, w1, 3, stride=2, padding=1),
-            nn.Conv3d(w1, w2, 3, stride=2, padding=1),
-            nn.Conv3d(w2, w3, 3, stride=2, padding=1),
-        ])
+        self.enc = nn.ModuleList(
+            [
+                nn.Conv3d(1, w0, 3, padding=1),
+                nn.Conv3d(w0, w1, 3, stride=2, padding=1),
+                nn.Conv3d(w1, w2, 3, stride=2, padding=1),
+                nn.Conv3d(w2, w3, 3, stride=2, padding=1),
+            ]
+        )
         self.dec2 = nn.Conv3d(w3 + w2, w2, 3, padding=1)
         self.dec1 = nn.Conv3d(w2 + w1, w1, 3, padding=1)
         self.head = nn.Conv3d(w1, n_classes, 1)
@@ -127,14 +129,24 @@ def _soft_dice_loss(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
     return 1 - dice[present].mean() if present.any() else probs.sum() * 0
 
 
-def content_key(volumes: np.ndarray, labels: np.ndarray, seed: int,
-                settings: AnatomySettings) -> str:
+def content_key(
+    volumes: np.ndarray, labels: np.ndarray, seed: int, settings: AnatomySettings
+) -> str:
     """SHA-256 of the training volumes and labels (as float32 / uint8), seed and settings."""
     h = hashlib.sha256()
     vols = np.ascontiguousarray(volumes, dtype=np.float32)
     labs = np.ascontiguousarray(labels, dtype=np.uint8)
-    h.update(json.dumps({"shape": list(vols.shape), "seed": int(seed), "v": CACHE_VERSION,
-                         "settings": settings.key()}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "shape": list(vols.shape),
+                "seed": int(seed),
+                "v": CACHE_VERSION,
+                "settings": settings.key(),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     h.update(vols.tobytes())
     h.update(labs.tobytes())
     return h.hexdigest()
@@ -199,13 +211,14 @@ class AnatomyFeatures:
         """All features (N, raw_dim) float64 of volumes (N, X, Y, Z) in [0, 1]."""
         vols = np.asarray(volumes, dtype=np.float32)
         if vols.ndim != 4:
-            raise RatganError(f"anatomy features need volumes (N, X, Y, Z); got shape "
-                              f"{list(vols.shape)}.")
+            raise RatganError(
+                f"anatomy features need volumes (N, X, Y, Z); got shape {list(vols.shape)}."
+            )
         self.net.eval()
         out = []
         with _threads(self.settings.threads):
             for s in range(0, len(vols), batch_size):
-                x = torch.from_numpy(vols[s:s + batch_size])[:, None]
+                x = torch.from_numpy(vols[s : s + batch_size])[:, None]
                 logits, levels = self.net(x)
                 means = [lv.mean(dim=(2, 3, 4)) for lv in levels]
                 probs = torch.softmax(logits, 1)[:, 1:]
@@ -226,15 +239,24 @@ class AnatomyFeatures:
 
     def describe(self) -> dict:
         """The space's definition and training facts, for reports."""
-        return {"kind": "anatomy: encoder + coarse tissue maps of a segmentation net trained "
-                        "on the real labelled scans",
-                "widths": list(self.settings.widths), "grid": list(self.settings.grid),
-                "classes": self.n_classes, "dim": self.dim, "raw_dim": self.raw_dim,
-                "seed": self.seed,
-                "steps": self.settings.steps, "batch_size": self.settings.batch_size,
-                "lr": self.settings.lr, "cache_key": self.key[:16], "cached": self.cached,
-                "fit_seconds": self.fit_seconds, "train_dice": self.train_dice,
-                "final_loss": self.history[-1] if self.history else None}
+        return {
+            "kind": "anatomy: encoder + coarse tissue maps of a segmentation net trained "
+            "on the real labelled scans",
+            "widths": list(self.settings.widths),
+            "grid": list(self.settings.grid),
+            "classes": self.n_classes,
+            "dim": self.dim,
+            "raw_dim": self.raw_dim,
+            "seed": self.seed,
+            "steps": self.settings.steps,
+            "batch_size": self.settings.batch_size,
+            "lr": self.settings.lr,
+            "cache_key": self.key[:16],
+            "cached": self.cached,
+            "fit_seconds": self.fit_seconds,
+            "train_dice": self.train_dice,
+            "final_loss": self.history[-1] if self.history else None,
+        }
 
 
 class _threads:
@@ -257,17 +279,20 @@ def _check(volumes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
     vols = np.asarray(volumes, dtype=np.float32)
     labs = np.asarray(labels)
     if vols.ndim != 4 or labs.shape != vols.shape:
-        raise RatganError(f"anatomy features need volumes and labels of one shape (N, X, Y, Z); "
-                          f"got {list(vols.shape)} and {list(labs.shape)}.")
+        raise RatganError(
+            f"anatomy features need volumes and labels of one shape (N, X, Y, Z); "
+            f"got {list(vols.shape)} and {list(labs.shape)}."
+        )
     if len(vols) < 2:
-        raise RatganError(f"anatomy features need at least 2 labelled real scans; got "
-                          f"{len(vols)}.")
+        raise RatganError(f"anatomy features need at least 2 labelled real scans; got {len(vols)}.")
     if not np.issubdtype(labs.dtype, np.integer) and not np.all(np.mod(labs, 1) == 0):
         raise RatganError("anatomy labels must be integer label values.")
     lo, hi = int(labs.min()), int(labs.max())
     if lo < 0 or hi >= MAX_CLASSES or hi < 1:
-        raise RatganError(f"anatomy labels must lie in 0..{MAX_CLASSES - 1} with at least one "
-                          f"tissue (non-zero) label; got {lo}..{hi}.")
+        raise RatganError(
+            f"anatomy labels must lie in 0..{MAX_CLASSES - 1} with at least one "
+            f"tissue (non-zero) label; got {lo}..{hi}."
+        )
     return vols, labs.astype(np.int64), hi + 1
 
 
@@ -280,10 +305,14 @@ def _dice(pred: np.ndarray, ref: np.ndarray, n_classes: int) -> dict[str, float]
     return out
 
 
-def fit_anatomy_features(real_volumes: np.ndarray, real_labels: np.ndarray, seed: int = 0,
-                         settings: AnatomySettings | None = None,
-                         cache_dir: str | Path | None = None,
-                         progress: bool = False) -> AnatomyFeatures:
+def fit_anatomy_features(
+    real_volumes: np.ndarray,
+    real_labels: np.ndarray,
+    seed: int = 0,
+    settings: AnatomySettings | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> AnatomyFeatures:
     """Train (or load from ``cache_dir``) the anatomy network on labelled real volumes.
 
     Training is seeded by ``seed`` (weights and batch order) and does not touch torch's global
@@ -298,16 +327,26 @@ def fit_anatomy_features(real_volumes: np.ndarray, real_labels: np.ndarray, seed
     if path is not None and path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=False)
         net.load_state_dict(blob["state"])
-        space = AnatomyFeatures(net, n_classes, seed, settings, key, blob["fit_seconds"], True,
-                                blob["history"], blob["train_dice"])
+        space = AnatomyFeatures(
+            net,
+            n_classes,
+            seed,
+            settings,
+            key,
+            blob["fit_seconds"],
+            True,
+            blob["history"],
+            blob["train_dice"],
+        )
         with _threads(settings.threads):
             space.choose_features(vols)
         return space
     t0 = time.perf_counter()
     with _threads(settings.threads):
         history = _train(net, vols, labs, n_classes, seed, settings, progress)
-    space = AnatomyFeatures(net, n_classes, seed, settings, key, time.perf_counter() - t0,
-                            False, history)
+    space = AnatomyFeatures(
+        net, n_classes, seed, settings, key, time.perf_counter() - t0, False, history
+    )
     sub = slice(0, min(len(vols), 8))
     space.train_dice = _dice(space.segment(vols[sub]), labs[sub], n_classes)
     with _threads(settings.threads):
@@ -315,14 +354,29 @@ def fit_anatomy_features(real_volumes: np.ndarray, real_labels: np.ndarray, seed
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            torch.save({"state": net.state_dict(), "fit_seconds": space.fit_seconds,
-                        "history": history, "train_dice": space.train_dice,
-                        "settings": settings.key(), "seed": seed}, tmp)
+            torch.save(
+                {
+                    "state": net.state_dict(),
+                    "fit_seconds": space.fit_seconds,
+                    "history": history,
+                    "train_dice": space.train_dice,
+                    "settings": settings.key(),
+                    "seed": seed,
+                },
+                tmp,
+            )
     return space
 
 
-def _train(net: AnatomyNet, vols: np.ndarray, labs: np.ndarray, n_classes: int, seed: int,
-           settings: AnatomySettings, progress: bool) -> list[float]:
+def _train(
+    net: AnatomyNet,
+    vols: np.ndarray,
+    labs: np.ndarray,
+    n_classes: int,
+    seed: int,
+    settings: AnatomySettings,
+    progress: bool,
+) -> list[float]:
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(seed)
@@ -339,11 +393,10 @@ def _train(net: AnatomyNet, vols: np.ndarray, labs: np.ndarray, n_classes: int, 
     order = torch.randperm(len(vols), generator=gen)
     pos, history = 0, []
     net.train()
-    for step in tqdm(range(settings.steps), desc="anatomy net", disable=not progress,
-                     leave=False):
+    for step in tqdm(range(settings.steps), desc="anatomy net", disable=not progress, leave=False):
         if pos + bs > len(order):
             order, pos = torch.randperm(len(vols), generator=gen), 0
-        idx = order[pos:pos + bs]
+        idx = order[pos : pos + bs]
         pos += bs
         x, y = x_all[idx], y_all[idx]
         logits, _ = net(x)
@@ -377,6 +430,9 @@ def set_distances(reference: np.ndarray, other: np.ndarray, k: int = 3) -> dict[
     mu, sd = feat.standardiser(reference)
     za, zb = (reference - mu) / sd, (other - mu) / sd
     p, r = feat.precision_recall(za, zb, k)
-    return {"fd": feat.frechet_distance(za, zb),
-            "rbf_mmd2": feat.rbf_mmd2(za, zb, feat.median_bandwidth(za)),
-            "precision": p, "recall": r}
+    return {
+        "fd": feat.frechet_distance(za, zb),
+        "rbf_mmd2": feat.rbf_mmd2(za, zb, feat.median_bandwidth(za)),
+        "precision": p,
+        "recall": r,
+    }

@@ -41,9 +41,11 @@ def real_labels(real: ScanSet) -> tuple[np.ndarray | None, str | None]:
     labels = [by_image.get(str(p)) for p in real.paths]
     missing = sum(lab is None for lab in labels)
     if missing:
-        return None, (f"{missing} of {len(labels)} real scans have no label map (a labels/ "
-                      "folder beside images/, or a CSV label column), so no anatomy network "
-                      "can be trained")
+        return None, (
+            f"{missing} of {len(labels)} real scans have no label map (a labels/ "
+            "folder beside images/, or a CSV label column), so no anatomy network "
+            "can be trained"
+        )
     out = np.empty((len(labels), *real.shape), dtype=np.int64)
     for i, (img, lab) in enumerate(zip(real.paths, labels)):
         out[i] = centre_crop(read_label(lab, read_scan(img)), real.shape)
@@ -65,13 +67,15 @@ class AnatomyExtractor:
         """The network's definition and training facts, and a sentence for the report."""
         info = self.space.describe()
         dice = ", ".join(f"label {k} {v:.2f}" for k, v in info["train_dice"].items())
-        about = (f"Encoder widths {info['widths']}, tissue maps pooled to "
-                 f"{'x'.join(map(str, info['grid']))} cells; {info['steps']} training steps, "
-                 f"seed {info['seed']}, "
-                 f"{'loaded from the cache' if info['cached'] else 'trained now'}; Dice on its "
-                 f"training scans per label: {dice}. Unlike the random space it responds to "
-                 "where tissue is rather than to noise texture (docs/evaluation.md shows both "
-                 "on known corruptions).")
+        about = (
+            f"Encoder widths {info['widths']}, tissue maps pooled to "
+            f"{'x'.join(map(str, info['grid']))} cells; {info['steps']} training steps, "
+            f"seed {info['seed']}, "
+            f"{'loaded from the cache' if info['cached'] else 'trained now'}; Dice on its "
+            f"training scans per label: {dice}. Unlike the random space it responds to "
+            "where tissue is rather than to noise texture (docs/evaluation.md shows both "
+            "on known corruptions)."
+        )
         return {**info, "fit_or_load_s": self.fit_or_load_s, "about": about}
 
 
@@ -86,10 +90,19 @@ def anatomy_space(real: ScanSet, settings: EvaluationSettings) -> FeatureSpace:
     if labels is None:
         return FeatureSpace(NAME, None, reason)
     if len(real) < MIN_LABELLED:
-        return FeatureSpace(NAME, None, f"only {len(real)} labelled real scans; the anatomy "
-                                        f"network needs at least {MIN_LABELLED}")
+        return FeatureSpace(
+            NAME,
+            None,
+            f"only {len(real)} labelled real scans; the anatomy "
+            f"network needs at least {MIN_LABELLED}",
+        )
     t0 = time.perf_counter()
-    space = fit_anatomy_features(real.volumes, labels, seed=settings.feature_seed,
-                                 settings=NETWORK, cache_dir=default_cache_dir(),
-                                 progress=settings.progress)
+    space = fit_anatomy_features(
+        real.volumes,
+        labels,
+        seed=settings.feature_seed,
+        settings=NETWORK,
+        cache_dir=default_cache_dir(),
+        progress=settings.progress,
+    )
     return FeatureSpace(NAME, AnatomyExtractor(space, time.perf_counter() - t0))

@@ -128,14 +128,13 @@ class _Gram:
         return np.clip(rr + ss - 2 * rs, 0, None) / 4
 
 
-def _batches(n_real: int, n_syn: int | None, epochs: int, rng: np.random.Generator
-             ) -> np.ndarray:
+def _batches(n_real: int, n_syn: int | None, epochs: int, rng: np.random.Generator) -> np.ndarray:
     """(epochs, n_real // 2, 4) indices r0, r1, s0, s1 of every batch.  ``n_syn`` None draws
     the two comparison scans from the real set, never one of the batch's own."""
     per = n_real // 2
     out = np.empty((epochs, per, 4), dtype=np.int64)
     for e in range(epochs):
-        out[e, :, :2] = rng.permutation(n_real)[:2 * per].reshape(per, 2)
+        out[e, :, :2] = rng.permutation(n_real)[: 2 * per].reshape(per, 2)
     if n_syn is not None:
         need = epochs * per * 2
         cyc = np.concatenate([rng.permutation(n_syn) for _ in range(-(-need // n_syn))])
@@ -151,18 +150,27 @@ def _batches(n_real: int, n_syn: int | None, epochs: int, rng: np.random.Generat
 def _over_epochs(per_batch: np.ndarray, distinct: int | None = None) -> dict[str, Any]:
     """Mean and std over the epoch averages of an (epochs, batches) array."""
     epoch_means = np.nanmean(per_batch, axis=1)
-    out = {"mean": float(np.mean(epoch_means)),
-           "std": float(np.std(epoch_means, ddof=1)) if len(epoch_means) > 1 else 0.0,
-           "std_over": "epoch averages", "epochs": int(per_batch.shape[0]),
-           "comparisons": int(per_batch.size),
-           "min": float(np.nanmin(per_batch)), "max": float(np.nanmax(per_batch))}
+    out = {
+        "mean": float(np.mean(epoch_means)),
+        "std": float(np.std(epoch_means, ddof=1)) if len(epoch_means) > 1 else 0.0,
+        "std_over": "epoch averages",
+        "epochs": int(per_batch.shape[0]),
+        "comparisons": int(per_batch.size),
+        "min": float(np.nanmin(per_batch)),
+        "max": float(np.nanmax(per_batch)),
+    }
     if distinct is not None:
         out["distinct_pairs"] = int(distinct)
     return out
 
 
-def pair_metrics_by_epoch(real: np.ndarray, other: np.ndarray | None, epochs: int,
-                          rng: np.random.Generator, device: str = "cpu") -> dict[str, dict]:
+def pair_metrics_by_epoch(
+    real: np.ndarray,
+    other: np.ndarray | None,
+    epochs: int,
+    rng: np.random.Generator,
+    device: str = "cpu",
+) -> dict[str, dict]:
     """NCC, MAE, MMD, PSNR, RMSE as the authors' notebook computes them (module docstring);
     ``other`` None compares real scans with other real scans."""
     b = real if other is None else other
@@ -181,8 +189,13 @@ def pair_metrics_by_epoch(real: np.ndarray, other: np.ndarray | None, epochs: in
     return {k: _over_epochs(v) for k, v in per_batch.items()}
 
 
-def msssim_by_epoch(volumes: np.ndarray, comparisons: int, rng: np.random.Generator,
-                    progress: bool = False, desc: str = "MS-SSIM") -> dict[str, Any]:
+def msssim_by_epoch(
+    volumes: np.ndarray,
+    comparisons: int,
+    rng: np.random.Generator,
+    progress: bool = False,
+    desc: str = "MS-SSIM",
+) -> dict[str, Any]:
     """Kwon's MS-SSIM over consecutive pairs of shuffled epochs of one set."""
     from tqdm.auto import tqdm
 
@@ -190,39 +203,69 @@ def msssim_by_epoch(volumes: np.ndarray, comparisons: int, rng: np.random.Genera
     if per < 1 or comparisons < 1:
         return {"mean": float("nan"), "std": float("nan"), "comparisons": 0}
     epochs = max(2, round(comparisons / per))
-    pairs = np.concatenate([rng.permutation(len(volumes))[:2 * per].reshape(per, 2)
-                            for _ in range(epochs)])
+    pairs = np.concatenate(
+        [rng.permutation(len(volumes))[: 2 * per].reshape(per, 2) for _ in range(epochs)]
+    )
     uniq, inverse = unique_pairs(pairs, symmetric=True)
-    vals = np.array([kwon_msssim(volumes[i], volumes[j])
-                     for i, j in tqdm(uniq, desc=desc, disable=not progress, leave=False)])
+    vals = np.array(
+        [
+            kwon_msssim(volumes[i], volumes[j])
+            for i, j in tqdm(uniq, desc=desc, disable=not progress, leave=False)
+        ]
+    )
     out = _over_epochs(vals[inverse].reshape(epochs, per), len(uniq))
     out["nan_pairs"] = int(np.isnan(vals[inverse]).sum())
     return out
 
 
-def authors_metrics(real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet],
-                    settings: EvaluationSettings) -> tuple[dict[str, dict], dict[str, Any]]:
+def authors_metrics(
+    real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet], settings: EvaluationSettings
+) -> tuple[dict[str, dict], dict[str, Any]]:
     """The paper's metrics of every row by the authors' computation, and its parameters."""
     seed, epochs = settings.seed, settings.authors_epochs
     rows: dict[str, dict] = {}
-    rows["reference"] = {"msssim": msssim_by_epoch(
-        real.volumes, settings.msssim_comparisons, stream(seed, "authors", "msssim", "reference"),
-        settings.progress, "Kwon MS-SSIM real")}
+    rows["reference"] = {
+        "msssim": msssim_by_epoch(
+            real.volumes,
+            settings.msssim_comparisons,
+            stream(seed, "authors", "msssim", "reference"),
+            settings.progress,
+            "Kwon MS-SSIM real",
+        )
+    }
     ref_rng = stream(seed, "authors", "pairs", "reference")
     rows["reference"].update(
         pair_metrics_by_epoch(real.volumes, None, epochs, ref_rng, settings.device)
-        if heldout is None else
-        pair_metrics_by_epoch(real.volumes, heldout.volumes, epochs, ref_rng, settings.device))
+        if heldout is None
+        else pair_metrics_by_epoch(real.volumes, heldout.volumes, epochs, ref_rng, settings.device)
+    )
     for s in synthetic:
-        rows[s.name] = {"msssim": msssim_by_epoch(
-            s.volumes, settings.msssim_comparisons, stream(seed, "authors", "msssim", s.name),
-            settings.progress, f"Kwon MS-SSIM {s.name}")}
-        rows[s.name].update(pair_metrics_by_epoch(
-            real.volumes, s.volumes, epochs, stream(seed, "authors", "pairs", s.name),
-            settings.device))
+        rows[s.name] = {
+            "msssim": msssim_by_epoch(
+                s.volumes,
+                settings.msssim_comparisons,
+                stream(seed, "authors", "msssim", s.name),
+                settings.progress,
+                f"Kwon MS-SSIM {s.name}",
+            )
+        }
+        rows[s.name].update(
+            pair_metrics_by_epoch(
+                real.volumes,
+                s.volumes,
+                epochs,
+                stream(seed, "authors", "pairs", s.name),
+                settings.device,
+            )
+        )
     side = _padded_side(real.shape)
-    details = {"name": "authors", "epochs": epochs, "batch_size": 2,
-               "batches_per_epoch": len(real) // 2, "padded_shape": [side] * 3,
-               "msssim": "Kwon et al. 3D MS-SSIM: 5 scales, Gaussian sigma 1.5 (scipy), "
-                         "data range 1, last scale's SSIM in every factor"}
+    details = {
+        "name": "authors",
+        "epochs": epochs,
+        "batch_size": 2,
+        "batches_per_epoch": len(real) // 2,
+        "padded_shape": [side] * 3,
+        "msssim": "Kwon et al. 3D MS-SSIM: 5 scales, Gaussian sigma 1.5 (scipy), "
+        "data range 1, last scale's SSIM in every factor",
+    }
     return rows, details

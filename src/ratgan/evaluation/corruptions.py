@@ -87,10 +87,14 @@ METRICS = ("fd", "rbf_mmd2", "precision", "recall")
 WORSE_IS_LARGER = {"fd": True, "rbf_mmd2": True, "precision": False, "recall": False}
 
 
-def validation_rows(spaces: dict[str, Callable[[np.ndarray], np.ndarray]],
-                    reference: np.ndarray, heldout: np.ndarray,
-                    controls: dict[str, np.ndarray] | None = None, seed: int = 0,
-                    corruptions: dict | None = None) -> list[dict]:
+def validation_rows(
+    spaces: dict[str, Callable[[np.ndarray], np.ndarray]],
+    reference: np.ndarray,
+    heldout: np.ndarray,
+    controls: dict[str, np.ndarray] | None = None,
+    seed: int = 0,
+    corruptions: dict | None = None,
+) -> list[dict]:
     """Distances of held-out, control and corrupted held-out sets from the reference set.
 
     ``spaces`` maps a space name to a function volumes -> features.  Each row is

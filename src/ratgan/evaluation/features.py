@@ -34,8 +34,13 @@ FEATURE_WIDTHS = (16, 32, 64, 64)
 class RandomConvFeatures:
     """The fixed random 3D convolutional feature extractor (weights drawn from ``seed``)."""
 
-    def __init__(self, seed: int = 0, widths: tuple[int, ...] = FEATURE_WIDTHS,
-                 slope: float = 0.2, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        widths: tuple[int, ...] = FEATURE_WIDTHS,
+        slope: float = 0.2,
+        device: str | torch.device = "cpu",
+    ) -> None:
         gen = torch.Generator().manual_seed(seed)
         self.weights = []
         c_in = 1
@@ -68,22 +73,38 @@ class RandomConvFeatures:
 
     def describe(self) -> dict:
         """The extractor's definition, for the report."""
-        return {"kind": "fixed random 3D conv features", "seed": self.seed,
-                "widths": list(self.widths), "dim": self.dim, "kernel": 3,
-                "activation": f"leaky_relu({self.slope})", "pooling": "avg 2 per stage",
-                "feature": "per-stage per-channel spatial mean",
-                "standardisation": "z-score with the reference real set's mean and std"}
+        return {
+            "kind": "fixed random 3D conv features",
+            "seed": self.seed,
+            "widths": list(self.widths),
+            "dim": self.dim,
+            "kernel": 3,
+            "activation": f"leaky_relu({self.slope})",
+            "pooling": "avg 2 per stage",
+            "feature": "per-stage per-channel spatial mean",
+            "standardisation": "z-score with the reference real set's mean and std",
+        }
 
 
-def extract(volumes: np.ndarray, extractor: RandomConvFeatures, batch_size: int = 8,
-            progress: bool = True, desc: str = "features") -> np.ndarray:
+def extract(
+    volumes: np.ndarray,
+    extractor: RandomConvFeatures,
+    batch_size: int = 8,
+    progress: bool = True,
+    desc: str = "features",
+) -> np.ndarray:
     """Features (n, dim) float64 of prepared volumes (n, X, Y, Z)."""
     from tqdm.auto import tqdm
 
     out = []
-    for start in tqdm(range(0, len(volumes), batch_size), desc=desc, unit="batch",
-                      disable=not progress, leave=False):
-        out.append(extractor(torch.from_numpy(volumes[start:start + batch_size])))
+    for start in tqdm(
+        range(0, len(volumes), batch_size),
+        desc=desc,
+        unit="batch",
+        disable=not progress,
+        leave=False,
+    ):
+        out.append(extractor(torch.from_numpy(volumes[start : start + batch_size])))
     return torch.cat(out).double().numpy()
 
 

@@ -40,10 +40,10 @@ def _normalised(volumes: np.ndarray, batch: int = 64) -> torch.Tensor:
     flat = volumes.reshape(len(volumes), -1)
     out = torch.empty(flat.shape, dtype=torch.float32)
     for s in range(0, len(volumes), batch):
-        v = torch.from_numpy(np.ascontiguousarray(flat[s:s + batch])).double()
+        v = torch.from_numpy(np.ascontiguousarray(flat[s : s + batch])).double()
         v = v - v.mean(1, keepdim=True)
         n = v.norm(dim=1, keepdim=True)
-        out[s:s + batch] = torch.where(n > 0, v / n.clamp_min(1e-300), v).float()
+        out[s : s + batch] = torch.where(n > 0, v / n.clamp_min(1e-300), v).float()
     return out
 
 
@@ -52,8 +52,9 @@ def ncc_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (_normalised(a) @ _normalised(b).T).double().numpy()
 
 
-def similarity_matrix(query: np.ndarray, train: np.ndarray,
-                      max_shift: int = DEFAULT_MAX_SHIFT, batch: int = 8) -> np.ndarray:
+def similarity_matrix(
+    query: np.ndarray, train: np.ndarray, max_shift: int = DEFAULT_MAX_SHIFT, batch: int = 8
+) -> np.ndarray:
     """Shift-tolerant NCC between every query volume and every training volume: (n, m).
 
     Entry (i, j) is the highest NCC between training scan j's centre (cropped by
@@ -68,22 +69,23 @@ def similarity_matrix(query: np.ndarray, train: np.ndarray,
         return ncc_matrix(query, train)
     r = max_shift
     if min(query.shape[1:]) <= 2 * r:
-        raise ValueError(f"volumes of shape {list(query.shape[1:])} are too small for "
-                         f"shifts of {r} voxels")
+        raise ValueError(
+            f"volumes of shape {list(query.shape[1:])} are too small for shifts of {r} voxels"
+        )
     inner = tuple(s - 2 * r for s in query.shape[1:])
     kernels = _normalised(np.ascontiguousarray(train[:, r:-r, r:-r, r:-r]))
     kernels = kernels.reshape(len(train), 1, *inner)
     n = float(np.prod(inner))
     out = np.empty((len(query), len(train)))
     for s in range(0, len(query), batch):
-        q = np.asarray(query[s:s + batch], dtype=np.float64)
+        q = np.asarray(query[s : s + batch], dtype=np.float64)
         s1 = _box_sums(q, inner)
         var = torch.from_numpy(np.sqrt(np.clip(_box_sums(q * q, inner) - s1 * s1 / n, 0, None)))
         var = var[:, None]
-        x = torch.from_numpy(np.ascontiguousarray(query[s:s + batch]))[:, None].float()
+        x = torch.from_numpy(np.ascontiguousarray(query[s : s + batch]))[:, None].float()
         dots = F.conv3d(x, kernels).double()
         ncc = torch.where(var > 0, dots / var.clamp_min(1e-300), torch.zeros_like(dots))
-        out[s:s + len(x)] = ncc.flatten(2).max(2).values.numpy()
+        out[s : s + len(x)] = ncc.flatten(2).max(2).values.numpy()
     return out
 
 
@@ -100,8 +102,12 @@ def _box_sums(volumes: np.ndarray, inner: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def nearest(query: np.ndarray, train: np.ndarray, exclude_self: bool = False,
-            max_shift: int = DEFAULT_MAX_SHIFT) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    query: np.ndarray,
+    train: np.ndarray,
+    exclude_self: bool = False,
+    max_shift: int = DEFAULT_MAX_SHIFT,
+) -> tuple[np.ndarray, np.ndarray]:
     """For each query volume: the highest similarity to a training volume, and its index.
 
     ``exclude_self`` (query is train) skips each volume's match with itself.
@@ -123,8 +129,9 @@ class Threshold:
     """The rate of never-seen real scans it is meant to flag (None for a given threshold)."""
 
 
-def calibrate(reference_nn: np.ndarray,
-              false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE) -> Threshold:
+def calibrate(
+    reference_nn: np.ndarray, false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE
+) -> Threshold:
     """The similarity above which a real reference scan is flagged with ``false_positive_rate``.
 
     A normal is fitted to ``-log(1 - s)`` of the reference values ``s`` (at least 3; fewer
@@ -135,19 +142,23 @@ def calibrate(reference_nn: np.ndarray,
         raise ValueError(f"false_positive_rate must be in (0, 1), got {false_positive_rate}")
     ref = np.asarray(reference_nn, dtype=np.float64)
     if len(ref) < 3:
-        return Threshold(float(ref.max()), "largest real reference value (fewer than 3 "
-                         "reference scans: no fit)", None)
+        return Threshold(
+            float(ref.max()),
+            "largest real reference value (fewer than 3 reference scans: no fit)",
+            None,
+        )
     t = -np.log(np.clip(1.0 - ref, 1e-12, None))
     z = NormalDist().inv_cdf(1.0 - false_positive_rate)
     mu, sd = float(t.mean()), float(t.std(ddof=1))
     value = 1.0 - math.exp(-(mu + z * sd))
-    rule = (f"upper {100 * (1 - false_positive_rate):g}% quantile of a normal fitted to "
-            f"-log(1 - similarity) of the {len(ref)} real reference scans")
+    rule = (
+        f"upper {100 * (1 - false_positive_rate):g}% quantile of a normal fitted to "
+        f"-log(1 - similarity) of the {len(ref)} real reference scans"
+    )
     return Threshold(float(value), rule, float(false_positive_rate))
 
 
-def summary(synthetic_nn: np.ndarray, reference_nn: np.ndarray,
-            threshold: Threshold) -> dict:
+def summary(synthetic_nn: np.ndarray, reference_nn: np.ndarray, threshold: Threshold) -> dict:
     """Near-copy statistics of one synthetic set against the real reference distribution.
 
     ``reference_fraction`` is the share of real reference scans above the threshold: the

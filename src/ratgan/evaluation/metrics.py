@@ -67,7 +67,7 @@ def mmd_linear(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     The linear kernel k(a, b) = a.b makes MMD^2 the squared distance between the two mean
     images, so it sees neither blur nor texture; for single scans it is sum((x - y)^2).
     """
-    d = (_flat(x).double().mean(0) - _flat(y).double().mean(0))
+    d = _flat(x).double().mean(0) - _flat(y).double().mean(0)
     return (d * d).sum().float()
 
 
@@ -116,15 +116,19 @@ class MSSSIMSettings:
         """Number of scales used for volumes of ``shape``."""
         if self.scales is not None:
             if not fits(shape, self.scales, self.kernel_size):
-                raise ValueError(f"MS-SSIM with {self.scales} scales and kernel "
-                                 f"{self.kernel_size} does not fit volumes of shape "
-                                 f"{list(shape)}")
+                raise ValueError(
+                    f"MS-SSIM with {self.scales} scales and kernel "
+                    f"{self.kernel_size} does not fit volumes of shape "
+                    f"{list(shape)}"
+                )
             return self.scales
         for n in range(min(self.max_scales, len(WANG_WEIGHTS)), 0, -1):
             if fits(shape, n, self.kernel_size):
                 return n
-        raise ValueError(f"volumes of shape {list(shape)} are too small for MS-SSIM with "
-                         f"kernel {self.kernel_size}")
+        raise ValueError(
+            f"volumes of shape {list(shape)} are too small for MS-SSIM with "
+            f"kernel {self.kernel_size}"
+        )
 
     def weights_for(self, shape: tuple[int, ...]) -> tuple[float, ...]:
         """The renormalised scale weights used for volumes of ``shape``."""
@@ -136,9 +140,14 @@ class MSSSIMSettings:
         """Every setting, with the scale count and weights resolved for ``shape``."""
         n = self.scales_for(shape)
         coarsest = [s // 2 ** (n - 1) for s in shape]
-        return {**asdict(self), "scales": n, "weights": list(self.weights_for(shape)),
-                "coarsest_scale_shape": coarsest, "kernel": "gaussian",
-                "implementation": "monai.metrics.regression.compute_ms_ssim"}
+        return {
+            **asdict(self),
+            "scales": n,
+            "weights": list(self.weights_for(shape)),
+            "coarsest_scale_shape": coarsest,
+            "kernel": "gaussian",
+            "implementation": "monai.metrics.regression.compute_ms_ssim",
+        }
 
 
 def fits(shape: tuple[int, ...], scales: int, kernel_size: int) -> bool:
@@ -148,20 +157,30 @@ def fits(shape: tuple[int, ...], scales: int, kernel_size: int) -> bool:
     (the SSIM window needs a valid position), and MONAI's own size check passes.
     """
     monai_div = max(1, scales - 1) ** 2
-    return all(s // 2 ** (scales - 1) >= kernel_size and s // monai_div > kernel_size - 1
-               for s in shape)
+    return all(
+        s // 2 ** (scales - 1) >= kernel_size and s // monai_div > kernel_size - 1 for s in shape
+    )
 
 
-def ms_ssim(x: torch.Tensor, y: torch.Tensor, settings: MSSSIMSettings = MSSSIMSettings()
-            ) -> torch.Tensor:
+def ms_ssim(
+    x: torch.Tensor, y: torch.Tensor, settings: MSSSIMSettings = MSSSIMSettings()
+) -> torch.Tensor:
     """MS-SSIM of each pair of volumes (B, X, Y, Z) or (B, 1, X, Y, Z), values in [0, 1]."""
     from monai.metrics.regression import compute_ms_ssim
 
     if x.ndim == 4:
         x, y = x[:, None], y[:, None]
     shape = tuple(x.shape[2:])
-    out = compute_ms_ssim(x.float(), y.float(), spatial_dims=3, data_range=settings.data_range,
-                          kernel_type="gaussian", kernel_size=settings.kernel_size,
-                          kernel_sigma=settings.kernel_sigma, k1=settings.k1, k2=settings.k2,
-                          weights=settings.weights_for(shape))
+    out = compute_ms_ssim(
+        x.float(),
+        y.float(),
+        spatial_dims=3,
+        data_range=settings.data_range,
+        kernel_type="gaussian",
+        kernel_size=settings.kernel_size,
+        kernel_sigma=settings.kernel_sigma,
+        k1=settings.k1,
+        k2=settings.k2,
+        weights=settings.weights_for(shape),
+    )
     return out.reshape(-1)

@@ -44,8 +44,14 @@ def stats(values: np.ndarray, unique: int | None = None) -> dict:
     """mean, std (over draws), standard error, min, max and counts of one metric."""
     v = np.asarray(values, dtype=np.float64)
     std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-    out = {"mean": float(v.mean()), "std": std, "sem": std / max(len(v), 1) ** 0.5,
-           "min": float(v.min()), "max": float(v.max()), "comparisons": len(v)}
+    out = {
+        "mean": float(v.mean()),
+        "std": std,
+        "sem": std / max(len(v), 1) ** 0.5,
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "comparisons": len(v),
+    }
     if unique is not None:
         out["distinct_pairs"] = int(unique)
     return out
@@ -57,8 +63,9 @@ def _bar(total: int, desc: str, on: bool):
     return tqdm(total=total, desc=desc, unit="pair", disable=not on, leave=False)
 
 
-def pair_matrices(a: np.ndarray, b: np.ndarray | None, settings: EvaluationSettings,
-                  desc: str, block: int = 32) -> dict[str, np.ndarray]:
+def pair_matrices(
+    a: np.ndarray, b: np.ndarray | None, settings: EvaluationSettings, desc: str, block: int = 32
+) -> dict[str, np.ndarray]:
     """NCC, MAE, MMD, PSNR, RMSE for *every* pair (a_i, b_j), as (n_a, n_b) matrices.
 
     Computing all pairs with two library kernels is much faster than gathering the drawn
@@ -81,27 +88,46 @@ def pair_matrices(a: np.ndarray, b: np.ndarray | None, settings: EvaluationSetti
         c = t - mean[:, None]
         return t, c, mean, (c * c).sum(1)
 
-    for s in tqdm(range(0, len(a), block), desc=desc, unit="block", disable=not settings.progress,
-                  leave=False):
-        ta, ca, ma, qa = centred(a[s:s + block])
+    for s in tqdm(
+        range(0, len(a), block), desc=desc, unit="block", disable=not settings.progress, leave=False
+    ):
+        ta, ca, ma, qa = centred(a[s : s + block])
         rows = slice(s, s + len(ta))
         for t0 in range(0, len(other), block):
-            tb, cb, mb, qb = centred(other[t0:t0 + block])  # recomputed: memory stays bounded
+            tb, cb, mb, qb = centred(other[t0 : t0 + block])  # recomputed: memory stays bounded
             cols = slice(t0, t0 + len(tb))
             cross = ca @ cb.T
             den = torch.sqrt(qa[:, None] * qb[None, :])
-            ncc[rows, cols] = torch.where(den > 0, cross / den.clamp_min(1e-300),
-                                          torch.zeros_like(cross)).cpu().numpy()
-            sse[rows, cols] = (qa[:, None] + qb[None, :] - 2 * cross
-                               + n * (ma[:, None] - mb[None, :]) ** 2).clamp_min(0).cpu().numpy()
+            ncc[rows, cols] = (
+                torch.where(den > 0, cross / den.clamp_min(1e-300), torch.zeros_like(cross))
+                .cpu()
+                .numpy()
+            )
+            sse[rows, cols] = (
+                (qa[:, None] + qb[None, :] - 2 * cross + n * (ma[:, None] - mb[None, :]) ** 2)
+                .clamp_min(0)
+                .cpu()
+                .numpy()
+            )
             sad[rows, cols] = torch.cdist(ta[None], tb[None], p=1)[0].cpu().numpy()
     mse = sse / n
-    return {"ncc": ncc, "mae": sad / n, "mmd": sse,
-            "psnr": 10 * np.log10(1.0 / np.maximum(mse, PSNR_MSE_FLOOR)), "rmse": np.sqrt(mse)}
+    return {
+        "ncc": ncc,
+        "mae": sad / n,
+        "mmd": sse,
+        "psnr": 10 * np.log10(1.0 / np.maximum(mse, PSNR_MSE_FLOOR)),
+        "rmse": np.sqrt(mse),
+    }
 
 
-def paired(a: np.ndarray, b: np.ndarray | None, count: int, rng: np.random.Generator,
-           settings: EvaluationSettings, desc: str) -> dict:
+def paired(
+    a: np.ndarray,
+    b: np.ndarray | None,
+    count: int,
+    rng: np.random.Generator,
+    settings: EvaluationSettings,
+    desc: str,
+) -> dict:
     """NCC, MAE, MMD, PSNR, RMSE over ``count`` random pairs (a_i, b_j) (b None: inside a)."""
     pairs = draw_pairs(len(a), None if b is None else len(b), count, rng)
     uniq, _ = unique_pairs(pairs, symmetric=b is None)
@@ -109,8 +135,13 @@ def paired(a: np.ndarray, b: np.ndarray | None, count: int, rng: np.random.Gener
     return {k: stats(mats[k][pairs[:, 0], pairs[:, 1]], len(uniq)) for k in PAIR_METRICS}
 
 
-def within_msssim(volumes: np.ndarray, count: int, rng: np.random.Generator,
-                  settings: EvaluationSettings, desc: str) -> dict:
+def within_msssim(
+    volumes: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+    settings: EvaluationSettings,
+    desc: str,
+) -> dict:
     """MS-SSIM over ``count`` random pairs of distinct scans of one set."""
     if len(volumes) < 2 or count < 1:
         return {"mean": float("nan"), "std": float("nan"), "comparisons": 0}
@@ -121,9 +152,9 @@ def within_msssim(volumes: np.ndarray, count: int, rng: np.random.Generator,
     step = max(1, settings.batch_size)
     with _bar(len(uniq), desc, settings.progress) as bar:
         for s in range(0, len(uniq), step):
-            idx = uniq[s:s + step]
+            idx = uniq[s : s + step]
             x = torch.from_numpy(volumes[idx[:, 0]]).to(dev)
             y = torch.from_numpy(volumes[idx[:, 1]]).to(dev)
-            vals[s:s + len(idx)] = ms_ssim(x, y, settings.msssim).cpu().double().numpy()
+            vals[s : s + len(idx)] = ms_ssim(x, y, settings.msssim).cpu().double().numpy()
             bar.update(len(idx))
     return stats(vals[inverse], len(uniq))

@@ -78,8 +78,13 @@ def target_shape(paths: list[Path]) -> tuple[int, int, int]:
     return shapes.most_common(1)[0][0]
 
 
-def load_set(name: str, source: str | Path, shape: tuple[int, int, int] | None = None,
-             progress: bool = True, limit: int | None = None) -> ScanSet:
+def load_set(
+    name: str,
+    source: str | Path,
+    shape: tuple[int, int, int] | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> ScanSet:
     """Read and prepare every scan of ``source`` (a folder, glob or CSV of NIfTI files).
 
     ``shape`` is the common evaluation shape; None takes the most common shape of this set
@@ -99,26 +104,37 @@ def load_set(name: str, source: str | Path, shape: tuple[int, int, int] | None =
     volumes = np.empty((len(paths), *shape), dtype=np.float32)
     cropped = 0
     zooms = (1.0, 1.0, 1.0)
-    for i, path in enumerate(tqdm(paths, desc=f"read {name}", unit="scan", disable=not progress,
-                                  leave=False)):
+    for i, path in enumerate(
+        tqdm(paths, desc=f"read {name}", unit="scan", disable=not progress, leave=False)
+    ):
         scan = read_scan(path)
         data = scan.data
         if i == 0:
             zooms = scan.zooms
         if data.ndim != 3 or any(s < t for s, t in zip(data.shape, shape)):
-            raise RatganError(f"scan {path} of set {name!r} has shape {list(data.shape)}, "
-                              f"smaller than the real scans' {list(shape)}; every set must be "
-                              "in the real scans' space.")
+            raise RatganError(
+                f"scan {path} of set {name!r} has shape {list(data.shape)}, "
+                f"smaller than the real scans' {list(shape)}; every set must be "
+                "in the real scans' space."
+            )
         cropped += tuple(data.shape) != tuple(shape)
         volumes[i] = prepare_volume(data, shape)
     notes = [f"{cropped} scans centre-cropped to {list(shape)}"] if cropped else []
-    return ScanSet(name=name, volumes=volumes, paths=paths, source=str(source), notes=notes,
-                   zooms=zooms)
+    return ScanSet(
+        name=name, volumes=volumes, paths=paths, source=str(source), notes=notes, zooms=zooms
+    )
 
 
-def resolve_source(name: str, source: str | Path, out_dir: Path, n: int, seed: int,
-                   reference: Path | None, device: str = "auto",
-                   progress: bool = True) -> tuple[Path, str | None]:
+def resolve_source(
+    name: str,
+    source: str | Path,
+    out_dir: Path,
+    n: int,
+    seed: int,
+    reference: Path | None,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[Path, str | None]:
     """The scan source to read for ``source``: itself, or scans generated from a run folder.
 
     Returns (folder or pattern to read, run folder or None).  Scans of a run are written to
@@ -135,8 +151,9 @@ def resolve_source(name: str, source: str | Path, out_dir: Path, n: int, seed: i
     if target.is_dir():
         for old in target.glob("*.nii*"):
             old.unlink()
-    generate_scans(Path(source), n, target, seed=seed, reference=reference, device=device,
-                   progress=progress)
+    generate_scans(
+        Path(source), n, target, seed=seed, reference=reference, device=device, progress=progress
+    )
     return target, str(source)
 
 

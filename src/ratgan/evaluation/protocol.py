@@ -71,15 +71,19 @@ class FeatureSpace:
 def default_feature_spaces(settings: EvaluationSettings) -> list[FeatureSpace]:
     """The fixed random 3D convolutional features (``features``), seeded by
     ``settings.feature_seed``."""
-    return [FeatureSpace("random 3D conv", feat.RandomConvFeatures(settings.feature_seed,
-                                                                   device=settings.device))]
+    return [
+        FeatureSpace(
+            "random 3D conv", feat.RandomConvFeatures(settings.feature_seed, device=settings.device)
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- stage 1
 
 
-def paper_metrics(real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet],
-                  settings: EvaluationSettings) -> tuple[dict[str, dict], dict[str, Any]]:
+def paper_metrics(
+    real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet], settings: EvaluationSettings
+) -> tuple[dict[str, dict], dict[str, Any]]:
     """The paper's metrics per row ("reference" and each synthetic set's name), and what the
     protocol did (empty for ours)."""
     if settings.protocol == "authors":
@@ -89,44 +93,69 @@ def paper_metrics(real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSe
     rows: dict[str, dict] = {"reference": {}, **{s.name: {} for s in synthetic}}
     seed = settings.seed
     rows["reference"]["msssim"] = within_msssim(
-        real.volumes, settings.msssim_comparisons, stream(seed, "msssim", "reference"),
-        settings, "MS-SSIM real")
+        real.volumes,
+        settings.msssim_comparisons,
+        stream(seed, "msssim", "reference"),
+        settings,
+        "MS-SSIM real",
+    )
     for s in synthetic:
         rows[s.name]["msssim"] = within_msssim(
-            s.volumes, settings.msssim_comparisons, stream(seed, "msssim", "synthetic", s.name),
-            settings, f"MS-SSIM {s.name}")
+            s.volumes,
+            settings.msssim_comparisons,
+            stream(seed, "msssim", "synthetic", s.name),
+            settings,
+            f"MS-SSIM {s.name}",
+        )
     ref_rng = stream(seed, "pairs", "reference")
     rows["reference"].update(
-        paired(heldout.volumes, real.volumes, settings.comparisons, ref_rng, settings,
-               "pairs held-out") if heldout is not None else
-        paired(real.volumes, None, settings.comparisons, ref_rng, settings, "pairs real"))
+        paired(
+            heldout.volumes, real.volumes, settings.comparisons, ref_rng, settings, "pairs held-out"
+        )
+        if heldout is not None
+        else paired(real.volumes, None, settings.comparisons, ref_rng, settings, "pairs real")
+    )
     for s in synthetic:
-        rows[s.name].update(paired(real.volumes, s.volumes, settings.comparisons,
-                                   stream(seed, "pairs", "synthetic", s.name), settings,
-                                   f"pairs {s.name}"))
+        rows[s.name].update(
+            paired(
+                real.volumes,
+                s.volumes,
+                settings.comparisons,
+                stream(seed, "pairs", "synthetic", s.name),
+                settings,
+                f"pairs {s.name}",
+            )
+        )
     return rows, {}
 
 
 # --------------------------------------------------------------------------- stage 2
 
 
-def set_level(real: np.ndarray, heldout: np.ndarray | None, synthetic: dict[str, np.ndarray],
-              settings: EvaluationSettings, rng: np.random.Generator
-              ) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
+def set_level(
+    real: np.ndarray,
+    heldout: np.ndarray | None,
+    synthetic: dict[str, np.ndarray],
+    settings: EvaluationSettings,
+    rng: np.random.Generator,
+) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
     """RBF-MMD^2, Fréchet distance, precision and recall of each set against real halves.
 
     ``real``, ``heldout`` and the synthetic arrays are feature matrices (n, d).  Returns
     ``({"reference": {...}, name: {...}}, info)`` with mean ± std over repeats.
     """
     values: dict[str, dict[str, list[float]]] = {
-        n: {k: [] for k in SET_METRICS} for n in ["reference", *synthetic]}
+        n: {k: [] for k in SET_METRICS} for n in ["reference", *synthetic]
+    }
     pool_b = len(heldout) if heldout is not None else len(real) // 2
     m = min([pool_b, *[len(s) for s in synthetic.values()]])
     info: dict[str, Any] = {
-        "subset_size": int(m), "repeats": int(settings.split_repeats),
+        "subset_size": int(m),
+        "repeats": int(settings.split_repeats),
         "reference_size": int(len(real) if heldout is not None else len(real) - pool_b),
         "knn_k": settings.knn_k,
-        "split": "real vs held-out" if heldout is not None else "random halves of real"}
+        "split": "real vs held-out" if heldout is not None else "random halves of real",
+    }
     if m < 3 or info["reference_size"] < 3:
         info["skipped"] = "too few scans for set-level distances (need 3 per subset)"
         return {}, info
@@ -151,36 +180,53 @@ def set_level(real: np.ndarray, heldout: np.ndarray | None, synthetic: dict[str,
             values[name]["precision"].append(p)
             values[name]["recall"].append(r)
     info["rbf_sigma_mean"] = float(np.mean(sigmas))
-    out = {name: {k: {"mean": float(np.mean(v)),
-                      "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                      "values": [float(x) for x in v]} for k, v in per.items()}
-           for name, per in values.items()}
+    out = {
+        name: {
+            k: {
+                "mean": float(np.mean(v)),
+                "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                "values": [float(x) for x in v],
+            }
+            for k, v in per.items()
+        }
+        for name, per in values.items()
+    }
     return out, info
 
 
-def feature_distances(space: FeatureSpace, real: ScanSet, heldout: ScanSet | None,
-                      synthetic: list[ScanSet], settings: EvaluationSettings
-                      ) -> FeatureSpaceResult:
+def feature_distances(
+    space: FeatureSpace,
+    real: ScanSet,
+    heldout: ScanSet | None,
+    synthetic: list[ScanSet],
+    settings: EvaluationSettings,
+) -> FeatureSpaceResult:
     """Extract ``space``'s features of every set and measure the set-level distances."""
     if space.skipped is not None or space.extractor is None:
-        return FeatureSpaceResult(space.name, {}, {"skipped": space.skipped or "no extractor"},
-                                  {})
+        return FeatureSpaceResult(space.name, {}, {"skipped": space.skipped or "no extractor"}, {})
     bs, on = settings.feature_batch, settings.progress
     f_real = feat.extract(real.volumes, space.extractor, bs, on, f"{space.name} real")
-    f_held = (feat.extract(heldout.volumes, space.extractor, bs, on, f"{space.name} held-out")
-              if heldout is not None else None)
-    f_syn = {s.name: feat.extract(s.volumes, space.extractor, bs, on, f"{space.name} {s.name}")
-             for s in synthetic}
-    rows, info = set_level(f_real, f_held, f_syn, settings,
-                           stream(settings.seed, "features", space.name))
+    f_held = (
+        feat.extract(heldout.volumes, space.extractor, bs, on, f"{space.name} held-out")
+        if heldout is not None
+        else None
+    )
+    f_syn = {
+        s.name: feat.extract(s.volumes, space.extractor, bs, on, f"{space.name} {s.name}")
+        for s in synthetic
+    }
+    rows, info = set_level(
+        f_real, f_held, f_syn, settings, stream(settings.seed, "features", space.name)
+    )
     return FeatureSpaceResult(space.name, space.extractor.describe(), info, rows)
 
 
 # --------------------------------------------------------------------------- stage 3
 
 
-def memorisation_check(real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet],
-                       settings: EvaluationSettings) -> Memorisation:
+def memorisation_check(
+    real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet], settings: EvaluationSettings
+) -> Memorisation:
     """Each synthetic scan's most similar training scan against the calibrated threshold."""
     shift = settings.copy_max_shift
     if heldout is not None:
@@ -188,29 +234,41 @@ def memorisation_check(real: ScanSet, heldout: ScanSet | None, synthetic: list[S
         ref_query = heldout.paths
         ref_rule = "each held-out real scan's most similar real (training) scan"
     else:
-        ref_nn, ref_idx = mem.nearest(real.volumes, real.volumes, exclude_self=True,
-                                      max_shift=shift)
+        ref_nn, ref_idx = mem.nearest(
+            real.volumes, real.volumes, exclude_self=True, max_shift=shift
+        )
         ref_query = real.paths
         ref_rule = "each real scan's most similar other real scan (leave-one-out)"
     if settings.copy_threshold is None:
         threshold = mem.calibrate(ref_nn, settings.copy_false_positive_rate)
     else:
         threshold = mem.Threshold(float(settings.copy_threshold), "given", None)
-    reference = {"rule": ref_rule, "similarity": _similarity_text(shift),
-                 "threshold": threshold.value, "threshold_rule": threshold.rule,
-                 "target_false_positive_rate": threshold.false_positive_rate,
-                 "near_copies": int((ref_nn > threshold.value).sum()),
-                 "fraction": float((ref_nn > threshold.value).mean()),
-                 "nn_ncc": ref_nn.tolist(), "nearest": [str(real.paths[i]) for i in ref_idx],
-                 "scans": [str(p) for p in ref_query], "nn_ncc_mean": float(ref_nn.mean()),
-                 "nn_ncc_max": float(ref_nn.max())}
+    reference = {
+        "rule": ref_rule,
+        "similarity": _similarity_text(shift),
+        "threshold": threshold.value,
+        "threshold_rule": threshold.rule,
+        "target_false_positive_rate": threshold.false_positive_rate,
+        "near_copies": int((ref_nn > threshold.value).sum()),
+        "fraction": float((ref_nn > threshold.value).mean()),
+        "nn_ncc": ref_nn.tolist(),
+        "nearest": [str(real.paths[i]) for i in ref_idx],
+        "scans": [str(p) for p in ref_query],
+        "nn_ncc_mean": float(ref_nn.mean()),
+        "nn_ncc_max": float(ref_nn.max()),
+    }
     per_set = {}
     for s in synthetic:
         nn, idx = mem.nearest(s.volumes, real.volumes, max_shift=shift)
         summ = mem.summary(nn, ref_nn, threshold)
-        summ["flagged"] = [{"scan": str(s.paths[i]), "nearest_training_scan":
-                            str(real.paths[idx[i]]), "ncc": float(nn[i])}
-                           for i in np.flatnonzero(nn > threshold.value)]
+        summ["flagged"] = [
+            {
+                "scan": str(s.paths[i]),
+                "nearest_training_scan": str(real.paths[idx[i]]),
+                "ncc": float(nn[i]),
+            }
+            for i in np.flatnonzero(nn > threshold.value)
+        ]
         summ["nn_ncc"] = nn.tolist()
         summ["nearest"] = [str(real.paths[i]) for i in idx]
         per_set[s.name] = summ
@@ -243,14 +301,19 @@ def histogram_w1(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.abs(np.cumsum(p) - np.cumsum(q)).sum() / len(p))
 
 
-def voxel_statistics(real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet],
-                     ref_name: str, settings: EvaluationSettings
-                     ) -> tuple[VoxelStatistics, dict[str, dict[str, float]]]:
+def voxel_statistics(
+    real: ScanSet,
+    heldout: ScanSet | None,
+    synthetic: list[ScanSet],
+    ref_name: str,
+    settings: EvaluationSettings,
+) -> tuple[VoxelStatistics, dict[str, dict[str, float]]]:
     """Maps and histograms of every set, and each row's distances to the real ones."""
     maps = {ref_name: voxel_maps(real.volumes)}
     hists = {ref_name: intensity_histogram(real.volumes)}
-    extra = ([("held-out real", heldout)] if heldout is not None else []) + \
-        [(s.name, s) for s in synthetic]
+    extra = ([("held-out real", heldout)] if heldout is not None else []) + [
+        (s.name, s) for s in synthetic
+    ]
     for name, s in extra:
         maps[name] = voxel_maps(s.volumes)
         hists[name] = intensity_histogram(s.volumes)
@@ -263,24 +326,34 @@ def voxel_statistics(real: ScanSet, heldout: ScanSet | None, synthetic: list[Sca
         perm = stream(settings.seed, "voxel", "halves").permutation(len(real))
         half = len(real) // 2
         a, b = real.volumes[perm[half:]], real.volumes[perm[:half]]
-        pairs = {"reference": ((voxel_maps(b), intensity_histogram(b)),
-                               (voxel_maps(a), intensity_histogram(a)))}
+        pairs = {
+            "reference": (
+                (voxel_maps(b), intensity_histogram(b)),
+                (voxel_maps(a), intensity_histogram(a)),
+            )
+        }
     for s in synthetic:
         pairs[s.name] = ((maps[s.name], hists[s.name]), (maps[ref_name], hists[ref_name]))
     rows = {}
     for row, (((mean_map, std_map), hist), ((ref_mean, ref_std), ref_hist)) in pairs.items():
-        rows[row] = {"intensity_w1": histogram_w1(ref_hist, hist),
-                     "mean_map_rmse": float(np.sqrt(((mean_map - ref_mean) ** 2).mean())),
-                     "std_map_rmse": float(np.sqrt(((std_map - ref_std) ** 2).mean()))}
+        rows[row] = {
+            "intensity_w1": histogram_w1(ref_hist, hist),
+            "mean_map_rmse": float(np.sqrt(((mean_map - ref_mean) ** 2).mean())),
+            "std_map_rmse": float(np.sqrt(((std_map - ref_std) ** 2).mean())),
+        }
     return VoxelStatistics(maps, hists, HIST_BINS), rows
 
 
 # --------------------------------------------------------------------------- the whole thing
 
 
-def evaluate(real: ScanSet, synthetic: list[ScanSet], settings: EvaluationSettings,
-             heldout: ScanSet | None = None,
-             feature_spaces: list[FeatureSpace] | None = None) -> EvaluationResult:
+def evaluate(
+    real: ScanSet,
+    synthetic: list[ScanSet],
+    settings: EvaluationSettings,
+    heldout: ScanSet | None = None,
+    feature_spaces: list[FeatureSpace] | None = None,
+) -> EvaluationResult:
     """Run the whole protocol on prepared sets; ``feature_spaces`` defaults to
     ``default_feature_spaces(settings)`` (the first one fills the main distance table)."""
     t0 = time.perf_counter()
@@ -298,15 +371,17 @@ def evaluate(real: ScanSet, synthetic: list[ScanSet], settings: EvaluationSettin
         return out
 
     paper, details = timed("paper_metrics", paper_metrics, real, heldout, synthetic, settings)
-    spaces_out = [timed(f"features: {sp.name}", feature_distances, sp, real, heldout, synthetic,
-                        settings) for sp in spaces]
+    spaces_out = [
+        timed(f"features: {sp.name}", feature_distances, sp, real, heldout, synthetic, settings)
+        for sp in spaces
+    ]
     memo = timed("memorisation", memorisation_check, real, heldout, synthetic, settings)
-    voxel, voxel_rows = timed("voxel_maps", voxel_statistics, real, heldout, synthetic,
-                              ref_name, settings)
+    voxel, voxel_rows = timed(
+        "voxel_maps", voxel_statistics, real, heldout, synthetic, ref_name, settings
+    )
     timing["total"] = time.perf_counter() - t0
 
-    rows = {ref_name: Row(ref_name, "reference", {**paper["reference"],
-                                                   **voxel_rows["reference"]})}
+    rows = {ref_name: Row(ref_name, "reference", {**paper["reference"], **voxel_rows["reference"]})}
     for s in synthetic:
         rows[s.name] = Row(s.name, "synthetic", {**paper[s.name], **voxel_rows[s.name]})
     for space in spaces_out:  # the stage keys its rows "reference"; the tables use row names
@@ -314,7 +389,17 @@ def evaluate(real: ScanSet, synthetic: list[ScanSet], settings: EvaluationSettin
             space.rows[ref_name] = space.rows.pop("reference")
     recorded = settings.to_dict()
     recorded["msssim"] = settings.msssim.describe(real.shape)
-    return EvaluationResult(protocol=settings.protocol, reference_row=ref_name,
-                            settings=recorded, real=real, heldout=heldout, synthetic=synthetic,
-                            rows=rows, feature_spaces=spaces_out, memorisation=memo,
-                            voxel=voxel, timing_s=timing, protocol_details=details)
+    return EvaluationResult(
+        protocol=settings.protocol,
+        reference_row=ref_name,
+        settings=recorded,
+        real=real,
+        heldout=heldout,
+        synthetic=synthetic,
+        rows=rows,
+        feature_spaces=spaces_out,
+        memorisation=memo,
+        voxel=voxel,
+        timing_s=timing,
+        protocol_details=details,
+    )

@@ -36,9 +36,21 @@ EXTRA_COLUMNS = {
     "mean_map_rmse": ("mean-map RMSE ↓", "min"),
     "std_map_rmse": ("std-map RMSE ↓", "min"),
 }
-DECIMALS = {"msssim": 4, "ncc": 4, "mae": 4, "mmd": 2, "psnr": 2, "rmse": 4, "rbf_mmd": 4,
-            "fd": 2, "precision": 3, "recall": 3, "intensity_w1": 4, "mean_map_rmse": 4,
-            "std_map_rmse": 4}
+DECIMALS = {
+    "msssim": 4,
+    "ncc": 4,
+    "mae": 4,
+    "mmd": 2,
+    "psnr": 2,
+    "rmse": 4,
+    "rbf_mmd": 4,
+    "fd": 2,
+    "precision": 3,
+    "recall": 3,
+    "intensity_w1": 4,
+    "mean_map_rmse": 4,
+    "std_map_rmse": 4,
+}
 FIGURES = ("montage.png", "mean_std_maps.png", "intensity_histograms.png", "memorisation.png")
 
 
@@ -61,8 +73,12 @@ def score(key: str, v: float, direction: str, target: float | None) -> float:
     return -abs(v - (target if target is not None else v))
 
 
-def beats(better: dict, worse: dict, real_msssim: float | None,
-          keys: tuple[str, ...] = (*PAPER_COLUMNS, *EXTRA_COLUMNS)) -> dict[str, bool]:
+def beats(
+    better: dict,
+    worse: dict,
+    real_msssim: float | None,
+    keys: tuple[str, ...] = (*PAPER_COLUMNS, *EXTRA_COLUMNS),
+) -> dict[str, bool]:
     """For each metric, whether row ``better`` scores strictly better than row ``worse``."""
     columns = {**PAPER_COLUMNS, **EXTRA_COLUMNS}
     out = {}
@@ -89,8 +105,9 @@ def _fmt(row: dict, key: str, bold: bool) -> str:
     return f"**{text}**" if bold else text
 
 
-def row_metrics(result: EvaluationResult, name: str,
-                space: FeatureSpaceResult | None = None) -> dict:
+def row_metrics(
+    result: EvaluationResult, name: str, space: FeatureSpaceResult | None = None
+) -> dict:
     """Every metric of row ``name``: its own and those of feature space ``space`` (default:
     the first one, whose distances fill the main distance table)."""
     if space is None and result.feature_spaces:
@@ -99,8 +116,11 @@ def row_metrics(result: EvaluationResult, name: str,
     return {**result.rows[name].metrics, **extra}
 
 
-def table(result: EvaluationResult, columns: dict[str, tuple[str, str]],
-          space: FeatureSpaceResult | None = None) -> str:
+def table(
+    result: EvaluationResult,
+    columns: dict[str, tuple[str, str]],
+    space: FeatureSpaceResult | None = None,
+) -> str:
     """A Markdown table: the real reference row, then one row per synthetic set, best bold."""
     ref = result.reference_row
     rows = {n: row_metrics(result, n, space) for n in result.rows}
@@ -108,19 +128,32 @@ def table(result: EvaluationResult, columns: dict[str, tuple[str, str]],
     synth = [r.name for r in result.synthetic_rows()]
     best: dict[str, set[str]] = {}
     for key, (_, direction) in columns.items():
-        scored = [(score(key, value(rows[n], key), direction, target), n)
-                  for n in synth if value(rows[n], key) is not None]
+        scored = [
+            (score(key, value(rows[n], key), direction, target), n)
+            for n in synth
+            if value(rows[n], key) is not None
+        ]
         if len(scored) > 1:
             top = max(s for s, _ in scored)
             best[key] = {n for s, n in scored if s == top}
-    lines = ["| set | " + " | ".join(t for t, _ in columns.values()) + " |",
-             "|---|" + "---|" * len(columns)]
-    lines.append(f"| *{ref}* | " + " | ".join(
-        f"*{_fmt(rows[ref], k, False)}*" if rows[ref].get(k) is not None else "—"
-        for k in columns) + " |")
+    lines = [
+        "| set | " + " | ".join(t for t, _ in columns.values()) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    lines.append(
+        f"| *{ref}* | "
+        + " | ".join(
+            f"*{_fmt(rows[ref], k, False)}*" if rows[ref].get(k) is not None else "—"
+            for k in columns
+        )
+        + " |"
+    )
     for n in synth:
-        lines.append(f"| {n} | " + " | ".join(_fmt(rows[n], k, n in best.get(k, set()))
-                                             for k in columns) + " |")
+        lines.append(
+            f"| {n} | "
+            + " | ".join(_fmt(rows[n], k, n in best.get(k, set())) for k in columns)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -128,48 +161,63 @@ def memorisation_table(result: EvaluationResult) -> str:
     """Nearest-training-scan similarity of each synthetic set beside the real reference, with
     the share of each flagged as near-copies (the real share is the false-positive baseline)."""
     ref = result.memorisation.reference
-    lines = ["| set | nearest training similarity: median | max | near-copies |",
-             "|---|---|---|---|",
-             (f"| *{result.reference_row}* | *{np.median(ref['nn_ncc']):.4f}* | "
-              f"*{ref['nn_ncc_max']:.4f}* | *{ref['near_copies']} / {len(ref['nn_ncc'])} "
-              f"({100 * ref['fraction']:.1f}%)* |")]
+    lines = [
+        "| set | nearest training similarity: median | max | near-copies |",
+        "|---|---|---|---|",
+        (
+            f"| *{result.reference_row}* | *{np.median(ref['nn_ncc']):.4f}* | "
+            f"*{ref['nn_ncc_max']:.4f}* | *{ref['near_copies']} / {len(ref['nn_ncc'])} "
+            f"({100 * ref['fraction']:.1f}%)* |"
+        ),
+    ]
     for n, m in result.memorisation.synthetic.items():
-        lines.append(f"| {n} | {m['nn_ncc_median']:.4f} | {m['nn_ncc_max']:.4f} | "
-                     f"{m['near_copies']} / {len(m['nn_ncc'])} ({100 * m['fraction']:.1f}%) |")
+        lines.append(
+            f"| {n} | {m['nn_ncc_median']:.4f} | {m['nn_ncc_max']:.4f} | "
+            f"{m['near_copies']} / {len(m['nn_ncc'])} ({100 * m['fraction']:.1f}%) |"
+        )
     return "\n".join(lines)
 
 
 def pair_counts_table(result: EvaluationResult) -> str:
     """Draws and distinct pairs behind each row's paper metrics."""
-    lines = ["| set | MS-SSIM draws | distinct MS-SSIM pairs | pair draws | distinct pairs |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| set | MS-SSIM draws | distinct MS-SSIM pairs | pair draws | distinct pairs |",
+        "|---|---|---|---|---|",
+    ]
     for name, row in result.rows.items():
         ms, nc = row.metrics.get("msssim", {}), row.metrics.get("ncc", {})
-        lines.append(f"| {name} | {ms.get('comparisons', '—')} | "
-                     f"{ms.get('distinct_pairs', '—')} | {nc.get('comparisons', '—')} | "
-                     f"{nc.get('distinct_pairs', '—')} |")
+        lines.append(
+            f"| {name} | {ms.get('comparisons', '—')} | "
+            f"{ms.get('distinct_pairs', '—')} | {nc.get('comparisons', '—')} | "
+            f"{nc.get('distinct_pairs', '—')} |"
+        )
     return "\n".join(lines)
 
 
 def _paper_section(result: EvaluationResult) -> str:
     s = result.settings
     ms = s["msssim"]
-    ref_text = ("held-out real scans paired with the real scans"
-                if result.heldout is not None else "pairs of distinct real scans")
-    head = (f"The first row, *{result.reference_row}*, is the target: the same metrics for "
-            f"{ref_text}. Bold: the best synthetic set (MS-SSIM: closest to the real value).")
+    ref_text = (
+        "held-out real scans paired with the real scans"
+        if result.heldout is not None
+        else "pairs of distinct real scans"
+    )
+    head = (
+        f"The first row, *{result.reference_row}*, is the target: the same metrics for "
+        f"{ref_text}. Bold: the best synthetic set (MS-SSIM: closest to the real value)."
+    )
     if result.protocol == "authors":
         d = result.protocol_details
         side = d["padded_shape"][0]
         return f"""## Paper metrics — the authors' protocol
 
 Protocol **authors**: the published test code's computation (docs/evaluation.md). Each of
-{d['epochs']} epochs shuffles the real scans into {d['batches_per_epoch']} batches of 2, each
+{d["epochs"]} epochs shuffles the real scans into {d["batches_per_epoch"]} batches of 2, each
 compared with 2 scans of the other set; MMD is the linear-kernel MMD of the 2 against the 2
 (distance between the two 2-scan mean images); NCC and MAE on volumes zero-padded to
 {side}^3; RMSE, PSNR, MMD on the source slices. MS-SSIM: Kwon et al.'s 3D code (5 scales,
 data range 1, scales mixed as that code does), pairs of each shuffled epoch, about
-{s['msssim_comparisons']} pairs per set. **± = std over the epoch averages**, not over
+{s["msssim_comparisons"]} pairs per set. **± = std over the epoch averages**, not over
 single comparisons. {head}
 
 {table(result, PAPER_COLUMNS)}
@@ -177,17 +225,17 @@ single comparisons. {head}
     return f"""## Paper metrics (Table 2 protocol)
 
 Protocol **ratgan** (ours; `--protocol authors` gives the published code's computation).
-MS-SSIM: {s['msssim_comparisons']} random pairs of distinct scans *inside* each set (diversity:
+MS-SSIM: {s["msssim_comparisons"]} random pairs of distinct scans *inside* each set (diversity:
 the synthetic value should be close to the real one, not close to 1). NCC, MAE, MMD, PSNR,
-RMSE: {s['comparisons']} random (real, synthetic) pairs. Mean ± std over the comparisons.
+RMSE: {s["comparisons"]} random (real, synthetic) pairs. Mean ± std over the comparisons.
 {head}
 
 {table(result, PAPER_COLUMNS)}
 
-MS-SSIM: MONAI, {ms['scales']} scales (coarsest {'x'.join(map(str, ms['coarsest_scale_shape']))}
-voxels), Gaussian window {ms['kernel_size']} voxels, sigma {ms['kernel_sigma']}, data range
-{ms['data_range']}, weights {', '.join(f'{w:.4f}' for w in ms['weights'])} (Wang et al.'s first
-{ms['scales']} weights renormalised). MMD is Kwon et al.'s linear-kernel form per pair: the
+MS-SSIM: MONAI, {ms["scales"]} scales (coarsest {"x".join(map(str, ms["coarsest_scale_shape"]))}
+voxels), Gaussian window {ms["kernel_size"]} voxels, sigma {ms["kernel_sigma"]}, data range
+{ms["data_range"]}, weights {", ".join(f"{w:.4f}" for w in ms["weights"])} (Wang et al.'s first
+{ms["scales"]} weights renormalised). MMD is Kwon et al.'s linear-kernel form per pair: the
 sum of squared voxel differences (a linear kernel compares mean images only). PSNR uses data
 range 1.
 
@@ -201,10 +249,12 @@ def _small_sample_note(space: FeatureSpaceResult) -> str:
     if not space.unstable:
         return ""
     n = min(space.info["subset_size"], space.info["reference_size"])
-    return (f"\n\n**Unstable estimate:** these distances compare sets of {n} scans in "
-            f"{space.dim} features — fewer scans than features, so covariances are singular, "
-            "the Fréchet distance is strongly biased upwards and the kernel estimates are "
-            "noisy. Read only differences to the first row, and prefer more scans.")
+    return (
+        f"\n\n**Unstable estimate:** these distances compare sets of {n} scans in "
+        f"{space.dim} features — fewer scans than features, so covariances are singular, "
+        "the Fréchet distance is strongly biased upwards and the kernel estimates are "
+        "noisy. Read only differences to the first row, and prefer more scans."
+    )
 
 
 def _feature_section(result: EvaluationResult) -> str:
@@ -212,18 +262,24 @@ def _feature_section(result: EvaluationResult) -> str:
         return ""
     first = result.feature_spaces[0]
     f = {**first.description, **first.info}
-    level = ("the real set against a held-out real set" if f.get("split") == "real vs held-out"
-             else "one random half of the real set against the other half")
-    maps_ref = ("held-out vs real" if result.heldout is not None
-                else "one half of the real set vs the other half")
+    level = (
+        "the real set against a held-out real set"
+        if f.get("split") == "real vs held-out"
+        else "one random half of the real set against the other half"
+    )
+    maps_ref = (
+        "held-out vs real"
+        if result.heldout is not None
+        else "one half of the real set vs the other half"
+    )
     skipped = f"\n\n*Set-level distances skipped: {f['skipped']}.*" if f.get("skipped") else ""
     text = f"""## Beyond the paper: distribution distances
 
-In a fixed random 3D convolutional feature space ({f['dim']} features, seed {f['seed']}; not
+In a fixed random 3D convolutional feature space ({f["dim"]} features, seed {f["seed"]}; not
 trained on anything, so it sees intensity, edges and texture, not anatomy). Each set is
-compared with a reference real subset of {f.get('reference_size', '—')} scans; the first row
-is {level} (what a perfect generator scores). Subsets of {f.get('subset_size', '—')} scans,
-{f.get('repeats', '—')} repeats, mean ± std over repeats; k = {f.get('knn_k', '—')} for
+compared with a reference real subset of {f.get("reference_size", "—")} scans; the first row
+is {level} (what a perfect generator scores). Subsets of {f.get("subset_size", "—")} scans,
+{f.get("repeats", "—")} repeats, mean ± std over repeats; k = {f.get("knn_k", "—")} for
 precision/recall. Intensity W1: Wasserstein-1 distance between the voxel intensity histograms
 of the set and of the real set; mean/std-map RMSE: between their per-voxel mean (std) maps
 (first row: {maps_ref}).{skipped}{_small_sample_note(first)}
@@ -241,7 +297,7 @@ of the set and of the real set; mean/std-map RMSE: between their per-voxel mean 
         text += f"""
 ### Feature space: {space.name}
 
-{space.description.get('kind', space.name)} ({space.dim} features); same splits and subset
+{space.description.get("kind", space.name)} ({space.dim} features); same splits and subset
 sizes as above.{about}{_small_sample_note(space)}
 
 {table(result, SET_COLUMNS, space)}
@@ -257,14 +313,15 @@ def markdown(result: EvaluationResult) -> str:
         f"- **{name}**: {info['n']} scans from `{info['generated_from'] or info['source']}`"
         + (" (generated from this run)" if info["generated_from"] else "")
         + ("; " + "; ".join(info["notes"]) if info["notes"] else "")
-        for name, info in sets.items())
+        for name, info in sets.items()
+    )
     memo = result.memorisation.reference
     shape = result.shape
     return f"""# ratgan evaluation report
 
 Protocol: **{result.protocol}**. Volumes: {shape[0]}x{shape[1]}x{shape[2]}, each rescaled to
 [0, 1] (min/max) and cropped to the real scans' slices (docs/evaluation.md, Preparation).
-Seed {s['seed']}.
+Seed {s["seed"]}.
 
 {set_lines}
 
@@ -272,9 +329,9 @@ Seed {s['seed']}.
 {_feature_section(result)}
 ## Memorisation
 
-For each synthetic scan, its most similar training (real) scan, by {memo['similarity']}; the
-reference is {memo['rule']}. A scan more similar to a training scan than the threshold
-({memo['threshold']:.4f}: {threshold_rule(result)}) is flagged as a near-copy. The real
+For each synthetic scan, its most similar training (real) scan, by {memo["similarity"]}; the
+reference is {memo["rule"]}. A scan more similar to a training scan than the threshold
+({memo["threshold"]:.4f}: {threshold_rule(result)}) is flagged as a near-copy. The real
 reference row is the baseline: real scans that are not copies, flagged at that rate.
 
 {memorisation_table(result)}
@@ -286,7 +343,7 @@ reference row is the baseline: real scans that are not copies, flagged at that r
 - `intensity_histograms.png`: voxel intensity distributions
 - `memorisation.png`: nearest-training-scan similarity of synthetic vs real scans
 
-Every number is in `metrics.json`. Time: {result.timing_s['total']:.0f} s.
+Every number is in `metrics.json`. Time: {result.timing_s["total"]:.0f} s.
 """
 
 
@@ -295,8 +352,10 @@ def threshold_rule(result: EvaluationResult) -> str:
     memo = result.memorisation.reference
     if memo["target_false_positive_rate"] is None:
         return memo["threshold_rule"]
-    return (f"{memo['threshold_rule']}, so that about "
-            f"{100 * memo['target_false_positive_rate']:g}% of never-seen real scans pass it")
+    return (
+        f"{memo['threshold_rule']}, so that about "
+        f"{100 * memo['target_false_positive_rate']:g}% of never-seen real scans pass it"
+    )
 
 
 def _json_safe(obj):
@@ -353,8 +412,14 @@ def figure_montage(result: EvaluationResult, path: Path, per_set: int = 8) -> No
             ax = axes[r, c]
             ax.axis("off")
             if c < len(s):
-                ax.imshow(_slices(s.volumes[c])[0], cmap="gray", vmin=0, vmax=1,
-                          origin="lower", extent=ext)
+                ax.imshow(
+                    _slices(s.volumes[c])[0],
+                    cmap="gray",
+                    vmin=0,
+                    vmax=1,
+                    origin="lower",
+                    extent=ext,
+                )
         axes[r, 0].set_title(name, loc="left", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=90)
@@ -373,19 +438,32 @@ def figure_maps(result: EvaluationResult, path: Path) -> None:
     ext_ax, ext_cor = _extents(real_mean.shape, result.real.zooms)
     mean_max = float(real_mean.max()) or 1.0
     std_max = max(float(m[1].max()) for m in maps.values()) or 1.0
-    diff_max = max([0.05] + [float(np.percentile(np.abs(m[0] - real_mean), 99.5))
-                             for n, m in maps.items() if n != ref])
-    titles = ["mean (axial)", "mean (coronal)", "std (axial)", "std (coronal)",
-              "|mean - real mean| (axial)"]
+    diff_max = max(
+        [0.05]
+        + [
+            float(np.percentile(np.abs(m[0] - real_mean), 99.5))
+            for n, m in maps.items()
+            if n != ref
+        ]
+    )
+    titles = [
+        "mean (axial)",
+        "mean (coronal)",
+        "std (axial)",
+        "std (coronal)",
+        "|mean - real mean| (axial)",
+    ]
     fig = Figure(figsize=(12, 2.3 * len(names)))
     axes = fig.subplots(len(names), 5, squeeze=False)
     for r, name in enumerate(names):
         mean, std = maps[name]
-        panels = [(_slices(mean)[0], mean_max, "gray", ext_ax),
-                  (_slices(mean)[1], mean_max, "gray", ext_cor),
-                  (_slices(std)[0], std_max, "magma", ext_ax),
-                  (_slices(std)[1], std_max, "magma", ext_cor),
-                  (_slices(np.abs(mean - real_mean))[0], diff_max, "viridis", ext_ax)]
+        panels = [
+            (_slices(mean)[0], mean_max, "gray", ext_ax),
+            (_slices(mean)[1], mean_max, "gray", ext_cor),
+            (_slices(std)[0], std_max, "magma", ext_ax),
+            (_slices(std)[1], std_max, "magma", ext_cor),
+            (_slices(np.abs(mean - real_mean))[0], diff_max, "viridis", ext_ax),
+        ]
         for c, (img, vmax, cmap, ext) in enumerate(panels):
             ax = axes[r, c]
             im = ax.imshow(img, cmap=cmap, vmin=0, vmax=vmax, origin="lower", extent=ext)
@@ -437,13 +515,31 @@ def figure_memorisation(result: EvaluationResult, path: Path) -> None:
     axes = fig.subplots(1, 2)
     for ax, lo in zip(axes, (min(lo_all, zoom_lo), zoom_lo)):
         edges = np.linspace(lo, 1.0, 41)
-        ax.hist(np.clip(ref, lo, 1), bins=edges, density=True, histtype="stepfilled",
-                alpha=0.35, color="k", label="real reference")
+        ax.hist(
+            np.clip(ref, lo, 1),
+            bins=edges,
+            density=True,
+            histtype="stepfilled",
+            alpha=0.35,
+            color="k",
+            label="real reference",
+        )
         for name, m in synth.items():
-            ax.hist(np.clip(m["nn_ncc"], lo, 1), bins=edges, density=True, histtype="step",
-                    lw=1.5, label=f"{name} ({m['near_copies']} near-copies)")
-        ax.axvline(result.memorisation.reference["threshold"], color="r", ls="--", lw=1,
-                   label="near-copy threshold")
+            ax.hist(
+                np.clip(m["nn_ncc"], lo, 1),
+                bins=edges,
+                density=True,
+                histtype="step",
+                lw=1.5,
+                label=f"{name} ({m['near_copies']} near-copies)",
+            )
+        ax.axvline(
+            result.memorisation.reference["threshold"],
+            color="r",
+            ls="--",
+            lw=1,
+            label="near-copy threshold",
+        )
         ax.set_xlabel("similarity (NCC) with the most similar training scan")
         ax.set_ylabel("density")
     axes[0].set_title("all", fontsize=9)
@@ -453,8 +549,7 @@ def figure_memorisation(result: EvaluationResult, path: Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
-def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True
-                 ) -> dict[str, Path]:
+def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True) -> dict[str, Path]:
     """Write report.md, metrics.json and the figures into ``out_dir``; returns their paths.
 
     They are written into a hidden staging folder first and moved into place only when all are
@@ -471,8 +566,9 @@ def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True
     stage.mkdir()
     names = []
     if figures:
-        for fn, name in zip((figure_montage, figure_maps, figure_histograms,
-                             figure_memorisation), FIGURES):
+        for fn, name in zip(
+            (figure_montage, figure_maps, figure_histograms, figure_memorisation), FIGURES
+        ):
             fn(result, stage / name)
             names.append(name)
     write_json(result, stage / "metrics.json")

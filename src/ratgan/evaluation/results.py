@@ -123,8 +123,11 @@ class EvaluationResult:
             out: dict[str, Any] = {"role": row.role, **row.metrics}
             if first is not None:
                 out.update(first.rows.get(name, {}))
-            out["memorisation"] = (self.memorisation.reference if row.role == "reference"
-                                   else self.memorisation.synthetic[name])
+            out["memorisation"] = (
+                self.memorisation.reference
+                if row.role == "reference"
+                else self.memorisation.synthetic[name]
+            )
             rows[name] = out
         features = {**first.description, **first.info} if first is not None else {}
         return {
@@ -134,8 +137,10 @@ class EvaluationResult:
             "shape": list(self.shape),
             "settings": self.settings,
             "features": features,
-            "feature_spaces": [{"name": f.name, **f.description, **f.info, "rows": f.rows}
-                               for f in self.feature_spaces],
+            "feature_spaces": [
+                {"name": f.name, **f.description, **f.info, "rows": f.rows}
+                for f in self.feature_spaces
+            ],
             "sets": self.sets(),
             "rows": rows,
             "histogram_bins": self.voxel.bins,
@@ -145,6 +150,12 @@ class EvaluationResult:
 
 
 def _set_info(s: ScanSet, role: str) -> dict[str, Any]:
-    return {"role": role, "n": len(s), "source": s.source, "generated_from": s.generated_from,
-            "shape": list(s.shape), "notes": s.notes,
-            "files": [str(Path(p)) for p in s.paths]}
+    return {
+        "role": role,
+        "n": len(s),
+        "source": s.source,
+        "generated_from": s.generated_from,
+        "shape": list(s.shape),
+        "notes": s.notes,
+        "files": [str(Path(p)) for p in s.paths],
+    }

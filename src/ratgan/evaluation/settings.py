@@ -46,8 +46,9 @@ class EvaluationSettings:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, "
-                             f"got {self.protocol!r}")
+            raise ValueError(
+                f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
+            )
 
     def to_dict(self) -> dict:
         """Plain dict of the settings."""

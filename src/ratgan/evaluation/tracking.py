@@ -39,8 +39,9 @@ def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
     return np.stack(vols), data.infos
 
 
-def quality_probe_factory(cfg: Config, run_dir: Path
-                          ) -> Callable[[torch.nn.Module, torch.device], dict[str, float]]:
+def quality_probe_factory(
+    cfg: Config, run_dir: Path
+) -> Callable[[torch.nn.Module, torch.device], dict[str, float]]:
     """Build the probe of a run: reads the training scans once, fixes codes and noise."""
     from ratgan.data.transforms import PreprocessInfo, inverse_preprocess
 
@@ -65,16 +66,20 @@ def quality_probe_factory(cfg: Config, run_dir: Path
         vols = []
         for start in range(0, n, batch):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = generator(z[start:start + batch].to(device),
-                                noise=noise[start:start + batch].to(device,
-                                                                    memory_format=fmt))
+                out = generator(
+                    z[start : start + batch].to(device),
+                    noise=noise[start : start + batch].to(device, memory_format=fmt),
+                )
             for v in out.float().cpu().numpy():
                 source = inverse_preprocess(v[0], info)
                 vols.append(prepare_volume(source, real.shape[1:]))
         fake_f = (feat.extract(np.stack(vols), extractor, progress=False) - mu) / sd
         precision, recall = feat.precision_recall(real_f, fake_f)
-        return {"frechet": feat.frechet_distance(real_f, fake_f),
-                "rbf_mmd2": feat.rbf_mmd2(real_f, fake_f, sigma),
-                "precision": precision, "recall": recall}
+        return {
+            "frechet": feat.frechet_distance(real_f, fake_f),
+            "rbf_mmd2": feat.rbf_mmd2(real_f, fake_f, sigma),
+            "precision": precision,
+            "recall": recall,
+        }
 
     return probe

@@ -42,9 +42,13 @@ class LoadedGenerator:
     """``ema`` (the moving average of G) or ``raw`` (the trained weights)."""
 
 
-def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None,
-                   device: str = "auto", precision: str | None = None,
-                   weights: str = "ema") -> LoadedGenerator:
+def load_generator(
+    run_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    weights: str = "ema",
+) -> LoadedGenerator:
     """Rebuild G from a checkpoint alone (its stored config) and load its weights.
 
     ``checkpoint`` is None or ``latest`` (the newest), ``best`` (checkpoints/best.pt, kept by
@@ -70,11 +74,11 @@ def load_generator(run_dir: str | Path, checkpoint: str | Path | None = None,
     with torch.device("meta"):  # no initialisation work: every tensor comes from the file
         generator = Generator(cfg.model)
     use_ema = weights == "ema" and "ema" in state
-    generator.load_state_dict(state["ema"]["G"] if use_ema else state["networks"]["G"],
-                              assign=True)
+    generator.load_state_dict(state["ema"]["G"] if use_ema else state["networks"]["G"], assign=True)
     generator.to(dev).eval()
-    return LoadedGenerator(generator, cfg, path, int(state["iteration"]), dev,
-                           "ema" if use_ema else "raw")
+    return LoadedGenerator(
+        generator, cfg, path, int(state["iteration"]), dev, "ema" if use_ema else "raw"
+    )
 
 
 def scan_seed(seed: int, index: int) -> int:
@@ -84,8 +88,9 @@ def scan_seed(seed: int, index: int) -> int:
 
 def latent_codes(seeds: list[int], latent_dim: int) -> torch.Tensor:
     """One N(0, I) code per seed, drawn on the CPU so that every device gives the same codes."""
-    return torch.stack([torch.randn(latent_dim, generator=torch.Generator().manual_seed(s))
-                        for s in seeds])
+    return torch.stack(
+        [torch.randn(latent_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    )
 
 
 def output_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -94,19 +99,22 @@ def output_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     Seeded with ``seed + 2**32``: scan seeds are 32-bit, so no scan's noise stream is another
     scan's code stream, and a scan stays reproducible from the manifest's seed alone.
     """
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s + 2**32))
-                        for s in seeds])
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(s + 2**32)) for s in seeds]
+    )
 
 
 @torch.no_grad()
-def sample_volumes(loaded: LoadedGenerator, z: torch.Tensor,
-                   noise: torch.Tensor | None = None) -> np.ndarray:
+def sample_volumes(
+    loaded: LoadedGenerator, z: torch.Tensor, noise: torch.Tensor | None = None
+) -> np.ndarray:
     """Network-space volumes (B, C, S, S, S) in [-1, 1] for the codes ``z`` (and the output
     noise ``noise`` of a generator that has it)."""
     bf16 = loaded.config.train.precision == "bf16"
     with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = loaded.generator(z.to(loaded.device),
-                               noise=None if noise is None else noise.to(loaded.device))
+        out = loaded.generator(
+            z.to(loaded.device), noise=None if noise is None else noise.to(loaded.device)
+        )
     return out.float().cpu().numpy()
 
 
@@ -118,26 +126,38 @@ def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tupl
     if reference is None:
         reference = read_run_data(run_dir).entries[0].image
         if not Path(reference).is_file():
-            raise RatganError(f"the run's first training scan {reference} is gone; pass "
-                              "--reference with a real scan to copy the header from.")
+            raise RatganError(
+                f"the run's first training scan {reference} is gone; pass "
+                "--reference with a real scan to copy the header from."
+            )
     scan = read_scan(reference, cfg.data.volume_index)
     _, info = preprocess(scan.data, cfg.data.target_shape, cfg.data.downsample)
     return scan, info
 
 
-def _export(vol: np.ndarray, out_dir: Path, name: str, scan: Any, info: Any,
-            record: dict[str, Any], with_labels: bool) -> tuple[dict[str, Any], Path]:
+def _export(
+    vol: np.ndarray,
+    out_dir: Path,
+    name: str,
+    scan: Any,
+    info: Any,
+    record: dict[str, Any],
+    with_labels: bool,
+) -> tuple[dict[str, Any], Path]:
     """Write one network-space volume (and its label map) in the reference scan's space."""
     from ratgan.data.io import write_nifti
     from ratgan.data.transforms import channels_to_labels, inverse_labels, inverse_preprocess
 
-    path = write_nifti(out_dir / name, inverse_preprocess(vol[0], info), scan.affine,
-                       scan.header)
+    path = write_nifti(out_dir / name, inverse_preprocess(vol[0], info), scan.affine, scan.header)
     if with_labels:
         labels = channels_to_labels(torch.from_numpy(vol[None, 1:]))[0, 0].numpy()
-        label_path = write_nifti(out_dir / "labels" / name,
-                                 inverse_labels(labels, info).astype(np.uint8),
-                                 scan.affine, scan.header, dtype=np.uint8)
+        label_path = write_nifti(
+            out_dir / "labels" / name,
+            inverse_labels(labels, info).astype(np.uint8),
+            scan.affine,
+            scan.header,
+            dtype=np.uint8,
+        )
         record["label"] = f"labels/{label_path.name}"
     return record, path
 
@@ -154,12 +174,21 @@ def _remove_leftovers(out_dir: Path, prefix: str) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int = 0,
-                   reference: str | Path | None = None, batch_size: int = 8,
-                   device: str = "auto", checkpoint: str | Path | None = None,
-                   progress: bool = True, prefix: str = "synthetic",
-                   precision: str | None = None, writers: int | None = None,
-                   weights: str = "ema") -> list[Path]:
+def generate_scans(
+    run_dir: str | Path,
+    n: int,
+    out_dir: str | Path,
+    seed: int = 0,
+    reference: str | Path | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    prefix: str = "synthetic",
+    precision: str | None = None,
+    writers: int | None = None,
+    weights: str = "ema",
+) -> list[Path]:
     """Write ``n`` synthetic scans (and label maps for joint models) plus ``manifest.json``.
 
     One generator load, then ``batch_size`` codes per forward pass; ``precision`` overrides the
@@ -207,18 +236,36 @@ def generate_scans(run_dir: str | Path, n: int, out_dir: str | Path, seed: int =
             for offset, (s, vol) in enumerate(zip(seeds, volumes)):
                 index = start + offset
                 name = f"{prefix}_{index:05d}{suffix}"
-                record = {"file": name, "index": index, "seed": s, "generation_seed": seed,
-                          "checkpoint": str(loaded.checkpoint.resolve()),
-                          "iteration": loaded.iteration, "weights": loaded.weights,
-                          "reference": str(scan.path),
-                          "precision": cfg.train.precision, "batch_size": batch_size}
-                pending.append(pool.submit(_export, vol, out_dir, name, scan, info, record,
-                                           bool(cfg.data.label_channels)))
+                record = {
+                    "file": name,
+                    "index": index,
+                    "seed": s,
+                    "generation_seed": seed,
+                    "checkpoint": str(loaded.checkpoint.resolve()),
+                    "iteration": loaded.iteration,
+                    "weights": loaded.weights,
+                    "reference": str(scan.path),
+                    "precision": cfg.train.precision,
+                    "batch_size": batch_size,
+                }
+                pending.append(
+                    pool.submit(
+                        _export,
+                        vol,
+                        out_dir,
+                        name,
+                        scan,
+                        info,
+                        record,
+                        bool(cfg.data.label_channels),
+                    )
+                )
             while len(pending) > writers + batch_size:  # bounded memory: at most ~2 batches
                 finish_oldest()
         while pending:
             finish_oldest()
     bar.close()
-    atomic_write_json(out_dir / MANIFEST, {"run": str(run_dir.resolve()), "n": n, "seed": seed,
-                                           "scans": records})
+    atomic_write_json(
+        out_dir / MANIFEST, {"run": str(run_dir.resolve()), "n": n, "seed": seed, "scans": records}
+    )
     return written

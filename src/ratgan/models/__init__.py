@@ -5,5 +5,12 @@ from ratgan.models.code_discriminator import CodeDiscriminator
 from ratgan.models.discriminator import ConvTrunk, Discriminator, Encoder
 from ratgan.models.generator import Generator
 
-__all__ = ["CodeDiscriminator", "ConvTrunk", "Discriminator", "Encoder", "Generator", "Networks",
-           "build_networks"]
+__all__ = [
+    "CodeDiscriminator",
+    "ConvTrunk",
+    "Discriminator",
+    "Encoder",
+    "Generator",
+    "Networks",
+    "build_networks",
+]

@@ -24,8 +24,12 @@ class Networks:
 
     def as_dict(self) -> dict[str, nn.Module]:
         """The networks keyed ``G``, ``E``, ``D``, ``C``."""
-        return {"G": self.generator, "E": self.encoder, "D": self.discriminator,
-                "C": self.code_discriminator}
+        return {
+            "G": self.generator,
+            "E": self.encoder,
+            "D": self.discriminator,
+            "C": self.code_discriminator,
+        }
 
     def place(self, device: torch.device | str, channels_last: bool) -> Networks:
         """Move every network to ``device``, and G, E and D to channels-last 3-D memory when

@@ -22,8 +22,15 @@ class ConvTrunk(nn.Module):
     ``Discriminator``/``Encoder``) use ``nn.Conv3d``'s default ``bias=True`` throughout.
     """
 
-    def __init__(self, in_channels: int, widths: list[int], out_channels: int, norm: Norm,
-                 slope: float, spectral: bool) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        widths: list[int],
+        out_channels: int,
+        norm: Norm,
+        slope: float,
+        spectral: bool,
+    ) -> None:
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         prev = in_channels
@@ -46,8 +53,14 @@ class Discriminator(ConvTrunk):
     """The critic D: volume (B, C, S, S, S) -> one unbounded score per volume, shape (B,)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg.channels, cfg.widths(cfg.d_width), 1, cfg.d_norm, cfg.leaky_slope,
-                         "D" in cfg.spectral_norm)
+        super().__init__(
+            cfg.channels,
+            cfg.widths(cfg.d_width),
+            1,
+            cfg.d_norm,
+            cfg.leaky_slope,
+            "D" in cfg.spectral_norm,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, S, S, S) -> (B,) scores."""
@@ -58,5 +71,11 @@ class Encoder(ConvTrunk):
     """The encoder E: volume (B, C, S, S, S) -> latent code z_e of shape (B, L)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg.channels, cfg.widths(cfg.e_width), cfg.latent_dim, cfg.e_norm,
-                         cfg.leaky_slope, "E" in cfg.spectral_norm)
+        super().__init__(
+            cfg.channels,
+            cfg.widths(cfg.e_width),
+            cfg.latent_dim,
+            cfg.e_norm,
+            cfg.leaky_slope,
+            "E" in cfg.spectral_norm,
+        )

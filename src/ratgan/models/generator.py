@@ -51,8 +51,9 @@ class Generator(nn.Module):
         self.tanh = nn.Tanh()
         self.output_noise = OutputNoise() if cfg.g_output_noise else None
 
-    def forward(self, z: Tensor, noise: Tensor | None = None, return_clean: bool = False
-                ) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(
+        self, z: Tensor, noise: Tensor | None = None, return_clean: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """(B, L) latent codes -> (B, C, S, S, S) volumes in [-1, 1].
 
         ``noise`` (standard normal, the output's shape) feeds the output noise of a generator

@@ -78,8 +78,12 @@ class UpsampleConvBlock(nn.Sequential):
     """
 
     def __init__(self, conv: nn.Conv3d, *rest: nn.Module, fused: bool) -> None:
-        if conv.kernel_size != (3, 3, 3) or conv.padding != (1, 1, 1) or conv.stride != (1, 1, 1) \
-                or conv.bias is not None:
+        if (
+            conv.kernel_size != (3, 3, 3)
+            or conv.padding != (1, 1, 1)
+            or conv.stride != (1, 1, 1)
+            or conv.bias is not None
+        ):
             raise ValueError("UpsampleConvBlock needs a Conv3d(k3, s1, p1) without bias")
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), conv, *rest)
         self.fused = fused

@@ -79,8 +79,10 @@ def make_atlases(entries: list, k: int, seed: int = 0) -> list[Atlas]:
     if k < 1:
         raise RatganError(f"the number of atlases must be at least 1 (got {k}).")
     if len(labelled) < k:
-        raise RatganError(f"atlas labelling needs {k} labelled scans but only "
-                          f"{len(labelled)} are available; pass fewer atlases.")
+        raise RatganError(
+            f"atlas labelling needs {k} labelled scans but only "
+            f"{len(labelled)} are available; pass fewer atlases."
+        )
     pick = sorted(np.random.default_rng([seed, 4242]).choice(len(labelled), k, replace=False))
     out = []
     for i in pick:
@@ -113,13 +115,17 @@ def _ants_image(data: np.ndarray, affine: np.ndarray):
     spacing = np.linalg.norm(lin, axis=0)
     direction = lin / spacing
     ras_to_lps = np.diag([-1.0, -1.0, 1.0])  # ITK's world frame is LPS, NIfTI's is RAS
-    return ants.from_numpy(np.ascontiguousarray(data, dtype=np.float32),
-                           origin=tuple(ras_to_lps @ np.asarray(affine)[:3, 3]),
-                           spacing=tuple(spacing), direction=ras_to_lps @ direction)
+    return ants.from_numpy(
+        np.ascontiguousarray(data, dtype=np.float32),
+        origin=tuple(ras_to_lps @ np.asarray(affine)[:3, 3]),
+        spacing=tuple(spacing),
+        direction=ras_to_lps @ direction,
+    )
 
 
-def _warp_one(fixed, atlas: Atlas, params: AtlasParams, volume_index: int | None,
-              seed: int) -> np.ndarray:
+def _warp_one(
+    fixed, atlas: Atlas, params: AtlasParams, volume_index: int | None, seed: int
+) -> np.ndarray:
     import ants
 
     from ratgan.data.io import read_label, read_scan
@@ -130,19 +136,22 @@ def _warp_one(fixed, atlas: Atlas, params: AtlasParams, volume_index: int | None
     # antspyx 0.6 takes the seed of the metric sampling from this module attribute only (its
     # public setter, set_ants_deterministic, also reseeds numpy's and Python's global RNGs)
     ants.config._random_seed = seed
-    reg = ants.registration(fixed, moving, type_of_transform="SyN",
-                            reg_iterations=tuple(params.syn_iterations))
+    reg = ants.registration(
+        fixed, moving, type_of_transform="SyN", reg_iterations=tuple(params.syn_iterations)
+    )
     try:
-        warped = ants.apply_transforms(fixed, labels, reg["fwdtransforms"],
-                                       interpolator="genericLabel")
+        warped = ants.apply_transforms(
+            fixed, labels, reg["fwdtransforms"], interpolator="genericLabel"
+        )
     finally:
         for f in set(reg["fwdtransforms"]) | set(reg["invtransforms"]):
             Path(f).unlink(missing_ok=True)
     return np.rint(warped.numpy()).astype(np.uint8)
 
 
-def atlas_label(target: str | Path, atlases: list[Atlas], params: AtlasParams,
-                volume_index: int | None = None) -> np.ndarray:
+def atlas_label(
+    target: str | Path, atlases: list[Atlas], params: AtlasParams, volume_index: int | None = None
+) -> np.ndarray:
     """The fused label map (uint8, the target's voxel grid) of one scan."""
     from ratgan.data.io import read_scan
 
@@ -150,8 +159,12 @@ def atlas_label(target: str | Path, atlases: list[Atlas], params: AtlasParams,
     scan = read_scan(target, volume_index)
     fixed = _ants_image(scan.data, scan.affine)
     # ANTs reads a seed of 0 as "seed from the clock", so the seeds start at 1
-    maps = np.stack([_warp_one(fixed, a, params, volume_index, 1 + 1000 * params.seed + j)
-                     for j, a in enumerate(atlases)])
+    maps = np.stack(
+        [
+            _warp_one(fixed, a, params, volume_index, 1 + 1000 * params.seed + j)
+            for j, a in enumerate(atlases)
+        ]
+    )
     return fuse_majority(maps)
 
 
@@ -160,10 +173,17 @@ def _one_thread() -> None:
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
 
-def label_scans(targets: list[Path], atlases: list[Atlas], out_dir: str | Path,
-                params: AtlasParams, cache_dir: str | Path | None = None, workers: int = 2,
-                volume_index: int | None = None, progress: bool = True,
-                desc: str = "atlas labels") -> list[Path]:
+def label_scans(
+    targets: list[Path],
+    atlases: list[Atlas],
+    out_dir: str | Path,
+    params: AtlasParams,
+    cache_dir: str | Path | None = None,
+    workers: int = 2,
+    volume_index: int | None = None,
+    progress: bool = True,
+    desc: str = "atlas labels",
+) -> list[Path]:
     """Label every target with the atlases and write ``out_dir/<target name>`` (uint8, the
     target's header and affine, written atomically); returns the written paths.
 
@@ -178,8 +198,10 @@ def label_scans(targets: list[Path], atlases: list[Atlas], out_dir: str | Path,
     cache = Path(cache_dir) if cache_dir is not None else out_dir / ".cache"
     names = [Path(t).name for t in targets]
     if len(set(names)) != len(names):
-        raise RatganError("two scans to label share a file name; label maps are written by "
-                          "file name, so rename one of them.")
+        raise RatganError(
+            "two scans to label share a file name; label maps are written by "
+            "file name, so rename one of them."
+        )
     keys = [cache_key(t, atlases, params) for t in targets]
     cached = {k: cache / f"{k}.nii.gz" for k in keys}
     todo = [i for i, k in enumerate(keys) if not cached[k].is_file()]
@@ -188,8 +210,9 @@ def label_scans(targets: list[Path], atlases: list[Atlas], out_dir: str | Path,
     def store(i: int, labels: np.ndarray) -> None:
         scan = read_scan(targets[i], volume_index)
         write_nifti(cached[keys[i]], labels, scan.affine, dtype=np.uint8)
-        written.append(write_nifti(out_dir / names[i], labels, scan.affine,
-                                   header=scan.header, dtype=np.uint8))
+        written.append(
+            write_nifti(out_dir / names[i], labels, scan.affine, header=scan.header, dtype=np.uint8)
+        )
 
     with tqdm(total=len(targets), desc=desc, unit="scan", disable=not progress) as bar:
         pending = set(todo)
@@ -201,10 +224,13 @@ def label_scans(targets: list[Path], atlases: list[Atlas], out_dir: str | Path,
 
             # spawn: a fresh interpreter per worker, so ITK starts with one thread and no
             # state (or threads) of the parent is copied
-            with ProcessPoolExecutor(min(workers, len(todo)), mp.get_context("spawn"),
-                                     initializer=_one_thread) as pool:
-                jobs = {pool.submit(atlas_label, targets[i], atlases, params, volume_index): i
-                        for i in todo}
+            with ProcessPoolExecutor(
+                min(workers, len(todo)), mp.get_context("spawn"), initializer=_one_thread
+            ) as pool:
+                jobs = {
+                    pool.submit(atlas_label, targets[i], atlases, params, volume_index): i
+                    for i in todo
+                }
                 for job in as_completed(jobs):
                     store(jobs[job], job.result())
                     bar.update()

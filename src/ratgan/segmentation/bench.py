@@ -54,13 +54,31 @@ from ratgan.segmentation.unet import PRESETS, UNetConfig
 
 MODES = {
     # narrow U-Net on the brain's bounding box at full resolution, a fixed step budget
-    "cpu": {"channels": PRESETS["cpu"], "downsample": 1, "crop": "brain", "max_epochs": 1000,
-            "max_steps": 400, "patience": 20, "batch_size": 4, "lr": 2e-3, "precision": "bf16",
-            "seeds": 5},
+    "cpu": {
+        "channels": PRESETS["cpu"],
+        "downsample": 1,
+        "crop": "brain",
+        "max_epochs": 1000,
+        "max_steps": 400,
+        "patience": 20,
+        "batch_size": 4,
+        "lr": 2e-3,
+        "precision": "bf16",
+        "seeds": 5,
+    },
     # the paper's U-Net on whole full-resolution volumes, the paper's lr and patience
-    "full": {"channels": PRESETS["full"], "downsample": 1, "crop": "none", "max_epochs": 500,
-             "max_steps": 0, "patience": 50, "batch_size": 4, "lr": 5e-4, "precision": "bf16",
-             "seeds": 2},
+    "full": {
+        "channels": PRESETS["full"],
+        "downsample": 1,
+        "crop": "none",
+        "max_epochs": 500,
+        "max_steps": 0,
+        "patience": 50,
+        "batch_size": 4,
+        "lr": 5e-4,
+        "precision": "bf16",
+        "seeds": 2,
+    },
 }
 
 
@@ -114,8 +132,9 @@ class BenchOptions:
         if self.mode not in MODES:
             raise RatganError(f"--mode must be one of {', '.join(MODES)} (got {self.mode!r}).")
         if self.labels not in LABEL_SOURCES:
-            raise RatganError(f"--labels must be one of {', '.join(LABEL_SOURCES)} "
-                              f"(got {self.labels!r}).")
+            raise RatganError(
+                f"--labels must be one of {', '.join(LABEL_SOURCES)} (got {self.labels!r})."
+            )
         d = dict(MODES[self.mode])
         kw = asdict(self)
         for key, value in d.items():
@@ -129,8 +148,10 @@ class BenchOptions:
         if out.atlases < 1 or out.workers < 1:
             raise RatganError("--atlases and --workers must be at least 1.")
         if out.downsample < 1 or any(s % out.downsample for s in out.shape):
-            raise RatganError(f"--downsample {out.downsample} must divide every side of "
-                              f"--shape {list(out.shape)}.")
+            raise RatganError(
+                f"--downsample {out.downsample} must divide every side of "
+                f"--shape {list(out.shape)}."
+            )
         for name in ("max_epochs", "patience", "batch_size"):
             if getattr(out, name) < 1:
                 raise RatganError(f"--{name.replace('_', '-')} must be at least 1.")
@@ -146,10 +167,16 @@ class BenchOptions:
 
     def settings(self) -> TrainSettings:
         """Training settings of every network of the benchmark."""
-        return TrainSettings(max_epochs=self.max_epochs, patience=self.patience,
-                             batch_size=self.batch_size, lr=self.lr, loss=self.loss,
-                             precision=self.precision, device=self.device,
-                             max_steps=self.max_steps or None)
+        return TrainSettings(
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            loss=self.loss,
+            precision=self.precision,
+            device=self.device,
+            max_steps=self.max_steps or None,
+        )
 
     def net(self, box=None) -> UNetConfig:
         """The U-Net of every test (built for the working shape: crop, then pooling)."""
@@ -159,9 +186,29 @@ class BenchOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """The options that change results: a rerun into the same folder must match them."""
-        keys = ("real", "synthetic", "mode", "labels", "atlases", "shape", "downsample", "crop",
-                "channels", "max_epochs", "max_steps", "patience", "batch_size", "lr", "loss", "precision",
-                "split_seed", "test_fraction", "val_fraction", "gate_margin", "volume_index")
+        keys = (
+            "real",
+            "synthetic",
+            "mode",
+            "labels",
+            "atlases",
+            "shape",
+            "downsample",
+            "crop",
+            "channels",
+            "max_epochs",
+            "max_steps",
+            "patience",
+            "batch_size",
+            "lr",
+            "loss",
+            "precision",
+            "split_seed",
+            "test_fraction",
+            "val_fraction",
+            "gate_margin",
+            "volume_index",
+        )
         d = asdict(self)
         out = {k: d[k] for k in keys}
         out["real"] = str(Path(self.real).resolve())
@@ -192,18 +239,23 @@ def check_folder(out: Path, fingerprint: dict[str, Any]) -> None:
         diff = [k for k in fingerprint if old.get(k) != fingerprint[k]]
         if diff:
             changes = ", ".join(f"{k}: {old.get(k)} -> {fingerprint[k]}" for k in diff)
-            raise RatganError(f"output folder {out} holds a benchmark made with other "
-                              f"options ({changes}); use a new --out or the same options.")
+            raise RatganError(
+                f"output folder {out} holds a benchmark made with other "
+                f"options ({changes}); use a new --out or the same options."
+            )
 
 
 def load_real(opt: BenchOptions) -> tuple[list, SegSet]:
     """The labelled real scan entries and the scans at full resolution."""
     entries = [e for e in find_entries(opt.real) if e.label is not None]
     if len(entries) < 4:
-        raise RatganError(f"real set {opt.real} holds {len(entries)} scans with label "
-                          "maps; the benchmark needs at least 4 (labels/ beside images/).")
-    return entries, load_set(entries, opt.shape, opt.volume_index, progress=opt.progress,
-                             desc="real scans")
+        raise RatganError(
+            f"real set {opt.real} holds {len(entries)} scans with label "
+            "maps; the benchmark needs at least 4 (labels/ beside images/)."
+        )
+    return entries, load_set(
+        entries, opt.shape, opt.volume_index, progress=opt.progress, desc="real scans"
+    )
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -243,20 +295,29 @@ def prepare(options: BenchOptions) -> BenchState:
     entries, real = load_real(opt)
     split = make_split(len(real), opt.split_seed, opt.test_fraction, opt.val_fraction)
     r = len(split.train)
-    box = (brain_box(real.labels[split.train + split.val],
-                     multiple=2 ** (len(opt.channels) - 1) * opt.downsample)
-           if opt.crop == "brain" else None)
+    box = (
+        brain_box(
+            real.labels[split.train + split.val],
+            multiple=2 ** (len(opt.channels) - 1) * opt.downsample,
+        )
+        if opt.crop == "brain"
+        else None
+    )
     wanted = opt.tests or [t.number for t in TESTS]
     needed = max(halves(t.synth_halves, r) for t in TESTS if t.number in wanted)
-    overlap = check_overlap(opt.synthetic, [real.images_paths[i] for i in split.test],
-                            opt.allow_overlap) if needed else {"checked": False, "files": []}
+    overlap = (
+        check_overlap(opt.synthetic, [real.images_paths[i] for i in split.test], opt.allow_overlap)
+        if needed
+        else {"checked": False, "files": []}
+    )
     state = BenchState(opt, out, real, split, box, needed, overlap)
     if needed and opt.labels == "atlas":
         from ratgan.segmentation.atlas import AtlasParams, make_atlases
 
         state.atlas_params = AtlasParams(k=opt.atlases, seed=opt.split_seed)
-        state.atlases = make_atlases([entries[i] for i in split.train], opt.atlases,
-                                     seed=opt.split_seed)
+        state.atlases = make_atlases(
+            [entries[i] for i in split.train], opt.atlases, seed=opt.split_seed
+        )
     return state
 
 
@@ -273,20 +334,29 @@ class Benchmark:
         """segbench.json: options, split, counts, labels, box, gate and overlap."""
         s = self.state
         r = len(s.split.train)
-        atomic_write_json(self.out / "segbench.json", {
-            "options": self.opt.fingerprint(),
-            "split": {k: [s.real.names[i] for i in v] for k, v in s.split.to_dict().items()},
-            "counts": {"real_labelled": len(s.real), "train": r, "val": len(s.split.val),
-                       "test": len(s.split.test), "synthetic_pool": len(pool.scans),
-                       "synthetic_needed_all_tests": synthetic_needed(r)},
-            "labels": pool.labels,
-            "atlas": pool.atlas,
-            "overlap": s.overlap,
-            "box": None if s.box is None else [list(b) for b in s.box],
-            "network_input": list(self.opt.net(s.box).input_shape),
-            "quality_gate": {k: pool.gate[k] for k in ("acceptance_rate", "n_checked",
-                                                        "n_accepted")},
-        })
+        atomic_write_json(
+            self.out / "segbench.json",
+            {
+                "options": self.opt.fingerprint(),
+                "split": {k: [s.real.names[i] for i in v] for k, v in s.split.to_dict().items()},
+                "counts": {
+                    "real_labelled": len(s.real),
+                    "train": r,
+                    "val": len(s.split.val),
+                    "test": len(s.split.test),
+                    "synthetic_pool": len(pool.scans),
+                    "synthetic_needed_all_tests": synthetic_needed(r),
+                },
+                "labels": pool.labels,
+                "atlas": pool.atlas,
+                "overlap": s.overlap,
+                "box": None if s.box is None else [list(b) for b in s.box],
+                "network_input": list(self.opt.net(s.box).input_shape),
+                "quality_gate": {
+                    k: pool.gate[k] for k in ("acceptance_rate", "n_checked", "n_accepted")
+                },
+            },
+        )
 
     def pool(self) -> Pool:
         """The labelled, screened synthetic scans the tests need."""
@@ -297,7 +367,8 @@ class Benchmark:
                 f"only {len(pool.scans)} synthetic scans passed the quality gate "
                 f"(acceptance {pool.gate['acceptance_rate']:.0%}) but the tests need "
                 f"{s.needed} for {len(s.split.train)} real training scans; add scans to "
-                f"{self.opt.synthetic} or pass a run folder so that more are generated.")
+                f"{self.opt.synthetic} or pass a run folder so that more are generated."
+            )
         return pool
 
     def plans(self, n_pool: int) -> list[PlannedTest]:
@@ -310,12 +381,26 @@ class Benchmark:
     def write_plan(self, plans: list[PlannedTest], pool: SegSet) -> None:
         """plan.json: the scans each (test, seed) trains on, by file name."""
         real, split = self.state.real, self.state.split
-        rows = [{"test": p.number, "seed": p.seed, "name": p.name, "paper": p.paper,
-                 "augment": p.augment, "real": [real.names[i] for i in p.real],
-                 "synthetic": [pool.names[i] for i in p.synthetic]} for p in plans]
-        atomic_write_json(self.out / "plan.json", {
-            "test_split": [real.names[i] for i in split.test],
-            "val_split": [real.names[i] for i in split.val], "runs": rows})
+        rows = [
+            {
+                "test": p.number,
+                "seed": p.seed,
+                "name": p.name,
+                "paper": p.paper,
+                "augment": p.augment,
+                "real": [real.names[i] for i in p.real],
+                "synthetic": [pool.names[i] for i in p.synthetic],
+            }
+            for p in plans
+        ]
+        atomic_write_json(
+            self.out / "plan.json",
+            {
+                "test_split": [real.names[i] for i in split.test],
+                "val_split": [real.names[i] for i in split.val],
+                "runs": rows,
+            },
+        )
 
     def run(self) -> dict:
         """Run every pending (test, seed), then write the reports; returns results.json."""
@@ -328,27 +413,32 @@ class Benchmark:
         plans = self.plans(len(pool.scans))
         self.write_plan(plans, pool.scans)
         real_lo = network_inputs(s.real, s.box, self.opt.downsample)
-        pool_lo = network_inputs(pool.scans, s.box, self.opt.downsample) if len(pool.scans) \
-            else None
+        pool_lo = (
+            network_inputs(pool.scans, s.box, self.opt.downsample) if len(pool.scans) else None
+        )
         runs = read_runs(self.out)
         done = {(r["test"], r["seed"]) for r in runs}
         todo = [p for p in plans if (p.number, p.seed) not in done]
         if done:
-            s.log(f"{len(plans) - len(todo)} of {len(plans)} (test, seed) runs already "
-                  f"finished in {self.out / 'runs.json'}; skipping them")
+            s.log(
+                f"{len(plans) - len(todo)} of {len(plans)} (test, seed) runs already "
+                f"finished in {self.out / 'runs.json'}; skipping them"
+            )
         bar = tqdm(todo, desc="segbench", unit="run", disable=not self.opt.progress)
         for p in bar:
             bar.set_postfix(test=p.number, seed=p.seed, data=p.name)
             record = run_test(s, real_lo, pool_lo, p)
-            runs = [r for r in read_runs(self.out)
-                    if (r["test"], r["seed"]) != (p.number, p.seed)] + [record]
+            runs = [
+                r for r in read_runs(self.out) if (r["test"], r["seed"]) != (p.number, p.seed)
+            ] + [record]
             runs.sort(key=lambda r: (r["seed"], r["test"]))
             atomic_write_json(self.out / "runs.json", {"runs": runs})
-            s.log(f"test {p.number} seed {p.seed} ({p.name}): global Dice "
-                  f"{record['scores']['global']:.4f} after {record['epochs']} epochs, "
-                  f"{record['seconds']:.0f} s")
-        return write_reports(self.out, runs, self.opt, wall=time.perf_counter() - t0,
-                             ran=len(todo))
+            s.log(
+                f"test {p.number} seed {p.seed} ({p.name}): global Dice "
+                f"{record['scores']['global']:.4f} after {record['epochs']} epochs, "
+                f"{record['seconds']:.0f} s"
+            )
+        return write_reports(self.out, runs, self.opt, wall=time.perf_counter() - t0, ran=len(todo))
 
 
 def run_benchmark(options: BenchOptions) -> dict:

@@ -42,14 +42,18 @@ class SegSet:
         def pick(seq: list) -> list:
             return [seq[i] for i in idx] if seq else []
 
-        return SegSet(self.images[t], None if self.labels is None else self.labels[t],
-                      pick(self.names), pick(self.images_paths), pick(self.infos),
-                      pick(self.affines))
+        return SegSet(
+            self.images[t],
+            None if self.labels is None else self.labels[t],
+            pick(self.names),
+            pick(self.images_paths),
+            pick(self.infos),
+            pick(self.affines),
+        )
 
     def with_labels(self, labels: torch.Tensor) -> SegSet:
         """The same scans with other label maps."""
-        return SegSet(self.images, labels, self.names, self.images_paths, self.infos,
-                      self.affines)
+        return SegSet(self.images, labels, self.names, self.images_paths, self.infos, self.affines)
 
 
 def concat(sets: list[SegSet]) -> SegSet:
@@ -57,12 +61,14 @@ def concat(sets: list[SegSet]) -> SegSet:
     sets = [s for s in sets if len(s)]
     if not sets:
         raise ValueError("nothing to concatenate")
-    return SegSet(torch.cat([s.images for s in sets]),
-                  torch.cat([s.labels for s in sets]),  # type: ignore[misc]
-                  [n for s in sets for n in s.names],
-                  [p for s in sets for p in s.images_paths],
-                  [i for s in sets for i in s.infos],
-                  [a for s in sets for a in s.affines])
+    return SegSet(
+        torch.cat([s.images for s in sets]),
+        torch.cat([s.labels for s in sets]),  # type: ignore[misc]
+        [n for s in sets for n in s.names],
+        [p for s in sets for p in s.images_paths],
+        [i for s in sets for i in s.infos],
+        [a for s in sets for a in s.affines],
+    )
 
 
 def find_entries(source: str | Path, require_labels: bool = False) -> list:
@@ -78,14 +84,22 @@ def find_entries(source: str | Path, require_labels: bool = False) -> list:
     if require_labels:
         missing = [e.image for e in entries if e.label is None]
         if missing:
-            raise RatganError(f"scan {missing[0]} has no label map ({len(missing)} of "
-                              f"{len(entries)} scans lack one; put label maps with the same "
-                              "file names in a labels/ folder).")
+            raise RatganError(
+                f"scan {missing[0]} has no label map ({len(missing)} of "
+                f"{len(entries)} scans lack one; put label maps with the same "
+                "file names in a labels/ folder)."
+            )
     return entries
 
 
-def load_set(entries: list, shape: tuple[int, int, int], volume_index: int | None = None,
-             with_labels: bool = True, progress: bool = False, desc: str = "load") -> SegSet:
+def load_set(
+    entries: list,
+    shape: tuple[int, int, int],
+    volume_index: int | None = None,
+    with_labels: bool = True,
+    progress: bool = False,
+    desc: str = "load",
+) -> SegSet:
     """Read and preprocess scans (and their label maps when ``with_labels``) to ``shape``."""
     from tqdm.auto import tqdm
 
@@ -108,8 +122,7 @@ def load_set(entries: list, shape: tuple[int, int, int], volume_index: int | Non
         raise RatganError("no scans to load.")
     x = torch.from_numpy(np.stack(images))[:, None]
     y = torch.from_numpy(np.stack(labels))[:, None] if with_labels else None
-    return SegSet(x, y, [e.image.name for e in entries], [e.image for e in entries], infos,
-                  affines)
+    return SegSet(x, y, [e.image.name for e in entries], [e.image for e in entries], infos, affines)
 
 
 def downsample_images(x: torch.Tensor, factor: int) -> torch.Tensor:

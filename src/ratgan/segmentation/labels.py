@@ -50,8 +50,11 @@ class Pool:
 
 def empty_pool(shape: tuple[int, int, int]) -> Pool:
     """The pool of a benchmark whose tests need no synthetic scans."""
-    return Pool(SegSet(torch.zeros(0, 1, *shape), torch.zeros(0, 1, *shape, dtype=torch.long),
-                       []), "none", {"acceptance_rate": 0.0, "n_checked": 0, "n_accepted": 0})
+    return Pool(
+        SegSet(torch.zeros(0, 1, *shape), torch.zeros(0, 1, *shape, dtype=torch.long), []),
+        "none",
+        {"acceptance_rate": 0.0, "n_checked": 0, "n_accepted": 0},
+    )
 
 
 # ----------------------------------------------------------------------------- overlap
@@ -67,8 +70,11 @@ def gan_overlap(source: str | Path, held_out: list[Path]) -> dict[str, Any]:
     seen = [Path(e.image) for e in read_run_data(source).entries]
     seen_paths = {p.resolve() for p in seen}
     seen_digests = {file_digest(p) for p in seen if p.is_file()}
-    hits = [str(p) for p in held_out
-            if Path(p).resolve() in seen_paths or file_digest(p) in seen_digests]
+    hits = [
+        str(p)
+        for p in held_out
+        if Path(p).resolve() in seen_paths or file_digest(p) in seen_digests
+    ]
     return {"checked": True, "files": hits}
 
 
@@ -77,9 +83,11 @@ def check_overlap(source: str | Path, held_out: list[Path], allow: bool) -> dict
     ov = gan_overlap(source, held_out)
     if ov["files"] and not allow:
         names = ", ".join(Path(f).name for f in ov["files"])
-        raise RatganError(f"the GAN run {source} was trained on {len(ov['files'])} of the real "
-                          f"test scans ({names}), so its synthetic scans may copy them; train "
-                          "it on the training split only, or pass --allow-overlap.")
+        raise RatganError(
+            f"the GAN run {source} was trained on {len(ov['files'])} of the real "
+            f"test scans ({names}), so its synthetic scans may copy them; train "
+            "it on the training split only, or pass --allow-overlap."
+        )
     ov["allowed"] = bool(allow)
     return ov
 
@@ -91,10 +99,17 @@ def atlas_labels(state: BenchState, syn: SegSet, folder: str = "labels") -> SegS
     """``syn`` labelled by the atlases (label maps written to OUT/atlas/<folder>)."""
     from ratgan.segmentation.atlas import label_scans
 
-    paths = label_scans(list(syn.images_paths), state.atlases, state.out / "atlas" / folder,
-                        state.atlas_params, cache_dir=state.out / "atlas" / "cache",
-                        workers=state.opt.workers, volume_index=state.opt.volume_index,
-                        progress=state.opt.progress, desc=f"atlas labels ({folder})")
+    paths = label_scans(
+        list(syn.images_paths),
+        state.atlases,
+        state.out / "atlas" / folder,
+        state.atlas_params,
+        cache_dir=state.out / "atlas" / "cache",
+        workers=state.opt.workers,
+        volume_index=state.opt.volume_index,
+        progress=state.opt.progress,
+        desc=f"atlas labels ({folder})",
+    )
     return syn.with_labels(_read_native_labels(state, syn, paths))
 
 
@@ -105,9 +120,15 @@ def atlas_accuracy(state: BenchState) -> dict[str, Any]:
     test = state.real.subset(state.split.test)
     labelled = atlas_labels(state, test, folder="test-labels")
     scores = dice_scores(labelled.labels, test.labels)
-    return {s: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)),
-                "per_scan": [float(x) for x in v]}
-            for s, v in scores.items() if s in ("global", "GM", "WM", "CSF")}
+    return {
+        s: {
+            "mean": float(np.nanmean(v)),
+            "std": float(np.nanstd(v, ddof=1)),
+            "per_scan": [float(x) for x in v],
+        }
+        for s, v in scores.items()
+        if s in ("global", "GM", "WM", "CSF")
+    }
 
 
 def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
@@ -122,12 +143,24 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
     if todo:
         state.log("training the teacher on the real training split (or reading it)")
         model = cached_teacher(
-            state.out / "teacher" / "teacher.pt", state.real.subset(state.split.train),
-            state.real.subset(state.split.val), state.opt.net(state.box), state.opt.settings(),
-            state.opt.downsample, state.box, seed=state.opt.split_seed,
-            progress=state.opt.progress)
-        pred = segment(model, syn.images[todo], state.box, state.opt.downsample,
-                       state.opt.precision, state.opt.batch_size)
+            state.out / "teacher" / "teacher.pt",
+            state.real.subset(state.split.train),
+            state.real.subset(state.split.val),
+            state.opt.net(state.box),
+            state.opt.settings(),
+            state.opt.downsample,
+            state.box,
+            seed=state.opt.split_seed,
+            progress=state.opt.progress,
+        )
+        pred = segment(
+            model,
+            syn.images[todo],
+            state.box,
+            state.opt.downsample,
+            state.opt.precision,
+            state.opt.batch_size,
+        )
         for j, i in enumerate(todo):
             native = inverse_labels(pred[j, 0].numpy(), syn.infos[i]).astype(np.uint8)
             write_nifti(folder / syn.names[i], native, syn.affines[i], dtype=np.uint8)
@@ -141,8 +174,9 @@ def _read_native_labels(state: BenchState, syn: SegSet, paths: list[Path]) -> to
     labels = torch.zeros(syn.images.shape, dtype=torch.int64)
     for i, path in enumerate(paths):
         scan = read_scan(syn.images_paths[i], state.opt.volume_index)
-        labels[i, 0] = torch.from_numpy(preprocess_labels(read_label(path, scan),
-                                                          state.opt.shape, 1))
+        labels[i, 0] = torch.from_numpy(
+            preprocess_labels(read_label(path, scan), state.opt.shape, 1)
+        )
     return labels
 
 
@@ -153,8 +187,10 @@ def _label_mode(want: str, has_labels: bool, src: Path) -> str:
     if want not in LABEL_SOURCES:
         raise RatganError(f"--labels must be one of {', '.join(LABEL_SOURCES)} (got {want!r}).")
     if want == "joint" and not has_labels:
-        raise RatganError(f"--labels joint needs a label map for every synthetic scan "
-                          f"(in {src}/labels/, or a run trained with label channels).")
+        raise RatganError(
+            f"--labels joint needs a label map for every synthetic scan "
+            f"(in {src}/labels/, or a run trained with label channels)."
+        )
     return want
 
 
@@ -165,25 +201,39 @@ def synthetic_pool(state: BenchState) -> Pool:
     src = Path(opt.synthetic)
     if not src.exists():
         raise RatganError(f"synthetic source {src} does not exist.")
-    gate = QualityGate.fit(state.real.labels[state.split.train + state.split.val],
-                           margin=opt.gate_margin)
+    gate = QualityGate.fit(
+        state.real.labels[state.split.train + state.split.val], margin=opt.gate_margin
+    )
     records: list[dict] = []
     accepted: list[SegSet] = []
 
     def gate_set(entries: list, tag: str) -> None:
         mode = _label_mode(opt.labels, all(e.label is not None for e in entries), src)
-        syn = load_set(entries, opt.shape, opt.volume_index, with_labels=mode == "joint",
-                       progress=opt.progress, desc=f"synthetic {tag}")
+        syn = load_set(
+            entries,
+            opt.shape,
+            opt.volume_index,
+            with_labels=mode == "joint",
+            progress=opt.progress,
+            desc=f"synthetic {tag}",
+        )
         if mode == "atlas":
             syn = atlas_labels(state, syn)
         elif mode == "teacher":
             syn = teacher_labels(state, syn)
         res = gate.check(syn.labels)
-        for name, ok, frac, why in zip(syn.names, res.accepted, res.fractions, res.reasons,
-                                       strict=True):
-            records.append({"file": name, "round": tag, "accepted": bool(ok),
-                            "fractions": dict(zip(FRACTIONS, map(float, frac), strict=True)),
-                            "reason": why})
+        for name, ok, frac, why in zip(
+            syn.names, res.accepted, res.fractions, res.reasons, strict=True
+        ):
+            records.append(
+                {
+                    "file": name,
+                    "round": tag,
+                    "accepted": bool(ok),
+                    "fractions": dict(zip(FRACTIONS, map(float, frac), strict=True)),
+                    "reason": why,
+                }
+            )
         if res.accepted.any():
             accepted.append(syn.subset(np.flatnonzero(res.accepted)))
 
@@ -192,23 +242,37 @@ def synthetic_pool(state: BenchState) -> Pool:
     else:
         gate_set(find_entries(src), "folder")
     n_ok = sum(r["accepted"] for r in records)
-    summary = {"acceptance_rate": n_ok / max(len(records), 1), "n_checked": len(records),
-               "n_accepted": n_ok, "labels": opt.labels, "gate": gate.to_dict(),
-               "scans": records}
+    summary = {
+        "acceptance_rate": n_ok / max(len(records), 1),
+        "n_checked": len(records),
+        "n_accepted": n_ok,
+        "labels": opt.labels,
+        "gate": gate.to_dict(),
+        "scans": records,
+    }
     atomic_write_json(state.out / "quality_gate.json", summary)
-    state.log(f"quality gate: {n_ok} of {len(records)} synthetic scans accepted "
-              f"({summary['acceptance_rate']:.0%}), labels from {opt.labels}")
+    state.log(
+        f"quality gate: {n_ok} of {len(records)} synthetic scans accepted "
+        f"({summary['acceptance_rate']:.0%}), labels from {opt.labels}"
+    )
     if not accepted:
-        raise RatganError(f"no synthetic scan from {src} passed the quality gate; see "
-                          f"{state.out / 'quality_gate.json'}.")
+        raise RatganError(
+            f"no synthetic scan from {src} passed the quality gate; see "
+            f"{state.out / 'quality_gate.json'}."
+        )
     atlas = None
     if opt.labels == "atlas":
-        atlas = {"k": opt.atlases, "params": state.atlas_params.to_dict(),
-                 "atlases": [a.image.name for a in state.atlases],
-                 "accuracy": atlas_accuracy(state)}
+        atlas = {
+            "k": opt.atlases,
+            "params": state.atlas_params.to_dict(),
+            "atlases": [a.image.name for a in state.atlases],
+            "accuracy": atlas_accuracy(state),
+        }
         acc = atlas["accuracy"]
-        state.log("atlas labeller on the held-out real test scans: Dice "
-                  + ", ".join(f"{k} {acc[k]['mean']:.4f}" for k in ("GM", "WM", "CSF")))
+        state.log(
+            "atlas labeller on the held-out real test scans: Dice "
+            + ", ".join(f"{k} {acc[k]['mean']:.4f}" for k in ("GM", "WM", "CSF"))
+        )
     return Pool(concat(accepted), opt.labels, summary, atlas)
 
 
@@ -226,11 +290,21 @@ def _generate_rounds(state: BenchState, src: Path, records: list[dict], gate_set
             n = max(8, math.ceil((state.needed - n_ok) / rate * 1.1))
             state.log(f"generating {n} synthetic scans from {src} into {folder}")
             reference = opt.reference or str(state.real.images_paths[0])
-            generate_scans(src, n, folder, seed=1000 + rnd, reference=reference,
-                           device=opt.device, progress=opt.progress, prefix=f"r{rnd:02d}")
+            generate_scans(
+                src,
+                n,
+                folder,
+                seed=1000 + rnd,
+                reference=reference,
+                device=opt.device,
+                progress=opt.progress,
+                prefix=f"r{rnd:02d}",
+            )
         before = len(records)
         gate_set(find_entries(folder), f"round-{rnd:02d}")
         n_all = len(records)
         n_ok = sum(r["accepted"] for r in records)
-        state.log(f"round {rnd}: {sum(r['accepted'] for r in records[before:])} of "
-                  f"{n_all - before} scans accepted")
+        state.log(
+            f"round {rnd}: {sum(r['accepted'] for r in records[before:])} of "
+            f"{n_all - before} scans accepted"
+        )

@@ -32,8 +32,9 @@ def _as_index(t: torch.Tensor | np.ndarray) -> torch.Tensor:
     return t.long()
 
 
-def dice_scores(pred: torch.Tensor | np.ndarray,
-                target: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+def dice_scores(
+    pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray
+) -> dict[str, np.ndarray]:
     """Dice of each scan: ``{score: array (N,)}`` for label maps (N, [1,] X, Y, Z) or (X, Y, Z).
 
     Per-class scores are NaN where a class is absent from both maps.

@@ -66,19 +66,22 @@ class Split:
         return asdict(self)
 
 
-def make_split(n: int, seed: int = 0, test_fraction: float = 0.2,
-               val_fraction: float = 0.15) -> Split:
+def make_split(
+    n: int, seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.15
+) -> Split:
     """Split ``n`` real labelled scans: ``test_fraction`` of them for testing, then
     ``val_fraction`` of the rest for validation (the paper's 15%), the remainder is R."""
     n_test = max(1, round(test_fraction * n))
     n_val = max(1, round(val_fraction * (n - n_test)))
     if n - n_test - n_val < 2:
-        raise RatganError(f"the real set holds {n} labelled scans: too few to split into "
-                          "test, validation and training scans (at least 4 are needed).")
+        raise RatganError(
+            f"the real set holds {n} labelled scans: too few to split into "
+            "test, validation and training scans (at least 4 are needed)."
+        )
     perm = np.random.default_rng([seed, 1234]).permutation(n)
     test = sorted(int(i) for i in perm[:n_test])
-    val = sorted(int(i) for i in perm[n_test:n_test + n_val])
-    train = sorted(int(i) for i in perm[n_test + n_val:])
+    val = sorted(int(i) for i in perm[n_test : n_test + n_val])
+    train = sorted(int(i) for i in perm[n_test + n_val :])
     return Split(train, val, test)
 
 
@@ -110,8 +113,9 @@ def _name(n_real: int, n_synth: int, augment: bool) -> str:
     return "+".join(parts) + ("+aug" if augment else "")
 
 
-def build_plan(split: Split, n_synthetic: int, seed: int,
-               tests: tuple[int, ...] | list[int] | None = None) -> list[PlannedTest]:
+def build_plan(
+    split: Split, n_synthetic: int, seed: int, tests: tuple[int, ...] | list[int] | None = None
+) -> list[PlannedTest]:
     """The data sets of the ten tests (or of ``tests``) for one seed.
 
     Raises RatganError when the synthetic pool is smaller than the plan needs.
@@ -125,18 +129,29 @@ def build_plan(split: Split, n_synthetic: int, seed: int,
     specs = [t for t in TESTS if t.number in wanted]
     most = max((halves(t.synth_halves, r) for t in specs), default=0)
     if most > n_synthetic:
-        raise RatganError(f"the plan needs {most} accepted synthetic scans for {r} real "
-                          f"training scans but only {n_synthetic} are available "
-                          f"(all ten tests need {need}).")
+        raise RatganError(
+            f"the plan needs {most} accepted synthetic scans for {r} real "
+            f"training scans but only {n_synthetic} are available "
+            f"(all ten tests need {need})."
+        )
     rng = np.random.default_rng([seed, 777])
     synth_perm = rng.permutation(n_synthetic)
     half_real = sorted(int(i) for i in rng.choice(split.train, halves(1, r), replace=False))
     plans = []
     for t in specs:
         real = list(split.train) if t.real_halves == 2 else half_real if t.real_halves else []
-        synth = sorted(int(i) for i in synth_perm[:halves(t.synth_halves, r)])
-        plans.append(PlannedTest(t.number, seed, real, synth, t.augment,
-                                 _name(len(real), len(synth), t.augment), t.paper))
+        synth = sorted(int(i) for i in synth_perm[: halves(t.synth_halves, r)])
+        plans.append(
+            PlannedTest(
+                t.number,
+                seed,
+                real,
+                synth,
+                t.augment,
+                _name(len(real), len(synth), t.augment),
+                t.paper,
+            )
+        )
     check_plan(plans, split)
     return plans
 

@@ -58,8 +58,9 @@ class QualityGate:
     margin: float = 0.1
 
     @classmethod
-    def fit(cls, real_labels: torch.Tensor | np.ndarray, margin: float = 0.1,
-            tolerance: float = 0.005) -> QualityGate:
+    def fit(
+        cls, real_labels: torch.Tensor | np.ndarray, margin: float = 0.1, tolerance: float = 0.005
+    ) -> QualityGate:
         """The gate of a set of real label maps: their [min, max] per fraction, widened on each
         side by ``margin`` times the range plus an absolute ``tolerance``."""
         f = tissue_fractions(real_labels)
@@ -72,15 +73,22 @@ class QualityGate:
         f = tissue_fractions(labels)
         reasons = []
         for row in f:
-            bad = [f"{name} fraction {v:.3f} outside [{lo:.3f}, {hi:.3f}]"
-                   for name, v, lo, hi in zip(FRACTIONS, row, self.low, self.high)
-                   if not lo <= v <= hi]
+            bad = [
+                f"{name} fraction {v:.3f} outside [{lo:.3f}, {hi:.3f}]"
+                for name, v, lo, hi in zip(FRACTIONS, row, self.low, self.high)
+                if not lo <= v <= hi
+            ]
             reasons.append("; ".join(bad))
         accepted = np.array([r == "" for r in reasons], dtype=bool)
         return GateResult(accepted, f, reasons)
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
-        return {"fractions": list(FRACTIONS), "low": self.low.tolist(),
-                "high": self.high.tolist(), "real_min": self.real_min.tolist(),
-                "real_max": self.real_max.tolist(), "margin": self.margin}
+        return {
+            "fractions": list(FRACTIONS),
+            "low": self.low.tolist(),
+            "high": self.high.tolist(),
+            "real_min": self.real_min.tolist(),
+            "real_max": self.real_max.tolist(),
+            "margin": self.margin,
+        }

@@ -42,16 +42,25 @@ def aggregate(runs: list[dict]) -> list[dict]:
     out = []
     for number in sorted(by_test):
         rs = sorted(by_test[number], key=lambda r: r["seed"])
-        row = {"test": number, "name": rs[0]["name"], "paper": rs[0]["paper"],
-               "n_real": rs[0]["n_real"], "n_synthetic": rs[0]["n_synthetic"],
-               "augment": rs[0]["augment"], "seeds": [r["seed"] for r in rs],
-               "epochs": [r["epochs"] for r in rs],
-               "seconds": [r["seconds"] for r in rs], "scores": {}}
+        row = {
+            "test": number,
+            "name": rs[0]["name"],
+            "paper": rs[0]["paper"],
+            "n_real": rs[0]["n_real"],
+            "n_synthetic": rs[0]["n_synthetic"],
+            "augment": rs[0]["augment"],
+            "seeds": [r["seed"] for r in rs],
+            "epochs": [r["epochs"] for r in rs],
+            "seconds": [r["seconds"] for r in rs],
+            "scores": {},
+        }
         for s in SCORES:
             v = np.array([r["scores"][s] for r in rs], dtype=float)
-            row["scores"][s] = {"mean": float(np.nanmean(v)),
-                                "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
-                                "values": v.tolist()}
+            row["scores"][s] = {
+                "mean": float(np.nanmean(v)),
+                "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
+                "values": v.tolist(),
+            }
         out.append(row)
     return out
 
@@ -76,10 +85,16 @@ def table_markdown(rows: list[dict], header: str = "") -> str:
     base = next((r for r in rows if r["test"] == 1), None)
     if base is not None:
         b = base["scores"]["global"]["mean"]
-        lines.append("| Δ global vs Test1 | " + " | ".join(
-            f"{r['scores']['global']['mean'] - b:+.4f}" for r in rows) + " |")
-    lines.append("| Paper's global Dice | " + " | ".join(
-        f"{PAPER_TABLE4['global'][r['test'] - 1]:.4f}" for r in rows) + " |")
+        lines.append(
+            "| Δ global vs Test1 | "
+            + " | ".join(f"{r['scores']['global']['mean'] - b:+.4f}" for r in rows)
+            + " |"
+        )
+    lines.append(
+        "| Paper's global Dice | "
+        + " | ".join(f"{PAPER_TABLE4['global'][r['test'] - 1]:.4f}" for r in rows)
+        + " |"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -97,8 +112,14 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     for k, s in enumerate(TABLE_SCORES):
         means = [r["scores"][s]["mean"] for r in rows]
         stds = [r["scores"][s]["std"] for r in rows]
-        ax.bar(xs + (k - 1.5) * width, means, width, yerr=stds, capsize=2,
-               label="global" if s == "global" else s)
+        ax.bar(
+            xs + (k - 1.5) * width,
+            means,
+            width,
+            yerr=stds,
+            capsize=2,
+            label="global" if s == "global" else s,
+        )
     ax.set_xticks(xs)
     ax.set_xticklabels([f"T{r['test']}\n{r['name']}" for r in rows], fontsize=7)
     ax.set_ylabel("Dice on held-out real scans")
@@ -124,13 +145,20 @@ def stats_markdown(comps: list[dict], rows: list[dict]) -> str:
     if not comps:
         return ""
     names = {r["test"]: r["name"] for r in rows}
-    lines = [("| Test | Data set | Score | pairs | mean ΔDice vs Test1 | 95 % CI | Wilcoxon p "
-              "| verdict |"), "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| Test | Data set | Score | pairs | mean ΔDice vs Test1 | 95 % CI | Wilcoxon p "
+            "| verdict |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in comps:
-        lines.append(f"| Test{c['test']} | {names.get(c['test'], '')} | {c['score']} | "
-                     f"{c['n_pairs']} | {c['mean_delta']:+.4f} | "
-                     f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['p_wilcoxon']:.3g} | "
-                     f"{c['verdict']} |")
+        lines.append(
+            f"| Test{c['test']} | {names.get(c['test'], '')} | {c['score']} | "
+            f"{c['n_pairs']} | {c['mean_delta']:+.4f} | "
+            f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['p_wilcoxon']:.3g} | "
+            f"{c['verdict']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -143,19 +171,29 @@ def conclusion(comps: list[dict], collapsed: list[dict]) -> str:
     for t, c in sorted(glob.items()):
         groups.setdefault(c["verdict"], []).append(
             f"test {t} ({c['mean_delta']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], "
-            f"p = {c['p_wilcoxon']:.2g})")
-    parts = ["Global Dice against test 1 (mean paired ΔDice over seeds and test scans, "
-             "bootstrap 95 % interval, Wilcoxon p): "
-             + "; ".join(f"{v}: {', '.join(ts)}" for v, ts in groups.items()) + "."]
+            f"p = {c['p_wilcoxon']:.2g})"
+        )
+    parts = [
+        "Global Dice against test 1 (mean paired ΔDice over seeds and test scans, "
+        "bootstrap 95 % interval, Wilcoxon p): "
+        + "; ".join(f"{v}: {', '.join(ts)}" for v, ts in groups.items())
+        + "."
+    ]
     if collapsed:
-        listed = ", ".join(f"test {c['test']} seed {c['seed']} ("
-                           + ", ".join(f"{k} {v:.3f}" for k, v in c["tissues"].items()) + ")"
-                           for c in collapsed)
-        parts.append(f"{len(collapsed)} network(s) collapsed (a tissue Dice below "
-                     f"{COLLAPSE_DICE}): {listed}; they are included in the statistics.")
+        listed = ", ".join(
+            f"test {c['test']} seed {c['seed']} ("
+            + ", ".join(f"{k} {v:.3f}" for k, v in c["tissues"].items())
+            + ")"
+            for c in collapsed
+        )
+        parts.append(
+            f"{len(collapsed)} network(s) collapsed (a tissue Dice below "
+            f"{COLLAPSE_DICE}): {listed}; they are included in the statistics."
+        )
     else:
-        parts.append(f"No network collapsed (every tissue Dice of every run is at least "
-                     f"{COLLAPSE_DICE}).")
+        parts.append(
+            f"No network collapsed (every tissue Dice of every run is at least {COLLAPSE_DICE})."
+        )
     return " ".join(parts)
 
 
@@ -166,14 +204,18 @@ def labels_sentence(state: dict[str, Any]) -> str:
         a = state.get("atlas", {})
         acc = a.get("accuracy", {})
         scores = ", ".join(f"{k} {acc[k]['mean']:.4f}" for k in ("GM", "WM", "CSF") if k in acc)
-        return (f"Synthetic scans were labelled by atlas registration ({a.get('k')} labelled "
-                f"real training scans registered with ANTs affine + SyN, majority vote), a "
-                f"labeller independent of the U-Nets; the same procedure on the held-out real "
-                f"test scans scores Dice {scores} against their true labels.")
+        return (
+            f"Synthetic scans were labelled by atlas registration ({a.get('k')} labelled "
+            f"real training scans registered with ANTs affine + SyN, majority vote), a "
+            f"labeller independent of the U-Nets; the same procedure on the held-out real "
+            f"test scans scores Dice {scores} against their true labels."
+        )
     if mode == "teacher":
-        return ("Synthetic scans were labelled by a teacher U-Net trained on the same real "
-                "training split as test 1: this is circular, a gain may be self-training "
-                "rather than the GAN's contribution.")
+        return (
+            "Synthetic scans were labelled by a teacher U-Net trained on the same real "
+            "training split as test 1: this is circular, a gain may be self-training "
+            "rather than the GAN's contribution."
+        )
     if mode == "joint":
         return "Synthetic scans carry the label maps generated with them (a joint model)."
     return "No synthetic scans were needed."
@@ -183,47 +225,68 @@ def overlap_sentence(state: dict[str, Any]) -> str:
     """Whether the GAN saw any real test scan."""
     ov = state.get("overlap")
     if not ov or ov.get("checked") is False:
-        return ("The synthetic source is a folder of scans, so whether its GAN saw the test "
-                "scans was not checked.")
+        return (
+            "The synthetic source is a folder of scans, so whether its GAN saw the test "
+            "scans was not checked."
+        )
     if ov["files"]:
-        return (f"WARNING: the GAN was trained on {len(ov['files'])} of the real test scans "
-                f"(--allow-overlap); its synthetic scans may copy them and the comparison is "
-                f"biased in their favour.")
+        return (
+            f"WARNING: the GAN was trained on {len(ov['files'])} of the real test scans "
+            f"(--allow-overlap); its synthetic scans may copy them and the comparison is "
+            f"biased in their favour."
+        )
     return "The GAN's data.json names none of the real test scans."
 
 
-def write_reports(out: Path, runs: list[dict], opt: BenchOptions, wall: float = 0.0,
-                  ran: int = 0) -> dict:
+def write_reports(
+    out: Path, runs: list[dict], opt: BenchOptions, wall: float = 0.0, ran: int = 0
+) -> dict:
     """results.json, table.md and dice.png from the finished runs."""
     out = Path(out)
     rows = aggregate(runs)
     state = json.loads((out / "segbench.json").read_text())
     counts = state["counts"]
     gate = state["quality_gate"]
-    header = (f"Segmentation benchmark (paper Table 4) on `{opt.real}`: {counts['real_labelled']} "
-              f"labelled real scans split into {counts['train']} training, {counts['val']} "
-              f"validation and {counts['test']} test scans; synthetic scans from "
-              f"`{opt.synthetic}`, {gate['n_accepted']} of {gate['n_checked']} accepted by "
-              f"the quality gate ({gate['acceptance_rate']:.0%}). Mode {opt.mode}: U-Net "
-              f"{list(opt.channels)} on {state['network_input']} inputs"
-              f"{' (brain box ' + str(state['box']) + ')' if state['box'] else ''}, "
-              f"at most {opt.max_steps or 'unlimited'} steps, Dice on whole test volumes; "
-              f"{len({r['seed'] for r in runs})} seed(s), mean ± std over seeds.\n\n"
-              f"{labels_sentence(state)} {overlap_sentence(state)}\n")
+    header = (
+        f"Segmentation benchmark (paper Table 4) on `{opt.real}`: {counts['real_labelled']} "
+        f"labelled real scans split into {counts['train']} training, {counts['val']} "
+        f"validation and {counts['test']} test scans; synthetic scans from "
+        f"`{opt.synthetic}`, {gate['n_accepted']} of {gate['n_checked']} accepted by "
+        f"the quality gate ({gate['acceptance_rate']:.0%}). Mode {opt.mode}: U-Net "
+        f"{list(opt.channels)} on {state['network_input']} inputs"
+        f"{' (brain box ' + str(state['box']) + ')' if state['box'] else ''}, "
+        f"at most {opt.max_steps or 'unlimited'} steps, Dice on whole test volumes; "
+        f"{len({r['seed'] for r in runs})} seed(s), mean ± std over seeds.\n\n"
+        f"{labels_sentence(state)} {overlap_sentence(state)}\n"
+    )
     comps = comparisons(runs, seed=opt.split_seed)
     collapsed = collapses(runs)
     text = conclusion(comps, collapsed)
     stats_md = stats_markdown(comps, rows)
-    md = (table_markdown(rows, header) + ("\n" + stats_md if stats_md else "")
-          + ("\n" + text + "\n" if text else ""))
+    md = (
+        table_markdown(rows, header)
+        + ("\n" + stats_md if stats_md else "")
+        + ("\n" + text + "\n" if text else "")
+    )
     total = sum(r["seconds"] for r in runs)
-    results = {"options": opt.fingerprint(), "counts": counts, "labels": state["labels"],
-               "atlas": state.get("atlas"), "overlap": state.get("overlap"),
-               "quality_gate": gate, "tests": rows, "comparisons": comps,
-               "collapses": {"count": len(collapsed), "runs": collapsed},
-               "conclusion": text, "paper_table4": PAPER_TABLE4,
-               "seconds": {"all_runs": round(total, 1), "this_call": round(wall, 1),
-                           "runs_this_call": ran}}
+    results = {
+        "options": opt.fingerprint(),
+        "counts": counts,
+        "labels": state["labels"],
+        "atlas": state.get("atlas"),
+        "overlap": state.get("overlap"),
+        "quality_gate": gate,
+        "tests": rows,
+        "comparisons": comps,
+        "collapses": {"count": len(collapsed), "runs": collapsed},
+        "conclusion": text,
+        "paper_table4": PAPER_TABLE4,
+        "seconds": {
+            "all_runs": round(total, 1),
+            "this_call": round(wall, 1),
+            "runs_this_call": ran,
+        },
+    }
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "table.md", md)
     if rows:

@@ -21,12 +21,13 @@ Tensors = tuple[torch.Tensor, torch.Tensor]
 
 def network_inputs(s: SegSet, box, factor: int) -> Tensors:
     """Scans and label maps as the networks see them: cropped to ``box``, pooled."""
-    return (downsample_images(crop(s.images, box), factor),
-            downsample_labels(crop(s.labels, box), factor))
+    return (
+        downsample_images(crop(s.images, box), factor),
+        downsample_labels(crop(s.labels, box), factor),
+    )
 
 
-def run_test(state: BenchState, real_lo: Tensors, pool_lo: Tensors | None,
-             p: PlannedTest) -> dict:
+def run_test(state: BenchState, real_lo: Tensors, pool_lo: Tensors | None, p: PlannedTest) -> dict:
     """Train the network of one (test, seed) and score it on the real test scans."""
     opt = state.opt
     xr, yr = real_lo
@@ -44,23 +45,42 @@ def run_test(state: BenchState, real_lo: Tensors, pool_lo: Tensors | None,
         from ratgan.data.augment import BatchAugmenter
 
         tr = tuple(v / opt.downsample for v in AugmentConfig().translate_range)
-        augment = BatchAugmenter(AugmentConfig(mode="all", translate_range=tr),
-                                 seed=1000 * p.seed + p.number)
-    res = train_segmenter(x, y, xr[state.split.val], yr[state.split.val], opt.net(state.box),
-                          opt.settings(), seed=1000 * p.seed + p.number, augment=augment,
-                          progress=opt.progress, desc=f"test {p.number} seed {p.seed}")
+        augment = BatchAugmenter(
+            AugmentConfig(mode="all", translate_range=tr), seed=1000 * p.seed + p.number
+        )
+    res = train_segmenter(
+        x,
+        y,
+        xr[state.split.val],
+        yr[state.split.val],
+        opt.net(state.box),
+        opt.settings(),
+        seed=1000 * p.seed + p.number,
+        augment=augment,
+        progress=opt.progress,
+        desc=f"test {p.number} seed {p.seed}",
+    )
     t = time.perf_counter()
     test = state.real.subset(state.split.test)
-    pred = segment(res.model, test.images, state.box, opt.downsample, opt.precision,
-                   opt.batch_size)
+    pred = segment(res.model, test.images, state.box, opt.downsample, opt.precision, opt.batch_size)
     scores = dice_scores(pred, test.labels)
-    return {"test": p.number, "seed": p.seed, "name": p.name, "paper": p.paper,
-            "n_real": len(p.real), "n_synthetic": len(p.synthetic), "augment": p.augment,
-            "scores": summarize(scores),
-            "per_scan": {k: [None if np.isnan(v) else float(v) for v in vals]
-                         for k, vals in scores.items()},
-            "epochs": res.epochs, "steps": res.steps, "best_epoch": res.best_epoch,
-            "best_val_loss": res.best_val_loss,
-            "train_seconds": round(res.seconds, 2),
-            "seconds": round(res.seconds + time.perf_counter() - t, 2),
-            "val_loss": [round(h["val_loss"], 5) for h in res.history]}
+    return {
+        "test": p.number,
+        "seed": p.seed,
+        "name": p.name,
+        "paper": p.paper,
+        "n_real": len(p.real),
+        "n_synthetic": len(p.synthetic),
+        "augment": p.augment,
+        "scores": summarize(scores),
+        "per_scan": {
+            k: [None if np.isnan(v) else float(v) for v in vals] for k, vals in scores.items()
+        },
+        "epochs": res.epochs,
+        "steps": res.steps,
+        "best_epoch": res.best_epoch,
+        "best_val_loss": res.best_val_loss,
+        "train_seconds": round(res.seconds, 2),
+        "seconds": round(res.seconds + time.perf_counter() - t, 2),
+        "val_loss": [round(h["val_loss"], 5) for h in res.history],
+    }

@@ -53,8 +53,9 @@ def paired_deltas(runs: list[dict], test: int, score: str, base: int = 1) -> np.
     return np.asarray(out, dtype=float)
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int = 10000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: np.ndarray, n_boot: int = 10000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (seeded)."""
     values = np.asarray(values, dtype=float)
     if values.size == 0:
@@ -92,18 +93,33 @@ def compare(runs: list[dict], test: int, score: str, seed: int = 0) -> PairedCom
     """``test`` against test 1 on ``score`` over their shared (seed, scan) pairs."""
     d = paired_deltas(runs, test, score)
     lo, hi = bootstrap_ci(d, seed=seed)
-    return PairedComparison(test, score, int(d.size),
-                            float(d.mean()) if d.size else float("nan"), lo, hi,
-                            wilcoxon_p(d), verdict(lo, hi))
+    return PairedComparison(
+        test,
+        score,
+        int(d.size),
+        float(d.mean()) if d.size else float("nan"),
+        lo,
+        hi,
+        wilcoxon_p(d),
+        verdict(lo, hi),
+    )
 
 
 def collapses(runs: list[dict], threshold: float = COLLAPSE_DICE) -> list[dict]:
     """The (test, seed) runs whose mean Dice of any tissue fell below ``threshold``."""
     out = []
     for r in sorted(runs, key=lambda r: (r["test"], r["seed"])):
-        low = {s: r["scores"][s] for s in TISSUE_SCORES
-               if not np.isnan(r["scores"][s]) and r["scores"][s] < threshold}
+        low = {
+            s: r["scores"][s]
+            for s in TISSUE_SCORES
+            if not np.isnan(r["scores"][s]) and r["scores"][s] < threshold
+        }
         if low:
-            out.append({"test": r["test"], "seed": r["seed"],
-                        "tissues": {k: round(float(v), 4) for k, v in low.items()}})
+            out.append(
+                {
+                    "test": r["test"],
+                    "seed": r["seed"],
+                    "tissues": {k: round(float(v), 4) for k, v in low.items()},
+                }
+            )
     return out

@@ -20,27 +20,53 @@ from ratgan.segmentation.train import (
 from ratgan.segmentation.unet import SegUNet, UNetConfig
 
 
-def train_teacher(train: SegSet, val: SegSet, net: UNetConfig, settings: TrainSettings,
-                  downsample: int = 1, box=None, seed: int = 0,
-                  progress: bool = False) -> TrainResult:
+def train_teacher(
+    train: SegSet,
+    val: SegSet,
+    net: UNetConfig,
+    settings: TrainSettings,
+    downsample: int = 1,
+    box=None,
+    seed: int = 0,
+    progress: bool = False,
+) -> TrainResult:
     """Train the teacher on full-resolution real scans (cropped to ``box``, pooled by
     ``downsample``)."""
+
     def prep(s: SegSet):
-        return (downsample_images(crop(s.images, box), downsample),
-                downsample_labels(crop(s.labels, box), downsample))
+        return (
+            downsample_images(crop(s.images, box), downsample),
+            downsample_labels(crop(s.labels, box), downsample),
+        )
 
-    return train_segmenter(*prep(train), *prep(val), net, settings, seed=seed,
-                           progress=progress, desc="teacher")
+    return train_segmenter(
+        *prep(train), *prep(val), net, settings, seed=seed, progress=progress, desc="teacher"
+    )
 
 
-def cached_teacher(path: Path, train: SegSet, val: SegSet, net: UNetConfig,
-                   settings: TrainSettings, downsample: int = 1, box=None, seed: int = 0,
-                   progress: bool = False) -> SegUNet:
+def cached_teacher(
+    path: Path,
+    train: SegSet,
+    val: SegSet,
+    net: UNetConfig,
+    settings: TrainSettings,
+    downsample: int = 1,
+    box=None,
+    seed: int = 0,
+    progress: bool = False,
+) -> SegUNet:
     """The teacher saved at ``path``, trained and saved first when it is not there."""
     path = Path(path)
     if path.is_file():
         return load_model(path, settings.device)[0]
     result = train_teacher(train, val, net, settings, downsample, box, seed, progress)
-    save_model(path, result, {"train": train.names, "val": val.names,
-                              "box": None if box is None else [list(b) for b in box]})
+    save_model(
+        path,
+        result,
+        {
+            "train": train.names,
+            "val": val.names,
+            "box": None if box is None else [list(b) for b in box],
+        },
+    )
     return result.model

@@ -66,14 +66,21 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def validation_loss(model: SegUNet, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
-                    batch_size: int, device: torch.device, precision: str) -> float:
+def validation_loss(
+    model: SegUNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable,
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+) -> float:
     """Mean loss over the batches of (x, y) in eval mode."""
     model.eval()
     total, n = 0.0, 0
     for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(device)
-        yb = y[start:start + batch_size].to(device)
+        xb = x[start : start + batch_size].to(device)
+        yb = y[start : start + batch_size].to(device)
         with _autocast(device, precision):
             logits = model(xb)
         total += float(loss_fn(logits.float(), yb)) * xb.shape[0]
@@ -81,10 +88,18 @@ def validation_loss(model: SegUNet, x: torch.Tensor, y: torch.Tensor, loss_fn: C
     return total / max(n, 1)
 
 
-def train_segmenter(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-                    net: UNetConfig, settings: TrainSettings, seed: int = 0,
-                    augment: Callable | None = None, progress: bool = False,
-                    desc: str = "train") -> TrainResult:
+def train_segmenter(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    net: UNetConfig,
+    settings: TrainSettings,
+    seed: int = 0,
+    augment: Callable | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> TrainResult:
     """Train a U-Net on (x, y) and keep the weights with the lowest validation loss.
 
     ``x``: (N, 1, X, Y, Z) float scans, ``y``: (N, 1, X, Y, Z) int64 labels, on the CPU;
@@ -104,8 +119,9 @@ def train_segmenter(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val
     t0 = time.perf_counter()
     n = x.shape[0]
     steps = 0
-    bar = tqdm(range(settings.max_epochs), desc=desc, unit="epoch", disable=not progress,
-               leave=False)
+    bar = tqdm(
+        range(settings.max_epochs), desc=desc, unit="epoch", disable=not progress, leave=False
+    )
     for epoch in bar:
         model.train()
         perm = torch.randperm(n, generator=order)
@@ -114,7 +130,7 @@ def train_segmenter(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val
             if settings.max_steps is not None and steps >= settings.max_steps:
                 break
             steps += 1
-            idx = perm[start:start + settings.batch_size]
+            idx = perm[start : start + settings.batch_size]
             xb, yb = x[idx], y[idx]
             if augment is not None:
                 xb, yb = augment(xb, yb)
@@ -127,17 +143,25 @@ def train_segmenter(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val
             opt.step()
             running += float(loss.detach()) * len(idx)
             seen += len(idx)
-        val = validation_loss(model, x_val, y_val, loss_fn, settings.batch_size, device,
-                              settings.precision)
-        result.history.append({"epoch": epoch + 1, "steps": steps,
-                               "train_loss": running / max(seen, 1), "val_loss": val})
+        val = validation_loss(
+            model, x_val, y_val, loss_fn, settings.batch_size, device, settings.precision
+        )
+        result.history.append(
+            {
+                "epoch": epoch + 1,
+                "steps": steps,
+                "train_loss": running / max(seen, 1),
+                "val_loss": val,
+            }
+        )
         if val < result.best_val_loss:
             result.best_val_loss, result.best_epoch, wait = val, epoch + 1, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
             wait += 1
-        bar.set_postfix(loss=f"{running / max(seen, 1):.3f}", val=f"{val:.3f}",
-                        best=result.best_epoch)
+        bar.set_postfix(
+            loss=f"{running / max(seen, 1):.3f}", val=f"{val:.3f}", best=result.best_epoch
+        )
         if wait >= settings.patience and epoch + 1 >= settings.min_epochs:
             break
         if settings.max_steps is not None and steps >= settings.max_steps:
@@ -150,21 +174,27 @@ def train_segmenter(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val
 
 
 @torch.no_grad()
-def predict(model: SegUNet, x: torch.Tensor, batch_size: int = 4, precision: str = "fp32",
-            out_shape: tuple[int, int, int] | None = None) -> torch.Tensor:
+def predict(
+    model: SegUNet,
+    x: torch.Tensor,
+    batch_size: int = 4,
+    precision: str = "fp32",
+    out_shape: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
     """Label maps (N, 1, ...) int64 on the CPU; logits are upsampled (trilinear) to
     ``out_shape`` first when it differs from the input's shape."""
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(device)
+        xb = x[start : start + batch_size].to(device)
         with _autocast(device, precision):
             logits = model(xb)
         logits = logits.float()
         if out_shape is not None and tuple(logits.shape[2:]) != tuple(out_shape):
-            logits = F.interpolate(logits, size=tuple(out_shape), mode="trilinear",
-                                   align_corners=False)
+            logits = F.interpolate(
+                logits, size=tuple(out_shape), mode="trilinear", align_corners=False
+            )
         out.append(logits.argmax(1, keepdim=True).cpu())
     return torch.cat(out)
 
@@ -176,29 +206,48 @@ def save_model(path, result: TrainResult, extra: dict | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        torch.save({"net": result.model.cfg.to_dict(), "state": result.model.state_dict(),
-                    "history": result.history, "best_epoch": result.best_epoch,
-                    **(extra or {})}, tmp)
+        torch.save(
+            {
+                "net": result.model.cfg.to_dict(),
+                "state": result.model.state_dict(),
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                **(extra or {}),
+            },
+            tmp,
+        )
 
 
 def load_model(path, device: str = "auto") -> tuple[SegUNet, dict]:
     """Rebuild a network saved by :func:`save_model`; returns (model in eval mode, record)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = UNetConfig(**{k: (tuple(v) if isinstance(v, list) else v)
-                        for k, v in state["net"].items()})
+    cfg = UNetConfig(
+        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in state["net"].items()}
+    )
     model = build_unet(cfg)
     model.load_state_dict(state["state"])
     return model.to(select_device(device)).eval(), state
 
 
-def segment(model: SegUNet, images: torch.Tensor, box=None, downsample: int = 1,
-            precision: str = "fp32", batch_size: int = 4) -> torch.Tensor:
+def segment(
+    model: SegUNet,
+    images: torch.Tensor,
+    box=None,
+    downsample: int = 1,
+    precision: str = "fp32",
+    batch_size: int = 4,
+) -> torch.Tensor:
     """Full-volume label maps (N, 1, X, Y, Z) for full-resolution scans: the network sees the
     ``box`` crop pooled by ``downsample``; its logits are upsampled to the crop and the crop
     is placed in a background volume."""
     from ratgan.segmentation.data import crop, downsample_images, paste
 
     cropped = crop(images, box)
-    pred = predict(model, downsample_images(cropped, downsample), batch_size, precision,
-                   out_shape=tuple(cropped.shape[2:]))
+    pred = predict(
+        model,
+        downsample_images(cropped, downsample),
+        batch_size,
+        precision,
+        out_shape=tuple(cropped.shape[2:]),
+    )
     return paste(pred, box, tuple(images.shape[2:]))

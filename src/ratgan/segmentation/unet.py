@@ -48,8 +48,10 @@ class UNetConfig:
     def to_dict(self) -> dict:
         """Plain dict for checkpoints and JSON."""
         d = asdict(self)
-        return {k: (list(map(list, v)) if k == "pools" else list(v) if isinstance(v, tuple)
-                    else v) for k, v in d.items()}
+        return {
+            k: (list(map(list, v)) if k == "pools" else list(v) if isinstance(v, tuple) else v)
+            for k, v in d.items()
+        }
 
 
 def pooling_factors(shape: tuple[int, ...], n: int) -> tuple[tuple[int, int, int], ...]:
@@ -67,8 +69,13 @@ def pooling_factors(shape: tuple[int, ...], n: int) -> tuple[tuple[int, int, int
 
 
 def _double_conv(cin: int, cout: int, norm: str, dropout: float) -> nn.Sequential:
-    kw = {"spatial_dims": 3, "kernel_size": 3, "act": "relu",
-          "norm": None if norm == "none" else norm, "bias": norm == "none"}
+    kw = {
+        "spatial_dims": 3,
+        "kernel_size": 3,
+        "act": "relu",
+        "norm": None if norm == "none" else norm,
+        "bias": norm == "none",
+    }
     return nn.Sequential(
         Convolution(in_channels=cin, out_channels=cout, **kw),
         Convolution(in_channels=cout, out_channels=cout, dropout=dropout or None, **kw),
@@ -94,9 +101,19 @@ class SegUNet(nn.Module):
         self.dec = nn.ModuleList()
         for i in range(n - 2, -1, -1):
             p = cfg.pools[i]
-            self.up.append(Convolution(3, ch[i + 1], ch[i], strides=p, kernel_size=p,
-                                       is_transposed=True, conv_only=True, padding=0,
-                                       output_padding=0))
+            self.up.append(
+                Convolution(
+                    3,
+                    ch[i + 1],
+                    ch[i],
+                    strides=p,
+                    kernel_size=p,
+                    is_transposed=True,
+                    conv_only=True,
+                    padding=0,
+                    output_padding=0,
+                )
+            )
             self.dec.append(_double_conv(2 * ch[i], ch[i], cfg.norm, drop[i]))
         self.head = Convolution(3, ch[0], cfg.num_classes, kernel_size=1, conv_only=True)
 

@@ -34,9 +34,17 @@ def build_optimizers(nets: Networks, cfg: Config) -> dict[str, torch.optim.Optim
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     # foreach kernels batch the per-parameter updates: the default on CUDA, asked for here so
     # that the CPU gets them too.
-    return {key: cls(net.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                     weight_decay=o.weight_decay, foreach=True)
-            for key, net in nets.as_dict().items()}
+    return {
+        key: cls(
+            net.parameters(),
+            lr=o.lr,
+            betas=tuple(o.betas),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            foreach=True,
+        )
+        for key, net in nets.as_dict().items()
+    }
 
 
 @contextlib.contextmanager
@@ -66,8 +74,11 @@ def compile_with_fallback(module: nn.Module) -> None:
         try:
             return compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly
-            warnings.warn(f"torch.compile failed for {type(module).__name__} "
-                          f"({type(exc).__name__}); running it eagerly.", stacklevel=2)
+            warnings.warn(
+                f"torch.compile failed for {type(module).__name__} "
+                f"({type(exc).__name__}); running it eagerly.",
+                stacklevel=2,
+            )
             module.forward = eager
             return eager(*args, **kwargs)
 
@@ -95,8 +106,11 @@ class _Phase(nn.Module):
         m = cfg.model
         # Running several inputs through a network in one call is the same mathematics only
         # when no layer mixes samples: batch norm does; instance norm and no norm do not.
-        self.fuse_g, self.fuse_d, self.fuse_c = (m.g_norm != "batch", m.d_norm != "batch",
-                                                 m.c_norm != "batch")
+        self.fuse_g, self.fuse_d, self.fuse_c = (
+            m.g_norm != "batch",
+            m.d_norm != "batch",
+            m.c_norm != "batch",
+        )
 
     def amp(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when the config asks for it, and spectral-normalised weights cached.
@@ -106,24 +120,29 @@ class _Phase(nn.Module):
         """
         stack = contextlib.ExitStack()
         stack.enter_context(parametrize.cached())
-        stack.enter_context(torch.autocast(self.device_type, dtype=torch.bfloat16,
-                                           enabled=self.cfg.train.precision == "bf16"))
+        stack.enter_context(
+            torch.autocast(
+                self.device_type, dtype=torch.bfloat16, enabled=self.cfg.train.precision == "bf16"
+            )
+        )
         return stack
 
-    def generate_pair(self, generator: nn.Module, z_e: Tensor, z_r: Tensor
-                      ) -> tuple[Tensor, Tensor]:
+    def generate_pair(
+        self, generator: nn.Module, z_e: Tensor, z_r: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """G(z_e), G(z_r) as the critic sees them (with G's output noise, if any)."""
         if self.fuse_g:
             out = generator(torch.cat([z_e, z_r]))
-            return out[: len(z_e)], out[len(z_e):]
+            return out[: len(z_e)], out[len(z_e) :]
         return generator(z_e), generator(z_r)
 
-    def generate_pair_with_clean(self, generator: nn.Module, z_e: Tensor, z_r: Tensor
-                                 ) -> tuple[Tensor, Tensor, Tensor]:
+    def generate_pair_with_clean(
+        self, generator: nn.Module, z_e: Tensor, z_r: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """G(z_e), G(z_r) and the noise-free G(z_e) that the reconstruction losses compare."""
         if self.fuse_g:
             out, clean = generator(torch.cat([z_e, z_r]), return_clean=True)
-            return out[: len(z_e)], out[len(z_e):], clean[: len(z_e)]
+            return out[: len(z_e)], out[len(z_e) :], clean[: len(z_e)]
         x_rec, x_rec_clean = generator(z_e, return_clean=True)
         return x_rec, generator(z_r), x_rec_clean
 
@@ -135,36 +154,45 @@ def _identity(x: Tensor, rng: torch.Generator | None = None) -> Tensor:
 class EncoderGeneratorPhase(_Phase):
     """Trains E and G: L_GD - E[C(z_e)] + the preset's reconstruction terms (eqs. 1-6)."""
 
-    def __init__(self, nets: Networks, cfg: Config, device_type: str,
-                 augment: nn.Module | None = None) -> None:
+    def __init__(
+        self, nets: Networks, cfg: Config, device_type: str, augment: nn.Module | None = None
+    ) -> None:
         super().__init__(cfg, device_type)
         self.encoder, self.generator = nets.encoder, nets.generator
         # Read, not trained (and outside the module tree, so DDP does not wrap them).
         self._critics = (nets.discriminator, nets.code_discriminator, augment or _identity)
 
-    def forward(self, x: Tensor, z_r: Tensor, rng: torch.Generator | None = None
-                ) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, x: Tensor, z_r: Tensor, rng: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         d, c, augment = self._critics
         with frozen(d, c), self.amp():
             z_e = self.encoder(x).reshape(len(x), -1)
             x_rec, x_gen, x_rec_clean = self.generate_pair_with_clean(self.generator, z_e, z_r)
             d_rec, d_gen = _scores(d, self.fuse_d, augment(x_rec, rng), augment(x_gen, rng))
             c_enc = _score(c, z_e)
-        return losses.encoder_generator_loss(d_rec, d_gen, c_enc, losses.widen(x),
-                                             losses.widen(x_rec_clean), self.cfg.loss)
+        return losses.encoder_generator_loss(
+            d_rec, d_gen, c_enc, losses.widen(x), losses.widen(x_rec_clean), self.cfg.loss
+        )
 
 
 class DiscriminatorPhase(_Phase):
     """Trains D: E[D(x~_e)] + E[D(x~_r)] - 2 E[D(x)] + lambda (GP(x, x~_e) + GP(x, x~_r))."""
 
-    def __init__(self, nets: Networks, cfg: Config, device_type: str,
-                 augment: DiscriminatorAugment | None = None) -> None:
+    def __init__(
+        self,
+        nets: Networks,
+        cfg: Config,
+        device_type: str,
+        augment: DiscriminatorAugment | None = None,
+    ) -> None:
         super().__init__(cfg, device_type)
         self.discriminator = nets.discriminator
         self._augment = (augment,)  # outside the module tree: DDP must not broadcast its state
 
-    def forward(self, x: Tensor, x_rec: Tensor, x_gen: Tensor, rng: torch.Generator | None
-                ) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, x: Tensor, x_rec: Tensor, x_gen: Tensor, rng: torch.Generator | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         d = self.discriminator
         (augment,) = self._augment
         if augment is not None:
@@ -175,11 +203,13 @@ class DiscriminatorPhase(_Phase):
                 augment.observe(d_real, torch.cat([d_rec, d_gen]))
             if self.fuse_d:
                 # Both penalties in one pass: a mean over 2B samples, so the sum is twice it.
-                gp = 2 * losses.gradient_penalty(d, torch.cat([x, x]), torch.cat([x_rec, x_gen]),
-                                                 rng)
+                gp = 2 * losses.gradient_penalty(
+                    d, torch.cat([x, x]), torch.cat([x_rec, x_gen]), rng
+                )
             else:
-                gp = (losses.gradient_penalty(d, x, x_rec, rng)
-                      + losses.gradient_penalty(d, x, x_gen, rng))
+                gp = losses.gradient_penalty(d, x, x_rec, rng) + losses.gradient_penalty(
+                    d, x, x_gen, rng
+                )
         return losses.discriminator_loss(d_real, d_rec, d_gen, losses.widen(gp), self.cfg.loss)
 
 
@@ -190,8 +220,9 @@ class CodeDiscriminatorPhase(_Phase):
         super().__init__(cfg, device_type)
         self.code_discriminator = nets.code_discriminator
 
-    def forward(self, z_e: Tensor, z_r: Tensor, rng: torch.Generator | None
-                ) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, z_e: Tensor, z_r: Tensor, rng: torch.Generator | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.code_discriminator
         with self.amp():
             c_enc, c_rand = _scores(c, self.fuse_c, z_e, z_r)
@@ -206,10 +237,17 @@ class AlphaGANStep:
     DistributedDataParallel under torchrun).
     """
 
-    def __init__(self, nets: Networks, optimizers: dict[str, torch.optim.Optimizer], cfg: Config,
-                 device: torch.device, rng: torch.Generator,
-                 wrap=lambda module: module, ema: GeneratorEMA | None = None,
-                 augment: DiscriminatorAugment | None = None) -> None:
+    def __init__(
+        self,
+        nets: Networks,
+        optimizers: dict[str, torch.optim.Optimizer],
+        cfg: Config,
+        device: torch.device,
+        rng: torch.Generator,
+        wrap=lambda module: module,
+        ema: GeneratorEMA | None = None,
+        augment: DiscriminatorAugment | None = None,
+    ) -> None:
         self.nets, self.opt, self.cfg, self.device, self.rng = nets, optimizers, cfg, device, rng
         self.ema, self.augment = ema, augment
         self.images_seen = 0
@@ -222,8 +260,9 @@ class AlphaGANStep:
         self.d = wrap(DiscriminatorPhase(nets, cfg, device.type, augment))
         self.c = wrap(CodeDiscriminatorPhase(nets, cfg, device.type))
         self._helper = _Phase(cfg, device.type)  # shared settings for the no-grad forwards
-        self.memory_format = (torch.channels_last_3d if cfg.train.channels_last
-                              else torch.contiguous_format)
+        self.memory_format = (
+            torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
+        )
 
     def _z(self, n: int) -> Tensor:
         return torch.randn(n, self.cfg.model.latent_dim, device=self.device, generator=self.rng)

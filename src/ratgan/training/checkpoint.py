@@ -56,8 +56,10 @@ def _write_failed(final: Path, exc: OSError) -> str:
     head = f"cannot write checkpoint {final} ({exc.strerror or exc}); "
     if not kept:
         return head + "no earlier checkpoint exists."
-    return head + (f"the previous checkpoint {kept[-1]} is kept intact, and --resume continues "
-                   "from it once the problem is solved.")
+    return head + (
+        f"the previous checkpoint {kept[-1]} is kept intact, and --resume continues "
+        "from it once the problem is solved."
+    )
 
 
 def save_best_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any]) -> Path:
@@ -87,8 +89,10 @@ def resolve_checkpoint(run_dir: Path, which: str | Path | None) -> Path:
     if str(which) == "best":
         path = run_paths(run_dir).best_checkpoint
         if not path.is_file():
-            raise RatganError(f"run folder {run_dir} has no {path.name} in its checkpoints: it "
-                              "was trained without train.eval_every, or no evaluation ran yet.")
+            raise RatganError(
+                f"run folder {run_dir} has no {path.name} in its checkpoints: it "
+                "was trained without train.eval_every, or no evaluation ran yet."
+            )
         return path
     path = Path(which)
     if not path.is_file():
@@ -96,8 +100,9 @@ def resolve_checkpoint(run_dir: Path, which: str | Path | None) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False
-                    ) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
     """Read one checkpoint file; a damaged file gives a RatganError naming it.
 
     ``mmap`` maps the file instead of reading it: tensors are paged in when used, so a reader

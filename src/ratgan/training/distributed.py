@@ -46,12 +46,17 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
     """Join the process group when launched by torchrun; pick this rank's device."""
     if not launched_by_torchrun():
         return DistInfo(), device
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")),
-                    int(os.environ["WORLD_SIZE"]))
+    info = DistInfo(
+        int(os.environ["RANK"]),
+        int(os.environ.get("LOCAL_RANK", "0")),
+        int(os.environ["WORLD_SIZE"]),
+    )
     if device.type == "cuda":
         if torch.cuda.device_count() <= info.local_rank:
-            raise RatganError(f"rank {info.rank} needs GPU {info.local_rank} but this machine "
-                              f"has {torch.cuda.device_count()}.")
+            raise RatganError(
+                f"rank {info.rank} needs GPU {info.local_rank} but this machine "
+                f"has {torch.cuda.device_count()}."
+            )
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"

@@ -16,8 +16,9 @@ from torch import nn
 class GeneratorEMA:
     """Holds ``average``, a generator of the same architecture as the trained one."""
 
-    def __init__(self, average: nn.Module, source: nn.Module, half_life_images: float,
-                 rampup: float = 0.0) -> None:
+    def __init__(
+        self, average: nn.Module, source: nn.Module, half_life_images: float, rampup: float = 0.0
+    ) -> None:
         if half_life_images <= 0:
             raise ValueError("half_life_images must be positive")
         self.average = average

@@ -38,8 +38,12 @@ def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
     rows = read_metrics(metrics_path, "quality")
     if not rows:
         return None
-    panels = [("frechet", "Fréchet distance ↓", True), ("rbf_mmd2", "RBF-MMD² ↓", False),
-              ("precision", "precision ↑", False), ("recall", "recall ↑", False)]
+    panels = [
+        ("frechet", "Fréchet distance ↓", True),
+        ("rbf_mmd2", "RBF-MMD² ↓", False),
+        ("precision", "precision ↑", False),
+        ("recall", "recall ↑", False),
+    ]
     panels = [p for p in panels if p[0] in rows[0]]
     fig = Figure(figsize=(3.6 * len(panels), 3.2))
     its = [r["iteration"] for r in rows]
@@ -48,8 +52,14 @@ def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
         ax.plot(its, [r[key] for r in rows], marker="o", markersize=3, linewidth=1.2)
         best = [r for r in rows if r.get("best")]
         if best:
-            ax.plot([r["iteration"] for r in best], [r[key] for r in best], "o", color="C3",
-                    markersize=4, label="new best")
+            ax.plot(
+                [r["iteration"] for r in best],
+                [r[key] for r in best],
+                "o",
+                color="C3",
+                markersize=4,
+                label="new best",
+            )
             ax.legend(fontsize=7)
         if log and min(r[key] for r in rows) > 0:
             ax.set_yscale("log")
@@ -85,16 +95,18 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
 
 
 @torch.no_grad()
-def generate_source_space(generator: torch.nn.Module, z: torch.Tensor, info, cfg: Config,
-                          device: torch.device) -> list[np.ndarray]:
+def generate_source_space(
+    generator: torch.nn.Module, z: torch.Tensor, info, cfg: Config, device: torch.device
+) -> list[np.ndarray]:
     """Scans (channel 0) from latent codes, mapped back to the source grid and intensities."""
     from ratgan.data.transforms import inverse_preprocess
 
     was_training = generator.training
     generator.eval()
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16,
-                            enabled=cfg.train.precision == "bf16"):
+        with torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"
+        ):
             # Fixed output noise (when G has it), so montages do not consume the training's
             # random stream.
             shape = (len(z), cfg.model.channels) + (cfg.model.volume_size,) * 3
@@ -105,12 +117,23 @@ def generate_source_space(generator: torch.nn.Module, z: torch.Tensor, info, cfg
     return [inverse_preprocess(v[0], info) for v in out]
 
 
-def save_sample_montage(generator: torch.nn.Module, z: torch.Tensor, info, cfg: Config,
-                        out_png: Path, device: torch.device) -> Path:
+def save_sample_montage(
+    generator: torch.nn.Module,
+    z: torch.Tensor,
+    info,
+    cfg: Config,
+    out_png: Path,
+    device: torch.device,
+) -> Path:
     """Axial slices of scans generated from fixed codes, one row per scan."""
     from ratgan.viz import montage
 
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     volumes = generate_source_space(generator, z, info, cfg, device)
-    return montage([[v] for v in volumes], out_png,
-                   row_titles=[f"sample {i}" for i in range(len(volumes))], axis=2, n_slices=8)
+    return montage(
+        [[v] for v in volumes],
+        out_png,
+        row_titles=[f"sample {i}" for i in range(len(volumes))],
+        axis=2,
+        n_slices=8,
+    )

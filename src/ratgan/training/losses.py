@@ -28,8 +28,13 @@ def widen(t: Tensor) -> Tensor:
     """
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
-def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
-                     generator: torch.Generator | None = None) -> Tensor:
+
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """WGAN-GP penalty mean((sqrt(||grad critic(x_hat)||^2 + 1e-15) - 1)^2).
 
     x_hat = a * real + (1 - a) * fake with one a ~ U(0, 1) per sample, drawn with
@@ -67,8 +72,9 @@ def gradient_difference_loss(real: Tensor, fake: Tensor) -> Tensor:
     return total
 
 
-def reconstruction_loss(x: Tensor, x_rec: Tensor, loss: LossConfig
-                        ) -> tuple[Tensor, dict[str, Tensor]]:
+def reconstruction_loss(
+    x: Tensor, x_rec: Tensor, loss: LossConfig
+) -> tuple[Tensor, dict[str, Tensor]]:
     """loss.l1 * L1 + loss.mse * MSE + loss.gdl * GDL between ``x`` and its reconstruction.
 
     L1 and MSE are means over all elements; GDL is the sum reduction of
@@ -94,8 +100,9 @@ def reconstruction_loss(x: Tensor, x_rec: Tensor, loss: LossConfig
     return total, parts
 
 
-def encoder_generator_loss(d_rec: Tensor, d_gen: Tensor, c_enc: Tensor, x: Tensor, x_rec: Tensor,
-                           loss: LossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+def encoder_generator_loss(
+    d_rec: Tensor, d_gen: Tensor, c_enc: Tensor, x: Tensor, x_rec: Tensor, loss: LossConfig
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of E and G (eqs. 1-6): L_GD - mean(C(z_e)) + reconstruction.
 
     L_GD = -mean(D(G(z_e))) - mean(D(G(z_r))), with ``d_rec`` = D(G(z_e)), ``d_gen`` = D(G(z_r))
@@ -106,13 +113,20 @@ def encoder_generator_loss(d_rec: Tensor, d_gen: Tensor, c_enc: Tensor, x: Tenso
     c_mean = widen(c_enc).mean()
     rec, rec_parts = reconstruction_loss(x, x_rec, loss)
     total = l_gd - c_mean + rec
-    parts = {"l_gd": l_gd.detach(), "c_enc": c_mean.detach(), "l1": rec_parts["l1"],
-             "mse": rec_parts["mse"], "gdl": rec_parts["gdl"], "total": total.detach()}
+    parts = {
+        "l_gd": l_gd.detach(),
+        "c_enc": c_mean.detach(),
+        "l1": rec_parts["l1"],
+        "mse": rec_parts["mse"],
+        "gdl": rec_parts["gdl"],
+        "total": total.detach(),
+    }
     return total, parts
 
 
-def discriminator_loss(d_real: Tensor, d_rec: Tensor, d_gen: Tensor, gp: Tensor, loss: LossConfig
-                       ) -> tuple[Tensor, dict[str, Tensor]]:
+def discriminator_loss(
+    d_real: Tensor, d_rec: Tensor, d_gen: Tensor, gp: Tensor, loss: LossConfig
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of D: mean(D(G(z_e))) + mean(D(G(z_r))) - 2 mean(D(x)) + loss.gp * gp.
 
     ``gp`` is GP(real, G(z_e)) + GP(real, G(z_r)), computed by the caller.
@@ -120,19 +134,29 @@ def discriminator_loss(d_real: Tensor, d_rec: Tensor, d_gen: Tensor, gp: Tensor,
     """
     m_real, m_rec, m_gen = widen(d_real).mean(), widen(d_rec).mean(), widen(d_gen).mean()
     total = m_rec + m_gen - 2 * m_real + loss.gp * widen(gp)
-    parts = {"d_real": m_real.detach(), "d_rec": m_rec.detach(), "d_gen": m_gen.detach(),
-             "gp": gp.detach(), "total": total.detach()}
+    parts = {
+        "d_real": m_real.detach(),
+        "d_rec": m_rec.detach(),
+        "d_gen": m_gen.detach(),
+        "gp": gp.detach(),
+        "total": total.detach(),
+    }
     return total, parts
 
 
-def code_discriminator_loss(c_enc: Tensor, c_rand: Tensor, gp: Tensor, loss: LossConfig
-                            ) -> tuple[Tensor, dict[str, Tensor]]:
+def code_discriminator_loss(
+    c_enc: Tensor, c_rand: Tensor, gp: Tensor, loss: LossConfig
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of C: mean(C(z_e)) - mean(C(z_r)) + loss.gp * gp, with gp = GP_C(z_e, z_r).
 
     Parts: ``c_enc``, ``c_rand`` (means), ``gp``, ``total``.
     """
     m_enc, m_rand = widen(c_enc).mean(), widen(c_rand).mean()
     total = m_enc - m_rand + loss.gp * widen(gp)
-    parts = {"c_enc": m_enc.detach(), "c_rand": m_rand.detach(), "gp": gp.detach(),
-             "total": total.detach()}
+    parts = {
+        "c_enc": m_enc.detach(),
+        "c_rand": m_rand.detach(),
+        "gp": gp.detach(),
+        "total": total.detach(),
+    }
     return total, parts

@@ -94,15 +94,19 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> C
             setattr(stored.train, key, getattr(cfg.train, key))
         found = ckpt.list_checkpoints(run_dir)
         if found and found[-1][0] > stored.train.iterations:
-            raise RatganError(f"--resume: the run in {run_dir} has reached iteration "
-                              f"{found[-1][0]}, beyond the iteration target "
-                              f"{stored.train.iterations}.")
+            raise RatganError(
+                f"--resume: the run in {run_dir} has reached iteration "
+                f"{found[-1][0]}, beyond the iteration target "
+                f"{stored.train.iterations}."
+            )
         if changed and write:
             write_run_config(run_dir, stored)  # the run folder states its new target
         return stored.validate()
     if has_ckpt:
-        raise RatganError(f"run folder {run_dir} already holds checkpoints; pass --resume to "
-                          "continue it or choose another --out.")
+        raise RatganError(
+            f"run folder {run_dir} already holds checkpoints; pass --resume to "
+            "continue it or choose another --out."
+        )
     if write:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(run_dir, cfg)
@@ -114,17 +118,27 @@ def _shard(cohort: Cohort, info: distributed.DistInfo) -> Cohort:
     if not info.enabled:
         return cohort
     if len(cohort) < info.world_size:
-        raise RatganError(f"{len(cohort)} scans cannot be shared among {info.world_size} "
-                          "processes; use fewer processes or more scans.")
+        raise RatganError(
+            f"{len(cohort)} scans cannot be shared among {info.world_size} "
+            "processes; use fewer processes or more scans."
+        )
     idx = list(range(info.rank, len(cohort), info.world_size))
     return Cohort(
         images=cohort.images[idx],
         labels=None if cohort.labels is None else cohort.labels[idx],
-        entries=[cohort.entries[i] for i in idx], infos=[cohort.infos[i] for i in idx])
+        entries=[cohort.entries[i] for i in idx],
+        infos=[cohort.infos[i] for i in idx],
+    )
 
 
-def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resume: bool = False,
-          progress: bool = True, probe_factory: ProbeFactory | None = None) -> TrainResult:
+def train(
+    cfg: Config,
+    data_source: str | Path | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    probe_factory: ProbeFactory | None = None,
+) -> TrainResult:
     """Train (or resume) an alpha-GAN run; see the module docstring for what it writes.
 
     Under torchrun each rank trains on its shard with DistributedDataParallel and rank 0
@@ -141,32 +155,63 @@ def train(cfg: Config, data_source: str | Path | None, run_dir: str | Path, resu
             data_source = read_run_data(run_dir).source
         elif data_source is None:
             raise RatganError("--data is required to start a new run.")
-        cohort = load_cohort(data_source, cfg.data, require_labels=cfg.data.label_channels,
-                             progress=progress and info.is_main)
+        cohort = load_cohort(
+            data_source,
+            cfg.data,
+            require_labels=cfg.data.label_channels,
+            progress=progress and info.is_main,
+        )
         if not resume and info.is_main:
-            write_run_data(run_dir, RunData(
-                source=str(data_source),
-                entries=[RunScan(str(Path(e.image).resolve()),
-                                 None if e.label is None else str(Path(e.label).resolve()))
-                         for e in cohort.entries],
-                infos=[i.to_dict() for i in cohort.infos]))
+            write_run_data(
+                run_dir,
+                RunData(
+                    source=str(data_source),
+                    entries=[
+                        RunScan(
+                            str(Path(e.image).resolve()),
+                            None if e.label is None else str(Path(e.label).resolve()),
+                        )
+                        for e in cohort.entries
+                    ],
+                    infos=[i.to_dict() for i in cohort.infos],
+                ),
+            )
         probe = None
         if cfg.train.eval_every and info.is_main:
             if probe_factory is None:
-                raise RatganError("train.eval_every is set but no quality probe was given "
-                                  "(pass ratgan.evaluation.tracking.quality_probe_factory).")
+                raise RatganError(
+                    "train.eval_every is set but no quality probe was given "
+                    "(pass ratgan.evaluation.tracking.quality_probe_factory)."
+                )
             probe = probe_factory(cfg, run_dir)
-        result = _loop(cfg, _shard(cohort, info), cohort.infos[0], run_dir, resume,
-                       progress and info.is_main, info, device, probe)
+        result = _loop(
+            cfg,
+            _shard(cohort, info),
+            cohort.infos[0],
+            run_dir,
+            resume,
+            progress and info.is_main,
+            info,
+            device,
+            probe,
+        )
         distributed.finish(info)
         return result
     finally:
         distributed.teardown(info)
 
 
-def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resume: bool,
-          progress: bool, info: distributed.DistInfo, device: torch.device,
-          probe: QualityProbe | None = None) -> TrainResult:
+def _loop(
+    cfg: Config,
+    cohort: Cohort,
+    reference_info: Any,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    info: distributed.DistInfo,
+    device: torch.device,
+    probe: QualityProbe | None = None,
+) -> TrainResult:
     t_cfg = cfg.train
     paths = run_paths(run_dir)
     torch.manual_seed(t_cfg.seed)  # same initial weights on every rank
@@ -175,17 +220,23 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
     elif device.type == "cpu":
         keep_freed_host_memory()  # ~20 % faster 64^3 iterations on a CPU (see the module)
     seed = partial(distributed.rank_seed, t_cfg.seed, info.rank)
-    stream = EndlessBatches(cohort, t_cfg.batch_size, seed=seed(0), device=device,
-                            augmenter=BatchAugmenter(cfg.augment, seed=seed(1)),
-                            with_labels=cfg.data.label_channels)
+    stream = EndlessBatches(
+        cohort,
+        t_cfg.batch_size,
+        seed=seed(0),
+        device=device,
+        augmenter=BatchAugmenter(cfg.augment, seed=seed(1)),
+        with_labels=cfg.data.label_channels,
+    )
     nets = build_networks(cfg.model).place(device, t_cfg.channels_last)
     optimizers = build_optimizers(nets, cfg)
     ema = _build_ema(cfg, nets, device)
     augment = DiscriminatorAugment(cfg.ada).to(device) if cfg.ada.enabled else None
     rng = torch.Generator(device=device)
     rng.manual_seed(seed(2))
-    sample_z = torch.randn(4, cfg.model.latent_dim,
-                           generator=torch.Generator().manual_seed(t_cfg.seed + 3))
+    sample_z = torch.randn(
+        4, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t_cfg.seed + 3)
+    )
 
     start = 0
     best: dict[str, Any] = {}
@@ -198,8 +249,16 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
         start = int(state["iteration"])
         if info.is_main:
             _truncate_metrics(paths.metrics, start)
-    step = AlphaGANStep(nets, optimizers, cfg, device, rng,
-                        wrap=distributed.wrapper(info, device), ema=ema, augment=augment)
+    step = AlphaGANStep(
+        nets,
+        optimizers,
+        cfg,
+        device,
+        rng,
+        wrap=distributed.wrapper(info, device),
+        ema=ema,
+        augment=augment,
+    )
     step.world_size = info.world_size
     step.images_seen = start * t_cfg.batch_size * info.world_size
     sampler = ema.average if ema is not None else nets.generator
@@ -209,8 +268,14 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
     finite = torch.ones((), dtype=torch.bool, device=device)
     last: dict[str, float] = {}
     t0 = time.perf_counter()
-    bar = tqdm(total=t_cfg.iterations, initial=start, disable=not progress, unit="it",
-               desc="train", dynamic_ncols=True)
+    bar = tqdm(
+        total=t_cfg.iterations,
+        initial=start,
+        disable=not progress,
+        unit="it",
+        desc="train",
+        dynamic_ncols=True,
+    )
     try:
         for it in range(start + 1, t_cfg.iterations + 1):
             x1 = model_input(*next(stream), cfg)
@@ -226,18 +291,25 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
                 if not distributed.all_finite(finite, info):
                     raise TrainingDiverged(
                         f"a loss became NaN or Inf between iterations {it - len(window) + 1} "
-                        f"and {it}; the last good checkpoint is kept in {paths.checkpoints}.")
+                        f"and {it}; the last good checkpoint is kept in {paths.checkpoints}."
+                    )
                 if info.is_main:
-                    last = _log(paths.metrics, it, window, time.perf_counter() - t0,
-                                writer)
-                    bar.set_postfix({k: f"{last[k]:.3g}" for k in
-                                     ("eg_total", "d_total", "c_total") if k in last})
+                    last = _log(paths.metrics, it, window, time.perf_counter() - t0, writer)
+                    bar.set_postfix(
+                        {
+                            k: f"{last[k]:.3g}"
+                            for k in ("eg_total", "d_total", "c_total")
+                            if k in last
+                        }
+                    )
                 window = []
             if info.is_main and (it % t_cfg.sample_every == 0 or it == t_cfg.iterations):
-                save_sample_montage(sampler, sample_z, reference_info, cfg,
-                                    paths.sample(it), device)
-            at_eval = bool(t_cfg.eval_every) and (it % t_cfg.eval_every == 0
-                                                  or it == t_cfg.iterations)
+                save_sample_montage(
+                    sampler, sample_z, reference_info, cfg, paths.sample(it), device
+                )
+            at_eval = bool(t_cfg.eval_every) and (
+                it % t_cfg.eval_every == 0 or it == t_cfg.iterations
+            )
             improved = False
             if at_eval and probe is not None:
                 improved = _evaluate(probe, sampler, device, paths.metrics, it, cfg, best)
@@ -255,8 +327,7 @@ def _loop(cfg: Config, cohort: Cohort, reference_info: Any, run_dir: Path, resum
         bar.close()
         if writer is not None:
             writer.close()
-    return TrainResult(run_dir, t_cfg.iterations, time.perf_counter() - t0, last, nets,
-                       info.rank)
+    return TrainResult(run_dir, t_cfg.iterations, time.perf_counter() - t0, last, nets, info.rank)
 
 
 def _build_ema(cfg: Config, nets: Networks, device: torch.device) -> GeneratorEMA | None:
@@ -265,12 +336,20 @@ def _build_ema(cfg: Config, nets: Networks, device: torch.device) -> GeneratorEM
         return None
     fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
     average = Generator(cfg.model).to(device).to(memory_format=fmt).eval()
-    return GeneratorEMA(average, nets.generator, cfg.train.ema_half_life_images,
-                        cfg.train.ema_rampup)
+    return GeneratorEMA(
+        average, nets.generator, cfg.train.ema_half_life_images, cfg.train.ema_rampup
+    )
 
 
-def _evaluate(probe: QualityProbe, sampler: torch.nn.Module, device: torch.device,
-              metrics_path: Path, iteration: int, cfg: Config, best: dict[str, Any]) -> bool:
+def _evaluate(
+    probe: QualityProbe,
+    sampler: torch.nn.Module,
+    device: torch.device,
+    metrics_path: Path,
+    iteration: int,
+    cfg: Config,
+    best: dict[str, Any],
+) -> bool:
     """Run the quality probe, log its metrics; True (and ``best`` updated) when it improved."""
     t0 = time.perf_counter()
     was_training = sampler.training
@@ -285,21 +364,29 @@ def _evaluate(probe: QualityProbe, sampler: torch.nn.Module, device: torch.devic
     improved = not best or (value < best["value"] if lower else value > best["value"])
     if improved:
         best.update({"metric": name, "value": value, "iteration": iteration})
-    record = {"iteration": iteration, "kind": "quality", **metrics,
-              "eval_seconds": round(time.perf_counter() - t0, 3), "best": improved}
+    record = {
+        "iteration": iteration,
+        "kind": "quality",
+        **metrics,
+        "eval_seconds": round(time.perf_counter() - t0, 3),
+        "best": improved,
+    }
     with open(metrics_path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
     return improved
 
 
-def _restore_extras(state: dict[str, Any], ema: GeneratorEMA | None,
-                    augment: DiscriminatorAugment | None) -> None:
+def _restore_extras(
+    state: dict[str, Any], ema: GeneratorEMA | None, augment: DiscriminatorAugment | None
+) -> None:
     """The EMA weights and the augmentation state, when the run has them."""
     if ema is not None:
         if "ema" not in state:
-            raise RatganError("the checkpoint has no moving average of G but the config asks "
-                              "for one (train.ema_half_life_images); resume with the run's own "
-                              "config.")
+            raise RatganError(
+                "the checkpoint has no moving average of G but the config asks "
+                "for one (train.ema_half_life_images); resume with the run's own "
+                "config."
+            )
         ema.average.load_state_dict(state["ema"]["G"])
     if augment is not None and "ada" in state:
         augment.load_state_dict(state["ada"])
@@ -307,13 +394,22 @@ def _restore_extras(state: dict[str, Any], ema: GeneratorEMA | None,
 
 def _rank_state(rng: torch.Generator, stream: Any) -> dict[str, Any]:
     """The random streams that differ between ranks."""
-    return {"global": ckpt.capture_rng_state(), "train": rng.get_state().cpu(),
-            "stream": stream.state_dict()}
+    return {
+        "global": ckpt.capture_rng_state(),
+        "train": rng.get_state().cpu(),
+        "stream": stream.state_dict(),
+    }
 
 
-def _state(cfg: Config, nets: Networks, optimizers: dict, ranks: list[dict[str, Any]],
-           ema: GeneratorEMA | None = None, augment: DiscriminatorAugment | None = None,
-           best: dict[str, Any] | None = None) -> dict[str, Any]:
+def _state(
+    cfg: Config,
+    nets: Networks,
+    optimizers: dict,
+    ranks: list[dict[str, Any]],
+    ema: GeneratorEMA | None = None,
+    augment: DiscriminatorAugment | None = None,
+    best: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     state = {
         "config": cfg.to_dict(),
         "networks": {k: v.state_dict() for k, v in nets.as_dict().items()},
@@ -330,8 +426,14 @@ def _state(cfg: Config, nets: Networks, optimizers: dict, ranks: list[dict[str, 
     return state
 
 
-def _restore(state: dict[str, Any], nets: Networks, optimizers: dict, rng: torch.Generator,
-             stream: Any, info: distributed.DistInfo) -> None:
+def _restore(
+    state: dict[str, Any],
+    nets: Networks,
+    optimizers: dict,
+    rng: torch.Generator,
+    stream: Any,
+    info: distributed.DistInfo,
+) -> None:
     """Load a checkpoint; per-rank random streams only when the world size is unchanged."""
     for key, net in nets.as_dict().items():
         net.load_state_dict(state["networks"][key])
@@ -340,8 +442,7 @@ def _restore(state: dict[str, Any], nets: Networks, optimizers: dict, rng: torch
     if int(state["world_size"]) == info.world_size:
         mine = state["ranks"][info.rank]
         ckpt.restore_rng_state(mine["global"])
-        rng.set_state(mine["train"].to(rng.device) if rng.device.type != "cpu"
-                      else mine["train"])
+        rng.set_state(mine["train"].to(rng.device) if rng.device.type != "cpu" else mine["train"])
         stream.load_state_dict(mine["stream"])
     else:
         # Another number of processes: shards differ, so each rank starts fresh random streams
@@ -355,13 +456,17 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
     """Drop log lines written after the checkpoint a run resumes from."""
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines()
-            if ln.strip() and json.loads(ln)["iteration"] <= iteration]
+    keep = [
+        ln
+        for ln in path.read_text().splitlines()
+        if ln.strip() and json.loads(ln)["iteration"] <= iteration
+    ]
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
-def _log(path: Path, iteration: int, window: list[dict[str, torch.Tensor]], seconds: float,
-         writer: Any) -> dict[str, float]:
+def _log(
+    path: Path, iteration: int, window: list[dict[str, torch.Tensor]], seconds: float, writer: Any
+) -> dict[str, float]:
     keys = list(window[0])
     means = torch.stack([torch.stack([w[k] for w in window]) for k in keys]).float().mean(1)
     values = dict(zip(keys, means.tolist()))
@@ -378,6 +483,8 @@ def _tensorboard(run_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise RatganError("train.tensorboard is true but the tensorboard package is not "
-                          "installed (pip install tensorboard).") from None
+        raise RatganError(
+            "train.tensorboard is true but the tensorboard package is not "
+            "installed (pip install tensorboard)."
+        ) from None
     return SummaryWriter(str(run_paths(run_dir).tensorboard))

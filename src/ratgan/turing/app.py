@@ -215,8 +215,11 @@ def serve(
     if show_links:
         print(app.config["STUDY"].links_text(base), flush=True)
     else:
-        print("Private links: see the study's links.txt (adjust host and port to this server), "
-              "or restart with --show-links.", flush=True)
+        print(
+            "Private links: see the study's links.txt (adjust host and port to this server), "
+            "or restart with --show-links.",
+            flush=True,
+        )
     try:
         server.run()  # returns on Ctrl-C
     finally:

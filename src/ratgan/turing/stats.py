@@ -250,7 +250,8 @@ def _safe_cell(value: object) -> object:
 def _csv(rows: Sequence[Sequence[object]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(
-        [[_safe_cell(v) for v in row] for row in rows])
+        [[_safe_cell(v) for v in row] for row in rows]
+    )
     return buffer.getvalue()
 
 

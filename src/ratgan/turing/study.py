@@ -236,8 +236,10 @@ def create_study(
         rendered.append((source, path, png))
     if len(orientations) > 1:
         found = ", ".join(f"{n} {code}" for code, n in sorted(orientations.items()))
-        warnings.append(f"the scans are stored in several orientations ({found}); all are "
-                        "shown reoriented to RAS")
+        warnings.append(
+            f"the scans are stored in several orientations ({found}); all are "
+            "shown reoriented to RAS"
+        )
     # The scan rows and every rater's order come from the operating system's secure random
     # source, never from --seed: knowing the seed, the folders and one's own rater number must
     # not give the answer key away. The orders are stored in the database (table item).
@@ -307,15 +309,18 @@ def create_study(
         links.unlink(missing_ok=True)
         if new_folder and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
-        raise RatganError(f"cannot write the study to {out} "
-                          f"({exc.strerror or exc}); nothing was left behind") from None
+        raise RatganError(
+            f"cannot write the study to {out} ({exc.strerror or exc}); nothing was left behind"
+        ) from None
     return target, warnings
 
 
 def _links_text(conn: sqlite3.Connection, base_url: str) -> str:
     admin = conn.execute("SELECT value FROM meta WHERE key = 'admin_token'").fetchone()[0]
-    raters = [Rater(*row) for row in conn.execute(
-        "SELECT id, name, expertise, token FROM rater ORDER BY id")]
+    raters = [
+        Rater(*row)
+        for row in conn.execute("SELECT id, name, expertise, token FROM rater ORDER BY id")
+    ]
     return format_links(base_url, admin, raters)
 
 
