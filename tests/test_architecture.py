@@ -10,6 +10,7 @@ BASE = {
     # module: the ratgan modules it may import
     "errors": set(),
     "atomic": set(),
+    "arrays": set(),
     "config": {"errors", "atomic"},
     "devices": {"errors"},
     "runs": {"config", "errors", "atomic"},
