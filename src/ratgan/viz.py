@@ -1,9 +1,10 @@
 """Figures of 3-D scans as PNG files: orthogonal views and slice montages.
 
 Used by every stage of the project (data checks, training samples, evaluation reports), so it
-imports only numpy, matplotlib and ``ratgan.atomic``.  Figures are drawn on matplotlib's
-non-interactive Agg canvas without pyplot, so no display and no global backend state are needed,
-and each PNG is written atomically (:func:`save_figure`, which every figure of the package uses).
+imports only numpy, matplotlib, ``ratgan.atomic`` and ``ratgan.arrays``.  Figures are drawn on
+matplotlib's non-interactive Agg canvas without pyplot, so no display and no global backend state
+are needed, and each PNG is written atomically (:func:`save_figure`, which every figure of the
+package uses).
 """
 
 from __future__ import annotations
