@@ -143,9 +143,9 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
     """Read a 3-D or 4-D NIfTI scan as float32.
 
     A 4-D file is reduced to one volume: ``volume_index`` picks it, ``None`` takes the mean
-    over the fourth axis (``volume_index`` is ignored for a 3-D file).  Raises RatganError (naming the file) for a file that is not a
-    readable NIfTI, is truncated, is not 3-D or 4-D, holds NaN or Inf voxels, or when
-    ``volume_index`` is out of range.
+    over the fourth axis (``volume_index`` is ignored for a 3-D file).  Raises RatganError
+    (naming the file) for a file that is not a readable NIfTI, is truncated, is not 3-D or
+    4-D, holds NaN or Inf voxels, or when ``volume_index`` is out of range.
     """
     path = Path(path)
     img = _load(path)
@@ -253,6 +253,157 @@ def _integer_raw(data: np.ndarray, dtype: np.dtype, slope: float, inter: float) 
     return np.clip(raw, info.min, info.max).astype(dtype)
 
 
+def _checked_inputs(
+    path: Path, data: np.ndarray, affine: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` and ``affine`` as arrays, checked for :func:`write_nifti` (bool data as uint8)."""
+    if not is_nifti_path(path):
+        raise RatganError(f"output file {path} must end in .nii or .nii.gz.")
+    data = np.asarray(data)
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise RatganError(f"affine for {path} must be a 4x4 matrix (got {list(affine.shape)}).")
+    if data.ndim < 3:
+        raise RatganError(f"data for {path} must be at least 3-D (got {list(data.shape)}).")
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    return data, affine
+
+
+def _start_header(header: nib.Nifti1Header | None) -> tuple[nib.Nifti1Header, int, int]:
+    """The header to write from (a copy of ``header`` or a fresh one) and its qform and sform
+    codes."""
+    if header is not None:
+        hdr = _as_nifti1_header(header)
+        qcode = int(hdr["qform_code"])
+        scode = int(hdr["sform_code"])
+        if qcode == 0 and scode == 0:
+            scode = 1  # otherwise the affine would be lost and readers would use pixdim only
+        return hdr, qcode, scode
+    hdr = nib.Nifti1Header()
+    hdr.set_slope_inter(None, None)
+    return hdr, 1, 1
+
+
+def _set_output_dtype(
+    hdr: nib.Nifti1Header,
+    dtype: np.dtype | None,
+    header: nib.Nifti1Header | None,
+    data: np.ndarray,
+    path: Path,
+) -> np.dtype:
+    """Choose the stored datatype (``dtype``, else the reference header's, else the data's, with
+    float64 stored as float32 without a reference), set it on ``hdr`` and return it."""
+    out_dtype = (
+        np.dtype(dtype)
+        if dtype is not None
+        else (hdr.get_data_dtype() if header is not None else data.dtype)
+    )
+    if out_dtype == np.float64 and header is None:
+        out_dtype = np.dtype(np.float32)
+    try:
+        hdr.set_data_dtype(out_dtype)
+    except (nib.spatialimages.HeaderDataError, TypeError, ValueError) as exc:
+        raise RatganError(
+            f"datatype {out_dtype} cannot be stored in NIfTI file {path} ({_first_line(exc)})."
+        ) from None
+    return out_dtype
+
+
+def _stored_values(
+    data: np.ndarray,
+    out_dtype: np.dtype,
+    hdr: nib.Nifti1Header,
+    header: nib.Nifti1Header | None,
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """The array to store as ``out_dtype`` and the scaling (slope, inter) it is stored with."""
+    if not np.issubdtype(out_dtype, np.integer):
+        return np.asarray(data, dtype=out_dtype), (1.0, 0.0)
+    slope, inter = hdr.get_slope_inter()
+    if (
+        slope is None
+        or not np.isfinite(slope)
+        or header is None
+        or np.issubdtype(data.dtype, np.integer)
+        or out_dtype != header.get_data_dtype()
+    ):
+        # the reference's scaling fits only float data stored the way the reference was;
+        # integer data (label maps) and other datatypes are stored as they are
+        slope, inter = 1.0, 0.0
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    if np.issubdtype(data.dtype, np.integer) and slope == 1.0 and inter == 0.0:
+        info = np.iinfo(out_dtype)
+        stored = np.clip(data, info.min, info.max).astype(out_dtype)
+    else:
+        stored = _integer_raw(data, out_dtype, float(slope), inter)
+    return stored, (float(slope), inter)
+
+
+_REFERENCE_GEOMETRY_KEYS = (
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "pixdim",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+)
+"""Header fields that :func:`write_nifti` copies from a reference header of the same geometry."""
+
+
+def _set_geometry(
+    h: nib.Nifti1Header,
+    header: nib.Nifti1Header | None,
+    affine: np.ndarray,
+    qcode: int,
+    scode: int,
+) -> None:
+    """Store ``affine`` in ``h`` with the given codes, keeping the reference ``header``'s
+    qform, sform, qfac and pixdim untouched when it has the same geometry."""
+    if header is not None and (
+        np.allclose(header.get_best_affine(), affine, atol=1e-6)
+        or np.allclose(header.get_qform(), affine, atol=1e-6)
+    ):
+        for key in _REFERENCE_GEOMETRY_KEYS:
+            h[key] = header[key]
+        h["qform_code"] = qcode
+        h["sform_code"] = scode
+        if scode > 0 and not np.allclose(h.get_sform(), affine, atol=1e-6):
+            h.set_sform(affine, code=scode)  # only the qform matched: store the affine
+        return
+    h.set_sform(affine, code=scode)
+    h.set_qform(affine, code=qcode)
+    if header is not None:
+        pix = h["pixdim"].copy()
+        pix[4:] = header["pixdim"][4:]  # keep non-spatial pixdim (e.g. TR)
+        h["pixdim"] = pix
+
+
+def _override_zooms(h: nib.Nifti1Header, zooms: tuple[float, ...]) -> None:
+    """Replace the leading voxel sizes of ``h`` by ``zooms`` (extra values are dropped)."""
+    z = tuple(float(v) for v in zooms)
+    cur = list(h.get_zooms())
+    cur[: min(len(z), len(cur))] = z[: len(cur)]
+    h.set_zooms(cur)
+
+
+def _save_atomic(img: nib.Nifti1Image, path: Path) -> None:
+    """Save ``img`` to ``path`` through a temporary file, creating parent folders."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RatganError(f"cannot create folder {path.parent} ({_first_line(exc)}).") from None
+    # nibabel picks the format from the temporary name, so it ends like the destination
+    try:
+        with atomic_path(path, suffix=_suffix(path)) as tmp:
+            nib.save(img, str(tmp))
+    except Exception as exc:  # noqa: BLE001 - whatever failed, no partial file is left behind
+        raise RatganError(f"could not write NIfTI file {path} ({_first_line(exc)}).") from None
+
+
 def write_nifti(
     path: str | Path,
     data: np.ndarray,
@@ -272,112 +423,18 @@ def write_nifti(
     are created.
     """
     path = Path(path)
-    if not is_nifti_path(path):
-        raise RatganError(f"output file {path} must end in .nii or .nii.gz.")
-    data = np.asarray(data)
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4):
-        raise RatganError(f"affine for {path} must be a 4x4 matrix (got {list(affine.shape)}).")
-    if data.ndim < 3:
-        raise RatganError(f"data for {path} must be at least 3-D (got {list(data.shape)}).")
-    if data.dtype == np.bool_:
-        data = data.astype(np.uint8)
-    if header is not None:
-        hdr = _as_nifti1_header(header)
-        qcode = int(hdr["qform_code"])
-        scode = int(hdr["sform_code"])
-        if qcode == 0 and scode == 0:
-            scode = 1  # otherwise the affine would be lost and readers would use pixdim only
-    else:
-        hdr = nib.Nifti1Header()
-        hdr.set_slope_inter(None, None)
-        qcode = scode = 1
-    out_dtype = (
-        np.dtype(dtype)
-        if dtype is not None
-        else (hdr.get_data_dtype() if header is not None else data.dtype)
-    )
-    if out_dtype == np.float64 and header is None:
-        out_dtype = np.dtype(np.float32)
-    try:
-        hdr.set_data_dtype(out_dtype)
-    except (nib.spatialimages.HeaderDataError, TypeError, ValueError) as exc:
-        raise RatganError(
-            f"datatype {out_dtype} cannot be stored in NIfTI file {path} ({_first_line(exc)})."
-        ) from None
-
-    if np.issubdtype(out_dtype, np.integer):
-        slope, inter = hdr.get_slope_inter()
-        if (
-            slope is None
-            or not np.isfinite(slope)
-            or header is None
-            or np.issubdtype(data.dtype, np.integer)
-            or out_dtype != header.get_data_dtype()
-        ):
-            # the reference's scaling fits only float data stored the way the reference was;
-            # integer data (label maps) and other datatypes are stored as they are
-            slope, inter = 1.0, 0.0
-        inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
-        if np.issubdtype(data.dtype, np.integer) and slope == 1.0 and inter == 0.0:
-            info = np.iinfo(out_dtype)
-            stored = np.clip(data, info.min, info.max).astype(out_dtype)
-        else:
-            stored = _integer_raw(data, out_dtype, float(slope), inter)
-        scaling = (float(slope), inter)
-    else:
-        stored = np.asarray(data, dtype=out_dtype)
-        scaling = (1.0, 0.0)
-
+    data, affine = _checked_inputs(path, data, affine)
+    hdr, qcode, scode = _start_header(header)
+    out_dtype = _set_output_dtype(hdr, dtype, header, data, path)
+    stored, scaling = _stored_values(data, out_dtype, hdr, header)
     img = nib.Nifti1Image(stored, affine, header=hdr)
     h = img.header
-    if header is not None and (
-        np.allclose(header.get_best_affine(), affine, atol=1e-6)
-        or np.allclose(header.get_qform(), affine, atol=1e-6)
-    ):
-        # same geometry as the reference: keep its qform, sform, qfac and pixdim untouched
-        for key in (
-            "quatern_b",
-            "quatern_c",
-            "quatern_d",
-            "qoffset_x",
-            "qoffset_y",
-            "qoffset_z",
-            "pixdim",
-            "srow_x",
-            "srow_y",
-            "srow_z",
-        ):
-            h[key] = header[key]
-        h["qform_code"] = qcode
-        h["sform_code"] = scode
-        if scode > 0 and not np.allclose(h.get_sform(), affine, atol=1e-6):
-            h.set_sform(affine, code=scode)  # only the qform matched: store the affine
-    else:
-        h.set_sform(affine, code=scode)
-        h.set_qform(affine, code=qcode)
-        if header is not None:
-            pix = h["pixdim"].copy()
-            pix[4:] = header["pixdim"][4:]  # keep non-spatial pixdim (e.g. TR)
-            h["pixdim"] = pix
+    _set_geometry(h, header, affine, qcode, scode)
     h.set_slope_inter(*scaling)  # the constructor resets the header's scaling
     if zooms is not None:
-        z = tuple(float(v) for v in zooms)
-        cur = list(h.get_zooms())
-        cur[: min(len(z), len(cur))] = z[: len(cur)]
-        h.set_zooms(cur)
+        _override_zooms(h, zooms)
     img.header.set_data_dtype(out_dtype)
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RatganError(f"cannot create folder {path.parent} ({_first_line(exc)}).") from None
-    # nibabel picks the format from the temporary name, so it ends like the destination
-    try:
-        with atomic_path(path, suffix=_suffix(path)) as tmp:
-            nib.save(img, str(tmp))
-    except Exception as exc:  # noqa: BLE001 - whatever failed, no partial file is left behind
-        raise RatganError(f"could not write NIfTI file {path} ({_first_line(exc)}).") from None
+    _save_atomic(img, path)
     return path
 
 
@@ -432,6 +489,46 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
     return entries
 
 
+def _from_folder(src: Path) -> list[ScanEntry]:
+    """The scans of a folder (in its ``images/`` subfolder if it has one) with the label maps
+    of the same names in ``src/labels/`` (beside ``images/``, or e.g. the output folder of
+    ``ratgan generate``)."""
+    images_dir = src / "images"
+    scans_dir = images_dir if images_dir.is_dir() else src
+    files = _nifti_files(scans_dir)
+    if not files:
+        raise RatganError(f"folder {scans_dir} holds no .nii or .nii.gz files.")
+    labels_dir = src / "labels"
+    entries = []
+    for f in files:
+        lab = labels_dir / f.name
+        entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
+    return entries
+
+
+def _from_pattern(pattern: str) -> list[ScanEntry]:
+    """The NIfTI files a glob pattern matches (``**`` recursive), sorted."""
+    files = sorted(
+        Path(p)
+        for p in glob.glob(pattern, recursive=True)
+        if is_nifti_path(p) and Path(p).is_file()
+    )
+    if not files:
+        raise RatganError(f"pattern {pattern} matches no .nii or .nii.gz files.")
+    return [ScanEntry(image=f) for f in files]
+
+
+def _require_labels(entries: list[ScanEntry]) -> None:
+    """Raise RatganError naming the first scan without a label map."""
+    for e in entries:
+        if e.label is None:
+            raise RatganError(
+                f"scan {e.image} has no label map (labels are required; "
+                "put one with the same name in a labels/ folder beside "
+                "images/, or a label column in the CSV)."
+            )
+
+
 def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEntry]:
     """List the scans (and label maps) of a folder, glob pattern or CSV file, sorted.
 
@@ -444,25 +541,7 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     text = str(source)
     src = Path(source)
     if src.is_dir():
-        images_dir = src / "images"
-        if images_dir.is_dir():
-            labels_dir = src / "labels"
-            files = _nifti_files(images_dir)
-            if not files:
-                raise RatganError(f"folder {images_dir} holds no .nii or .nii.gz files.")
-            entries = []
-            for f in files:
-                lab = labels_dir / f.name
-                entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
-        else:
-            files = _nifti_files(src)
-            if not files:
-                raise RatganError(f"folder {src} holds no .nii or .nii.gz files.")
-            labels_dir = src / "labels"  # e.g. the output folder of `ratgan generate`
-            entries = []
-            for f in files:
-                lab = labels_dir / f.name
-                entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
+        entries = _from_folder(src)
     elif src.is_file() and src.suffix.lower() == ".csv":
         entries = _from_csv(src)
     elif src.is_file() and is_nifti_path(src):
@@ -470,22 +549,9 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     elif src.is_file():
         raise RatganError(f"{src} is neither a folder, a CSV file nor a .nii/.nii.gz scan.")
     elif glob.has_magic(text):
-        files = sorted(
-            Path(p)
-            for p in glob.glob(text, recursive=True)
-            if is_nifti_path(p) and Path(p).is_file()
-        )
-        if not files:
-            raise RatganError(f"pattern {text} matches no .nii or .nii.gz files.")
-        entries = [ScanEntry(image=f) for f in files]
+        entries = _from_pattern(text)
     else:
         raise RatganError(f"scan source {text} does not exist.")
     if require_labels:
-        for e in entries:
-            if e.label is None:
-                raise RatganError(
-                    f"scan {e.image} has no label map (labels are required; "
-                    "put one with the same name in a labels/ folder beside "
-                    "images/, or a label column in the CSV)."
-                )
+        _require_labels(entries)
     return entries

@@ -82,7 +82,7 @@ def center_pad_crop(volume: np.ndarray, shape: tuple[int, ...], fill: float = 0.
     src = tuple(int(s) for s in volume.shape[lead:])
     crop = []
     pads = []
-    for n, m in zip(src, shape):
+    for n, m in zip(src, shape, strict=True):
         m = int(m)
         if m <= n:
             start = (n - m) // 2
@@ -133,10 +133,7 @@ def preprocess(
         )[0, 0].numpy()
     x = center_pad_crop(x, tuple(int(s) for s in target_shape), fill=0.0)
     vmin, vmax = float(x.min()), float(x.max())
-    if vmax > vmin:
-        out = (x - vmin) * (2.0 / (vmax - vmin)) - 1.0
-    else:
-        out = np.full_like(x, -1.0)
+    out = (x - vmin) * (2.0 / (vmax - vmin)) - 1.0 if vmax > vmin else np.full_like(x, -1.0)
     info = PreprocessInfo(
         source_shape=source_shape,
         vmin=vmin,
