@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import csv
 import glob
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 
+from ratgan.arrays import AnyArray, FloatArray, IntArray
 from ratgan.atomic import atomic_path
 from ratgan.errors import RatganError
 
@@ -24,13 +28,38 @@ LABEL_NAMES = ("background", "GM", "WM", "CSF")
 """Class numbers 0-3 of every label map ratgan reads or writes."""
 
 
+class _Header(Protocol):
+    """The methods of nibabel's ``Nifti1Header`` that this module calls, with their types.
+
+    nibabel (5.x) leaves these methods unannotated, so the type checker would treat every
+    call as untyped; a ``Nifti1Header`` satisfies this protocol, and code that holds one as
+    a ``_Header`` gets its calls checked.  Types as nibabel's docstrings give them.
+    """
+
+    def __getitem__(self, key: str) -> AnyArray: ...
+    def __setitem__(self, key: str, value: object) -> None: ...
+    def get_data_dtype(self) -> np.dtype[np.generic]: ...
+    def set_data_dtype(self, datatype: npt.DTypeLike) -> None: ...
+    def get_data_shape(self) -> tuple[int, ...]: ...
+    def set_data_shape(self, shape: Sequence[int]) -> None: ...
+    def get_zooms(self) -> tuple[float, ...]: ...
+    def set_zooms(self, zooms: Sequence[float]) -> None: ...
+    def get_slope_inter(self) -> tuple[float | None, float | None]: ...
+    def set_slope_inter(self, slope: float | None, inter: float | None = None) -> None: ...
+    def get_best_affine(self) -> FloatArray: ...
+    def get_qform(self) -> FloatArray: ...
+    def get_sform(self) -> FloatArray: ...
+    def set_qform(self, affine: FloatArray, code: int | None = None) -> None: ...
+    def set_sform(self, affine: FloatArray, code: int | None = None) -> None: ...
+
+
 @dataclass
 class Scan:
     """One scan read from disk."""
 
-    data: np.ndarray
+    data: FloatArray
     """float32, 3-D (a 4-D file already reduced to one volume)."""
-    affine: np.ndarray
+    affine: FloatArray
     """(4, 4) float64 voxel-to-world matrix (sform if set, else qform)."""
     header: nib.Nifti1Header
     """A copy of the file's header: codes, pixdim, datatype and the file's scl_slope/inter."""
@@ -44,7 +73,8 @@ class Scan:
     @property
     def zooms(self) -> tuple[float, float, float]:
         """Voxel size along the three spatial axes (from the header's pixdim)."""
-        return tuple(float(z) for z in self.header.get_zooms()[:3])  # type: ignore[return-value]
+        header: _Header = self.header
+        return tuple(float(z) for z in header.get_zooms()[:3])  # type: ignore[return-value]
 
 
 @dataclass
@@ -92,7 +122,7 @@ def _load(path: Path, what: str = "scan") -> nib.Nifti1Image:
 
 def _read_array(
     img: nib.Nifti1Image, path: Path, what: str, index: int | None = None
-) -> np.ndarray:
+) -> FloatArray:
     """Scaled voxel values as float64 (optionally one volume of a 4-D file)."""
     try:
         if index is None:
@@ -114,16 +144,20 @@ def _spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _as_nifti1_header(hdr: object) -> nib.Nifti1Header:
     """A Nifti1Header copy of any NIfTI-1/2 header."""
+    # nibabel leaves Nifti1Header.copy and .from_header unannotated
     if type(hdr) is nib.Nifti1Header:
-        return hdr.copy()
-    out = nib.Nifti1Header.from_header(hdr, check=False)
+        copy: nib.Nifti1Header = hdr.copy()  # type: ignore[no-untyped-call]
+        return copy
+    from_header = nib.Nifti1Header.from_header
+    out: nib.Nifti1Header = from_header(hdr, check=False)  # type: ignore[no-untyped-call]
     out["sizeof_hdr"] = 348  # a NIfTI-2 header's value was copied over
     return out
 
 
 def _header_copy(img: nib.Nifti1Image, shape: tuple[int, ...]) -> nib.Nifti1Header:
     """A Nifti1 copy of the header, with the file's own scaling and the data's shape."""
-    hdr = _as_nifti1_header(img.header)
+    copy = _as_nifti1_header(img.header)
+    hdr: _Header = copy
     # nibabel resets scl_slope/inter of a loaded header (the proxy applies them); put the
     # file's values back so that write_nifti can store data the way the source file did.
     slope = getattr(img.dataobj, "slope", 1.0)
@@ -136,7 +170,7 @@ def _header_copy(img: nib.Nifti1Image, shape: tuple[int, ...]) -> nib.Nifti1Head
         zooms = hdr.get_zooms()
         hdr.set_data_shape(shape)
         hdr.set_zooms(zooms[: len(shape)])
-    return hdr
+    return copy
 
 
 def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
@@ -184,9 +218,12 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
     return Scan(data=data.astype(np.float32), affine=affine, header=header, path=path)
 
 
-def orientation_code(affine: np.ndarray) -> str:
+def orientation_code(affine: npt.ArrayLike) -> str:
     """The voxel axes' closest world directions as three letters, e.g. 'RAS' or 'LAS'."""
-    return "".join(nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))
+    # nibabel leaves aff2axcodes unannotated; it returns a tuple of one-letter strings
+    matrix = np.asarray(affine, dtype=np.float64)
+    codes: tuple[str, ...] = nib.aff2axcodes(matrix)  # type: ignore[no-untyped-call]
+    return "".join(codes)
 
 
 def canonical_scan(scan: Scan) -> Scan:
@@ -201,7 +238,9 @@ def canonical_scan(scan: Scan) -> Scan:
             f"scan file {scan.path} cannot be reoriented to a canonical "
             "orientation: its affine is singular or not finite."
         )
-    img = nib.as_closest_canonical(nib.Nifti1Image(scan.data, affine))
+    # nibabel leaves Nifti1Image() and as_closest_canonical unannotated
+    source = nib.Nifti1Image(scan.data, affine)  # type: ignore[no-untyped-call]
+    img: nib.Nifti1Image = nib.as_closest_canonical(source)  # type: ignore[no-untyped-call]
     data = np.asarray(img.dataobj, dtype=np.float32)
     return Scan(
         data=data,
@@ -211,7 +250,7 @@ def canonical_scan(scan: Scan) -> Scan:
     )
 
 
-def read_label(path: str | Path, scan: Scan) -> np.ndarray:
+def read_label(path: str | Path, scan: Scan) -> IntArray:
     """Read a label map that belongs to ``scan`` as int64.
 
     Raises RatganError if it is not readable, its shape or affine (atol 1e-4) differs from
@@ -236,17 +275,19 @@ def read_label(path: str | Path, scan: Scan) -> np.ndarray:
             f"label file {path} holds non-integer values; a label map must "
             "hold integer class numbers."
         )
-    data = data.astype(np.int64)
-    bad = np.setdiff1d(np.unique(data), np.arange(len(LABEL_NAMES)))
+    labels = data.astype(np.int64)
+    bad = np.setdiff1d(np.unique(labels), np.arange(len(LABEL_NAMES)))
     if bad.size:
         names = ", ".join(f"{i} {n}" for i, n in enumerate(LABEL_NAMES))
         raise RatganError(
             f"label file {path} holds values {bad.tolist()}; a label map may only hold {names}."
         )
-    return data
+    return labels
 
 
-def _integer_raw(data: np.ndarray, dtype: np.dtype, slope: float, inter: float) -> np.ndarray:
+def _integer_raw(
+    data: AnyArray, dtype: np.dtype[np.integer[Any]], slope: float, inter: float
+) -> IntArray:
     """Stored integers for ``data`` under scaling (slope, inter): rounded and clipped."""
     info = np.iinfo(dtype)
     raw = np.rint((np.nan_to_num(np.asarray(data, dtype=np.float64)) - inter) / slope)
@@ -254,20 +295,20 @@ def _integer_raw(data: np.ndarray, dtype: np.dtype, slope: float, inter: float) 
 
 
 def _checked_inputs(
-    path: Path, data: np.ndarray, affine: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+    path: Path, data: npt.ArrayLike, affine: npt.ArrayLike
+) -> tuple[AnyArray, FloatArray]:
     """``data`` and ``affine`` as arrays, checked for :func:`write_nifti` (bool data as uint8)."""
     if not is_nifti_path(path):
         raise RatganError(f"output file {path} must end in .nii or .nii.gz.")
-    data = np.asarray(data)
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4):
-        raise RatganError(f"affine for {path} must be a 4x4 matrix (got {list(affine.shape)}).")
-    if data.ndim < 3:
-        raise RatganError(f"data for {path} must be at least 3-D (got {list(data.shape)}).")
-    if data.dtype == np.bool_:
-        data = data.astype(np.uint8)
-    return data, affine
+    array = np.asarray(data)
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4):
+        raise RatganError(f"affine for {path} must be a 4x4 matrix (got {list(matrix.shape)}).")
+    if array.ndim < 3:
+        raise RatganError(f"data for {path} must be at least 3-D (got {list(array.shape)}).")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    return array, matrix
 
 
 def _start_header(header: nib.Nifti1Header | None) -> tuple[nib.Nifti1Header, int, int]:
@@ -280,18 +321,20 @@ def _start_header(header: nib.Nifti1Header | None) -> tuple[nib.Nifti1Header, in
         if qcode == 0 and scode == 0:
             scode = 1  # otherwise the affine would be lost and readers would use pixdim only
         return hdr, qcode, scode
-    hdr = nib.Nifti1Header()
-    hdr.set_slope_inter(None, None)
-    return hdr, 1, 1
+    # nibabel leaves the Nifti1Header constructor unannotated
+    fresh: nib.Nifti1Header = nib.Nifti1Header()  # type: ignore[no-untyped-call]
+    blank: _Header = fresh
+    blank.set_slope_inter(None, None)
+    return fresh, 1, 1
 
 
 def _set_output_dtype(
-    hdr: nib.Nifti1Header,
-    dtype: np.dtype | None,
-    header: nib.Nifti1Header | None,
-    data: np.ndarray,
+    hdr: _Header,
+    dtype: npt.DTypeLike | None,
+    header: _Header | None,
+    data: AnyArray,
     path: Path,
-) -> np.dtype:
+) -> np.dtype[np.generic]:
     """Choose the stored datatype (``dtype``, else the reference header's, else the data's, with
     float64 stored as float32 without a reference), set it on ``hdr`` and return it."""
     out_dtype = (
@@ -311,31 +354,32 @@ def _set_output_dtype(
 
 
 def _stored_values(
-    data: np.ndarray,
-    out_dtype: np.dtype,
-    hdr: nib.Nifti1Header,
-    header: nib.Nifti1Header | None,
-) -> tuple[np.ndarray, tuple[float, float]]:
+    data: AnyArray,
+    out_dtype: np.dtype[np.generic],
+    hdr: _Header,
+    header: _Header | None,
+) -> tuple[AnyArray, tuple[float, float]]:
     """The array to store as ``out_dtype`` and the scaling (slope, inter) it is stored with."""
     if not np.issubdtype(out_dtype, np.integer):
         return np.asarray(data, dtype=out_dtype), (1.0, 0.0)
+    int_dtype = cast("np.dtype[np.integer[Any]]", out_dtype)  # np.issubdtype does not narrow
     slope, inter = hdr.get_slope_inter()
     if (
         slope is None
         or not np.isfinite(slope)
         or header is None
         or np.issubdtype(data.dtype, np.integer)
-        or out_dtype != header.get_data_dtype()
+        or int_dtype != header.get_data_dtype()
     ):
         # the reference's scaling fits only float data stored the way the reference was;
         # integer data (label maps) and other datatypes are stored as they are
         slope, inter = 1.0, 0.0
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
     if np.issubdtype(data.dtype, np.integer) and slope == 1.0 and inter == 0.0:
-        info = np.iinfo(out_dtype)
-        stored = np.clip(data, info.min, info.max).astype(out_dtype)
+        info = np.iinfo(int_dtype)
+        stored = np.clip(data, info.min, info.max).astype(int_dtype)
     else:
-        stored = _integer_raw(data, out_dtype, float(slope), inter)
+        stored = _integer_raw(data, int_dtype, float(slope), inter)
     return stored, (float(slope), inter)
 
 
@@ -355,9 +399,9 @@ _REFERENCE_GEOMETRY_KEYS = (
 
 
 def _set_geometry(
-    h: nib.Nifti1Header,
-    header: nib.Nifti1Header | None,
-    affine: np.ndarray,
+    h: _Header,
+    header: _Header | None,
+    affine: FloatArray,
     qcode: int,
     scode: int,
 ) -> None:
@@ -382,7 +426,7 @@ def _set_geometry(
         h["pixdim"] = pix
 
 
-def _override_zooms(h: nib.Nifti1Header, zooms: tuple[float, ...]) -> None:
+def _override_zooms(h: _Header, zooms: Sequence[float]) -> None:
     """Replace the leading voxel sizes of ``h`` by ``zooms`` (extra values are dropped)."""
     z = tuple(float(v) for v in zooms)
     cur = list(h.get_zooms())
@@ -406,11 +450,11 @@ def _save_atomic(img: nib.Nifti1Image, path: Path) -> None:
 
 def write_nifti(
     path: str | Path,
-    data: np.ndarray,
-    affine: np.ndarray,
+    data: npt.ArrayLike,
+    affine: npt.ArrayLike,
     header: nib.Nifti1Header | None = None,
-    zooms: tuple[float, ...] | None = None,
-    dtype: np.dtype | None = None,
+    zooms: Sequence[float] | None = None,
+    dtype: npt.DTypeLike | None = None,
 ) -> Path:
     """Write ``data`` as a NIfTI-1 file atomically and return the path.
 
@@ -423,17 +467,19 @@ def write_nifti(
     are created.
     """
     path = Path(path)
-    data, affine = _checked_inputs(path, data, affine)
-    hdr, qcode, scode = _start_header(header)
-    out_dtype = _set_output_dtype(hdr, dtype, header, data, path)
-    stored, scaling = _stored_values(data, out_dtype, hdr, header)
-    img = nib.Nifti1Image(stored, affine, header=hdr)
-    h = img.header
-    _set_geometry(h, header, affine, qcode, scode)
+    array, matrix = _checked_inputs(path, data, affine)
+    start, qcode, scode = _start_header(header)
+    hdr: _Header = start
+    out_dtype = _set_output_dtype(hdr, dtype, header, array, path)
+    stored, scaling = _stored_values(array, out_dtype, hdr, header)
+    # nibabel leaves the Nifti1Image constructor unannotated
+    img = nib.Nifti1Image(stored, matrix, header=start)  # type: ignore[no-untyped-call]
+    h: _Header = img.header
+    _set_geometry(h, header, matrix, qcode, scode)
     h.set_slope_inter(*scaling)  # the constructor resets the header's scaling
     if zooms is not None:
         _override_zooms(h, zooms)
-    img.header.set_data_dtype(out_dtype)
+    h.set_data_dtype(out_dtype)
     _save_atomic(img, path)
     return path
 
