@@ -97,7 +97,7 @@ def test_flip_mode_only_flips(rng):
     out, none = BatchAugmenter(cfg, seed=0)(images)
     assert none is None
     flipped = 0
-    for x, y in zip(images, out):
+    for x, y in zip(images, out, strict=True):
         if torch.equal(x, y):
             continue
         assert torch.equal(y, x.flip(1))  # axis 0 of the volume = dim 1 of (C, X, Y, Z)

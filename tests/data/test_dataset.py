@@ -91,7 +91,7 @@ def test_resume_yields_identical_batches():
     b = make()
     next(b)  # a different position, to be overwritten
     b.load_state_dict(state)
-    for (xe, le), (xb, lb) in zip(expected, (next(b) for _ in range(6))):
+    for (xe, le), (xb, lb) in zip(expected, (next(b) for _ in range(6)), strict=True):
         assert torch.equal(xe, xb) and torch.equal(le, lb)
 
 

@@ -64,7 +64,7 @@ def test_generator_fused_and_literal_agree(spectral):
     torch.testing.assert_close(out_f, out_l, rtol=1e-10, atol=1e-10)
     out_f.square().sum().backward()
     out_l.square().sum().backward()
-    for (name, p_f), p_l in zip(fused_g.named_parameters(), literal_g.parameters()):
+    for (name, p_f), p_l in zip(fused_g.named_parameters(), literal_g.parameters(), strict=True):
         torch.testing.assert_close(p_f.grad, p_l.grad, rtol=1e-9, atol=1e-9, msg=name)
 
 

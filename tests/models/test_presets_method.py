@@ -38,7 +38,7 @@ def expected_counts(
     """
     g_widths = list(reversed(widths))
     g = latent * g_widths[0] * K4
-    for cin, cout in zip(g_widths, g_widths[1:] + [channels]):
+    for cin, cout in zip(g_widths, g_widths[1:] + [channels], strict=True):
         g += cin * cout * K3
     if batch_g:
         g += 2 * sum(g_widths)

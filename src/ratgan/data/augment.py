@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from monai.transforms.utils import create_rotate, create_scale, create_translate
 
+from ratgan.arrays import BoolArray, FloatArray
 from ratgan.config import AugmentConfig
 
 ROTATE, FLIP, INTENSITY, ZOOM, NOISE, TRANSLATE = range(6)
@@ -45,15 +46,15 @@ TRANSFORMS = ("rotate", "flip", "intensity", "zoom", "noise", "translate")
 class AugmentParams:
     """Parameters drawn for one batch (host-side numpy arrays, one row per sample)."""
 
-    apply: np.ndarray
+    apply: BoolArray
     """(B, 6) bool: rotate, flip, intensity, zoom, noise, translate."""
-    angles: np.ndarray
+    angles: FloatArray
     """(B, 3) radians about axes 0, 1, 2."""
-    intensity: np.ndarray
+    intensity: FloatArray
     """(B,) factor f of ``(x + 1) * (1 + f) - 1``."""
-    zoom: np.ndarray
+    zoom: FloatArray
     """(B,) isotropic zoom factor."""
-    shift: np.ndarray
+    shift: FloatArray
     """(B, 3) translation in voxels."""
     noise_seed: int
 
@@ -61,13 +62,13 @@ class AugmentParams:
 class BatchAugmenter:
     """Random conventional augmentation of (B, C, X, Y, Z) batches in [-1, 1], on their device."""
 
-    def __init__(self, cfg: AugmentConfig, seed: int):
+    def __init__(self, cfg: AugmentConfig, seed: int) -> None:
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
 
     # ------------------------------------------------------------------ parameters
 
-    def _probabilities(self) -> np.ndarray:
+    def _probabilities(self) -> FloatArray:
         c = self.cfg
         probs = np.array(
             [
@@ -100,7 +101,7 @@ class BatchAugmenter:
     # ------------------------------------------------------------------ geometry
 
     @staticmethod
-    def _theta(params: AugmentParams, rows: list[int], shape: tuple[int, int, int]) -> np.ndarray:
+    def _theta(params: AugmentParams, rows: list[int], shape: tuple[int, int, int]) -> FloatArray:
         """(len(rows), 3, 4) affine_grid matrices (output -> input, normalised coordinates)."""
         size = np.asarray(shape, dtype=np.float64)
         to_vox = np.diag([*(size / 2.0), 1.0])  # align_corners=False: centred voxel = norm*N/2
@@ -163,7 +164,8 @@ class BatchAugmenter:
                 lab[flip_rows] = lab[flip_rows].flip(dim)
 
         geo = params.apply[:, [ROTATE, ZOOM, TRANSLATE]].any(axis=1)
-        shape = tuple(int(s) for s in x.shape[2:])
+        sx, sy, sz = (int(s) for s in x.shape[2:])  # images are 5-D (checked above)
+        shape = (sx, sy, sz)
         for mode, rows in (
             ("bilinear", np.flatnonzero(geo & ~params.apply[:, ZOOM])),
             ("nearest", np.flatnonzero(geo & params.apply[:, ZOOM])),

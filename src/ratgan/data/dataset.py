@@ -59,7 +59,8 @@ def load_cohort(
             len(has),
             source,
         )
-    shape = tuple(int(s) for s in data_cfg.target_shape)
+    sx, sy, sz = (int(s) for s in data_cfg.target_shape)
+    shape = (sx, sy, sz)
     n = len(entries)
     images = torch.empty((n, 1, *shape), dtype=torch.float32)
     labels = torch.empty((n, 1, *shape), dtype=torch.int64) if with_labels else None
@@ -80,8 +81,8 @@ def load_cohort(
         vol, info = preprocess(scan.data, shape, data_cfg.downsample)
         images[i, 0] = torch.from_numpy(vol)
         infos.append(info)
-        if labels is not None:
-            lab = read_label(entry.label, scan)  # type: ignore[arg-type]
+        if labels is not None and entry.label is not None:  # (all entries have one, or none)
+            lab = read_label(entry.label, scan)
             labels[i, 0] = torch.from_numpy(preprocess_labels(lab, shape, data_cfg.downsample))
     return Cohort(images=images, labels=labels, entries=entries, infos=infos)
 
@@ -104,7 +105,7 @@ class EndlessBatches:
         device: torch.device | str = "cpu",
         augmenter: BatchAugmenter | None = None,
         with_labels: bool = False,
-    ):
+    ) -> None:
         if len(cohort) == 0:
             raise RatganError("the cohort holds no scans.")
         if batch_size < 1:
@@ -115,7 +116,8 @@ class EndlessBatches:
             )
         self.device = torch.device(device)
         self.images = cohort.images.to(self.device)
-        self.labels = cohort.labels.to(self.device) if with_labels else None  # type: ignore[union-attr]
+        labels = cohort.labels if with_labels else None
+        self.labels = labels.to(self.device) if labels is not None else None
         self.n = len(cohort)
         self.batch_size = int(batch_size)
         self.seed = int(seed)

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import csv
 import glob
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 
+from ratgan.arrays import AnyArray, FloatArray, IntArray
 from ratgan.atomic import atomic_path
 from ratgan.errors import RatganError
 
@@ -24,13 +28,38 @@ LABEL_NAMES = ("background", "GM", "WM", "CSF")
 """Class numbers 0-3 of every label map ratgan reads or writes."""
 
 
+class _Header(Protocol):
+    """The methods of nibabel's ``Nifti1Header`` that this module calls, with their types.
+
+    nibabel (5.x) leaves these methods unannotated, so the type checker would treat every
+    call as untyped; a ``Nifti1Header`` satisfies this protocol, and code that holds one as
+    a ``_Header`` gets its calls checked.  Types as nibabel's docstrings give them.
+    """
+
+    def __getitem__(self, key: str) -> AnyArray: ...
+    def __setitem__(self, key: str, value: object) -> None: ...
+    def get_data_dtype(self) -> np.dtype[np.generic]: ...
+    def set_data_dtype(self, datatype: npt.DTypeLike) -> None: ...
+    def get_data_shape(self) -> tuple[int, ...]: ...
+    def set_data_shape(self, shape: Sequence[int]) -> None: ...
+    def get_zooms(self) -> tuple[float, ...]: ...
+    def set_zooms(self, zooms: Sequence[float]) -> None: ...
+    def get_slope_inter(self) -> tuple[float | None, float | None]: ...
+    def set_slope_inter(self, slope: float | None, inter: float | None = None) -> None: ...
+    def get_best_affine(self) -> FloatArray: ...
+    def get_qform(self) -> FloatArray: ...
+    def get_sform(self) -> FloatArray: ...
+    def set_qform(self, affine: FloatArray, code: int | None = None) -> None: ...
+    def set_sform(self, affine: FloatArray, code: int | None = None) -> None: ...
+
+
 @dataclass
 class Scan:
     """One scan read from disk."""
 
-    data: np.ndarray
+    data: FloatArray
     """float32, 3-D (a 4-D file already reduced to one volume)."""
-    affine: np.ndarray
+    affine: FloatArray
     """(4, 4) float64 voxel-to-world matrix (sform if set, else qform)."""
     header: nib.Nifti1Header
     """A copy of the file's header: codes, pixdim, datatype and the file's scl_slope/inter."""
@@ -44,7 +73,8 @@ class Scan:
     @property
     def zooms(self) -> tuple[float, float, float]:
         """Voxel size along the three spatial axes (from the header's pixdim)."""
-        return tuple(float(z) for z in self.header.get_zooms()[:3])  # type: ignore[return-value]
+        header: _Header = self.header
+        return tuple(float(z) for z in header.get_zooms()[:3])  # type: ignore[return-value]
 
 
 @dataclass
@@ -92,7 +122,7 @@ def _load(path: Path, what: str = "scan") -> nib.Nifti1Image:
 
 def _read_array(
     img: nib.Nifti1Image, path: Path, what: str, index: int | None = None
-) -> np.ndarray:
+) -> FloatArray:
     """Scaled voxel values as float64 (optionally one volume of a 4-D file)."""
     try:
         if index is None:
@@ -114,16 +144,20 @@ def _spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _as_nifti1_header(hdr: object) -> nib.Nifti1Header:
     """A Nifti1Header copy of any NIfTI-1/2 header."""
+    # nibabel leaves Nifti1Header.copy and .from_header unannotated
     if type(hdr) is nib.Nifti1Header:
-        return hdr.copy()
-    out = nib.Nifti1Header.from_header(hdr, check=False)
+        copy: nib.Nifti1Header = hdr.copy()  # type: ignore[no-untyped-call]
+        return copy
+    from_header = nib.Nifti1Header.from_header
+    out: nib.Nifti1Header = from_header(hdr, check=False)  # type: ignore[no-untyped-call]
     out["sizeof_hdr"] = 348  # a NIfTI-2 header's value was copied over
     return out
 
 
 def _header_copy(img: nib.Nifti1Image, shape: tuple[int, ...]) -> nib.Nifti1Header:
     """A Nifti1 copy of the header, with the file's own scaling and the data's shape."""
-    hdr = _as_nifti1_header(img.header)
+    copy = _as_nifti1_header(img.header)
+    hdr: _Header = copy
     # nibabel resets scl_slope/inter of a loaded header (the proxy applies them); put the
     # file's values back so that write_nifti can store data the way the source file did.
     slope = getattr(img.dataobj, "slope", 1.0)
@@ -136,16 +170,16 @@ def _header_copy(img: nib.Nifti1Image, shape: tuple[int, ...]) -> nib.Nifti1Head
         zooms = hdr.get_zooms()
         hdr.set_data_shape(shape)
         hdr.set_zooms(zooms[: len(shape)])
-    return hdr
+    return copy
 
 
 def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
     """Read a 3-D or 4-D NIfTI scan as float32.
 
     A 4-D file is reduced to one volume: ``volume_index`` picks it, ``None`` takes the mean
-    over the fourth axis (``volume_index`` is ignored for a 3-D file).  Raises RatganError (naming the file) for a file that is not a
-    readable NIfTI, is truncated, is not 3-D or 4-D, holds NaN or Inf voxels, or when
-    ``volume_index`` is out of range.
+    over the fourth axis (``volume_index`` is ignored for a 3-D file).  Raises RatganError
+    (naming the file) for a file that is not a readable NIfTI, is truncated, is not 3-D or
+    4-D, holds NaN or Inf voxels, or when ``volume_index`` is out of range.
     """
     path = Path(path)
     img = _load(path)
@@ -184,9 +218,12 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
     return Scan(data=data.astype(np.float32), affine=affine, header=header, path=path)
 
 
-def orientation_code(affine: np.ndarray) -> str:
+def orientation_code(affine: npt.ArrayLike) -> str:
     """The voxel axes' closest world directions as three letters, e.g. 'RAS' or 'LAS'."""
-    return "".join(nib.aff2axcodes(np.asarray(affine, dtype=np.float64)))
+    # nibabel leaves aff2axcodes unannotated; it returns a tuple of one-letter strings
+    matrix = np.asarray(affine, dtype=np.float64)
+    codes: tuple[str, ...] = nib.aff2axcodes(matrix)  # type: ignore[no-untyped-call]
+    return "".join(codes)
 
 
 def canonical_scan(scan: Scan) -> Scan:
@@ -201,7 +238,9 @@ def canonical_scan(scan: Scan) -> Scan:
             f"scan file {scan.path} cannot be reoriented to a canonical "
             "orientation: its affine is singular or not finite."
         )
-    img = nib.as_closest_canonical(nib.Nifti1Image(scan.data, affine))
+    # nibabel leaves Nifti1Image() and as_closest_canonical unannotated
+    source = nib.Nifti1Image(scan.data, affine)  # type: ignore[no-untyped-call]
+    img: nib.Nifti1Image = nib.as_closest_canonical(source)  # type: ignore[no-untyped-call]
     data = np.asarray(img.dataobj, dtype=np.float32)
     return Scan(
         data=data,
@@ -211,7 +250,7 @@ def canonical_scan(scan: Scan) -> Scan:
     )
 
 
-def read_label(path: str | Path, scan: Scan) -> np.ndarray:
+def read_label(path: str | Path, scan: Scan) -> IntArray:
     """Read a label map that belongs to ``scan`` as int64.
 
     Raises RatganError if it is not readable, its shape or affine (atol 1e-4) differs from
@@ -236,62 +275,68 @@ def read_label(path: str | Path, scan: Scan) -> np.ndarray:
             f"label file {path} holds non-integer values; a label map must "
             "hold integer class numbers."
         )
-    data = data.astype(np.int64)
-    bad = np.setdiff1d(np.unique(data), np.arange(len(LABEL_NAMES)))
+    labels = data.astype(np.int64)
+    bad = np.setdiff1d(np.unique(labels), np.arange(len(LABEL_NAMES)))
     if bad.size:
         names = ", ".join(f"{i} {n}" for i, n in enumerate(LABEL_NAMES))
         raise RatganError(
             f"label file {path} holds values {bad.tolist()}; a label map may only hold {names}."
         )
-    return data
+    return labels
 
 
-def _integer_raw(data: np.ndarray, dtype: np.dtype, slope: float, inter: float) -> np.ndarray:
+def _integer_raw(
+    data: AnyArray, dtype: np.dtype[np.integer[Any]], slope: float, inter: float
+) -> IntArray:
     """Stored integers for ``data`` under scaling (slope, inter): rounded and clipped."""
     info = np.iinfo(dtype)
     raw = np.rint((np.nan_to_num(np.asarray(data, dtype=np.float64)) - inter) / slope)
     return np.clip(raw, info.min, info.max).astype(dtype)
 
 
-def write_nifti(
-    path: str | Path,
-    data: np.ndarray,
-    affine: np.ndarray,
-    header: nib.Nifti1Header | None = None,
-    zooms: tuple[float, ...] | None = None,
-    dtype: np.dtype | None = None,
-) -> Path:
-    """Write ``data`` as a NIfTI-1 file atomically and return the path.
-
-    With ``header`` (e.g. a real scan's): its qform/sform codes, pixdim, datatype and
-    scl_slope/inter are kept; float data stored as an integer datatype is rounded and clipped
-    to that type (with the header's scaling; integer data such as label maps, or a ``dtype``
-    other than the header's, is stored with slope 1 and intercept 0).  Without
-    ``header``: a fresh header with voxel size ``zooms`` (default: from the affine) and
-    qform/sform code 1 (scanner).  ``dtype`` overrides the stored datatype.  Parent folders
-    are created.
-    """
-    path = Path(path)
+def _checked_inputs(
+    path: Path, data: npt.ArrayLike, affine: npt.ArrayLike
+) -> tuple[AnyArray, FloatArray]:
+    """``data`` and ``affine`` as arrays, checked for :func:`write_nifti` (bool data as uint8)."""
     if not is_nifti_path(path):
         raise RatganError(f"output file {path} must end in .nii or .nii.gz.")
-    data = np.asarray(data)
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4):
-        raise RatganError(f"affine for {path} must be a 4x4 matrix (got {list(affine.shape)}).")
-    if data.ndim < 3:
-        raise RatganError(f"data for {path} must be at least 3-D (got {list(data.shape)}).")
-    if data.dtype == np.bool_:
-        data = data.astype(np.uint8)
+    array = np.asarray(data)
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape != (4, 4):
+        raise RatganError(f"affine for {path} must be a 4x4 matrix (got {list(matrix.shape)}).")
+    if array.ndim < 3:
+        raise RatganError(f"data for {path} must be at least 3-D (got {list(array.shape)}).")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    return array, matrix
+
+
+def _start_header(header: nib.Nifti1Header | None) -> tuple[nib.Nifti1Header, int, int]:
+    """The header to write from (a copy of ``header`` or a fresh one) and its qform and sform
+    codes."""
     if header is not None:
         hdr = _as_nifti1_header(header)
         qcode = int(hdr["qform_code"])
         scode = int(hdr["sform_code"])
         if qcode == 0 and scode == 0:
             scode = 1  # otherwise the affine would be lost and readers would use pixdim only
-    else:
-        hdr = nib.Nifti1Header()
-        hdr.set_slope_inter(None, None)
-        qcode = scode = 1
+        return hdr, qcode, scode
+    # nibabel leaves the Nifti1Header constructor unannotated
+    fresh: nib.Nifti1Header = nib.Nifti1Header()  # type: ignore[no-untyped-call]
+    blank: _Header = fresh
+    blank.set_slope_inter(None, None)
+    return fresh, 1, 1
+
+
+def _set_output_dtype(
+    hdr: _Header,
+    dtype: npt.DTypeLike | None,
+    header: _Header | None,
+    data: AnyArray,
+    path: Path,
+) -> np.dtype[np.generic]:
+    """Choose the stored datatype (``dtype``, else the reference header's, else the data's, with
+    float64 stored as float32 without a reference), set it on ``hdr`` and return it."""
     out_dtype = (
         np.dtype(dtype)
         if dtype is not None
@@ -305,69 +350,92 @@ def write_nifti(
         raise RatganError(
             f"datatype {out_dtype} cannot be stored in NIfTI file {path} ({_first_line(exc)})."
         ) from None
+    return out_dtype
 
-    if np.issubdtype(out_dtype, np.integer):
-        slope, inter = hdr.get_slope_inter()
-        if (
-            slope is None
-            or not np.isfinite(slope)
-            or header is None
-            or np.issubdtype(data.dtype, np.integer)
-            or out_dtype != header.get_data_dtype()
-        ):
-            # the reference's scaling fits only float data stored the way the reference was;
-            # integer data (label maps) and other datatypes are stored as they are
-            slope, inter = 1.0, 0.0
-        inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
-        if np.issubdtype(data.dtype, np.integer) and slope == 1.0 and inter == 0.0:
-            info = np.iinfo(out_dtype)
-            stored = np.clip(data, info.min, info.max).astype(out_dtype)
-        else:
-            stored = _integer_raw(data, out_dtype, float(slope), inter)
-        scaling = (float(slope), inter)
+
+def _stored_values(
+    data: AnyArray,
+    out_dtype: np.dtype[np.generic],
+    hdr: _Header,
+    header: _Header | None,
+) -> tuple[AnyArray, tuple[float, float]]:
+    """The array to store as ``out_dtype`` and the scaling (slope, inter) it is stored with."""
+    if not np.issubdtype(out_dtype, np.integer):
+        return np.asarray(data, dtype=out_dtype), (1.0, 0.0)
+    int_dtype = cast("np.dtype[np.integer[Any]]", out_dtype)  # np.issubdtype does not narrow
+    slope, inter = hdr.get_slope_inter()
+    if (
+        slope is None
+        or not np.isfinite(slope)
+        or header is None
+        or np.issubdtype(data.dtype, np.integer)
+        or int_dtype != header.get_data_dtype()
+    ):
+        # the reference's scaling fits only float data stored the way the reference was;
+        # integer data (label maps) and other datatypes are stored as they are
+        slope, inter = 1.0, 0.0
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    if np.issubdtype(data.dtype, np.integer) and slope == 1.0 and inter == 0.0:
+        info = np.iinfo(int_dtype)
+        stored = np.clip(data, info.min, info.max).astype(int_dtype)
     else:
-        stored = np.asarray(data, dtype=out_dtype)
-        scaling = (1.0, 0.0)
+        stored = _integer_raw(data, int_dtype, float(slope), inter)
+    return stored, (float(slope), inter)
 
-    img = nib.Nifti1Image(stored, affine, header=hdr)
-    h = img.header
+
+_REFERENCE_GEOMETRY_KEYS = (
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "pixdim",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+)
+"""Header fields that :func:`write_nifti` copies from a reference header of the same geometry."""
+
+
+def _set_geometry(
+    h: _Header,
+    header: _Header | None,
+    affine: FloatArray,
+    qcode: int,
+    scode: int,
+) -> None:
+    """Store ``affine`` in ``h`` with the given codes, keeping the reference ``header``'s
+    qform, sform, qfac and pixdim untouched when it has the same geometry."""
     if header is not None and (
         np.allclose(header.get_best_affine(), affine, atol=1e-6)
         or np.allclose(header.get_qform(), affine, atol=1e-6)
     ):
-        # same geometry as the reference: keep its qform, sform, qfac and pixdim untouched
-        for key in (
-            "quatern_b",
-            "quatern_c",
-            "quatern_d",
-            "qoffset_x",
-            "qoffset_y",
-            "qoffset_z",
-            "pixdim",
-            "srow_x",
-            "srow_y",
-            "srow_z",
-        ):
+        for key in _REFERENCE_GEOMETRY_KEYS:
             h[key] = header[key]
         h["qform_code"] = qcode
         h["sform_code"] = scode
         if scode > 0 and not np.allclose(h.get_sform(), affine, atol=1e-6):
             h.set_sform(affine, code=scode)  # only the qform matched: store the affine
-    else:
-        h.set_sform(affine, code=scode)
-        h.set_qform(affine, code=qcode)
-        if header is not None:
-            pix = h["pixdim"].copy()
-            pix[4:] = header["pixdim"][4:]  # keep non-spatial pixdim (e.g. TR)
-            h["pixdim"] = pix
-    h.set_slope_inter(*scaling)  # the constructor resets the header's scaling
-    if zooms is not None:
-        z = tuple(float(v) for v in zooms)
-        cur = list(h.get_zooms())
-        cur[: min(len(z), len(cur))] = z[: len(cur)]
-        h.set_zooms(cur)
-    img.header.set_data_dtype(out_dtype)
+        return
+    h.set_sform(affine, code=scode)
+    h.set_qform(affine, code=qcode)
+    if header is not None:
+        pix = h["pixdim"].copy()
+        pix[4:] = header["pixdim"][4:]  # keep non-spatial pixdim (e.g. TR)
+        h["pixdim"] = pix
 
+
+def _override_zooms(h: _Header, zooms: Sequence[float]) -> None:
+    """Replace the leading voxel sizes of ``h`` by ``zooms`` (extra values are dropped)."""
+    z = tuple(float(v) for v in zooms)
+    cur = list(h.get_zooms())
+    cur[: min(len(z), len(cur))] = z[: len(cur)]
+    h.set_zooms(cur)
+
+
+def _save_atomic(img: nib.Nifti1Image, path: Path) -> None:
+    """Save ``img`` to ``path`` through a temporary file, creating parent folders."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -378,6 +446,41 @@ def write_nifti(
             nib.save(img, str(tmp))
     except Exception as exc:  # noqa: BLE001 - whatever failed, no partial file is left behind
         raise RatganError(f"could not write NIfTI file {path} ({_first_line(exc)}).") from None
+
+
+def write_nifti(
+    path: str | Path,
+    data: npt.ArrayLike,
+    affine: npt.ArrayLike,
+    header: nib.Nifti1Header | None = None,
+    zooms: Sequence[float] | None = None,
+    dtype: npt.DTypeLike | None = None,
+) -> Path:
+    """Write ``data`` as a NIfTI-1 file atomically and return the path.
+
+    With ``header`` (e.g. a real scan's): its qform/sform codes, pixdim, datatype and
+    scl_slope/inter are kept; float data stored as an integer datatype is rounded and clipped
+    to that type (with the header's scaling; integer data such as label maps, or a ``dtype``
+    other than the header's, is stored with slope 1 and intercept 0).  Without
+    ``header``: a fresh header with voxel size ``zooms`` (default: from the affine) and
+    qform/sform code 1 (scanner).  ``dtype`` overrides the stored datatype.  Parent folders
+    are created.
+    """
+    path = Path(path)
+    array, matrix = _checked_inputs(path, data, affine)
+    start, qcode, scode = _start_header(header)
+    hdr: _Header = start
+    out_dtype = _set_output_dtype(hdr, dtype, header, array, path)
+    stored, scaling = _stored_values(array, out_dtype, hdr, header)
+    # nibabel leaves the Nifti1Image constructor unannotated
+    img = nib.Nifti1Image(stored, matrix, header=start)  # type: ignore[no-untyped-call]
+    h: _Header = img.header
+    _set_geometry(h, header, matrix, qcode, scode)
+    h.set_slope_inter(*scaling)  # the constructor resets the header's scaling
+    if zooms is not None:
+        _override_zooms(h, zooms)
+    h.set_data_dtype(out_dtype)
+    _save_atomic(img, path)
     return path
 
 
@@ -432,6 +535,46 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
     return entries
 
 
+def _from_folder(src: Path) -> list[ScanEntry]:
+    """The scans of a folder (in its ``images/`` subfolder if it has one) with the label maps
+    of the same names in ``src/labels/`` (beside ``images/``, or e.g. the output folder of
+    ``ratgan generate``)."""
+    images_dir = src / "images"
+    scans_dir = images_dir if images_dir.is_dir() else src
+    files = _nifti_files(scans_dir)
+    if not files:
+        raise RatganError(f"folder {scans_dir} holds no .nii or .nii.gz files.")
+    labels_dir = src / "labels"
+    entries = []
+    for f in files:
+        lab = labels_dir / f.name
+        entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
+    return entries
+
+
+def _from_pattern(pattern: str) -> list[ScanEntry]:
+    """The NIfTI files a glob pattern matches (``**`` recursive), sorted."""
+    files = sorted(
+        Path(p)
+        for p in glob.glob(pattern, recursive=True)
+        if is_nifti_path(p) and Path(p).is_file()
+    )
+    if not files:
+        raise RatganError(f"pattern {pattern} matches no .nii or .nii.gz files.")
+    return [ScanEntry(image=f) for f in files]
+
+
+def _require_labels(entries: list[ScanEntry]) -> None:
+    """Raise RatganError naming the first scan without a label map."""
+    for e in entries:
+        if e.label is None:
+            raise RatganError(
+                f"scan {e.image} has no label map (labels are required; "
+                "put one with the same name in a labels/ folder beside "
+                "images/, or a label column in the CSV)."
+            )
+
+
 def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEntry]:
     """List the scans (and label maps) of a folder, glob pattern or CSV file, sorted.
 
@@ -444,25 +587,7 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     text = str(source)
     src = Path(source)
     if src.is_dir():
-        images_dir = src / "images"
-        if images_dir.is_dir():
-            labels_dir = src / "labels"
-            files = _nifti_files(images_dir)
-            if not files:
-                raise RatganError(f"folder {images_dir} holds no .nii or .nii.gz files.")
-            entries = []
-            for f in files:
-                lab = labels_dir / f.name
-                entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
-        else:
-            files = _nifti_files(src)
-            if not files:
-                raise RatganError(f"folder {src} holds no .nii or .nii.gz files.")
-            labels_dir = src / "labels"  # e.g. the output folder of `ratgan generate`
-            entries = []
-            for f in files:
-                lab = labels_dir / f.name
-                entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
+        entries = _from_folder(src)
     elif src.is_file() and src.suffix.lower() == ".csv":
         entries = _from_csv(src)
     elif src.is_file() and is_nifti_path(src):
@@ -470,22 +595,9 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     elif src.is_file():
         raise RatganError(f"{src} is neither a folder, a CSV file nor a .nii/.nii.gz scan.")
     elif glob.has_magic(text):
-        files = sorted(
-            Path(p)
-            for p in glob.glob(text, recursive=True)
-            if is_nifti_path(p) and Path(p).is_file()
-        )
-        if not files:
-            raise RatganError(f"pattern {text} matches no .nii or .nii.gz files.")
-        entries = [ScanEntry(image=f) for f in files]
+        entries = _from_pattern(text)
     else:
         raise RatganError(f"scan source {text} does not exist.")
     if require_labels:
-        for e in entries:
-            if e.label is None:
-                raise RatganError(
-                    f"scan {e.image} has no label map (labels are required; "
-                    "put one with the same name in a labels/ folder beside "
-                    "images/, or a label column in the CSV)."
-                )
+        _require_labels(entries)
     return entries

@@ -20,12 +20,14 @@ scipy.ndimage only and writes files through ``ratgan.data.io``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from ratgan.arrays import BoolArray, FloatArray, IntArray
 from ratgan.atomic import atomic_write_json
 
 SHAPE = (64, 64, 40)
@@ -130,6 +132,18 @@ class PhantomParams:
     """Seed of the random fields of this subject."""
 
 
+def _triple(values: FloatArray) -> tuple[float, float, float]:
+    """Three drawn values as Python floats."""
+    a, b, c = (float(v) for v in values)
+    return a, b, c
+
+
+def _pair(values: FloatArray) -> tuple[float, float]:
+    """Two drawn values as Python floats."""
+    a, b = (float(v) for v in values)
+    return a, b
+
+
 def sample_params(rng: np.random.Generator) -> PhantomParams:
     """Draw one subject's parameters; volumes vary with a CV of about 4% (docs/method.md §1)."""
 
@@ -137,10 +151,10 @@ def sample_params(rng: np.random.Generator) -> PhantomParams:
         return float(np.clip(rng.normal(mean, sd), lo, hi))
 
     return PhantomParams(
-        rotation_deg=tuple(float(v) for v in rng.normal(0, (2.5, 1.5, 1.5)).clip(-6, 6)),
-        translation_mm=tuple(float(v) for v in rng.normal(0, (0.35, 0.45, 0.6)).clip(-1.5, 1.5)),
+        rotation_deg=_triple(rng.normal(0, (2.5, 1.5, 1.5)).clip(-6, 6)),
+        translation_mm=_triple(rng.normal(0, (0.35, 0.45, 0.6)).clip(-1.5, 1.5)),
         brain_scale=normal(1.0, 0.009, 0.96, 1.04),
-        axis_scale=tuple(float(v) for v in rng.normal(1.0, 0.006, 3).clip(0.975, 1.025)),
+        axis_scale=_triple(rng.normal(1.0, 0.006, 3).clip(0.975, 1.025)),
         olfactory_scale=normal(1.0, 0.02, 0.92, 1.08),
         cerebellum_scale=normal(1.0, 0.012, 0.95, 1.05),
         hippocampus_scale=normal(1.0, 0.03, 0.88, 1.12),
@@ -161,7 +175,7 @@ def sample_params(rng: np.random.Generator) -> PhantomParams:
         skin=normal(0.15, 0.03, 0.08, 0.22),
         coil_radius=float(rng.uniform(8.5, 11.0)),
         coil_height=float(rng.uniform(8.8, 9.8)),
-        coil_offset=tuple(float(v) for v in rng.normal(0, 0.8, 2).clip(-2, 2)),
+        coil_offset=_pair(rng.normal(0, 0.8, 2).clip(-2, 2)),
         distortion_px=float(rng.uniform(0.6, 1.6)),
         ghost=float(rng.uniform(0.01, 0.035)),
         noise=float(rng.uniform(0.006, 0.014)),
@@ -170,7 +184,7 @@ def sample_params(rng: np.random.Generator) -> PhantomParams:
     )
 
 
-def phantom_affine() -> np.ndarray:
+def phantom_affine() -> FloatArray:
     """The RAS voxel-to-mm affine of every phantom scan: axis-aligned, centred on (0, 0, 0)."""
     affine = np.diag([*ZOOMS, 1.0])
     affine[:3, 3] = -(np.array(SHAPE) - 1) / 2 * np.array(ZOOMS)
@@ -183,7 +197,7 @@ def subject_seed(seed: int, index: int) -> int:
     return int(state[0]) << 32 | int(state[1])
 
 
-def make_subject(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_subject(seed: int) -> tuple[FloatArray, IntArray, FloatArray]:
     """One phantom subject: image (float32, 64x64x40), labels (uint8, same shape), affine (4x4)."""
     return render(sample_params(np.random.default_rng(seed)))
 
@@ -193,22 +207,33 @@ def make_subject(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # mm (negative shrinks), which approximates a surface parallel to the original.
 
 
-def _ellipsoid(p, centre, half, d=0.0):
+def _ellipsoid(
+    p: Sequence[FloatArray],
+    centre: Sequence[float],
+    half: Sequence[float],
+    d: float | FloatArray = 0.0,
+) -> FloatArray:
     x, y, z = p
-    return (
+    level: FloatArray = (
         ((x - centre[0]) / (half[0] + d)) ** 2
         + ((y - centre[1]) / (half[1] + d)) ** 2
         + ((z - centre[2]) / (half[2] + d)) ** 2
     )
+    return level
 
 
-def _tube(p, start, end, radius):
+def _tube(
+    p: Sequence[FloatArray], start: Sequence[float], end: Sequence[float], radius: float
+) -> FloatArray:
     """Level of a capsule: (distance to the segment start-end / radius) squared."""
     a = np.asarray(start, np.float32)
     ab = np.asarray(end, np.float32) - a
     px, py, pz = p[0] - a[0], p[1] - a[1], p[2] - a[2]
     t = np.clip((px * ab[0] + py * ab[1] + pz * ab[2]) / float(ab @ ab), 0.0, 1.0)
-    return ((px - t * ab[0]) ** 2 + (py - t * ab[1]) ** 2 + (pz - t * ab[2]) ** 2) / radius**2
+    level: FloatArray = (
+        (px - t * ab[0]) ** 2 + (py - t * ab[1]) ** 2 + (pz - t * ab[2]) ** 2
+    ) / radius**2
+    return level
 
 
 class _Cerebrum:
@@ -223,7 +248,7 @@ class _Cerebrum:
     B_UP, B_DOWN = 5.0, 5.6  # half-height above and below the centre
     N, NZ = 2.5, 3.0  # superellipse exponents (across, along z): boxier than an ellipsoid
 
-    def __init__(self, p):
+    def __init__(self, p: Sequence[FloatArray]) -> None:
         x, y, z = p
         zf = np.clip((z - self.Z_WIDEST) / 8.5, 0.0, 1.0)
         zb = np.clip((self.Z_WIDEST - z) / 4.5, 0.0, 1.0)
@@ -240,38 +265,43 @@ class _Cerebrum:
         self.ay = np.abs(y)
         self.az = np.abs(z - self.ZC)
 
-    def level(self, d=0.0):
+    def level(self, d: float | FloatArray = 0.0) -> FloatArray:
+        """Level of the surface grown by ``d`` mm (a number or one value per point)."""
         n = self.N
         # np.maximum of two Python floats would be a float64 scalar and promote the sum
-        c = np.maximum(self.C + d, 0.05) if np.ndim(d) else max(self.C + d, 0.05)
-        return (
+        c = np.maximum(self.C + d, 0.05) if isinstance(d, np.ndarray) else max(self.C + d, 0.05)
+        level: FloatArray = (
             (self.ax / np.maximum(self.a + d, 0.05)) ** n
             + (self.ay / np.maximum(self.b + d, 0.05)) ** n
             + (self.az / c) ** self.NZ
         )
+        return level
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def _rotation(deg) -> np.ndarray:
+def _rotation(deg: Sequence[float]) -> FloatArray:
     """Rotation matrix of angles (degrees) about x, then y, then z."""
     ax, ay, az = np.deg2rad(deg)
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+    rotation: FloatArray = rz @ ry @ rx
+    return rotation
 
 
-def _smooth_noise(rng: np.random.Generator, sigma) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, sigma: float) -> FloatArray:
     """Gaussian white noise smoothed by ``sigma`` voxels, rescaled to unit standard deviation."""
-    field = ndimage.gaussian_filter(
+    field: FloatArray = ndimage.gaussian_filter(
         rng.standard_normal(SHAPE, dtype=np.float32), sigma, mode="wrap"
     )
     return field / max(float(field.std()), 1e-6)
 
 
-def _sinusoid_field(rng: np.random.Generator, p, rms: float, n_waves: int = 4):
+def _sinusoid_field(
+    rng: np.random.Generator, p: Sequence[FloatArray], rms: float, n_waves: int = 4
+) -> list[FloatArray]:
     """A smooth random displacement (3 arrays, mm) made of plane waves 10-25 mm long."""
     out = []
     for _ in range(3):
@@ -287,7 +317,7 @@ def _sinusoid_field(rng: np.random.Generator, p, rms: float, n_waves: int = 4):
     return out
 
 
-def render(params: PhantomParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def render(params: PhantomParams) -> tuple[FloatArray, IntArray, FloatArray]:
     """Render the scan described by ``params``: image, labels and affine as ``make_subject``."""
     rng = np.random.default_rng(params.field_seed)
     affine = phantom_affine()
@@ -390,7 +420,7 @@ def render(params: PhantomParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, labels, affine
 
 
-def _anatomy(p, params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
+def _anatomy(p: Sequence[FloatArray], params: PhantomParams) -> tuple[IntArray, IntArray]:
     """Region codes and labels (0 bg, 1 GM, 2 WM, 3 CSF) at anatomical points ``p`` (mm)."""
     x, y, z = p
     ax = np.abs(x)
@@ -401,17 +431,18 @@ def _anatomy(p, params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
     cereb = _Cerebrum(p)
     cb_s, ob_s = params.cerebellum_scale, params.olfactory_scale
 
-    def cerebellum_level(d=0.0):
+    def cerebellum_level(d: float | FloatArray = 0.0) -> FloatArray:
         return _ellipsoid(p, (0.0, -0.4, -8.7), (5.3 * cb_s, 3.9 * cb_s, 3.5 * cb_s), d)
 
-    def others_level(d=0.0):
+    def others_level(d: float | FloatArray = 0.0) -> FloatArray:
         ob = _ellipsoid(
             (ax, y + 0.3 * (z - 8.6), z), (1.45, -0.9, 8.6), (1.4 * ob_s, 1.9 * ob_s, 2.7 * ob_s), d
         )
         mid = _ellipsoid(p, (0.0, -1.0, -4.2), (4.2, 3.6, 2.8), d)
         stem = _ellipsoid(p, (0.0, -3.7, -7.5), (2.8, 2.1, 6.5), d)
         pons = _ellipsoid(p, (0.0, -4.6, -5.0), (2.5, 1.4, 1.9), d)
-        return np.minimum(np.minimum(ob, mid), np.minimum(stem, pons))
+        level: FloatArray = np.minimum(np.minimum(ob, mid), np.minimum(stem, pons))
+        return level
 
     cer0 = cereb.level()
     cbl0 = cerebellum_level()
@@ -423,7 +454,7 @@ def _anatomy(p, params: PhantomParams) -> tuple[np.ndarray, np.ndarray]:
     d_csf = params.csf_thickness * (1.0 + 0.8 * ventral)
     d_bone = d_csf + params.skull_thickness * (1.0 + 0.8 * ventral)
 
-    def inside(d):
+    def inside(d: float | FloatArray) -> BoolArray:
         return (cereb.level(d) < 1) | (cerebellum_level(d) < 1) | (others_level(d) < 1)
 
     inside_csf, inside_bone = inside(d_csf), inside(d_bone)
@@ -543,7 +574,7 @@ def write_cohort(out: Path, subjects: int, seed: int, progress: bool = True) -> 
         for stale in {p.name for p in (out / folder).glob("sub-*.nii.gz")} - set(names):
             (out / folder / stale).unlink()
     records, paths = [], []
-    indices = range(subjects)
+    indices: Iterable[int] = range(subjects)
     if progress:
         from tqdm import tqdm
 

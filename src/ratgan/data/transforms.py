@@ -13,14 +13,20 @@ round trip for no gain).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from types import EllipsisType
+from typing import Any, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from ratgan.arrays import AnyArray, FloatArray, IntArray
 from ratgan.errors import RatganError
+
+_ScalarT = TypeVar("_ScalarT", bound=np.generic)
 
 N_TISSUES = 3
 """Label classes besides background: 1 grey matter, 2 white matter, 3 CSF."""
@@ -68,7 +74,21 @@ class PreprocessInfo:
             ) from None
 
 
-def center_pad_crop(volume: np.ndarray, shape: tuple[int, ...], fill: float = 0.0) -> np.ndarray:
+@overload
+def center_pad_crop(
+    volume: torch.Tensor, shape: Sequence[int], fill: float = 0.0
+) -> torch.Tensor: ...
+
+
+@overload
+def center_pad_crop(
+    volume: npt.NDArray[_ScalarT], shape: Sequence[int], fill: float = 0.0
+) -> npt.NDArray[_ScalarT]: ...
+
+
+def center_pad_crop(
+    volume: AnyArray | torch.Tensor, shape: Sequence[int], fill: float = 0.0
+) -> AnyArray | torch.Tensor:
     """Pad with ``fill`` and/or crop the last ``len(shape)`` axes to ``shape``, centred.
 
     Along an axis growing from n to m, ``(m - n) // 2`` slices go before and the rest after
@@ -80,9 +100,9 @@ def center_pad_crop(volume: np.ndarray, shape: tuple[int, ...], fill: float = 0.
     if lead < 0:
         raise ValueError(f"volume of shape {tuple(volume.shape)} has fewer than {k} axes")
     src = tuple(int(s) for s in volume.shape[lead:])
-    crop = []
+    crop: list[slice] = []
     pads = []
-    for n, m in zip(src, shape):
+    for n, m in zip(src, shape, strict=True):
         m = int(m)
         if m <= n:
             start = (n - m) // 2
@@ -92,7 +112,8 @@ def center_pad_crop(volume: np.ndarray, shape: tuple[int, ...], fill: float = 0.
             crop.append(slice(0, n))
             before = (m - n) // 2
             pads.append((before, m - n - before))
-    out = volume[(Ellipsis, *crop)]
+    index: tuple[EllipsisType | slice, ...] = (Ellipsis, *crop)
+    out = volume[index]
     if any(p != (0, 0) for p in pads):
         if isinstance(out, torch.Tensor):
             flat = [v for p in reversed(pads) for v in p]
@@ -102,16 +123,16 @@ def center_pad_crop(volume: np.ndarray, shape: tuple[int, ...], fill: float = 0.
     return out
 
 
-def _check_3d(volume: np.ndarray, what: str) -> np.ndarray:
-    volume = np.asarray(volume)
-    if volume.ndim != 3:
-        raise RatganError(f"{what} must be 3-D (got shape {list(volume.shape)}).")
-    return volume
+def _check_3d(volume: npt.ArrayLike, what: str) -> AnyArray:
+    array = np.asarray(volume)
+    if array.ndim != 3:
+        raise RatganError(f"{what} must be 3-D (got shape {list(array.shape)}).")
+    return array
 
 
 def preprocess(
-    volume: np.ndarray, target_shape: tuple[int, int, int] = (64, 64, 64), downsample: int = 1
-) -> tuple[np.ndarray, PreprocessInfo]:
+    volume: npt.ArrayLike, target_shape: Sequence[int] = (64, 64, 64), downsample: int = 1
+) -> tuple[FloatArray, PreprocessInfo]:
     """Turn a 3-D scan into a float32 volume of ``target_shape`` in [-1, 1] (docs/method.md §1).
 
     Steps: (1) when ``downsample`` > 1, zero-pad (centred) to a multiple of it and
@@ -119,13 +140,14 @@ def preprocess(
     [-1, 1] over the padded volume (so zero padding maps to -1 for non-negative magnitude
     scans).  A constant volume (max == min) maps to all -1, and inverts to its constant.
     """
-    volume = _check_3d(volume, "volume")
+    array = _check_3d(volume, "volume")
     if downsample < 1:
         raise RatganError(f"downsample must be a positive integer (got {downsample}).")
-    source_shape = tuple(int(s) for s in volume.shape)
-    x = volume.astype(np.float64, copy=False)
+    sx, sy, sz = (int(s) for s in array.shape)
+    source_shape = (sx, sy, sz)
+    x = array.astype(np.float64, copy=False)
     if downsample > 1:
-        info0 = PreprocessInfo(source_shape, 0.0, 0.0, downsample)  # type: ignore[arg-type]
+        info0 = PreprocessInfo(source_shape, 0.0, 0.0, downsample)
         padded = tuple(p * downsample for p in info0.pooled_shape)
         x = center_pad_crop(x, padded, fill=0.0)
         x = F.avg_pool3d(
@@ -133,20 +155,17 @@ def preprocess(
         )[0, 0].numpy()
     x = center_pad_crop(x, tuple(int(s) for s in target_shape), fill=0.0)
     vmin, vmax = float(x.min()), float(x.max())
-    if vmax > vmin:
-        out = (x - vmin) * (2.0 / (vmax - vmin)) - 1.0
-    else:
-        out = np.full_like(x, -1.0)
+    out = (x - vmin) * (2.0 / (vmax - vmin)) - 1.0 if vmax > vmin else np.full_like(x, -1.0)
     info = PreprocessInfo(
         source_shape=source_shape,
         vmin=vmin,
-        vmax=vmax,  # type: ignore[arg-type]
+        vmax=vmax,
         downsample=int(downsample),
     )
     return np.clip(out, -1.0, 1.0).astype(np.float32), info
 
 
-def _upsample(x: np.ndarray, factor: int, mode: str) -> np.ndarray:
+def _upsample(x: FloatArray, factor: int, mode: str) -> FloatArray:
     """Upsample the last three axes by an integer factor (torch interpolate)."""
     lead = x.shape[:-3]
     t = torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, 1, *x.shape[-3:])
@@ -157,14 +176,14 @@ def _upsample(x: np.ndarray, factor: int, mode: str) -> np.ndarray:
     return t.reshape(*lead, *t.shape[-3:]).numpy()
 
 
-def inverse_preprocess(volume: np.ndarray, info: PreprocessInfo) -> np.ndarray:
+def inverse_preprocess(volume: npt.ArrayLike, info: PreprocessInfo) -> FloatArray:
     """Undo :func:`preprocess`: [-1, 1] -> [vmin, vmax], crop back, upsample to the source shape.
 
     Works on the last three axes (leading axes allowed).  Regions that preprocessing cropped
     away come back as zeros (the padding value).  Exact (float32 rounding) when
     ``downsample`` is 1; otherwise upsampling is trilinear.  Returns float32.
     """
-    x = np.asarray(volume, dtype=np.float64)
+    x: FloatArray = np.asarray(volume, dtype=np.float64)
     x = (x + 1.0) * (0.5 * (info.vmax - info.vmin)) + info.vmin
     pooled = info.pooled_shape
     if info.downsample > 1:
@@ -174,7 +193,7 @@ def inverse_preprocess(volume: np.ndarray, info: PreprocessInfo) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _majority_pool(labels: np.ndarray, d: int) -> np.ndarray:
+def _majority_pool(labels: IntArray, d: int) -> IntArray:
     """Most frequent label in each d^3 block (ties -> smaller label).
 
     Hand-written: no library offers a mode filter with stride, and it is a reshape + bincount.
@@ -183,26 +202,27 @@ def _majority_pool(labels: np.ndarray, d: int) -> np.ndarray:
     blocks = labels.reshape(x, d, y, d, z, d).transpose(0, 2, 4, 1, 3, 5).reshape(x, y, z, -1)
     values = np.unique(blocks)
     counts = np.stack([(blocks == v).sum(axis=-1) for v in values], axis=-1)
-    return values[np.argmax(counts, axis=-1)]
+    pooled: IntArray = values[np.argmax(counts, axis=-1)]
+    return pooled
 
 
 def preprocess_labels(
-    labels: np.ndarray, target_shape: tuple[int, int, int] = (64, 64, 64), downsample: int = 1
-) -> np.ndarray:
+    labels: npt.ArrayLike, target_shape: Sequence[int] = (64, 64, 64), downsample: int = 1
+) -> IntArray:
     """Apply :func:`preprocess`'s geometry to an integer label map (majority pooling, pad 0)."""
-    labels = _check_3d(labels, "label map").astype(np.int64, copy=False)
+    x: IntArray = _check_3d(labels, "label map").astype(np.int64, copy=False)
     if downsample < 1:
         raise RatganError(f"downsample must be a positive integer (got {downsample}).")
     if downsample > 1:
-        pooled = tuple(-(-s // downsample) for s in labels.shape)
-        labels = center_pad_crop(labels, tuple(p * downsample for p in pooled), fill=0)
-        labels = _majority_pool(labels, downsample)
-    return center_pad_crop(labels, tuple(int(s) for s in target_shape), fill=0).astype(np.int64)
+        pooled = tuple(-(-s // downsample) for s in x.shape)
+        x = center_pad_crop(x, tuple(p * downsample for p in pooled), fill=0)
+        x = _majority_pool(x, downsample)
+    return center_pad_crop(x, tuple(int(s) for s in target_shape), fill=0).astype(np.int64)
 
 
-def inverse_labels(labels: np.ndarray, info: PreprocessInfo) -> np.ndarray:
+def inverse_labels(labels: npt.ArrayLike, info: PreprocessInfo) -> IntArray:
     """Undo :func:`preprocess_labels`: crop back, nearest upsampling; returns int64."""
-    x = np.asarray(labels).astype(np.int64)
+    x: IntArray = np.asarray(labels).astype(np.int64)
     if info.downsample > 1:
         x = center_pad_crop(x, info.pooled_shape, fill=0)
         # np.repeat is nearest-neighbour upsampling by an integer factor, exactly

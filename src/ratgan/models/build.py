@@ -38,7 +38,8 @@ class Networks:
         for key, net in self.as_dict().items():
             net.to(device)
             if key != "C":
-                net.to(memory_format=fmt)
+                # torch's annotations of Module.to omit its documented memory_format keyword
+                net.to(memory_format=fmt)  # type: ignore[call-overload]
         return self
 
     def parameter_counts(self) -> dict[str, int]:

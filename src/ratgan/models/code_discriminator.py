@@ -36,4 +36,5 @@ class CodeDiscriminator(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """(B, L) codes -> (B, 1) scores."""
-        return self.net(z)
+        out: Tensor = self.net(z)
+        return out

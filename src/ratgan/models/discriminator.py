@@ -46,7 +46,8 @@ class ConvTrunk(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, S, S, S) -> (B, out_channels)."""
-        return self.net(x).flatten(1)
+        out: Tensor = self.net(x)
+        return out.flatten(1)
 
 
 class Discriminator(ConvTrunk):

@@ -15,12 +15,16 @@ Ferreira et al. 2022 ``WGAN_SigmaRat1.py`` / ``WGAN_SigmaRat2.py``):
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
 from ratgan.config import Activation, Norm
+
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
 
 
 def norm3d(kind: Norm, channels: int) -> nn.Module:
@@ -43,13 +47,16 @@ def activation(kind: Activation, slope: float) -> nn.Module:
     raise ValueError(f"unknown activation {kind!r}")
 
 
-def maybe_spectral(layer: nn.Module, enabled: bool) -> nn.Module:
-    """Wrap ``layer``'s weight in spectral normalisation when ``enabled``.
+def maybe_spectral(layer: _ModuleT, enabled: bool) -> _ModuleT:
+    """Wrap ``layer``'s weight in spectral normalisation when ``enabled``; returns ``layer``.
 
     Uses ``torch.nn.utils.parametrizations.spectral_norm``, which picks the output-channel
-    dimension itself (dim 1 for transposed convolutions).
+    dimension itself (dim 1 for transposed convolutions) and parametrizes the layer in place
+    (it returns the same module, so the layer keeps its class for the type checker).
     """
-    return parametrizations.spectral_norm(layer) if enabled else layer
+    if enabled:
+        parametrizations.spectral_norm(layer)
+    return layer
 
 
 def nearest_up_conv3d(x: Tensor, weight: Tensor) -> Tensor:
@@ -90,9 +97,12 @@ class UpsampleConvBlock(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, S, S, S) -> (B, C_out, 2S, 2S, 2S)."""
-        if not self.fused:
-            return super().forward(x)
-        x = nearest_up_conv3d(x, self[1].weight)
-        for layer in list(self)[2:]:
+        layers = list(self)
+        if self.fused:
+            conv = layers[1]
+            assert isinstance(conv, nn.Conv3d)  # checked in __init__ (spectral norm keeps it)
+            x = nearest_up_conv3d(x, conv.weight)
+            layers = layers[2:]
+        for layer in layers:  # what nn.Sequential.forward does
             x = layer(x)
         return x
