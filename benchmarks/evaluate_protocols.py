@@ -50,8 +50,8 @@ def _copies(volumes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if np.abs(shift).max() == 0:
             shift[rng.integers(3)] = rng.choice([-2, -1, 1, 2])
         moved = np.zeros_like(v)
-        src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(shift, v.shape))
-        dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(shift, v.shape))
+        src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(shift, v.shape, strict=True))
+        dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(shift, v.shape, strict=True))
         moved[dst] = v[src]
         out.append(rescale_unit(moved * rng.uniform(0.6, 1.4) + rng.uniform(0, 0.1)))
     return np.stack(out)

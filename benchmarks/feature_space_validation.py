@@ -77,7 +77,8 @@ def main() -> None:
     fit_s = time.perf_counter() - t
     how = "loaded from the cache" if space.cached else "fitted"
     print(
-        f"anatomy network: {how} in {fit_s:.0f} s ({args.steps} steps), {space.dim} of {space.raw_dim} features kept, "
+        f"anatomy network: {how} in {fit_s:.0f} s ({args.steps} steps), "
+        f"{space.dim} of {space.raw_dim} features kept, "
         f"Dice on training scans {space.train_dice}, loss {space.history[0]:.3f} -> "
         f"{space.history[-1]:.3f}"
     )

@@ -30,8 +30,8 @@ def copy_of(volume: np.ndarray, rng: np.random.Generator, noise: float) -> np.nd
         if np.abs(shift).max() >= 1:
             break
     out = np.zeros_like(volume)
-    src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(shift, volume.shape))
-    dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(shift, volume.shape))
+    src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(shift, volume.shape, strict=True))
+    dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(shift, volume.shape, strict=True))
     out[dst] = volume[src]
     out = out * rng.uniform(0.6, 1.4) + rng.uniform(0, 0.1)
     return rescale_unit(out + noise * rng.standard_normal(out.shape))

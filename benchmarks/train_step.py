@@ -23,6 +23,7 @@ the published count by our time).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import resource
@@ -149,10 +150,10 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
         return
-    try:  # writing 5 to clear_refs resets the peak resident set size (Linux >= 4.0)
+    # Writing 5 to clear_refs resets the peak resident set size (Linux >= 4.0); elsewhere the
+    # figure is the process's peak so far (ru_maxrss).
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # elsewhere the figure is the process's peak so far (ru_maxrss)
 
 
 def _peak_mb(device: torch.device) -> float:
@@ -370,7 +371,7 @@ def plot(rows: list[dict], header: dict, out: Path) -> None:
     ours = [r["ours_s"] for r in rows]
     ax.bar(xs - 0.2, ref, 0.4, label="published-style loop (fp32)", color="#9a9a9a")
     ax.bar(xs + 0.2, ours, 0.4, label="ratgan (bf16)", color="#2a7ab8")
-    for x, a, b in zip(xs, ref, ours):
+    for x, a, b in zip(xs, ref, ours, strict=True):
         ax.text(x + 0.2, b, f"{a / b:.2f}x", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(xs, [r["preset"] for r in rows])
     ax.set_ylabel("seconds per iteration (batch 4)")

@@ -14,7 +14,7 @@ BASE = {
     "config": {"errors", "atomic"},
     "devices": {"errors"},
     "runs": {"config", "errors", "atomic"},
-    "viz": {"atomic"},
+    "viz": {"atomic", "arrays"},
 }
 """Bottom-level modules every package may import."""
 BASE_THIRD_PARTY = {"torch", "yaml", "numpy", "matplotlib"}

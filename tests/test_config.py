@@ -62,3 +62,51 @@ def test_a_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
     (tmp_path / "demo").mkdir()  # e.g. the output folder of `ratgan demo --out demo`
     monkeypatch.chdir(tmp_path)
     assert load_config("demo").name == "demo"
+
+
+def test_every_value_check_names_its_field_in_a_fixed_order():
+    bad = {
+        "model": {
+            "volume_size": 48,
+            "channels": 0,
+            "leaky_slope": 1.0,
+            "spectral_norm": ["G", "G"],
+        },
+        "loss": {"gp": -1},
+        "optim": {"lr": 0, "betas": [0.9, 1.0], "weight_decay": -0.1},
+        "augment": {"flip_prob": 1.5, "flip_axis": 3, "zoom_range": [1.2, 1.1]},
+        "data": {"downsample": 0},
+        "train": {"batch_size": 1, "ema_rampup": -1, "eval_every": -1, "eval_samples": 3},
+        "ada": {"p": 2, "interval": 0, "contrast": -1},
+    }
+    with pytest.raises(RatganError) as exc:
+        config_from_dict(bad)
+    assert str(exc.value).removeprefix("invalid config: ").rstrip(".").split("; ") == [
+        "model.volume_size must be 4 * 2**k and at least 8 (got 48)",
+        "model.channels must be a positive integer (got 0)",
+        "model.leaky_slope must be in [0, 1) (got 1.0)",
+        "model.spectral_norm lists a network twice",
+        "loss.gp must be >= 0 (got -1.0)",
+        "optim.lr must be > 0 (got 0.0)",
+        "optim.betas must lie in [0, 1) (got [0.9, 1.0])",
+        "optim.weight_decay must be >= 0 (got -0.1)",
+        "augment.flip_prob must be a probability in [0, 1] (got 1.5)",
+        "augment.flip_axis must be 0, 1 or 2 (got 3)",
+        "augment.zoom_range must be [low, high] with 0 < low <= high (got [1.2, 1.1])",
+        "data.target_shape [64, 64, 64] must equal model.volume_size 48 on every axis",
+        "data.downsample must be a positive integer (got 0)",
+        "model.channels must be 1 when data.label_channels is false (got 0)",
+        "train.ema_rampup must be >= 0 (got -1.0)",
+        "train.eval_every must be >= 0 (got -1)",
+        "train.eval_samples must be at least 4 (got 3)",
+        "ada.p must be in [0, 1] (got 2.0)",
+        "ada.interval must be a positive integer (got 0)",
+        "ada.contrast must be >= 0 (got -1.0)",
+        "train.batch_size must be >= 2 when model.c_norm is batch",
+    ]
+
+
+def test_an_unknown_key_of_any_spelling_is_reported():
+    # A key starting with a non-word character used to crash the message filter.
+    with pytest.raises(RatganError, match=r"^invalid config: -x is not a known field\.$"):
+        config_from_dict({"-x": 1})

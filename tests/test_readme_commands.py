@@ -29,6 +29,8 @@ EXCEPTIONS = {
     ". .venv/bin/activate": "activates that environment",
     "pip install": "installs packages; CI runs exactly this installation",
     "python -m pytest -q": "runs this test suite",
+    "ruff ": "lint and format checks; .ci/run runs them on every submission",
+    "mypy": "the type check; .ci/run runs it on every submission",
     "torchrun": "tests/training/test_distributed.py runs `ratgan train` under torchrun with "
     "two processes on the phantom cohort",
 }

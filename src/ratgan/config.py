@@ -12,6 +12,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -232,48 +233,94 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _semantic_problems(cfg: Config) -> list[str]:
-    p: list[str] = []
+def _failing(
+    section: object,
+    prefix: str,
+    names: tuple[str, ...],
+    fails: Callable[[Any], bool],
+    requirement: str,
+) -> list[str]:
+    """``<prefix>.<name> <requirement> (got <value>)`` for each field whose value ``fails``."""
+    return [
+        f"{prefix}.{name} {requirement} (got {getattr(section, name)})"
+        for name in names
+        if fails(getattr(section, name))
+    ]
+
+
+# Tests of a bad value (written as the failing case, so that NaN fails exactly where a
+# comparison with it is false).
+def _below_one(v: Any) -> bool:
+    return bool(v < 1)
+
+
+def _negative(v: Any) -> bool:
+    return bool(v < 0)
+
+
+def _outside_unit_interval(v: Any) -> bool:
+    return not 0 <= v <= 1
+
+
+def _outside_half_open_unit(v: Any) -> bool:
+    return not 0 <= v < 1
+
+
+def _model_problems(cfg: Config) -> list[str]:
+    """Sizes, widths and slopes of the networks."""
     m = cfg.model
+    p: list[str] = []
     if m.volume_size < 8 or m.volume_size / 4 != 2**m.n_scales:
         p.append(f"model.volume_size must be 4 * 2**k and at least 8 (got {m.volume_size})")
-    for name in ("channels", "latent_dim", "g_width", "d_width", "e_width", "c_hidden"):
-        if getattr(m, name) < 1:
-            p.append(f"model.{name} must be a positive integer (got {getattr(m, name)})")
-    for name in ("leaky_slope", "g_leaky_slope"):
-        if not 0 <= getattr(m, name) < 1:
-            p.append(f"model.{name} must be in [0, 1) (got {getattr(m, name)})")
+    widths = ("channels", "latent_dim", "g_width", "d_width", "e_width", "c_hidden")
+    p += _failing(m, "model", widths, _below_one, "must be a positive integer")
+    slopes = ("leaky_slope", "g_leaky_slope")
+    p += _failing(m, "model", slopes, _outside_half_open_unit, "must be in [0, 1)")
     if len(set(m.spectral_norm)) != len(m.spectral_norm):
         p.append("model.spectral_norm lists a network twice")
-    for name in ("l1", "mse", "gdl", "gp"):
-        if getattr(cfg.loss, name) < 0:
-            p.append(f"loss.{name} must be >= 0 (got {getattr(cfg.loss, name)})")
+    return p
+
+
+def _loss_problems(cfg: Config) -> list[str]:
+    """Loss weights are never negative."""
+    return _failing(cfg.loss, "loss", ("l1", "mse", "gdl", "gp"), _negative, "must be >= 0")
+
+
+def _optim_problems(cfg: Config) -> list[str]:
+    """Learning rate, Adam betas and weight decay."""
     o = cfg.optim
-    if o.lr <= 0:
-        p.append(f"optim.lr must be > 0 (got {o.lr})")
+    p = _failing(o, "optim", ("lr",), lambda v: v <= 0, "must be > 0")
     if not all(0 <= b < 1 for b in o.betas):
         p.append(f"optim.betas must lie in [0, 1) (got {list(o.betas)})")
-    if o.weight_decay < 0:
-        p.append(f"optim.weight_decay must be >= 0 (got {o.weight_decay})")
+    p += _failing(o, "optim", ("weight_decay",), _negative, "must be >= 0")
+    return p
+
+
+def _augment_problems(cfg: Config) -> list[str]:
+    """Probabilities, the flip axis and the zoom range of the conventional augmentation."""
     a = cfg.augment
-    for name in (
+    probs = (
         "rotate_prob",
         "flip_prob",
         "intensity_prob",
         "zoom_prob",
         "noise_prob",
         "translate_prob",
-    ):
-        if not 0 <= getattr(a, name) <= 1:
-            p.append(f"augment.{name} must be a probability in [0, 1] (got {getattr(a, name)})")
-    if a.flip_axis not in (0, 1, 2):
-        p.append(f"augment.flip_axis must be 0, 1 or 2 (got {a.flip_axis})")
+    )
+    p = _failing(a, "augment", probs, _outside_unit_interval, "must be a probability in [0, 1]")
+    p += _failing(a, "augment", ("flip_axis",), lambda v: v not in (0, 1, 2), "must be 0, 1 or 2")
     if a.zoom_range[0] <= 0 or a.zoom_range[0] > a.zoom_range[1]:
         p.append(
             f"augment.zoom_range must be [low, high] with 0 < low <= high "
             f"(got {list(a.zoom_range)})"
         )
-    d = cfg.data
+    return p
+
+
+def _data_problems(cfg: Config) -> list[str]:
+    """The data's shape, pooling and channels agree with the model."""
+    d, m = cfg.data, cfg.model
+    p: list[str] = []
     if any(s < 1 for s in d.target_shape):
         p.append(f"data.target_shape must be positive (got {list(d.target_shape)})")
     elif tuple(d.target_shape) != (m.volume_size,) * 3:
@@ -281,97 +328,150 @@ def _semantic_problems(cfg: Config) -> list[str]:
             f"data.target_shape {list(d.target_shape)} must equal model.volume_size "
             f"{m.volume_size} on every axis"
         )
-    if d.downsample < 1:
-        p.append(f"data.downsample must be a positive integer (got {d.downsample})")
+    p += _failing(d, "data", ("downsample",), _below_one, "must be a positive integer")
     want_channels = 4 if d.label_channels else 1
     if m.channels != want_channels:
         p.append(
             f"model.channels must be {want_channels} when data.label_channels is "
             f"{str(d.label_channels).lower()} (got {m.channels})"
         )
+    return p
+
+
+def _train_problems(cfg: Config) -> list[str]:
+    """Counts, intervals, EMA and evaluation settings of the run."""
     t = cfg.train
-    for name in (
+    counts = (
         "iterations",
         "batch_size",
         "log_every",
         "sample_every",
         "checkpoint_every",
         "keep_checkpoints",
-    ):
-        if getattr(t, name) < 1:
-            p.append(f"train.{name} must be a positive integer (got {getattr(t, name)})")
-    for name in ("ema_half_life_images", "ema_rampup"):
-        if getattr(t, name) < 0:
-            p.append(f"train.{name} must be >= 0 (got {getattr(t, name)})")
-    if t.eval_every < 0:
-        p.append(f"train.eval_every must be >= 0 (got {t.eval_every})")
-    if t.eval_samples < 4:
-        p.append(f"train.eval_samples must be at least 4 (got {t.eval_samples})")
-    ada = cfg.ada
-    for name in ("p", "target", "max_p"):
-        if not 0 <= getattr(ada, name) <= 1:
-            p.append(f"ada.{name} must be in [0, 1] (got {getattr(ada, name)})")
-    for name in ("interval", "speed_images"):
-        if getattr(ada, name) < 1:
-            p.append(f"ada.{name} must be a positive integer (got {getattr(ada, name)})")
-    for name in ("translate", "brightness", "contrast"):
-        if getattr(ada, name) < 0:
-            p.append(f"ada.{name} must be >= 0 (got {getattr(ada, name)})")
-    if t.batch_size < 2 and cfg.model.c_norm == "batch":
-        p.append("train.batch_size must be >= 2 when model.c_norm is batch")
+    )
+    p = _failing(t, "train", counts, _below_one, "must be a positive integer")
+    ema = ("ema_half_life_images", "ema_rampup", "eval_every")
+    p += _failing(t, "train", ema, _negative, "must be >= 0")
+    p += _failing(t, "train", ("eval_samples",), lambda v: v < 4, "must be at least 4")
     return p
+
+
+def _ada_problems(cfg: Config) -> list[str]:
+    """Probabilities, intervals and strengths of the discriminator augmentation."""
+    ada = cfg.ada
+    p = _failing(ada, "ada", ("p", "target", "max_p"), _outside_unit_interval, "must be in [0, 1]")
+    counts = ("interval", "speed_images")
+    p += _failing(ada, "ada", counts, _below_one, "must be a positive integer")
+    strengths = ("translate", "brightness", "contrast")
+    p += _failing(ada, "ada", strengths, _negative, "must be >= 0")
+    return p
+
+
+def _batch_norm_problems(cfg: Config) -> list[str]:
+    """Batch normalisation of the code discriminator needs two codes per batch."""
+    if cfg.train.batch_size < 2 and cfg.model.c_norm == "batch":
+        return ["train.batch_size must be >= 2 when model.c_norm is batch"]
+    return []
+
+
+_SECTION_CHECKS: tuple[Callable[[Config], list[str]], ...] = (
+    _model_problems,
+    _loss_problems,
+    _optim_problems,
+    _augment_problems,
+    _data_problems,
+    _train_problems,
+    _ada_problems,
+    _batch_norm_problems,
+)
+"""The value checks, in the order their problems are reported."""
+
+
+def _semantic_problems(cfg: Config) -> list[str]:
+    """Every value problem of ``cfg`` (types are checked while parsing), one sentence each."""
+    return [problem for check in _SECTION_CHECKS for problem in check(cfg)]
 
 
 # --------------------------------------------------------------------------- parsing
 
 
-def _check_type(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
-    """Coerce ``value`` to annotation ``tp`` or record a problem naming ``where``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Literal:
-        if value not in args:
-            problems.append(f"{where} must be one of {', '.join(map(repr, args))} (got {value!r})")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_type(value, inner[0], where, problems)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            problems.append(f"{where} must be a list (got {value!r})")
-            return value
-        if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
-            problems.append(f"{where} must have {len(args)} items (got {len(value)})")
-            return value
-        item_types = args if origin is tuple and Ellipsis not in args else [args[0]] * len(value)
-        out = [
-            _check_type(v, t, f"{where}[{i}]", problems)
-            for i, (v, t) in enumerate(zip(value, item_types))
-        ]
-        return tuple(out) if origin is tuple else out
-    if tp is bool:
-        if not isinstance(value, bool):
-            problems.append(f"{where} must be true or false (got {value!r})")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{where} must be an integer (got {value!r})")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{where} must be a number (got {value!r})")
-            return value
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            problems.append(f"{where} must be text (got {value!r})")
-        return value
+def _accepts_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _accepts_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_SCALARS: tuple[tuple[type, Callable[[Any], bool], str], ...] = (
+    (bool, lambda value: isinstance(value, bool), "true or false"),
+    (int, _accepts_int, "an integer"),
+    (float, _accepts_number, "a number"),
+    (str, lambda value: isinstance(value, str), "text"),
+)
+"""Scalar field types: which values each accepts, and how a problem describes it."""
+
+
+def _check_literal(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """A ``Literal[...]`` field: ``value`` must be one of its choices."""
+    choices = typing.get_args(tp)
+    if value not in choices:
+        problems.append(f"{where} must be one of {', '.join(map(repr, choices))} (got {value!r})")
     return value
 
 
+def _check_optional(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """A union field (``X | None``): None when allowed, else checked as its first other type."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    inner = [a for a in args if a is not type(None)]
+    return _check_type(value, inner[0], where, problems)
+
+
+def _check_sequence(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """A ``list[X]``, ``tuple[X, ...]`` or fixed ``tuple[X, Y]`` field, item by item."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if not isinstance(value, (list, tuple)):
+        problems.append(f"{where} must be a list (got {value!r})")
+        return value
+    if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
+        problems.append(f"{where} must have {len(args)} items (got {len(value)})")
+        return value
+    item_types = args if origin is tuple and Ellipsis not in args else [args[0]] * len(value)
+    out = [
+        _check_type(v, t, f"{where}[{i}]", problems)
+        for i, (v, t) in enumerate(zip(value, item_types, strict=True))
+    ]
+    return tuple(out) if origin is tuple else out
+
+
+def _check_scalar(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """A bool, int, float or str field (a float field turns an integer into a float)."""
+    for scalar, accepts, description in _SCALARS:
+        if tp is scalar:
+            if not accepts(value):
+                problems.append(f"{where} must be {description} (got {value!r})")
+                return value
+            return float(value) if tp is float else value
+    return value
+
+
+def _check_type(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
+    """Coerce ``value`` to annotation ``tp`` or record a problem naming ``where``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return _check_literal(value, tp, where, problems)
+    if origin in (typing.Union, types.UnionType):
+        return _check_optional(value, tp, where, problems)
+    if origin in (list, tuple):
+        return _check_sequence(value, tp, where, problems)
+    return _check_scalar(value, tp, where, problems)
+
+
 def _build(cls: type, data: dict[str, Any], where: str, problems: list[str]) -> Any:
+    """Dataclass ``cls`` from ``data``; a problem for each unknown or mistyped field."""
     if not isinstance(data, dict):
         problems.append(f"{where or 'config'} must be a mapping (got {data!r})")
         return cls()
@@ -386,7 +486,7 @@ def _build(cls: type, data: dict[str, Any], where: str, problems: list[str]) -> 
             continue
         path = f"{where}.{f.name}" if where else f.name
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[f.name] = _build(tp, data[f.name], path, problems)
             continue
         before = len(problems)
@@ -455,7 +555,9 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = _build(Config, data, "", problems)
     # Value checks run even after type problems (a mistyped field holds its default); a value
     # problem that names a mistyped field is left out, it would only repeat the type problem.
-    mistyped = [re.match(r"[\w.]+", p).group(0) for p in problems]
+    # (A problem whose field name starts with another character, e.g. an unknown key "-x",
+    # names no field to leave out.)
+    mistyped = [m.group(0) for p in problems if (m := re.match(r"[\w.]+", p))]
     problems += [
         p
         for p in _semantic_problems(cfg)

@@ -1,9 +1,10 @@
 """Figures of 3-D scans as PNG files: orthogonal views and slice montages.
 
 Used by every stage of the project (data checks, training samples, evaluation reports), so it
-imports only numpy, matplotlib and ``ratgan.atomic``.  Figures are drawn on matplotlib's
-non-interactive Agg canvas without pyplot, so no display and no global backend state are needed,
-and each PNG is written atomically (:func:`save_figure`, which every figure of the package uses).
+imports only numpy, matplotlib, ``ratgan.atomic`` and ``ratgan.arrays``.  Figures are drawn on
+matplotlib's non-interactive Agg canvas without pyplot, so no display and no global backend state
+are needed, and each PNG is written atomically (:func:`save_figure`, which every figure of the
+package uses).
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from numpy.typing import ArrayLike
+
+from ratgan.arrays import AnyArray, FloatArray
 from ratgan.atomic import atomic_path
 
 LABEL_NAMES = {1: "GM", 2: "WM", 3: "CSF"}
@@ -29,17 +34,22 @@ LABEL_ALPHA = 0.45
 _MM_TO_INCH = 0.085  # figure scale: inches of figure per millimetre of field of view
 
 
-def _as_volume(volume: np.ndarray, what: str) -> np.ndarray:
-    """``volume`` as a 3-D float array (leading singleton axes, e.g. channel, are dropped)."""
-    arr = np.asarray(volume)
+def _drop_leading_singletons(arr: AnyArray) -> AnyArray:
+    """``arr`` without its leading axes of length 1 (e.g. a channel axis) beyond three."""
     while arr.ndim > 3 and arr.shape[0] == 1:
         arr = arr[0]
+    return arr
+
+
+def _as_volume(volume: ArrayLike, what: str) -> FloatArray:
+    """``volume`` as a 3-D float array (leading singleton axes, e.g. channel, are dropped)."""
+    arr = _drop_leading_singletons(np.asarray(volume))
     if arr.ndim != 3:
         raise ValueError(f"{what} must be a 3-D volume, got shape {np.shape(volume)}")
     return arr.astype(np.float32, copy=False)
 
 
-def _window(volume: np.ndarray) -> tuple[float, float]:
+def _window(volume: FloatArray) -> tuple[float, float]:
     """Grey-level window of a volume: its minimum to its 99.5th percentile (robust to spikes)."""
     finite = volume[np.isfinite(volume)]
     if finite.size == 0:
@@ -74,7 +84,7 @@ def _save(fig: Figure, out_png: Path | str) -> Path:
     return save_figure(fig, out_png, dpi=100, facecolor="black")
 
 
-def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+def _plane(volume: AnyArray, axis: int, index: int) -> AnyArray:
     """The slice ``index`` across ``axis``, oriented for ``imshow(origin="lower")``.
 
     The remaining two axes, in increasing order, become horizontal then vertical.
@@ -93,12 +103,92 @@ def _plane_extent(shape: Sequence[int], zooms: Sequence[float], axis: int) -> tu
 _ORTHO_PLANES = (("coronal", 1, "y"), ("sagittal", 0, "x"), ("axial", 2, "z"))
 
 
+def _label_maps(
+    labels: Sequence[ArrayLike | None] | None, vols: Sequence[FloatArray]
+) -> list[AnyArray | None]:
+    """One label map (or None) per volume, each of its volume's shape."""
+    if labels is None:
+        return [None] * len(vols)
+    if len(labels) != len(vols):
+        raise ValueError(f"got {len(labels)} label maps for {len(vols)} volumes")
+    labs: list[AnyArray | None] = []
+    for i, (lab, vol) in enumerate(zip(labels, vols, strict=True)):
+        if lab is None:
+            labs.append(None)
+            continue
+        arr = _drop_leading_singletons(np.asarray(lab))
+        if arr.shape != vol.shape:
+            raise ValueError(
+                f"label map {i} has shape {arr.shape}, its volume has shape {vol.shape}"
+            )
+        labs.append(arr)
+    return labs
+
+
+def _draw_plane(
+    ax: Axes,
+    vol: FloatArray,
+    lab: AnyArray | None,
+    axis: int,
+    zooms: Sequence[float],
+    window: tuple[float, float],
+) -> int:
+    """Draw the central slice across ``axis`` (and its labels) on ``ax``; return its index."""
+    index = vol.shape[axis] // 2
+    w, h = _plane_extent(vol.shape, zooms, axis)
+    extent = (0.0, w, 0.0, h)
+    ax.imshow(
+        _plane(vol, axis, index),
+        cmap="gray",
+        vmin=window[0],
+        vmax=window[1],
+        origin="lower",
+        extent=extent,
+        interpolation="nearest",
+        aspect="equal",
+    )
+    if lab is not None:
+        cmap_lab, n_lab = _label_cmap()
+        plane = _plane(lab, axis, index).astype(np.int32)
+        ax.imshow(
+            np.ma.masked_where(plane <= 0, np.clip(plane, 0, n_lab - 1)),
+            cmap=cmap_lab,
+            vmin=0,
+            vmax=n_lab - 1,
+            alpha=LABEL_ALPHA,
+            origin="lower",
+            extent=extent,
+            interpolation="nearest",
+            aspect="equal",
+        )
+    ax.set_anchor("N")  # shorter panels hang from the top, so titles line up
+    ax.set_xlim(0, w)
+    ax.set_ylim(0, h)
+    ax.set_axis_off()
+    return index
+
+
+def _label_legend(fig: Figure) -> None:
+    """The overlay's colour key, at the figure's top right."""
+    handles = [Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in sorted(LABEL_NAMES)]
+    fig.legend(
+        handles=handles,
+        loc="upper right",
+        ncol=3,
+        fontsize=7,
+        frameon=False,
+        labelcolor="white",
+        handlelength=1.0,
+        borderaxespad=0.2,
+    )
+
+
 def orthogonal_views(
-    volumes: list[np.ndarray],
+    volumes: Sequence[ArrayLike],
     out_png: Path,
-    labels: list[np.ndarray | None] | None = None,
-    titles: list[str] | None = None,
-    zooms: tuple | None = None,
+    labels: Sequence[ArrayLike | None] | None = None,
+    titles: Sequence[str] | None = None,
+    zooms: Sequence[float] | None = None,
 ) -> Path:
     """Draw coronal, sagittal and axial planes through the centre of each scan, one row per scan.
 
@@ -109,29 +199,19 @@ def orthogonal_views(
     if not volumes:
         raise ValueError("orthogonal_views needs at least one volume")
     vols = [_as_volume(v, f"volume {i}") for i, v in enumerate(volumes)]
-    labs = list(labels) if labels is not None else [None] * len(vols)
-    if len(labs) != len(vols):
-        raise ValueError(f"got {len(labs)} label maps for {len(vols)} volumes")
-    for i, lab in enumerate(labs):
-        if lab is not None:
-            labs[i] = np.asarray(lab)
-            while labs[i].ndim > 3 and labs[i].shape[0] == 1:
-                labs[i] = labs[i][0]
-            if labs[i].shape != vols[i].shape:
-                raise ValueError(
-                    f"label map {i} has shape {labs[i].shape}, its volume has shape {vols[i].shape}"
-                )
+    labs = _label_maps(labels, vols)
     if titles is not None and len(titles) != len(vols):
         raise ValueError(f"got {len(titles)} titles for {len(vols)} volumes")
-    zooms = tuple(float(z) for z in (zooms or (1.0, 1.0, 1.0)))[:3]
+    mm = tuple(float(z) for z in (zooms or (1.0, 1.0, 1.0)))[:3]
+    with_labels = any(lab is not None for lab in labs)
 
     # Column widths and row heights in mm (largest scan), so that panels share one mm scale;
     # the figure is sized so that every grid cell is exactly its panel's size.
     planes = [ax for _, ax, _ in _ORTHO_PLANES]
-    widths = [max(_plane_extent(v.shape, zooms, ax)[0] for v in vols) for ax in planes]
-    heights = [max(_plane_extent(v.shape, zooms, ax)[1] for ax in planes) for v in vols]
+    widths = [max(_plane_extent(v.shape, mm, ax)[0] for v in vols) for ax in planes]
+    heights = [max(_plane_extent(v.shape, mm, ax)[1] for ax in planes) for v in vols]
     gap, title_mm = 0.04 * np.mean(widths), 3.2
-    top_mm = title_mm + (3.0 if any(lab is not None for lab in labs) else 0.0)  # legend
+    top_mm = title_mm + (3.0 if with_labels else 0.0)  # legend
     fig_w = sum(widths) + 2 * gap
     fig_h = sum(heights) + (len(vols) - 1) * title_mm + top_mm
     fig = Figure(figsize=(fig_w * _MM_TO_INCH * 1.25, fig_h * _MM_TO_INCH * 1.25))
@@ -147,67 +227,27 @@ def orthogonal_views(
         wspace=gap / np.mean(widths),
         hspace=title_mm / np.mean(heights),
     )
-    cmap_lab, n_lab = _label_cmap()
-    for row, (vol, lab) in enumerate(zip(vols, labs)):
-        lo, hi = _window(vol)
+    for row, (vol, lab) in enumerate(zip(vols, labs, strict=True)):
+        window = _window(vol)
         for col, (name, axis, letter) in enumerate(_ORTHO_PLANES):
             ax = fig.add_subplot(grid[row, col])
-            index = vol.shape[axis] // 2
-            w, h = _plane_extent(vol.shape, zooms, axis)
-            extent = (0.0, w, 0.0, h)
-            ax.imshow(
-                _plane(vol, axis, index),
-                cmap="gray",
-                vmin=lo,
-                vmax=hi,
-                origin="lower",
-                extent=extent,
-                interpolation="nearest",
-                aspect="equal",
-            )
-            if lab is not None:
-                plane = _plane(lab, axis, index).astype(np.int32)
-                ax.imshow(
-                    np.ma.masked_where(plane <= 0, np.clip(plane, 0, n_lab - 1)),
-                    cmap=cmap_lab,
-                    vmin=0,
-                    vmax=n_lab - 1,
-                    alpha=LABEL_ALPHA,
-                    origin="lower",
-                    extent=extent,
-                    interpolation="nearest",
-                    aspect="equal",
-                )
-            ax.set_anchor("N")  # shorter panels hang from the top, so titles line up
-            ax.set_xlim(0, w)
-            ax.set_ylim(0, h)
-            ax.set_axis_off()
+            index = _draw_plane(ax, vol, lab, axis, mm, window)
             text = f"{name} {letter}={index}"
             if col == 0 and titles is not None:
                 text = f"{titles[row]}   {text}"
             ax.set_title(text, color="white", fontsize=7, loc="left", pad=1.5)
-    if any(lab is not None for lab in labs):
-        handles = [Patch(color=LABEL_COLOURS[k], label=LABEL_NAMES[k]) for k in sorted(LABEL_NAMES)]
-        fig.legend(
-            handles=handles,
-            loc="upper right",
-            ncol=3,
-            fontsize=7,
-            frameon=False,
-            labelcolor="white",
-            handlelength=1.0,
-            borderaxespad=0.2,
-        )
+    if with_labels:
+        _label_legend(fig)
     return _save(fig, out_png)
 
 
 def montage(
-    rows: list[list[np.ndarray]],
+    rows: Sequence[Sequence[ArrayLike]],
     out_png: Path,
     row_titles: list[str] | None = None,
     axis: int = 2,
     n_slices: int = 8,
-    zooms: tuple | None = None,
+    zooms: Sequence[float] | None = None,
 ) -> Path:
     """Draw rows of evenly spaced slices along ``axis`` of 3-D volumes.
 

@@ -82,5 +82,8 @@ def test_random_features_are_seeded_and_see_blur_and_noise():
     assert f1.shape == (3, F.RandomConvFeatures().dim) == (3, 176)
     assert torch.equal(f1, f2)
     assert not torch.allclose(f1, f3)
-    rel = lambda a, b: float((a - b).norm() / a.norm())
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / a.norm())
+
     assert rel(f1[0], f1[1]) > 0.02 and rel(f1[0], f1[2]) > 0.02

@@ -60,8 +60,8 @@ def _shifted_copy(volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if np.abs(shift).max() >= 1:
             break
     out = np.zeros_like(volume)
-    src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(shift, volume.shape))
-    dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(shift, volume.shape))
+    src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(shift, volume.shape, strict=True))
+    dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(shift, volume.shape, strict=True))
     out[dst] = volume[src]
     return rescale_unit(out * rng.uniform(0.6, 1.4) + rng.uniform(0.0, 0.1))
 

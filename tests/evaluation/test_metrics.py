@@ -117,7 +117,7 @@ def test_noisy_copy_matches_theory_and_orders():
     assert 1.0 > s1 > s2 > 0.0
 
 
-# --------------------------------------------------------------------------- independent computations
+# ----------------------------------------------------------------- independent computations
 
 
 def test_pair_metrics_match_numpy():

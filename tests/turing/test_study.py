@@ -108,6 +108,28 @@ def test_a_create_that_cannot_write_leaves_nothing_behind(small_study_args, tmp_
     assert list((tmp_path / "kept").iterdir()) == []
 
 
+def test_the_python_3_10_database_copy_makes_the_same_study(
+    small_study, small_study_args, tmp_path, monkeypatch
+):
+    # Python 3.10 has no sqlite3.Connection.serialize; its backup-based copy must build a
+    # study with the same tables and rows (tokens, orders and identifiers are drawn anew).
+    from ratgan.turing import study as study_module
+
+    monkeypatch.setattr(study_module, "_database_bytes", study_module._database_bytes_by_backup)
+    path, _ = create_study(tmp_path / "copy", **small_study_args)
+    copy = Study(path)
+    assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == ["links.txt", "study.sqlite"]
+    assert {k: v for k, v in copy.meta.items() if k not in ("admin_token", "created_at")} == {
+        k: v for k, v in small_study.meta.items() if k not in ("admin_token", "created_at")
+    }
+    assert [r.name for r in copy.raters()] == ["alice", "bob"]
+
+    def content(study):
+        return sorted((r.rater, r.source, r.path, r.answer) for r in study.records())
+
+    assert content(copy) == content(small_study) and len(content(copy)) == 14
+
+
 def test_scans_are_shown_in_one_canonical_orientation(tmp_path, scan_writer):
     # The same image stored as RAS and as LAS (x axis flipped in the voxels and the affine)
     # is the same anatomy; both must render to the same picture, not one mirrored.

@@ -85,7 +85,7 @@ def _show(args: argparse.Namespace) -> int:
     labels = (
         [
             None if str(lab) == "-" else read_label(lab, scan)
-            for lab, scan in zip(args.labels, scans)
+            for lab, scan in zip(args.labels, scans, strict=True)
         ]
         if args.labels is not None
         else None

@@ -13,7 +13,9 @@ trained on the real labels), ``anatomy_stage`` (it as one more ``FeatureSpace``)
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict
 
 from ratgan.errors import RatganError
 from ratgan.evaluation.metrics import MSSSIMSettings
@@ -34,7 +36,7 @@ __all__ = [
 
 def run_evaluation(
     real: str | Path,
-    synthetic: dict[str, str | Path],
+    synthetic: Mapping[str, str | Path],
     out_dir: str | Path,
     heldout: str | Path | None = None,
     settings: EvaluationSettings | None = None,
@@ -116,7 +118,15 @@ def run_evaluation(
     return result
 
 
-QUICK = {"comparisons": 2_100, "msssim_comparisons": 210, "split_repeats": 5}
+class QuickCounts(TypedDict, total=False):
+    """The comparison counts that ``quick`` overrides in ``EvaluationSettings``."""
+
+    comparisons: int
+    msssim_comparisons: int
+    split_repeats: int
+
+
+QUICK = QuickCounts(comparisons=2_100, msssim_comparisons=210, split_repeats=5)
 """Reduced comparison counts for ``quick`` evaluations (the demo): a tenth of the paper's."""
 
 

@@ -263,7 +263,8 @@ class _threads:
     """Temporarily set torch's thread count (None: no change)."""
 
     def __init__(self, n: int | None) -> None:
-        self.n, self.old = n, None
+        self.n: int | None = n
+        self.old: int | None = None
 
     def __enter__(self) -> None:
         if self.n:

@@ -38,16 +38,16 @@ def real_labels(real: ScanSet) -> tuple[np.ndarray | None, str | None]:
         by_image = {str(e.image): e.label for e in list_scans(real.source)}
     except RatganError:  # e.g. volumes built in memory, with no files behind them
         return None, f"the real source {real.source} lists no scan files to find label maps for"
-    labels = [by_image.get(str(p)) for p in real.paths]
-    missing = sum(lab is None for lab in labels)
-    if missing:
+    found = [by_image.get(str(p)) for p in real.paths]
+    labels = [lab for lab in found if lab is not None]
+    if len(labels) < len(found):
         return None, (
-            f"{missing} of {len(labels)} real scans have no label map (a labels/ "
+            f"{len(found) - len(labels)} of {len(found)} real scans have no label map (a labels/ "
             "folder beside images/, or a CSV label column), so no anatomy network "
             "can be trained"
         )
     out = np.empty((len(labels), *real.shape), dtype=np.int64)
-    for i, (img, lab) in enumerate(zip(real.paths, labels)):
+    for i, (img, lab) in enumerate(zip(real.paths, labels, strict=True)):
         out[i] = centre_crop(read_label(lab, read_scan(img)), real.shape)
     return out, None
 

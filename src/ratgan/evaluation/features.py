@@ -24,6 +24,8 @@ Distances (all on features standardised with the reference real set's mean and s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -88,7 +90,7 @@ class RandomConvFeatures:
 
 def extract(
     volumes: np.ndarray,
-    extractor: RandomConvFeatures,
+    extractor: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int = 8,
     progress: bool = True,
     desc: str = "features",
@@ -177,5 +179,5 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     r_fake = knn_radii(fake, k)
     d = np.sqrt(_sq_dists(fake, real))  # (n_fake, n_real)
     precision = float((d <= r_real[None, :]).any(axis=1).mean())
-    recall = float((d.T <= r_fake[None, :]).any(axis=1).mean())
+    recall = float((d <= r_fake[:, None]).any(axis=0).mean())
     return precision, recall

@@ -59,9 +59,11 @@ def centre_crop(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     The crop keeps ``(size - target) // 2`` voxels before, as the preprocessing's padding put
     ``(target - size) // 2`` before: a 64-slice network volume keeps slices 12:52.
     """
-    if volume.ndim != len(shape) or any(s < t for s, t in zip(volume.shape, shape)):
+    if volume.ndim != len(shape) or any(s < t for s, t in zip(volume.shape, shape, strict=True)):
         raise ValueError(f"cannot crop shape {volume.shape} to {shape}")
-    index = tuple(slice((s - t) // 2, (s - t) // 2 + t) for s, t in zip(volume.shape, shape))
+    index = tuple(
+        slice((s - t) // 2, (s - t) // 2 + t) for s, t in zip(volume.shape, shape, strict=True)
+    )
     return volume[index]
 
 
@@ -111,7 +113,7 @@ def load_set(
         data = scan.data
         if i == 0:
             zooms = scan.zooms
-        if data.ndim != 3 or any(s < t for s, t in zip(data.shape, shape)):
+        if data.ndim != 3 or any(s < t for s, t in zip(data.shape, shape, strict=True)):
             raise RatganError(
                 f"scan {path} of set {name!r} has shape {list(data.shape)}, "
                 f"smaller than the real scans' {list(shape)}; every set must be "

@@ -128,11 +128,8 @@ def table(
     synth = [r.name for r in result.synthetic_rows()]
     best: dict[str, set[str]] = {}
     for key, (_, direction) in columns.items():
-        scored = [
-            (score(key, value(rows[n], key), direction, target), n)
-            for n in synth
-            if value(rows[n], key) is not None
-        ]
+        values = {n: value(rows[n], key) for n in synth}
+        scored = [(score(key, v, direction, target), n) for n, v in values.items() if v is not None]
         if len(scored) > 1:
             top = max(s for s, _ in scored)
             best[key] = {n for s, n in scored if s == top}
@@ -185,7 +182,8 @@ def pair_counts_table(result: EvaluationResult) -> str:
         "|---|---|---|---|---|",
     ]
     for name, row in result.rows.items():
-        ms, nc = row.metrics.get("msssim", {}), row.metrics.get("ncc", {})
+        ms, nc = (row.metrics.get(key) for key in ("msssim", "ncc"))
+        ms, nc = (v if isinstance(v, dict) else {} for v in (ms, nc))
         lines.append(
             f"| {name} | {ms.get('comparisons', '—')} | "
             f"{ms.get('distinct_pairs', '—')} | {nc.get('comparisons', '—')} | "
@@ -389,7 +387,7 @@ def _slices(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _extents(shape: tuple[int, ...], zooms: tuple[float, ...]) -> tuple[tuple, tuple]:
     """imshow extents (mm) of the axial and coronal planes, so that pixels keep their size."""
-    x, y, z = (s * float(v) for s, v in zip(shape, zooms))
+    x, y, z = (s * float(v) for s, v in zip(shape, zooms, strict=True))
     return (0, x, 0, y), (0, x, 0, z)
 
 
@@ -513,7 +511,7 @@ def figure_memorisation(result: EvaluationResult, path: Path) -> None:
     zoom_lo = max(-1.0, float(ref.min()) - 2 * (1 - float(ref.min())) - 1e-3)
     fig = Figure(figsize=(10, 3.6))
     axes = fig.subplots(1, 2)
-    for ax, lo in zip(axes, (min(lo_all, zoom_lo), zoom_lo)):
+    for ax, lo in zip(axes, (min(lo_all, zoom_lo), zoom_lo), strict=True):
         edges = np.linspace(lo, 1.0, 41)
         ax.hist(
             np.clip(ref, lo, 1),
@@ -567,7 +565,9 @@ def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True) 
     names = []
     if figures:
         for fn, name in zip(
-            (figure_montage, figure_maps, figure_histograms, figure_memorisation), FIGURES
+            (figure_montage, figure_maps, figure_histograms, figure_memorisation),
+            FIGURES,
+            strict=True,
         ):
             fn(result, stage / name)
             names.append(name)

@@ -70,7 +70,7 @@ def load_generator(
     if precision is not None:
         if precision not in ("fp32", "bf16"):
             raise RatganError(f"precision must be fp32 or bf16 (got {precision!r}).")
-        cfg.train.precision = precision
+        cfg.train.precision = "bf16" if precision == "bf16" else "fp32"  # as a Literal
     with torch.device("meta"):  # no initialisation work: every tensor comes from the file
         generator = Generator(cfg.model)
     use_ema = weights == "ema" and "ema" in state
@@ -156,7 +156,7 @@ def _export(
             inverse_labels(labels, info).astype(np.uint8),
             scan.affine,
             scan.header,
-            dtype=np.uint8,
+            dtype=np.dtype(np.uint8),
         )
         record["label"] = f"labels/{label_path.name}"
     return record, path
@@ -233,7 +233,8 @@ def generate_scans(
                 size = cfg.model.volume_size
                 noise = output_noise(padded, (cfg.model.channels, size, size, size))
             volumes = sample_volumes(loaded, latent_codes(padded, cfg.model.latent_dim), noise)
-            for offset, (s, vol) in enumerate(zip(seeds, volumes)):
+            # strict=False: the padding codes' volumes are dropped here.
+            for offset, (s, vol) in enumerate(zip(seeds, volumes, strict=False)):
                 index = start + offset
                 name = f"{prefix}_{index:05d}{suffix}"
                 record = {

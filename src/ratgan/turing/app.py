@@ -18,19 +18,22 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, render_template, request
+from flask import Flask, Response, abort, current_app, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from ratgan.turing.stats import (
     CONFIDENCE,
+    Summary,
     answers_csv,
     summarise,
     table3_csv,
     table3_rows,
 )
-from ratgan.turing.study import ANSWERS, Rater, Study, format_duration
+from ratgan.turing.study import ANSWERS, Rater, Record, Study, format_duration
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _ITEM = re.compile(r"^[0-9a-f]{32}$")
@@ -53,7 +56,7 @@ _SECURITY_HEADERS = {
 }
 
 
-def create_app(study: str | os.PathLike) -> Flask:
+def create_app(study: str | os.PathLike[str]) -> Flask:
     """The Flask application serving one study."""
     here = Path(__file__).parent
     app = Flask(
@@ -65,110 +68,155 @@ def create_app(study: str | os.PathLike) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 4096
     app.jinja_env.filters["num"] = _number
     app.jinja_env.filters["duration"] = format_duration
-
-    def the_study() -> Study:
-        return app.config["STUDY"]
-
-    def rater_or_404(token: str) -> Rater:
-        rater = the_study().rater_by_token(token) if _TOKEN.match(token) else None
-        if rater is None:
-            abort(404)
-        return rater
-
-    def admin_or_404(token: str) -> None:
-        if not (_TOKEN.match(token) and the_study().check_admin(token)):
-            abort(404)
-
-    @app.after_request
-    def harden(response: Response) -> Response:
-        response.headers.update(_SECURITY_HEADERS)
-        if not request.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-store"
-        return response
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[Response, int]:
-        # Every error status (404, 405, 413 ...) answers in JSON, like the answer endpoint.
-        code = error.code or 500
-        return jsonify(error=_ERROR_TEXT.get(code, error.name.lower())), code
-
-    @app.get("/")
-    def index() -> Response:
-        return Response(
-            "This is a blinded visual Turing test. Open the private link you were given.\n",
-            mimetype="text/plain",
-        )
-
-    @app.get("/favicon.ico")
-    def favicon() -> tuple[str, int]:
-        return "", 204
-
-    @app.get("/r/<token>")
-    def rate_page(token: str) -> str:
-        rater_or_404(token)
-        return render_template("rate.html")
-
-    @app.get("/r/<token>/state")
-    def rate_state(token: str) -> Response:
-        return jsonify(the_study().state(rater_or_404(token)))
-
-    @app.get("/r/<token>/img/<item>")
-    def rate_image(token: str, item: str) -> Response:
-        rater = rater_or_404(token)
-        png = the_study().image(rater, item) if _ITEM.match(item) else None
-        if png is None:
-            abort(404)
-        return Response(png, mimetype="image/png")
-
-    @app.post("/r/<token>/answer")
-    def rate_answer(token: str) -> tuple[Response, int]:
-        rater = rater_or_404(token)
-        payload = request.get_json(silent=True) if request.is_json else None
-        if not isinstance(payload, dict):
-            return jsonify(error="expected a JSON object"), 400
-        item, answer = payload.get("item"), payload.get("answer")
-        elapsed = payload.get("elapsed_ms")
-        if not isinstance(item, str) or not _ITEM.match(item) or answer not in ANSWERS:
-            return jsonify(error="expected an item id and an answer 'real' or 'synthetic'"), 400
-        if not (isinstance(elapsed, int) and 0 <= elapsed < 10**9):
-            elapsed = None
-        result = the_study().submit(rater, item, answer, elapsed)
-        if result.saved:
-            return jsonify(status="saved"), 200
-        if result.status == "unknown":
-            abort(404)
-        return jsonify(status=result.status, error="this scan can no longer be answered"), 409
-
-    def summary_for_admin():
-        study = the_study()
-        records = study.records()
-        return records, summarise(records, study.raters(), study.models)
-
-    @app.get("/admin/<token>")
-    def admin_page(token: str) -> str:
-        admin_or_404(token)
-        records, summary = summary_for_admin()
-        return render_template(
-            "admin.html",
-            token=token,
-            study=the_study(),
-            summary=summary,
-            table3=table3_rows(summary),
-            records=records,
-            confidence=int(CONFIDENCE * 100),
-        )
-
-    @app.get("/admin/<token>/table3.csv")
-    def admin_table3(token: str) -> Response:
-        admin_or_404(token)
-        return _csv_download(table3_csv(summary_for_admin()[1]), "turing-table3.csv")
-
-    @app.get("/admin/<token>/answers.csv")
-    def admin_answers(token: str) -> Response:
-        admin_or_404(token)
-        return _csv_download(answers_csv(summary_for_admin()[0]), "turing-answers.csv")
-
+    app.after_request(_harden)
+    app.register_error_handler(HTTPException, _http_error)
+    for method, rule, view in _ROUTES:
+        app.add_url_rule(rule, view_func=view, methods=[method])
     return app
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _the_study() -> Study:
+    """The study served by the application handling the current request."""
+    study: Study = current_app.config["STUDY"]
+    return study
+
+
+def _rater_or_404(token: str) -> Rater:
+    """The rater owning ``token``; 404 for a malformed or unknown token."""
+    rater = _the_study().rater_by_token(token) if _TOKEN.match(token) else None
+    if rater is None:
+        abort(404)
+    return rater
+
+
+def _admin_or_404(token: str) -> None:
+    """404 unless ``token`` is the study's admin token."""
+    if not (_TOKEN.match(token) and _the_study().check_admin(token)):
+        abort(404)
+
+
+def _summary_for_admin() -> tuple[list[Record], Summary]:
+    """Every record of the study and their summary (Table 3, accuracy, agreement)."""
+    study = _the_study()
+    records = study.records()
+    return records, summarise(records, study.raters(), study.models)
+
+
+def _harden(response: Response) -> Response:
+    """Security headers on every response; nothing but static files may be cached."""
+    response.headers.update(_SECURITY_HEADERS)
+    if not request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _http_error(error: HTTPException) -> tuple[Response, int]:
+    """Every error status (404, 405, 413 ...) answers in JSON, like the answer endpoint."""
+    code = error.code or 500
+    return jsonify(error=_ERROR_TEXT.get(code, error.name.lower())), code
+
+
+# --------------------------------------------------------------------------- rater pages
+
+
+def index() -> Response:
+    """The bare root: a pointer to the private links, nothing else."""
+    return Response(
+        "This is a blinded visual Turing test. Open the private link you were given.\n",
+        mimetype="text/plain",
+    )
+
+
+def favicon() -> tuple[str, int]:
+    """No icon (and no 404 in the browser's console)."""
+    return "", 204
+
+
+def rate_page(token: str) -> str:
+    """The rating page, the same HTML for every rater."""
+    _rater_or_404(token)
+    return render_template("rate.html")
+
+
+def rate_state(token: str) -> Response:
+    """Progress and the current item's opaque identifier."""
+    return jsonify(_the_study().state(_rater_or_404(token)))
+
+
+def rate_image(token: str, item: str) -> Response:
+    """The current item's sprite sheet; 404 for any other item."""
+    rater = _rater_or_404(token)
+    png = _the_study().image(rater, item) if _ITEM.match(item) else None
+    if png is None:
+        abort(404)
+    return Response(png, mimetype="image/png")
+
+
+def rate_answer(token: str) -> tuple[Response, int]:
+    """Record the answer (JSON: item, answer, elapsed_ms) to the current item, once."""
+    rater = _rater_or_404(token)
+    payload = request.get_json(silent=True) if request.is_json else None
+    if not isinstance(payload, dict):
+        return jsonify(error="expected a JSON object"), 400
+    item, answer = payload.get("item"), payload.get("answer")
+    elapsed = payload.get("elapsed_ms")
+    if not isinstance(item, str) or not _ITEM.match(item) or answer not in ANSWERS:
+        return jsonify(error="expected an item id and an answer 'real' or 'synthetic'"), 400
+    if not (isinstance(elapsed, int) and 0 <= elapsed < 10**9):
+        elapsed = None
+    result = _the_study().submit(rater, item, answer, elapsed)
+    if result.saved:
+        return jsonify(status="saved"), 200
+    if result.status == "unknown":
+        abort(404)
+    return jsonify(status=result.status, error="this scan can no longer be answered"), 409
+
+
+# --------------------------------------------------------------------------- admin pages
+
+
+def admin_page(token: str) -> str:
+    """Table 3, accuracy, agreement and every answer."""
+    _admin_or_404(token)
+    records, summary = _summary_for_admin()
+    return render_template(
+        "admin.html",
+        token=token,
+        study=_the_study(),
+        summary=summary,
+        table3=table3_rows(summary),
+        records=records,
+        confidence=int(CONFIDENCE * 100),
+    )
+
+
+def admin_table3(token: str) -> Response:
+    """Table 3 as CSV."""
+    _admin_or_404(token)
+    return _csv_download(table3_csv(_summary_for_admin()[1]), "turing-table3.csv")
+
+
+def admin_answers(token: str) -> Response:
+    """Every answer as CSV."""
+    _admin_or_404(token)
+    return _csv_download(answers_csv(_summary_for_admin()[0]), "turing-answers.csv")
+
+
+_ROUTES: tuple[tuple[str, str, Callable[..., ResponseReturnValue]], ...] = (
+    ("GET", "/", index),
+    ("GET", "/favicon.ico", favicon),
+    ("GET", "/r/<token>", rate_page),
+    ("GET", "/r/<token>/state", rate_state),
+    ("GET", "/r/<token>/img/<item>", rate_image),
+    ("POST", "/r/<token>/answer", rate_answer),
+    ("GET", "/admin/<token>", admin_page),
+    ("GET", "/admin/<token>/table3.csv", admin_table3),
+    ("GET", "/admin/<token>/answers.csv", admin_answers),
+)
+"""Every page: HTTP method, URL rule and view (named as the endpoint)."""
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -184,7 +232,7 @@ def _csv_download(text: str, filename: str) -> Response:
 
 
 def serve(
-    study: str | os.PathLike,
+    study: str | os.PathLike[str],
     host: str = "127.0.0.1",
     port: int = 8765,
     threads: int = 8,

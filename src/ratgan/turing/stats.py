@@ -211,7 +211,7 @@ def format_table3(summary: Summary) -> str:
     """Plain-text Table 3 plus accuracy and agreement, for the terminal."""
     rows = table3_rows(summary)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.append("")
     lines.append("misclassified scans per model and real scans; right answers last (paper Table 3)")
     lines.append("")
@@ -272,7 +272,7 @@ def table3_csv(summary: Summary) -> str:
         "specificity",
         "fisher_p",
     ]
-    rows = [header]
+    rows: list[Sequence[object]] = [header]
     for t in [*summary.raters, summary.pooled]:
         low, high = t.accuracy_ci
         rows.append(
@@ -298,7 +298,7 @@ def table3_csv(summary: Summary) -> str:
 
 def answers_csv(records: Sequence[Record]) -> str:
     """Every item with its answer key and answer as CSV."""
-    rows = [
+    rows: list[Sequence[object]] = [
         [
             "rater",
             "position",

@@ -17,17 +17,24 @@ import os
 import re
 import secrets
 import sqlite3
+import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ratgan.arrays import IntArray
 from ratgan.atomic import atomic_path, leftovers
 from ratgan.errors import RatganError
 from ratgan.turing.render import WINDOW_PERCENTILES, layout_for, render_scan
+
+if TYPE_CHECKING:
+    from ratgan.data.io import ScanEntry
 
 SCHEMA_VERSION = 1
 STUDY_FILENAME = "study.sqlite"
@@ -145,20 +152,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _draw(entries: Sequence, n: int, what: str, source: str, rng: np.random.Generator) -> list:
+def _draw(
+    entries: Sequence[ScanEntry], n: int, what: str, source: str, rng: np.random.Generator
+) -> list[ScanEntry]:
+    """``n`` of ``entries`` drawn without replacement, independently of their listing order."""
     if n < 0:
         raise RatganError(f"{what} must not be negative, got {n}")
     if n > len(entries):
         raise RatganError(f"{what} asks for {n} scans but {source} holds only {len(entries)}")
     order = sorted(entries, key=lambda e: str(e.image))
-    picked = rng.choice(len(order), size=n, replace=False) if n else []
+    picked: IntArray | list[int] = rng.choice(len(order), size=n, replace=False) if n else []
     return [order[int(i)] for i in picked]
 
 
 def create_study(
-    out: str | os.PathLike,
-    real: str | os.PathLike,
-    synthetic: Sequence[tuple[str, str | os.PathLike]],
+    out: str | os.PathLike[str],
+    real: str | os.PathLike[str],
+    synthetic: Sequence[tuple[str, str | os.PathLike[str]]],
     n_real: int,
     n_per_model: int,
     raters: int | Sequence[str],
@@ -174,12 +184,47 @@ def create_study(
     identifiers come from the operating system's secure random source (``secrets``) and are
     stored in the study, so nothing a rater sees can be rebuilt from the seed.
     """
-    from ratgan.data.io import canonical_scan, list_scans, orientation_code, read_scan
-
     out = Path(out)
     target = out / STUDY_FILENAME
     if target.exists():
         raise RatganError(f"{target} already exists; choose another --out folder")
+    names, levels = _rater_names(raters, expertise)
+    models = _model_names(synthetic)
+
+    rng = np.random.default_rng(seed)  # chooses which scans are drawn, nothing else
+    drawn = _draw_scans(real, synthetic, n_real, n_per_model, rng)
+    rendered, shape, warnings = _render_scans(drawn)
+    # The scan rows and every rater's order come from the operating system's secure random
+    # source, never from --seed: knowing the seed, the folders and one's own rater number must
+    # not give the answer key away. The orders are stored in the database (table item).
+    secure = secrets.SystemRandom()
+    shuffled = secure.sample(rendered, len(rendered))
+
+    layout = layout_for(shape)
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": _now(),
+        "seed": seed,
+        "admin_token": secrets.token_urlsafe(24),
+        "models": json.dumps(models),
+        "n_real": n_real,
+        "n_per_model": n_per_model,
+        "n_slices": layout.n_slices,
+        "tile_width": layout.tile_width,
+        "tile_height": layout.tile_height,
+        "columns": layout.columns,
+        "window_percentiles": json.dumps(list(WINDOW_PERCENTILES)),
+        "base_url": base_url.rstrip("/"),
+    }
+    links_text, database = _build_database(meta, shuffled, names, levels, secure, base_url)
+    _write_study(out, links_text, database)
+    return target, warnings
+
+
+def _rater_names(
+    raters: int | Sequence[str], expertise: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The raters' names (``rater1``... for a count) and their expertise ('' when not given)."""
     names = [f"rater{i + 1}" for i in range(raters)] if isinstance(raters, int) else list(raters)
     if not names:
         raise RatganError("--raters must be at least 1")
@@ -188,6 +233,11 @@ def create_study(
     levels = list(expertise) if expertise else [""] * len(names)
     if len(levels) != len(names):
         raise RatganError(f"--expertise gives {len(levels)} values for {len(names)} raters")
+    return names, levels
+
+
+def _model_names(synthetic: Sequence[tuple[str, str | os.PathLike[str]]]) -> list[str]:
+    """The model names of ``synthetic``, each valid, not 'real' and given once."""
     models = [str(name) for name, _ in synthetic]
     for name in models:
         if not _MODEL_NAME.match(name) or name.lower() == REAL:
@@ -196,25 +246,47 @@ def create_study(
             )
     if len(set(models)) != len(models):
         raise RatganError("each --synthetic model name must be given once")
+    return models
 
-    rng = np.random.default_rng(seed)  # chooses which scans are drawn, nothing else
+
+def _draw_scans(
+    real: str | os.PathLike[str],
+    synthetic: Sequence[tuple[str, str | os.PathLike[str]]],
+    n_real: int,
+    n_per_model: int,
+    rng: np.random.Generator,
+) -> list[tuple[str, Path]]:
+    """(source, scan file) of every drawn scan: ``n_real`` real ones, then each model's."""
+    from ratgan.data.io import list_scans
+
     drawn: list[tuple[str, Path]] = []
     for source, folder, n, what in [(REAL, real, n_real, "--n-real")] + [
         (name, folder, n_per_model, "--n-per-model") for name, folder in synthetic
     ]:
-        entries = list_scans(folder)
+        entries = list_scans(os.fspath(folder))
         drawn += [(source, Path(e.image)) for e in _draw(entries, n, what, str(folder), rng)]
     if not drawn:
         raise RatganError("the study would be empty: raise --n-real or --n-per-model")
     paths = [p.resolve() for _, p in drawn]
     if len(set(paths)) != len(paths):
         raise RatganError("the same scan file was drawn twice; real and synthetic folders overlap")
+    return drawn
 
-    # Render every scan once, in the closest canonical orientation (RAS): a scan stored as LAS
-    # would otherwise be shown mirrored, a cue that tells its source apart.
+
+def _render_scans(
+    drawn: Sequence[tuple[str, Path]],
+) -> tuple[list[tuple[str, Path, bytes]], tuple[int, ...], list[str]]:
+    """Each drawn scan's sprite sheet as (source, path, PNG), their one shared shape, and
+    warnings for the user.
+
+    Every scan is rendered once, in the closest canonical orientation (RAS): a scan stored as
+    LAS would otherwise be shown mirrored, a cue that tells its source apart.
+    """
+    from ratgan.data.io import canonical_scan, orientation_code, read_scan
+
     warnings: list[str] = []
     rendered = []
-    shape = None
+    shape: tuple[int, ...] = ()
     first = None
     orientations: dict[str, int] = {}
     for source, path in drawn:
@@ -225,14 +297,14 @@ def create_study(
         code = orientation_code(stored.affine)
         orientations[code] = orientations.get(code, 0) + 1
         data = np.asarray(canonical_scan(stored).data)
-        if shape is None:
+        if first is None:
             shape, first = data.shape, path
         elif data.shape != shape:
             raise RatganError(
                 f"{path} has shape {data.shape} but {first} has {shape} (in RAS orientation); all "
                 "scans of a study must share one shape, or the image size would tell them apart"
             )
-        png, layout = render_scan(data)
+        png, _ = render_scan(data)
         rendered.append((source, path, png))
     if len(orientations) > 1:
         found = ", ".join(f"{n} {code}" for code, n in sorted(orientations.items()))
@@ -240,61 +312,99 @@ def create_study(
             f"the scans are stored in several orientations ({found}); all are "
             "shown reoriented to RAS"
         )
-    # The scan rows and every rater's order come from the operating system's secure random
-    # source, never from --seed: knowing the seed, the folders and one's own rater number must
-    # not give the answer key away. The orders are stored in the database (table item).
-    secure = secrets.SystemRandom()
-    shuffled = secure.sample(rendered, len(rendered))
+    return rendered, shape, warnings
 
-    layout = layout_for(shape)
-    # The database is built in memory and written in one go, owner-only from its first byte:
-    # a failed or killed create leaves no study file behind.
+
+def _build_database(
+    meta: dict[str, object],
+    shuffled: Sequence[tuple[str, Path, bytes]],
+    names: Sequence[str],
+    levels: Sequence[str],
+    secure: secrets.SystemRandom,
+    base_url: str,
+) -> tuple[str, bytes]:
+    """The links text and the bytes of the study database, built in memory.
+
+    Nothing touches the disk here, so a failed or killed create leaves no study file behind.
+    """
     conn = sqlite3.connect(":memory:")
     try:
         conn.executescript(_SCHEMA)
         with conn:
-            meta = {
-                "schema_version": SCHEMA_VERSION,
-                "created_at": _now(),
-                "seed": seed,
-                "admin_token": secrets.token_urlsafe(24),
-                "models": json.dumps(models),
-                "n_real": n_real,
-                "n_per_model": n_per_model,
-                "n_slices": layout.n_slices,
-                "tile_width": layout.tile_width,
-                "tile_height": layout.tile_height,
-                "columns": layout.columns,
-                "window_percentiles": json.dumps(list(WINDOW_PERCENTILES)),
-                "base_url": base_url.rstrip("/"),
-            }
             conn.executemany(
                 "INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()]
             )
-            scan_ids = []
-            for source, path, png in shuffled:
-                cur = conn.execute(
-                    "INSERT INTO scan (source, path, sha256, png) VALUES (?, ?, ?, ?)",
-                    (source, str(path.resolve()), _sha256(path), png),
-                )
-                scan_ids.append(cur.lastrowid)
-            for name, level in zip(names, levels):
-                cur = conn.execute(
-                    "INSERT INTO rater (name, expertise, token) VALUES (?, ?, ?)",
-                    (name, level, secrets.token_urlsafe(24)),
-                )
-                rater_id = cur.lastrowid
-                order = secure.sample(scan_ids, len(scan_ids))
-                for position, scan_id in enumerate(order, start=1):
-                    conn.execute(
-                        "INSERT INTO item (rater_id, position, scan_id, public_id) VALUES (?, ?, ?, ?)",
-                        (rater_id, position, scan_id, secrets.token_hex(16)),
-                    )
+            scan_ids = _insert_scans(conn, shuffled)
+            _insert_raters(conn, names, levels, scan_ids, secure)
         links_text = _links_text(conn, base_url)
-        database = conn.serialize()
+        database = _database_bytes(conn)
     finally:
         conn.close()
-    # The links first, the study last: the study file's appearance is what completes a create.
+    return links_text, database
+
+
+def _insert_scans(
+    conn: sqlite3.Connection, shuffled: Sequence[tuple[str, Path, bytes]]
+) -> list[int | None]:
+    """One scan row per rendered scan, in the given (shuffled) order; returns their ids."""
+    scan_ids = []
+    for source, path, png in shuffled:
+        cur = conn.execute(
+            "INSERT INTO scan (source, path, sha256, png) VALUES (?, ?, ?, ?)",
+            (source, str(path.resolve()), _sha256(path), png),
+        )
+        scan_ids.append(cur.lastrowid)
+    return scan_ids
+
+
+def _insert_raters(
+    conn: sqlite3.Connection,
+    names: Sequence[str],
+    levels: Sequence[str],
+    scan_ids: Sequence[int | None],
+    secure: secrets.SystemRandom,
+) -> None:
+    """A rater row per name with a private token, and their own secure shuffle of the scans
+    as items with random public identifiers."""
+    for name, level in zip(names, levels, strict=True):
+        cur = conn.execute(
+            "INSERT INTO rater (name, expertise, token) VALUES (?, ?, ?)",
+            (name, level, secrets.token_urlsafe(24)),
+        )
+        rater_id = cur.lastrowid
+        order = secure.sample(scan_ids, len(scan_ids))
+        for position, scan_id in enumerate(order, start=1):
+            conn.execute(
+                "INSERT INTO item (rater_id, position, scan_id, public_id) VALUES (?, ?, ?, ?)",
+                (rater_id, position, scan_id, secrets.token_hex(16)),
+            )
+
+
+def _database_bytes(conn: sqlite3.Connection) -> bytes:
+    """The whole database of ``conn`` as the contents of an SQLite file."""
+    if sys.version_info >= (3, 11):
+        return conn.serialize()
+    return _database_bytes_by_backup(conn)
+
+
+def _database_bytes_by_backup(conn: sqlite3.Connection) -> bytes:
+    """``_database_bytes`` for Python 3.10, which has no ``Connection.serialize``: a backup
+    into a file in a temporary folder that only this user can open (mode 0700), read back."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / STUDY_FILENAME
+        copy = sqlite3.connect(path)
+        try:
+            conn.backup(copy)
+        finally:
+            copy.close()
+        return path.read_bytes()
+
+
+def _write_study(out: Path, links_text: str, database: bytes) -> None:
+    """Write the links file, then the study file, owner-only; nothing is left on failure.
+
+    The links first, the study last: the study file's appearance is what completes a create.
+    """
     new_folder = not out.exists()
     links = out / LINKS_FILENAME
     if not new_folder:  # what a killed create may have left: temporary files
@@ -304,7 +414,7 @@ def create_study(
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_private(links, (links_text + "\n").encode())
-        write_private(target, database)
+        write_private(out / STUDY_FILENAME, database)
     except OSError as exc:
         links.unlink(missing_ok=True)
         if new_folder and out.is_dir() and not any(out.iterdir()):
@@ -312,7 +422,6 @@ def create_study(
         raise RatganError(
             f"cannot write the study to {out} ({exc.strerror or exc}); nothing was left behind"
         ) from None
-    return target, warnings
 
 
 def _links_text(conn: sqlite3.Connection, base_url: str) -> str:
@@ -403,7 +512,8 @@ class Study:
         return Rater(*row) if row else None
 
     @staticmethod
-    def _current(conn: sqlite3.Connection, rater_id: int) -> tuple | None:
+    def _current(conn: sqlite3.Connection, rater_id: int) -> tuple[int, int, str, int] | None:
+        """(id, position, public id, scan id) of the rater's first unanswered item, if any."""
         return conn.execute(
             "SELECT item.id, item.position, item.public_id, item.scan_id FROM item "
             "LEFT JOIN answer ON answer.item_id = item.id "
@@ -453,7 +563,7 @@ class Study:
                     result = SubmitResult("unknown")
                 elif row[1] is not None:
                     result = SubmitResult("already_answered")
-                elif self._current(conn, rater.id)[0] != row[0]:
+                elif (current := self._current(conn, rater.id)) is None or current[0] != row[0]:
                     result = SubmitResult("not_current")
                 else:
                     conn.execute(
