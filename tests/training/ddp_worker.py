@@ -58,7 +58,7 @@ def gp_mode(out: str) -> None:
         return DiscriminatorPhase(build_networks(cfg.model), cfg, "cpu")
 
     per_rank = [grads_of(fresh_phase(), r) for r in range(world)]
-    expected = [torch.stack(g).mean(0) for g in zip(*per_rank)]
+    expected = [torch.stack(g).mean(0) for g in zip(*per_rank, strict=True)]
 
     ddp = DistributedDataParallel(fresh_phase())
     got = grads_of(ddp, rank)

@@ -44,10 +44,13 @@ def test_gradient_penalty_gradients_are_averaged_across_ranks(tmp_path):
     _torchrun("gp", str(tmp_path))
     for rank in (0, 1):
         res = torch.load(tmp_path / f"gp_rank{rank}.pt")
-        for got, expected, own in zip(res["got"], res["expected"], res["own"]):
+        for got, expected in zip(res["got"], res["expected"], strict=True):
             assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
         # The ranks' own gradients differ, so the check above can fail.
-        assert any(not torch.allclose(o, e, rtol=1e-3) for o, e in zip(res["own"], res["expected"]))
+        assert any(
+            not torch.allclose(o, e, rtol=1e-3)
+            for o, e in zip(res["own"], res["expected"], strict=True)
+        )
 
 
 def test_two_ranks_hold_identical_weights_and_rank0_alone_writes(phantom_dir, tmp_path):

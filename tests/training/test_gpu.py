@@ -50,7 +50,7 @@ def test_cuda_fp32_step_matches_cpu_for_the_first_iteration():
 def test_cuda_bf16_channels_last_losses_are_finite_and_track_fp32():
     fp32 = _losses("cuda", "fp32", False)
     bf16 = _losses("cuda", "bf16", True)
-    for a, b in zip(fp32, bf16):
+    for a, b in zip(fp32, bf16, strict=True):
         for key, value in a.items():
             assert torch.isfinite(torch.tensor(b[key])), key
             assert abs(value - b[key]) <= 0.05 * abs(value) + 0.05, (key, value, b[key])

@@ -37,6 +37,6 @@ def _losses(precision: str) -> list[dict[str, float]]:
 def test_bf16_losses_track_fp32_for_20_iterations():
     fp32, bf16 = _losses("fp32"), _losses("bf16")
     assert fp32 != bf16  # autocast really changed the arithmetic
-    for it, (a, b) in enumerate(zip(fp32, bf16), start=1):
+    for it, (a, b) in enumerate(zip(fp32, bf16, strict=True), start=1):
         for key in ("eg_total", "eg_l_gd", "eg_mse", "eg_gdl", "d_total", "d_gp", "c_total"):
             assert abs(a[key] - b[key]) <= RTOL * abs(a[key]) + ATOL, (it, key, a[key], b[key])

@@ -209,9 +209,15 @@ def label_scans(
 
     def store(i: int, labels: np.ndarray) -> None:
         scan = read_scan(targets[i], volume_index)
-        write_nifti(cached[keys[i]], labels, scan.affine, dtype=np.uint8)
+        write_nifti(cached[keys[i]], labels, scan.affine, dtype=np.dtype(np.uint8))
         written.append(
-            write_nifti(out_dir / names[i], labels, scan.affine, header=scan.header, dtype=np.uint8)
+            write_nifti(
+                out_dir / names[i],
+                labels,
+                scan.affine,
+                header=scan.header,
+                dtype=np.dtype(np.uint8),
+            )
         )
 
     with tqdm(total=len(targets), desc=desc, unit="scan", disable=not progress) as bar:

@@ -30,7 +30,7 @@ from typing import Any
 
 from ratgan.atomic import atomic_write_json
 from ratgan.errors import RatganError
-from ratgan.segmentation.data import SegSet, brain_box, find_entries, load_set
+from ratgan.segmentation.data import Box, SegSet, brain_box, find_entries, load_set
 from ratgan.segmentation.labels import (
     LABEL_SOURCES,
     Pool,
@@ -127,62 +127,27 @@ class BenchOptions:
     reference: str | None = None
     progress: bool = True
 
-    def resolved(self) -> BenchOptions:
+    def resolved(self) -> BenchSettings:
         """A copy with the mode's defaults filled in; raises RatganError on bad values."""
+        self._check_mode_and_labels()
+        kw = asdict(self)
+        for key, value in MODES[self.mode].items():
+            if kw.get(key) is None:
+                kw[key] = value
+        kw["channels"] = tuple(kw["channels"])
+        kw["shape"] = tuple(int(s) for s in kw["shape"])
+        out = BenchSettings(**kw)
+        out.check()
+        return out
+
+    def _check_mode_and_labels(self) -> None:
+        """The mode (whose defaults resolving reads) and the source of synthetic labels."""
         if self.mode not in MODES:
             raise RatganError(f"--mode must be one of {', '.join(MODES)} (got {self.mode!r}).")
         if self.labels not in LABEL_SOURCES:
             raise RatganError(
                 f"--labels must be one of {', '.join(LABEL_SOURCES)} (got {self.labels!r})."
             )
-        d = dict(MODES[self.mode])
-        kw = asdict(self)
-        for key, value in d.items():
-            if kw.get(key) is None:
-                kw[key] = value
-        kw["channels"] = tuple(kw["channels"])
-        kw["shape"] = tuple(int(s) for s in kw["shape"])
-        out = BenchOptions(**kw)
-        if out.seeds < 1:
-            raise RatganError(f"--seeds must be at least 1 (got {out.seeds}).")
-        if out.atlases < 1 or out.workers < 1:
-            raise RatganError("--atlases and --workers must be at least 1.")
-        if out.downsample < 1 or any(s % out.downsample for s in out.shape):
-            raise RatganError(
-                f"--downsample {out.downsample} must divide every side of "
-                f"--shape {list(out.shape)}."
-            )
-        for name in ("max_epochs", "patience", "batch_size"):
-            if getattr(out, name) < 1:
-                raise RatganError(f"--{name.replace('_', '-')} must be at least 1.")
-        if out.crop not in ("brain", "none"):
-            raise RatganError(f"--crop must be brain or none (got {out.crop!r}).")
-        if out.max_steps < 0:
-            raise RatganError("--max-steps must be >= 0 (0: no cap).")
-        if out.loss not in ("dice", "dice_ce"):
-            raise RatganError(f"--loss must be dice or dice_ce (got {out.loss!r}).")
-        if out.precision not in ("fp32", "bf16"):
-            raise RatganError(f"--precision must be fp32 or bf16 (got {out.precision!r}).")
-        return out
-
-    def settings(self) -> TrainSettings:
-        """Training settings of every network of the benchmark."""
-        return TrainSettings(
-            max_epochs=self.max_epochs,
-            patience=self.patience,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            loss=self.loss,
-            precision=self.precision,
-            device=self.device,
-            max_steps=self.max_steps or None,
-        )
-
-    def net(self, box=None) -> UNetConfig:
-        """The U-Net of every test (built for the working shape: crop, then pooling)."""
-        full = [b - a for a, b in box] if box is not None else self.shape
-        work = tuple(s // self.downsample for s in full)
-        return UNetConfig(channels=self.channels, input_shape=work)
 
     def fingerprint(self) -> dict[str, Any]:
         """The options that change results: a rerun into the same folder must match them."""
@@ -216,6 +181,78 @@ class BenchOptions:
         return json.loads(json.dumps(out))
 
 
+@dataclass(kw_only=True)
+class BenchSettings(BenchOptions):
+    """Resolved :class:`BenchOptions`: the same fields, every mode default filled in."""
+
+    seeds: int
+    downsample: int
+    crop: str
+    channels: tuple[int, ...]
+    max_epochs: int
+    max_steps: int
+    patience: int
+    batch_size: int
+    lr: float
+    precision: str
+
+    def resolved(self) -> BenchSettings:
+        """Already resolved: ``self``, checked (so that either class can start a benchmark)."""
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Raise RatganError on the first value out of range or not among the choices."""
+        self._check_mode_and_labels()
+        self._check_counts()
+        self._check_choices()
+
+    def _check_counts(self) -> None:
+        """The numeric options."""
+        if self.seeds < 1:
+            raise RatganError(f"--seeds must be at least 1 (got {self.seeds}).")
+        if self.atlases < 1 or self.workers < 1:
+            raise RatganError("--atlases and --workers must be at least 1.")
+        if self.downsample < 1 or any(s % self.downsample for s in self.shape):
+            raise RatganError(
+                f"--downsample {self.downsample} must divide every side of "
+                f"--shape {list(self.shape)}."
+            )
+        for name in ("max_epochs", "patience", "batch_size"):
+            if getattr(self, name) < 1:
+                raise RatganError(f"--{name.replace('_', '-')} must be at least 1.")
+
+    def _check_choices(self) -> None:
+        """The options that name one of a few choices (and the step cap)."""
+        if self.crop not in ("brain", "none"):
+            raise RatganError(f"--crop must be brain or none (got {self.crop!r}).")
+        if self.max_steps < 0:
+            raise RatganError("--max-steps must be >= 0 (0: no cap).")
+        if self.loss not in ("dice", "dice_ce"):
+            raise RatganError(f"--loss must be dice or dice_ce (got {self.loss!r}).")
+        if self.precision not in ("fp32", "bf16"):
+            raise RatganError(f"--precision must be fp32 or bf16 (got {self.precision!r}).")
+
+    def settings(self) -> TrainSettings:
+        """Training settings of every network of the benchmark."""
+        return TrainSettings(
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            loss=self.loss,
+            precision=self.precision,
+            device=self.device,
+            max_steps=self.max_steps or None,
+        )
+
+    def net(self, box: Box | None = None) -> UNetConfig:
+        """The U-Net of every test (built for the working shape: crop, then pooling)."""
+        full = [b - a for a, b in box] if box is not None else list(self.shape)
+        x, y, z = (s // self.downsample for s in full)
+        return UNetConfig(channels=self.channels, input_shape=(x, y, z))
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -245,7 +282,7 @@ def check_folder(out: Path, fingerprint: dict[str, Any]) -> None:
             )
 
 
-def load_real(opt: BenchOptions) -> tuple[list, SegSet]:
+def load_real(opt: BenchSettings) -> tuple[list, SegSet]:
     """The labelled real scan entries and the scans at full resolution."""
     entries = [e for e in find_entries(opt.real) if e.label is not None]
     if len(entries) < 4:
@@ -266,11 +303,11 @@ class BenchState:
     """What every stage of a benchmark reads: options, the real set and its split, the
     brain box, the synthetic scans needed, the atlases and the GAN overlap check."""
 
-    opt: BenchOptions
+    opt: BenchSettings
     out: Path
     real: SegSet
     split: Split
-    box: Any
+    box: Box | None
     needed: int
     overlap: dict[str, Any]
     atlases: list = field(default_factory=list)
@@ -297,7 +334,7 @@ def prepare(options: BenchOptions) -> BenchState:
     r = len(split.train)
     box = (
         brain_box(
-            real.labels[split.train + split.val],
+            real.label_maps()[split.train + split.val],
             multiple=2 ** (len(opt.channels) - 1) * opt.downsample,
         )
         if opt.crop == "brain"

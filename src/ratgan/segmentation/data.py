@@ -51,6 +51,14 @@ class SegSet:
             pick(self.affines),
         )
 
+    def label_maps(self) -> torch.Tensor:
+        """The label maps, for a set loaded or built with them; raises RatganError otherwise."""
+        if self.labels is None:
+            raise RatganError(
+                f"a set of {len(self)} scans without label maps where labels are needed."
+            )
+        return self.labels
+
     def with_labels(self, labels: torch.Tensor) -> SegSet:
         """The same scans with other label maps."""
         return SegSet(self.images, labels, self.names, self.images_paths, self.infos, self.affines)

@@ -119,7 +119,7 @@ def atlas_accuracy(state: BenchState) -> dict[str, Any]:
 
     test = state.real.subset(state.split.test)
     labelled = atlas_labels(state, test, folder="test-labels")
-    scores = dice_scores(labelled.labels, test.labels)
+    scores = dice_scores(labelled.label_maps(), test.label_maps())
     return {
         s: {
             "mean": float(np.nanmean(v)),
@@ -163,7 +163,7 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
         )
         for j, i in enumerate(todo):
             native = inverse_labels(pred[j, 0].numpy(), syn.infos[i]).astype(np.uint8)
-            write_nifti(folder / syn.names[i], native, syn.affines[i], dtype=np.uint8)
+            write_nifti(folder / syn.names[i], native, syn.affines[i], dtype=np.dtype(np.uint8))
     return syn.with_labels(_read_native_labels(state, syn, [folder / n for n in syn.names]))
 
 
@@ -202,7 +202,7 @@ def synthetic_pool(state: BenchState) -> Pool:
     if not src.exists():
         raise RatganError(f"synthetic source {src} does not exist.")
     gate = QualityGate.fit(
-        state.real.labels[state.split.train + state.split.val], margin=opt.gate_margin
+        state.real.label_maps()[state.split.train + state.split.val], margin=opt.gate_margin
     )
     records: list[dict] = []
     accepted: list[SegSet] = []
@@ -221,7 +221,7 @@ def synthetic_pool(state: BenchState) -> Pool:
             syn = atlas_labels(state, syn)
         elif mode == "teacher":
             syn = teacher_labels(state, syn)
-        res = gate.check(syn.labels)
+        res = gate.check(syn.label_maps())
         for name, ok, frac, why in zip(
             syn.names, res.accepted, res.fractions, res.reasons, strict=True
         ):

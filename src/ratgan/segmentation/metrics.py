@@ -43,7 +43,9 @@ def dice_scores(
     if p.shape != t.shape:
         raise ValueError(f"prediction shape {tuple(p.shape)} != target shape {tuple(t.shape)}")
     metric = DiceMetric(include_background=False, reduction="none", num_classes=NUM_CLASSES)
-    per_class = metric(p, t).cpu().numpy().astype(np.float64)  # (N, 3)
+    raw = metric(p, t)
+    assert isinstance(raw, torch.Tensor), "DiceMetric gives one tensor for tensor inputs"
+    per_class = raw.cpu().numpy().astype(np.float64)  # (N, 3)
     out = {name: per_class[:, i] for i, name in enumerate(TISSUES)}
     inter = np.zeros(p.shape[0])
     total = np.zeros(p.shape[0])

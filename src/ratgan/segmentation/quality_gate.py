@@ -75,7 +75,7 @@ class QualityGate:
         for row in f:
             bad = [
                 f"{name} fraction {v:.3f} outside [{lo:.3f}, {hi:.3f}]"
-                for name, v, lo, hi in zip(FRACTIONS, row, self.low, self.high)
+                for name, v, lo, hi in zip(FRACTIONS, row, self.low, self.high, strict=True)
                 if not lo <= v <= hi
             ]
             reasons.append("; ".join(bad))

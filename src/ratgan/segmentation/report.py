@@ -21,7 +21,7 @@ from ratgan.segmentation.metrics import SCORES
 from ratgan.segmentation.stats import COLLAPSE_DICE, collapses, compare
 
 if TYPE_CHECKING:
-    from ratgan.segmentation.bench import BenchOptions
+    from ratgan.segmentation.bench import BenchSettings
 
 PAPER_TABLE4 = {
     "global": [0.8969, 0.9138, 0.9083, 0.9078, 0.9141, 0.8238, 0.7646, 0.8979, 0.8259, 0.8183],
@@ -77,7 +77,7 @@ def table_markdown(rows: list[dict], header: str = "") -> str:
         means = [r["scores"][s]["mean"] for r in rows]
         best = np.nanmax(means) if not all(math.isnan(m) for m in means) else math.nan
         cells = []
-        for r, m in zip(rows, means):
+        for r, m in zip(rows, means, strict=True):
             cell = f"{m:.4f} ± {r['scores'][s]['std']:.4f}"
             cells.append(f"**{cell}**" if m == best else cell)
         label = "Global Dice" if s == "global" else f"{s} Dice"
@@ -239,7 +239,7 @@ def overlap_sentence(state: dict[str, Any]) -> str:
 
 
 def write_reports(
-    out: Path, runs: list[dict], opt: BenchOptions, wall: float = 0.0, ran: int = 0
+    out: Path, runs: list[dict], opt: BenchSettings, wall: float = 0.0, ran: int = 0
 ) -> dict:
     """results.json, table.md and dice.png from the finished runs."""
     out = Path(out)

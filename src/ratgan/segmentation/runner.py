@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ratgan.segmentation.data import SegSet, crop, downsample_images, downsample_labels
+from ratgan.segmentation.data import Box, SegSet, crop, downsample_images, downsample_labels
 from ratgan.segmentation.metrics import dice_scores, summarize
 from ratgan.segmentation.plan import PlannedTest
 from ratgan.segmentation.train import segment, train_segmenter
@@ -19,11 +19,11 @@ if TYPE_CHECKING:
 Tensors = tuple[torch.Tensor, torch.Tensor]
 
 
-def network_inputs(s: SegSet, box, factor: int) -> Tensors:
+def network_inputs(s: SegSet, box: Box | None, factor: int) -> Tensors:
     """Scans and label maps as the networks see them: cropped to ``box``, pooled."""
     return (
         downsample_images(crop(s.images, box), factor),
-        downsample_labels(crop(s.labels, box), factor),
+        downsample_labels(crop(s.label_maps(), box), factor),
     )
 
 
@@ -44,7 +44,8 @@ def run_test(state: BenchState, real_lo: Tensors, pool_lo: Tensors | None, p: Pl
         from ratgan.config import AugmentConfig
         from ratgan.data.augment import BatchAugmenter
 
-        tr = tuple(v / opt.downsample for v in AugmentConfig().translate_range)
+        tx, ty, tz = AugmentConfig().translate_range
+        tr = (tx / opt.downsample, ty / opt.downsample, tz / opt.downsample)
         augment = BatchAugmenter(
             AugmentConfig(mode="all", translate_range=tr), seed=1000 * p.seed + p.number
         )
@@ -63,7 +64,7 @@ def run_test(state: BenchState, real_lo: Tensors, pool_lo: Tensors | None, p: Pl
     t = time.perf_counter()
     test = state.real.subset(state.split.test)
     pred = segment(res.model, test.images, state.box, opt.downsample, opt.precision, opt.batch_size)
-    scores = dice_scores(pred, test.labels)
+    scores = dice_scores(pred, test.label_maps())
     return {
         "test": p.number,
         "seed": p.seed,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ratgan.segmentation.data import SegSet, crop, downsample_images, downsample_labels
+import torch
+
+from ratgan.segmentation.data import Box, SegSet, crop, downsample_images, downsample_labels
 from ratgan.segmentation.train import (
     TrainResult,
     TrainSettings,
@@ -26,17 +28,17 @@ def train_teacher(
     net: UNetConfig,
     settings: TrainSettings,
     downsample: int = 1,
-    box=None,
+    box: Box | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> TrainResult:
     """Train the teacher on full-resolution real scans (cropped to ``box``, pooled by
     ``downsample``)."""
 
-    def prep(s: SegSet):
+    def prep(s: SegSet) -> tuple[torch.Tensor, torch.Tensor]:
         return (
             downsample_images(crop(s.images, box), downsample),
-            downsample_labels(crop(s.labels, box), downsample),
+            downsample_labels(crop(s.label_maps(), box), downsample),
         )
 
     return train_segmenter(
@@ -51,7 +53,7 @@ def cached_teacher(
     net: UNetConfig,
     settings: TrainSettings,
     downsample: int = 1,
-    box=None,
+    box: Box | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> SegUNet:

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from ratgan.atomic import atomic_path
 from ratgan.devices import select_device
 from ratgan.segmentation.metrics import make_loss
 from ratgan.segmentation.unet import SegUNet, UNetConfig, build_unet
+
+if TYPE_CHECKING:
+    from ratgan.segmentation.data import Box
 
 
 @dataclass
@@ -221,18 +225,25 @@ def save_model(path, result: TrainResult, extra: dict | None = None) -> None:
 def load_model(path, device: str = "auto") -> tuple[SegUNet, dict]:
     """Rebuild a network saved by :func:`save_model`; returns (model in eval mode, record)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = UNetConfig(
-        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in state["net"].items()}
-    )
+    fields: dict[str, Any] = {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in state["net"].items()
+    }
+    cfg = UNetConfig(**fields)
     model = build_unet(cfg)
     model.load_state_dict(state["state"])
     return model.to(select_device(device)).eval(), state
 
 
+def _spatial_shape(x: torch.Tensor) -> tuple[int, int, int]:
+    """(X, Y, Z) of an (N, C, X, Y, Z) batch."""
+    _, _, sx, sy, sz = x.shape
+    return (int(sx), int(sy), int(sz))
+
+
 def segment(
     model: SegUNet,
     images: torch.Tensor,
-    box=None,
+    box: Box | None = None,
     downsample: int = 1,
     precision: str = "fp32",
     batch_size: int = 4,
@@ -248,6 +259,6 @@ def segment(
         downsample_images(cropped, downsample),
         batch_size,
         precision,
-        out_shape=tuple(cropped.shape[2:]),
+        out_shape=_spatial_shape(cropped),
     )
-    return paste(pred, box, tuple(images.shape[2:]))
+    return paste(pred, box, _spatial_shape(images))

@@ -11,6 +11,7 @@ with max pooling whose per-axis factors follow the input shape.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from monai.networks.blocks import Convolution
@@ -54,22 +55,23 @@ class UNetConfig:
         }
 
 
-def pooling_factors(shape: tuple[int, ...], n: int) -> tuple[tuple[int, int, int], ...]:
+def pooling_factors(shape: tuple[int, int, int], n: int) -> tuple[tuple[int, int, int], ...]:
     """Per-axis pooling factors for ``n`` poolings: an axis is halved while its size is even.
 
     For 64x64x40 and four poolings this gives the paper's 2x2x2, 2x2x2, 2x2x2, 2x2x1.
     """
     sizes = list(shape)
-    out = []
+    out: list[tuple[int, int, int]] = []
     for _ in range(n):
-        f = tuple(2 if s % 2 == 0 and s >= 4 else 1 for s in sizes)
-        sizes = [s // k for s, k in zip(sizes, f)]
+        fx, fy, fz = (2 if s % 2 == 0 and s >= 4 else 1 for s in sizes)
+        f = (fx, fy, fz)
+        sizes = [s // k for s, k in zip(sizes, f, strict=True)]
         out.append(f)
-    return tuple(out)  # type: ignore[return-value]
+    return tuple(out)
 
 
 def _double_conv(cin: int, cout: int, norm: str, dropout: float) -> nn.Sequential:
-    kw = {
+    kw: dict[str, Any] = {
         "spatial_dims": 3,
         "kernel_size": 3,
         "act": "relu",
@@ -125,7 +127,7 @@ class SegUNet(nn.Module):
             if i < len(self.pool):
                 skips.append(x)
                 x = self.pool[i](x)
-        for up, dec in zip(self.up, self.dec):
+        for up, dec in zip(self.up, self.dec, strict=True):
             x = up(x)
             x = dec(torch.cat([x, skips.pop()], dim=1))
         return self.head(x)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,13 +33,14 @@ def build_optimizers(nets: Networks, cfg: Config) -> dict[str, torch.optim.Optim
     """One Adam/AdamW optimiser per network, with the preset's hyper-parameters."""
     o = cfg.optim
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    beta1, beta2 = o.betas
     # foreach kernels batch the per-parameter updates: the default on CUDA, asked for here so
     # that the CPU gets them too.
     return {
         key: cls(
             net.parameters(),
             lr=o.lr,
-            betas=tuple(o.betas),
+            betas=(beta1, beta2),
             eps=o.eps,
             weight_decay=o.weight_decay,
             foreach=True,
@@ -56,8 +58,8 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, fl in zip(modules, flags):
-            for p, f in zip(m.parameters(), fl):
+        for m, fl in zip(modules, flags, strict=True):
+            for p, f in zip(m.parameters(), fl, strict=True):
                 p.requires_grad_(f)
 
 
@@ -70,7 +72,7 @@ def compile_with_fallback(module: nn.Module) -> None:
     eager = module.forward
     compiled = torch.compile(eager)
 
-    def forward(*args, **kwargs):
+    def forward(*args: Any, **kwargs: Any) -> Any:
         try:
             return compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly
@@ -92,7 +94,7 @@ def _score(net: nn.Module, x: Tensor) -> Tensor:
 def _scores(net: nn.Module, fuse: bool, *xs: Tensor) -> list[Tensor]:
     """Critic scores of several inputs, in one call when no layer mixes samples."""
     if fuse:
-        return list(_score(net, torch.cat(xs)).split([len(x) for x in xs]))
+        return list(torch.split(_score(net, torch.cat(xs)), [len(x) for x in xs]))
     return [_score(net, x) for x in xs]
 
 
@@ -112,7 +114,7 @@ class _Phase(nn.Module):
             m.c_norm != "batch",
         )
 
-    def amp(self) -> contextlib.AbstractContextManager:
+    def amp(self) -> contextlib.ExitStack:
         """bf16 autocast when the config asks for it, and spectral-normalised weights cached.
 
         ``parametrize.cached`` computes each W / sigma(W) (one power iteration) once for the
@@ -244,7 +246,7 @@ class AlphaGANStep:
         cfg: Config,
         device: torch.device,
         rng: torch.Generator,
-        wrap=lambda module: module,
+        wrap: Callable[[nn.Module], nn.Module] = lambda module: module,
         ema: GeneratorEMA | None = None,
         augment: DiscriminatorAugment | None = None,
     ) -> None:
@@ -270,7 +272,8 @@ class AlphaGANStep:
     def _update(self, keys: tuple[str, ...], total: Tensor) -> None:
         for key in keys:
             self.opt[key].zero_grad(set_to_none=True)
-        total.backward()
+        # torch leaves Tensor.backward unannotated.
+        total.backward()  # type: ignore[no-untyped-call]
         for key in keys:
             self.opt[key].step()
 

@@ -28,6 +28,8 @@ through their random parameters in batches; DiffAugment/ADA's reference code is 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -38,6 +40,11 @@ from ratgan.config import DiscriminatorAugmentConfig
 class DiscriminatorAugment(nn.Module):
     """Augments (B, C, X, Y, Z) batches for the critic; ``p`` adapts when configured."""
 
+    # Registered buffers (declared so that the type checker sees tensors, not Module attributes).
+    p: Tensor
+    sign_sum: Tensor
+    sign_count: Tensor
+
     def __init__(self, cfg: DiscriminatorAugmentConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -46,11 +53,11 @@ class DiscriminatorAugment(nn.Module):
         self.register_buffer("sign_count", torch.zeros(()))
         self.steps = 0  # host-side, so that checking the interval never waits for the device
 
-    def get_extra_state(self) -> dict:
+    def get_extra_state(self) -> dict[str, Any]:
         """Checkpointed with the buffers: the iteration counter of the adjustment interval."""
         return {"steps": self.steps}
 
-    def set_extra_state(self, state: dict) -> None:
+    def set_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what ``get_extra_state`` saved."""
         self.steps = int(state["steps"])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,7 @@ def teardown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def wrapper(info: DistInfo, device: torch.device):
+def wrapper(info: DistInfo, device: torch.device) -> Callable[[nn.Module], nn.Module]:
     """The function that wraps a phase module: DDP under torchrun, identity otherwise."""
     if not info.enabled:
         return lambda module: module

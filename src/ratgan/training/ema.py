@@ -32,7 +32,7 @@ class GeneratorEMA:
         half_life = self.half_life_images
         if self.rampup > 0:
             half_life = min(half_life, images_seen * self.rampup)
-        return 0.5 ** (batch_size / max(half_life, 1e-8))
+        return float(0.5 ** (batch_size / max(half_life, 1e-8)))
 
     @torch.no_grad()
     def update(self, source: nn.Module, batch_size: int, images_seen: int) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
+from ratgan.arrays import FloatArray
 from ratgan.config import Config
+
+if TYPE_CHECKING:
+    from ratgan.data.transforms import PreprocessInfo
 
 # Which logged terms go in which panel of the loss-curve figure.
 _PANELS = {
@@ -19,7 +23,7 @@ _PANELS = {
 }
 
 
-def read_metrics(metrics_path: Path, kind: str | None) -> list[dict]:
+def read_metrics(metrics_path: Path, kind: str | None) -> list[dict[str, Any]]:
     """The lines of metrics.jsonl of one kind: None for the loss lines, "quality" for the
     feature-space metrics that ``train.eval_every`` writes."""
     path = Path(metrics_path)
@@ -82,7 +86,7 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
     its = [r["iteration"] for r in rows]
     fig = Figure(figsize=(4.2 * len(_PANELS), 3.4))
     axes = fig.subplots(1, len(_PANELS))
-    for ax, (title, keys) in zip(axes, _PANELS.items()):
+    for ax, (title, keys) in zip(axes, _PANELS.items(), strict=True):
         for key in keys:
             if key in rows[0]:
                 ax.plot(its, [r[key] for r in rows], label=key, linewidth=1.2)
@@ -96,8 +100,12 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
 
 @torch.no_grad()
 def generate_source_space(
-    generator: torch.nn.Module, z: torch.Tensor, info, cfg: Config, device: torch.device
-) -> list[np.ndarray]:
+    generator: torch.nn.Module,
+    z: torch.Tensor,
+    info: PreprocessInfo,
+    cfg: Config,
+    device: torch.device,
+) -> list[FloatArray]:
     """Scans (channel 0) from latent codes, mapped back to the source grid and intensities."""
     from ratgan.data.transforms import inverse_preprocess
 
@@ -120,7 +128,7 @@ def generate_source_space(
 def save_sample_montage(
     generator: torch.nn.Module,
     z: torch.Tensor,
-    info,
+    info: PreprocessInfo,
     cfg: Config,
     out_png: Path,
     device: torch.device,

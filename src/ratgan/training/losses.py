@@ -81,7 +81,7 @@ def reconstruction_loss(
     ``gradient_difference_loss``.  Terms with weight 0 are still reported in ``parts`` but
     computed without a graph.
     """
-    terms = {
+    terms: dict[str, tuple[float, Callable[[], Tensor]]] = {
         "l1": (loss.l1, lambda: F.l1_loss(widen(x_rec), widen(x))),
         "mse": (loss.mse, lambda: F.mse_loss(widen(x_rec), widen(x))),
         "gdl": (loss.gdl, lambda: gradient_difference_loss(x, x_rec)),

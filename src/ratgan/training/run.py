@@ -12,16 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from ratgan.atomic import atomic_write_text
-from ratgan.config import Config
+from ratgan.config import Config, TrainConfig
 from ratgan.data.augment import BatchAugmenter
 from ratgan.data.dataset import Cohort, EndlessBatches, load_cohort
-from ratgan.data.transforms import labels_to_channels
+from ratgan.data.transforms import PreprocessInfo, labels_to_channels
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
 from ratgan.models import Generator, Networks, build_networks
@@ -62,6 +62,7 @@ LOWER_IS_BETTER = {"frechet": True, "rbf_mmd2": True, "precision": False, "recal
 def model_input(images: torch.Tensor, labels: torch.Tensor | None, cfg: Config) -> torch.Tensor:
     """The network's view of a batch: the scan, plus GM/WM/CSF channels for joint generation."""
     if cfg.data.label_channels:
+        assert labels is not None, "load_cohort(require_labels=True) gives every scan labels"
         images = torch.cat([images, labels_to_channels(labels).to(images.dtype)], dim=1)
     fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
     return images.contiguous(memory_format=fmt)
@@ -201,10 +202,92 @@ def train(
         distributed.teardown(info)
 
 
+@dataclass(frozen=True)
+class _Due:
+    """What an iteration triggers besides the training step itself."""
+
+    log: bool
+    checkpoint: bool
+    sample: bool
+    evaluate: bool
+
+    @classmethod
+    def at(cls, it: int, t_cfg: TrainConfig) -> _Due:
+        """The schedule of iteration ``it``; the last iteration triggers everything configured."""
+        last = it == t_cfg.iterations
+        return cls(
+            log=it % t_cfg.log_every == 0 or last,
+            checkpoint=it % t_cfg.checkpoint_every == 0 or last,
+            sample=it % t_cfg.sample_every == 0 or last,
+            evaluate=bool(t_cfg.eval_every) and (it % t_cfg.eval_every == 0 or last),
+        )
+
+
+def _prepare_device(device: torch.device) -> None:
+    """Per-device speed settings that do not change the mathematics."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    elif device.type == "cpu":
+        keep_freed_host_memory()  # ~20 % faster 64^3 iterations on a CPU (see the module)
+
+
+def _resume(
+    run_dir: Path,
+    device: torch.device,
+    nets: Networks,
+    optimizers: dict[str, torch.optim.Optimizer],
+    rng: torch.Generator,
+    stream: EndlessBatches,
+    info: distributed.DistInfo,
+    ema: GeneratorEMA | None,
+    augment: DiscriminatorAugment | None,
+) -> tuple[int, dict[str, Any]]:
+    """Restore the latest checkpoint of ``run_dir``, if any: (its iteration, the best record).
+
+    Log lines written after that checkpoint are dropped (rank 0).  (0, {}) when there is none.
+    """
+    latest = ckpt.latest_checkpoint(run_dir, remove_leftovers=True)
+    if latest is None:
+        return 0, {}
+    state = ckpt.load_checkpoint(latest, map_location=device)
+    _restore(state, nets, optimizers, rng, stream, info)
+    _restore_extras(state, ema, augment)
+    start = int(state["iteration"])
+    if info.is_main:
+        _truncate_metrics(run_paths(run_dir).metrics, start)
+    return start, dict(state.get("best") or {})
+
+
+def _check_finite(
+    finite: torch.Tensor, info: distributed.DistInfo, it: int, steps: int, where: Path
+) -> None:
+    """Raise :class:`TrainingDiverged` unless every rank's losses of the last ``steps``
+    iterations stayed finite (one host sync)."""
+    if not distributed.all_finite(finite, info):
+        raise TrainingDiverged(
+            f"a loss became NaN or Inf between iterations {it - steps + 1} "
+            f"and {it}; the last good checkpoint is kept in {where}."
+        )
+
+
+def _save_checkpoints(
+    run_dir: Path, it: int, state: dict[str, Any], due: _Due, improved: bool, t_cfg: TrainConfig
+) -> None:
+    """Write the best checkpoint when the quality improved, and at checkpoint iterations the
+    regular checkpoint and the loss and quality curves (rank 0)."""
+    paths = run_paths(run_dir)
+    if improved:
+        ckpt.save_best_checkpoint(run_dir, it, state)
+    if due.checkpoint:
+        ckpt.save_checkpoint(run_dir, it, state, keep=t_cfg.keep_checkpoints)
+        plot_loss_curves(paths.metrics, paths.loss_curves)
+        plot_quality_curves(paths.metrics, paths.quality_curves)
+
+
 def _loop(
     cfg: Config,
     cohort: Cohort,
-    reference_info: Any,
+    reference_info: PreprocessInfo,
     run_dir: Path,
     resume: bool,
     progress: bool,
@@ -215,10 +298,7 @@ def _loop(
     t_cfg = cfg.train
     paths = run_paths(run_dir)
     torch.manual_seed(t_cfg.seed)  # same initial weights on every rank
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    elif device.type == "cpu":
-        keep_freed_host_memory()  # ~20 % faster 64^3 iterations on a CPU (see the module)
+    _prepare_device(device)
     seed = partial(distributed.rank_seed, t_cfg.seed, info.rank)
     stream = EndlessBatches(
         cohort,
@@ -240,15 +320,8 @@ def _loop(
 
     start = 0
     best: dict[str, Any] = {}
-    latest = ckpt.latest_checkpoint(run_dir, remove_leftovers=True) if resume else None
-    if latest is not None:
-        state = ckpt.load_checkpoint(latest, map_location=device)
-        _restore(state, nets, optimizers, rng, stream, info)
-        _restore_extras(state, ema, augment)
-        best = dict(state.get("best") or {})
-        start = int(state["iteration"])
-        if info.is_main:
-            _truncate_metrics(paths.metrics, start)
+    if resume:
+        start, best = _resume(run_dir, device, nets, optimizers, rng, stream, info, ema, augment)
     step = AlphaGANStep(
         nets,
         optimizers,
@@ -284,45 +357,26 @@ def _loop(
             finite &= torch.stack(list(parts.values())).isfinite().all()
             window.append(parts)
             bar.update(1)
-            at_log = it % t_cfg.log_every == 0 or it == t_cfg.iterations
-            at_ckpt = it % t_cfg.checkpoint_every == 0 or it == t_cfg.iterations
-            if at_log or at_ckpt:
+            due = _Due.at(it, t_cfg)
+            if due.log or due.checkpoint:
                 # One host sync per logging interval, none per step.
-                if not distributed.all_finite(finite, info):
-                    raise TrainingDiverged(
-                        f"a loss became NaN or Inf between iterations {it - len(window) + 1} "
-                        f"and {it}; the last good checkpoint is kept in {paths.checkpoints}."
-                    )
+                _check_finite(finite, info, it, len(window), paths.checkpoints)
                 if info.is_main:
                     last = _log(paths.metrics, it, window, time.perf_counter() - t0, writer)
-                    bar.set_postfix(
-                        {
-                            k: f"{last[k]:.3g}"
-                            for k in ("eg_total", "d_total", "c_total")
-                            if k in last
-                        }
-                    )
+                    bar.set_postfix(_progress_losses(last))
                 window = []
-            if info.is_main and (it % t_cfg.sample_every == 0 or it == t_cfg.iterations):
+            if info.is_main and due.sample:
                 save_sample_montage(
                     sampler, sample_z, reference_info, cfg, paths.sample(it), device
                 )
-            at_eval = bool(t_cfg.eval_every) and (
-                it % t_cfg.eval_every == 0 or it == t_cfg.iterations
-            )
             improved = False
-            if at_eval and probe is not None:
+            if due.evaluate and probe is not None:
                 improved = _evaluate(probe, sampler, device, paths.metrics, it, cfg, best)
-            if at_ckpt or at_eval:  # a collective: every rank takes part
+            if due.checkpoint or due.evaluate:  # a collective: every rank takes part
                 ranks = distributed.gather_objects(_rank_state(rng, stream), info)
-            if info.is_main and (at_ckpt or improved):
+            if info.is_main and (due.checkpoint or improved):
                 state = _state(cfg, nets, optimizers, ranks, ema, augment, best)
-                if improved:
-                    ckpt.save_best_checkpoint(run_dir, it, state)
-                if at_ckpt:
-                    ckpt.save_checkpoint(run_dir, it, state, keep=t_cfg.keep_checkpoints)
-                    plot_loss_curves(paths.metrics, paths.loss_curves)
-                    plot_quality_curves(paths.metrics, paths.quality_curves)
+                _save_checkpoints(run_dir, it, state, due, improved, t_cfg)
     finally:
         bar.close()
         if writer is not None:
@@ -330,12 +384,29 @@ def _loop(
     return TrainResult(run_dir, t_cfg.iterations, time.perf_counter() - t0, last, nets, info.rank)
 
 
+class _ScalarWriter(Protocol):
+    """What the loop uses of TensorBoard's ``SummaryWriter`` (an optional dependency)."""
+
+    def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> Any:
+        """Log one value of the curve ``tag``."""
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+
+
+def _progress_losses(last: dict[str, float]) -> dict[str, str]:
+    """The totals the progress bar shows, from the latest logged means."""
+    return {k: f"{last[k]:.3g}" for k in ("eg_total", "d_total", "c_total") if k in last}
+
+
 def _build_ema(cfg: Config, nets: Networks, device: torch.device) -> GeneratorEMA | None:
     """The moving average of G, when ``train.ema_half_life_images`` asks for one."""
     if cfg.train.ema_half_life_images <= 0:
         return None
     fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
-    average = Generator(cfg.model).to(device).to(memory_format=fmt).eval()
+    average = Generator(cfg.model).to(device)
+    # torch's Module.to overloads omit memory_format, which it accepts.
+    average = average.to(memory_format=fmt).eval()  # type: ignore[call-overload]
     return GeneratorEMA(
         average, nets.generator, cfg.train.ema_half_life_images, cfg.train.ema_rampup
     )
@@ -392,7 +463,7 @@ def _restore_extras(
         augment.load_state_dict(state["ada"])
 
 
-def _rank_state(rng: torch.Generator, stream: Any) -> dict[str, Any]:
+def _rank_state(rng: torch.Generator, stream: EndlessBatches) -> dict[str, Any]:
     """The random streams that differ between ranks."""
     return {
         "global": ckpt.capture_rng_state(),
@@ -404,7 +475,7 @@ def _rank_state(rng: torch.Generator, stream: Any) -> dict[str, Any]:
 def _state(
     cfg: Config,
     nets: Networks,
-    optimizers: dict,
+    optimizers: dict[str, torch.optim.Optimizer],
     ranks: list[dict[str, Any]],
     ema: GeneratorEMA | None = None,
     augment: DiscriminatorAugment | None = None,
@@ -429,9 +500,9 @@ def _state(
 def _restore(
     state: dict[str, Any],
     nets: Networks,
-    optimizers: dict,
+    optimizers: dict[str, torch.optim.Optimizer],
     rng: torch.Generator,
-    stream: Any,
+    stream: EndlessBatches,
     info: distributed.DistInfo,
 ) -> None:
     """Load a checkpoint; per-rank random streams only when the world size is unchanged."""
@@ -465,11 +536,15 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
 
 
 def _log(
-    path: Path, iteration: int, window: list[dict[str, torch.Tensor]], seconds: float, writer: Any
+    path: Path,
+    iteration: int,
+    window: list[dict[str, torch.Tensor]],
+    seconds: float,
+    writer: _ScalarWriter | None,
 ) -> dict[str, float]:
     keys = list(window[0])
     means = torch.stack([torch.stack([w[k] for w in window]) for k in keys]).float().mean(1)
-    values = dict(zip(keys, means.tolist()))
+    values = dict(zip(keys, means.tolist(), strict=True))
     record = {"iteration": iteration, "seconds": round(seconds, 3), **values}
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -479,7 +554,7 @@ def _log(
     return values
 
 
-def _tensorboard(run_dir: Path) -> Any:
+def _tensorboard(run_dir: Path) -> _ScalarWriter:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
