@@ -2,7 +2,8 @@
 
 The table is shaped like the paper's Table 4 (mean ± std over seeds); below it, every test is
 compared with test 1 by the paired statistics of :mod:`ratgan.segmentation.stats` (mean ΔDice,
-bootstrap 95 % interval, Wilcoxon p-value, verdict from the interval), globally and per
+two-way bootstrap 95 % interval over seeds and test scans, Wilcoxon p-value, seeds with a
+positive ΔDice, verdict from the interval), globally and per
 tissue, and collapsed networks are listed.  The header says where the synthetic scans' labels
 came from and whether the GAN saw any test scan.
 """
@@ -147,17 +148,17 @@ def stats_markdown(comps: list[dict], rows: list[dict]) -> str:
     names = {r["test"]: r["name"] for r in rows}
     lines = [
         (
-            "| Test | Data set | Score | pairs | mean ΔDice vs Test1 | 95 % CI | Wilcoxon p "
-            "| verdict |"
+            "| Test | Data set | Score | pairs | mean ΔDice vs Test1 | 95 % CI (two-way) "
+            "| Wilcoxon p (pairs) | seeds with ΔDice > 0 | verdict |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in comps:
         lines.append(
             f"| Test{c['test']} | {names.get(c['test'], '')} | {c['score']} | "
             f"{c['n_pairs']} | {c['mean_delta']:+.4f} | "
             f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['p_wilcoxon']:.3g} | "
-            f"{c['verdict']} |"
+            f"{c.get('seeds_better', '—')} of {c.get('n_seeds', '—')} | {c['verdict']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -175,9 +176,8 @@ def conclusion(comps: list[dict], collapsed: list[dict]) -> str:
         )
     parts = [
         "Global Dice against test 1 (mean paired ΔDice over seeds and test scans, "
-        "bootstrap 95 % interval, Wilcoxon p): "
-        + "; ".join(f"{v}: {', '.join(ts)}" for v, ts in groups.items())
-        + "."
+        "95 % interval of a two-way bootstrap over seeds and test scans, Wilcoxon p of the "
+        "pairs): " + "; ".join(f"{v}: {', '.join(ts)}" for v, ts in groups.items()) + "."
     ]
     if collapsed:
         listed = ", ".join(
