@@ -142,10 +142,10 @@ def cohort(tmp_path_factory) -> Path:
     return out
 
 
-def _serve_and_stop(argv: list[str]) -> None:
+def _serve_and_stop(ratgan: list[str], argv: list[str]) -> None:
     """Start `ratgan turing serve`, wait until it listens, stop it with Ctrl-C (SIGINT)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ratgan", *argv],
+        [*ratgan, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -161,7 +161,7 @@ def _serve_and_stop(argv: list[str]) -> None:
     assert "Server stopped." in out
 
 
-def test_every_readme_command_runs(cohort, tmp_path, monkeypatch):
+def test_every_readme_command_runs(cohort, tmp_path, monkeypatch, ratgan_with_ctrl_c):
     monkeypatch.chdir(tmp_path)
     os.symlink(cohort, "scans")  # the README's scans/ and labelled/: the phantom cohort
     os.symlink(cohort, "labelled")
@@ -179,7 +179,7 @@ def test_every_readme_command_runs(cohort, tmp_path, monkeypatch):
             assert words[0] == "ratgan", f"README step {step!r} is neither run nor excepted"
             argv = _tiny(words[1:], cohort)
             if _subcommand(argv) == "turing serve":
-                _serve_and_stop(argv)
+                _serve_and_stop(ratgan_with_ctrl_c, argv)
             else:
                 assert main(argv) == 0, f"README command failed: {step}"
             ran.append(step)

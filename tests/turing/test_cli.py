@@ -4,7 +4,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 from ratgan.cli import main
 from ratgan.turing.study import Study
@@ -95,13 +94,11 @@ def test_port_and_host_are_checked_with_one_sentence(small_study, capsys):
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def _serve_output(study, *flags):
+def _serve_output(ratgan: list[str], study, *flags):
     """What `ratgan turing serve` prints before it is stopped with Ctrl-C."""
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "ratgan",
+            *ratgan,
             "turing",
             "serve",
             str(study.path.parent),
@@ -125,10 +122,10 @@ def _serve_output(study, *flags):
     return "".join(lines) + rest
 
 
-def test_serve_prints_the_private_links_only_when_asked(small_study):
+def test_serve_prints_the_private_links_only_when_asked(small_study, ratgan_with_ctrl_c):
     secrets_ = [r.token for r in small_study.raters()] + [small_study.meta["admin_token"]]
-    quiet = _serve_output(small_study)
+    quiet = _serve_output(ratgan_with_ctrl_c, small_study)
     assert "Serving " in quiet and "--show-links" in quiet
     assert not any(token in quiet for token in secrets_)
-    shown = _serve_output(small_study, "--show-links")
+    shown = _serve_output(ratgan_with_ctrl_c, small_study, "--show-links")
     assert all(token in shown for token in secrets_)
