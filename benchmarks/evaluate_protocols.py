@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 
 def _scans(seed: int, start: int, n: int) -> np.ndarray:
@@ -49,10 +50,7 @@ def _copies(volumes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         shift = rng.integers(-2, 3, 3)
         if np.abs(shift).max() == 0:
             shift[rng.integers(3)] = rng.choice([-2, -1, 1, 2])
-        moved = np.zeros_like(v)
-        src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(shift, v.shape, strict=True))
-        dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(shift, v.shape, strict=True))
-        moved[dst] = v[src]
+        moved = ndimage.shift(v, shift, order=0, cval=0.0)  # integer shift, zero-filled
         out.append(rescale_unit(moved * rng.uniform(0.6, 1.4) + rng.uniform(0, 0.1)))
     return np.stack(out)
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 
 def copy_of(volume: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
@@ -29,10 +30,7 @@ def copy_of(volume: np.ndarray, rng: np.random.Generator, noise: float) -> np.nd
         shift = rng.integers(-2, 3, 3)
         if np.abs(shift).max() >= 1:
             break
-    out = np.zeros_like(volume)
-    src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(shift, volume.shape, strict=True))
-    dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(shift, volume.shape, strict=True))
-    out[dst] = volume[src]
+    out = ndimage.shift(volume, shift, order=0, cval=0.0)  # integer shift, zero-filled
     out = out * rng.uniform(0.6, 1.4) + rng.uniform(0, 0.1)
     return rescale_unit(out + noise * rng.standard_normal(out.shape))
 

@@ -30,6 +30,11 @@ FILES = (
 )
 
 
+def _segbench(real, synthetic, out) -> list[str]:
+    """The start of a `ratgan segbench` command line."""
+    return ["segbench", "--real", str(real), "--synthetic", str(synthetic), "--out", str(out)]
+
+
 def _runs(out):
     return json.loads((out / "runs.json").read_text())["runs"]
 
@@ -39,13 +44,7 @@ def test_joint_labels_end_to_end_and_rerun_skips_finished_tests(
 ):
     out = tmp_path / "bench"
     args = [
-        "segbench",
-        "--real",
-        str(tiny_real),
-        "--synthetic",
-        str(tiny_synthetic),
-        "--out",
-        str(out),
+        *_segbench(tiny_real, tiny_synthetic, out),
         "--tests",
         "1,2",
         "--seeds",
@@ -106,20 +105,7 @@ def test_other_options_into_the_same_folder_is_a_user_error(
     tiny_real, tiny_synthetic, tmp_path, capsys
 ):
     out = tmp_path / "bench"
-    base = [
-        "segbench",
-        "--real",
-        str(tiny_real),
-        "--synthetic",
-        str(tiny_synthetic),
-        "--out",
-        str(out),
-        "--tests",
-        "1",
-        "--seeds",
-        "1",
-        *FAST,
-    ]
+    base = [*_segbench(tiny_real, tiny_synthetic, out), "--tests", "1", "--seeds", "1", *FAST]
     assert main(base) == 0
     capsys.readouterr()
     assert main(base + ["--lr", "0.01"]) == 2
@@ -134,13 +120,7 @@ def test_teacher_labels_synthetic_scans_without_labels(tiny_real, tmp_path, coho
     assert (
         main(
             [
-                "segbench",
-                "--real",
-                str(tiny_real),
-                "--synthetic",
-                str(syn),
-                "--out",
-                str(out),
+                *_segbench(tiny_real, syn, out),
                 "--tests",
                 "2",
                 "--seeds",
@@ -164,22 +144,7 @@ def test_teacher_labels_synthetic_scans_without_labels(tiny_real, tmp_path, coho
 
 
 def test_dry_run_prints_the_plan(tiny_real, tiny_synthetic, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "segbench",
-                "--real",
-                str(tiny_real),
-                "--synthetic",
-                str(tiny_synthetic),
-                "--out",
-                str(tmp_path / "b"),
-                "--dry-run",
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert main([*_segbench(tiny_real, tiny_synthetic, tmp_path / "b"), "--dry-run", *FAST]) == 0
     text = capsys.readouterr().out
     assert "train 8, validation 2, test 2; 5 seeds; synthetic labels: atlas" in text
     assert "test 10:" in text
@@ -192,13 +157,7 @@ def test_too_few_accepted_synthetic_scans_is_a_user_error(
     syn = cohort_writer(tmp_path / "few", 3, seed=2, layout="flat", prefix="synthetic")
     code = main(
         [
-            "segbench",
-            "--real",
-            str(tiny_real),
-            "--synthetic",
-            str(syn),
-            "--out",
-            str(tmp_path / "b"),
+            *_segbench(tiny_real, syn, tmp_path / "b"),
             "--tests",
             "2",
             "--gate-margin",
@@ -215,25 +174,7 @@ def test_too_few_accepted_synthetic_scans_is_a_user_error(
 def test_real_only_tests_need_no_synthetic_scans(tiny_real, tmp_path, cohort_writer):
     syn = cohort_writer(tmp_path / "nolabels", 2, seed=2, layout="flat", with_labels=False)
     out = tmp_path / "b"
-    assert (
-        main(
-            [
-                "segbench",
-                "--real",
-                str(tiny_real),
-                "--synthetic",
-                str(syn),
-                "--out",
-                str(out),
-                "--tests",
-                "1,10",
-                "--seeds",
-                "1",
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert main([*_segbench(tiny_real, syn, out), "--tests", "1,10", "--seeds", "1", *FAST]) == 0
     assert [r["test"] for r in _runs(out)] == [1, 10]
     assert not (out / "teacher").exists()
 
@@ -245,13 +186,7 @@ def test_atlas_labels_statistics_and_the_labellers_accuracy(tiny_real, tiny_synt
     assert (
         main(
             [
-                "segbench",
-                "--real",
-                str(tiny_real),
-                "--synthetic",
-                str(tiny_synthetic),
-                "--out",
-                str(out),
+                *_segbench(tiny_real, tiny_synthetic, out),
                 "--tests",
                 "1,2",
                 "--seeds",
@@ -295,22 +230,6 @@ def test_labels_outside_0_to_3_are_one_clear_error(tiny_real, tmp_path, capsys):
     data = np.zeros(scan.shape, np.uint8)
     data[0, 0, 0] = 7
     write_nifti(bad, data, scan.affine, dtype=np.uint8)
-    assert (
-        main(
-            [
-                "segbench",
-                "--real",
-                str(tiny_real),
-                "--synthetic",
-                str(tiny_real),
-                "--out",
-                str(tmp_path / "b"),
-                "--tests",
-                "1",
-                *FAST,
-            ]
-        )
-        == 2
-    )
+    assert main([*_segbench(tiny_real, tiny_real, tmp_path / "b"), "--tests", "1", *FAST]) == 2
     err = capsys.readouterr().err
     assert "sub-003.nii.gz holds values [7]" in err

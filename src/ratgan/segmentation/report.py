@@ -158,7 +158,7 @@ def stats_markdown(comps: list[dict], rows: list[dict]) -> str:
             f"| Test{c['test']} | {names.get(c['test'], '')} | {c['score']} | "
             f"{c['n_pairs']} | {c['mean_delta']:+.4f} | "
             f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['p_wilcoxon']:.3g} | "
-            f"{c.get('seeds_better', '—')} of {c.get('n_seeds', '—')} | {c['verdict']} |"
+            f"{c['seeds_better']} of {c['n_seeds']} | {c['verdict']} |"
         )
     return "\n".join(lines) + "\n"
 

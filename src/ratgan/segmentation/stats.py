@@ -45,9 +45,9 @@ class PairedComparison:
     ci_high: float
     p_wilcoxon: float
     verdict: str
-    n_seeds: int = 0
+    n_seeds: int
     """Seeds with at least one pair."""
-    seeds_better: int = 0
+    seeds_better: int
     """Seeds whose mean ΔDice over their test scans is above 0."""
 
     def to_dict(self) -> dict:
@@ -131,9 +131,10 @@ def verdict(ci_low: float, ci_high: float) -> str:
 def compare(runs: list[dict], test: int, score: str, seed: int = 0) -> PairedComparison:
     """``test`` against test 1 on ``score`` over their shared (seed, scan) pairs."""
     matrix = paired_delta_matrix(runs, test, score)
-    d = matrix[~np.isnan(matrix)]
+    known = ~np.isnan(matrix)
+    d = matrix[known]
     lo, hi = bootstrap_ci(matrix, seed=seed)
-    seed_means = [float(np.mean(row[~np.isnan(row)])) for row in matrix if (~np.isnan(row)).any()]
+    seed_means = [float(row[ok].mean()) for row, ok in zip(matrix, known, strict=True) if ok.any()]
     return PairedComparison(
         test,
         score,
