@@ -60,6 +60,30 @@ class ModelConfig:
     ConvTranspose3d(k4, s2, p1) built from the same weights: the same function and gradients
     (equal to rounding), 3.4x fewer FLOPs and no 8x-sized intermediate.  False runs the
     published formulation literally."""
+    latent_norm: Literal["none", "sphere"] = "none"
+    """Beyond the paper (docs/quality.md, "An encoder that encodes"): ``sphere`` puts every code
+    on the sphere of radius sqrt(latent_dim) before any network reads it, z -> sqrt(L) z / |z|:
+    G's input, E's output and C's input (prior codes too).  The published G ends its stem in
+    instance norm, so it ignores a code's length, and a Wasserstein code critic is linear far
+    from the prior: E then wins the code game by making every code long and alike (measured:
+    cosine 0.9996 between subjects).  On the sphere E can only win by spreading its codes as
+    the prior does.  ``none`` is the paper's."""
+    e_standardise: bool = False
+    """Beyond the paper: E's codes pass through a per-dimension standardisation over the batch
+    (BatchNorm1d without affine parameters; running statistics in evaluation), so that they
+    have the prior's mean 0 and variance 1 whatever the code critic does: codes cannot all be
+    the same.  Applied before ``latent_norm``."""
+    g_upsample: Literal["nearest", "trilinear"] = "nearest"
+    """How G's blocks double the resolution before their conv: ``nearest`` (the paper's) or
+    ``trilinear`` (anti-aliased: nearest followed by a [1, 2, 1] / 4 blur along each axis, which
+    removes the axis-aligned grid that nearest up-sampling draws; docs/quality.md)."""
+    g_trilinear_blocks: int = 0
+    """With ``g_upsample: trilinear``, how many of G's last up-sampling blocks use it (0: all);
+    the deeper blocks keep the fast fused nearest form."""
+    d_mbstd_group: int = 0
+    """Beyond the paper: StyleGAN's minibatch standard deviation in D (a feature map of the
+    spread over groups of this many volumes, appended before D's last conv) so that the critic
+    can see a lack of diversity; 0 turns it off.  The batch must be a multiple of it."""
     g_output_noise: bool = False
     """Beyond the paper (docs/quality.md): add per-voxel Gaussian noise to G's output before the
     tanh, with a learned, intensity-dependent std (softplus(a * pre + b), starting at ~0), as
@@ -278,6 +302,12 @@ def _model_problems(cfg: Config) -> list[str]:
     p += _failing(m, "model", slopes, _outside_half_open_unit, "must be in [0, 1)")
     if len(set(m.spectral_norm)) != len(m.spectral_norm):
         p.append("model.spectral_norm lists a network twice")
+    p += _failing(m, "model", ("g_trilinear_blocks", "d_mbstd_group"), _negative, "must be >= 0")
+    if m.d_mbstd_group and cfg.train.batch_size % m.d_mbstd_group:
+        p.append(
+            f"model.d_mbstd_group ({m.d_mbstd_group}) must divide train.batch_size "
+            f"({cfg.train.batch_size})"
+        )
     return p
 
 

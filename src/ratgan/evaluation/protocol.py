@@ -17,6 +17,8 @@
 3. ``memorisation_check``: each synthetic scan's most similar training scan, against a
    threshold calibrated on real scans (``memorisation``).
 4. ``voxel_statistics``: per-voxel mean/std maps and intensity histograms.
+5. ``spectral_artefacts``: per-axis power spectra and the axis-to-diagonal power ratio of every
+   set (``spectra``): the grid that nearest-neighbour up-sampling draws.
 
 Every stage draws from its own named random stream (``settings.stream``), so adding a set or
 a stage never changes the numbers of another.
@@ -43,6 +45,7 @@ from ratgan.evaluation.results import (
     VoxelStatistics,
 )
 from ratgan.evaluation.settings import EvaluationSettings, stream
+from ratgan.evaluation.spectra import SpectralSummary, spectral_summary
 
 __all__ = ["EvaluationSettings", "FeatureSpace", "default_feature_spaces", "evaluate"]
 
@@ -344,6 +347,15 @@ def voxel_statistics(
     return VoxelStatistics(maps, hists, HIST_BINS), rows
 
 
+def spectral_artefacts(
+    real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet]
+) -> dict[str, SpectralSummary]:
+    """The directional spectra of the real, held-out and synthetic sets, keyed by set name."""
+    sets = [("real", real)] + ([("held-out real", heldout)] if heldout is not None else [])
+    sets += [(s.name, s) for s in synthetic]
+    return {name: spectral_summary(s.volumes) for name, s in sets}
+
+
 # --------------------------------------------------------------------------- the whole thing
 
 
@@ -379,6 +391,7 @@ def evaluate(
     voxel, voxel_rows = timed(
         "voxel_maps", voxel_statistics, real, heldout, synthetic, ref_name, settings
     )
+    spectra = timed("spectra", spectral_artefacts, real, heldout, synthetic)
     timing["total"] = time.perf_counter() - t0
 
     rows = {ref_name: Row(ref_name, "reference", {**paper["reference"], **voxel_rows["reference"]})}
@@ -402,4 +415,5 @@ def evaluate(
         voxel=voxel,
         timing_s=timing,
         protocol_details=details,
+        spectra=spectra,
     )

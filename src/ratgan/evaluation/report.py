@@ -51,7 +51,13 @@ DECIMALS = {
     "mean_map_rmse": 4,
     "std_map_rmse": 4,
 }
-FIGURES = ("montage.png", "mean_std_maps.png", "intensity_histograms.png", "memorisation.png")
+FIGURES = (
+    "montage.png",
+    "mean_std_maps.png",
+    "intensity_histograms.png",
+    "memorisation.png",
+    "spectra.png",
+)
 
 
 def value(row: dict, key: str) -> float | None:
@@ -303,6 +309,42 @@ sizes as above.{about}{_small_sample_note(space)}
     return text
 
 
+def spectra_table(result: EvaluationResult) -> str:
+    """Axis-to-diagonal power ratios of every set, with each set's largest ratio to real's."""
+    if not result.spectra:
+        return "*Not measured.*"
+    real = result.spectra["real"].ratios
+    real_band = result.spectra["real"].band_power
+    lines = [
+        "| set | x | y | z | largest factor from real | fine-detail power vs real |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, sp in result.spectra.items():
+        r = sp.ratios
+        worst = max(max(r[a] / real[a], real[a] / r[a]) for a in ("x", "y", "z"))
+        cell = "—" if name == "real" else f"{worst:.2f}x"
+        label = f"*{name}*" if name in ("real", "held-out real") else name
+        lines.append(
+            f"| {label} | {r['x']:.2f} | {r['y']:.2f} | {r['z']:.2f} | {cell} "
+            f"| {sp.band_power / real_band:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _spectra_section(result: EvaluationResult) -> str:
+    return f"""## Beyond the paper: directional artefacts
+
+Power of fine-scale patterns (radial frequency 0.3–0.5 cycles/voxel) that run along one axis,
+over the power along the diagonals, in the slices of the two planes that contain the axis
+(docs/evaluation.md, Spectral artefacts). Nearest-neighbour up-sampling in a generator draws
+an axis-aligned grid that raises these numbers; a set close to real scans has ratios close to
+the real ones (held-out real scans show how close). The last column is the mean power in the
+same frequency band over the real scans' (below 1: blurrier than real; above: noisier).
+
+{spectra_table(result)}
+"""
+
+
 def markdown(result: EvaluationResult) -> str:
     """The whole report.md text."""
     s = result.settings
@@ -325,6 +367,7 @@ Seed {s["seed"]}.
 
 {_paper_section(result)}
 {_feature_section(result)}
+{_spectra_section(result)}
 ## Memorisation
 
 For each synthetic scan, its most similar training (real) scan, by {memo["similarity"]}; the
@@ -340,6 +383,7 @@ reference row is the baseline: real scans that are not copies, flagged at that r
 - `mean_std_maps.png`: per-voxel mean and standard deviation of each set
 - `intensity_histograms.png`: voxel intensity distributions
 - `memorisation.png`: nearest-training-scan similarity of synthetic vs real scans
+- `spectra.png`: the 1-D power spectrum along each axis of every set
 
 Every number is in `metrics.json`. Time: {result.timing_s["total"]:.0f} s.
 """
@@ -547,6 +591,30 @@ def figure_memorisation(result: EvaluationResult, path: Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
+def figure_spectra(result: EvaluationResult, path: Path) -> None:
+    """The mean 1-D power spectrum along each axis of every set (log scale), one panel each."""
+    from matplotlib.figure import Figure
+
+    from ratgan.viz import save_figure
+
+    fig = Figure(figsize=(10.5, 3.4))
+    axes = fig.subplots(1, 3)
+    for i, axis in enumerate(("x", "y", "z")):
+        ax = axes[i]
+        for name, sp in result.spectra.items():
+            freqs, power = sp.spectra[axis]
+            style = {"color": "k", "lw": 2} if name == "real" else {"lw": 1.2}
+            ax.plot(freqs[1:], power[1:], label=name, **style)
+        ax.set_yscale("log")
+        ax.set_title(f"along {axis}", fontsize=9)
+        ax.set_xlabel("frequency (cycles/voxel)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean power")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)
+
+
 def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True) -> dict[str, Path]:
     """Write report.md, metrics.json and the figures into ``out_dir``; returns their paths.
 
@@ -565,7 +633,7 @@ def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True) 
     names = []
     if figures:
         for fn, name in zip(
-            (figure_montage, figure_maps, figure_histograms, figure_memorisation),
+            (figure_montage, figure_maps, figure_histograms, figure_memorisation, figure_spectra),
             FIGURES,
             strict=True,
         ):

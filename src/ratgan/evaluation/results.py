@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ratgan.evaluation.spectra import SpectralSummary
 from ratgan.evaluation.prepare import ScanSet
 
 Stats = dict[str, Any]
@@ -95,6 +96,8 @@ class EvaluationResult:
     timing_s: dict[str, float]
     protocol_details: dict[str, Any] = field(default_factory=dict)
     """What the chosen protocol computed (e.g. epochs and batches of the authors' one)."""
+    spectra: dict[str, SpectralSummary] = field(default_factory=dict)
+    """Set name ("real", "held-out real", each synthetic set) -> its directional spectra."""
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -146,6 +149,14 @@ class EvaluationResult:
             "histogram_bins": self.voxel.bins,
             "intensity_histograms": {k: v.tolist() for k, v in self.voxel.histograms.items()},
             "timing_s": self.timing_s,
+            "spectra": {
+                name: {
+                    "axis_to_diagonal": sp.ratios,
+                    "per_plane": sp.plane_ratios,
+                    "band_power": sp.band_power,
+                }
+                for name, sp in self.spectra.items()
+            },
         }
 
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from ratgan.config import ModelConfig
-from ratgan.models.layers import maybe_spectral
+from ratgan.models.layers import maybe_spectral, to_sphere
 
 
 class CodeDiscriminator(nn.Module):
@@ -21,6 +21,7 @@ class CodeDiscriminator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         sn = "C" in cfg.spectral_norm
+        self.sphere = cfg.latent_norm == "sphere"
         h = cfg.c_hidden
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         prev = cfg.latent_dim
@@ -35,6 +36,6 @@ class CodeDiscriminator(nn.Module):
         self.net = nn.Sequential(layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        """(B, L) codes -> (B, 1) scores."""
-        out: Tensor = self.net(z)
+        """(B, L) codes -> (B, 1) scores (codes put on the sphere first with ``latent_norm``)."""
+        out: Tensor = self.net(to_sphere(z) if self.sphere else z)
         return out

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from ratgan.config import ModelConfig, Norm
-from ratgan.models.layers import activation, maybe_spectral, norm3d
+from ratgan.models.layers import activation, maybe_spectral, minibatch_stddev, norm3d, to_sphere
 
 
 class ConvTrunk(nn.Module):
@@ -30,6 +30,7 @@ class ConvTrunk(nn.Module):
         norm: Norm,
         slope: float,
         spectral: bool,
+        extra_head_channels: int = 0,
     ) -> None:
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -41,7 +42,8 @@ class ConvTrunk(nn.Module):
                 activation("leaky_relu", slope),
             )
             prev = width
-        layers["head"] = maybe_spectral(nn.Conv3d(prev, out_channels, 4, 1, 0), spectral)
+        head = nn.Conv3d(prev + extra_head_channels, out_channels, 4, 1, 0)
+        layers["head"] = maybe_spectral(head, spectral)
         self.net = nn.Sequential(layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -51,7 +53,10 @@ class ConvTrunk(nn.Module):
 
 
 class Discriminator(ConvTrunk):
-    """The critic D: volume (B, C, S, S, S) -> one unbounded score per volume, shape (B,)."""
+    """The critic D: volume (B, C, S, S, S) -> one unbounded score per volume, shape (B,).
+
+    With ``d_mbstd_group`` the minibatch standard deviation is appended before the head.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(
@@ -61,11 +66,19 @@ class Discriminator(ConvTrunk):
             cfg.d_norm,
             cfg.leaky_slope,
             "D" in cfg.spectral_norm,
+            extra_head_channels=1 if cfg.d_mbstd_group else 0,
         )
+        self.mbstd_group = cfg.d_mbstd_group
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, S, S, S) -> (B,) scores."""
-        return super().forward(x)[:, 0]
+        if not self.mbstd_group:
+            return super().forward(x)[:, 0]
+        *trunk, head = list(self.net)
+        for layer in trunk:
+            x = layer(x)
+        out: Tensor = head(minibatch_stddev(x, self.mbstd_group))
+        return out.flatten(1)[:, 0]
 
 
 class Encoder(ConvTrunk):
@@ -80,3 +93,15 @@ class Encoder(ConvTrunk):
             cfg.leaky_slope,
             "E" in cfg.spectral_norm,
         )
+        self.sphere = cfg.latent_norm == "sphere"
+        self.standardise = (
+            nn.BatchNorm1d(cfg.latent_dim, affine=False) if cfg.e_standardise else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, S, S, S) -> (B, L) codes (standardised with ``e_standardise``, then on the
+        sphere with ``latent_norm: sphere``)."""
+        z = super().forward(x)
+        if self.standardise is not None:
+            z = self.standardise(z)
+        return to_sphere(z) if self.sphere else z

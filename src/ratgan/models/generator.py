@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ratgan.config import ModelConfig
-from ratgan.models.layers import UpsampleConvBlock, activation, maybe_spectral, norm3d
+from ratgan.models.layers import (
+    UpsampleConvBlock,
+    activation,
+    maybe_spectral,
+    norm3d,
+    to_sphere,
+)
 
 
 class Generator(nn.Module):
@@ -18,7 +24,9 @@ class Generator(nn.Module):
     z is viewed as L x 1 x 1 x 1, a ConvTranspose3d(k4, s1, p0) makes a 4^3 volume with
     ``g_width`` channels, then ``n_scales`` blocks of [nearest x2 upsample -> Conv3d(k3, s1, p1)]
     halve the channels each time and end at ``channels`` (each pair run as one equivalent
-    transposed conv when ``g_fused_upsample``: :func:`ratgan.models.layers.nearest_up_conv3d`).
+    transposed conv when ``g_fused_upsample``: :func:`ratgan.models.layers.nearest_up_conv3d`;
+    ``g_upsample: trilinear`` makes the last ``g_trilinear_blocks`` blocks anti-aliased).
+    With ``latent_norm: sphere`` z is first scaled to length sqrt(L).
     Norm and activation follow every layer but the last, which ends in tanh.  No layer has a
     bias (as in the published code).
     """
@@ -26,6 +34,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.latent_dim = cfg.latent_dim
+        self.sphere = cfg.latent_norm == "sphere"
         sn = "G" in cfg.spectral_norm
         widths = list(reversed(cfg.widths(cfg.g_width)))  # deepest first: 512, 256, 128, 64
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -34,18 +43,30 @@ class Generator(nn.Module):
             norm3d(cfg.g_norm, widths[0]),
             activation(cfg.g_activation, cfg.g_leaky_slope),
         )
+        n_blocks = len(widths)  # up-sampling blocks, the output block included
+        smooth_from = (
+            n_blocks + 1
+            if cfg.g_upsample == "nearest"
+            else (1 if cfg.g_trilinear_blocks == 0 else n_blocks - cfg.g_trilinear_blocks + 1)
+        )
+
+        def mode(block: int) -> str:
+            return "trilinear" if block >= smooth_from else "nearest"
+
         for i in range(1, len(widths)):
             layers[f"up{i}"] = UpsampleConvBlock(
                 maybe_spectral(nn.Conv3d(widths[i - 1], widths[i], 3, 1, 1, bias=False), sn),
                 norm3d(cfg.g_norm, widths[i]),
                 activation(cfg.g_activation, cfg.g_leaky_slope),
                 fused=cfg.g_fused_upsample,
+                mode=mode(i),
             )
         # The final tanh is applied in forward(), after the optional output noise (a Tanh has
         # no parameters, so the state_dict keys are those of the published layer list).
         layers["out"] = UpsampleConvBlock(
             maybe_spectral(nn.Conv3d(widths[-1], cfg.channels, 3, 1, 1, bias=False), sn),
             fused=cfg.g_fused_upsample,
+            mode=mode(n_blocks),
         )
         self.net = nn.Sequential(layers)
         self.tanh = nn.Tanh()
@@ -61,6 +82,8 @@ class Generator(nn.Module):
         ``return_clean`` returns ``(output, noise-free output)`` (the same tensor twice for a
         generator without output noise).
         """
+        if self.sphere:
+            z = to_sphere(z)
         pre = self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1, 1))
         clean = self.tanh(pre)
         out = clean if self.output_noise is None else self.tanh(self.output_noise(pre, noise))
@@ -83,6 +106,9 @@ class OutputNoise(nn.Module):
     """
 
     GAIN = 100.0
+    MAX_STD = 1.0
+    """Upper bound of the std (pre-activation units; the tanh output spans 2): without one the
+    critic can drive it without limit where the output saturates."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,7 +117,8 @@ class OutputNoise(nn.Module):
 
     def std(self, pre: Tensor) -> Tensor:
         """The noise std at the (detached) noise-free pre-activation ``pre``."""
-        return F.softplus(self.GAIN * (self.slope * pre.detach() + self.offset))
+        std = F.softplus(self.GAIN * (self.slope * pre.detach() + self.offset))
+        return std.clamp(max=self.MAX_STD)
 
     def forward(self, pre: Tensor, noise: Tensor | None = None) -> Tensor:
         """``pre + std(pre) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""

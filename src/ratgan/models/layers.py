@@ -77,14 +77,48 @@ def nearest_up_conv3d(x: Tensor, weight: Tensor) -> Tensor:
     return F.conv_transpose3d(x, kernel.to(weight.dtype), stride=2, padding=1)
 
 
-class UpsampleConvBlock(nn.Sequential):
-    """``[Upsample(x2, nearest), Conv3d(k3, s1, p1, no bias), *rest]`` as one block.
+def to_sphere(z: Tensor) -> Tensor:
+    """Codes (B, L) scaled onto the sphere of radius sqrt(L): ``sqrt(L) z / |z|``.
 
-    With ``fused`` the first two layers run as :func:`nearest_up_conv3d`; the module tree (and so
-    the state_dict keys) is the same either way.
+    Where a standard normal code's length concentrates (StyleGAN's ``normalize_2nd_moment``);
+    computed in float32 so bf16 rounding does not change the length.
+    """
+    z32 = z.float()
+    scale = torch.rsqrt(z32.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+    return (z32 * scale).to(z.dtype)
+
+
+def minibatch_stddev(x: Tensor, group: int) -> Tensor:
+    """Append StyleGAN's minibatch standard deviation as one more channel of ``x`` (B, C, ...).
+
+    The batch is split into *contiguous* groups of ``group`` volumes (StyleGAN strides its
+    groups; contiguous ones never mix the real and generated halves of a batch that the trainer
+    runs through the critic in one call); each group's per-feature std, averaged to one number,
+    is broadcast as a constant map to its members.
+    """
+    n = x.shape[0]
+    g = min(group, n)
+    if n % g:
+        raise ValueError(f"minibatch stddev: batch {n} is not a multiple of the group {g}")
+    y = x.float().reshape(n // g, g, *x.shape[1:])
+    std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt()  # (n/g, C, ...)
+    stat = std.flatten(1).mean(dim=1)  # (n/g,)
+    maps = stat.repeat_interleave(g).view(n, 1, *([1] * (x.dim() - 2)))
+    maps = maps.expand(n, 1, *x.shape[2:]).to(x.dtype)
+    return torch.cat([x, maps], dim=1)
+
+
+class UpsampleConvBlock(nn.Sequential):
+    """``[Upsample(x2, nearest|trilinear), Conv3d(k3, s1, p1, no bias), *rest]`` as one block.
+
+    With ``fused`` (nearest only) the first two layers run as :func:`nearest_up_conv3d`; the
+    module tree (and so the state_dict keys) is the same either way.  ``trilinear`` is the
+    anti-aliased form (align_corners=False: nearest x2 then a [1, 2, 1] / 4 blur per axis).
     """
 
-    def __init__(self, conv: nn.Conv3d, *rest: nn.Module, fused: bool) -> None:
+    def __init__(
+        self, conv: nn.Conv3d, *rest: nn.Module, fused: bool, mode: str = "nearest"
+    ) -> None:
         if (
             conv.kernel_size != (3, 3, 3)
             or conv.padding != (1, 1, 1)
@@ -92,8 +126,15 @@ class UpsampleConvBlock(nn.Sequential):
             or conv.bias is not None
         ):
             raise ValueError("UpsampleConvBlock needs a Conv3d(k3, s1, p1) without bias")
-        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), conv, *rest)
-        self.fused = fused
+        if mode not in ("nearest", "trilinear"):
+            raise ValueError(f"unknown up-sampling mode {mode!r}")
+        up = (
+            nn.Upsample(scale_factor=2, mode="nearest")
+            if mode == "nearest"
+            else nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)
+        )
+        super().__init__(up, conv, *rest)
+        self.fused = fused and mode == "nearest"
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, S, S, S) -> (B, C_out, 2S, 2S, 2S)."""

@@ -24,6 +24,7 @@ from torch.nn.utils import parametrize
 
 from ratgan.config import Config
 from ratgan.models import Networks
+from ratgan.models.generator import OutputNoise
 from ratgan.training import losses
 from ratgan.training.disc_augment import DiscriminatorAugment
 from ratgan.training.ema import GeneratorEMA
@@ -38,7 +39,7 @@ def build_optimizers(nets: Networks, cfg: Config) -> dict[str, torch.optim.Optim
     # that the CPU gets them too.
     return {
         key: cls(
-            net.parameters(),
+            _param_groups(net),
             lr=o.lr,
             betas=(beta1, beta2),
             eps=o.eps,
@@ -47,6 +48,18 @@ def build_optimizers(nets: Networks, cfg: Config) -> dict[str, torch.optim.Optim
         )
         for key, net in nets.as_dict().items()
     }
+
+
+def _param_groups(net: nn.Module) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups of ``net``: the output-noise parameters of G (a scalar
+    slope and offset whose zero is not "no noise") get no weight decay, which would pull the
+    noise std towards softplus(0) = 0.69; every other parameter is one group as before."""
+    noise_ids = {id(p) for m in net.modules() if isinstance(m, OutputNoise) for p in m.parameters()}
+    rest = [p for p in net.parameters() if id(p) not in noise_ids]
+    if not noise_ids:
+        return [{"params": rest}]
+    noise = [p for p in net.parameters() if id(p) in noise_ids]
+    return [{"params": rest}, {"params": noise, "weight_decay": 0.0}]
 
 
 @contextlib.contextmanager

@@ -70,6 +70,23 @@ def save_best_checkpoint(run_dir: Path, iteration: int, state: dict[str, Any]) -
     return final
 
 
+def discard_best_after(run_dir: Path, iteration: int) -> bool:
+    """Remove checkpoints/best.pt when it was written after ``iteration`` (the checkpoint a run
+    resumes from): it belongs to the abandoned continuation, which the resumed run replays
+    differently.  True when it was removed (an unreadable best.pt is removed too)."""
+    path = run_paths(run_dir).best_checkpoint
+    if not path.is_file():
+        return False
+    try:
+        written_at = int(load_checkpoint(path, mmap=True)["iteration"])
+    except RatganError:
+        written_at = iteration + 1
+    if written_at <= iteration:
+        return False
+    path.unlink()
+    return True
+
+
 def _write(final: Path, iteration: int, state: dict[str, Any]) -> None:
     payload = {"format": 1, "ratgan_version": __version__, "iteration": iteration, **state}
     try:

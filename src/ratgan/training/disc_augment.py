@@ -11,8 +11,9 @@ the clean scans, which anchors G's output further.
 
 Transforms, each applied per volume with probability p (3-D grayscale versions of ADA's
 'bgc' pipeline): left-right flip (then with a fair coin, as ADA's xflip, so at most
-p/2 < 0.5 of the volumes are mirrored); integer translation in-plane (edge voxels repeated);
-brightness (additive offset); contrast (factor 2^N(0, s) about the volume mean).
+p/2 < 0.5 of the volumes are mirrored); integer translation in-plane (one decision per volume,
+reflected at the edges); brightness (additive offset); contrast (factor 2^N(0, s) about the
+volume mean).
 
 The adaptive rule needs a signal of overfitting.  ADA uses r_t = E[sign(D(x_real))] for a
 logistic loss whose zero means 'undecided'; a Wasserstein critic's scores have no such zero (the
@@ -66,10 +67,13 @@ class DiscriminatorAugment(nn.Module):
         return (draw < self.p).view(n, *([1] * (like.dim() - 1)))
 
     def _translate(self, x: Tensor, axis: int, shift: Tensor) -> Tensor:
-        """Shift each volume along ``axis`` by its integer ``shift`` (edge voxels repeated)."""
+        """Shift each volume along ``axis`` by its integer ``shift``, filling in by reflection
+        (ADA pads with reflection: repeating the edge voxel draws streaks a critic can use)."""
         size = x.shape[axis]
         idx = torch.arange(size, device=x.device)[None, :] - shift[:, None]
-        idx = idx.clamp(0, size - 1)
+        period = 2 * (size - 1)
+        idx = idx.remainder(period)
+        idx = torch.where(idx >= size, period - idx, idx)
         view = [x.shape[0]] + [1] * (x.dim() - 1)
         view[axis] = size
         return torch.gather(x, axis, idx.view(view).expand_as(x))
@@ -90,12 +94,13 @@ class DiscriminatorAugment(nn.Module):
             chosen = self._mask(n, x, rng) & coin.view(n, *([1] * (x.dim() - 1)))
             x = torch.where(chosen, x.flip(2), x)
         if cfg.translate > 0:
+            # One decision per volume (as ADA's integer translation): a selected volume is
+            # shifted along both in-plane axes, so at most p of the volumes move.
+            on = (torch.rand(n, device=x.device, generator=rng) < self.p).long()
             for axis in (2, 3):
                 limit = cfg.translate * x.shape[axis]
                 draw = torch.rand(n, device=x.device, generator=rng) * 2 - 1
-                on = torch.rand(n, device=x.device, generator=rng) < self.p
-                shift = torch.round(draw * limit).long() * on.long()
-                x = self._translate(x, axis, shift)
+                x = self._translate(x, axis, torch.round(draw * limit).long() * on)
         if cfg.brightness > 0:
             offset = torch.randn(n, device=x.device, generator=rng, dtype=x.dtype)
             offset = offset.view(n, *([1] * (x.dim() - 1))) * cfg.brightness

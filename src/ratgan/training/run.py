@@ -7,6 +7,7 @@ checkpoints) is described, and located, by ``ratgan.runs``.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
 from ratgan.training.disc_augment import DiscriminatorAugment
 from ratgan.training.ema import GeneratorEMA
+from ratgan.training.encoder_health import encoder_health
 from ratgan.training.figures import plot_loss_curves, plot_quality_curves, save_sample_montage
 from ratgan.training.host_memory import keep_freed_host_memory
 
@@ -253,9 +255,12 @@ def _resume(
     _restore(state, nets, optimizers, rng, stream, info)
     _restore_extras(state, ema, augment)
     start = int(state["iteration"])
+    best = dict(state.get("best") or {})
     if info.is_main:
         _truncate_metrics(run_paths(run_dir).metrics, start)
-    return start, dict(state.get("best") or {})
+        if ckpt.discard_best_after(run_dir, start):
+            best = {}  # the record named a best.pt that a later one replaced: start afresh
+    return start, best
 
 
 def _check_finite(
@@ -317,6 +322,13 @@ def _loop(
     sample_z = torch.randn(
         4, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t_cfg.seed + 3)
     )
+    # A fixed set of training scans, not augmented, for the encoder-health numbers.
+    n_health = min(16, len(cohort))
+    health_x = model_input(
+        cohort.images[:n_health].to(device),
+        None if cohort.labels is None else cohort.labels[:n_health].to(device),
+        cfg,
+    )
 
     start = 0
     best: dict[str, Any] = {}
@@ -341,6 +353,7 @@ def _loop(
     finite = torch.ones((), dtype=torch.bool, device=device)
     last: dict[str, float] = {}
     t0 = time.perf_counter()
+    cpu0 = time.process_time() - _last_value(paths.metrics, "cpu_seconds")
     bar = tqdm(
         total=t_cfg.iterations,
         initial=start,
@@ -362,7 +375,14 @@ def _loop(
                 # One host sync per logging interval, none per step.
                 _check_finite(finite, info, it, len(window), paths.checkpoints)
                 if info.is_main:
-                    last = _log(paths.metrics, it, window, time.perf_counter() - t0, writer)
+                    last = _log(
+                        paths.metrics,
+                        it,
+                        window,
+                        time.perf_counter() - t0,
+                        writer,
+                        cpu_seconds=time.process_time() - cpu0,
+                    )
                     bar.set_postfix(_progress_losses(last))
                 window = []
             if info.is_main and due.sample:
@@ -370,8 +390,11 @@ def _loop(
                     sampler, sample_z, reference_info, cfg, paths.sample(it), device
                 )
             improved = False
-            if due.evaluate and probe is not None:
-                improved = _evaluate(probe, sampler, device, paths.metrics, it, cfg, best)
+            if due.evaluate and info.is_main:
+                health = encoder_health(
+                    nets.encoder, nets.generator, health_x, bf16=t_cfg.precision == "bf16"
+                )
+                improved = _evaluate(probe, sampler, device, paths.metrics, it, cfg, best, health)
             if due.checkpoint or due.evaluate:  # a collective: every rank takes part
                 ranks = distributed.gather_objects(_rank_state(rng, stream), info)
             if info.is_main and (due.checkpoint or improved):
@@ -412,33 +435,54 @@ def _build_ema(cfg: Config, nets: Networks, device: torch.device) -> GeneratorEM
     )
 
 
+def is_improvement(value: float, best: dict[str, Any], lower_is_better: bool) -> bool:
+    """Whether ``value`` of the tracked metric should replace the ``best`` record.
+
+    A NaN never does; any finite value replaces a missing or NaN record; a tie does (the later
+    checkpoint has trained longer: with precision and recall stuck at 0 the first evaluation
+    would otherwise be kept for ever).
+    """
+    if math.isnan(value):
+        return False
+    old = float(best.get("value", math.nan))
+    if math.isnan(old):
+        return True
+    return value <= old if lower_is_better else value >= old
+
+
 def _evaluate(
-    probe: QualityProbe,
+    probe: QualityProbe | None,
     sampler: torch.nn.Module,
     device: torch.device,
     metrics_path: Path,
     iteration: int,
     cfg: Config,
     best: dict[str, Any],
+    health: dict[str, float] | None = None,
 ) -> bool:
-    """Run the quality probe, log its metrics; True (and ``best`` updated) when it improved."""
+    """Run the quality probe, log its metrics (and the encoder's ``health``) on one line;
+    True (and ``best`` updated) when the tracked metric improved."""
     t0 = time.perf_counter()
-    was_training = sampler.training
-    sampler.eval()
-    try:
-        metrics = probe(sampler, device)
-    finally:
-        sampler.train(was_training)
+    metrics: dict[str, float] = {}
+    if probe is not None:
+        was_training = sampler.training
+        sampler.eval()
+        try:
+            metrics = probe(sampler, device)
+        finally:
+            sampler.train(was_training)
+    improved = False
     name = cfg.train.eval_metric
-    value = float(metrics[name])
-    lower = LOWER_IS_BETTER[name]
-    improved = not best or (value < best["value"] if lower else value > best["value"])
-    if improved:
-        best.update({"metric": name, "value": value, "iteration": iteration})
+    if name in metrics:
+        value = float(metrics[name])
+        improved = is_improvement(value, best, LOWER_IS_BETTER[name])
+        if improved:
+            best.update({"metric": name, "value": value, "iteration": iteration})
     record = {
         "iteration": iteration,
         "kind": "quality",
         **metrics,
+        **(health or {}),
         "eval_seconds": round(time.perf_counter() - t0, 3),
         "best": improved,
     }
@@ -535,17 +579,35 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+def _last_value(path: Path, key: str) -> float:
+    """The last value of ``key`` in metrics.jsonl (0 when no line has it): what a resumed run
+    continues counting from."""
+    if not path.is_file():
+        return 0.0
+    last = 0.0
+    for ln in path.read_text().splitlines():
+        if ln.strip():
+            last = float(json.loads(ln).get(key, last))
+    return last
+
+
 def _log(
     path: Path,
     iteration: int,
     window: list[dict[str, torch.Tensor]],
     seconds: float,
     writer: _ScalarWriter | None,
+    cpu_seconds: float | None = None,
 ) -> dict[str, float]:
     keys = list(window[0])
     means = torch.stack([torch.stack([w[k] for w in window]) for k in keys]).float().mean(1)
     values = dict(zip(keys, means.tolist(), strict=True))
-    record = {"iteration": iteration, "seconds": round(seconds, 3), **values}
+    record: dict[str, Any] = {"iteration": iteration, "seconds": round(seconds, 3)}
+    if cpu_seconds is not None:
+        # The process's CPU time, cumulative across resumes: comparable between runs on a
+        # shared machine, where wall time is not.
+        record["cpu_seconds"] = round(cpu_seconds, 3)
+    record.update(values)
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
     if writer is not None:
