@@ -18,7 +18,13 @@ FAST = [
     "2",
     "--no-progress",
 ]
-FIGURES = ["montage.png", "mean_std_maps.png", "intensity_histograms.png", "memorisation.png"]
+FIGURES = [
+    "montage.png",
+    "mean_std_maps.png",
+    "intensity_histograms.png",
+    "memorisation.png",
+    "spectra.png",
+]
 
 
 def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
@@ -54,6 +60,11 @@ def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
     data = json.loads((out / "metrics.json").read_text())
     ref = data["reference_row"]
     assert list(data["rows"]) == [ref, "noise", "padded"]
+    # the spectral stage: every set, and uniform noise has far more fine detail than brains
+    spectra = data["spectra"]
+    assert list(spectra) == ["real", "held-out real", "noise", "padded"]
+    assert spectra["noise"]["band_power"] > 10 * spectra["real"]["band_power"]
+    assert "directional artefacts" in (out / "report.md").read_text()
     for row in data["rows"].values():
         for key in (
             "msssim",

@@ -1,0 +1,213 @@
+"""Benchmark: quality against CPU time, measured on scans the GAN never saw.
+
+    python benchmarks/quality_vs_compute.py RUN [RUN ...] --real HELDOUT --out DIR
+        [--n 64] [--every 1] [--threads 2]
+
+For every kept checkpoint of each run (``train.keep_checkpoints`` large enough to keep them),
+generate ``--n`` scans with its EMA weights (raw where the run has no EMA) and evaluate them
+with ``ratgan evaluate``'s code against ``--real``: held-out real scans with label maps
+(``images/`` + ``labels/``), so that both feature spaces are measured (the anatomy network is
+fitted once and cached).  The reference row splits the held-out scans in halves: what a perfect
+generator scores.  The CPU time of a checkpoint is the run's ``cpu_seconds`` (process CPU
+time, cumulative across resumes) at that iteration in metrics.jsonl.
+
+Writes ``DIR/quality_vs_compute.csv`` (one row per checkpoint, plus the reference rows) and
+``DIR/quality_vs_compute.png`` (each metric against CPU hours, the reference level dashed), and
+prints the table.  A checkpoint already evaluated (its report exists) is not evaluated again,
+so the benchmark can be rerun as a run grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "run",
+    "iteration",
+    "cpu_hours",
+    "random_fd",
+    "random_precision",
+    "random_recall",
+    "anatomy_fd",
+    "anatomy_precision",
+    "anatomy_recall",
+    "msssim",
+    "spectral_x",
+    "spectral_y",
+    "spectral_z",
+    "band_power_vs_real",
+)
+
+
+def cpu_hours_at(run: Path, iteration: int) -> float:
+    """The run's cumulative process CPU time at ``iteration``, in hours (NaN if not logged)."""
+    best = float("nan")
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if row.get("iteration") == iteration and "cpu_seconds" in row:
+            best = row["cpu_seconds"] / 3600
+    return best
+
+
+def checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of the run's rotating checkpoints, oldest first."""
+    found = []
+    for path in (run / "checkpoints").glob("ckpt_*.pt"):
+        match = re.match(r"ckpt_(\d+)\.pt$", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _stat(value: Any) -> float:
+    """A metric's mean whether it is stored as a number or a {mean, std} record."""
+    if isinstance(value, dict):
+        return float(value.get("mean", float("nan")))
+    return float("nan") if value is None else float(value)
+
+
+def summarise(metrics: dict[str, Any], row_name: str) -> dict[str, float]:
+    """The curve's numbers of one row of an evaluation's metrics.json."""
+    out: dict[str, float] = {}
+    spaces = {s["name"]: s["rows"] for s in metrics["feature_spaces"]}
+    for prefix, space in (("random", "random 3D conv"), ("anatomy", "anatomy")):
+        rows = spaces.get(space, {})
+        row = rows.get(row_name, {})
+        out[f"{prefix}_fd"] = _stat(row.get("fd"))
+        out[f"{prefix}_precision"] = _stat(row.get("precision"))
+        out[f"{prefix}_recall"] = _stat(row.get("recall"))
+    out["msssim"] = _stat(metrics["rows"][row_name].get("msssim"))
+    spectra = metrics.get("spectra", {})
+    key = "real" if row_name == metrics["reference_row"] else row_name
+    if key in spectra:
+        for axis in ("x", "y", "z"):
+            out[f"spectral_{axis}"] = spectra[key]["axis_to_diagonal"][axis]
+        out["band_power_vs_real"] = spectra[key]["band_power"] / spectra["real"]["band_power"]
+    return out
+
+
+def evaluate_checkpoint(
+    run: Path, iteration: int, path: Path, real: Path, out: Path, n: int
+) -> dict[str, Any]:
+    """Generate and evaluate one checkpoint (reusing an earlier report); its metrics.json."""
+    from ratgan.evaluation import EvaluationSettings, run_evaluation
+    from ratgan.generation import generate_scans
+
+    name = f"{run.name}@{iteration}"
+    report = out / "eval" / name
+    if not (report / "metrics.json").is_file():
+        gen = out / "gen" / name
+        if not (gen / "manifest.json").is_file():
+            generate_scans(
+                run,
+                n,
+                gen,
+                seed=1,
+                checkpoint=path,
+                device="cpu",
+                progress=False,
+                precision="bf16",
+            )
+        settings = EvaluationSettings(
+            seed=0, comparisons=300, msssim_comparisons=105, progress=False
+        )
+        run_evaluation(real, {name: gen}, report, settings=settings, figures=False)
+    metrics: dict[str, Any] = json.loads((report / "metrics.json").read_text())
+    return metrics
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Each metric against CPU hours, one line per run, the held-out reference dashed."""
+    from matplotlib.figure import Figure
+
+    panels = [
+        ("random_fd", "random space: Fréchet ↓", True),
+        ("random_precision", "random space: precision ↑", False),
+        ("random_recall", "random space: recall ↑", False),
+        ("anatomy_fd", "anatomy space: Fréchet ↓", True),
+        ("anatomy_precision", "anatomy space: precision ↑", False),
+        ("anatomy_recall", "anatomy space: recall ↑", False),
+        ("msssim", "MS-SSIM (≈ real)", False),
+        ("spectral_y", "axis/diagonal power, y (≈ real)", True),
+    ]
+    fig = Figure(figsize=(16, 7))
+    axes = fig.subplots(2, 4).ravel()
+    runs = sorted({r["run"] for r in rows if r["run"] != "reference"})
+    ref = next((r for r in rows if r["run"] == "reference"), None)
+    for ax, (key, title, log) in zip(axes, panels, strict=True):
+        for run in runs:
+            pts = sorted((r["cpu_hours"], r[key]) for r in rows if r["run"] == run)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=run)
+        if ref is not None and ref.get(key) == ref.get(key):
+            ax.axhline(ref[key], color="k", ls="--", lw=1, label="held-out real")
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("CPU hours (process time)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--real", type=Path, required=True, help="held-out scans with labels")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--every", type=int, default=1, help="every K-th checkpoint")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    reference: dict[str, Any] | None = None
+    for run in args.runs:
+        for iteration, path in checkpoints(run)[:: args.every]:
+            metrics = evaluate_checkpoint(run, iteration, path, args.real, args.out, args.n)
+            name = f"{run.name}@{iteration}"
+            row = {
+                "run": run.name,
+                "iteration": iteration,
+                "cpu_hours": cpu_hours_at(run, iteration),
+                **summarise(metrics, name),
+            }
+            rows.append(row)
+            if reference is None:
+                reference = {
+                    "run": "reference",
+                    "iteration": 0,
+                    "cpu_hours": float("nan"),
+                    **summarise(metrics, metrics["reference_row"]),
+                }
+            print(
+                " ".join(
+                    f"{k}={row.get(k, float('nan')):.4g}"
+                    if isinstance(row.get(k), float)
+                    else f"{k}={row.get(k)}"
+                    for k in COLUMNS
+                ),
+                flush=True,
+            )
+    if reference is not None:
+        rows.append(reference)
+    with open(args.out / "quality_vs_compute.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, args.out / "quality_vs_compute.png")
+    print(f"wrote {args.out / 'quality_vs_compute.csv'} and quality_vs_compute.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
