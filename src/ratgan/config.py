@@ -398,9 +398,12 @@ def _ada_problems(cfg: Config) -> list[str]:
 
 
 def _batch_norm_problems(cfg: Config) -> list[str]:
-    """Batch normalisation of the code discriminator needs two codes per batch."""
+    """Batch statistics (the code discriminator's batch norm, the encoder's standardised codes)
+    need two codes per batch."""
     if cfg.train.batch_size < 2 and cfg.model.c_norm == "batch":
         return ["train.batch_size must be >= 2 when model.c_norm is batch"]
+    if cfg.train.batch_size < 2 and cfg.model.e_standardise:
+        return ["train.batch_size must be >= 2 when model.e_standardise is true"]
     return []
 
 

@@ -97,3 +97,12 @@ def test_mbstd_group_must_divide_the_batch():
 
     with pytest.raises(RatganError, match="model.d_mbstd_group"):
         load_config("tiny", {"model.d_mbstd_group": 3, "train.batch_size": 2})
+
+
+def test_standardised_codes_need_two_scans_per_batch():
+    import pytest
+
+    from ratgan.errors import RatganError
+
+    with pytest.raises(RatganError, match="model.e_standardise"):
+        load_config("tiny", {"model.e_standardise": True, "train.batch_size": 1})

@@ -34,7 +34,8 @@ def read_metrics(metrics_path: Path, kind: str | None) -> list[dict[str, Any]]:
 
 
 def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
-    """Feature-space metrics against the iteration (one panel each); None before any."""
+    """Feature-space metrics and the encoder's health against the iteration (one panel each,
+    the mean-scan baseline beside the reconstruction error); None before any."""
     from matplotlib.figure import Figure
 
     from ratgan.viz import save_figure
@@ -47,15 +48,20 @@ def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
         ("rbf_mmd2", "RBF-MMD² ↓", False),
         ("precision", "precision ↑", False),
         ("recall", "recall ↑", False),
+        ("code_cosine", "encoder: code cosine ↓ (prior: 0)", False),
+        ("rec_mse", "encoder: reconstruction MSE ↓", True),
     ]
     panels = [p for p in panels if p[0] in rows[0]]
-    fig = Figure(figsize=(3.6 * len(panels), 3.2))
+    baselines = {"rec_mse": ("mean_scan_mse", "mean scan")}
+    cols = min(len(panels), 4)
+    n_rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(3.6 * cols, 3.2 * n_rows))
     its = [r["iteration"] for r in rows]
     for i, (key, title, log) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax = fig.add_subplot(n_rows, cols, i + 1)
         ax.plot(its, [r[key] for r in rows], marker="o", markersize=3, linewidth=1.2)
         best = [r for r in rows if r.get("best")]
-        if best:
+        if best and key in ("frechet", "rbf_mmd2", "precision", "recall"):
             ax.plot(
                 [r["iteration"] for r in best],
                 [r[key] for r in best],
@@ -64,6 +70,10 @@ def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
                 markersize=4,
                 label="new best",
             )
+            ax.legend(fontsize=7)
+        if key in baselines and baselines[key][0] in rows[0]:
+            base_key, label = baselines[key]
+            ax.plot(its, [r[base_key] for r in rows], "--", color="k", linewidth=1, label=label)
             ax.legend(fontsize=7)
         if log and min(r[key] for r in rows) > 0:
             ax.set_yscale("log")
