@@ -51,6 +51,10 @@ def _install(fault: str, marker: Path) -> None:
         from ratgan.data import io
 
         _on_call(io.nib, "save", 2, marker, before=_half_written_nifti)
+    elif fault == "label-second":  # the second registration of `ratgan label --workers 1`
+        from ratgan.segmentation import atlas
+
+        _on_call(atlas, "atlas_label", 2, marker)
     elif fault == "evaluate-figures":  # two figures of the report written, the third not
         from ratgan.evaluation import report
 

@@ -1,6 +1,7 @@
 """Fault injection beside the SIGKILL checkpoint test (tests/training/test_run.py): processes
-killed in the middle of `generate`, `evaluate` and `turing create` leave no partial output and
-a rerun completes; a full disk while writing a checkpoint gives one clear error.
+killed in the middle of `generate`, `label`, `evaluate` and `turing create` leave no partial
+output and a rerun completes; a killed generation's folder refuses another generation's scans;
+a full disk while writing a checkpoint gives one clear error.
 
 The faults are injected from the test side by ``faulty_ratgan.py``, which stalls the real
 command at a chosen point so that the test can SIGKILL it there.
@@ -8,6 +9,7 @@ command at a chosen point so that the test can SIGKILL it there.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -87,17 +89,45 @@ def test_sigkill_during_generate_leaves_complete_files_only_and_a_rerun_complete
         "--no-progress",
     ]
     _kill_at("generate-nifti", args, tmp_path)
-    # The half-written second scan exists only under its hidden temporary name.
-    assert _visible(out) == {"synthetic_00000.nii.gz"}
+    # The half-written second scan exists only under its hidden temporary name, and the
+    # manifest says that the set is not complete.
+    assert _visible(out) == {"synthetic_00000.nii.gz", "manifest.json"}
+    assert json.loads((out / "manifest.json").read_text())["complete"] is False
     assert np.asarray(nib.load(out / "synthetic_00000.nii.gz").dataobj).shape == (64, 64, 40)
     assert len(_hidden(out)) == 1
+    # Another generation into the killed one's folder would mix two sets: refused.
+    assert main([*args, "--seed", "1"]) == 2
+    assert _visible(out) == {"synthetic_00000.nii.gz", "manifest.json"}
     assert main(args) == 0
+    assert json.loads((out / "manifest.json").read_text())["complete"] is True
     assert _visible(out) == {f"synthetic_{i:05d}.nii.gz" for i in range(4)} | {"manifest.json"}
     assert _hidden(out) == []
     clean = tmp_path / "clean"
     assert main(args[:5] + [str(clean)] + args[6:]) == 0  # an uninterrupted generation
     for i in range(4):
         name = f"synthetic_{i:05d}.nii.gz"
+        assert np.array_equal(
+            np.asarray(nib.load(out / name).dataobj), np.asarray(nib.load(clean / name).dataobj)
+        ), name
+
+
+def test_sigkill_during_label_leaves_no_label_maps_and_a_rerun_completes(tiny_run, tmp_path):
+    pytest.importorskip("ants")
+    cohort, run = tiny_run
+    scans = tmp_path / "scans"
+    assert main(["generate", str(run), "--n", "2", "--out", str(scans), "--no-progress"]) == 0
+    out = tmp_path / "labels"
+    args = ["label", "--atlas", str(cohort), "--scans", str(scans), "--out", str(out)]
+    args += ["--k", "1", "--workers", "1", "--no-progress"]
+    _kill_at("label-second", args, tmp_path)
+    # The first scan's map is in the hidden cache only: no partial set of label maps.
+    assert _visible(out) == set() and len(list((out / ".cache").glob("*.nii.gz"))) == 1
+    assert main(args) == 0
+    names = {"synthetic_00000.nii.gz", "synthetic_00001.nii.gz"}
+    assert _visible(out) == names
+    clean = tmp_path / "clean"
+    assert main(args[:6] + [str(clean)] + args[7:]) == 0  # an uninterrupted labelling
+    for name in names:
         assert np.array_equal(
             np.asarray(nib.load(out / name).dataobj), np.asarray(nib.load(clean / name).dataobj)
         ), name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,7 @@ def run_demo(
         plot_quality_curves(paths.metrics, paths.quality_curves)
 
     with _stage("generation", timings, progress):
+        shutil.rmtree(synth_dir, ignore_errors=True)  # the demo's own scans of an earlier run
         generate_scans(run_dir, n_synthetic, synth_dir, seed=seed, device=device, progress=progress)
 
     with _stage("figures", timings, progress):

@@ -109,6 +109,16 @@ class RunScan:
 
     image: str
     label: str | None = None
+    orientation: str | None = None
+    """Its voxel axes' world directions (e.g. ``RAS``); None in runs written before it was
+    recorded.  Generation refuses a reference scan of another orientation."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of one entry (``orientation`` only where recorded)."""
+        out: dict[str, Any] = {"image": self.image, "label": self.label}
+        if self.orientation is not None:
+            out["orientation"] = self.orientation
+        return out
 
 
 @dataclass
@@ -123,7 +133,7 @@ class RunData:
         """The JSON form stored in data.json."""
         return {
             "source": self.source,
-            "entries": [{"image": e.image, "label": e.label} for e in self.entries],
+            "entries": [e.to_dict() for e in self.entries],
             "infos": self.infos,
         }
 
@@ -159,7 +169,9 @@ def read_run_data(run_dir: str | Path) -> RunData:
         raw = json.loads(path.read_text())
         return RunData(
             source=str(raw["source"]),
-            entries=[RunScan(e["image"], e.get("label")) for e in raw["entries"]],
+            entries=[
+                RunScan(e["image"], e.get("label"), e.get("orientation")) for e in raw["entries"]
+            ],
             infos=list(raw.get("infos", [])),
         )
     except (json.JSONDecodeError, KeyError, TypeError) as exc:

@@ -222,3 +222,19 @@ def test_write_rejects_bad_arguments(tmp_path):
     with pytest.raises(RatganError, match="3-D"):
         write_nifti(tmp_path / "x.nii", np.zeros((2, 2)), np.eye(4))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_complex_valued_scan_or_label_is_refused_not_cast(tmp_path, rng, h, dtype):
+    # Casting to float would keep the real part only (numpy warns and goes on); the user must
+    # choose what real image the complex one stands for.
+    data = h.random_scan(rng, (8, 8, 4)) * (1 + 1j)
+    path = h.save(tmp_path / "c.nii.gz", data, dtype=dtype)
+    with pytest.raises(RatganError) as exc:
+        read_scan(path)
+    _one_sentence(exc, "c.nii.gz")
+    assert "complex" in str(exc.value) and "magnitude" in str(exc.value)
+    scan = read_scan(h.save(tmp_path / "s.nii.gz", h.random_scan(rng, (8, 8, 4))))
+    label = h.save(tmp_path / "l.nii.gz", np.ones((8, 8, 4)) * (1 + 0j), dtype=dtype)
+    with pytest.raises(RatganError, match="l.nii.gz stores complex values"):
+        read_label(label, scan)

@@ -126,6 +126,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="quality gate: widen the real range of each tissue fraction by this "
         "share of it on each side",
     )
+    p.add_argument(
+        "--gate-probe",
+        type=int,
+        default=8,
+        help="atlas labels: stop when none of the first N synthetic scans labelled passes "
+        "the quality gate, before labelling the rest (default 8; 0 labels every scan)",
+    )
     p.add_argument("--volume-index", type=int, help="volume of 4-D scans (default: mean)")
     p.add_argument(
         "--reference",
@@ -172,6 +179,7 @@ def options_from_args(args: argparse.Namespace):
         test_fraction=args.test_fraction,
         val_fraction=args.val_fraction,
         gate_margin=args.gate_margin,
+        gate_probe=args.gate_probe,
         volume_index=args.volume_index,
         reference=str(args.reference) if args.reference else None,
         progress=not args.no_progress,

@@ -87,7 +87,7 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ratgan.turing.stats import answers_csv, format_table3, summarise, table3_csv
-    from ratgan.turing.study import Study
+    from ratgan.turing.study import Study, write_private
 
     study = Study(args.study)
     records = study.records()
@@ -95,9 +95,15 @@ def _report(args: argparse.Namespace) -> int:
     print(format_table3(summary))
     if args.csv:
         out = Path(args.csv)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "table3.csv").write_text(table3_csv(summary))
-        (out / "answers.csv").write_text(answers_csv(records))
+        if out.exists() and not out.is_dir():
+            raise RatganError(f"--csv {out} is a file, not a folder for table3.csv and answers.csv")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RatganError(f"cannot create --csv folder {out} ({exc.strerror or exc})") from None
+        # the answer key, like the study itself: readable by its owner only
+        write_private(out / "table3.csv", table3_csv(summary).encode())
+        write_private(out / "answers.csv", answers_csv(records).encode())
         print(f"wrote {out / 'table3.csv'} and {out / 'answers.csv'}")
     return 0
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ratgan.config import DataConfig
 from ratgan.data.augment import BatchAugmenter
-from ratgan.data.io import ScanEntry, list_scans, read_label, read_scan
+from ratgan.data.io import ScanEntry, list_scans, orientation_code, read_label, read_scan
 from ratgan.data.transforms import PreprocessInfo, preprocess, preprocess_labels
 from ratgan.errors import RatganError
 
@@ -34,6 +34,8 @@ class Cohort:
     """(N, 1, *target_shape) int64, or None."""
     entries: list[ScanEntry]
     infos: list[PreprocessInfo] = field(default_factory=list)
+    orientations: list[str] = field(default_factory=list)
+    """Each scan's voxel axis directions (``RAS``, ``LAS``...), recorded in the run's data."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -65,6 +67,7 @@ def load_cohort(
     images = torch.empty((n, 1, *shape), dtype=torch.float32)
     labels = torch.empty((n, 1, *shape), dtype=torch.int64) if with_labels else None
     infos: list[PreprocessInfo] = []
+    orientations: list[str] = []
     first: tuple[Path, tuple[int, ...]] | None = None
     for i, entry in enumerate(
         tqdm(entries, desc="reading scans", unit="scan", disable=not progress)
@@ -81,10 +84,11 @@ def load_cohort(
         vol, info = preprocess(scan.data, shape, data_cfg.downsample)
         images[i, 0] = torch.from_numpy(vol)
         infos.append(info)
+        orientations.append(orientation_code(scan.affine))
         if labels is not None and entry.label is not None:  # (all entries have one, or none)
             lab = read_label(entry.label, scan)
             labels[i, 0] = torch.from_numpy(preprocess_labels(lab, shape, data_cfg.downsample))
-    return Cohort(images=images, labels=labels, entries=entries, infos=infos)
+    return Cohort(images, labels, entries, infos, orientations)
 
 
 class EndlessBatches:

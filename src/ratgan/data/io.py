@@ -123,7 +123,19 @@ def _load(path: Path, what: str = "scan") -> nib.Nifti1Image:
 def _read_array(
     img: nib.Nifti1Image, path: Path, what: str, index: int | None = None
 ) -> FloatArray:
-    """Scaled voxel values as float64 (optionally one volume of a 4-D file)."""
+    """Scaled voxel values as float64 (optionally one volume of a 4-D file).
+
+    Complex-valued files are refused rather than read as their real part (what a cast to
+    float does, with only a numpy warning): which real image a complex scan stands for
+    (magnitude, real part, phase) is the user's decision, not a silent default.
+    """
+    header: _Header = img.header
+    dtype = header.get_data_dtype()
+    if dtype.kind == "c":
+        raise RatganError(
+            f"{what} file {path} stores complex values ({dtype}); ratgan reads real-valued "
+            "images only: save the magnitude (or the part you mean) as a real-valued NIfTI."
+        )
     try:
         if index is None:
             return img.get_fdata(dtype=np.float64)
@@ -219,11 +231,20 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
 
 
 def orientation_code(affine: npt.ArrayLike) -> str:
-    """The voxel axes' closest world directions as three letters, e.g. 'RAS' or 'LAS'."""
-    # nibabel leaves aff2axcodes unannotated; it returns a tuple of one-letter strings
+    """The voxel axes' closest world directions as three letters, e.g. 'RAS' or 'LAS'; '?'
+    for an axis without a direction (a singular or non-finite affine)."""
     matrix = np.asarray(affine, dtype=np.float64)
-    codes: tuple[str, ...] = nib.aff2axcodes(matrix)  # type: ignore[no-untyped-call]
-    return "".join(codes)
+    if not np.isfinite(matrix).all():
+        return "???"
+    # nibabel leaves aff2axcodes unannotated; it returns one-letter strings, None for an axis
+    # that has no direction
+    codes: tuple[str | None, ...] = nib.aff2axcodes(matrix)  # type: ignore[no-untyped-call]
+    return "".join(code or "?" for code in codes)
+
+
+def scan_orientation(path: str | Path) -> str:
+    """The :func:`orientation_code` of a NIfTI file, from its header alone."""
+    return orientation_code(_load(Path(path)).affine)
 
 
 def canonical_scan(scan: Scan) -> Scan:

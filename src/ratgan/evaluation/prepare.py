@@ -11,6 +11,7 @@ generated with ``ratgan.generation.generate_scans``.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,9 +151,8 @@ def resolve_source(
     from ratgan.generation import generate_scans
 
     target = out_dir / "generated" / _safe(name)
-    if target.is_dir():
-        for old in target.glob("*.nii*"):
-            old.unlink()
+    if target.is_dir():  # this evaluation's own folder: its earlier scans are replaced
+        shutil.rmtree(target)
     generate_scans(
         Path(source), n, target, seed=seed, reference=reference, device=device, progress=progress
     )

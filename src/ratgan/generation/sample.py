@@ -18,15 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ratgan.atomic import atomic_write_json, leftovers
 from ratgan.config import Config
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
+from ratgan.generation.output import OutputFolder
+from ratgan.generation.reference import check_reference
 from ratgan.models import Generator
 from ratgan.runs import read_run_config, read_run_data
 from ratgan.training import checkpoint as ckpt
-
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -119,18 +118,21 @@ def sample_volumes(
 
 
 def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tuple[Any, Any]:
-    """The reference scan (header, affine) and the preprocessing info that maps back to it."""
+    """The reference scan (header, affine) and the preprocessing info that maps back to it;
+    a reference outside the training scans' space (shape, orientation) is refused."""
     from ratgan.data.io import read_scan
     from ratgan.data.transforms import preprocess
 
+    data = read_run_data(run_dir)
     if reference is None:
-        reference = read_run_data(run_dir).entries[0].image
+        reference = data.entries[0].image
         if not Path(reference).is_file():
             raise RatganError(
                 f"the run's first training scan {reference} is gone; pass "
                 "--reference with a real scan to copy the header from."
             )
     scan = read_scan(reference, cfg.data.volume_index)
+    check_reference(scan, data)
     _, info = preprocess(scan.data, cfg.data.target_shape, cfg.data.downsample)
     return scan, info
 
@@ -162,18 +164,6 @@ def _export(
     return record, path
 
 
-def _remove_leftovers(out_dir: Path, prefix: str) -> None:
-    """Delete the hidden temporary files of a generation that was killed while writing.
-
-    Files are written under a hidden temporary name and renamed when complete, so a killed
-    generation leaves only complete scans under their names, plus such leftovers; a rerun
-    into the folder (this function) removes them and writes the whole set again.
-    """
-    for folder in (out_dir, out_dir / "labels"):
-        for leftover in leftovers(folder, f"{prefix}_*"):
-            leftover.unlink(missing_ok=True)
-
-
 def generate_scans(
     run_dir: str | Path,
     n: int,
@@ -195,6 +185,9 @@ def generate_scans(
     run's ``train.precision`` (bf16 is faster on CPUs with AMX and on GPUs).  Files are written
     by ``writers`` threads (default: up to 8, one per CPU core) while the next batch is sampled:
     gzip compression releases the GIL, and on a GPU writing is otherwise the bottleneck.
+
+    ``out_dir`` must be empty, new, or hold an earlier generation of the same run and settings
+    (which is then completed or replaced whole); see :mod:`ratgan.generation.output`.
     """
     from tqdm.auto import tqdm
 
@@ -206,11 +199,12 @@ def generate_scans(
         raise RatganError(f"--writers must be at least 1 (got {writers}).")
     writers = writers or max(1, min(8, os.cpu_count() or 1))
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    folder = OutputFolder.inspect(out_dir, prefix)  # before any work: refuse a foreign folder
     loaded = load_generator(run_dir, checkpoint, device, precision, weights)
     cfg = loaded.config
     scan, info = _reference(run_dir, reference, cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(out_dir, prefix)
+    settings = _set_settings(run_dir, loaded, scan.path, seed, batch_size, prefix)
+    folder.claim(settings, n, str(run_dir.resolve()))
     suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
     records, written = [], []
     bar = tqdm(total=n, disable=not progress, unit="scan", desc="generate")
@@ -266,7 +260,23 @@ def generate_scans(
         while pending:
             finish_oldest()
     bar.close()
-    atomic_write_json(
-        out_dir / MANIFEST, {"run": str(run_dir.resolve()), "n": n, "seed": seed, "scans": records}
-    )
+    folder.finish(settings, n, str(run_dir.resolve()), records)
     return written
+
+
+def _set_settings(
+    run_dir: Path, loaded: LoadedGenerator, reference: Path, seed: int, batch_size: int, prefix: str
+) -> dict[str, Any]:
+    """What defines a generated set: two generations into one folder must agree on all of it
+    (``n`` aside), or their scans would be a mixture of two sets."""
+    return {
+        "run": str(run_dir.resolve()),
+        "checkpoint": str(loaded.checkpoint.resolve()),
+        "iteration": loaded.iteration,
+        "weights": loaded.weights,
+        "seed": seed,
+        "reference": str(Path(reference).resolve()),
+        "precision": loaded.config.train.precision,
+        "batch_size": batch_size,
+        "prefix": prefix,
+    }

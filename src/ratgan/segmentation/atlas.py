@@ -28,6 +28,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -187,8 +188,11 @@ def label_scans(
     """Label every target with the atlases and write ``out_dir/<target name>`` (uint8, the
     target's header and affine, written atomically); returns the written paths.
 
-    Label maps already in ``cache_dir`` (default ``out_dir/.cache``) under the same key are
-    reused; the others are computed by ``workers`` processes.
+    Every target and atlas is read first, so a bad file fails before any registration.  Label
+    maps already in ``cache_dir`` (default ``out_dir/.cache``) under the same key are reused;
+    the others are computed by ``workers`` processes and cached as each finishes.  The label
+    maps themselves are written once all are computed: a failure leaves no partial set, only
+    the cache, from which a rerun continues.
     """
     from tqdm.auto import tqdm
 
@@ -202,29 +206,17 @@ def label_scans(
             "two scans to label share a file name; label maps are written by "
             "file name, so rename one of them."
         )
+    check_inputs(targets, atlases, volume_index)
     keys = [cache_key(t, atlases, params) for t in targets]
     cached = {k: cache / f"{k}.nii.gz" for k in keys}
     todo = [i for i, k in enumerate(keys) if not cached[k].is_file()]
-    written: list[Path] = []
 
     def store(i: int, labels: np.ndarray) -> None:
         scan = read_scan(targets[i], volume_index)
         write_nifti(cached[keys[i]], labels, scan.affine, dtype=np.dtype(np.uint8))
-        written.append(
-            write_nifti(
-                out_dir / names[i],
-                labels,
-                scan.affine,
-                header=scan.header,
-                dtype=np.dtype(np.uint8),
-            )
-        )
 
     with tqdm(total=len(targets), desc=desc, unit="scan", disable=not progress) as bar:
-        pending = set(todo)
-        for i in [i for i in range(len(targets)) if i not in pending]:
-            store(i, _read_cached(cached[keys[i]], targets[i], volume_index))
-            bar.update()
+        bar.update(len(targets) - len(todo))
         if todo and workers > 1:
             import multiprocessing as mp
 
@@ -244,11 +236,35 @@ def label_scans(
             for i in todo:
                 store(i, atlas_label(targets[i], atlases, params, volume_index))
                 bar.update()
-    order = {p.name: p for p in written}
-    return [order[n] for n in names]
+    written = []
+    for i, target in enumerate(targets):
+        scan = read_scan(target, volume_index)
+        labels = _read_cached(cached[keys[i]], scan)
+        written.append(
+            write_nifti(
+                out_dir / names[i],
+                labels,
+                scan.affine,
+                header=scan.header,
+                dtype=np.dtype(np.uint8),
+            )
+        )
+    return written
 
 
-def _read_cached(path: Path, target: Path, volume_index: int | None) -> np.ndarray:
+def check_inputs(targets: list[Path], atlases: list[Atlas], volume_index: int | None) -> None:
+    """Read every atlas (scan and label map) and every target: a file that is missing,
+    damaged, holds NaN, or a label map that does not fit its scan, fails here, before minutes
+    of registrations (and before anything is written)."""
     from ratgan.data.io import read_label, read_scan
 
-    return read_label(path, read_scan(target, volume_index)).astype(np.uint8)
+    for atlas in atlases:
+        read_label(atlas.label, read_scan(atlas.image, volume_index))
+    for target in targets:
+        read_scan(target, volume_index)
+
+
+def _read_cached(path: Path, scan: Any) -> np.ndarray:
+    from ratgan.data.io import read_label
+
+    return read_label(path, scan).astype(np.uint8)

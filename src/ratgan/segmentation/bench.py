@@ -35,6 +35,7 @@ from ratgan.segmentation.labels import (
     LABEL_SOURCES,
     Pool,
     check_overlap,
+    check_synthetic_source,
     empty_pool,
     synthetic_pool,
 )
@@ -123,6 +124,9 @@ class BenchOptions:
     test_fraction: float = 0.2
     val_fraction: float = 0.15
     gate_margin: float = 0.1
+    gate_probe: int = 8
+    """Atlas labelling stops when none of the first ``gate_probe`` synthetic scans labelled
+    passes the quality gate (0: label every scan regardless)."""
     volume_index: int | None = None
     reference: str | None = None
     progress: bool = True
@@ -228,6 +232,8 @@ class BenchSettings(BenchOptions):
             raise RatganError(f"--crop must be brain or none (got {self.crop!r}).")
         if self.max_steps < 0:
             raise RatganError("--max-steps must be >= 0 (0: no cap).")
+        if self.gate_probe < 0:
+            raise RatganError("--gate-probe must be >= 0 (0: no probe).")
         if self.loss not in ("dice", "dice_ce"):
             raise RatganError(f"--loss must be dice or dice_ce (got {self.loss!r}).")
         if self.precision not in ("fp32", "bf16"):
@@ -268,8 +274,10 @@ def read_runs(out: Path) -> list[dict]:
 
 
 def check_folder(out: Path, fingerprint: dict[str, Any]) -> None:
-    """Raise if ``out`` holds a benchmark made with other options."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Raise if ``out`` is a file or holds a benchmark made with other options (the folder
+    itself is created only once every input has been checked, by :func:`prepare`)."""
+    if out.exists() and not out.is_dir():
+        raise RatganError(f"--out {out} is a file, not a folder for the benchmark.")
     state_path = out / "segbench.json"
     if state_path.is_file():
         old = json.loads(state_path.read_text()).get("options", {})
@@ -325,7 +333,8 @@ class BenchState:
 
 def prepare(options: BenchOptions) -> BenchState:
     """Resolve the options, check the folder, load and split the real set, check that the GAN
-    saw no test scan and pick the atlases; nothing is trained or generated."""
+    saw no test scan, that a folder of synthetic scans holds enough of them, and pick the
+    atlases; then create the folder.  Nothing is trained or generated."""
     opt = options.resolved()
     out = Path(opt.out)
     check_folder(out, opt.fingerprint())
@@ -348,6 +357,8 @@ def prepare(options: BenchOptions) -> BenchState:
         else {"checked": False, "files": []}
     )
     state = BenchState(opt, out, real, split, box, needed, overlap)
+    if needed:
+        check_synthetic_source(opt.synthetic, needed, len(split.train))
     if needed and opt.labels == "atlas":
         from ratgan.segmentation.atlas import AtlasParams, make_atlases
 
@@ -355,6 +366,7 @@ def prepare(options: BenchOptions) -> BenchState:
         state.atlases = make_atlases(
             [entries[i] for i in split.train], opt.atlases, seed=opt.split_seed
         )
+    out.mkdir(parents=True, exist_ok=True)
     return state
 
 
@@ -363,6 +375,8 @@ class Benchmark:
     work (synthetic pool, pending tests, reports)."""
 
     def __init__(self, options: BenchOptions) -> None:
+        out = Path(options.out)
+        self.created = not out.exists()
         self.state = prepare(options)
         self.opt = self.state.opt
         self.out = self.state.out
@@ -440,7 +454,19 @@ class Benchmark:
         )
 
     def run(self) -> dict:
-        """Run every pending (test, seed), then write the reports; returns results.json."""
+        """Run every pending (test, seed), then write the reports; returns results.json.
+
+        A failure keeps what the benchmark wrote (a rerun continues from it, and
+        quality_gate.json says why scans were rejected), but not an --out that this call
+        created and left empty."""
+        try:
+            return self._run()
+        except BaseException:
+            if self.created and self.out.is_dir() and not any(self.out.iterdir()):
+                self.out.rmdir()
+            raise
+
+    def _run(self) -> dict:
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()

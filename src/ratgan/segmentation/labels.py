@@ -16,6 +16,7 @@ is compared with the test split by path and by file content.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from ratgan.atomic import atomic_write_json
 from ratgan.errors import RatganError
 from ratgan.runs import is_run_folder, read_run_data
 from ratgan.segmentation.data import SegSet, concat, find_entries, load_set
-from ratgan.segmentation.quality_gate import FRACTIONS, QualityGate
+from ratgan.segmentation.quality_gate import FRACTIONS, GateResult, QualityGate
 
 if TYPE_CHECKING:
     from ratgan.segmentation.bench import BenchState
@@ -76,6 +77,23 @@ def gan_overlap(source: str | Path, held_out: list[Path]) -> dict[str, Any]:
         if Path(p).resolve() in seen_paths or file_digest(p) in seen_digests
     ]
     return {"checked": True, "files": hits}
+
+
+def check_synthetic_source(source: str | Path, needed: int, n_train: int) -> None:
+    """Raise RatganError, before any labelling, for a synthetic source that does not exist or
+    a folder holding fewer scans than the tests need even if the gate accepted every one."""
+    src = Path(source)
+    if not src.exists():
+        raise RatganError(f"synthetic source {src} does not exist.")
+    if is_run_folder(src):
+        return
+    n = len(find_entries(src))
+    if n < needed:
+        raise RatganError(
+            f"synthetic folder {src} holds {n} scans but the tests need {needed} for "
+            f"{n_train} real training scans, before the quality gate rejects any; add scans "
+            "or pass a run folder so that more are generated."
+        )
 
 
 def check_overlap(source: str | Path, held_out: list[Path], allow: bool) -> dict[str, Any]:
@@ -199,8 +217,7 @@ def synthetic_pool(state: BenchState) -> Pool:
     the quality gate; writes OUT/quality_gate.json."""
     opt = state.opt
     src = Path(opt.synthetic)
-    if not src.exists():
-        raise RatganError(f"synthetic source {src} does not exist.")
+    check_synthetic_source(src, 0, len(state.split.train))
     gate = QualityGate.fit(
         state.real.label_maps()[state.split.train + state.split.val], margin=opt.gate_margin
     )
@@ -218,39 +235,22 @@ def synthetic_pool(state: BenchState) -> Pool:
             desc=f"synthetic {tag}",
         )
         if mode == "atlas":
-            syn = atlas_labels(state, syn)
+            _probe(state, syn, gate, records)
+            syn = atlas_labels(state, syn)  # the probe's label maps come from the cache
         elif mode == "teacher":
             syn = teacher_labels(state, syn)
         res = gate.check(syn.label_maps())
-        for name, ok, frac, why in zip(
-            syn.names, res.accepted, res.fractions, res.reasons, strict=True
-        ):
-            records.append(
-                {
-                    "file": name,
-                    "round": tag,
-                    "accepted": bool(ok),
-                    "fractions": dict(zip(FRACTIONS, map(float, frac), strict=True)),
-                    "reason": why,
-                }
-            )
+        records.extend(_verdicts(syn, res, tag))
         if res.accepted.any():
             accepted.append(syn.subset(np.flatnonzero(res.accepted)))
+        _stop_if_probe_failed(state, gate, records)
 
     if is_run_folder(src):
         _generate_rounds(state, src, records, gate_set)
     else:
         gate_set(find_entries(src), "folder")
-    n_ok = sum(r["accepted"] for r in records)
-    summary = {
-        "acceptance_rate": n_ok / max(len(records), 1),
-        "n_checked": len(records),
-        "n_accepted": n_ok,
-        "labels": opt.labels,
-        "gate": gate.to_dict(),
-        "scans": records,
-    }
-    atomic_write_json(state.out / "quality_gate.json", summary)
+    summary = _write_gate_summary(state, gate, records)
+    n_ok = summary["n_accepted"]
     state.log(
         f"quality gate: {n_ok} of {len(records)} synthetic scans accepted "
         f"({summary['acceptance_rate']:.0%}), labels from {opt.labels}"
@@ -276,8 +276,73 @@ def synthetic_pool(state: BenchState) -> Pool:
     return Pool(concat(accepted), opt.labels, summary, atlas)
 
 
+def _verdicts(syn: SegSet, res: GateResult, tag: str) -> list[dict]:
+    """One quality_gate.json record per scan of ``syn``."""
+    return [
+        {
+            "file": name,
+            "round": tag,
+            "accepted": bool(ok),
+            "fractions": dict(zip(FRACTIONS, map(float, frac), strict=True)),
+            "reason": why,
+        }
+        for name, ok, frac, why in zip(
+            syn.names, res.accepted, res.fractions, res.reasons, strict=True
+        )
+    ]
+
+
+def _write_gate_summary(state: BenchState, gate: QualityGate, records: list[dict]) -> dict:
+    """OUT/quality_gate.json: the gate, every verdict and the acceptance rate."""
+    n_ok = sum(r["accepted"] for r in records)
+    summary = {
+        "acceptance_rate": n_ok / max(len(records), 1),
+        "n_checked": len(records),
+        "n_accepted": n_ok,
+        "labels": state.opt.labels,
+        "gate": gate.to_dict(),
+        "scans": records,
+    }
+    atomic_write_json(state.out / "quality_gate.json", summary)
+    return summary
+
+
+def _probe(state: BenchState, syn: SegSet, gate: QualityGate, records: list[dict]) -> None:
+    """Before labelling a whole set with the atlases, label the first scans that complete the
+    probe (``--gate-probe``, counted over every set labelled so far) and stop if none of the
+    probe passes the gate: minutes of registrations would most likely end in an empty pool."""
+    probe = state.opt.gate_probe
+    k = probe - len(records)
+    if probe == 0 or k <= 0 or k >= len(syn):  # no probe, done already, or no work saved
+        return
+    head = syn.subset(list(range(k)))
+    res = gate.check(atlas_labels(state, head).label_maps())
+    _stop_if_probe_failed(state, gate, records + _verdicts(head, res, "probe"))
+
+
+def _stop_if_probe_failed(state: BenchState, gate: QualityGate, records: list[dict]) -> None:
+    """Raise (after writing quality_gate.json) when at least ``--gate-probe`` synthetic scans
+    have been labelled and none of them passed the gate."""
+    probe, n = state.opt.gate_probe, len(records)
+    if probe == 0 or n < probe or any(r["accepted"] for r in records):
+        return
+    _write_gate_summary(state, gate, records)
+    # reasons read "GM fraction 0.765 outside [0.721, 0.757]; brain fraction ..."
+    failing = Counter(part.split()[0] for r in records for part in r["reason"].split("; ") if part)
+    common, count = failing.most_common(1)[0]
+    # With no acceptance in n scans, the rate's one-sided 95% upper bound is 1 - 0.05^(1/n).
+    bound = 1 - 0.05 ** (1 / n)
+    raise RatganError(
+        f"none of the {n} synthetic scans labelled so far passed the quality gate (the "
+        f"{common} fraction was out of the real range in {count}), so the acceptance rate is below "
+        f"{bound:.0%} with 95% confidence and segbench stops before labelling more; see "
+        f"{state.out / 'quality_gate.json'}, or pass --gate-probe 0 to label every scan."
+    )
+
+
 def _generate_rounds(state: BenchState, src: Path, records: list[dict], gate_set) -> None:
     from ratgan.generation import generate_scans
+    from ratgan.generation.output import is_complete_set
 
     opt = state.opt
     n_ok, n_all = 0, 0
@@ -285,7 +350,7 @@ def _generate_rounds(state: BenchState, src: Path, records: list[dict], gate_set
         if n_ok >= state.needed:
             break
         folder = state.out / "synthetic" / f"round-{rnd:02d}"
-        if not (folder / "manifest.json").is_file():
+        if not is_complete_set(folder):
             rate = max(n_ok / n_all, 0.2) if n_all else 0.8
             n = max(8, math.ceil((state.needed - n_ok) / rate * 1.1))
             state.log(f"generating {n} synthetic scans from {src} into {folder}")

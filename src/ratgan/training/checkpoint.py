@@ -128,7 +128,9 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
-        raise RatganError(f"checkpoint {path} cannot be read ({type(exc).__name__}).") from None
+        first = str(exc).strip().split(". ")[0].splitlines()[0][:120] if str(exc).strip() else ""
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise RatganError(f"checkpoint {path} cannot be read ({reason}).") from None
     if not isinstance(state, dict) or "iteration" not in state:
         raise RatganError(f"checkpoint {path} is not a ratgan checkpoint.")
     return state
@@ -146,6 +148,26 @@ def latest_checkpoint(run_dir: Path, remove_leftovers: bool = False) -> Path | N
             leftover.unlink(missing_ok=True)
     found = list_checkpoints(run_dir)
     return found[-1][1] if found else None
+
+
+def newest_readable_checkpoint(
+    run_dir: Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The newest checkpoint of a run that can be read, for the trainer resuming it: (its path,
+    its state, one sentence per newer checkpoint skipped because it cannot be read), or None
+    when the run has no checkpoint.  Removes the temporary files of interrupted writes (see
+    :func:`latest_checkpoint`); raises RatganError when no checkpoint can be read.
+    """
+    latest_checkpoint(run_dir, remove_leftovers=True)
+    skipped: list[str] = []
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path, map_location=map_location), skipped
+        except RatganError as exc:
+            skipped.append(str(exc).rstrip("."))
+    if skipped:
+        raise RatganError(f"no checkpoint of {run_dir} can be read: {'; '.join(skipped)}.")
+    return None
 
 
 def capture_rng_state() -> dict[str, Any]:

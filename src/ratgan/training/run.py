@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,15 +27,7 @@ from ratgan.data.transforms import PreprocessInfo, labels_to_channels
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
 from ratgan.models import Generator, Networks, build_networks
-from ratgan.runs import (
-    RunData,
-    RunScan,
-    read_run_config,
-    read_run_data,
-    run_paths,
-    write_run_config,
-    write_run_data,
-)
+from ratgan.runs import read_run_config, read_run_data, run_paths, write_run_config
 from ratgan.training import checkpoint as ckpt
 from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
@@ -43,6 +36,7 @@ from ratgan.training.ema import GeneratorEMA
 from ratgan.training.encoder_health import encoder_health
 from ratgan.training.figures import plot_loss_curves, plot_quality_curves, save_sample_montage
 from ratgan.training.host_memory import keep_freed_host_memory
+from ratgan.training.run_folder import NewRunGuard, write_new_run
 
 
 class TrainingDiverged(RatganError):
@@ -77,13 +71,15 @@ class TrainResult:
     run_dir: Path
     iteration: int
     seconds: float
+    """Training seconds, counted on across resumes (as in metrics.jsonl)."""
     last_losses: dict[str, float]
     networks: Networks
     rank: int = 0
 
 
 def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> Config:
-    """Check the run folder (every rank) and write the resolved config (rank 0 only)."""
+    """Check the run folder (every rank); on resume, store a changed iteration target (rank 0
+    only).  A new run's folder is written once its data has been read (``write_new_run``)."""
     has_ckpt = bool(ckpt.list_checkpoints(run_dir))
     if resume:
         if not run_paths(run_dir).config.is_file():
@@ -110,9 +106,8 @@ def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> C
             f"run folder {run_dir} already holds checkpoints; pass --resume to "
             "continue it or choose another --out."
         )
-    if write:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(run_dir, cfg)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RatganError(f"--out {run_dir} is a file, not a run folder.")
     return cfg
 
 
@@ -152,6 +147,7 @@ def train(
     run_dir = Path(run_dir)
     device = select_device(cfg.train.device)
     info, device = distributed.setup(device)
+    guard = NewRunGuard(run_dir) if not resume and info.is_main else None
     try:
         cfg = _prepare_run_dir(run_dir, cfg, resume, write=info.is_main)
         if resume:
@@ -165,20 +161,7 @@ def train(
             progress=progress and info.is_main,
         )
         if not resume and info.is_main:
-            write_run_data(
-                run_dir,
-                RunData(
-                    source=str(data_source),
-                    entries=[
-                        RunScan(
-                            str(Path(e.image).resolve()),
-                            None if e.label is None else str(Path(e.label).resolve()),
-                        )
-                        for e in cohort.entries
-                    ],
-                    infos=[i.to_dict() for i in cohort.infos],
-                ),
-            )
+            write_new_run(run_dir, cfg, data_source, cohort)
         probe = None
         if cfg.train.eval_every and info.is_main:
             if probe_factory is None:
@@ -200,6 +183,10 @@ def train(
         )
         distributed.finish(info)
         return result
+    except BaseException:
+        if guard is not None:  # a new run that failed before its first checkpoint
+            guard.discard_if_unfinished()
+        raise
     finally:
         distributed.teardown(info)
 
@@ -244,14 +231,19 @@ def _resume(
     ema: GeneratorEMA | None,
     augment: DiscriminatorAugment | None,
 ) -> tuple[int, dict[str, Any]]:
-    """Restore the latest checkpoint of ``run_dir``, if any: (its iteration, the best record).
+    """Restore the newest readable checkpoint of ``run_dir``, if any: (its iteration, the best
+    record).  An unreadable newer checkpoint (truncated, damaged) is skipped with a message
+    naming it and why.
 
     Log lines written after that checkpoint are dropped (rank 0).  (0, {}) when there is none.
     """
-    latest = ckpt.latest_checkpoint(run_dir, remove_leftovers=True)
-    if latest is None:
+    found = ckpt.newest_readable_checkpoint(run_dir, map_location=device)
+    if found is None:
         return 0, {}
-    state = ckpt.load_checkpoint(latest, map_location=device)
+    path, state, skipped = found
+    if info.is_main:
+        for message in skipped:
+            print(f"resume: {message}; resuming from {path.name} instead", file=sys.stderr)
     _restore(state, nets, optimizers, rng, stream, info)
     _restore_extras(state, ema, augment)
     start = int(state["iteration"])
@@ -352,7 +344,7 @@ def _loop(
     window: list[dict[str, torch.Tensor]] = []
     finite = torch.ones((), dtype=torch.bool, device=device)
     last: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - _last_value(paths.metrics, "seconds")  # go on across resumes
     cpu0 = time.process_time() - _last_value(paths.metrics, "cpu_seconds")
     bar = tqdm(
         total=t_cfg.iterations,

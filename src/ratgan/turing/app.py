@@ -33,6 +33,7 @@ from ratgan.turing.stats import (
     table3_csv,
     table3_rows,
 )
+from ratgan.turing.server import MAX_BODY, make_server
 from ratgan.turing.study import ANSWERS, Rater, Record, Study, format_duration
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -65,7 +66,7 @@ def create_app(study: str | os.PathLike[str]) -> Flask:
         static_folder=str(here / "static"),
     )
     app.config["STUDY"] = Study(study)
-    app.config["MAX_CONTENT_LENGTH"] = 4096
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.jinja_env.filters["num"] = _number
     app.jinja_env.filters["duration"] = format_duration
     app.after_request(_harden)
@@ -242,11 +243,10 @@ def serve(
 
     The private links are printed only with ``show_links`` (server output often ends up in
     logs); ``ratgan turing create`` printed them once and wrote them to the study's links file.
+    The server's limits against slow or greedy clients are in :mod:`ratgan.turing.server`.
     """
-    from waitress import create_server
-
     app = create_app(study)
-    server = create_server(app, host=host, port=port, threads=threads, ident="ratgan")
+    server = make_server(app, host, port, threads)
     bound_host, bound_port = server.effective_host, server.effective_port
     if bound_host in ("0.0.0.0", "::"):
         bound_host = socket.getfqdn()  # links must name a reachable host, not the wildcard

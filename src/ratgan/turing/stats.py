@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -232,19 +233,25 @@ def format_table3(summary: Summary) -> str:
     return "\n".join(lines)
 
 
-# A text cell starting with one of these is a formula to spreadsheet programs (CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# Text starting with one of = + - @ is a formula to spreadsheet programs (CSV injection), and
+# so is a cell starting with a tab or carriage return.  A spreadsheet that guesses another
+# separator on import (';' in many locales, tab, '|') cuts a cell into several, so every
+# position after such a character (and after blanks or quotes) counts as a start too.
+_FORMULA = re.compile(r"(^|[,;\t|\r\n])([\s\"']*)(?=[=+\-@])")
 
 
 def _safe_cell(value: object) -> object:
-    """Text that a spreadsheet would run as a formula, prefixed with ' so it stays text;
-    numbers (written by this module, e.g. a negative kappa) are left as they are."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        try:
-            float(value)
-        except ValueError:
-            return "'" + value
-    return value
+    """Text that a spreadsheet could run as a formula, with ' put before each formula start
+    so that it stays text; numbers (e.g. a negative kappa) are left as they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        pass
+    safe = _FORMULA.sub(lambda m: f"{m.group(1)}{m.group(2)}'", value)
+    return "'" + safe if safe.startswith(("\t", "\r")) else safe
 
 
 def _csv(rows: Sequence[Sequence[object]]) -> str:

@@ -186,6 +186,8 @@ def create_study(
     """
     out = Path(out)
     target = out / STUDY_FILENAME
+    if out.exists() and not out.is_dir():
+        raise RatganError(f"--out {out} is a file, not a folder for the study")
     if target.exists():
         raise RatganError(f"{target} already exists; choose another --out folder")
     names, levels = _rater_names(raters, expertise)
@@ -256,21 +258,50 @@ def _draw_scans(
     n_per_model: int,
     rng: np.random.Generator,
 ) -> list[tuple[str, Path]]:
-    """(source, scan file) of every drawn scan: ``n_real`` real ones, then each model's."""
+    """(source, scan file) of every drawn scan: ``n_real`` real ones, then each model's.
+
+    Every scan of every source is compared first (:func:`_check_disjoint`), so sources that
+    share a scan are refused whichever scans the seed would draw.
+    """
     from ratgan.data.io import list_scans
 
-    drawn: list[tuple[str, Path]] = []
-    for source, folder, n, what in [(REAL, real, n_real, "--n-real")] + [
+    sources = [(REAL, real, n_real, "--n-real")] + [
         (name, folder, n_per_model, "--n-per-model") for name, folder in synthetic
-    ]:
-        entries = list_scans(os.fspath(folder))
+    ]
+    listed = [(source, list_scans(os.fspath(folder))) for source, folder, _, _ in sources]
+    drawn: list[tuple[str, Path]] = []
+    for (source, folder, n, what), (_, entries) in zip(sources, listed, strict=True):
         drawn += [(source, Path(e.image)) for e in _draw(entries, n, what, str(folder), rng)]
     if not drawn:
         raise RatganError("the study would be empty: raise --n-real or --n-per-model")
+    _check_disjoint([(source, [Path(e.image) for e in entries]) for source, entries in listed])
     paths = [p.resolve() for _, p in drawn]
     if len(set(paths)) != len(paths):
-        raise RatganError("the same scan file was drawn twice; real and synthetic folders overlap")
+        raise RatganError("the same scan file was drawn twice: a source lists it twice")
     return drawn
+
+
+def _check_disjoint(sources: Sequence[tuple[str, Sequence[Path]]]) -> None:
+    """Raise RatganError when two sources (real, each model) hold the same scan: the same
+    file, or two files of identical content.  A scan in two sources would carry two answer
+    keys, and a copied real scan among the synthetic ones would be scored as synthetic."""
+    seen: dict[str, tuple[str, Path]] = {}
+    for source, paths in sources:
+        for path in paths:
+            keys = {f"path:{path.resolve()}", f"sha256:{_sha256(path)}"}
+            clash = next((seen[k] for k in sorted(keys) if k in seen), None)
+            if clash is not None and clash[0] != source:
+                raise RatganError(
+                    f"{_source_name(source)} scan {path} is the same scan as "
+                    f"{_source_name(clash[0])} scan {clash[1]} (same file or identical "
+                    "content); the sources of a study must not overlap"
+                )
+            for key in keys:
+                seen.setdefault(key, (source, path))
+
+
+def _source_name(source: str) -> str:
+    return "real" if source == REAL else f"model {source!r}"
 
 
 def _render_scans(
