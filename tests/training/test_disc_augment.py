@@ -44,14 +44,14 @@ def test_flip_at_p_half_keeps_mirrored_anatomy_distinguishable():
     assert abs(seen_mirrored.mean().item() - 0.25) < 0.03
 
 
-def test_translation_shifts_by_whole_voxels_repeating_the_edge():
+def test_translation_shifts_by_whole_voxels_reflecting_at_the_edge():
     aug = _aug(p=1.0, translate=0.25)
     x = torch.arange(8.0).view(1, 1, 8, 1, 1).expand(1, 1, 8, 8, 2).contiguous()
     shifted = aug._translate(x, 2, torch.tensor([2]))
-    # Known answer: values move two voxels up the axis, the first value repeated at the edge.
-    assert shifted[0, 0, :, 0, 0].tolist() == [0, 0, 0, 1, 2, 3, 4, 5]
+    # Known answer: values move two voxels up the axis, the gap filled by reflection.
+    assert shifted[0, 0, :, 0, 0].tolist() == [2, 1, 0, 1, 2, 3, 4, 5]
     back = aug._translate(x, 2, torch.tensor([-3]))
-    assert back[0, 0, :, 0, 0].tolist() == [3, 4, 5, 6, 7, 7, 7, 7]
+    assert back[0, 0, :, 0, 0].tolist() == [3, 4, 5, 6, 7, 6, 5, 4]
     # Random shifts stay within 0.25 * 8 = 2 voxels: the mean moves by at most 2.
     out = aug(x.expand(16, 1, 8, 8, 2).contiguous(), torch.Generator().manual_seed(1))
     moved = out[:, 0, :, 0, 0].mean(1) - x[0, 0, :, 0, 0].mean()
