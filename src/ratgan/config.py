@@ -80,6 +80,12 @@ class ModelConfig:
     g_trilinear_blocks: int = 0
     """With ``g_upsample: trilinear``, how many of G's last up-sampling blocks use it (0: all);
     the deeper blocks keep the fast fused nearest form."""
+    g_final_conv: int = 0
+    """Beyond the paper: when > 0, G's last up-sampling block ends with this many channels
+    (norm and activation after it) and one more Conv3d(k3, p1) at full resolution maps them to
+    the output, so that fine detail can come from a nonlinearity at full resolution rather than
+    from the up-sampling's replicas (StyleGAN's generators convolve after every up-sampling);
+    0 is the paper's single output conv."""
     d_mbstd_group: int = 0
     """Beyond the paper: StyleGAN's minibatch standard deviation in D (a feature map of the
     spread over groups of this many volumes, appended before D's last conv) so that the critic
@@ -302,7 +308,13 @@ def _model_problems(cfg: Config) -> list[str]:
     p += _failing(m, "model", slopes, _outside_half_open_unit, "must be in [0, 1)")
     if len(set(m.spectral_norm)) != len(m.spectral_norm):
         p.append("model.spectral_norm lists a network twice")
-    p += _failing(m, "model", ("g_trilinear_blocks", "d_mbstd_group"), _negative, "must be >= 0")
+    p += _failing(
+        m,
+        "model",
+        ("g_trilinear_blocks", "d_mbstd_group", "g_final_conv"),
+        _negative,
+        "must be >= 0",
+    )
     if m.d_mbstd_group and cfg.train.batch_size % m.d_mbstd_group:
         p.append(
             f"model.d_mbstd_group ({m.d_mbstd_group}) must divide train.batch_size "

@@ -109,3 +109,11 @@ def test_standardised_codes_need_two_scans_per_batch():
 
     with pytest.raises(RatganError, match="model.e_standardise"):
         load_config("tiny", {"model.e_standardise": True, "train.batch_size": 1})
+
+
+def test_final_full_resolution_conv():
+    cfg = load_config("tiny", {"model.g_final_conv": 4})
+    g = build_networks(cfg.model).generator
+    assert g.net.final.weight.shape == (1, 4, 3, 3, 3)
+    assert g.net.out[1].weight.shape[0] == 4
+    assert g(torch.randn(2, cfg.model.latent_dim)).shape == (2, 1, 16, 16, 16)

@@ -4,7 +4,8 @@ A generator that up-samples by nearest-neighbour repetition draws an axis-aligne
 stripes and columns that run along the volume's axes.  In a slice's 2-D power spectrum that is
 power concentrated on the frequency axes, where real anatomy spreads its fine-scale power over
 all directions.  For each plane (xy, xz, yz) this module averages the 2-D power spectra of all
-slices of all scans (each slice's mean removed), takes the annulus of radial frequencies
+slices of all scans (each slice's mean removed, then a 2-D Hann window applied so that content
+cut by the field of view does not leak power onto the axes), takes the annulus of radial frequencies
 ``band`` (cycles per voxel; 0.5 is Nyquist), and divides the mean power in a wedge of
 ``wedge_deg`` degrees about one axis's frequency axis by the mean power in wedges of the same
 width about the two diagonals.  An axis's ratio is the mean over the two planes that contain
@@ -53,7 +54,10 @@ def _plane_power(volumes: FloatArray, plane: tuple[int, int]) -> FloatArray:
     moved = np.moveaxis(volumes, (1 + a, 1 + b, 1 + other), (2, 3, 1))
     slices = moved.reshape(-1, moved.shape[2], moved.shape[3]).astype(np.float64)
     slices = slices - slices.mean(axis=(1, 2), keepdims=True)
-    power = np.abs(np.fft.fft2(slices)) ** 2
+    # A Hann window: without it the jump between opposite edges of a slice (content cut by
+    # the field of view) leaks power along the frequency axes, which is no grid.
+    window = np.outer(np.hanning(slices.shape[1]), np.hanning(slices.shape[2]))
+    power = np.abs(np.fft.fft2(slices * window)) ** 2
     return np.asarray(power.mean(axis=0))
 
 

@@ -26,7 +26,8 @@ class Generator(nn.Module):
     halve the channels each time and end at ``channels`` (each pair run as one equivalent
     transposed conv when ``g_fused_upsample``: :func:`ratgan.models.layers.nearest_up_conv3d`;
     ``g_upsample: trilinear`` makes the last ``g_trilinear_blocks`` blocks anti-aliased).
-    With ``latent_norm: sphere`` z is first scaled to length sqrt(L).
+    With ``latent_norm: sphere`` z is first scaled to length sqrt(L); with ``g_final_conv`` the
+    last block ends in that many channels, followed by a full-resolution Conv3d to the output.
     Norm and activation follow every layer but the last, which ends in tanh.  No layer has a
     bias (as in the published code).
     """
@@ -63,11 +64,24 @@ class Generator(nn.Module):
             )
         # The final tanh is applied in forward(), after the optional output noise (a Tanh has
         # no parameters, so the state_dict keys are those of the published layer list).
-        layers["out"] = UpsampleConvBlock(
-            maybe_spectral(nn.Conv3d(widths[-1], cfg.channels, 3, 1, 1, bias=False), sn),
-            fused=cfg.g_fused_upsample,
-            mode=mode(n_blocks),
-        )
+        if cfg.g_final_conv:
+            extra = cfg.g_final_conv
+            layers["out"] = UpsampleConvBlock(
+                maybe_spectral(nn.Conv3d(widths[-1], extra, 3, 1, 1, bias=False), sn),
+                norm3d(cfg.g_norm, extra),
+                activation(cfg.g_activation, cfg.g_leaky_slope),
+                fused=cfg.g_fused_upsample,
+                mode=mode(n_blocks),
+            )
+            layers["final"] = maybe_spectral(
+                nn.Conv3d(extra, cfg.channels, 3, 1, 1, bias=False), sn
+            )
+        else:
+            layers["out"] = UpsampleConvBlock(
+                maybe_spectral(nn.Conv3d(widths[-1], cfg.channels, 3, 1, 1, bias=False), sn),
+                fused=cfg.g_fused_upsample,
+                mode=mode(n_blocks),
+            )
         self.net = nn.Sequential(layers)
         self.tanh = nn.Tanh()
         self.output_noise = OutputNoise() if cfg.g_output_noise else None
