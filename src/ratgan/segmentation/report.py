@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +22,7 @@ from ratgan.atomic import atomic_write_json, atomic_write_text
 from ratgan.segmentation.metrics import SCORES
 from ratgan.segmentation.stats import COLLAPSE_DICE, collapses, compare
 
-if TYPE_CHECKING:
-    from ratgan.segmentation.bench import BenchSettings
+from ratgan.segmentation.state import BenchSettings
 
 PAPER_TABLE4 = {
     "global": [0.8969, 0.9138, 0.9083, 0.9078, 0.9141, 0.8238, 0.7646, 0.8979, 0.8259, 0.8183],
