@@ -222,9 +222,11 @@ Protocol **authors**: the published test code's computation (docs/evaluation.md)
 compared with 2 scans of the other set; MMD is the linear-kernel MMD of the 2 against the 2
 (distance between the two 2-scan mean images); NCC and MAE on volumes zero-padded to
 {side}^3; RMSE, PSNR, MMD on the source slices. MS-SSIM: Kwon et al.'s 3D code (5 scales,
-data range 1, scales mixed as that code does), pairs of each shuffled epoch, about
-{s["msssim_comparisons"]} pairs per set. **± = std over the epoch averages**, not over
-single comparisons. {head}
+data range 1, scales mixed as that code does), about {s["msssim_comparisons"]} pairs per set:
+for the real set the pairs of each shuffled epoch, **± = std over the epoch averages**; for
+each synthetic set random pairs, value and **± = mean and std of the running means** after
+each pair (the notebook's computation; that ± is far smaller than the spread of the pairs).
+The other columns' ± = std over the epoch averages, not over single comparisons. {head}
 
 {table(result, PAPER_COLUMNS)}
 """
