@@ -14,8 +14,11 @@ Network (``AnatomyNet``, plain torch; MONAI's UNets run two instance-normalised 
 full resolution per level, 6-15 s per two-volume training step on a 2-core CPU, so a lighter
 net is written here): an encoder of four 3x3x3 convolutions (widths 8, 16, 32, 64 by default,
 the last three with stride 2, LeakyReLU 0.1) and a decoder that upsamples the deepest level
-twice with skip connections to half resolution and predicts class logits there, trilinearly
-upsampled to full resolution for a cross-entropy + soft Dice loss.
+three times with skip connections back to full resolution and predicts class logits there,
+for a cross-entropy + soft Dice loss.  (Logits at half resolution, upsampled, were cheaper per
+step but their WM and CSF Dice grew more slowly: 0.69 / 0.71 after 600 steps on held-out
+phantom scans, against 0.70 / 0.73 after 300 with the full-resolution head, the same CPU
+time; the thin WM ribbon needs the full-resolution skip.)
 
 Feature vector of a volume (``AnatomyFeatures.features``):
 * *what*: the per-channel spatial mean of each of the four encoder levels (8 + 16 + 32 + 64);
@@ -117,19 +120,20 @@ class AnatomyNet(nn.Module):
         )
         self.dec2 = nn.Conv3d(w3 + w2, w2, 3, padding=1)
         self.dec1 = nn.Conv3d(w2 + w1, w1, 3, padding=1)
-        self.head = nn.Conv3d(w1, n_classes, 1)
+        self.dec0 = nn.Conv3d(w1 + w0, w0, 3, padding=1)
+        self.head = nn.Conv3d(w0, n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Half-resolution class logits and the four encoder activations of x (B, 1, X, Y, Z)."""
+        """Full-resolution class logits and the four encoder activations of x (B, 1, X, Y, Z)."""
         levels = []
         for conv in self.enc:
             x = F.leaky_relu(conv(x), 0.1)
             levels.append(x)
-        _, e1, e2, e3 = levels
-        d = F.interpolate(e3, size=e2.shape[2:], mode="trilinear", align_corners=False)
-        d = F.leaky_relu(self.dec2(torch.cat([d, e2], 1)), 0.1)
-        d = F.interpolate(d, size=e1.shape[2:], mode="trilinear", align_corners=False)
-        d = F.leaky_relu(self.dec1(torch.cat([d, e1], 1)), 0.1)
+        e0, e1, e2, e3 = levels
+        d = e3
+        for conv, skip in ((self.dec2, e2), (self.dec1, e1), (self.dec0, e0)):
+            d = F.interpolate(d, size=skip.shape[2:], mode="trilinear", align_corners=False)
+            d = F.leaky_relu(conv(torch.cat([d, skip], 1)), 0.1)
         return self.head(d), levels
 
 
@@ -270,8 +274,7 @@ class AnatomyFeatures:
         out = []
         for v in np.asarray(volumes, dtype=np.float32):
             logits, _ = self.net(torch.from_numpy(v)[None, None])
-            up = F.interpolate(logits, size=v.shape, mode="trilinear", align_corners=False)
-            out.append(up.argmax(1)[0].numpy().astype(np.uint8))
+            out.append(logits.argmax(1)[0].numpy().astype(np.uint8))
         return np.stack(out)
 
     def describe(self) -> dict:
@@ -443,8 +446,9 @@ def _train(
         for m in net.modules():
             if isinstance(m, nn.Conv3d):
                 m.reset_parameters()
+    # a constant learning rate: the run does not depend on the step cap, so a run that stops
+    # at the target is the same whatever the cap (a schedule would tie it to the cap)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, settings.steps))
     x_all = torch.from_numpy(vols)[:, None]
     y_all = torch.from_numpy(labs)
     bs = min(settings.batch_size, len(vols))
@@ -458,16 +462,14 @@ def _train(
         idx = order[pos : pos + bs]
         pos += bs
         x, y = x_all[idx], y_all[idx]
-        logits, _ = net(x)
-        up = F.interpolate(logits, size=y.shape[1:], mode="trilinear", align_corners=False)
-        loss = F.cross_entropy(up, y)
+        logits, _ = net(x)  # full resolution
+        loss = F.cross_entropy(logits, y)
         if settings.dice_weight:
             onehot = F.one_hot(y, n_classes).permute(0, 4, 1, 2, 3).float()
-            loss = loss + settings.dice_weight * _soft_dice_loss(torch.softmax(up, 1), onehot)
+            loss = loss + settings.dice_weight * _soft_dice_loss(torch.softmax(logits, 1), onehot)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         space.steps_run = step + 1
         if step % 10 == 0 or step == settings.steps - 1:
             space.history.append(float(loss.detach()))
