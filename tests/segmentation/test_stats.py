@@ -190,3 +190,25 @@ def test_collapsed_seeds_are_listed():
         {"test": 1, "seed": 0, "tissues": {"CSF": 0.05}},
         {"test": 9, "seed": 1, "tissues": {"WM": 0.0}},
     ]
+
+
+def test_report_states_the_detectable_difference_and_pools_no_pairs():
+    from ratgan.segmentation.report import comparisons, conclusion, stats_markdown
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for seed in range(5):
+        base = 0.95 + 0.02 * rng.standard_normal() + 0.01 * rng.standard_normal(13)
+        for test, delta in ((1, 0.0), (3, -0.03)):
+            v = base + delta + 0.01 * rng.standard_normal() + 0.005 * rng.standard_normal(13)
+            per_scan = {k: [float(x) for x in v] for k in ("global", "GM", "WM", "CSF")}
+            runs.append(run(test, seed, per_scan))
+    comps = comparisons(runs)
+    glob = next(c for c in comps if c["score"] == "global")
+    text = conclusion(comps, [])
+    assert (
+        f"test 3 {glob['detectable']:.4f} ({glob['seeds_to_halve']} seeds would halve it)" in text
+    )
+    assert "Wilcoxon" not in text and "pairs)" not in text
+    table = stats_markdown(comps, [{"test": 3, "name": "r43+s43"}])
+    assert "| 5 x 13 |" in table and f"({glob['seeds_to_halve']} seeds)" in table

@@ -141,11 +141,14 @@ def comparisons(runs: list[dict]) -> list[dict]:
     return [compare(runs, t, s).to_dict() for t in tests for s in TABLE_SCORES]
 
 
-def _halving(c: dict) -> str:
-    """How many seeds would halve the detectable ΔDice, in words."""
-    if c["seeds_to_halve"] is None:
-        return "not by seeds alone"
-    return f"{c['seeds_to_halve']} seeds"
+def _halving(c: dict, sentence: bool = False) -> str:
+    """How many seeds would halve the detectable ΔDice: a table cell or a phrase."""
+    n = c["seeds_to_halve"]
+    if sentence:
+        if n is None:
+            return "more seeds alone would not halve it: the test scans' variance dominates"
+        return f"{n} seeds would halve it"
+    return "not by seeds alone" if n is None else f"{n} seeds"
 
 
 def stats_markdown(comps: list[dict], rows: list[dict]) -> str:
@@ -194,7 +197,7 @@ def conclusion(comps: list[dict], collapsed: list[dict]) -> str:
         "The smallest global ΔDice this run could detect (80 % power, 5 % two-sided), from "
         "its estimated variance components: "
         + ", ".join(
-            f"test {t} {c['detectable']:.4f} ({_halving(c)} would halve it)"
+            f"test {t} {c['detectable']:.4f} ({_halving(c, sentence=True)})"
             for t, c in sorted(glob.items())
         )
         + ".",
