@@ -4,9 +4,9 @@
 
 Both folders must come from ``ratgan segbench`` on the same real scans, split and seeds (for
 example a GAN's pool and a control pool labelled the same way).  For each test, prints the
-mean ΔDice of A minus B per score, the two-way bootstrap 95 % interval over seeds and test
-scans (the statistics of ``ratgan segbench``) and how many seeds favour A.  Checks first
-that test 1 agrees in both runs.  Not pass/fail.
+mean ΔDice of A minus B per score, its 95 % interval and p-value from the crossed
+random-effects model of seeds and test scans (the statistics of ``ratgan segbench``) and how
+many seeds favour A.  Checks first that test 1 agrees in both runs.  Not pass/fail.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from ratgan.segmentation.stats import bootstrap_ci, paired_delta_matrix
+from ratgan.segmentation.stats import compare
 
 SCORES = ("global", "GM", "WM", "CSF")
 
@@ -42,12 +40,11 @@ def main() -> None:
         runs = [{**r, "test": 2} for r in a if r["test"] == test]
         runs += [{**r, "test": 1} for r in b if r["test"] == test]
         for score in SCORES:
-            m = paired_delta_matrix(runs, 2, score)
-            lo, hi = bootstrap_ci(m)
-            favour = int((np.nanmean(m, axis=1) > 0).sum())
+            c = compare(runs, 2, score)
             print(
-                f"test {test} {score:6s} A - B = {np.nanmean(m):+.4f} "
-                f"[{lo:+.4f}, {hi:+.4f}]  seeds favouring A: {favour} of {len(m)}"
+                f"test {test} {score:6s} A - B = {c.mean_delta:+.4f} "
+                f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]  p = {c.p_value:.2g}  "
+                f"seeds favouring A: {c.seeds_better} of {c.n_seeds}"
             )
 
 

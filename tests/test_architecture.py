@@ -75,3 +75,40 @@ def test_the_training_loop_is_imported_only_by_training_and_the_front_ends():
         )
     }
     assert {u for u in users if not u.startswith(("training/", "cli/"))} <= {"demo.py"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_module_imports_itself_through_others():
+    """No import circle between modules, counting every import: at the top, inside
+    functions and under ``TYPE_CHECKING`` (shared types live in a module below their users)."""
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ratgan"):
+                for alias in node.names:  # ``from ratgan.pkg import module`` names the module
+                    full = f"{node.module}.{alias.name}"
+                    targets.add(full if full in modules else node.module)
+            elif isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names if a.name.startswith("ratgan"))
+        graph[name] = targets & set(modules)
+
+    def circle_from(start: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    circles = [c for m in sorted(graph) if (c := circle_from(m)) is not None]
+    assert not circles, "import circle: " + " -> ".join(circles[0])

@@ -30,7 +30,9 @@ def test_features_shape_cache_and_seed(kit, tmp_path):
     f = space.features(vols)
     assert space.raw_dim == 4 + 4 + 8 + 8 + 2 * 8 and 0 < space.dim <= space.raw_dim
     assert f.shape == (4, space.dim)
-    np.testing.assert_array_equal(f, space.raw_features(vols)[:, space.keep])
+    # standardised by the fitting set: z-scores of the kept raw features over these scans
+    raw = space.raw_features(vols)[:, space.keep]
+    np.testing.assert_allclose(f, (raw - raw.mean(0)) / raw.std(0, ddof=1), rtol=1e-6)
     assert np.isfinite(f).all() and not space.cached
     assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.tmp"))
     again = fit_anatomy_features(vols, labels, seed=3, settings=TINY, cache_dir=tmp_path)
@@ -46,6 +48,36 @@ def test_features_shape_cache_and_seed(kit, tmp_path):
         content_key(vols, labels, 3, AnatomySettings(steps=7)),
     }
     assert len(keys) == 4
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray, label: int) -> float:
+    p, r = pred == label, ref == label
+    return 2 * (p & r).sum() / (p.sum() + r.sum())
+
+
+def test_training_stops_once_held_out_dice_reaches_the_target(kit):
+    vols, labels = labelled(kit, 10, 5)
+    easy = AnatomySettings(
+        widths=(4, 8, 8, 8), steps=400, check_every=10, target_dice=0.6, grid=(2, 2, 2)
+    )
+    space = fit_anatomy_features(vols, labels, seed=1, settings=easy)
+    assert space.n_validation == 2 and space.reached
+    assert space.steps_run < easy.steps and space.steps_run % easy.check_every == 0
+    assert [c["step"] for c in space.curve] == list(range(10, space.steps_run + 1, 10))
+    # the held-out Dice it stopped on, recomputed here on the same held-out scans
+    from ratgan.evaluation.anatomy import validation_split
+
+    _, val = validation_split(10, 1, easy.validation)
+    pred = space.segment(vols[val])
+    for label in (1, 2):
+        assert space.val_dice[str(label)] == pytest.approx(_dice(pred, labels[val], label))
+        assert space.val_dice[str(label)] >= 0.6
+    # an unreachable target runs every step and says so
+    hard = AnatomySettings(widths=(4, 4, 8, 8), steps=8, check_every=4, target_dice=1.0)
+    tired = fit_anatomy_features(vols, labels, seed=1, settings=hard)
+    assert tired.steps_run == 8 and not tired.reached and len(tired.curve) == 2
+    about = anatomy_stage.AnatomyExtractor(tired, 0.0).describe()["about"]
+    assert "did NOT reach the target 1" in about
 
 
 def test_set_distances_known_answers():
@@ -122,7 +154,8 @@ def test_evaluate_reports_the_anatomy_space(kit, tiny_sets, tmp_path, monkeypatc
     assert set(anat["rows"]) == {data["reference_row"], "noise"}
     for row in anat["rows"].values():
         assert {"fd", "rbf_mmd", "precision", "recall"} <= set(row)
-    assert anat["steps"] == TINY.steps and anat["raw_dim"] == 40 and anat["subset_size"] >= 3
+    assert anat["max_steps"] == TINY.steps and anat["steps"] <= TINY.steps
+    assert anat["raw_dim"] == 40 and anat["subset_size"] >= 3 and anat["n_validation"] == 2
     md = (out / "report.md").read_text()
     section = md.split("### Feature space: anatomy")[1].split("## Memorisation")[0]
     assert "segmentation net" in section and "| noise |" in section

@@ -83,3 +83,30 @@ def test_authors_mmd_is_smaller_than_the_per_pair_mmd(kit):
     batch = authors.pair_metrics_by_epoch(real, syn, 10, np.random.default_rng(0))["mmd"]
     per_pair = pair_matrices(real, syn, EvaluationSettings(progress=False), "t")["mmd"]
     assert batch["mean"] < 0.8 * per_pair.mean()
+
+
+def test_synthetic_msssim_is_the_notebooks_mean_of_running_means(kit, monkeypatch):
+    """``ms_ssim_generated``: after each pair the running mean of all pairs so far is
+    appended, and the mean and std of that list are reported (a literal loop here)."""
+    vols = kit.brains(5, 3)
+    table = {(i, j): 0.5 + 0.07 * i - 0.05 * j + 0.01 * i * j for i in range(5) for j in range(5)}
+    monkeypatch.setattr(
+        authors, "kwon_msssim", lambda a, b: table[(int(a[0, 0, 0]), int(b[0, 0, 0]))]
+    )
+    tagged = vols.copy()
+    tagged[:, 0, 0, 0] = np.arange(5)  # each scan carries its index, to look the value up
+    got = authors.msssim_running(tagged, 40, np.random.default_rng(4))
+    rng = np.random.default_rng(4)
+    meanarr, sum_ssim = [], 0.0
+    values = []
+    for i in range(40):
+        a, b = sorted(rng.choice(5, 2, replace=False))
+        msssim = table[(a, b)]
+        values.append(msssim)
+        sum_ssim = sum_ssim + msssim
+        meanarr.append(sum_ssim / (i + 1))
+    assert got["mean"] == pytest.approx(np.mean(meanarr))
+    assert got["std"] == pytest.approx(np.std(meanarr, ddof=1))  # torch.std: n - 1
+    assert got["per_pair_std"] == pytest.approx(np.std(values, ddof=1))
+    assert got["std"] < 0.5 * got["per_pair_std"]  # it hides the spread of the pairs
+    assert got["comparisons"] == 40

@@ -41,6 +41,7 @@ def table() -> list[dict]:
         real,
         held,
         corruptions=strongest,
+        standardised=("anatomy",),
     )
 
 

@@ -10,7 +10,14 @@ from ratgan.evaluation.prepare import ScanSet, centre_crop, prepare_volume, resc
 from ratgan.evaluation.protocol import EvaluationSettings, evaluate, histogram_w1
 from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, beats, row_metrics, value
 
-FAST = {"comparisons": 400, "msssim_comparisons": 40, "split_repeats": 3, "progress": False}
+FAST = {
+    "comparisons": 400,
+    "msssim_comparisons": 40,
+    "split_repeats": 3,
+    "progress": False,
+    "bootstrap": 30,
+    "permutations": 200,
+}
 
 
 def _set(name, volumes):
@@ -101,6 +108,20 @@ def test_real_beats_noise_on_every_metric(kit):
     for key in ("ncc", "mae", "mmd", "psnr", "rmse"):
         assert value(rows["held-out"], key) == pytest.approx(value(ref, key), rel=0.05)
     assert res.memorisation.synthetic["noise"]["near_copies"] == 0
+    # with held-out scans the distances carry a bootstrap spread (not "± 0.00") and a
+    # permutation p-value: noise is as distinguishable as 200 permutations can say
+    space = res.feature_spaces[0].rows
+    assert space["noise"]["mmd_p"] == pytest.approx(1 / 201)
+    assert space[res.reference_row]["fd"]["std"] > 0 and "ci" in space["noise"]["fd"]
+    # the threshold is fitted on the real scans' leave-one-out neighbours; the held-out
+    # scans, not fitted on, give its realised false-positive rate (the same held-out scans
+    # scored as a synthetic set are flagged alike)
+    memo = res.memorisation.reference
+    assert len(memo["nn_ncc"]) == 12 and len(memo["heldout"]["nn_ncc"]) == 8
+    assert memo["heldout"]["fraction"] == res.memorisation.synthetic["held-out"]["fraction"]
+    from ratgan.evaluation.report import markdown
+
+    assert "realised false-positive rate" in markdown(res)
     assert res.settings["msssim"]["scales"] == 3  # 32x32x20 holds 3 scales of kernel 3
 
 

@@ -216,7 +216,7 @@ def test_atlas_labels_statistics_and_the_labellers_accuracy(tiny_real, tiny_synt
     assert comp[(2, "GM")]["verdict"] in ("helped", "hurt", "no detectable difference")
     assert results["collapses"]["count"] == len(results["collapses"]["runs"])
     table = (out / "table.md").read_text()
-    assert "Wilcoxon p" in table and "atlas registration" in table
+    assert "p (seed signs, exact)" in table and "atlas registration" in table
     assert "not checked" in table  # a folder source: overlap with the GAN unknown
 
 

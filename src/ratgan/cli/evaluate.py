@@ -139,6 +139,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="share of never-seen real scans the auto near-copy threshold may flag (default 0.01)",
     )
     p.add_argument(
+        "--copy-confidence",
+        type=_rate,
+        default=0.95,
+        help="confidence with which the auto near-copy threshold keeps that share "
+        "(a one-sided normal tolerance bound; default 0.95)",
+    )
+    p.add_argument(
         "--feature-seed",
         type=int,
         default=0,
@@ -219,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         knn_k=args.knn_k,
         copy_threshold=args.copy_threshold,
         copy_false_positive_rate=args.copy_false_positive_rate,
+        copy_confidence=args.copy_confidence,
         feature_seed=args.feature_seed,
         batch_size=args.batch_size,
         device=device,

@@ -66,15 +66,28 @@ class AnatomyExtractor:
     def describe(self) -> dict[str, Any]:
         """The network's definition and training facts, and a sentence for the report."""
         info = self.space.describe()
-        dice = ", ".join(f"label {k} {v:.2f}" for k, v in info["train_dice"].items())
+        dice = ", ".join(f"label {k} {v:.2f}" for k, v in info["val_dice"].items())
+        if info["n_validation"]:
+            target = (
+                f"reached the target {info['target_dice']:g} for every tissue"
+                if info["reached_target"]
+                else f"did NOT reach the target {info['target_dice']:g} within "
+                f"{info['max_steps']} steps, so its tissue maps are unreliable"
+            )
+            trained = (
+                f"Dice on {info['n_validation']} held-out labelled real scans per label: "
+                f"{dice} ({target})"
+            )
+        else:
+            trained = "too few labelled scans to hold any out, so its Dice was not checked"
         about = (
             f"Encoder widths {info['widths']}, tissue maps pooled to "
             f"{'x'.join(map(str, info['grid']))} cells; {info['steps']} training steps, "
             f"seed {info['seed']}, "
-            f"{'loaded from the cache' if info['cached'] else 'trained now'}; Dice on its "
-            f"training scans per label: {dice}. Unlike the random space it responds to "
-            "where tissue is rather than to noise texture (docs/evaluation.md shows both "
-            "on known corruptions)."
+            f"{'loaded from the cache' if info['cached'] else 'trained now'}; {trained}. "
+            "Features are standardised with the real scans' mean and std. Unlike the random "
+            "space it responds to where tissue is rather than to noise texture "
+            "(docs/evaluation.md shows both on known corruptions)."
         )
         return {**info, "fit_or_load_s": self.fit_or_load_s, "about": about}
 
@@ -105,4 +118,4 @@ def anatomy_space(real: ScanSet, settings: EvaluationSettings) -> FeatureSpace:
         cache_dir=default_cache_dir(),
         progress=settings.progress,
     )
-    return FeatureSpace(NAME, AnatomyExtractor(space, time.perf_counter() - t0))
+    return FeatureSpace(NAME, AnatomyExtractor(space, time.perf_counter() - t0), standardised=True)

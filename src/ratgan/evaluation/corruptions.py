@@ -94,10 +94,13 @@ def validation_rows(
     controls: dict[str, np.ndarray] | None = None,
     seed: int = 0,
     corruptions: dict | None = None,
+    standardised: tuple[str, ...] = (),
 ) -> list[dict]:
     """Distances of held-out, control and corrupted held-out sets from the reference set.
 
-    ``spaces`` maps a space name to a function volumes -> features.  Each row is
+    ``spaces`` maps a space name to a function volumes -> features; the spaces named in
+    ``standardised`` give features already standardised (the anatomy space), the others
+    are z-scored with the reference's mean and std.  Each row is
     ``{"set", "strength", space: {metric: value}}``; the first row is the held-out set (the
     known answer for real scans), then each control (e.g. another cohort seed), then every
     corruption of the held-out scans at each of its strengths, weak to strong.
@@ -109,7 +112,7 @@ def validation_rows(
     def row(label: str, strength: float | None, volumes: np.ndarray) -> dict:
         out: dict = {"set": label, "strength": strength}
         for name, fn in spaces.items():
-            out[name] = set_distances(refs[name], fn(volumes))
+            out[name] = set_distances(refs[name], fn(volumes), standardise=name not in standardised)
         return out
 
     rows = [row("held-out real", None, heldout)]

@@ -136,14 +136,15 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2 * cross)
 
 
-def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between every row of ``a`` and every row of ``b``."""
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
     return np.clip(d, 0, None)
 
 
 def median_bandwidth(reference: np.ndarray) -> float:
     """Median pairwise Euclidean distance within the reference set (the RBF's sigma)."""
-    d = np.sqrt(_sq_dists(reference, reference))
+    d = np.sqrt(sq_dists(reference, reference))
     iu = np.triu_indices(len(reference), k=1)
     med = float(np.median(d[iu])) if len(iu[0]) else 1.0
     return med if med > 0 else 1.0
@@ -152,9 +153,9 @@ def median_bandwidth(reference: np.ndarray) -> float:
 def rbf_mmd2(a: np.ndarray, b: np.ndarray, sigma: float) -> float:
     """Unbiased MMD^2 between sets a and b with k(u, v) = exp(-||u - v||^2 / (2 sigma^2))."""
     gamma = 1.0 / (2 * sigma**2)
-    k_aa = np.exp(-gamma * _sq_dists(a, a))
-    k_bb = np.exp(-gamma * _sq_dists(b, b))
-    k_ab = np.exp(-gamma * _sq_dists(a, b))
+    k_aa = np.exp(-gamma * sq_dists(a, a))
+    k_bb = np.exp(-gamma * sq_dists(b, b))
+    k_ab = np.exp(-gamma * sq_dists(a, b))
     n, m = len(a), len(b)
     t_aa = (k_aa.sum() - np.trace(k_aa)) / (n * (n - 1))
     t_bb = (k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
@@ -163,7 +164,7 @@ def rbf_mmd2(a: np.ndarray, b: np.ndarray, sigma: float) -> float:
 
 def knn_radii(x: np.ndarray, k: int) -> np.ndarray:
     """Distance from each point of x to its k-th nearest other point of x."""
-    d = np.sqrt(_sq_dists(x, x))
+    d = np.sqrt(sq_dists(x, x))
     np.fill_diagonal(d, np.inf)
     k = min(k, len(x) - 1)
     return np.sort(d, axis=1)[:, k - 1]
@@ -177,7 +178,7 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     """
     r_real = knn_radii(real, k)
     r_fake = knn_radii(fake, k)
-    d = np.sqrt(_sq_dists(fake, real))  # (n_fake, n_real)
+    d = np.sqrt(sq_dists(fake, real))  # (n_fake, n_real)
     precision = float((d <= r_real[None, :]).any(axis=1).mean())
     recall = float((d <= r_fake[:, None]).any(axis=0).mean())
     return precision, recall

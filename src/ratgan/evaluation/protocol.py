@@ -69,6 +69,10 @@ class FeatureSpace:
     extractor: Extractor | None
     skipped: str | None = None
     """Why this space measures nothing (then ``extractor`` may be None); the report says so."""
+    standardised: bool = False
+    """The extractor's features are already standardised by the set it was fitted on, so
+    they are not z-scored again with each reference subset (whose few scans would blow up
+    features that hardly vary among them)."""
 
 
 def default_feature_spaces(settings: EvaluationSettings) -> list[FeatureSpace]:
@@ -141,11 +145,16 @@ def set_level(
     synthetic: dict[str, np.ndarray],
     settings: EvaluationSettings,
     rng: np.random.Generator,
+    standardise: bool = True,
 ) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
     """RBF-MMD^2, Fréchet distance, precision and recall of each set against real halves.
 
-    ``real``, ``heldout`` and the synthetic arrays are feature matrices (n, d).  Returns
-    ``({"reference": {...}, name: {...}}, info)`` with mean ± std over repeats.
+    ``real``, ``heldout`` and the synthetic arrays are feature matrices (n, d), z-scored with
+    each reference subset's mean and std unless ``standardise`` is False (features already
+    standardised by their extractor).  Returns ``({"reference": {...}, name: {...}}, info)``
+    with mean ± std over repeats; with a held-out set, ± is a bootstrap over scans and each
+    row has the permutation p-value of RBF-MMD^2 against the held-out scans
+    (``set_uncertainty``).
     """
     values: dict[str, dict[str, list[float]]] = {
         n: {k: [] for k in SET_METRICS} for n in ["reference", *synthetic]
@@ -169,7 +178,7 @@ def set_level(
             b_pool, a = real[perm[:pool_b]], real[perm[pool_b:]]
         else:
             a, b_pool = real, heldout
-        mu, sd = feat.standardiser(a)
+        mu, sd = feat.standardiser(a) if standardise else (0.0, 1.0)
         za = (a - mu) / sd
         sigma = feat.median_bandwidth(za)
         sigmas.append(sigma)
@@ -183,7 +192,7 @@ def set_level(
             values[name]["precision"].append(p)
             values[name]["recall"].append(r)
     info["rbf_sigma_mean"] = float(np.mean(sigmas))
-    out = {
+    out: dict[str, dict[str, Any]] = {
         name: {
             k: {
                 "mean": float(np.mean(v)),
@@ -194,7 +203,43 @@ def set_level(
         }
         for name, per in values.items()
     }
+    if heldout is not None:
+        _heldout_uncertainty(out, real, heldout, synthetic, m, settings, rng, standardise)
+        info["uncertainty"] = (
+            f"± = std over {settings.bootstrap} bootstrap draws of the scans; p = permutation "
+            f"p-value of RBF-MMD² against the held-out scans ({settings.permutations} "
+            "permutations; the reference row: held-out against real)"
+        )
     return out, info
+
+
+def _heldout_uncertainty(
+    out: dict[str, dict[str, Any]],
+    real: np.ndarray,
+    heldout: np.ndarray,
+    synthetic: dict[str, np.ndarray],
+    size: int,
+    settings: EvaluationSettings,
+    rng: np.random.Generator,
+    standardise: bool,
+) -> None:
+    """Bootstrap ± and intervals, and the RBF-MMD² permutation p-value, into ``out``."""
+    from ratgan.evaluation import set_uncertainty as unc
+
+    mu, sd = feat.standardiser(real) if standardise else (0.0, 1.0)
+    za, zb = (real - mu) / sd, (heldout - mu) / sd
+    sigma = feat.median_bandwidth(za)
+    for name, f in {"reference": heldout, **synthetic}.items():
+        zs = (f - mu) / sd
+        if settings.bootstrap > 1:
+            boot = unc.bootstrap(za, zs, size, sigma, settings.knn_k, settings.bootstrap, rng)
+            for metric, b in boot.items():
+                out[name][metric].update(
+                    std=b["std"], ci=b["ci"], std_over=f"{b['draws']} bootstrap draws of scans"
+                )
+        if settings.permutations > 0:
+            other = za if name == "reference" else zb
+            out[name]["mmd_p"] = unc.mmd_permutation_p(zs, other, sigma, settings.permutations, rng)
 
 
 def feature_distances(
@@ -219,7 +264,12 @@ def feature_distances(
         for s in synthetic
     }
     rows, info = set_level(
-        f_real, f_held, f_syn, settings, stream(settings.seed, "features", space.name)
+        f_real,
+        f_held,
+        f_syn,
+        settings,
+        stream(settings.seed, "features", space.name),
+        standardise=not space.standardised,
     )
     return FeatureSpaceResult(space.name, space.extractor.describe(), info, rows)
 
@@ -230,36 +280,44 @@ def feature_distances(
 def memorisation_check(
     real: ScanSet, heldout: ScanSet | None, synthetic: list[ScanSet], settings: EvaluationSettings
 ) -> Memorisation:
-    """Each synthetic scan's most similar training scan against the calibrated threshold."""
+    """Each synthetic scan's most similar training scan against the calibrated threshold.
+
+    The threshold is fitted on the real scans' leave-one-out nearest neighbours; held-out
+    real scans, which it was not fitted on, give its realised false-positive rate.
+    """
     shift = settings.copy_max_shift
-    if heldout is not None:
-        ref_nn, ref_idx = mem.nearest(heldout.volumes, real.volumes, max_shift=shift)
-        ref_query = heldout.paths
-        ref_rule = "each held-out real scan's most similar real (training) scan"
-    else:
-        ref_nn, ref_idx = mem.nearest(
-            real.volumes, real.volumes, exclude_self=True, max_shift=shift
-        )
-        ref_query = real.paths
-        ref_rule = "each real scan's most similar other real scan (leave-one-out)"
+    ref_nn, ref_idx = mem.nearest(real.volumes, real.volumes, exclude_self=True, max_shift=shift)
     if settings.copy_threshold is None:
-        threshold = mem.calibrate(ref_nn, settings.copy_false_positive_rate)
+        threshold = mem.calibrate(
+            ref_nn, settings.copy_false_positive_rate, settings.copy_confidence
+        )
     else:
         threshold = mem.Threshold(float(settings.copy_threshold), "given", None)
     reference = {
-        "rule": ref_rule,
+        "rule": "each real scan's most similar other real scan (leave-one-out)",
         "similarity": _similarity_text(shift),
         "threshold": threshold.value,
         "threshold_rule": threshold.rule,
         "target_false_positive_rate": threshold.false_positive_rate,
-        "near_copies": int((ref_nn > threshold.value).sum()),
-        "fraction": float((ref_nn > threshold.value).mean()),
+        "confidence": threshold.confidence,
+        **_flagged(ref_nn, threshold.value),
         "nn_ncc": ref_nn.tolist(),
         "nearest": [str(real.paths[i]) for i in ref_idx],
-        "scans": [str(p) for p in ref_query],
+        "scans": [str(p) for p in real.paths],
         "nn_ncc_mean": float(ref_nn.mean()),
         "nn_ncc_max": float(ref_nn.max()),
     }
+    if heldout is not None:  # never fitted on: the realised false-positive rate
+        held_nn, held_idx = mem.nearest(heldout.volumes, real.volumes, max_shift=shift)
+        reference["heldout"] = {
+            "rule": "each held-out real scan's most similar real (training) scan",
+            **_flagged(held_nn, threshold.value),
+            "nn_ncc": held_nn.tolist(),
+            "nearest": [str(real.paths[i]) for i in held_idx],
+            "scans": [str(p) for p in heldout.paths],
+            "nn_ncc_mean": float(held_nn.mean()),
+            "nn_ncc_max": float(held_nn.max()),
+        }
     per_set = {}
     for s in synthetic:
         nn, idx = mem.nearest(s.volumes, real.volumes, max_shift=shift)
@@ -276,6 +334,12 @@ def memorisation_check(
         summ["nearest"] = [str(real.paths[i]) for i in idx]
         per_set[s.name] = summ
     return Memorisation(reference, per_set)
+
+
+def _flagged(nn: np.ndarray, threshold: float) -> dict[str, Any]:
+    """How many of ``nn`` lie above ``threshold``, and their share."""
+    above = nn > threshold
+    return {"near_copies": int(above.sum()), "fraction": float(above.mean())}
 
 
 def _similarity_text(shift: int) -> str:

@@ -24,11 +24,18 @@ class EvaluationSettings:
     msssim_comparisons: int = 2_100
     msssim: MSSSIMSettings = field(default_factory=MSSSIMSettings)
     split_repeats: int = 10
+    bootstrap: int = 200
+    """Bootstrap draws of the scans behind the ± of the feature-space distances against a
+    held-out set (0 or 1: none)."""
+    permutations: int = 1000
+    """Permutations of the RBF-MMD² test against the held-out scans (0: none)."""
     knn_k: int = 3
     copy_threshold: float | None = None
     """A fixed near-copy threshold; None calibrates it on the real reference scans."""
     copy_false_positive_rate: float = 0.01
     """The share of never-seen real scans the calibrated near-copy threshold may flag."""
+    copy_confidence: float = 0.95
+    """The confidence with which that share holds (a one-sided tolerance bound)."""
     copy_max_shift: int = 2
     """Shifts (voxels per axis) the memorisation similarity tolerates."""
     feature_seed: int = 0

@@ -19,7 +19,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +30,8 @@ from ratgan.runs import is_run_folder, read_run_data
 from ratgan.segmentation.data import SegSet, concat, find_entries, load_set
 from ratgan.segmentation.quality_gate import FRACTIONS, GateResult, QualityGate
 
-if TYPE_CHECKING:
-    from ratgan.segmentation.bench import BenchState
+from ratgan.segmentation.state import LABEL_SOURCES, BenchState
 
-LABEL_SOURCES = ("atlas", "teacher", "joint")
 MAX_ROUNDS = 5
 """Generation rounds from a run folder before giving up on filling the pool."""
 

@@ -2,10 +2,11 @@
 
 The table is shaped like the paper's Table 4 (mean ± std over seeds); below it, every test is
 compared with test 1 by the paired statistics of :mod:`ratgan.segmentation.stats` (mean ΔDice,
-two-way bootstrap 95 % interval over seeds and test scans, Wilcoxon p-value, seeds with a
-positive ΔDice, verdict from the interval), globally and per
-tissue, and collapsed networks are listed.  The header says where the synthetic scans' labels
-came from and whether the GAN saw any test scan.
+95 % interval and p-value of a crossed random-effects model of seeds and test scans, the
+seeds' exact sign-flip p-value, seeds with a positive ΔDice, the smallest detectable ΔDice,
+verdict from the interval), globally and per tissue, and collapsed networks are listed.
+The header says where the synthetic scans' labels came from and whether the GAN saw any
+test scan.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,7 @@ from ratgan.atomic import atomic_write_json, atomic_write_text
 from ratgan.segmentation.metrics import SCORES
 from ratgan.segmentation.stats import COLLAPSE_DICE, collapses, compare
 
-if TYPE_CHECKING:
-    from ratgan.segmentation.bench import BenchSettings
+from ratgan.segmentation.state import BenchSettings
 
 PAPER_TABLE4 = {
     "global": [0.8969, 0.9138, 0.9083, 0.9078, 0.9141, 0.8238, 0.7646, 0.8979, 0.8259, 0.8183],
@@ -133,38 +133,52 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     save_figure(fig, path, dpi=120)
 
 
-def comparisons(runs: list[dict], seed: int = 0) -> list[dict]:
+def comparisons(runs: list[dict]) -> list[dict]:
     """Every test but 1 against test 1, per score of the table (empty without test 1)."""
     tests = sorted({r["test"] for r in runs} - {1})
     if not any(r["test"] == 1 for r in runs):
         return []
-    return [compare(runs, t, s, seed=seed).to_dict() for t in tests for s in TABLE_SCORES]
+    return [compare(runs, t, s).to_dict() for t in tests for s in TABLE_SCORES]
+
+
+def _halving(c: dict, sentence: bool = False) -> str:
+    """How many seeds would halve the detectable ΔDice: a table cell or a phrase."""
+    n = c["seeds_to_halve"]
+    if sentence:
+        if n is None:
+            return "more seeds alone would not halve it: the test scans' variance dominates"
+        return f"{n} seeds would halve it"
+    return "not by seeds alone" if n is None else f"{n} seeds"
 
 
 def stats_markdown(comps: list[dict], rows: list[dict]) -> str:
-    """One line per test and score: mean ΔDice, 95 % interval, Wilcoxon p, verdict."""
+    """One line per test and score: mean ΔDice, 95 % interval and p-value of the crossed
+    random-effects model, the seeds' exact sign-flip p, the detectable ΔDice, verdict."""
     if not comps:
         return ""
     names = {r["test"]: r["name"] for r in rows}
     lines = [
         (
-            "| Test | Data set | Score | pairs | mean ΔDice vs Test1 | 95 % CI (two-way) "
-            "| Wilcoxon p (pairs) | seeds with ΔDice > 0 | verdict |"
+            "| Test | Data set | Score | seeds x scans | mean ΔDice vs Test1 | 95 % CI "
+            "| p | p (seed signs, exact) | seeds with ΔDice > 0 "
+            "| detectable ΔDice (seeds to halve it) | verdict |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in comps:
         lines.append(
             f"| Test{c['test']} | {names.get(c['test'], '')} | {c['score']} | "
-            f"{c['n_pairs']} | {c['mean_delta']:+.4f} | "
-            f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['p_wilcoxon']:.3g} | "
-            f"{c['seeds_better']} of {c['n_seeds']} | {c['verdict']} |"
+            f"{c['n_seeds']} x {c['n_scans']} | {c['mean_delta']:+.4f} | "
+            f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['p_value']:.2g} | "
+            f"{c['p_seed_signs']:.2g} | {c['seeds_better']} of {c['n_seeds']} | "
+            f"{c['detectable']:.4f} ({_halving(c)}) | {c['verdict']} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def conclusion(comps: list[dict], collapsed: list[dict]) -> str:
-    """The verdicts in words: which tests helped, hurt or made no detectable difference."""
+    """The verdicts in words: which tests helped, hurt or made no detectable difference,
+    and the smallest global ΔDice the run could detect."""
     glob = {c["test"]: c for c in comps if c["score"] == "global"}
     if not glob:
         return "Test 1 (real scans only) has not been run, so there is no baseline to compare."
@@ -172,12 +186,21 @@ def conclusion(comps: list[dict], collapsed: list[dict]) -> str:
     for t, c in sorted(glob.items()):
         groups.setdefault(c["verdict"], []).append(
             f"test {t} ({c['mean_delta']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], "
-            f"p = {c['p_wilcoxon']:.2g})"
+            f"p = {c['p_value']:.2g})"
         )
     parts = [
-        "Global Dice against test 1 (mean paired ΔDice over seeds and test scans, "
-        "95 % interval of a two-way bootstrap over seeds and test scans, Wilcoxon p of the "
-        "pairs): " + "; ".join(f"{v}: {', '.join(ts)}" for v, ts in groups.items()) + "."
+        "Global Dice against test 1 (mean paired ΔDice over seeds and test scans, 95 % "
+        "interval and p-value of a crossed random-effects model with seeds and test scans "
+        "random, Satterthwaite degrees of freedom): "
+        + "; ".join(f"{v}: {', '.join(ts)}" for v, ts in groups.items())
+        + ".",
+        "The smallest global ΔDice this run could detect (80 % power, 5 % two-sided), from "
+        "its estimated variance components: "
+        + ", ".join(
+            f"test {t} {c['detectable']:.4f} ({_halving(c, sentence=True)})"
+            for t, c in sorted(glob.items())
+        )
+        + ".",
     ]
     if collapsed:
         listed = ", ".join(
@@ -259,7 +282,7 @@ def write_reports(
         f"{len({r['seed'] for r in runs})} seed(s), mean ± std over seeds.\n\n"
         f"{labels_sentence(state)} {overlap_sentence(state)}\n"
     )
-    comps = comparisons(runs, seed=opt.split_seed)
+    comps = comparisons(runs)
     collapsed = collapses(runs)
     text = conclusion(comps, collapsed)
     stats_md = stats_markdown(comps, rows)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,8 +12,7 @@ from ratgan.segmentation.metrics import dice_scores, summarize
 from ratgan.segmentation.plan import PlannedTest
 from ratgan.segmentation.train import segment, train_segmenter
 
-if TYPE_CHECKING:
-    from ratgan.segmentation.bench import BenchState
+from ratgan.segmentation.state import BenchState
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
 
