@@ -48,6 +48,7 @@ from ratgan.models.ldm import (
 )
 from ratgan.runs import RunData, RunScan, read_run_data, run_paths, write_run_data
 from ratgan.training import checkpoint as ckpt
+from ratgan.training.cpu_clock import CpuClock
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.ldm_figures import plot_ldm_loss_curves, plot_ldm_quality_curves
 from ratgan.training.run import LOWER_IS_BETTER, TrainingDiverged, _Due, _prepare_run_dir
@@ -73,17 +74,6 @@ class LDMTrainResult:
     cpu_seconds: float
     last_losses: dict[str, float]
     networks: LatentDiffusion
-
-
-class CpuClock:
-    """Process CPU time (every thread, user + system), continued from an earlier sitting."""
-
-    def __init__(self, already: float = 0.0) -> None:
-        self.offset = float(already) - time.process_time()
-
-    def __call__(self) -> float:
-        """CPU seconds of the run so far."""
-        return round(self.offset + time.process_time(), 3)
 
 
 def train_ldm(

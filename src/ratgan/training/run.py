@@ -37,6 +37,7 @@ from ratgan.runs import (
 from ratgan.training import checkpoint as ckpt
 from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
+from ratgan.training.cpu_clock import CpuClock
 from ratgan.training.disc_augment import DiscriminatorAugment
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.figures import plot_loss_curves, plot_quality_curves, save_sample_montage
@@ -241,21 +242,22 @@ def _resume(
     info: distributed.DistInfo,
     ema: GeneratorEMA | None,
     augment: DiscriminatorAugment | None,
-) -> tuple[int, dict[str, Any]]:
-    """Restore the latest checkpoint of ``run_dir``, if any: (its iteration, the best record).
+) -> tuple[int, dict[str, Any], float]:
+    """Restore the latest checkpoint of ``run_dir``, if any: (its iteration, the best record,
+    the run's CPU seconds so far).
 
-    Log lines written after that checkpoint are dropped (rank 0).  (0, {}) when there is none.
+    Log lines written after that checkpoint are dropped (rank 0).  (0, {}, 0) when there is none.
     """
     latest = ckpt.latest_checkpoint(run_dir, remove_leftovers=True)
     if latest is None:
-        return 0, {}
+        return 0, {}, 0.0
     state = ckpt.load_checkpoint(latest, map_location=device)
     _restore(state, nets, optimizers, rng, stream, info)
     _restore_extras(state, ema, augment)
     start = int(state["iteration"])
     if info.is_main:
         _truncate_metrics(run_paths(run_dir).metrics, start)
-    return start, dict(state.get("best") or {})
+    return start, dict(state.get("best") or {}), float(state.get("cpu_seconds", 0.0))
 
 
 def _check_finite(
@@ -318,10 +320,13 @@ def _loop(
         4, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t_cfg.seed + 3)
     )
 
-    start = 0
+    start, cpu = 0, 0.0
     best: dict[str, Any] = {}
     if resume:
-        start, best = _resume(run_dir, device, nets, optimizers, rng, stream, info, ema, augment)
+        start, best, cpu = _resume(
+            run_dir, device, nets, optimizers, rng, stream, info, ema, augment
+        )
+    clock = CpuClock(cpu)
     step = AlphaGANStep(
         nets,
         optimizers,
@@ -362,7 +367,9 @@ def _loop(
                 # One host sync per logging interval, none per step.
                 _check_finite(finite, info, it, len(window), paths.checkpoints)
                 if info.is_main:
-                    last = _log(paths.metrics, it, window, time.perf_counter() - t0, writer)
+                    last = _log(
+                        paths.metrics, it, window, time.perf_counter() - t0, writer, clock()
+                    )
                     bar.set_postfix(_progress_losses(last))
                 window = []
             if info.is_main and due.sample:
@@ -371,11 +378,12 @@ def _loop(
                 )
             improved = False
             if due.evaluate and probe is not None:
-                improved = _evaluate(probe, sampler, device, paths.metrics, it, cfg, best)
+                improved = _evaluate(probe, sampler, device, paths.metrics, it, cfg, best, clock)
             if due.checkpoint or due.evaluate:  # a collective: every rank takes part
                 ranks = distributed.gather_objects(_rank_state(rng, stream), info)
             if info.is_main and (due.checkpoint or improved):
                 state = _state(cfg, nets, optimizers, ranks, ema, augment, best)
+                state["cpu_seconds"] = clock()
                 _save_checkpoints(run_dir, it, state, due, improved, t_cfg)
     finally:
         bar.close()
@@ -420,6 +428,7 @@ def _evaluate(
     iteration: int,
     cfg: Config,
     best: dict[str, Any],
+    clock: CpuClock | None = None,
 ) -> bool:
     """Run the quality probe, log its metrics; True (and ``best`` updated) when it improved."""
     t0 = time.perf_counter()
@@ -442,6 +451,8 @@ def _evaluate(
         "eval_seconds": round(time.perf_counter() - t0, 3),
         "best": improved,
     }
+    if clock is not None:
+        record["cpu_seconds"] = clock()
     with open(metrics_path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
     return improved
@@ -541,11 +552,14 @@ def _log(
     window: list[dict[str, torch.Tensor]],
     seconds: float,
     writer: _ScalarWriter | None,
+    cpu_seconds: float | None = None,
 ) -> dict[str, float]:
     keys = list(window[0])
     means = torch.stack([torch.stack([w[k] for w in window]) for k in keys]).float().mean(1)
     values = dict(zip(keys, means.tolist(), strict=True))
     record = {"iteration": iteration, "seconds": round(seconds, 3), **values}
+    if cpu_seconds is not None:
+        record["cpu_seconds"] = cpu_seconds  # the run's CPU time over all its sittings
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
     if writer is not None:
