@@ -188,3 +188,10 @@ def test_segbench_sees_which_real_scans_an_ldm_run_trained_on(full_run, phantom_
     scans = sorted((phantom_dir / "images").glob("*.nii*"))
     overlap = gan_overlap(full_run, scans[:2])
     assert overlap["checked"] and len(overlap["files"]) == 2
+
+
+def test_the_gan_loop_refuses_an_ldm_config(phantom_dir, tmp_path):
+    from ratgan.training.run import train
+
+    with pytest.raises(RatganError, match="ldm-tiny is a latent diffusion config"):
+        train(load_config("ldm-tiny"), phantom_dir, tmp_path / "run", progress=False)

@@ -148,6 +148,11 @@ def train(
     ``train.eval_every`` set, ``probe_factory`` builds the quality probe run every
     ``eval_every`` iterations (rank 0).
     """
+    if cfg.family != "alphagan":
+        raise RatganError(
+            f"config {cfg.name} is a latent diffusion config (family: ldm): `ratgan train` "
+            "trains it, `ratgan demo` and this alpha-GAN loop do not."
+        )
     run_dir = Path(run_dir)
     device = select_device(cfg.train.device)
     info, device = distributed.setup(device)
