@@ -5,9 +5,10 @@
 A latent diffusion model can at best produce what its decoder can draw, so the distance of
 the autoencoder's reconstructions of real scans to the real scans bounds its samples' scores.
 This writes, for each scan of --scans, its reconstruction through the posterior mean (the
-run's latest or --checkpoint autoencoder) with the scan's own header, and prints the mean
-absolute error in network space; score the folder with `ratgan evaluate --real heldout/
---synthetic recon=recon/` to get the floor in both feature spaces.
+run's latest or --checkpoint autoencoder, clipped to [-1, 1] as generation does) with the
+scan's own header, and prints the mean absolute error in network space; score the folder
+with `ratgan evaluate --real heldout/ --synthetic recon=recon/` to get the floor in both
+feature spaces.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from ratgan.config import config_from_dict
 from ratgan.data.io import list_scans, read_scan, write_nifti
 from ratgan.data.transforms import inverse_preprocess, preprocess
-from ratgan.models.ldm import build_autoencoder
+from ratgan.models.ldm import build_autoencoder, decode
 from ratgan.training import checkpoint as ckpt
 
 
@@ -46,11 +47,11 @@ def main() -> None:
         scan = read_scan(entry.image, cfg.data.volume_index)
         vol, info = preprocess(scan.data, cfg.data.target_shape, cfg.data.downsample)
         x = torch.from_numpy(vol)[None, None]
-        with (
-            torch.no_grad(),
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"),
-        ):
-            rec = ae.decode(ae.encode(x)[0]).float()[0, 0].numpy()
+        bf16 = args.precision == "bf16"
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            mu = ae.encode(x)[0]
+        with torch.no_grad():
+            rec = decode(ae, mu.float(), bf16)[0, 0].numpy()
         errors.append(float(np.abs(rec - vol).mean()))
         write_nifti(
             args.out / Path(entry.image).name,

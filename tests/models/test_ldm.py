@@ -118,12 +118,26 @@ class _Identity(torch.nn.Module):
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 def test_sampling_with_an_oracle_ends_at_x0(cfg, sampler):
     section = cfg.ldm.diffusion
-    x0 = torch.randn(2, 2, 8, 8, 6, generator=torch.Generator().manual_seed(2))
+    scale = 2.0
+    # x0 / scale inside (-1, 1), where the final clip to the network range changes nothing
+    x0 = (torch.rand(2, 2, 8, 8, 6, generator=torch.Generator().manual_seed(2)) - 0.5) * 3.6
     oracle = _Oracle(x0, _alphas_cumprod(section))
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
     steps = 20 if sampler == "ddim" else section.train_timesteps
-    scale = 2.0
     out = sample_latent_diffusion(
         _Identity(), oracle, build_scheduler(section, sampler), noise, scale, steps, seeds=[5, 6]
     )
     assert torch.allclose(out, x0 / scale, atol=1e-3)
+
+
+def test_decoded_volumes_are_clipped_to_the_network_range(cfg):
+    from ratgan.models.ldm import decode
+
+    ae = build_autoencoder(cfg)
+    with torch.no_grad():
+        for p in ae.decoder.parameters():
+            p.mul_(40.0)  # an overshooting decoder
+        raw = ae.decode(torch.randn(1, *latent_shape(cfg)))
+        out = decode(ae, torch.randn(1, *latent_shape(cfg)))
+    assert float(raw.abs().max()) > 1.0  # the decoder itself is unbounded
+    assert float(out.min()) >= -1.0 and float(out.max()) <= 1.0

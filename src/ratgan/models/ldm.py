@@ -145,8 +145,8 @@ def sample_latent_diffusion(
 ) -> torch.Tensor:
     """Volumes (B, 1, X, Y, Z) in network space from the initial latent ``noise``.
 
-    Reverse diffusion with ``steps`` steps of ``scheduler`` (MONAI's ``step``), then the
-    decoder on ``latent / scale``.  The loop is written here rather than taken from MONAI's
+    Reverse diffusion with ``steps`` steps of ``scheduler`` (MONAI's ``step``), then
+    :func:`decode` on ``latent / scale``.  The loop is written here rather than taken from MONAI's
     ``LatentDiffusionInferer.sample`` so that DDPM's per-step noise comes from each scan's
     own generator (``seeds``): a scan is then the same whatever the batch it is sampled in.
     DDIM (eta 0) draws nothing.
@@ -171,6 +171,15 @@ def sample_latent_diffusion(
                     for i in range(len(x))
                 ]
             )
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = autoencoder.decode(x / scale)
-    return out.float()
+    return decode(autoencoder, x / scale, bf16)
+
+
+def decode(autoencoder: AutoencoderKL, latent: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """The decoder's volumes clipped to [-1, 1], the network space of the scans.
+
+    The decoder is unbounded (a GAN's tanh is not): without the clip a few overshooting
+    voxels set the min/max of the exported scan and shift every intensity of it.
+    """
+    with torch.autocast(latent.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = autoencoder.decode(latent)
+    return out.float().clamp(-1.0, 1.0)

@@ -42,6 +42,7 @@ from ratgan.models.ldm import (
     build_latent_diffusion,
     build_scheduler,
     build_unet,
+    decode,
     initial_noise,
     latent_shape,
     sample_latent_diffusion,
@@ -361,7 +362,8 @@ class LDMTrainer:
         x = self.cohort.images[:n].to(self.device)
         try:
             with self._autocast():
-                rec = ae.decode(ae.encode(x)[0]).float()
+                mu = ae.encode(x)[0]
+            rec = decode(ae, mu.float(), self.bf16)
         finally:
             ae.train(was)
         return x.cpu().numpy(), rec.cpu().numpy()
