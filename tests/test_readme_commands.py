@@ -127,9 +127,12 @@ def _tiny(argv: list[str], cohort: Path) -> list[str]:
         for a in argv
     ]
     if argv[0] == "train" and "--resume" not in argv:
-        argv[argv.index("--config") + 1] = "tiny"
+        at = argv.index("--config") + 1
+        ldm = argv[at].startswith("ldm")  # a latent diffusion run stays one, made tiny
+        argv[at] = "ldm-tiny" if ldm else "tiny"
         if "--dry-run" not in argv:
-            argv += ["--iterations", "2"]
+            # ldm-tiny's autoencoder takes 2 iterations, its diffusion stage the rest
+            argv += ["--iterations", "4" if ldm else "2"]
     return argv + TINY[_subcommand(argv)]
 
 
@@ -165,6 +168,7 @@ def test_every_readme_command_runs(cohort, tmp_path, monkeypatch, ratgan_with_ct
     monkeypatch.chdir(tmp_path)
     os.symlink(cohort, "scans")  # the README's scans/ and labelled/: the phantom cohort
     os.symlink(cohort, "labelled")
+    os.symlink(cohort, "heldout")  # the README's held-out real scans
     commands = readme_commands()
     assert any("--resume" in c for c in commands) and any("turing serve" in c for c in commands)
     ran, skipped, used = [], [], set()

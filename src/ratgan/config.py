@@ -26,6 +26,7 @@ from ratgan.errors import RatganError
 Norm = Literal["batch", "instance", "none"]
 Activation = Literal["relu", "leaky_relu"]
 Network = Literal["G", "E", "D", "C"]
+Family = Literal["alphagan", "ldm"]
 
 
 @dataclass
@@ -228,6 +229,68 @@ class TrainConfig:
     eval_samples: int = 32
     eval_metric: Literal["frechet", "rbf_mmd2", "precision", "recall"] = "frechet"
     """The metric that chooses checkpoints/best.pt (lower is better for frechet and rbf_mmd2)."""
+    eval_real: str | None = None
+    """Real scans (folder, glob or CSV) the quality tracking compares against, for example
+    held-out subjects; None compares against the run's own training scans."""
+
+
+@dataclass
+class AutoencoderSection:
+    """Stage 1 of a latent diffusion run: MONAI's AutoencoderKL (docs/diffusion.md)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    """Channels per level; the latent is the volume downsampled by 2 ** (len - 1)."""
+    num_res_blocks: int = 1
+    latent_channels: int = 3
+    norm_num_groups: int = 16
+    attention: bool = False
+    """Non-local attention in the encoder's and decoder's bottleneck."""
+    iterations: int = 1000
+    """Stage 1 length; the diffusion stage takes iterations ``train.iterations - this``."""
+    batch_size: int = 4
+    lr: float = 1e-4
+    kl_weight: float = 1e-6
+    """Weight of the KL term (summed over latent voxels, averaged over the batch) beside L1."""
+    adv_weight: float = 0.0
+    """Weight of the patch adversarial term (least squares, MONAI's PatchDiscriminator); 0
+    turns it and the discriminator off."""
+    adv_start: int = 0
+    """Iteration from which the adversarial term is on (the usual warm-up with L1 only)."""
+    disc_channels: int = 32
+    disc_layers: int = 3
+
+
+@dataclass
+class DiffusionSection:
+    """Stage 2 of a latent diffusion run: MONAI's DiffusionModelUNet on the scaled latents."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    attention_levels: list[bool] = field(default_factory=lambda: [False, False, True])
+    num_res_blocks: int = 1
+    norm_num_groups: int = 16
+    num_head_channels: int = 32
+    lr: float = 1e-4
+    train_timesteps: int = 1000
+    schedule: Literal["scaled_linear_beta", "linear_beta", "cosine"] = "scaled_linear_beta"
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+    prediction: Literal["epsilon", "v_prediction"] = "epsilon"
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    """Default sampler of generation and of the quality tracking."""
+    steps: int = 50
+    """Default number of sampling steps."""
+
+
+@dataclass
+class LDMSection:
+    """A latent diffusion run (``family: ldm``): its two stages."""
+
+    autoencoder: AutoencoderSection = field(default_factory=AutoencoderSection)
+    diffusion: DiffusionSection = field(default_factory=DiffusionSection)
+
+
+_GAN_SECTIONS = ("model", "loss", "optim", "ada")
+"""Sections that only the alpha-GAN family uses (an ldm config leaves them out)."""
 
 
 @dataclass
@@ -235,6 +298,8 @@ class Config:
     """A complete, resolved configuration: stored in every run folder and checkpoint."""
 
     name: str = "custom"
+    family: Family = "alphagan"
+    """``alphagan`` (the paper's models) or ``ldm`` (a 3D latent diffusion model)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -242,10 +307,16 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     ada: DiscriminatorAugmentConfig = field(default_factory=DiscriminatorAugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ldm: LDMSection = field(default_factory=LDMSection)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples become lists) suitable for YAML/JSON."""
-        return _plain(dataclasses.asdict(self))
+        """Plain nested dict (tuples become lists) suitable for YAML/JSON; only the sections
+        of the config's family (an alpha-GAN config reads as it did before ldm existed)."""
+        out: dict[str, Any] = _plain(dataclasses.asdict(self))
+        unused = ("family", "ldm") if self.family == "alphagan" else _GAN_SECTIONS
+        for key in unused:
+            del out[key]
+        return out
 
     def validate(self) -> Config:
         """Raise one RatganError listing every problem; return self when valid."""
@@ -432,9 +503,109 @@ _SECTION_CHECKS: tuple[Callable[[Config], list[str]], ...] = (
 """The value checks, in the order their problems are reported."""
 
 
+def _ldm_data_problems(cfg: Config) -> list[str]:
+    """The data's shape suits both stages' downsampling; no label channels."""
+    d, ae, un = cfg.data, cfg.ldm.autoencoder, cfg.ldm.diffusion
+    p = _failing(d, "data", ("downsample",), _below_one, "must be a positive integer")
+    factor = 2 ** max(len(ae.channels) - 1, 0) * 2 ** max(len(un.channels) - 1, 0)
+    if any(s < 1 or s % factor for s in d.target_shape):
+        p.append(
+            f"data.target_shape {list(d.target_shape)} must be positive multiples of {factor} "
+            "(the autoencoder's and the diffusion UNet's downsampling together)"
+        )
+    if d.label_channels:
+        p.append("data.label_channels must be false for an ldm run (scans only)")
+    return p
+
+
+def _levels_problems(prefix: str, channels: list[int], groups: int) -> list[str]:
+    """Channels per level: at least two levels, each a positive multiple of the norm groups."""
+    if len(channels) < 2:
+        return [f"{prefix}.channels must list at least two levels (got {channels})"]
+    if groups < 1 or any(c < 1 or c % groups for c in channels):
+        return [
+            f"{prefix}.channels must be positive multiples of {prefix}.norm_num_groups "
+            f"{groups} (got {channels})"
+        ]
+    return []
+
+
+def _autoencoder_problems(cfg: Config) -> list[str]:
+    """Stage 1: sizes, length, learning rate and loss weights."""
+    ae, where = cfg.ldm.autoencoder, "ldm.autoencoder"
+    p = _levels_problems(where, ae.channels, ae.norm_num_groups)
+    counts = ("num_res_blocks", "latent_channels", "iterations", "batch_size")
+    p += _failing(ae, where, counts + ("disc_channels", "disc_layers"), _below_one, "must be >= 1")
+    p += _failing(ae, where, ("lr",), lambda v: v <= 0, "must be > 0")
+    p += _failing(ae, where, ("kl_weight", "adv_weight", "adv_start"), _negative, "must be >= 0")
+    if ae.iterations >= cfg.train.iterations:
+        p.append(
+            f"{where}.iterations must be below train.iterations (got {ae.iterations} and "
+            f"{cfg.train.iterations}): the diffusion stage takes the iterations after it"
+        )
+    return p
+
+
+def _diffusion_problems(cfg: Config) -> list[str]:
+    """Stage 2: the UNet's levels and heads, the noise schedule and the sampling default."""
+    un, where = cfg.ldm.diffusion, "ldm.diffusion"
+    p = _levels_problems(where, un.channels, un.norm_num_groups)
+    if len(un.attention_levels) != len(un.channels):
+        p.append(f"{where}.attention_levels must have one entry per level of {where}.channels")
+    elif any(
+        a and c % un.num_head_channels
+        for a, c in zip(un.attention_levels, un.channels, strict=True)
+    ):
+        p.append(f"{where}.num_head_channels must divide the channels of every attention level")
+    counts = ("num_res_blocks", "num_head_channels", "train_timesteps")
+    p += _failing(un, where, counts, _below_one, "must be >= 1")
+    p += _failing(un, where, ("lr",), lambda v: v <= 0, "must be > 0")
+    if not 0 < un.beta_start < un.beta_end < 1:
+        p.append(
+            f"{where}.beta_start and beta_end must satisfy 0 < start < end < 1 "
+            f"(got {un.beta_start} and {un.beta_end})"
+        )
+    if not 1 <= un.steps <= un.train_timesteps:
+        p.append(f"{where}.steps must be in [1, {un.train_timesteps}] (got {un.steps})")
+    return p
+
+
+def _ldm_train_problems(cfg: Config) -> list[str]:
+    """Options of the GAN loop that an ldm run does not offer."""
+    t = cfg.train
+    unsupported = ("tensorboard", "channels_last", "compile")
+    return [f"train.{k} must be false for an ldm run" for k in unsupported if getattr(t, k)]
+
+
+_LDM_CHECKS: tuple[Callable[[Config], list[str]], ...] = (
+    _augment_problems,
+    _ldm_data_problems,
+    _train_problems,
+    _ldm_train_problems,
+    _autoencoder_problems,
+    _diffusion_problems,
+)
+"""The value checks of an ldm config (the GAN's network sections are not used)."""
+
+
 def _semantic_problems(cfg: Config) -> list[str]:
     """Every value problem of ``cfg`` (types are checked while parsing), one sentence each."""
-    return [problem for check in _SECTION_CHECKS for problem in check(cfg)]
+    checks = _LDM_CHECKS if cfg.family == "ldm" else _SECTION_CHECKS
+    return [problem for check in checks for problem in check(cfg)]
+
+
+def _family_problems(data: dict[str, Any]) -> list[str]:
+    """Sections given that the config's family does not use."""
+    if not isinstance(data, dict):
+        return []
+    family = data.get("family", "alphagan")
+    if family == "ldm":
+        return [
+            f"{k} is not used by an ldm config (family: ldm)" for k in _GAN_SECTIONS if k in data
+        ]
+    if "ldm" in data:
+        return ["ldm is only used with family: ldm"]
+    return []
 
 
 # --------------------------------------------------------------------------- parsing
@@ -596,7 +767,7 @@ def _raw(source: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build and validate a Config from a nested dict (unknown or mistyped fields are errors)."""
-    problems: list[str] = []
+    problems = _family_problems(data)
     cfg = _build(Config, data, "", problems)
     # Value checks run even after type problems (a mistyped field holds its default); a value
     # problem that names a mistyped field is left out, it would only repeat the type problem.

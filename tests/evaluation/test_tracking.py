@@ -7,7 +7,8 @@ from torch import nn
 
 from ratgan.config import load_config
 from ratgan.data.transforms import preprocess
-from ratgan.evaluation.tracking import quality_probe_factory
+from ratgan.evaluation.tracking import quality_probe_factory, volume_probe_factory
+from ratgan.errors import RatganError
 from ratgan.runs import RunData, RunScan, write_run_data
 
 from .conftest import brains, write_set
@@ -75,3 +76,24 @@ def test_the_probe_scores_flat_volumes_as_far_from_real(probe_setup):
     assert bad["precision"] == 0.0 and bad["recall"] == 0.0
     assert bad["frechet"] > 100 * max(perfect["frechet"], 1e-3)
     assert bad["rbf_mmd2"] > perfect["rbf_mmd2"] + 0.1
+
+
+def test_eval_real_makes_held_out_scans_the_reference(probe_setup, tmp_path):
+    cfg, run, _ = probe_setup
+    held = brains(8, seed=2, shape=SHAPE)
+    cfg.train.eval_real = str(write_set(tmp_path / "held", held))
+    probe = volume_probe_factory(cfg, run)
+    # Known answers: the held-out scans score perfectly against themselves, the training
+    # scans (other subjects) do not coincide with them.
+    itself = probe(list(held))
+    assert itself["precision"] == 1.0 and itself["recall"] == 1.0
+    assert abs(itself["frechet"]) < 1e-2
+    training = probe(list(brains(8, seed=1, shape=SHAPE)))
+    assert training["frechet"] > 100 * max(abs(itself["frechet"]), 1e-4)
+
+
+def test_a_missing_eval_real_is_named(probe_setup, tmp_path):
+    cfg, run, _ = probe_setup
+    cfg.train.eval_real = str(tmp_path / "nowhere")
+    with pytest.raises(RatganError, match="train.eval_real: scan source .*nowhere does not exist"):
+        volume_probe_factory(cfg, run)

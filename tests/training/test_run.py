@@ -43,6 +43,9 @@ def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(phantom_dir, 
     train(_cfg(2), phantom_dir, part, progress=False)
     train(_cfg(4), None, part, resume=True, progress=False)
     assert _strip_time(_metrics(part)) == _strip_time(_metrics(full))
+    # Every line states the run's CPU time, continued (not restarted) by the resumed sitting.
+    cpu = [r["cpu_seconds"] for r in _metrics(part)]
+    assert cpu == sorted(cpu) and cpu[0] > 0
     a = ckpt.load_checkpoint(ckpt.checkpoint_path(full, 4))
     b = ckpt.load_checkpoint(ckpt.checkpoint_path(part, 4))
     for net in ("G", "E", "D", "C"):

@@ -15,13 +15,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add train, generate and demo to the `ratgan` parser."""
     p = sub.add_parser(
         "train",
-        help="train an alpha-GAN on a folder of NIfTI scans",
-        description="Train one of the paper's models (or your YAML config).",
+        help="train an alpha-GAN (or a latent diffusion model) on a folder of NIfTI scans",
+        description="Train one of the paper's models, a latent diffusion model (ldm, "
+        "ldm-demo) or your YAML config.",
     )
     p.add_argument(
         "--config",
-        help="preset (alpha-wgan-adni, sigmarat1, sigmarat2, demo, tiny) or YAML file "
-        "(default sigmarat2; not with --resume)",
+        help="preset (alpha-wgan-adni, sigmarat1, sigmarat2, demo, tiny, ldm, ldm-demo, "
+        "ldm-tiny) or YAML file (default sigmarat2; not with --resume)",
     )
     p.add_argument("--data", help="folder, glob or CSV of .nii/.nii.gz scans")
     p.add_argument("--out", type=Path, help="run folder (not needed with --dry-run)")
@@ -39,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="every K iterations, feature-space metrics of generated scans "
         "(metrics.jsonl, quality_curves.png, checkpoints/best.pt); 0 turns off",
+    )
+    p.add_argument(
+        "--eval-real",
+        help="real scans (folder, glob or CSV; e.g. held-out subjects) that the quality "
+        "tracking compares against instead of the training scans",
     )
     p.add_argument(
         "--resume",
@@ -92,6 +98,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="threads writing files while sampling (default: up to 8, one per core)",
     )
+    g.add_argument(
+        "--sampler",
+        choices=["ddim", "ddpm"],
+        help="latent diffusion runs only: the sampler (default: the run's, ddim)",
+    )
+    g.add_argument(
+        "--steps",
+        type=int,
+        help="latent diffusion runs only: sampling steps (default: the run's, 50)",
+    )
     g.add_argument("--device", default="auto")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=run_generate)
@@ -127,8 +143,16 @@ def _overrides(args: argparse.Namespace) -> dict:
         "train.precision": args.precision,
         "train.seed": args.seed,
         "train.eval_every": args.eval_every,
+        "train.eval_real": _absolute(args.eval_real),
     }
     return {k: v for k, v in pairs.items() if v is not None}
+
+
+def _absolute(source: str | None) -> str | None:
+    """An existing path made absolute (the run folder may be resumed from elsewhere)."""
+    if source is None or not Path(source).exists():
+        return source
+    return str(Path(source).resolve())
 
 
 # Flags a resumed run refuses: they would change the run it continues (its stored config).
@@ -138,6 +162,7 @@ _FIXED_ON_RESUME = {
     "batch_size": "--batch-size",
     "precision": "--precision",
     "seed": "--seed",
+    "eval_real": "--eval-real",
 }
 
 
@@ -185,17 +210,9 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config or "sigmarat2", _overrides(args))
     if args.dry_run:
-        import yaml
-
-        from ratgan.models import build_networks
-
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
-        counts = build_networks(cfg.model).parameter_counts()
-        print("\nparameters:")
-        for key, count in counts.items():
-            print(f"  {key}: {count:,}")
-        print(f"  total: {sum(counts.values()):,}")
-        return 0
+        return _dry_run(cfg)
+    if cfg.family == "ldm":
+        return _train_ldm(cfg, args)
     from ratgan.evaluation.tracking import quality_probe_factory
     from ratgan.training.run import train
 
@@ -208,6 +225,46 @@ def run_train(args: argparse.Namespace) -> int:
         probe_factory=quality_probe_factory,
     )
     print(f"trained {result.iteration} iterations in {result.seconds:.1f} s -> {result.run_dir}")
+    return 0
+
+
+def _dry_run(cfg: Config) -> int:
+    """Print the resolved config and every network's exact parameter count."""
+    import yaml
+
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+    if cfg.family == "ldm":
+        from ratgan.models.ldm import build_latent_diffusion
+
+        counts = build_latent_diffusion(cfg).parameter_counts()
+    else:
+        from ratgan.models import build_networks
+
+        counts = build_networks(cfg.model).parameter_counts()
+    print("\nparameters:")
+    for key, count in counts.items():
+        print(f"  {key}: {count:,}")
+    print(f"  total: {sum(counts.values()):,}")
+    return 0
+
+
+def _train_ldm(cfg: Config, args: argparse.Namespace) -> int:
+    """`ratgan train` of a latent diffusion config."""
+    from ratgan.evaluation.tracking import volume_probe_factory
+    from ratgan.training.ldm import train_ldm
+
+    result = train_ldm(
+        cfg,
+        args.data,
+        args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        probe_factory=volume_probe_factory,
+    )
+    print(
+        f"trained {result.iteration} iterations in {result.seconds:.1f} s "
+        f"({result.cpu_seconds:.0f} CPU s in all) -> {result.run_dir}"
+    )
     return 0
 
 
@@ -228,6 +285,8 @@ def run_generate(args: argparse.Namespace) -> int:
         precision=args.precision,
         writers=args.writers,
         weights=args.weights,
+        sampler=args.sampler,
+        steps=args.steps,
     )
     print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
     return 0

@@ -8,8 +8,10 @@ evaluation prepares every set (crop to the source shape, rescale to [0, 1]) and 
 the fixed random-convolution feature space of :mod:`ratgan.evaluation.features`, the Fréchet
 distance, RBF-MMD² and k-NN precision/recall against the run's own training scans.
 
-Training scans are the reference because they are what the run can see; a held-out set gives
-the honest final figure (``ratgan evaluate``).  With fewer scans than the 176 features the
+Training scans are the reference by default because they are what the run can see;
+``train.eval_real`` names held-out real scans to compare against instead (the honest figure,
+as ``ratgan evaluate`` gives at the end).  A latent diffusion run samples its scans itself and
+hands them to :func:`volume_probe_factory`'s probe.  With fewer scans than the 176 features the
 Fréchet value carries a small-sample bias: compare it along one run, not across runs with
 different numbers of scans.
 """
@@ -28,30 +30,69 @@ from ratgan.evaluation.prepare import prepare_volume
 
 
 def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
-    from ratgan.data.io import read_scan
+    """The reference scans (``train.eval_real``, else the run's training scans), prepared,
+    and the preprocessing records of the training scans."""
+    from ratgan.data.io import list_scans, read_scan
+    from ratgan.errors import RatganError
     from ratgan.runs import read_run_data
 
     data = read_run_data(run_dir)
+    images = [entry.image for entry in data.entries]
+    if cfg.train.eval_real is not None:
+        try:
+            images = [str(e.image) for e in list_scans(cfg.train.eval_real)]
+        except RatganError as exc:
+            raise RatganError(f"train.eval_real: {exc}") from None
     vols = []
-    for entry in data.entries:
-        scan = read_scan(entry.image, cfg.data.volume_index)
+    for image in images:
+        scan = read_scan(image, cfg.data.volume_index)
         vols.append(prepare_volume(scan.data, tuple(scan.data.shape[:3])))
+    if len({v.shape for v in vols}) > 1:
+        raise RatganError(f"train.eval_real: the scans of {cfg.train.eval_real} differ in shape.")
     return np.stack(vols), data.infos
+
+
+class _Scorer:
+    """Feature-space distances of prepared volumes to the reference set of a run."""
+
+    def __init__(self, cfg: Config, run_dir: Path) -> None:
+        real, self.infos = _real_volumes(Path(run_dir), cfg)
+        self.shape = real.shape[1:]
+        self.extractor = feat.RandomConvFeatures(seed=0)
+        real_f = feat.extract(real, self.extractor, progress=False)
+        self.mu, self.sd = feat.standardiser(real_f)
+        self.real_f = (real_f - self.mu) / self.sd
+        self.sigma = feat.median_bandwidth(self.real_f)
+
+    def __call__(self, source_volumes: list[np.ndarray]) -> dict[str, float]:
+        """Fréchet distance, RBF-MMD² and k-NN precision/recall of source-space volumes."""
+        vols = np.stack([prepare_volume(v, self.shape) for v in source_volumes])
+        fake_f = (feat.extract(vols, self.extractor, progress=False) - self.mu) / self.sd
+        precision, recall = feat.precision_recall(self.real_f, fake_f)
+        return {
+            "frechet": feat.frechet_distance(self.real_f, fake_f),
+            "rbf_mmd2": feat.rbf_mmd2(self.real_f, fake_f, self.sigma),
+            "precision": precision,
+            "recall": recall,
+        }
+
+
+def volume_probe_factory(
+    cfg: Config, run_dir: Path
+) -> Callable[[list[np.ndarray]], dict[str, float]]:
+    """The probe of a latent diffusion run: it scores scans that the trainer samples and maps
+    back to the source grid itself (reads the reference scans once)."""
+    return _Scorer(cfg, run_dir)
 
 
 def quality_probe_factory(
     cfg: Config, run_dir: Path
 ) -> Callable[[torch.nn.Module, torch.device], dict[str, float]]:
-    """Build the probe of a run: reads the training scans once, fixes codes and noise."""
+    """Build the probe of a run: reads the reference scans once, fixes codes and noise."""
     from ratgan.data.transforms import PreprocessInfo, inverse_preprocess
 
-    real, infos = _real_volumes(Path(run_dir), cfg)
-    info = PreprocessInfo.from_dict(infos[0])
-    extractor = feat.RandomConvFeatures(seed=0)
-    real_f = feat.extract(real, extractor, progress=False)
-    mu, sd = feat.standardiser(real_f)
-    real_f = (real_f - mu) / sd
-    sigma = feat.median_bandwidth(real_f)
+    scorer = _Scorer(cfg, run_dir)
+    info = PreprocessInfo.from_dict(scorer.infos[0])
     n = cfg.train.eval_samples
     gen = torch.Generator().manual_seed(cfg.train.seed + 1_000_003)
     z = torch.randn(n, cfg.model.latent_dim, generator=gen)
@@ -70,16 +111,7 @@ def quality_probe_factory(
                     z[start : start + batch].to(device),
                     noise=noise[start : start + batch].to(device, memory_format=fmt),
                 )
-            for v in out.float().cpu().numpy():
-                source = inverse_preprocess(v[0], info)
-                vols.append(prepare_volume(source, real.shape[1:]))
-        fake_f = (feat.extract(np.stack(vols), extractor, progress=False) - mu) / sd
-        precision, recall = feat.precision_recall(real_f, fake_f)
-        return {
-            "frechet": feat.frechet_distance(real_f, fake_f),
-            "rbf_mmd2": feat.rbf_mmd2(real_f, fake_f, sigma),
-            "precision": precision,
-            "recall": recall,
-        }
+            vols += [inverse_preprocess(v[0], info) for v in out.float().cpu().numpy()]
+        return scorer(vols)
 
     return probe

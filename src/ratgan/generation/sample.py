@@ -117,6 +117,58 @@ def sample_volumes(
     return out.float().cpu().numpy()
 
 
+@dataclass
+class _GanSource:
+    """Scans of an alpha-GAN run: codes (and output noise) from each scan's seed through G."""
+
+    loaded: LoadedGenerator
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    def sample(self, seeds: list[int]) -> np.ndarray:
+        cfg = self.loaded.config
+        noise = None
+        if cfg.model.g_output_noise:
+            size = cfg.model.volume_size
+            noise = output_noise(seeds, (cfg.model.channels, size, size, size))
+        return sample_volumes(self.loaded, latent_codes(seeds, cfg.model.latent_dim), noise)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "checkpoint": str(self.loaded.checkpoint.resolve()),
+            "iteration": self.loaded.iteration,
+            "weights": self.loaded.weights,
+        }
+
+
+def load_source(
+    run_dir: Path,
+    checkpoint: str | Path | None,
+    device: str,
+    precision: str | None,
+    weights: str,
+    sampler: str | None = None,
+    steps: int | None = None,
+) -> Any:
+    """What samples scans of a run, by the family in its checkpoint's config: an alpha-GAN's
+    generator or a latent diffusion model (``sampler`` and ``steps`` are for the latter)."""
+    from ratgan.generation.ldm import is_ldm_checkpoint, load_ldm
+
+    if weights not in ("ema", "raw"):
+        raise RatganError(f"--weights must be ema or raw (got {weights!r}).")
+    path = ckpt.resolve_checkpoint(run_dir, checkpoint)
+    is_ldm, state = is_ldm_checkpoint(path)
+    if is_ldm:
+        return load_ldm(path, state, device, precision, weights, sampler, steps)
+    if sampler is not None or steps is not None:
+        raise RatganError(
+            f"--sampler and --steps are for latent diffusion runs; {run_dir} is an alpha-GAN run."
+        )
+    return _GanSource(load_generator(run_dir, path, device, precision, weights))
+
+
 def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tuple[Any, Any]:
     """The reference scan (header, affine) and the preprocessing info that maps back to it;
     a reference outside the training scans' space (shape, orientation) is refused."""
@@ -178,8 +230,13 @@ def generate_scans(
     precision: str | None = None,
     writers: int | None = None,
     weights: str = "ema",
+    sampler: str | None = None,
+    steps: int | None = None,
 ) -> list[Path]:
     """Write ``n`` synthetic scans (and label maps for joint models) plus ``manifest.json``.
+
+    A latent diffusion run samples with ``sampler`` (ddim or ddpm) in ``steps`` steps (default:
+    its config's); both are recorded per scan in the manifest.
 
     One generator load, then ``batch_size`` codes per forward pass; ``precision`` overrides the
     run's ``train.precision`` (bf16 is faster on CPUs with AMX and on GPUs).  Files are written
@@ -200,10 +257,10 @@ def generate_scans(
     writers = writers or max(1, min(8, os.cpu_count() or 1))
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     folder = OutputFolder.inspect(out_dir, prefix)  # before any work: refuse a foreign folder
-    loaded = load_generator(run_dir, checkpoint, device, precision, weights)
-    cfg = loaded.config
+    source = load_source(run_dir, checkpoint, device, precision, weights, sampler, steps)
+    cfg = source.config
     scan, info = _reference(run_dir, reference, cfg)
-    settings = _set_settings(run_dir, loaded, scan.path, seed, batch_size, prefix)
+    settings = _set_settings(run_dir, source, scan.path, seed, batch_size, prefix)
     folder.claim(settings, n, str(run_dir.resolve()))
     suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
     records, written = [], []
@@ -222,11 +279,7 @@ def generate_scans(
             # Every batch has the same size (the last one is padded with extra codes), so a
             # scan's values do not depend on n: kernels may sum in another order per batch size.
             padded = seeds + [scan_seed(seed, n + i) for i in range(batch_size - len(seeds))]
-            noise = None
-            if cfg.model.g_output_noise:
-                size = cfg.model.volume_size
-                noise = output_noise(padded, (cfg.model.channels, size, size, size))
-            volumes = sample_volumes(loaded, latent_codes(padded, cfg.model.latent_dim), noise)
+            volumes = source.sample(padded)
             # strict=False: the padding codes' volumes are dropped here.
             for offset, (s, vol) in enumerate(zip(seeds, volumes, strict=False)):
                 index = start + offset
@@ -236,9 +289,7 @@ def generate_scans(
                     "index": index,
                     "seed": s,
                     "generation_seed": seed,
-                    "checkpoint": str(loaded.checkpoint.resolve()),
-                    "iteration": loaded.iteration,
-                    "weights": loaded.weights,
+                    **source.record(),
                     "reference": str(scan.path),
                     "precision": cfg.train.precision,
                     "batch_size": batch_size,
@@ -265,18 +316,17 @@ def generate_scans(
 
 
 def _set_settings(
-    run_dir: Path, loaded: LoadedGenerator, reference: Path, seed: int, batch_size: int, prefix: str
+    run_dir: Path, source: Any, reference: Path, seed: int, batch_size: int, prefix: str
 ) -> dict[str, Any]:
     """What defines a generated set: two generations into one folder must agree on all of it
-    (``n`` aside), or their scans would be a mixture of two sets."""
+    (``n`` aside), or their scans would be a mixture of two sets.  ``source`` is what
+    :func:`load_source` returns: its record names the checkpoint, weights (and sampler)."""
     return {
         "run": str(run_dir.resolve()),
-        "checkpoint": str(loaded.checkpoint.resolve()),
-        "iteration": loaded.iteration,
-        "weights": loaded.weights,
+        **source.record(),
         "seed": seed,
         "reference": str(Path(reference).resolve()),
-        "precision": loaded.config.train.precision,
+        "precision": source.config.train.precision,
         "batch_size": batch_size,
         "prefix": prefix,
     }

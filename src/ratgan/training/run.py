@@ -31,6 +31,7 @@ from ratgan.runs import read_run_config, read_run_data, run_paths, write_run_con
 from ratgan.training import checkpoint as ckpt
 from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
+from ratgan.training.cpu_clock import CpuClock
 from ratgan.training.disc_augment import DiscriminatorAugment
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.encoder_health import encoder_health
@@ -144,6 +145,11 @@ def train(
     ``train.eval_every`` set, ``probe_factory`` builds the quality probe run every
     ``eval_every`` iterations (rank 0).
     """
+    if cfg.family != "alphagan":
+        raise RatganError(
+            f"config {cfg.name} is a latent diffusion config (family: ldm): `ratgan train` "
+            "trains it, `ratgan demo` and this alpha-GAN loop do not."
+        )
     run_dir = Path(run_dir)
     device = select_device(cfg.train.device)
     info, device = distributed.setup(device)
@@ -230,16 +236,16 @@ def _resume(
     info: distributed.DistInfo,
     ema: GeneratorEMA | None,
     augment: DiscriminatorAugment | None,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, dict[str, Any], float]:
     """Restore the newest readable checkpoint of ``run_dir``, if any: (its iteration, the best
-    record).  An unreadable newer checkpoint (truncated, damaged) is skipped with a message
-    naming it and why.
+    record, the run's CPU seconds so far).  An unreadable newer checkpoint (truncated,
+    damaged) is skipped with a message naming it and why.
 
-    Log lines written after that checkpoint are dropped (rank 0).  (0, {}) when there is none.
+    Log lines written after that checkpoint are dropped (rank 0).  (0, {}, 0) when there is none.
     """
     found = ckpt.newest_readable_checkpoint(run_dir, map_location=device)
     if found is None:
-        return 0, {}
+        return 0, {}, 0.0
     path, state, skipped = found
     if info.is_main:
         for message in skipped:
@@ -252,7 +258,7 @@ def _resume(
         _truncate_metrics(run_paths(run_dir).metrics, start)
         if ckpt.discard_best_after(run_dir, start):
             best = {}  # the record named a best.pt that a later one replaced: start afresh
-    return start, best
+    return start, best, float(state.get("cpu_seconds", 0.0))
 
 
 def _check_finite(
@@ -322,10 +328,13 @@ def _loop(
         cfg,
     )
 
-    start = 0
+    start, cpu = 0, 0.0
     best: dict[str, Any] = {}
     if resume:
-        start, best = _resume(run_dir, device, nets, optimizers, rng, stream, info, ema, augment)
+        start, best, cpu = _resume(
+            run_dir, device, nets, optimizers, rng, stream, info, ema, augment
+        )
+    clock = CpuClock(cpu)
     step = AlphaGANStep(
         nets,
         optimizers,
@@ -345,7 +354,6 @@ def _loop(
     finite = torch.ones((), dtype=torch.bool, device=device)
     last: dict[str, float] = {}
     t0 = time.perf_counter() - _last_value(paths.metrics, "seconds")  # go on across resumes
-    cpu0 = time.process_time() - _last_value(paths.metrics, "cpu_seconds")
     bar = tqdm(
         total=t_cfg.iterations,
         initial=start,
@@ -368,12 +376,7 @@ def _loop(
                 _check_finite(finite, info, it, len(window), paths.checkpoints)
                 if info.is_main:
                     last = _log(
-                        paths.metrics,
-                        it,
-                        window,
-                        time.perf_counter() - t0,
-                        writer,
-                        cpu_seconds=time.process_time() - cpu0,
+                        paths.metrics, it, window, time.perf_counter() - t0, writer, clock()
                     )
                     bar.set_postfix(_progress_losses(last))
                 window = []
@@ -386,11 +389,14 @@ def _loop(
                 health = encoder_health(
                     nets.encoder, nets.generator, health_x, bf16=t_cfg.precision == "bf16"
                 )
-                improved = _evaluate(probe, sampler, device, paths.metrics, it, cfg, best, health)
+                improved = _evaluate(
+                    probe, sampler, device, paths.metrics, it, cfg, best, clock, health
+                )
             if due.checkpoint or due.evaluate:  # a collective: every rank takes part
                 ranks = distributed.gather_objects(_rank_state(rng, stream), info)
             if info.is_main and (due.checkpoint or improved):
                 state = _state(cfg, nets, optimizers, ranks, ema, augment, best)
+                state["cpu_seconds"] = clock()
                 _save_checkpoints(run_dir, it, state, due, improved, t_cfg)
     finally:
         bar.close()
@@ -450,6 +456,7 @@ def _evaluate(
     iteration: int,
     cfg: Config,
     best: dict[str, Any],
+    clock: CpuClock | None = None,
     health: dict[str, float] | None = None,
 ) -> bool:
     """Run the quality probe, log its metrics (and the encoder's ``health``) on one line;
@@ -478,6 +485,8 @@ def _evaluate(
         "eval_seconds": round(time.perf_counter() - t0, 3),
         "best": improved,
     }
+    if clock is not None:
+        record["cpu_seconds"] = clock()
     with open(metrics_path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
     return improved
@@ -594,12 +603,9 @@ def _log(
     keys = list(window[0])
     means = torch.stack([torch.stack([w[k] for w in window]) for k in keys]).float().mean(1)
     values = dict(zip(keys, means.tolist(), strict=True))
-    record: dict[str, Any] = {"iteration": iteration, "seconds": round(seconds, 3)}
+    record = {"iteration": iteration, "seconds": round(seconds, 3), **values}
     if cpu_seconds is not None:
-        # The process's CPU time, cumulative across resumes: comparable between runs on a
-        # shared machine, where wall time is not.
-        record["cpu_seconds"] = round(cpu_seconds, 3)
-    record.update(values)
+        record["cpu_seconds"] = cpu_seconds  # the run's CPU time over all its sittings
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
     if writer is not None:

@@ -1,0 +1,185 @@
+"""The latent diffusion family (docs/diffusion.md): MONAI's networks built from a config.
+
+Stage 1 is MONAI's ``AutoencoderKL`` (with an optional ``PatchDiscriminator``), stage 2 its
+``DiffusionModelUNet`` on the autoencoder's latents scaled to unit variance; the noise
+schedules are MONAI's ``DDPMScheduler`` and ``DDIMScheduler``.  :func:`sample_latent_diffusion`
+is the one sampling entry that training (montages, quality tracking) and generation share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+from ratgan.config import Config, DiffusionSection
+from ratgan.errors import RatganError
+
+Scheduler = DDPMScheduler | DDIMScheduler
+
+
+def build_autoencoder(cfg: Config) -> AutoencoderKL:
+    """Stage 1: a 3D AutoencoderKL with one input and one output channel (the scan)."""
+    ae = cfg.ldm.autoencoder
+    levels = len(ae.channels)
+    return AutoencoderKL(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=1,
+        num_res_blocks=ae.num_res_blocks,
+        channels=tuple(ae.channels),
+        attention_levels=(False,) * levels,
+        latent_channels=ae.latent_channels,
+        norm_num_groups=ae.norm_num_groups,
+        with_encoder_nonlocal_attn=ae.attention,
+        with_decoder_nonlocal_attn=ae.attention,
+        include_fc=False,
+    )
+
+
+def build_discriminator(cfg: Config) -> PatchDiscriminator:
+    """The patch discriminator of stage 1's optional adversarial term."""
+    ae = cfg.ldm.autoencoder
+    return PatchDiscriminator(
+        spatial_dims=3,
+        channels=ae.disc_channels,
+        in_channels=1,
+        out_channels=1,
+        num_layers_d=ae.disc_layers,
+    )
+
+
+def build_unet(cfg: Config) -> DiffusionModelUNet:
+    """Stage 2: the noise-predicting UNet on the latent (as many channels in as out)."""
+    un = cfg.ldm.diffusion
+    c = cfg.ldm.autoencoder.latent_channels
+    return DiffusionModelUNet(
+        spatial_dims=3,
+        in_channels=c,
+        out_channels=c,
+        num_res_blocks=un.num_res_blocks,
+        channels=tuple(un.channels),
+        attention_levels=tuple(un.attention_levels),
+        norm_num_groups=un.norm_num_groups,
+        num_head_channels=un.num_head_channels,
+        include_fc=False,
+    )
+
+
+def build_scheduler(section: DiffusionSection, sampler: str | None = None) -> Scheduler:
+    """The noise schedule (DDPM for training and ``ddpm`` sampling, DDIM for ``ddim``).
+
+    ``clip_sample`` is off: the latents are scaled to unit variance, not bounded to [-1, 1].
+    """
+    kind = sampler or "ddpm"
+    common: dict[str, Any] = {
+        "num_train_timesteps": section.train_timesteps,
+        "schedule": section.schedule,
+        "clip_sample": False,
+        "prediction_type": section.prediction,
+    }
+    if section.schedule != "cosine":
+        common |= {"beta_start": section.beta_start, "beta_end": section.beta_end}
+    if kind == "ddim":
+        return DDIMScheduler(**common)
+    if kind == "ddpm":
+        return DDPMScheduler(**common)
+    raise RatganError(f"--sampler must be ddim or ddpm (got {sampler!r}).")
+
+
+def latent_shape(cfg: Config) -> tuple[int, int, int, int]:
+    """(channels, X, Y, Z) of the latent of a ``data.target_shape`` volume."""
+    ae = cfg.ldm.autoencoder
+    f = 2 ** (len(ae.channels) - 1)
+    x, y, z = (int(s) // f for s in cfg.data.target_shape)
+    return (ae.latent_channels, x, y, z)
+
+
+@dataclass
+class LatentDiffusion:
+    """The networks of a latent diffusion run."""
+
+    autoencoder: AutoencoderKL
+    unet: DiffusionModelUNet
+    discriminator: PatchDiscriminator | None = None
+
+    def as_dict(self) -> dict[str, nn.Module]:
+        """Networks by checkpoint key."""
+        nets: dict[str, nn.Module] = {"autoencoder": self.autoencoder, "unet": self.unet}
+        if self.discriminator is not None:
+            nets["discriminator"] = self.discriminator
+        return nets
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Exact number of parameters of each network."""
+        return {k: sum(p.numel() for p in v.parameters()) for k, v in self.as_dict().items()}
+
+
+def build_latent_diffusion(cfg: Config) -> LatentDiffusion:
+    """Every network of ``cfg`` (the discriminator only with an adversarial term)."""
+    disc = build_discriminator(cfg) if cfg.ldm.autoencoder.adv_weight > 0 else None
+    return LatentDiffusion(build_autoencoder(cfg), build_unet(cfg), disc)
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """One N(0, I) latent per seed, drawn on the CPU so that every device starts alike."""
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    )
+
+
+@torch.no_grad()
+def sample_latent_diffusion(
+    autoencoder: AutoencoderKL,
+    unet: nn.Module,
+    scheduler: Scheduler,
+    noise: torch.Tensor,
+    scale: float,
+    steps: int,
+    bf16: bool = False,
+    seeds: list[int] | None = None,
+) -> torch.Tensor:
+    """Volumes (B, 1, X, Y, Z) in network space from the initial latent ``noise``.
+
+    Reverse diffusion with ``steps`` steps of ``scheduler`` (MONAI's ``step``), then
+    :func:`decode` on ``latent / scale``.  The loop is written here rather than taken from MONAI's
+    ``LatentDiffusionInferer.sample`` so that DDPM's per-step noise comes from each scan's
+    own generator (``seeds``): a scan is then the same whatever the batch it is sampled in.
+    DDIM (eta 0) draws nothing.
+    """
+    device = next(unet.parameters()).device
+    scheduler.set_timesteps(steps, device=device)
+    x = noise.to(device)
+    gens = None
+    if isinstance(scheduler, DDPMScheduler):
+        if seeds is None or len(seeds) != len(x):
+            raise ValueError("DDPM sampling needs one seed per scan")
+        gens = [torch.Generator(device=device).manual_seed(s + 2**33) for s in seeds]
+    for t in scheduler.timesteps:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            eps = unet(x, timesteps=t.expand(len(x)).to(device)).float()
+        if gens is None:
+            x, _ = scheduler.step(eps, int(t), x)
+        else:
+            x = torch.cat(
+                [
+                    scheduler.step(eps[i : i + 1], int(t), x[i : i + 1], generator=gens[i])[0]
+                    for i in range(len(x))
+                ]
+            )
+    return decode(autoencoder, x / scale, bf16)
+
+
+def decode(autoencoder: AutoencoderKL, latent: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """The decoder's volumes clipped to [-1, 1], the network space of the scans.
+
+    The decoder is unbounded (a GAN's tanh is not): without the clip a few overshooting
+    voxels set the min/max of the exported scan and shift every intensity of it.
+    """
+    with torch.autocast(latent.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = autoencoder.decode(latent)
+    return out.float().clamp(-1.0, 1.0)

@@ -1,0 +1,143 @@
+"""The latent diffusion networks and schedules: known answers, independent of MONAI's tests."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ratgan.config import load_config
+from ratgan.models.ldm import (
+    build_autoencoder,
+    build_scheduler,
+    build_unet,
+    latent_shape,
+    sample_latent_diffusion,
+)
+
+
+@pytest.fixture()
+def cfg():
+    return load_config("ldm-tiny")
+
+
+def _smooth_volumes(n: int, shape=(16, 16, 12)) -> torch.Tensor:
+    """Blobs in [-1, 1] that a small autoencoder can learn: a Gaussian ball per volume."""
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    vols = []
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        centre = rng.uniform(5, 7, size=3) * np.array(shape) / 12
+        ball = np.exp(-(((grid - centre) ** 2).sum(-1)) / 18.0)
+        vols.append(2 * ball - 1)
+    return torch.tensor(np.stack(vols)[:, None], dtype=torch.float32)
+
+
+def test_latent_and_output_shapes_on_tiny_volumes(cfg):
+    ae = build_autoencoder(cfg)
+    x = _smooth_volumes(2)
+    mu, sigma = ae.encode(x)
+    # ldm-tiny: two levels (one x2 downsampling), two latent channels.
+    assert latent_shape(cfg) == (2, 8, 8, 6)
+    assert tuple(mu.shape) == tuple(sigma.shape) == (2, *latent_shape(cfg))
+    assert bool((sigma > 0).all())
+    assert tuple(ae.decode(mu).shape) == tuple(x.shape)
+    unet = build_unet(cfg)
+    out = unet(mu, timesteps=torch.tensor([0, 999]))
+    assert out.shape == mu.shape
+
+
+def test_autoencoder_round_trip_learns_the_volumes(cfg):
+    torch.manual_seed(0)
+    ae = build_autoencoder(cfg)
+    x = _smooth_volumes(2)
+    baseline = float((x - x.mean()).abs().mean())  # predicting the mean intensity
+    opt = torch.optim.Adam(ae.parameters(), lr=3e-3)
+    for _ in range(150):
+        mu, sigma = ae.encode(x)
+        rec = ae.decode(mu)
+        loss = (rec - x).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        err = float((ae.decode(ae.encode(x)[0]) - x).abs().mean())
+    assert err < 0.25 * baseline, (err, baseline)
+
+
+def _alphas_cumprod(section) -> np.ndarray:
+    """The scaled-linear schedule of the LDM papers, computed here from its definition."""
+    betas = np.linspace(section.beta_start**0.5, section.beta_end**0.5, section.train_timesteps)
+    return np.cumprod(1.0 - betas**2)
+
+
+def test_the_schedule_is_the_scaled_linear_one(cfg):
+    sched = build_scheduler(cfg.ldm.diffusion)
+    ours = _alphas_cumprod(cfg.ldm.diffusion)
+    assert np.allclose(sched.alphas_cumprod.double().numpy(), ours, rtol=1e-5, atol=1e-7)
+
+
+def test_a_ddim_step_with_the_true_noise_recovers_x0(cfg):
+    section = cfg.ldm.diffusion
+    abar = _alphas_cumprod(section)
+    sched = build_scheduler(section, "ddim")
+    sched.set_timesteps(50)
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.randn(2, 2, 8, 8, 6, generator=gen, dtype=torch.float64)
+    eps = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+    stride = section.train_timesteps // 50
+    for t in (979, 500, 21):
+        xt = math.sqrt(abar[t]) * x0 + math.sqrt(1 - abar[t]) * eps
+        prev, pred_x0 = sched.step(eps, t, xt)
+        assert torch.allclose(pred_x0, x0, atol=1e-5)
+        # DDIM (eta 0) moves to the same x0 and noise at the previous timestep.
+        a_prev = abar[t - stride]
+        expected = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
+        assert torch.allclose(prev, expected, atol=1e-5)
+
+
+class _Oracle(torch.nn.Module):
+    """A 'UNet' that knows x0: it returns the exact noise of x_t (eq. 4 of DDPM, inverted)."""
+
+    def __init__(self, x0: torch.Tensor, abar: np.ndarray) -> None:
+        super().__init__()
+        self.x0 = x0
+        self.abar = torch.tensor(abar, dtype=torch.float32)
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the module a device
+
+    def forward(self, x, timesteps):
+        a = self.abar[timesteps].view(-1, *([1] * (x.ndim - 1)))
+        return (x - a.sqrt() * self.x0) / (1 - a).sqrt()
+
+
+class _Identity(torch.nn.Module):
+    def decode(self, z):
+        return z
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_sampling_with_an_oracle_ends_at_x0(cfg, sampler):
+    section = cfg.ldm.diffusion
+    scale = 2.0
+    # x0 / scale inside (-1, 1), where the final clip to the network range changes nothing
+    x0 = (torch.rand(2, 2, 8, 8, 6, generator=torch.Generator().manual_seed(2)) - 0.5) * 3.6
+    oracle = _Oracle(x0, _alphas_cumprod(section))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    steps = 20 if sampler == "ddim" else section.train_timesteps
+    out = sample_latent_diffusion(
+        _Identity(), oracle, build_scheduler(section, sampler), noise, scale, steps, seeds=[5, 6]
+    )
+    assert torch.allclose(out, x0 / scale, atol=1e-3)
+
+
+def test_decoded_volumes_are_clipped_to_the_network_range(cfg):
+    from ratgan.models.ldm import decode
+
+    ae = build_autoencoder(cfg)
+    with torch.no_grad():
+        for p in ae.decoder.parameters():
+            p.mul_(40.0)  # an overshooting decoder
+        raw = ae.decode(torch.randn(1, *latent_shape(cfg)))
+        out = decode(ae, torch.randn(1, *latent_shape(cfg)))
+    assert float(raw.abs().max()) > 1.0  # the decoder itself is unbounded
+    assert float(out.min()) >= -1.0 and float(out.max()) <= 1.0
