@@ -1,7 +1,7 @@
 """Benchmark: quality against CPU time, measured on scans the GAN never saw.
 
     python benchmarks/quality_vs_compute.py RUN [RUN ...] --real HELDOUT --out DIR
-        [--n 64] [--every 1] [--threads 2]
+        [--n 64] [--every 1] [--threads 2] [--no-anatomy]
 
 For every kept checkpoint of each run (``train.keep_checkpoints`` large enough to keep them),
 generate ``--n`` scans with its EMA weights (raw where the run has no EMA) and evaluate them
@@ -93,7 +93,7 @@ def summarise(metrics: dict[str, Any], row_name: str) -> dict[str, float]:
 
 
 def evaluate_checkpoint(
-    run: Path, iteration: int, path: Path, real: Path, out: Path, n: int
+    run: Path, iteration: int, path: Path, real: Path, out: Path, n: int, anatomy: bool = True
 ) -> dict[str, Any]:
     """Generate and evaluate one checkpoint (reusing an earlier report); its metrics.json."""
     from ratgan.evaluation import EvaluationSettings, run_evaluation
@@ -115,7 +115,7 @@ def evaluate_checkpoint(
                 precision="bf16",
             )
         settings = EvaluationSettings(
-            seed=0, comparisons=300, msssim_comparisons=105, progress=False
+            seed=0, comparisons=300, msssim_comparisons=105, progress=False, anatomy=anatomy
         )
         run_evaluation(real, {name: gen}, report, settings=settings, figures=False)
     metrics: dict[str, Any] = json.loads((report / "metrics.json").read_text())
@@ -164,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--every", type=int, default=1, help="every K-th checkpoint")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--no-anatomy",
+        action="store_true",
+        help="skip the anatomy space (its network trains until Dice 0.8 on first use)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -173,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     reference: dict[str, Any] | None = None
     for run in args.runs:
         for iteration, path in checkpoints(run)[:: args.every]:
-            metrics = evaluate_checkpoint(run, iteration, path, args.real, args.out, args.n)
+            metrics = evaluate_checkpoint(
+                run, iteration, path, args.real, args.out, args.n, not args.no_anatomy
+            )
             name = f"{run.name}@{iteration}"
             row = {
                 "run": run.name,

@@ -47,11 +47,12 @@ from ratgan.models.ldm import (
     latent_shape,
     sample_latent_diffusion,
 )
-from ratgan.runs import RunData, RunScan, read_run_data, run_paths, write_run_data
+from ratgan.runs import read_run_data, run_paths
 from ratgan.training import checkpoint as ckpt
 from ratgan.training.cpu_clock import CpuClock
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.ldm_figures import plot_ldm_loss_curves, plot_ldm_quality_curves
+from ratgan.training.run_folder import NewRunGuard, write_new_run
 from ratgan.training.run import LOWER_IS_BETTER, TrainingDiverged, _Due, _prepare_run_dir
 from ratgan.training.run import _truncate_metrics as truncate_metrics
 
@@ -90,36 +91,32 @@ def train_ldm(
         raise RatganError("an ldm run trains in one process; start it without torchrun.")
     run_dir = Path(run_dir)
     device = select_device(cfg.train.device)
-    cfg = _prepare_run_dir(run_dir, cfg, resume, write=True)
-    if resume:
-        data_source = read_run_data(run_dir).source
-    elif data_source is None:
-        raise RatganError("--data is required to start a new run.")
-    cohort = load_cohort(data_source, cfg.data, progress=progress)
-    if not resume:
-        _write_data_record(run_dir, str(data_source), cohort)
-    probe = None
-    if cfg.train.eval_every:
-        if probe_factory is None:
-            raise RatganError(
-                "train.eval_every is set but no quality probe was given "
-                "(pass ratgan.evaluation.tracking.volume_probe_factory)."
-            )
-        probe = probe_factory(cfg, run_dir)
-    trainer = LDMTrainer(cfg, cohort, device)
-    start = trainer.resume(run_dir) if resume else 0
-    return trainer.run(run_dir, start, progress, probe)
-
-
-def _write_data_record(run_dir: Path, source: str, cohort: Cohort) -> None:
-    """data.json: the training scans (absolute paths) and their preprocessing records."""
-    entries = [
-        RunScan(
-            str(Path(e.image).resolve()), None if e.label is None else str(Path(e.label).resolve())
-        )
-        for e in cohort.entries
-    ]
-    write_run_data(run_dir, RunData(source, entries, [i.to_dict() for i in cohort.infos]))
+    guard = None if resume else NewRunGuard(run_dir)
+    try:
+        cfg = _prepare_run_dir(run_dir, cfg, resume, write=True)
+        if resume:
+            data_source = read_run_data(run_dir).source
+        elif data_source is None:
+            raise RatganError("--data is required to start a new run.")
+        cohort = load_cohort(data_source, cfg.data, progress=progress)
+        if not resume:
+            # as for a GAN run: the folder (config and data record) only once the data is read
+            write_new_run(run_dir, cfg, data_source, cohort)
+        probe = None
+        if cfg.train.eval_every:
+            if probe_factory is None:
+                raise RatganError(
+                    "train.eval_every is set but no quality probe was given "
+                    "(pass ratgan.evaluation.tracking.volume_probe_factory)."
+                )
+            probe = probe_factory(cfg, run_dir)
+        trainer = LDMTrainer(cfg, cohort, device)
+        start = trainer.resume(run_dir) if resume else 0
+        return trainer.run(run_dir, start, progress, probe)
+    except BaseException:
+        if guard is not None:  # a new run that failed before its first checkpoint
+            guard.discard_if_unfinished()
+        raise
 
 
 class LDMTrainer:
