@@ -46,9 +46,16 @@ class ConvTrunk(nn.Module):
         layers["head"] = maybe_spectral(head, spectral)
         self.net = nn.Sequential(layers)
 
+    def before_head(self, x: Tensor) -> Tensor:
+        """What the head sees of the last conv's features (identity here)."""
+        return x
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, S, S, S) -> (B, out_channels)."""
-        out: Tensor = self.net(x)
+        *trunk, head = self.net
+        for layer in trunk:
+            x = layer(x)
+        out: Tensor = head(self.before_head(x))
         return out.flatten(1)
 
 
@@ -70,15 +77,13 @@ class Discriminator(ConvTrunk):
         )
         self.mbstd_group = cfg.d_mbstd_group
 
+    def before_head(self, x: Tensor) -> Tensor:
+        """The features, plus the minibatch standard deviation with ``d_mbstd_group``."""
+        return minibatch_stddev(x, self.mbstd_group) if self.mbstd_group else x
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, S, S, S) -> (B,) scores."""
-        if not self.mbstd_group:
-            return super().forward(x)[:, 0]
-        *trunk, head = list(self.net)
-        for layer in trunk:
-            x = layer(x)
-        out: Tensor = head(minibatch_stddev(x, self.mbstd_group))
-        return out.flatten(1)[:, 0]
+        return super().forward(x)[:, 0]
 
 
 class Encoder(ConvTrunk):

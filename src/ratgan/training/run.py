@@ -236,16 +236,18 @@ def _resume(
     info: distributed.DistInfo,
     ema: GeneratorEMA | None,
     augment: DiscriminatorAugment | None,
-) -> tuple[int, dict[str, Any], float]:
+) -> tuple[int, dict[str, Any], dict[str, float]]:
     """Restore the newest readable checkpoint of ``run_dir``, if any: (its iteration, the best
-    record, the run's CPU seconds so far).  An unreadable newer checkpoint (truncated,
-    damaged) is skipped with a message naming it and why.
+    record, the run's wall and CPU seconds so far, keyed ``seconds`` and ``cpu_seconds``).  An
+    unreadable newer checkpoint (truncated, damaged) is skipped with a message naming it and
+    why.
 
-    Log lines written after that checkpoint are dropped (rank 0).  (0, {}, 0) when there is none.
+    Log lines written after that checkpoint are dropped (rank 0).  (0, {}, {}) when there is
+    none.
     """
     found = ckpt.newest_readable_checkpoint(run_dir, map_location=device)
     if found is None:
-        return 0, {}, 0.0
+        return 0, {}, {}
     path, state, skipped = found
     if info.is_main:
         for message in skipped:
@@ -258,7 +260,8 @@ def _resume(
         _truncate_metrics(run_paths(run_dir).metrics, start)
         if ckpt.discard_best_after(run_dir, start):
             best = {}  # the record named a best.pt that a later one replaced: start afresh
-    return start, best, float(state.get("cpu_seconds", 0.0))
+    elapsed = {k: float(state.get(k, 0.0)) for k in ("seconds", "cpu_seconds")}
+    return start, best, elapsed
 
 
 def _check_finite(
@@ -328,13 +331,14 @@ def _loop(
         cfg,
     )
 
-    start, cpu = 0, 0.0
+    start = 0
     best: dict[str, Any] = {}
+    elapsed: dict[str, float] = {}
     if resume:
-        start, best, cpu = _resume(
+        start, best, elapsed = _resume(
             run_dir, device, nets, optimizers, rng, stream, info, ema, augment
         )
-    clock = CpuClock(cpu)
+    clock = CpuClock(elapsed.get("cpu_seconds", 0.0))
     step = AlphaGANStep(
         nets,
         optimizers,
@@ -353,7 +357,7 @@ def _loop(
     window: list[dict[str, torch.Tensor]] = []
     finite = torch.ones((), dtype=torch.bool, device=device)
     last: dict[str, float] = {}
-    t0 = time.perf_counter() - _last_value(paths.metrics, "seconds")  # go on across resumes
+    t0 = time.perf_counter() - elapsed.get("seconds", 0.0)  # go on across resumes
     bar = tqdm(
         total=t_cfg.iterations,
         initial=start,
@@ -385,7 +389,7 @@ def _loop(
                     sampler, sample_z, reference_info, cfg, paths.sample(it), device
                 )
             improved = False
-            if due.evaluate and info.is_main:
+            if due.evaluate and probe is not None:
                 health = encoder_health(
                     nets.encoder, nets.generator, health_x, bf16=t_cfg.precision == "bf16"
                 )
@@ -396,6 +400,7 @@ def _loop(
                 ranks = distributed.gather_objects(_rank_state(rng, stream), info)
             if info.is_main and (due.checkpoint or improved):
                 state = _state(cfg, nets, optimizers, ranks, ema, augment, best)
+                state["seconds"] = round(time.perf_counter() - t0, 3)
                 state["cpu_seconds"] = clock()
                 _save_checkpoints(run_dir, it, state, due, improved, t_cfg)
     finally:
@@ -449,7 +454,7 @@ def is_improvement(value: float, best: dict[str, Any], lower_is_better: bool) ->
 
 
 def _evaluate(
-    probe: QualityProbe | None,
+    probe: QualityProbe,
     sampler: torch.nn.Module,
     device: torch.device,
     metrics_path: Path,
@@ -462,21 +467,17 @@ def _evaluate(
     """Run the quality probe, log its metrics (and the encoder's ``health``) on one line;
     True (and ``best`` updated) when the tracked metric improved."""
     t0 = time.perf_counter()
-    metrics: dict[str, float] = {}
-    if probe is not None:
-        was_training = sampler.training
-        sampler.eval()
-        try:
-            metrics = probe(sampler, device)
-        finally:
-            sampler.train(was_training)
-    improved = False
+    was_training = sampler.training
+    sampler.eval()
+    try:
+        metrics = probe(sampler, device)
+    finally:
+        sampler.train(was_training)
     name = cfg.train.eval_metric
-    if name in metrics:
-        value = float(metrics[name])
-        improved = is_improvement(value, best, LOWER_IS_BETTER[name])
-        if improved:
-            best.update({"metric": name, "value": value, "iteration": iteration})
+    value = float(metrics[name])
+    improved = is_improvement(value, best, LOWER_IS_BETTER[name])
+    if improved:
+        best.update({"metric": name, "value": value, "iteration": iteration})
     record = {
         "iteration": iteration,
         "kind": "quality",
@@ -578,18 +579,6 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
         if ln.strip() and json.loads(ln)["iteration"] <= iteration
     ]
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
-
-def _last_value(path: Path, key: str) -> float:
-    """The last value of ``key`` in metrics.jsonl (0 when no line has it): what a resumed run
-    continues counting from."""
-    if not path.is_file():
-        return 0.0
-    last = 0.0
-    for ln in path.read_text().splitlines():
-        if ln.strip():
-            last = float(json.loads(ln).get(key, last))
-    return last
 
 
 def _log(
