@@ -1,15 +1,22 @@
-"""The training loop: run folder, resume equality, crash safety, divergence handling."""
+"""The training loop: run folder, resume equality, crash safety, divergence handling.
+
+A run folder is written only for a run that can go on: failed starts leave nothing, resume
+falls back over an unreadable checkpoint, and the logged seconds continue across resumes."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
+from ratgan.cli import main
 from ratgan.config import load_config
 from ratgan.errors import RatganError
 from ratgan.training import checkpoint as ckpt
@@ -150,3 +157,105 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_last_complete_one(
     assert not partial.exists()
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [2, 4, 6]
     assert [r["iteration"] for r in _metrics(run)] == [1, 2, 3, 4, 5, 6]
+
+
+# --------------------------------------------------------------- recovery of failed starts
+
+
+def _with_a_nan_scan(phantom_dir: Path, folder: Path) -> Path:
+    """Three phantom scans and, sorted last, one whose voxels are all NaN."""
+    folder.mkdir()
+    for path in sorted((phantom_dir / "images").glob("*.nii.gz"))[:3]:
+        shutil.copy(path, folder / path.name)
+    img = nib.load(path)
+    nan = np.full(img.shape, np.nan, np.float32)
+    nib.save(nib.Nifti1Image(nan, img.affine), folder / "zz_nan.nii.gz")
+    return folder
+
+
+def test_a_run_whose_data_cannot_be_read_leaves_no_run_folder(phantom_dir, tmp_path, capsys):
+    data = _with_a_nan_scan(phantom_dir, tmp_path / "data")
+    run = tmp_path / "run"
+    args = ["train", "--config", "tiny", "--data", str(data), "--out", str(run), "--no-progress"]
+    assert main(args) == 2
+    assert "zz_nan.nii.gz holds" in capsys.readouterr().err
+    assert not run.exists()
+    run.mkdir()  # a folder that existed before keeps what it held, and nothing more
+    (run / "notes.txt").write_text("mine")
+    assert main(args) == 2
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_a_run_failing_before_its_first_checkpoint_removes_what_it_wrote(
+    phantom_dir, tmp_path, monkeypatch
+):
+    from ratgan.training import alphagan
+
+    def broken(self, x1, x2):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(alphagan.AlphaGANStep, "__call__", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(_cfg(4), phantom_dir, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_wrote_a_checkpoint_is_kept_for_resume(phantom_dir, tmp_path, monkeypatch):
+    from ratgan.training import alphagan
+
+    real_call, calls = alphagan.AlphaGANStep.__call__, {"n": 0}
+
+    def fails_at_three(self, x1, x2):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("interrupted")
+        return real_call(self, x1, x2)
+
+    monkeypatch.setattr(alphagan.AlphaGANStep, "__call__", fails_at_three)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        train(_cfg(4), phantom_dir, tmp_path / "run", progress=False)
+    assert [i for i, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2]
+    assert (tmp_path / "run" / "config.yaml").is_file() and (
+        tmp_path / "run" / "data.json"
+    ).is_file()
+
+
+def test_resume_skips_an_unreadable_latest_checkpoint_and_says_so(phantom_dir, tmp_path, capsys):
+    full = tmp_path / "full"
+    train(_cfg(6), phantom_dir, full, progress=False)
+    run = tmp_path / "run"
+    train(_cfg(4), phantom_dir, run, progress=False)
+    latest = ckpt.checkpoint_path(run, 4)
+    with open(latest, "r+b") as handle:  # a checkpoint cut short, e.g. by a full disk
+        handle.truncate(latest.stat().st_size // 2)
+    capsys.readouterr()
+    train(_cfg(6), None, run, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert f"checkpoint {latest} cannot be read" in err
+    assert "resuming from ckpt_0000002.pt instead" in err
+    # resumed from iteration 2, the run is the uninterrupted one
+    a = ckpt.load_checkpoint(ckpt.checkpoint_path(full, 6))
+    b = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 6))
+    for net in ("G", "E", "D", "C"):
+        for key, value in a["networks"][net].items():
+            assert torch.equal(value, b["networks"][net][key]), (net, key)
+    assert [r["iteration"] for r in _metrics(run)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_no_readable_checkpoint_names_every_file(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(4), phantom_dir, run, progress=False)
+    for _, path in ckpt.list_checkpoints(run):
+        path.write_bytes(b"PK\x03\x04 cut")
+    with pytest.raises(RatganError, match=r"no checkpoint of .* can be read: .*0004.*0002"):
+        train(_cfg(6), None, run, resume=True, progress=False)
+
+
+def test_logged_seconds_continue_across_a_resume(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(4), phantom_dir, run, progress=False)
+    before = _metrics(run)[-1]["seconds"]
+    result = train(_cfg(6), None, run, resume=True, progress=False)
+    seconds = [r["seconds"] for r in _metrics(run)]
+    assert seconds == sorted(seconds) and seconds[4] >= before > 0
+    assert result.seconds >= seconds[-1]
