@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.profiler import record_function
 
 from ratgan.config import Config
 from ratgan.models import Networks
@@ -291,27 +292,35 @@ class AlphaGANStep:
             self.opt[key].step()
 
     def __call__(self, x1: Tensor, x2: Tensor) -> dict[str, Tensor]:
-        """One full iteration on two consecutive batches; returns detached scalar losses."""
-        total, eg_parts = self.eg(x1, self._z(len(x1)), self.rng)
-        self._update(("E", "G"), total)
-        if self.cfg.optim.double_generator_step:
-            self.opt["G"].step()  # the published code steps G twice with the same gradients
+        """One full iteration on two consecutive batches; returns detached scalar losses.
+
+        Each part runs under a ``record_function`` label ("ratgan.eg", "ratgan.ema",
+        "ratgan.d_inputs", "ratgan.d", "ratgan.c"), so a profiler can split an iteration.
+        """
+        with record_function("ratgan.eg"):
+            total, eg_parts = self.eg(x1, self._z(len(x1)), self.rng)
+            self._update(("E", "G"), total)
+            if self.cfg.optim.double_generator_step:
+                self.opt["G"].step()  # the published code steps G twice with the same gradients
         self.images_seen += len(x1) * self.world_size
         if self.ema is not None:
-            self.ema.update(self.nets.generator, len(x1) * self.world_size, self.images_seen)
+            with record_function("ratgan.ema"):
+                self.ema.update(self.nets.generator, len(x1) * self.world_size, self.images_seen)
 
         # x~ for the discriminator from the just-updated E and G, on the next batch.
-        with torch.no_grad(), self._helper.amp():
+        with record_function("ratgan.d_inputs"), torch.no_grad(), self._helper.amp():
             z_e = losses.widen(self.nets.encoder(x2).reshape(len(x2), -1))
             z_r = self._z(len(x2))
             x_rec, x_gen = self._helper.generate_pair(self.nets.generator, z_e, z_r)
         x_rec = losses.widen(x_rec).contiguous(memory_format=self.memory_format)
         x_gen = losses.widen(x_gen).contiguous(memory_format=self.memory_format)
-        total, d_parts = self.d(x2, x_rec, x_gen, self.rng)
-        self._update(("D",), total)
+        with record_function("ratgan.d"):
+            total, d_parts = self.d(x2, x_rec, x_gen, self.rng)
+            self._update(("D",), total)
 
-        total, c_parts = self.c(z_e, z_r, self.rng)
-        self._update(("C",), total)
+        with record_function("ratgan.c"):
+            total, c_parts = self.c(z_e, z_r, self.rng)
+            self._update(("C",), total)
 
         out = {f"eg_{k}": v for k, v in eg_parts.items()}
         out.update({f"d_{k}": v for k, v in d_parts.items()})

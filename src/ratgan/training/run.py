@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from ratgan.atomic import atomic_write_text
@@ -368,8 +369,9 @@ def _loop(
     )
     try:
         for it in range(start + 1, t_cfg.iterations + 1):
-            x1 = model_input(*next(stream), cfg)
-            x2 = model_input(*next(stream), cfg)
+            with record_function("ratgan.data"):
+                x1 = model_input(*next(stream), cfg)
+                x2 = model_input(*next(stream), cfg)
             parts = step(x1, x2)
             finite &= torch.stack(list(parts.values())).isfinite().all()
             window.append(parts)
