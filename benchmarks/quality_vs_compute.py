@@ -1,7 +1,7 @@
 """Benchmark: quality against CPU time, measured on scans the GAN never saw.
 
     python benchmarks/quality_vs_compute.py RUN [RUN ...] --real HELDOUT --out DIR
-        [--n 64] [--every 1] [--threads 2] [--no-anatomy]
+        [--n 64] [--every 1] [--threads 2] [--no-anatomy] [--archive DIR]
 
 For every kept checkpoint of each run (``train.keep_checkpoints`` large enough to keep them),
 generate ``--n`` scans with its EMA weights (raw where the run has no EMA) and evaluate them
@@ -14,7 +14,10 @@ time, cumulative across resumes) at that iteration in metrics.jsonl.
 Writes ``DIR/quality_vs_compute.csv`` (one row per checkpoint, plus the reference rows) and
 ``DIR/quality_vs_compute.png`` (each metric against CPU hours, the reference level dashed), and
 prints the table.  A checkpoint already evaluated (its report exists) is not evaluated again,
-so the benchmark can be rerun as a run grows.
+so the benchmark can be rerun as a run grows.  ``--archive DIR`` also reads checkpoints of a
+run from ``DIR/<run folder name>/`` (copies kept before the run's rotation removed them).  A
+latent diffusion run's checkpoints are evaluated from its second stage on: in the first there is
+no sampler yet (its reconstruction floor: ``benchmarks/ldm_reconstruction.py``).
 """
 
 from __future__ import annotations
@@ -55,14 +58,21 @@ def cpu_hours_at(run: Path, iteration: int) -> float:
     return best
 
 
-def checkpoints(run: Path) -> list[tuple[int, Path]]:
-    """(iteration, path) of the run's rotating checkpoints, oldest first."""
-    found = []
-    for path in (run / "checkpoints").glob("ckpt_*.pt"):
-        match = re.match(r"ckpt_(\d+)\.pt$", path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+def checkpoints(run: Path, archive: Path | None = None) -> list[tuple[int, Path]]:
+    """(iteration, path) of the run's checkpoints that can sample, oldest first: its rotating
+    ones and those copied to ``archive/<run name>/``; an ldm run's from stage 2 on."""
+    from ratgan.runs import read_run_config
+
+    cfg = read_run_config(run)
+    first = cfg.ldm.autoencoder.iterations + 1 if cfg.family == "ldm" else 0
+    found: dict[int, Path] = {}
+    folders = [run / "checkpoints"] + ([archive / run.name] if archive is not None else [])
+    for folder in folders:
+        for path in folder.glob("ckpt_*.pt"):
+            match = re.match(r"ckpt_(\d+)\.pt$", path.name)
+            if match and int(match.group(1)) >= first:
+                found.setdefault(int(match.group(1)), path)
+    return sorted(found.items())
 
 
 def _stat(value: Any) -> float:
@@ -164,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--every", type=int, default=1, help="every K-th checkpoint")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--archive", type=Path, help="also read checkpoints from DIR/<run name>/")
     parser.add_argument(
         "--no-anatomy",
         action="store_true",
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     reference: dict[str, Any] | None = None
     for run in args.runs:
-        for iteration, path in checkpoints(run)[:: args.every]:
+        for iteration, path in checkpoints(run, args.archive)[:: args.every]:
             metrics = evaluate_checkpoint(
                 run, iteration, path, args.real, args.out, args.n, not args.no_anatomy
             )
