@@ -37,8 +37,18 @@ def main() -> None:
     print(json.dumps({"threads": torch.get_num_threads(), "n": args.n}))
     tmp = Path(tempfile.mkdtemp(prefix="ldm-sampling-"))
     try:
-        generate_scans(  # warm-up: first-call allocations, file cache
-            args.run, 2, tmp / "warm", steps=2, batch_size=2, progress=False, device=args.device
+        # Warm-up with the timed batch size and precision: oneDNN builds its kernels for each
+        # shape and data type on first use (about 2 s per batch of 8 in bf16 here), which
+        # `ratgan generate` pays once per call, not per batch.
+        generate_scans(
+            args.run,
+            args.batch_size,
+            tmp / "warm",
+            steps=2,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            device=args.device,
+            progress=False,
         )
         for steps in args.steps:
             cpu, wall = time.process_time(), time.perf_counter()
