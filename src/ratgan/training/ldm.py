@@ -53,8 +53,9 @@ from ratgan.training.cpu_clock import CpuClock
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.ldm_figures import plot_ldm_loss_curves, plot_ldm_quality_curves
 from ratgan.training.run_folder import NewRunGuard, write_new_run
-from ratgan.training.run import LOWER_IS_BETTER, TrainingDiverged, _Due, _prepare_run_dir
-from ratgan.training.run import _truncate_metrics as truncate_metrics
+from ratgan.training.run import LOWER_IS_BETTER, TrainingDiverged
+from ratgan.training.run_folder import prepare_run_dir, truncate_metrics
+from ratgan.training.schedule import Due
 
 VolumeProbe = Callable[[list[FloatArray]], dict[str, float]]
 """Scores scans in the source space (cropped, real intensities) -> metrics by name."""
@@ -93,7 +94,7 @@ def train_ldm(
     device = select_device(cfg.train.device)
     guard = None if resume else NewRunGuard(run_dir)
     try:
-        cfg = _prepare_run_dir(run_dir, cfg, resume, write=True)
+        cfg = prepare_run_dir(run_dir, cfg, resume, write=True)
         if resume:
             data_source = read_run_data(run_dir).source
         elif data_source is None:
@@ -390,7 +391,7 @@ class LDMTrainer:
                     parts = self.diffusion_step(seen)
                 window.append(parts)
                 bar.update(1)
-                due = _Due.at(it, t)
+                due = Due.at(it, t)
                 # The stage boundary ends a logging window: one line never mixes both stages.
                 if due.log or due.checkpoint or it == ae_iters:
                     last = self._log(paths.metrics, it, window, time.perf_counter() - t0)

@@ -20,7 +20,6 @@ import torch
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from ratgan.atomic import atomic_write_text
 from ratgan.config import Config, TrainConfig
 from ratgan.data.augment import BatchAugmenter
 from ratgan.data.dataset import Cohort, EndlessBatches, load_cohort
@@ -28,7 +27,7 @@ from ratgan.data.transforms import PreprocessInfo, labels_to_channels
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
 from ratgan.models import Generator, Networks, build_networks
-from ratgan.runs import read_run_config, read_run_data, run_paths, write_run_config
+from ratgan.runs import read_run_data, run_paths
 from ratgan.training import checkpoint as ckpt
 from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
@@ -38,6 +37,8 @@ from ratgan.training.ema import GeneratorEMA
 from ratgan.training.encoder_health import encoder_health
 from ratgan.training.figures import plot_loss_curves, plot_quality_curves, save_sample_montage
 from ratgan.training.host_memory import keep_freed_host_memory
+from ratgan.training.run_folder import prepare_run_dir, truncate_metrics
+from ratgan.training.schedule import Due
 from ratgan.training.run_folder import NewRunGuard, write_new_run
 
 
@@ -77,40 +78,6 @@ class TrainResult:
     last_losses: dict[str, float]
     networks: Networks
     rank: int = 0
-
-
-def _prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> Config:
-    """Check the run folder (every rank); on resume, store a changed iteration target (rank 0
-    only).  A new run's folder is written once its data has been read (``write_new_run``)."""
-    has_ckpt = bool(ckpt.list_checkpoints(run_dir))
-    if resume:
-        if not run_paths(run_dir).config.is_file():
-            raise RatganError(f"--resume: {run_dir} holds no run to resume.")
-        # The stored config wins: only the iteration target, the device and the evaluation
-        # interval (which does not change the training) may change.
-        stored = read_run_config(run_dir)
-        keys = ("iterations", "device", "eval_every")
-        changed = any(getattr(stored.train, k) != getattr(cfg.train, k) for k in keys)
-        for key in keys:
-            setattr(stored.train, key, getattr(cfg.train, key))
-        found = ckpt.list_checkpoints(run_dir)
-        if found and found[-1][0] > stored.train.iterations:
-            raise RatganError(
-                f"--resume: the run in {run_dir} has reached iteration "
-                f"{found[-1][0]}, beyond the iteration target "
-                f"{stored.train.iterations}."
-            )
-        if changed and write:
-            write_run_config(run_dir, stored)  # the run folder states its new target
-        return stored.validate()
-    if has_ckpt:
-        raise RatganError(
-            f"run folder {run_dir} already holds checkpoints; pass --resume to "
-            "continue it or choose another --out."
-        )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RatganError(f"--out {run_dir} is a file, not a run folder.")
-    return cfg
 
 
 def _shard(cohort: Cohort, info: distributed.DistInfo) -> Cohort:
@@ -156,7 +123,7 @@ def train(
     info, device = distributed.setup(device)
     guard = NewRunGuard(run_dir) if not resume and info.is_main else None
     try:
-        cfg = _prepare_run_dir(run_dir, cfg, resume, write=info.is_main)
+        cfg = prepare_run_dir(run_dir, cfg, resume, write=info.is_main)
         if resume:
             data_source = read_run_data(run_dir).source
         elif data_source is None:
@@ -198,27 +165,6 @@ def train(
         distributed.teardown(info)
 
 
-@dataclass(frozen=True)
-class _Due:
-    """What an iteration triggers besides the training step itself."""
-
-    log: bool
-    checkpoint: bool
-    sample: bool
-    evaluate: bool
-
-    @classmethod
-    def at(cls, it: int, t_cfg: TrainConfig) -> _Due:
-        """The schedule of iteration ``it``; the last iteration triggers everything configured."""
-        last = it == t_cfg.iterations
-        return cls(
-            log=it % t_cfg.log_every == 0 or last,
-            checkpoint=it % t_cfg.checkpoint_every == 0 or last,
-            sample=it % t_cfg.sample_every == 0 or last,
-            evaluate=bool(t_cfg.eval_every) and (it % t_cfg.eval_every == 0 or last),
-        )
-
-
 def _prepare_device(device: torch.device) -> None:
     """Per-device speed settings that do not change the mathematics."""
     if device.type == "cuda":
@@ -258,7 +204,7 @@ def _resume(
     start = int(state["iteration"])
     best = dict(state.get("best") or {})
     if info.is_main:
-        _truncate_metrics(run_paths(run_dir).metrics, start)
+        truncate_metrics(run_paths(run_dir).metrics, start)
         if ckpt.discard_best_after(run_dir, start):
             best = {}  # the record named a best.pt that a later one replaced: start afresh
     elapsed = {k: float(state.get(k, 0.0)) for k in ("seconds", "cpu_seconds")}
@@ -278,7 +224,7 @@ def _check_finite(
 
 
 def _save_checkpoints(
-    run_dir: Path, it: int, state: dict[str, Any], due: _Due, improved: bool, t_cfg: TrainConfig
+    run_dir: Path, it: int, state: dict[str, Any], due: Due, improved: bool, t_cfg: TrainConfig
 ) -> None:
     """Write the best checkpoint when the quality improved, and at checkpoint iterations the
     regular checkpoint and the loss and quality curves (rank 0)."""
@@ -376,7 +322,7 @@ def _loop(
             finite &= torch.stack(list(parts.values())).isfinite().all()
             window.append(parts)
             bar.update(1)
-            due = _Due.at(it, t_cfg)
+            due = Due.at(it, t_cfg)
             if due.log or due.checkpoint:
                 # One host sync per logging interval, none per step.
                 _check_finite(finite, info, it, len(window), paths.checkpoints)
@@ -569,18 +515,6 @@ def _restore(
         it = int(state["iteration"])
         rng.manual_seed(distributed.rank_seed(it, info.rank, 7))
         torch.manual_seed(distributed.rank_seed(it, info.rank, 8))
-
-
-def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Drop log lines written after the checkpoint a run resumes from."""
-    if not path.is_file():
-        return
-    keep = [
-        ln
-        for ln in path.read_text().splitlines()
-        if ln.strip() and json.loads(ln)["iteration"] <= iteration
-    ]
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def _log(

@@ -1,5 +1,6 @@
-"""A new run folder: written only once its data has been read, removed again if the run
-fails before its first checkpoint.
+"""The run folder: checked before a run starts or resumes, written only once its data has been
+read, removed again if a new run fails before its first checkpoint, its metrics log cut back to
+the checkpoint a run resumes from.
 
 A run without a checkpoint cannot be resumed or sampled, so what a failed start wrote
 (config.yaml, data.json, the first metrics and sample montages) would only mislead: a later
@@ -8,12 +9,22 @@ A run without a checkpoint cannot be resumed or sampled, so what a failed start 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+from ratgan.atomic import atomic_write_text
 from ratgan.config import Config
 from ratgan.data.dataset import Cohort
-from ratgan.runs import RunData, RunScan, write_run_config, write_run_data
+from ratgan.errors import RatganError
+from ratgan.runs import (
+    RunData,
+    RunScan,
+    read_run_config,
+    run_paths,
+    write_run_config,
+    write_run_data,
+)
 from ratgan.training import checkpoint as ckpt
 
 
@@ -63,3 +74,49 @@ class NewRunGuard:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> Config:
+    """Check the run folder (every rank); on resume, store a changed iteration target (rank 0
+    only).  A new run's folder is written once its data has been read (``write_new_run``)."""
+    has_ckpt = bool(ckpt.list_checkpoints(run_dir))
+    if resume:
+        if not run_paths(run_dir).config.is_file():
+            raise RatganError(f"--resume: {run_dir} holds no run to resume.")
+        # The stored config wins: only the iteration target, the device and the evaluation
+        # interval (which does not change the training) may change.
+        stored = read_run_config(run_dir)
+        keys = ("iterations", "device", "eval_every")
+        changed = any(getattr(stored.train, k) != getattr(cfg.train, k) for k in keys)
+        for key in keys:
+            setattr(stored.train, key, getattr(cfg.train, key))
+        found = ckpt.list_checkpoints(run_dir)
+        if found and found[-1][0] > stored.train.iterations:
+            raise RatganError(
+                f"--resume: the run in {run_dir} has reached iteration "
+                f"{found[-1][0]}, beyond the iteration target "
+                f"{stored.train.iterations}."
+            )
+        if changed and write:
+            write_run_config(run_dir, stored)  # the run folder states its new target
+        return stored.validate()
+    if has_ckpt:
+        raise RatganError(
+            f"run folder {run_dir} already holds checkpoints; pass --resume to "
+            "continue it or choose another --out."
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RatganError(f"--out {run_dir} is a file, not a run folder.")
+    return cfg
+
+
+def truncate_metrics(path: Path, iteration: int) -> None:
+    """Drop log lines written after the checkpoint a run resumes from."""
+    if not path.is_file():
+        return
+    keep = [
+        ln
+        for ln in path.read_text().splitlines()
+        if ln.strip() and json.loads(ln)["iteration"] <= iteration
+    ]
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
