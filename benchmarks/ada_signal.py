@@ -24,19 +24,21 @@ iteration, as a training phase does) and the run's precision:
   (``generate_pair``, batches of train.batch_size), and ``rec``: G(E(x)) of the ``train`` scans,
   the other half of what the critic sees in training.
 
-Per checkpoint it reports the mean scores, r_v (with a bootstrap 90 % interval over the scans),
-r_t as defined above (real scores centred on the mean over all ``gen``), and ``r_t_train``: the
-signal exactly as training accumulates it (``DiscriminatorAugment.observe`` per batch of
-train.batch_size, real scores centred on that batch's mean over ``rec`` and ``gen``), with
-``r_v_train``, r_v whose generated set is the same ``rec`` and ``gen``.  Each
-again with the augmentation at the checkpoint's p applied to every input (suffix ``_aug``: what
-training computes r_t on; every set gets the same seeded transforms, volume by volume).
+Per checkpoint it reports the mean scores; r_v (with a bootstrap 90 % interval over the scans;
+unstable where D scores training and generated scans alike); ``auc_held``, the chance that a
+training scan outscores a held-out one (0.5: no overfitting; scale-free); r_t as defined above
+(real scores centred on the mean over all ``gen``); ``r_t_train``, the signal exactly as
+training accumulates it (``DiscriminatorAugment.observe`` per batch of train.batch_size, real
+scores centred on that batch's mean over ``rec`` and ``gen``); and ``r_v_train``, r_v whose
+generated set is the same ``rec`` and ``gen``.  Each again with the augmentation at the
+checkpoint's p applied to every input (suffix ``_aug``: what training computes r_t on; every
+set gets the same seeded transforms, volume by volume).
 
 Writes DIR/ada_signal.csv (one row per run and checkpoint) and DIR/ada_signal.png (r_t, r_v and
 p against the iteration per run; r_v against r_t with ADA's target 0.6), and prints the table,
-the Pearson and Spearman correlations of r_t and r_v over all rows and r_v at the checkpoints
-whose r_t is nearest 0.6.  Not part of pass/fail (tests/training/test_ada_signal.py checks the
-formulas and runs it on a tiny run).
+the Pearson and Spearman correlations of r_t and r_v (and auc_held) over all rows and r_v at the
+checkpoints whose r_t is nearest 0.6.  Not part of pass/fail (tests/training/test_ada_signal.py
+checks the formulas and runs it on a tiny run).
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ def centred_sign(real: Sequence[Any], fake: Sequence[Any]) -> float:
     for r, f in zip(real, fake, strict=True):
         signal.observe(torch.as_tensor(r), torch.as_tensor(f))
     return float(signal.r_t())
+
+
+def outscore(a: Any, b: Any) -> float:
+    """P(a score of ``a`` > a score of ``b``) over all pairs, ties counting half: the area under
+    the ROC curve of the critic telling ``a`` from ``b`` (0.5: it cannot; scale-free)."""
+    x = np.asarray(a, dtype=np.float64)[:, None]
+    y = np.asarray(b, dtype=np.float64)[None, :]
+    return float(np.mean((x > y) + 0.5 * (x == y)))
 
 
 def ratio_interval(
@@ -268,6 +278,7 @@ def signals(scores: dict[str, np.ndarray], batch: int, seed: int) -> dict[str, f
     )
     fakes = np.concatenate([scores["rec"], scores["gen"]])
     out["r_v_train"] = overfitting_ratio(scores["train"], scores["held"], fakes)
+    out["auc_held"] = outscore(scores["train"], scores["held"])
     out["r_t"] = centred_sign([scores["train"]], [scores["gen"]])
     chunks = [np.array_split(scores[k], len(scores[k]) // batch) for k in ("train", "rec", "gen")]
     out["r_t_train"] = centred_sign(
@@ -338,6 +349,7 @@ _TABLE = [
     ("r_t", "r_t", "{:.2f}"),
     ("r_v_train", "r_v_train", "{:.2f}"),
     ("r_t_train", "r_t_train", "{:.2f}"),
+    ("auc_held", "auc_held", "{:.2f}"),
     ("r_v_aug", "r_v_aug", "{:.2f}"),
     ("r_t_aug", "r_t_aug", "{:.2f}"),
     ("r_v_train_aug", "r_v_train_aug", "{:.2f}"),
@@ -367,7 +379,13 @@ def summary(rows: list[dict[str, Any]]) -> str:
     is nearest the target."""
     out = []
     for suffix, what in (("", "un-augmented"), ("_aug", "augmented at the stored p")):
-        for signal, truth in (("r_t", "r_v"), ("r_t_train", "r_v"), ("r_t_train", "r_v_train")):
+        for signal, truth in (
+            ("r_t", "r_v"),
+            ("r_t_train", "r_v"),
+            ("r_t_train", "r_v_train"),
+            ("r_t", "auc_held"),
+            ("r_t_train", "auc_held"),
+        ):
             pearson, spearman, count = correlations(rows, signal + suffix, truth + suffix)
             out.append(
                 f"{signal + suffix} vs {truth}{suffix} ({what}, {count} rows): "
@@ -394,7 +412,7 @@ def plot(rows: list[dict[str, Any]], runs: list[Path], png: Path) -> None:
     names = list(dict.fromkeys(r["run"] for r in rows))
     fig = Figure(figsize=(13, 4.2 * len(names)), layout="constrained")
     axes = fig.subplots(len(names), 2, squeeze=False)
-    colours = {"r_t": "C0", "r_t_train": "C2", "r_v": "C3", "r_v_train": "C1"}
+    colours = {"r_t": "C0", "r_t_train": "C2", "r_v": "C3", "r_v_train": "C1", "auc_held": "C4"}
     for row_axes, name in zip(axes, names, strict=True):
         ax, scatter = row_axes
         mine = [r for r in rows if r["run"] == name]

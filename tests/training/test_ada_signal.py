@@ -43,6 +43,14 @@ def test_r_t_counts_real_scores_above_the_mean_generated_score(bench):
     assert bench.centred_sign([[2.0], [0.0]], [[1.0], [-1.0]]) == 1.0
 
 
+def test_auc_is_the_chance_that_a_training_scan_outscores_a_held_out_one(bench):
+    assert bench.outscore([2.0, 2.0], [1.0, 1.0, 1.0]) == 1.0
+    assert bench.outscore([1.0, 1.0], [2.0]) == 0.0
+    assert bench.outscore([1.0, 2.0], [1.0, 2.0]) == 0.5  # ties count half
+    assert bench.outscore([0.0, 3.0], [1.0, 2.0]) == 0.5
+    assert bench.outscore([3.0, 4.0, 0.0], [1.0, 2.0]) == pytest.approx(4 / 6)
+
+
 def test_signals_of_constant_scores(bench):
     scores = {
         "train": np.full(4, 2.0),
@@ -54,7 +62,8 @@ def test_signals_of_constant_scores(bench):
     assert out["r_v"] == pytest.approx(0.5)
     assert out["r_v_lo"] == pytest.approx(0.5) and out["r_v_hi"] == pytest.approx(0.5)
     assert out["r_t"] == 1.0 and out["r_t_train"] == 1.0
-    assert out["r_v_train"] == pytest.approx(0.4)  # fakes average -0.5: (2 - 1) / (2 + 0.5)
+    assert out["r_v_train"] == pytest.approx(0.4)
+    assert out["auc_held"] == 1.0  # fakes average -0.5: (2 - 1) / (2 + 0.5)
     assert (out["d_train"], out["d_held"], out["d_gen"], out["d_rec"]) == (2.0, 1.0, 0.0, -1.0)
 
 
