@@ -404,28 +404,31 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], runs: list[Path], png: Path) -> None:
-    """r_t, r_v (and the logged p) against the iteration per run; r_v against r_t."""
+    """Per run: the signals and the logged p against the iteration; r_v against r_t (and
+    r_v_train against r_t_train), plain and augmented, with ADA's target."""
     from matplotlib.figure import Figure
 
     from ratgan.training.figures import read_metrics
 
     names = list(dict.fromkeys(r["run"] for r in rows))
-    fig = Figure(figsize=(13, 4.2 * len(names)), layout="constrained")
+    fig = Figure(figsize=(13, 4.6 * len(names)), layout="constrained")
     axes = fig.subplots(len(names), 2, squeeze=False)
-    colours = {"r_t": "C0", "r_t_train": "C2", "r_v": "C3", "r_v_train": "C1", "auc_held": "C4"}
-    for row_axes, name in zip(axes, names, strict=True):
-        ax, scatter = row_axes
+    lines = {
+        "r_t": "C0",
+        "r_t_train": "C2",
+        "r_t_train_aug": "C2",
+        "r_v": "C3",
+        "r_v_train": "C1",
+        "auc_held": "C4",
+    }
+    for (ax, scatter), name in zip(axes, names, strict=True):
         mine = [r for r in rows if r["run"] == name]
         its = [r["iteration"] for r in mine]
-        for column, colour in colours.items():
-            ax.plot(its, [r[column] for r in mine], "o-", color=colour, label=column)
+        lim = _limits([r[c] for r in mine for c in ("r_v", "r_v_aug")])
+        for column, colour in lines.items():
+            style = ("s--", "none") if column.endswith("_aug") else ("o-", colour)
             ax.plot(
-                its,
-                [r[column + "_aug"] for r in mine],
-                "s--",
-                color=colour,
-                mfc="none",
-                label=f"{column} (augmented)",
+                its, [r[column] for r in mine], style[0], color=colour, mfc=style[1], label=column
             )
         ax.fill_between(
             its,
@@ -435,7 +438,6 @@ def plot(rows: list[dict[str, Any]], runs: list[Path], png: Path) -> None:
             alpha=0.12,
             label="r_v 90% bootstrap",
         )
-        ax.axhline(TARGET, color="grey", lw=0.8, ls=":")
         run_dir = next((p for p in runs if p.name == name), None)
         logged = read_metrics(run_dir / "metrics.jsonl", None) if run_dir else []
         logged = [m for m in logged if "ada_p" in m]
@@ -447,22 +449,32 @@ def plot(rows: list[dict[str, Any]], runs: list[Path], png: Path) -> None:
                 lw=1,
                 label="p (metrics.jsonl)",
             )
-        ax.set(title=f"{name}: signals per checkpoint", xlabel="iteration")
-        ax.set_ylim(*_limits([r[c] for r in mine for c in ("r_v", "r_v_aug")]))
-        ax.legend(fontsize=7, ncol=2)
-        for suffix, marker in (("", "o"), ("_aug", "s")):
-            scatter.scatter(
-                [r["r_t" + suffix] for r in mine],
-                [r["r_v" + suffix] for r in mine],
-                marker=marker,
-                facecolors="C0" if not suffix else "none",
-                edgecolors="C0",
-                label="plain" if not suffix else "augmented",
-            )
-        scatter.axvline(TARGET, color="grey", ls=":", label=f"target {TARGET}")
-        scatter.set(title=f"{name}: r_v against r_t", xlabel="r_t", ylabel="r_v")
-        scatter.set_ylim(*_limits([r[c] for r in mine for c in ("r_v", "r_v_aug")]))
-        scatter.legend(fontsize=7)
+        ax.axhline(TARGET, color="grey", lw=0.8, ls=":")
+        ax.set(title=f"{name}: signals per checkpoint", xlabel="iteration", ylim=lim)
+        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.13))
+        off = 0
+        for x, y, colour in (("r_t", "r_v", "C0"), ("r_t_train", "r_v_train", "C2")):
+            for suffix in ("", "_aug"):
+                xs = [r[x + suffix] for r in mine]
+                ys = [r[y + suffix] for r in mine]
+                off += sum(not lim[0] <= v <= lim[1] for v in ys)
+                scatter.scatter(
+                    xs,
+                    np.clip(ys, *lim),
+                    marker="o" if not suffix else "s",
+                    facecolors=colour if not suffix else "none",
+                    edgecolors=colour,
+                    label=f"{y + suffix} against {x + suffix}",
+                )
+        scatter.axvline(TARGET, color="grey", ls=":", label=f"ADA's target {TARGET}")
+        note = f" ({off} clipped to the edge)" if off else ""
+        scatter.set(
+            title=f"{name}: r_v against r_t{note}",
+            xlabel="r_t",
+            ylabel="r_v",
+            ylim=(lim[0] - 0.05, lim[1] + 0.05),
+        )
+        scatter.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     fig.savefig(png, dpi=110)
 
 
