@@ -23,6 +23,11 @@ and 1 when every real volume scores above the generated mean.  Every ``interval`
 moves by batch x interval / speed_images towards the side that brings r_t to its target.
 Everything stays on the device: no host synchronisation per step.
 
+Not validated for this critic: checked offline against held-out scans (benchmarks/ada_signal.py,
+docs/quality.md), r_t sits at 0.9-1.0 from early in training because the critic scores the
+reconstructions G(E(x)) well below real scans, so with the target 0.6 p rises almost steadily
+whatever the overfitting.
+
 Written by hand: MONAI's transforms are per-sample, on the CPU side and not differentiable
 through their random parameters in batches; DiffAugment/ADA's reference code is 2-D.
 """
