@@ -134,16 +134,6 @@ def spread(items: list[Any], most: int) -> list[Any]:
 # --- inputs --------------------------------------------------------------------------------
 
 
-def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
-    """(iteration, path) of the ``ckpt_NNNNNNN.pt`` files of ``folder``, oldest first."""
-    found = []
-    for path in folder.glob("ckpt_*.pt"):
-        digits = path.stem[len("ckpt_") :]
-        if digits.isdigit():
-            found.append((int(digits), path))
-    return sorted(found)
-
-
 def pick(count: int, n: int, seed: int, salt: int) -> list[int]:
     """``n`` of ``count`` indices (all when fewer), drawn from ``seed``, sorted."""
     rng = np.random.default_rng([seed, salt])
@@ -518,9 +508,11 @@ def plan(args: argparse.Namespace) -> list[tuple[Path, Path]]:
             f"--checkpoints names {len(folders)} folders for {len(args.runs)} runs; "
             "give one per run."
         )
+    from ratgan.training import checkpoint as ckpt
+
     jobs = []
     for run, folder in zip(args.runs, folders, strict=True):
-        found = checkpoint_files(folder)
+        found = ckpt.checkpoints_in(folder)
         if not found:
             raise RatganError(f"run {run} has no checkpoints (no ckpt_*.pt files in {folder}).")
         jobs += [(run, path) for _, path in spread(found, args.max_checkpoints)]

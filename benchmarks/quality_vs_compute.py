@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,16 +61,16 @@ def checkpoints(run: Path, archive: Path | None = None) -> list[tuple[int, Path]
     """(iteration, path) of the run's checkpoints that can sample, oldest first: its rotating
     ones and those copied to ``archive/<run name>/``; an ldm run's from stage 2 on."""
     from ratgan.runs import read_run_config
+    from ratgan.training.checkpoint import checkpoints_in
 
     cfg = read_run_config(run)
     first = cfg.ldm.autoencoder.iterations + 1 if cfg.family == "ldm" else 0
     found: dict[int, Path] = {}
     folders = [run / "checkpoints"] + ([archive / run.name] if archive is not None else [])
     for folder in folders:
-        for path in folder.glob("ckpt_*.pt"):
-            match = re.match(r"ckpt_(\d+)\.pt$", path.name)
-            if match and int(match.group(1)) >= first:
-                found.setdefault(int(match.group(1)), path)
+        for iteration, path in checkpoints_in(folder):
+            if iteration >= first:
+                found.setdefault(iteration, path)
     return sorted(found.items())
 
 

@@ -1,6 +1,10 @@
 """Shared test settings: small thread counts so that tests behave on a 2-core machine."""
 
+import importlib.util
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -21,3 +25,18 @@ def ratgan_with_ctrl_c() -> list[str]:
         "sys.argv[0] = 'ratgan'; runpy.run_module('ratgan', run_name='__main__')"
     )
     return [sys.executable, "-c", code]
+
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """Import a script of benchmarks/ by name (the folder is not a package)."""
+
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None, path
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

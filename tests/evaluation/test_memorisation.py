@@ -117,22 +117,16 @@ def test_near_copy_threshold_on_the_phantom_cohort(phantom_scans):
     assert np.median(plain_copy) < np.median(plain_new)
 
 
-def test_resampled_splits_keep_realised_false_positives_low():
+def test_resampled_splits_keep_realised_false_positives_low(load_benchmark):
     """An 80-subject phantom pool, 300 random splits into 24 training scans and 56 never
     seen: the threshold fitted on the 24 flags at most 2 % of the 56 in at least 90 % of
     the splits, and shifted, rescaled copies of training scans are all caught (the
     similarity of each copy to its original is a lower bound of its nearest training one);
     with 2 % noise on top, at most one of the 24 in a split escapes.
     benchmarks/memorisation_phantom.py runs the same on 200 subjects and 1,000 splits."""
-    import importlib.util
-    from pathlib import Path
-
     from ratgan.data.phantom import make_subject, subject_seed
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "memorisation_phantom.py"
-    spec = importlib.util.spec_from_file_location("memorisation_phantom", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("memorisation_phantom")
     vols = np.stack([rescale_unit(make_subject(subject_seed(5, i))[0]) for i in range(80)])
     sims = bench.pool_similarities(vols, seed=1)
     rates = bench.split_rates(sims, 24, 300, 1, lambda nn: mem.calibrate(nn).value)

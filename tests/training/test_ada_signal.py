@@ -2,9 +2,7 @@
 benchmark on a two-iteration tiny run."""
 
 import csv
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +13,8 @@ from ratgan.training.run import train
 
 
 @pytest.fixture(scope="module")
-def bench():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ada_signal.py"
-    spec = importlib.util.spec_from_file_location("ada_signal", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("ada_signal")
 
 
 def test_r_v_is_where_held_out_scores_fall_between_training_and_generated(bench):

@@ -29,7 +29,12 @@ def checkpoint_path(run_dir: Path, iteration: int) -> Path:
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run, oldest first (temporary files are not listed)."""
-    folder = run_paths(run_dir).checkpoints
+    return checkpoints_in(run_paths(run_dir).checkpoints)
+
+
+def checkpoints_in(folder: Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of the ``ckpt_NNNNNNN.pt`` files in ``folder`` (a run's
+    ``checkpoints/`` or a copy of them), oldest first; none when it does not exist."""
     if not folder.is_dir():
         return []
     found = []

@@ -86,6 +86,19 @@ def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
 
 def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
     """Plot every logged loss against the iteration; None when nothing is logged yet."""
+    return plot_loss_panels(metrics_path, out_png, _PANELS, panel_width=4.2)
+
+
+def plot_loss_panels(
+    metrics_path: Path,
+    out_png: Path,
+    panels: dict[str, list[str]],
+    panel_width: float,
+    log_when_positive: bool = False,
+) -> Path | None:
+    """One panel per entry of ``panels`` (title -> logged keys), each key against the
+    iteration over the lines that carry it; a log axis where ``log_when_positive`` and every
+    plotted value is positive.  None when nothing is logged yet."""
     from matplotlib.figure import Figure
 
     from ratgan.viz import save_figure
@@ -93,17 +106,21 @@ def plot_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
     rows = read_metrics(metrics_path, kind=None)
     if not rows:
         return None
-    its = [r["iteration"] for r in rows]
-    fig = Figure(figsize=(4.2 * len(_PANELS), 3.4))
-    axes = fig.subplots(1, len(_PANELS))
-    for ax, (title, keys) in zip(axes, _PANELS.items(), strict=True):
+    fig = Figure(figsize=(panel_width * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels))
+    for ax, (title, keys) in zip(axes, panels.items(), strict=True):
         for key in keys:
-            if key in rows[0]:
-                ax.plot(its, [r[key] for r in rows], label=key, linewidth=1.2)
+            have = [r for r in rows if key in r]
+            if have:
+                ax.plot([r["iteration"] for r in have], [r[key] for r in have], label=key, lw=1.2)
+        if ax.lines:
+            positive = all(v > 0 for ln in ax.lines for v in ln.get_ydata())
+            if log_when_positive and positive:
+                ax.set_yscale("log")
+            ax.legend(fontsize=7)
         ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, out_png, dpi=100)
 

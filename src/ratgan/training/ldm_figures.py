@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ratgan.training.figures import read_metrics
+from ratgan.training.figures import plot_loss_panels, read_metrics
 
 _LOSS_PANELS = {
     "autoencoder (stage 1)": ["ae_l1", "ae_kl", "ae_adv", "d_loss"],
@@ -20,30 +20,9 @@ _QUALITY_PANELS = [
 
 def plot_ldm_loss_curves(metrics_path: Path, out_png: Path) -> Path | None:
     """Each stage's logged losses against the iteration; None before any line."""
-    from matplotlib.figure import Figure
-
-    from ratgan.viz import save_figure
-
-    rows = read_metrics(metrics_path, kind=None)
-    if not rows:
-        return None
-    fig = Figure(figsize=(4.4 * len(_LOSS_PANELS), 3.4))
-    axes = fig.subplots(1, len(_LOSS_PANELS))
-    for ax, (title, keys) in zip(axes, _LOSS_PANELS.items(), strict=True):
-        for key in keys:
-            have = [r for r in rows if key in r]
-            if have:
-                ax.plot([r["iteration"] for r in have], [r[key] for r in have], label=key)
-        if ax.lines:
-            ax.set_yscale(
-                "log" if all(v > 0 for ln in ax.lines for v in ln.get_ydata()) else "linear"
-            )
-            ax.legend(fontsize=7)
-        ax.set_title(title)
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return save_figure(fig, out_png, dpi=100)
+    return plot_loss_panels(
+        metrics_path, out_png, _LOSS_PANELS, panel_width=4.4, log_when_positive=True
+    )
 
 
 def plot_ldm_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
