@@ -38,6 +38,12 @@ def test_demo_writes_its_report_and_figures(tmp_path, capsys):
     ):
         assert f"]({linked})" in report and (out / linked).is_file()
     assert "## Evaluation" in report and "| total |" in report
+    # both feature spaces and the spectra (6 labelled real scans are too few for the anatomy
+    # network, so its section says why it was skipped) and the spectra figure
+    assert "In a fixed random 3D convolutional feature space" in report
+    assert "### Feature space: anatomy" in report and "only 6 labelled real scans" in report
+    assert "directional artefacts" in report and "| *real* |" in report
+    assert "](evaluation/spectra.png)" in report and (out / "evaluation/spectra.png").is_file()
     assert len(list((out / "synthetic").glob("*.nii.gz"))) == 4
     # The GAN trained on the 6 training subjects only; the 4 held-out ones are the reference.
     data = json.loads((out / "run" / "data.json").read_text())

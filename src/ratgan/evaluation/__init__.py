@@ -143,13 +143,19 @@ def evaluate_sets(
 ) -> dict:
     """Evaluate and report, for callers such as ``ratgan demo``.
 
-    Returns ``result`` (the ``EvaluationResult``), ``table_markdown`` (the paper-style table
-    and the distribution table), ``report`` (path of report.md) and ``figures`` (title -> PNG
-    path).  ``quick`` uses a tenth of the paper's comparisons (``QUICK``), which the report
-    states; ``anatomy`` False skips the anatomy feature space (which trains a network when
-    the real scans have label maps; see docs/evaluation.md).
+    Returns ``result`` (the ``EvaluationResult``), ``table_markdown`` (the paper-style table,
+    the distribution distances in every feature space and the directional spectra),
+    ``report`` (path of report.md) and ``figures`` (title -> PNG path).  ``quick`` uses a
+    tenth of the paper's comparisons (``QUICK``), which the report states; ``anatomy`` False
+    skips the anatomy feature space (which trains a network when the real scans have label
+    maps and none is cached or bundled; see docs/evaluation.md).
     """
-    from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, table
+    from ratgan.evaluation.report import (
+        PAPER_COLUMNS,
+        feature_section,
+        spectra_section,
+        table,
+    )
 
     settings = EvaluationSettings(
         seed=seed, progress=progress, device=device, anatomy=anatomy, **(QUICK if quick else {})
@@ -161,8 +167,10 @@ def evaluate_sets(
         "per-voxel mean and std maps": out / "mean_std_maps.png",
         "intensity histograms": out / "intensity_histograms.png",
         "memorisation": out / "memorisation.png",
+        "power spectra along each axis": out / "spectra.png",
     }
-    tables = table(result, PAPER_COLUMNS) + "\n\n" + table(result, EXTRA_COLUMNS)
+    sections = [table(result, PAPER_COLUMNS), feature_section(result), spectra_section(result)]
+    tables = "\n\n".join(sections)
     return {
         "result": result,
         "table_markdown": tables,

@@ -67,6 +67,14 @@ from ratgan.evaluation import features as feat
 
 CACHE_VERSION = 2
 """Bumped whenever the network, its training or its features change (part of the cache key)."""
+BUNDLED_DIR = Path(__file__).with_name("networks")
+"""Networks shipped with ratgan, named by their cache key like the cache's files: the one
+fitted on the demo's training cohort (built-in phantom, seed 0, subjects 0-63), so that
+`ratgan demo` shows the anatomy space without the ~11 minutes of fitting its 15-minute budget
+has no room for.  It was fitted by ``fit_anatomy_features`` itself; the key covers the prepared
+volumes, labels, seed and settings, so it is found only for exactly that real set, and
+``tests/evaluation/test_anatomy_bundled.py`` fails if the cohort, the settings or
+``CACHE_VERSION`` change without refitting it."""
 MAX_CLASSES = 32
 
 
@@ -190,6 +198,8 @@ class AnatomyFeatures:
     key: str
     fit_seconds: float = 0.0
     cached: bool = False
+    source: str = "trained"
+    """``trained`` (now), ``cache`` (the on-disk cache) or ``bundled`` (``BUNDLED_DIR``)."""
     history: list[float] = field(default_factory=list)
     """Training loss every 10 steps."""
     train_dice: dict[str, float] = field(default_factory=dict)
@@ -297,6 +307,7 @@ class AnatomyFeatures:
             "n_validation": self.n_validation,
             "cache_key": self.key[:16],
             "cached": self.cached,
+            "source": self.source,
             "fit_seconds": self.fit_seconds,
             "train_dice": self.train_dice,
             "val_dice": self.val_dice,
@@ -378,17 +389,21 @@ def fit_anatomy_features(
     Training is seeded by ``seed`` (weights, split and batch order) and does not touch
     torch's global random state.  The kept features and their standardisation come from all
     the real volumes.  ``cache_dir`` None disables the cache; otherwise the network is stored
-    there as ``<content key>.pt`` (written to a temporary file, then renamed).
+    there as ``<content key>.pt`` (written to a temporary file, then renamed).  A network
+    with the same key in ``BUNDLED_DIR`` is loaded when the cache has none.
     """
     settings = settings or AnatomySettings()
     vols, labs, n_classes = _check(real_volumes, real_labels)
     key = content_key(vols, labs, seed, settings)
     net = AnatomyNet(n_classes, settings.widths)
     path = Path(cache_dir) / f"{key}.pt" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+    bundled = BUNDLED_DIR / f"{key}.pt"
+    found = [(p, name) for p, name in ((path, "cache"), (bundled, "bundled")) if p and p.is_file()]
+    if found:
+        stored, source = found[0]
+        blob = torch.load(stored, map_location="cpu", weights_only=False)
         net.load_state_dict(blob["state"])
-        space = AnatomyFeatures(net, n_classes, seed, settings, key, cached=True)
+        space = AnatomyFeatures(net, n_classes, seed, settings, key, cached=True, source=source)
         for name in ("fit_seconds", "history", "train_dice", "val_dice", "curve"):
             setattr(space, name, blob[name])
         space.steps_run, space.n_validation = blob["steps_run"], blob["n_validation"]

@@ -25,6 +25,13 @@ MIN_LABELLED = 10
 """Fewer labelled real scans than this train no anatomy network (too little to learn from)."""
 NETWORK = None
 """``AnatomySettings`` of the network ``ratgan evaluate`` trains (None: the defaults)."""
+LOADED = {
+    "trained": "trained now",
+    "cache": "loaded from the cache",
+    "bundled": "loaded from the network bundled with ratgan (fitted by the same code on this "
+    "real set: the demo's training cohort)",
+}
+"""How the report names each ``AnatomyFeatures.source``."""
 NAME = "anatomy"
 """The space's name in the report and in metrics.json ``feature_spaces``."""
 
@@ -84,7 +91,7 @@ class AnatomyExtractor:
             f"Encoder widths {info['widths']}, tissue maps pooled to "
             f"{'x'.join(map(str, info['grid']))} cells; {info['steps']} training steps, "
             f"seed {info['seed']}, "
-            f"{'loaded from the cache' if info['cached'] else 'trained now'}; {trained}. "
+            f"{LOADED[info['source']]}; {trained}. "
             "Features are standardised with the real scans' mean and std. Unlike the random "
             "space it responds to where tissue is rather than to noise texture "
             "(docs/evaluation.md shows both on known corruptions)."

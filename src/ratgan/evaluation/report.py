@@ -288,7 +288,8 @@ def _small_sample_note(space: FeatureSpaceResult) -> str:
     )
 
 
-def _feature_section(result: EvaluationResult) -> str:
+def feature_section(result: EvaluationResult) -> str:
+    """The report's distribution-distance section: every feature space's table."""
     if not result.feature_spaces:
         return ""
     first = result.feature_spaces[0]
@@ -358,7 +359,8 @@ def spectra_table(result: EvaluationResult) -> str:
     return "\n".join(lines)
 
 
-def _spectra_section(result: EvaluationResult) -> str:
+def spectra_section(result: EvaluationResult) -> str:
+    """The report's section on directional (grid) artefacts."""
     return f"""## Beyond the paper: directional artefacts
 
 Power of fine-scale patterns (radial frequency 0.3–0.5 cycles/voxel) that run along one axis,
@@ -393,8 +395,8 @@ Seed {s["seed"]}.
 {set_lines}
 
 {_paper_section(result)}
-{_feature_section(result)}
-{_spectra_section(result)}
+{feature_section(result)}
+{spectra_section(result)}
 ## Memorisation
 
 For each synthetic scan, its most similar training (real) scan, by {memo["similarity"]}. A
