@@ -10,7 +10,8 @@ scanner therefore looks "too alike" without drawing less varied anatomy. For eve
 of NIfTI scans, prepared as ``ratgan evaluate`` prepares them: rescaled to [0, 1] and cropped to
 the first set's shape) this prints:
 
-- within-set MS-SSIM over the same seeded pairs of scan indices, raw and after the same
+- within-set MS-SSIM over the same seeded pairs of scan indices (``pairs.within_msssim``, as
+  ``ratgan evaluate`` measures it; the same indices in sets of equal size), raw and after the same
   Gaussian smoothing of every scan (``--sigmas``, voxels): smoothing removes fine texture from
   both sets alike, so a gap that survives it is a gap in coarser structure;
 - ``xstd``: the cross-subject standard deviation of each voxel after smoothing by 1 voxel,
@@ -29,11 +30,10 @@ import argparse
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.ndimage import gaussian_filter
 
-from ratgan.evaluation.metrics import ms_ssim
-from ratgan.evaluation.pairs import draw_pairs
+from ratgan.evaluation.pairs import within_msssim
+from ratgan.evaluation.settings import EvaluationSettings
 
 
 @dataclass
@@ -53,22 +53,19 @@ def smoothed(volumes: np.ndarray, sigma: float) -> np.ndarray:
     return np.stack([gaussian_filter(v, sigma) for v in volumes]).astype(np.float32)
 
 
-def within_msssim(volumes: np.ndarray, pairs: np.ndarray, batch: int = 16) -> float:
-    """Mean MS-SSIM over the given index pairs of one set."""
-    vals = []
-    for s in range(0, len(pairs), batch):
-        p = pairs[s : s + batch]
-        x, y = torch.from_numpy(volumes[p[:, 0]]), torch.from_numpy(volumes[p[:, 1]])
-        vals.append(ms_ssim(x, y))
-    return float(torch.cat(vals).mean())
-
-
 def diversity(
-    volumes: np.ndarray, head: np.ndarray, pairs: np.ndarray, sigmas: list[float]
+    volumes: np.ndarray, head: np.ndarray, sigmas: list[float], pairs: int = 300, seed: int = 0
 ) -> Diversity:
-    """Within-set MS-SSIM raw and smoothed, cross-subject std in ``head``, background std."""
-    scores = {s: within_msssim(smoothed(volumes, s), pairs) for s in [0.0, *sigmas]}
-    xstd = float(smoothed(volumes, 1.0).std(axis=0)[head].mean())
+    """Within-set MS-SSIM raw and smoothed (``pairs`` pairs drawn with ``seed``, the same
+    indices for every sigma and for every set of the same size), cross-subject std in
+    ``head``, background std."""
+    settings = EvaluationSettings(progress=False)
+    smooth = {s: smoothed(volumes, s) for s in {0.0, 1.0, *sigmas}}  # each sigma once
+    scores = {
+        s: within_msssim(smooth[s], pairs, np.random.default_rng(seed), settings, "")["mean"]
+        for s in [0.0, *sigmas]
+    }
+    xstd = float(smooth[1.0].std(axis=0)[head].mean())
     return Diversity(scores, xstd, float(volumes[:, :6, :6, :].std()))
 
 
@@ -91,16 +88,14 @@ def main(argv: list[str] | None = None) -> None:
         s = load_set(name, folder, shape, progress=False)
         shape = s.shape
         loaded[name] = s.volumes
-    n = min(len(v) for v in loaded.values())
-    pairs = draw_pairs(n, None, args.pairs, np.random.default_rng(args.seed))
     head = next(iter(loaded.values())).mean(axis=0) > 0.1
     cols = " ".join(f"s={s:g}".rjust(7) for s in args.sigmas)
     print(f"{'set':14s} {'n':>3s} {'raw':>7s} {cols} {'xstd':>7s} {'bg std':>7s}")
     for name, vols in loaded.items():
-        d = diversity(vols, head, pairs, args.sigmas)
+        d = diversity(vols, head, args.sigmas, args.pairs, args.seed)
         row = " ".join(f"{d.msssim[s]:7.3f}" for s in [0.0, *args.sigmas])
         print(f"{name:14s} {len(vols):3d} {row} {d.xstd:7.4f} {d.bg_std:7.4f}")
-    print(f"({len(pairs)} pairs of indices below {n}, seed {args.seed}; head: {head.sum()} voxels)")
+    print(f"({args.pairs} pairs per set, seed {args.seed}; head: {head.sum()} voxels)")
 
 
 if __name__ == "__main__":
