@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except RatganError as exc:
         print(f"ratgan {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print(f"ratgan {args.command}: interrupted", file=sys.stderr)
         return 130

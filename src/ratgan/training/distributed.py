@@ -118,6 +118,15 @@ def all_finite(flag: torch.Tensor, info: DistInfo) -> bool:
     return bool(flag)
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any rank (one collective; every rank must call it)."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     """Every rank's ``obj``, in rank order (a list of one in a single process)."""
     if not info.enabled:

@@ -27,3 +27,8 @@ class Due:
             sample=it % t_cfg.sample_every == 0 or last,
             evaluate=bool(t_cfg.eval_every) and (it % t_cfg.eval_every == 0 or last),
         )
+
+    def stopping(self) -> Due:
+        """This iteration's schedule when the run stops after it: log the partial window and
+        write a checkpoint to resume from, whatever else was due."""
+        return Due(log=True, checkpoint=True, sample=self.sample, evaluate=self.evaluate)
