@@ -1,0 +1,164 @@
+"""Benchmark: do G's scans get closer to real ones when its codes come from the encoder's codes
+of real scans instead of the prior?
+
+    python benchmarks/latent_codes.py RUN --checkpoint CKPT --heldout HELD_IMAGES --out DIR
+        [--n 64] [--seed 1] [--device cpu]
+
+An alpha-GAN trains G on two kinds of code: prior codes z ~ N(0, I) and the encoder's codes
+E(x) of training scans (the reconstruction path).  With standardised codes
+(``model.e_standardise``) every dimension of E(x) has the prior's mean and variance over a
+batch, but the codes' joint distribution need not be the prior's, so G(z) may land where G
+never learnt real anatomy.  This writes, from one checkpoint (EMA weights of G where the run
+keeps them; E in evaluation mode), four sets of ``--n`` scans in the reference scan's space:
+
+- ``prior/``: G(z), z ~ N(0, I), as ``ratgan generate`` samples (the same per-scan seeds);
+- ``posterior/``: G(z), z ~ N(m, S), the Gaussian fitted to E's codes of the run's training
+  scans (Ledoit-Wolf shrinkage of the covariance, as there are fewer scans than dimensions),
+  with the same output noise as ``prior/``: "ex-post density estimation" (Ghosh et al. 2020);
+- ``recon-held/``: G(E(x)) of ``--n`` held-out scans: what G makes of codes of scans it never
+  saw (the reconstruction path's quality bound);
+- ``recon-train/``: G(E(x)) of ``--n`` training scans.
+
+and prints the code statistics (mean code length over the prior's, the largest eigenvalues of
+the codes' covariance).  Evaluate the sets with ``ratgan evaluate --real TRAIN --heldout HELD
+--synthetic prior=DIR/prior posterior=DIR/posterior ...``.  Not part of pass/fail
+(tests/benchmarks/test_latent_codes.py runs it on a tiny run and checks the Gaussian fit against
+a known covariance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+SETS = ("prior", "posterior", "recon-held", "recon-train")
+
+
+def fit_gaussian(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, covariance, shrinkage) of ``codes`` (N, L): Ledoit-Wolf shrinkage towards a scaled
+    identity, well-conditioned even for N < L (scikit-learn's estimator)."""
+    from sklearn.covariance import LedoitWolf
+
+    fit = LedoitWolf().fit(np.asarray(codes, dtype=np.float64))
+    return fit.location_, fit.covariance_, float(fit.shrinkage_)
+
+
+def gaussian_codes(
+    mean: np.ndarray, cov: np.ndarray, seeds: list[int], latent_dim: int
+) -> torch.Tensor:
+    """One code per seed from N(mean, cov): the prior code of that seed (``ratgan generate``'s)
+    mapped through the Cholesky factor, so each scan pairs with its prior twin."""
+    from ratgan.generation.sample import latent_codes
+
+    white = latent_codes(seeds, latent_dim).double().numpy()
+    factor = np.linalg.cholesky(cov)
+    return torch.from_numpy(mean + white @ factor.T).float()
+
+
+@torch.no_grad()
+def encode(encoder: torch.nn.Module, scans: torch.Tensor, bf16: bool, batch: int = 8) -> Any:
+    """E's codes (N, L) of network-space scans, E in evaluation mode."""
+    encoder.eval()
+    out = []
+    for part in scans.split(batch):
+        with torch.autocast(part.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(encoder(part).reshape(len(part), -1).float())
+    return torch.cat(out)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from ratgan.data.io import list_scans
+    from ratgan.generation.sample import (
+        _export,
+        _reference,
+        load_generator,
+        output_noise,
+        sample_volumes,
+        scan_seed,
+    )
+    from ratgan.models.discriminator import Encoder
+    from ratgan.runs import read_run_data
+    from ratgan.training import checkpoint as ckpt
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ada_signal import load_scans  # noqa: E402 - the benchmark's sibling, read as training
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--checkpoint", default="latest")
+    parser.add_argument("--heldout", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    loaded = load_generator(args.run, args.checkpoint, device=args.device, weights="ema")
+    cfg = loaded.config
+    if cfg.data.label_channels:
+        raise SystemExit("joint image+label models are not supported by this benchmark")
+    state = ckpt.load_checkpoint(loaded.checkpoint, map_location="cpu", mmap=True)
+    encoder = Encoder(cfg.model)
+    encoder.load_state_dict(state["networks"]["E"])
+    encoder.to(loaded.device)
+    bf16 = cfg.train.precision == "bf16"
+    train_entries = read_run_data(args.run).entries
+    held_entries = list_scans(args.heldout)
+    train = load_scans([(e.image, e.label) for e in train_entries], cfg).to(loaded.device)
+    held = load_scans([(e.image, None) for e in held_entries[: args.n]], cfg).to(loaded.device)
+    codes_train = encode(encoder, train, bf16)
+    codes_held = encode(encoder, held, bf16)
+    mean, cov, shrinkage = fit_gaussian(codes_train.cpu().numpy())
+
+    latent = cfg.model.latent_dim
+    n = args.n
+    seeds = [scan_seed(args.seed, i) for i in range(n)]
+    size = cfg.model.volume_size
+    noise = output_noise(seeds, (cfg.model.channels, size, size, size))
+    if not cfg.model.g_output_noise:
+        noise = None
+    from ratgan.generation.sample import latent_codes
+
+    codes = {
+        "prior": latent_codes(seeds, latent),
+        "posterior": gaussian_codes(mean, cov, seeds, latent),
+        "recon-held": codes_held[:n].cpu(),
+        "recon-train": codes_train[:n].cpu(),
+    }
+    scan, info = _reference(args.run, None, cfg)
+    suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
+    for name, z in codes.items():
+        folder = args.out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        k = len(z)
+        for start in range(0, k, 8):
+            part = slice(start, min(k, start + 8))
+            vols = sample_volumes(loaded, z[part], None if noise is None else noise[part])
+            for offset, vol in enumerate(vols):
+                file = f"synthetic_{start + offset:05d}{suffix}"
+                _export(vol, folder, file, scan, info, {}, False)
+    prior_len = float(np.sqrt(latent))
+    eig = np.linalg.eigvalsh(np.cov(codes_train.cpu().numpy().T))[::-1]
+    summary = {
+        "checkpoint": str(loaded.checkpoint),
+        "iteration": loaded.iteration,
+        "train_code_length_ratio": float(codes_train.norm(dim=1).mean()) / prior_len,
+        "held_code_length_ratio": float(codes_held.norm(dim=1).mean()) / prior_len,
+        "posterior_mean_length": float(np.linalg.norm(mean)),
+        "ledoit_wolf_shrinkage": shrinkage,
+        "covariance_top_eigenvalues": [round(float(v), 3) for v in eig[:8]],
+        "covariance_trace_over_prior": float(np.trace(cov)) / latent,
+    }
+    (args.out / "codes.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

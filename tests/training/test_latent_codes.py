@@ -1,0 +1,59 @@
+"""benchmarks/latent_codes.py: the Gaussian fitted to the encoder's codes against a known
+answer, and one run of the benchmark on a two-iteration tiny run."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from ratgan.config import load_config
+from ratgan.training.run import train
+
+
+@pytest.fixture(scope="module")
+def bench(load_benchmark):
+    return load_benchmark("latent_codes")
+
+
+def test_codes_drawn_from_the_fit_have_the_covariance_of_the_codes(bench):
+    rng = np.random.default_rng(0)
+    true_cov = np.diag([4.0, 1.0, 0.25]) + 0.3
+    codes = rng.multivariate_normal([1.0, -2.0, 0.5], true_cov, size=4000)
+    mean, cov, shrinkage = bench.fit_gaussian(codes)
+    assert np.allclose(mean, [1.0, -2.0, 0.5], atol=0.1)
+    assert np.allclose(cov, true_cov, atol=0.2) and 0 <= shrinkage < 0.05
+    drawn = bench.gaussian_codes(mean, cov, list(range(4000)), 3).double().numpy()
+    assert np.allclose(drawn.mean(0), mean, atol=0.1)
+    assert np.allclose(np.cov(drawn.T), cov, atol=0.25)
+    # Fewer codes than dimensions: the shrunk covariance is still positive definite.
+    few = rng.standard_normal((8, 20))
+    _, cov_few, shrink_few = bench.fit_gaussian(few)
+    assert np.linalg.eigvalsh(cov_few).min() > 0 and shrink_few > 0
+
+
+def test_benchmark_on_a_tiny_run(bench, phantom_dir, tmp_path):
+    over = {"train.iterations": 2, "train.sample_every": 100, "model.e_standardise": True}
+    run = tmp_path / "run"
+    train(load_config("tiny", over), phantom_dir, run, progress=False)
+    out = tmp_path / "out"
+    summary = bench.main(
+        [str(run), "--heldout", str(phantom_dir / "images"), "--out", str(out), "--n", "3"]
+    )
+    reference = nib.load(sorted((phantom_dir / "images").glob("*.nii.gz"))[0])
+    for name in bench.SETS:
+        files = sorted((out / name).glob("synthetic_*.nii.gz"))
+        assert len(files) == 3, name
+        img = nib.load(files[0])
+        assert img.shape == reference.shape and np.allclose(img.affine, reference.affine)
+    # The prior set is what `ratgan generate` writes with the same seed.
+    from ratgan.generation import generate_scans
+
+    generate_scans(run, 3, tmp_path / "gen", seed=1, progress=False, device="cpu")
+    a = nib.load(out / "prior" / "synthetic_00000.nii.gz").get_fdata()
+    b = nib.load(tmp_path / "gen" / "synthetic_00000.nii.gz").get_fdata()
+    assert np.allclose(a, b, atol=1e-4 * np.abs(b).max())
+    assert json.loads((out / "codes.json").read_text()) == summary
+    assert summary["iteration"] == 2 and summary["train_code_length_ratio"] > 0
+    assert torch.isfinite(torch.tensor(summary["covariance_top_eigenvalues"])).all()
