@@ -143,3 +143,16 @@ def test_ctrl_c_on_the_command_line_exits_130_with_a_resumable_checkpoint(phanto
     assert "stopped by SIGINT" in err and "--resume" in err
     last_logged = json.loads(metrics.read_text().splitlines()[-1])["iteration"]
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [last_logged]
+
+
+def test_an_ignored_signal_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequest() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            assert not stop.requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -2,7 +2,8 @@
 
 Without this, Ctrl-C (or a job scheduler's SIGTERM) raised ``KeyboardInterrupt`` in the middle of
 a step and everything since the last regular checkpoint was lost.  Inside :class:`StopRequest`
-the first SIGINT or SIGTERM only sets a flag; the training loop looks at it after each
+the first SIGINT or SIGTERM only sets a flag (one the process was started ignoring, as a shell
+starts background jobs with SIGINT, stays ignored); the training loop looks at it after each
 iteration, logs the partial window, writes a checkpoint at that iteration boundary (so that
 ``--resume`` continues bit-exactly, as from any checkpoint) and raises :class:`TrainingStopped`.
 A second Ctrl-C while that is under way interrupts at once, as before.
@@ -54,7 +55,10 @@ class StopRequest:
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in _SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                # A signal the caller ignores stays ignored (a shell starts background jobs
+                # with SIGINT ignored, as Python itself respects).
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(
