@@ -74,6 +74,11 @@ class ModelConfig:
     (BatchNorm1d without affine parameters; running statistics in evaluation), so that they
     have the prior's mean 0 and variance 1 whatever the code critic does: codes cannot all be
     the same.  Applied before ``latent_norm``."""
+    e_whiten: bool = False
+    """Beyond the paper (needs ``e_standardise``): decorrelate the standardised codes with a
+    running estimate of their correlation matrix (``models/whitening.py``), so that they have the
+    prior's covariance, not only its per-dimension variance: standardised codes measured to
+    collapse onto one direction."""
     g_upsample: Literal["nearest", "trilinear"] = "nearest"
     """How G's blocks double the resolution before their conv: ``nearest`` (the paper's) or
     ``trilinear`` (anti-aliased: nearest followed by a [1, 2, 1] / 4 blur along each axis, which
@@ -487,6 +492,8 @@ def _batch_norm_problems(cfg: Config) -> list[str]:
         return ["train.batch_size must be >= 2 when model.c_norm is batch"]
     if cfg.train.batch_size < 2 and cfg.model.e_standardise:
         return ["train.batch_size must be >= 2 when model.e_standardise is true"]
+    if cfg.model.e_whiten and not cfg.model.e_standardise:
+        return ["model.e_whiten needs model.e_standardise: true (it whitens standardised codes)"]
     return []
 
 

@@ -68,3 +68,24 @@ def test_health_restores_training_mode():
     e, g = FlattenEncoder().train(), Decoder().train()
     encoder_health(e, g, torch.randn(3, 1, 4, 4, 4))
     assert e.training and g.training
+
+
+class LineEncoder(nn.Module):
+    """Codes on one line through the origin, on both sides: cosine near 0, yet collapsed."""
+
+    def forward(self, x):
+        direction = torch.linspace(-1, 1, 8)
+        return x.flatten(1)[:, :1] * direction
+
+
+def test_codes_on_a_line_show_in_the_top_share_not_in_the_cosine():
+    torch.manual_seed(2)
+    scans = torch.randn(16, 1, 4, 4, 4)
+    line = encoder_health(LineEncoder(), Decoder(torch.zeros(1, 1, 4, 4, 4)), scans)
+    assert line["code_top_share"] == pytest.approx(1.0)
+    assert abs(line["code_cosine"]) < 0.3
+    spread = encoder_health(FlattenEncoder(), Decoder(), scans)
+    assert spread["code_top_share"] < 0.3
+    # Prior codes of the same shape spread as the independent scans' codes do (64 dims) and,
+    # in the line encoder's 8 dims, far from one axis.
+    assert spread["prior_top_share"] < 0.3 and line["prior_top_share"] < 0.5

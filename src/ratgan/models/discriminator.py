@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ratgan.config import ModelConfig, Norm
 from ratgan.models.layers import activation, maybe_spectral, minibatch_stddev, norm3d, to_sphere
+from ratgan.models.whitening import RunningWhitening
 
 
 class ConvTrunk(nn.Module):
@@ -102,11 +103,15 @@ class Encoder(ConvTrunk):
         self.standardise = (
             nn.BatchNorm1d(cfg.latent_dim, affine=False) if cfg.e_standardise else None
         )
+        self.whiten = RunningWhitening(cfg.latent_dim) if cfg.e_whiten else None
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, S, S, S) -> (B, L) codes (standardised with ``e_standardise``, then on the
+        """(B, C, S, S, S) -> (B, L) codes (standardised with ``e_standardise``, decorrelated
+        with ``e_whiten``, then on the
         sphere with ``latent_norm: sphere``)."""
         z = super().forward(x)
         if self.standardise is not None:
             z = self.standardise(z)
+        if self.whiten is not None:
+            z = self.whiten(z)
         return to_sphere(z) if self.sphere else z

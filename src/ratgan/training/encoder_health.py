@@ -10,6 +10,10 @@ fixed set of training scans (no augmentation) in evaluation mode:
 * ``rec_mse`` against ``mean_scan_mse``: the reconstruction error G(E(x)) vs x, beside the
   error of answering every scan with the set's mean scan; an encoder-decoder that encodes
   nothing individual cannot beat the mean scan.
+* ``code_top_share`` against ``prior_top_share``: the share of the codes' total variance on
+  their first principal axis, beside that of as many prior codes (a fixed draw).  Codes that
+  lie on one line through the origin score near 1 while their pairwise cosine stays near 0
+  (they fall on both sides): the standardised encoder was measured to do this.
 * ``rec_std`` against ``real_std``: the voxel-wise standard deviation across subjects of the
   reconstructions and of the scans themselves (means over voxels); a single template gives 0.
 """
@@ -54,11 +58,20 @@ def encoder_health(
     cos = unit @ unit.T
     n = len(z)
     off_diagonal = (cos.sum() - cos.diagonal().sum()) / (n * (n - 1))
+    prior = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
     return {
         "code_cosine": float(off_diagonal),
+        "code_top_share": top_share(z.cpu()),
+        "prior_top_share": top_share(prior),
         "code_length_ratio": float(z.norm(dim=1).mean() / z.shape[1] ** 0.5),
         "rec_mse": float((rec - real).pow(2).mean()),
         "mean_scan_mse": float((real - real.mean(0, keepdim=True)).pow(2).mean()),
         "rec_std": float(rec.std(0).mean()),
         "real_std": float(real.std(0).mean()),
     }
+
+
+def top_share(codes: Tensor) -> float:
+    """The share of the total variance of ``codes`` (N, L) on their first principal axis."""
+    values = torch.linalg.svdvals(codes.double() - codes.double().mean(0)) ** 2
+    return float(values[0] / values.sum().clamp_min(1e-300))

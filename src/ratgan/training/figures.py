@@ -49,10 +49,14 @@ def plot_quality_curves(metrics_path: Path, out_png: Path) -> Path | None:
         ("precision", "precision ↑", False),
         ("recall", "recall ↑", False),
         ("code_cosine", "encoder: code cosine ↓ (prior: 0)", False),
+        ("code_top_share", "encoder: variance on 1st axis ↓", False),
         ("rec_mse", "encoder: reconstruction MSE ↓", True),
     ]
     panels = [p for p in panels if p[0] in rows[0]]
-    baselines = {"rec_mse": ("mean_scan_mse", "mean scan")}
+    baselines = {
+        "rec_mse": ("mean_scan_mse", "mean scan"),
+        "code_top_share": ("prior_top_share", "prior codes"),
+    }
     cols = min(len(panels), 4)
     n_rows = -(-len(panels) // cols)
     fig = Figure(figsize=(3.6 * cols, 3.2 * n_rows))
