@@ -20,10 +20,11 @@ keeps them; E in evaluation mode), four sets of ``--n`` scans in the reference s
 - ``recon-train/``: G(E(x)) of ``--n`` training scans.
 
 and prints the code statistics (mean code length over the prior's, the largest eigenvalues of
-the codes' covariance).  Evaluate the sets with ``ratgan evaluate --real TRAIN --heldout HELD
---synthetic prior=DIR/prior posterior=DIR/posterior ...``.  Not part of pass/fail
-(tests/benchmarks/test_latent_codes.py runs it on a tiny run and checks the Gaussian fit against
-a known covariance).
+the codes' covariance, the share of their variance on the first principal axis beside that of as
+many prior codes); ``--codes-only`` stops there.  Evaluate the sets with ``ratgan evaluate
+--real TRAIN --heldout HELD --synthetic prior=DIR/prior posterior=DIR/posterior ...``.  Not
+part of pass/fail (tests/training/test_latent_codes.py runs it on a tiny run and checks the
+Gaussian fit against a known covariance).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ratgan.generation.sample import (
         _export,
         _reference,
+        latent_codes,
         load_generator,
         output_noise,
         sample_volumes,
@@ -85,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ratgan.models.discriminator import Encoder
     from ratgan.runs import read_run_data
     from ratgan.training import checkpoint as ckpt
+    from ratgan.training.encoder_health import top_share
 
     sys.path.insert(0, str(Path(__file__).parent))
     from ada_signal import load_scans  # noqa: E402 - the benchmark's sibling, read as training
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--codes-only", action="store_true", help="only the code statistics")
     args = parser.parse_args(argv)
 
     loaded = load_generator(args.run, args.checkpoint, device=args.device, weights="ema")
@@ -124,27 +128,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     noise = output_noise(seeds, (cfg.model.channels, size, size, size))
     if not cfg.model.g_output_noise:
         noise = None
-    from ratgan.generation.sample import latent_codes
-
     codes = {
         "prior": latent_codes(seeds, latent),
         "posterior": gaussian_codes(mean, cov, seeds, latent),
         "recon-held": codes_held[:n].cpu(),
         "recon-train": codes_train[:n].cpu(),
     }
-    scan, info = _reference(args.run, None, cfg)
-    suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
-    for name, z in codes.items():
-        folder = args.out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        k = len(z)
-        for start in range(0, k, 8):
-            part = slice(start, min(k, start + 8))
-            vols = sample_volumes(loaded, z[part], None if noise is None else noise[part])
-            for offset, vol in enumerate(vols):
-                file = f"synthetic_{start + offset:05d}{suffix}"
-                _export(vol, folder, file, scan, info, {}, False)
+    if not args.codes_only:
+        scan, info = _reference(args.run, None, cfg)
+        suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
+        for name, z in codes.items():
+            folder = args.out / name
+            folder.mkdir(parents=True, exist_ok=True)
+            k = len(z)
+            for start in range(0, k, 8):
+                part = slice(start, min(k, start + 8))
+                vols = sample_volumes(loaded, z[part], None if noise is None else noise[part])
+                for offset, vol in enumerate(vols):
+                    file = f"synthetic_{start + offset:05d}{suffix}"
+                    _export(vol, folder, file, scan, info, {}, False)
     prior_len = float(np.sqrt(latent))
+    prior_seeds = [scan_seed(args.seed + 1, i) for i in range(len(codes_train))]  # as many
     eig = np.linalg.eigvalsh(np.cov(codes_train.cpu().numpy().T))[::-1]
     summary = {
         "checkpoint": str(loaded.checkpoint),
@@ -155,7 +159,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ledoit_wolf_shrinkage": shrinkage,
         "covariance_top_eigenvalues": [round(float(v), 3) for v in eig[:8]],
         "covariance_trace_over_prior": float(np.trace(cov)) / latent,
+        "train_code_top_share": top_share(codes_train.cpu()),
+        "prior_code_top_share": top_share(latent_codes(prior_seeds, latent)),
     }
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "codes.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return summary

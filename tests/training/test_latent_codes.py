@@ -57,3 +57,11 @@ def test_benchmark_on_a_tiny_run(bench, phantom_dir, tmp_path):
     assert json.loads((out / "codes.json").read_text()) == summary
     assert summary["iteration"] == 2 and summary["train_code_length_ratio"] > 0
     assert torch.isfinite(torch.tensor(summary["covariance_top_eigenvalues"])).all()
+    assert 0 < summary["train_code_top_share"] <= 1 and 0 < summary["prior_code_top_share"] < 1
+
+    only = tmp_path / "only"
+    codes = bench.main(
+        [str(run), "--heldout", str(phantom_dir / "images"), "--out", str(only), "--codes-only"]
+    )
+    assert sorted(p.name for p in only.iterdir()) == ["codes.json"]
+    assert codes["train_code_top_share"] == summary["train_code_top_share"]
