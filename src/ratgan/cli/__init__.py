@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RatganError as exc:
-        print(f"ratgan {args.command}: error: {exc}", file=sys.stderr)
-        return int(getattr(exc, "exit_code", 2))
+        code = int(getattr(exc, "exit_code", 2))
+        kind = "error: " if code == 2 else ""  # a stopped run is not an error
+        print(f"ratgan {args.command}: {kind}{exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"ratgan {args.command}: interrupted", file=sys.stderr)
         return 130
