@@ -125,9 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n = args.n
     seeds = [scan_seed(args.seed, i) for i in range(n)]
     size = cfg.model.volume_size
-    noise = output_noise(seeds, (cfg.model.channels, size, size, size))
-    if not cfg.model.g_output_noise:
-        noise = None
+    shape = (cfg.model.channels, size, size, size)
+    noise = output_noise(seeds, shape) if cfg.model.g_output_noise else None
     codes = {
         "prior": latent_codes(seeds, latent),
         "posterior": gaussian_codes(mean, cov, seeds, latent),

@@ -39,10 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RatganError as exc:
-        code = int(getattr(exc, "exit_code", 2))
-        kind = "error: " if code == 2 else ""  # a stopped run is not an error
-        print(f"ratgan {args.command}: {kind}{exc}", file=sys.stderr)
-        return code
+        print(f"ratgan {args.command}: {exc.label}{exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"ratgan {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -381,37 +381,34 @@ class LDMTrainer:
         last: dict[str, float] = {}
         t0 = time.perf_counter()
         bar = tqdm(total=t.iterations, initial=start, disable=not progress, unit="it", desc="ldm")
-        with StopRequest() as stop:
-            try:
-                for it in range(start + 1, t.iterations + 1):
-                    if it <= ae_iters:
-                        parts = self.autoencoder_step(it)
-                    else:
-                        if self.latent_stream is None:
-                            self.encode_cohort()
-                        seen = (it - ae_iters) * t.batch_size
-                        parts = self.diffusion_step(seen)
-                    window.append(parts)
-                    bar.update(1)
-                    due = Due.at(it, t)
-                    stopping = stop.requested  # read once: a signal during the save waits
-                    if stopping:
-                        due = due.stopping()
-                    # The stage boundary ends a logging window: one line never mixes both stages.
-                    if due.log or due.checkpoint or it == ae_iters:
-                        last = self._log(paths.metrics, it, window, time.perf_counter() - t0)
-                        window = []
-                    if due.sample:
-                        self._montage(paths.sample(it), it, info)
-                    improved = False
-                    if due.evaluate and probe is not None:
-                        improved = self._evaluate(probe, paths.metrics, it, info)
-                    if due.checkpoint or improved:
-                        self._save(run_dir, it, due.checkpoint, improved)
-                    if stopping:
-                        raise TrainingStopped(stopped_message(stop.name, it, run_dir))
-            finally:
-                bar.close()
+        with StopRequest() as stop, bar:
+            for it in range(start + 1, t.iterations + 1):
+                if it <= ae_iters:
+                    parts = self.autoencoder_step(it)
+                else:
+                    if self.latent_stream is None:
+                        self.encode_cohort()
+                    seen = (it - ae_iters) * t.batch_size
+                    parts = self.diffusion_step(seen)
+                window.append(parts)
+                bar.update(1)
+                due = Due.at(it, t)
+                stopping = stop.requested  # read once: a signal during the save waits
+                if stopping:
+                    due = due.stopping()
+                # The stage boundary ends a logging window: one line never mixes both stages.
+                if due.log or due.checkpoint or it == ae_iters:
+                    last = self._log(paths.metrics, it, window, time.perf_counter() - t0)
+                    window = []
+                if due.sample:
+                    self._montage(paths.sample(it), it, info)
+                improved = False
+                if due.evaluate and probe is not None:
+                    improved = self._evaluate(probe, paths.metrics, it, info)
+                if due.checkpoint or improved:
+                    self._save(run_dir, it, due.checkpoint, improved)
+                if stopping:
+                    raise TrainingStopped(stopped_message(stop.name, it, run_dir))
         return LDMTrainResult(
             run_dir, t.iterations, time.perf_counter() - t0, self.clock(), last, self.nets
         )

@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -238,6 +239,11 @@ def _save_checkpoints(
         plot_quality_curves(paths.metrics, paths.quality_curves)
 
 
+def _closing(writer: _ScalarWriter | None) -> AbstractContextManager[Any]:
+    """Closes the TensorBoard writer on leaving, when there is one."""
+    return nullcontext() if writer is None else closing(writer)
+
+
 def _stop_now(
     stop: StopRequest, due: Due, info: distributed.DistInfo, device: torch.device
 ) -> bool:
@@ -324,54 +330,49 @@ def _loop(
         desc="train",
         dynamic_ncols=True,
     )
-    with StopRequest() as stop:
-        try:
-            for it in range(start + 1, t_cfg.iterations + 1):
-                with record_function("ratgan.data"):
-                    x1 = model_input(*next(stream), cfg)
-                    x2 = model_input(*next(stream), cfg)
-                parts = step(x1, x2)
-                finite &= torch.stack(list(parts.values())).isfinite().all()
-                window.append(parts)
-                bar.update(1)
-                due = Due.at(it, t_cfg)
-                stopping = _stop_now(stop, due, info, device)
-                if stopping:
-                    due = due.stopping()
-                if due.log or due.checkpoint:
-                    # One host sync per logging interval, none per step.
-                    _check_finite(finite, info, it, len(window), paths.checkpoints)
-                    if info.is_main:
-                        last = _log(
-                            paths.metrics, it, window, time.perf_counter() - t0, writer, clock()
-                        )
-                        bar.set_postfix(_progress_losses(last))
-                    window = []
-                if info.is_main and due.sample:
-                    save_sample_montage(
-                        sampler, sample_z, reference_info, cfg, paths.sample(it), device
+    with StopRequest() as stop, bar, _closing(writer):
+        for it in range(start + 1, t_cfg.iterations + 1):
+            with record_function("ratgan.data"):
+                x1 = model_input(*next(stream), cfg)
+                x2 = model_input(*next(stream), cfg)
+            parts = step(x1, x2)
+            finite &= torch.stack(list(parts.values())).isfinite().all()
+            window.append(parts)
+            bar.update(1)
+            due = Due.at(it, t_cfg)
+            stopping = _stop_now(stop, due, info, device)
+            if stopping:
+                due = due.stopping()
+            if due.log or due.checkpoint:
+                # One host sync per logging interval, none per step.
+                _check_finite(finite, info, it, len(window), paths.checkpoints)
+                if info.is_main:
+                    last = _log(
+                        paths.metrics, it, window, time.perf_counter() - t0, writer, clock()
                     )
-                improved = False
-                if due.evaluate and probe is not None:
-                    health = encoder_health(
-                        nets.encoder, nets.generator, health_x, bf16=t_cfg.precision == "bf16"
-                    )
-                    improved = _evaluate(
-                        probe, sampler, device, paths.metrics, it, cfg, best, clock, health
-                    )
-                if due.checkpoint or due.evaluate:  # a collective: every rank takes part
-                    ranks = distributed.gather_objects(_rank_state(rng, stream), info)
-                if info.is_main and (due.checkpoint or improved):
-                    state = _state(cfg, nets, optimizers, ranks, ema, augment, best)
-                    state["seconds"] = round(time.perf_counter() - t0, 3)
-                    state["cpu_seconds"] = clock()
-                    _save_checkpoints(run_dir, it, state, due, improved, t_cfg)
-                if stopping:
-                    raise TrainingStopped(stopped_message(stop.name, it, run_dir))
-        finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
+                    bar.set_postfix(_progress_losses(last))
+                window = []
+            if info.is_main and due.sample:
+                save_sample_montage(
+                    sampler, sample_z, reference_info, cfg, paths.sample(it), device
+                )
+            improved = False
+            if due.evaluate and probe is not None:
+                health = encoder_health(
+                    nets.encoder, nets.generator, health_x, bf16=t_cfg.precision == "bf16"
+                )
+                improved = _evaluate(
+                    probe, sampler, device, paths.metrics, it, cfg, best, clock, health
+                )
+            if due.checkpoint or due.evaluate:  # a collective: every rank takes part
+                ranks = distributed.gather_objects(_rank_state(rng, stream), info)
+            if info.is_main and (due.checkpoint or improved):
+                state = _state(cfg, nets, optimizers, ranks, ema, augment, best)
+                state["seconds"] = round(time.perf_counter() - t0, 3)
+                state["cpu_seconds"] = clock()
+                _save_checkpoints(run_dir, it, state, due, improved, t_cfg)
+            if stopping:
+                raise TrainingStopped(stopped_message(stop.name, it, run_dir))
     return TrainResult(run_dir, t_cfg.iterations, time.perf_counter() - t0, last, nets, info.rank)
 
 

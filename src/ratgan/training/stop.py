@@ -28,6 +28,7 @@ class TrainingStopped(RatganError):
     """The run was stopped by a signal after saving a checkpoint it can resume from."""
 
     exit_code = 130
+    label = ""  # a stopped run is not an error
 
 
 class StopRequest:
