@@ -1,7 +1,7 @@
 """Where a `demo` training iteration spends its time, and what makes it faster.
 
     python benchmarks/demo_iteration.py [--config demo] [--iterations 40] [--threads 2]
-        [--variants base contiguous compile single-g-step] [--profile 10]
+        [--variants base contiguous compile double-g-step no-whiten no-mbstd] [--profile 10]
 
 Each variant trains the preset with `ratgan.training.run.train` (the loop `ratgan train` runs:
 batched augmentation, EMA, adaptive critic augmentation, output noise, bf16) on a 16-subject
@@ -14,8 +14,11 @@ one quality evaluation at the end is reported separately as its own cost).  Vari
 * ``contiguous``: ``train.channels_last: false``;
 * ``compile``: ``train.compile: true`` (G and E compiled; the first iteration's time is the
   compile cost, printed);
-* ``single-g-step``: ``optim.double_generator_step: false`` (not the same training: the
-  published code, and the presets, step G twice per iteration);
+* ``double-g-step``: ``optim.double_generator_step: true`` (not the same training: the
+  published code, and the paper presets, step G twice per iteration; `demo` once);
+* ``no-whiten``: ``model.e_whiten: false`` (the codes' whitening, one 128 x 128 eigh per
+  encoder call);
+* ``no-mbstd``: ``model.d_mbstd_group: 0`` (the minibatch standard deviation in D);
 * ``threads1``: one torch thread.
 
 ``--profile N`` also runs N iterations (warm-up included) of ``base`` under ``torch.profiler``
@@ -40,7 +43,9 @@ VARIANTS: dict[str, dict] = {
     "base": {},
     "contiguous": {"train.channels_last": False},
     "compile": {"train.compile": True},
-    "single-g-step": {"optim.double_generator_step": False},
+    "double-g-step": {"optim.double_generator_step": True},
+    "no-whiten": {"model.e_whiten": False},
+    "no-mbstd": {"model.d_mbstd_group": 0},
     "threads1": {"threads": 1},
 }
 WARMUP = 10

@@ -207,9 +207,15 @@ def _write_report(
             ("EMA of G", cfg.train.ema_half_life_images > 0),
             ("G output noise", cfg.model.g_output_noise),
             ("adaptive critic augmentation", cfg.ada.enabled),
+            ("standardised encoder codes", cfg.model.e_standardise and not cfg.model.e_whiten),
+            ("standardised and whitened encoder codes", cfg.model.e_whiten),
+            ("minibatch std in D", cfg.model.d_mbstd_group > 0),
         )
         if on
     ]
+    beta1, beta2 = cfg.optim.betas
+    steps = "G stepped twice" if cfg.optim.double_generator_step else "one G step"
+    options.append(f"Adam betas {beta1:g} / {beta2:g}, {steps} per iteration")
     lines = [
         "# ratgan demo report",
         "",
