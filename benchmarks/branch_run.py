@@ -1,0 +1,104 @@
+"""Branch a run at one of its checkpoints into a new run folder with some settings changed.
+
+    python benchmarks/branch_run.py RUN --iteration 8011 --out BRANCH \
+        --set train.ema_half_life_images=200 [--set optim.lr=1.0e-4 ...]
+    ratgan train --resume --out BRANCH --iterations 9011
+
+An ablation on one trajectory: two branches of the same checkpoint that change only, say, the
+EMA's half-life share G's raw weights bit for bit (the EMA does not feed back into training),
+so their difference is the change alone, not a second seed.  ``ratgan train --resume`` refuses
+to change a stored config (a resumed run continues exactly); this script writes a new run
+folder instead: the source's config with the ``--set`` values (validated like any config),
+its data record, its metrics up to the checkpoint, and the checkpoint itself.  An ``optim.lr``
+change is also written into the checkpoint's optimiser states, since resuming restores the
+learning rate from them.  The source run is only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs, values read as YAML (``200`` is an int, ``[0.5, 0.9]`` a list)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=1.0e-4")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def branch(run: Path, iteration: int, out: Path, changes: dict[str, Any]) -> Path:
+    """Write the branch folder; returns the copied checkpoint's path."""
+    import torch
+
+    from ratgan.config import config_from_dict
+    from ratgan.runs import read_run_config, run_paths, write_run_config
+    from ratgan.training.checkpoint import checkpoint_path
+
+    source = checkpoint_path(run, iteration)
+    if not source.is_file():
+        raise SystemExit(f"{run} has no checkpoint of iteration {iteration} ({source}).")
+    if out.exists():
+        raise SystemExit(f"{out} exists: a branch is written to a new folder.")
+    data = read_run_config(run).to_dict()
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise SystemExit(f"--set {dotted}: the config has no such field.")
+        node[leaf] = value
+    cfg = config_from_dict(data)  # validates the changed config
+    state = torch.load(source, map_location="cpu", weights_only=False)
+    state["config"] = cfg.to_dict()
+    if "optim.lr" in changes:
+        for opt in state["optimizers"].values():
+            for group in opt["param_groups"]:
+                group["lr"] = float(changes["optim.lr"])
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    src_paths, dst_paths = run_paths(run), run_paths(staging)
+    dst_paths.checkpoints.mkdir(parents=True)
+    write_run_config(staging, cfg)
+    shutil.copy(src_paths.data, dst_paths.data)
+    if src_paths.metrics.is_file():
+        kept = [
+            line
+            for line in src_paths.metrics.read_text().splitlines()
+            if line.strip() and json.loads(line).get("iteration", 0) <= iteration
+        ]
+        dst_paths.metrics.write_text("".join(f"{line}\n" for line in kept))
+    torch.save(state, checkpoint_path(staging, iteration))
+    staging.rename(out)
+    return checkpoint_path(out, iteration)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--iteration", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    changes = parse_sets(args.set)
+    path = branch(args.run, args.iteration, args.out, changes)
+    print(f"branched {args.run} at iteration {args.iteration} into {path}")
+    for key, value in changes.items():
+        print(f"  {key} = {value!r}")
+    print(f"continue with: ratgan train --resume --out {args.out} --iterations N")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
