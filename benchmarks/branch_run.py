@@ -17,6 +17,7 @@ learning rate from them.  The source run is only read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -27,13 +28,21 @@ import yaml
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs, values read as YAML (``200`` is an int, ``[0.5, 0.9]`` a list)."""
+    """``key=value`` pairs, values read as YAML (``200`` is an int, ``[0.5, 0.9]`` a list).
+
+    PyYAML follows YAML 1.1, which reads ``1e-4`` (no dot) as a string; such a value that
+    Python reads as a number becomes that number.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=1.0e-4")
-        out[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):
+            with contextlib.suppress(ValueError):
+                parsed = float(parsed)
+        out[key] = parsed
     return out
 
 

@@ -83,3 +83,10 @@ def test_an_unknown_field_is_refused(source, tmp_path, load_benchmark):
             ]
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_set_values_are_read_as_yaml_and_exponents_without_a_dot_as_numbers(load_benchmark):
+    bench = load_benchmark("branch_run")
+    got = bench.parse_sets(["optim.lr=1e-4", "optim.betas=[0.5, 0.9]", "train.x=200", "m.n=adam"])
+    assert got == {"optim.lr": 1e-4, "optim.betas": [0.5, 0.9], "train.x": 200, "m.n": "adam"}
+    assert isinstance(got["optim.lr"], float)
