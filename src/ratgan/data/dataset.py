@@ -51,6 +51,14 @@ def load_cohort(
     error.  All scans must share one shape.
     """
     entries = list_scans(source, require_labels=require_labels)
+    return load_entries(entries, data_cfg, progress, str(source))
+
+
+def load_entries(
+    entries: list[ScanEntry], data_cfg: DataConfig, progress: bool = True, source: str = ""
+) -> Cohort:
+    """Read and preprocess the listed scans, in their order (see :func:`load_cohort`);
+    ``source`` names them in the warning about partial label maps."""
     has = [e.label is not None for e in entries]
     with_labels = all(has)
     if any(has) and not with_labels:

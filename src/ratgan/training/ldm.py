@@ -47,12 +47,12 @@ from ratgan.models.ldm import (
     latent_shape,
     sample_latent_diffusion,
 )
-from ratgan.runs import read_run_data, run_paths
+from ratgan.runs import run_paths
 from ratgan.training import checkpoint as ckpt
 from ratgan.training.cpu_clock import CpuClock
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.ldm_figures import plot_ldm_loss_curves, plot_ldm_quality_curves
-from ratgan.training.run_folder import NewRunGuard, write_new_run
+from ratgan.training.run_folder import NewRunGuard, load_recorded_cohort, write_new_run
 from ratgan.training.run import LOWER_IS_BETTER, TrainingDiverged
 from ratgan.training.run_folder import prepare_run_dir, truncate_metrics
 from ratgan.training.schedule import Due
@@ -97,11 +97,13 @@ def train_ldm(
     try:
         cfg = prepare_run_dir(run_dir, cfg, resume, write=True)
         if resume:
-            data_source = read_run_data(run_dir).source
+            cohort = load_recorded_cohort(run_dir, cfg.data, progress=progress)
         elif data_source is None:
             raise RatganError("--data is required to start a new run.")
-        cohort = load_cohort(data_source, cfg.data, progress=progress)
+        else:
+            cohort = load_cohort(data_source, cfg.data, progress=progress)
         if not resume:
+            assert data_source is not None
             # as for a GAN run: the folder (config and data record) only once the data is read
             write_new_run(run_dir, cfg, data_source, cohort)
         probe = None

@@ -28,7 +28,7 @@ from ratgan.data.transforms import PreprocessInfo, labels_to_channels
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
 from ratgan.models import Generator, Networks, build_networks
-from ratgan.runs import read_run_data, run_paths
+from ratgan.runs import run_paths
 from ratgan.training import checkpoint as ckpt
 from ratgan.training import distributed
 from ratgan.training.alphagan import AlphaGANStep, build_optimizers
@@ -41,7 +41,7 @@ from ratgan.training.host_memory import keep_freed_host_memory
 from ratgan.training.run_folder import prepare_run_dir, truncate_metrics
 from ratgan.training.schedule import Due
 from ratgan.training.stop import StopRequest, TrainingStopped, stopped_message
-from ratgan.training.run_folder import NewRunGuard, write_new_run
+from ratgan.training.run_folder import NewRunGuard, load_recorded_cohort, write_new_run
 
 
 class TrainingDiverged(RatganError):
@@ -127,16 +127,20 @@ def train(
     try:
         cfg = prepare_run_dir(run_dir, cfg, resume, write=info.is_main)
         if resume:
-            data_source = read_run_data(run_dir).source
+            cohort = load_recorded_cohort(
+                run_dir, cfg.data, cfg.data.label_channels, progress and info.is_main
+            )
         elif data_source is None:
             raise RatganError("--data is required to start a new run.")
-        cohort = load_cohort(
-            data_source,
-            cfg.data,
-            require_labels=cfg.data.label_channels,
-            progress=progress and info.is_main,
-        )
+        else:
+            cohort = load_cohort(
+                data_source,
+                cfg.data,
+                require_labels=cfg.data.label_channels,
+                progress=progress and info.is_main,
+            )
         if not resume and info.is_main:
+            assert data_source is not None
             write_new_run(run_dir, cfg, data_source, cohort)
         probe = None
         if cfg.train.eval_every and info.is_main:

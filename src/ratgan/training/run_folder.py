@@ -10,22 +10,28 @@ A run without a checkpoint cannot be resumed or sampled, so what a failed start 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
 from ratgan.atomic import atomic_write_text
-from ratgan.config import Config
-from ratgan.data.dataset import Cohort
+from ratgan.config import Config, DataConfig
+from ratgan.data.dataset import Cohort, load_entries
+from ratgan.data.io import ScanEntry, list_scans
 from ratgan.errors import RatganError
 from ratgan.runs import (
     RunData,
     RunScan,
     read_run_config,
+    read_run_data,
     run_paths,
     write_run_config,
     write_run_data,
 )
 from ratgan.training import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
 
 
 def write_new_run(run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort) -> None:
@@ -37,7 +43,8 @@ def write_new_run(run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort
     write_run_data(
         run_dir,
         RunData(
-            source=str(source),
+            # absolute, so that the record means the same from any working directory
+            source=os.path.abspath(str(source)),
             entries=[
                 RunScan(
                     str(Path(e.image).resolve()),
@@ -49,6 +56,66 @@ def write_new_run(run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort
             infos=[i.to_dict() for i in cohort.infos],
         ),
     )
+
+
+def load_recorded_cohort(
+    run_dir: Path, data_cfg: DataConfig, require_labels: bool = False, progress: bool = True
+) -> Cohort:
+    """The scans a run started with, as its data.json records them, for a resumed run.
+
+    A resumed run continues on exactly these scans, from any working directory: its data
+    stream's state indexes them.  Scans added to or removed from the data source since the
+    start are not picked up (a warning says so); a recorded scan that is gone, or whose content
+    no longer preprocesses to what was recorded, is an error, since the run would otherwise
+    continue on other data than it says.
+    """
+    data = read_run_data(run_dir)
+    record = run_paths(run_dir).data
+    entries = [
+        ScanEntry(Path(e.image), None if e.label is None else Path(e.label)) for e in data.entries
+    ]
+    for e in entries:
+        for path in (e.image, e.label):
+            if path is not None and not path.is_file():
+                raise RatganError(
+                    f"{path}, a training scan recorded in {record}, no longer exists; the "
+                    "run can only resume on the scans it started with."
+                )
+    if require_labels and any(e.label is None for e in entries):
+        raise RatganError(f"{record} records scans without label maps, but labels are required.")
+    _warn_if_source_changed(data.source, entries)
+    cohort = load_entries(entries, data_cfg, progress, str(record))
+    infos = json.loads(json.dumps([i.to_dict() for i in cohort.infos]))
+    if data.infos and len(data.infos) == len(infos):
+        for entry, now, then in zip(entries, infos, data.infos, strict=True):
+            changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+            if changed:
+                raise RatganError(
+                    f"{entry.image} has changed since the run started (its preprocessing "
+                    f"gives other {', '.join(changed)} than {record} records: the file was "
+                    "replaced, or ratgan's preprocessing changed); the run can only resume "
+                    "on the scans it started with."
+                )
+    return cohort
+
+
+def _warn_if_source_changed(source: str, entries: list[ScanEntry]) -> None:
+    """Log when the run's data source now lists other scans than the run started with."""
+    try:
+        now = {str(e.image.resolve()) for e in list_scans(source)}
+    except (RatganError, OSError):
+        return  # the source moved or is gone: the recorded scans are what counts
+    then = {str(e.image) for e in entries}
+    if now != then:
+        log.warning(
+            "%s now lists %d scans (%d not in the run, %d of the run's missing from it); the "
+            "resumed run continues on the %d scans it started with",
+            source,
+            len(now),
+            len(now - then),
+            len(then - now),
+            len(then),
+        )
 
 
 class NewRunGuard:
