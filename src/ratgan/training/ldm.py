@@ -102,8 +102,6 @@ def train_ldm(
             raise RatganError("--data is required to start a new run.")
         else:
             cohort = load_cohort(data_source, cfg.data, progress=progress)
-        if not resume:
-            assert data_source is not None
             # as for a GAN run: the folder (config and data record) only once the data is read
             write_new_run(run_dir, cfg, data_source, cohort)
         probe = None

@@ -139,9 +139,8 @@ def train(
                 require_labels=cfg.data.label_channels,
                 progress=progress and info.is_main,
             )
-        if not resume and info.is_main:
-            assert data_source is not None
-            write_new_run(run_dir, cfg, data_source, cohort)
+            if info.is_main:
+                write_new_run(run_dir, cfg, data_source, cohort)
         probe = None
         if cfg.train.eval_every and info.is_main:
             if probe_factory is None:
