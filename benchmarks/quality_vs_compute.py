@@ -36,9 +36,13 @@ COLUMNS = (
     "random_fd",
     "random_precision",
     "random_recall",
+    "random_density",
+    "random_coverage",
     "anatomy_fd",
     "anatomy_precision",
     "anatomy_recall",
+    "anatomy_density",
+    "anatomy_coverage",
     "msssim",
     "spectral_x",
     "spectral_y",
@@ -91,6 +95,8 @@ def summarise(metrics: dict[str, Any], row_name: str) -> dict[str, float]:
         out[f"{prefix}_fd"] = _stat(row.get("fd"))
         out[f"{prefix}_precision"] = _stat(row.get("precision"))
         out[f"{prefix}_recall"] = _stat(row.get("recall"))
+        out[f"{prefix}_density"] = _stat(row.get("density"))  # NaN in reports older than it
+        out[f"{prefix}_coverage"] = _stat(row.get("coverage"))
     out["msssim"] = _stat(metrics["rows"][row_name].get("msssim"))
     spectra = metrics.get("spectra", {})
     key = "real" if row_name == metrics["reference_row"] else row_name

@@ -85,9 +85,11 @@ def test_set_distances_known_answers():
     a = rng.standard_normal((40, 6))
     same = set_distances(a, a)
     assert same["fd"] == pytest.approx(0, abs=1e-8)
-    assert same["precision"] == same["recall"] == 1.0
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    assert same["density"] == pytest.approx(1 + 1 / 3, abs=0.02)  # own centre + 3 neighbours
     far = set_distances(a, a + 50)
     assert far["fd"] > 1000 and far["precision"] == far["recall"] == 0.0
+    assert far["density"] == far["coverage"] == 0.0
     assert far["rbf_mmd2"] > same["rbf_mmd2"]
 
 
@@ -153,7 +155,7 @@ def test_evaluate_reports_the_anatomy_space(kit, tiny_sets, tmp_path, monkeypatc
     anat = spaces["anatomy"]
     assert set(anat["rows"]) == {data["reference_row"], "noise"}
     for row in anat["rows"].values():
-        assert {"fd", "rbf_mmd", "precision", "recall"} <= set(row)
+        assert {"fd", "rbf_mmd", "precision", "recall", "density", "coverage"} <= set(row)
     assert anat["max_steps"] == TINY.steps and anat["steps"] <= TINY.steps
     assert anat["raw_dim"] == 40 and anat["subset_size"] >= 3 and anat["n_validation"] == 2
     md = (out / "report.md").read_text()

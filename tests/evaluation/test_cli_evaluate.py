@@ -77,6 +77,8 @@ def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
             "fd",
             "precision",
             "recall",
+            "density",
+            "coverage",
             "intensity_w1",
             "mean_map_rmse",
             "std_map_rmse",
@@ -95,6 +97,11 @@ def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
     lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
     header = lines[0]
     assert "MS-SSIM" in header and "NCC ↑" in header and "MAE ↓" in header and "MMD ↓" in header
+    # the distribution-distance table shows density and coverage beside precision and recall
+    distance_header = next(ln for ln in lines if "Fréchet ↓" in ln)
+    assert "| recall ↑ | density (≈ 1) | coverage ↑ |" in distance_header
+    for row in data["rows"].values():
+        assert set(row["coverage"]) >= {"mean", "std", "values", "ci"}
     assert lines[1].startswith(f"| *{ref}*")  # the reference row comes first
     assert "**" in lines[3] and "**" not in lines[2]  # padded (brains) beats noise: bold
     assert "Protocol: **ratgan**" in md

@@ -63,6 +63,7 @@ def test_the_probe_scores_the_training_scans_themselves_as_perfect(probe_setup):
     scores = probe(_Replay(network_space), torch.device("cpu"))
     # Known answer: the generated set is the reference set.
     assert scores["precision"] == 1.0 and scores["recall"] == 1.0
+    assert scores["coverage"] == 1.0 and scores["density"] >= 1.0  # extra keys of the record
     assert abs(scores["frechet"]) < 1e-2  # float32 features, rank-deficient covariances
 
 
@@ -74,6 +75,7 @@ def test_the_probe_scores_flat_volumes_as_far_from_real(probe_setup):
     flat[:, 8:24, 8:24, 8:24] = 0.5
     bad = probe(_Replay(flat), torch.device("cpu"))
     assert bad["precision"] == 0.0 and bad["recall"] == 0.0
+    assert bad["density"] == 0.0 and bad["coverage"] == 0.0
     assert bad["frechet"] > 100 * max(perfect["frechet"], 1e-3)
     assert bad["rbf_mmd2"] > perfect["rbf_mmd2"] + 0.1
 

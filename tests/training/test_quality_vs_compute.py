@@ -36,3 +36,26 @@ def test_a_diffusion_run_is_evaluated_from_its_second_stage(phantom_dir, tmp_pat
     run = tmp_path / "ldm"
     train_ldm(cfg, phantom_dir, run, progress=False)
     assert [i for i, _ in load_benchmark("quality_vs_compute").checkpoints(run)] == [3, 4]
+
+
+def test_summarise_reads_density_and_coverage_of_both_spaces(load_benchmark):
+    bench = load_benchmark("quality_vs_compute")
+    stat = {"mean": 0.25, "std": 0.0, "values": [0.25]}
+    row = {"fd": stat, "precision": stat, "recall": stat}
+    metrics = {
+        "reference_row": "real",
+        "rows": {"real": {"msssim": stat}, "run@1": {"msssim": stat}},
+        "feature_spaces": [
+            {
+                "name": "random 3D conv",
+                "rows": {"run@1": {**row, "density": 1.5, "coverage": stat}},
+            },
+            {"name": "anatomy", "rows": {"run@1": row}},  # a report older than the columns
+        ],
+    }
+    out = bench.summarise(metrics, "run@1")
+    assert out["random_density"] == 1.5 and out["random_coverage"] == 0.25
+    assert out["anatomy_density"] != out["anatomy_density"]  # NaN where not measured
+    assert {"random_density", "random_coverage", "anatomy_density", "anatomy_coverage"} <= set(
+        bench.COLUMNS
+    )

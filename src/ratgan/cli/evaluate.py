@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="compare synthetic scans with real ones (paper Table 2 and more)",
         description="Evaluate synthetic scan sets against real scans: MS-SSIM (diversity), NCC, "
         "MAE, MMD, PSNR, RMSE with the paper's random-pairing protocol, RBF-MMD, "
-        "Frechet distance and k-NN precision/recall in a fixed random 3D feature "
-        "space, memorisation (nearest training scan), and figures.  A synthetic "
+        "Frechet distance, k-NN precision/recall and density/coverage in a fixed random 3D "
+        "feature space, memorisation (nearest training scan), and figures.  A synthetic "
         "source may be a trained run folder: scans are generated from it first.",
     )
     p.add_argument(
@@ -115,7 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=10,
         help="repeats of the real split / subsampling for set distances (default 10)",
     )
-    p.add_argument("--knn-k", type=_positive, default=3, help="k of k-NN precision/recall")
+    p.add_argument(
+        "--knn-k", type=_positive, default=3, help="k of k-NN precision/recall and density/coverage"
+    )
     p.add_argument(
         "--protocol",
         choices=("ratgan", "authors"),

@@ -38,7 +38,7 @@ API::
     space = fit_anatomy_features(real_volumes, real_labels, seed=0, cache_dir=None)
     f_real = space.features(real_volumes)        # (N, X, Y, Z) in [0, 1] -> (N, F) float64
     f_fake = space.features(fake_volumes)
-    set_distances(f_real, f_fake, standardise=False)  # {"fd", "rbf_mmd2", "precision", "recall"}
+    set_distances(f_real, f_fake, standardise=False)  # {"fd", "rbf_mmd2", "precision", ...}
 
 ``real_volumes``: float (N, X, Y, Z) prepared as the evaluation prepares scans (rescaled to
 [0, 1], cropped to the real shape); ``real_labels``: integer (N, X, Y, Z), 0 = background.
@@ -498,13 +498,14 @@ def _train(
     net.eval()
 
 
-SET_DISTANCES = ("fd", "rbf_mmd2", "precision", "recall")
+SET_DISTANCES = ("fd", "rbf_mmd2", "precision", "recall", "density", "coverage")
 
 
 def set_distances(
     reference: np.ndarray, other: np.ndarray, k: int = 3, standardise: bool = True
 ) -> dict[str, float]:
-    """Fréchet distance, RBF-MMD^2, k-NN precision and recall of ``other`` against ``reference``.
+    """Fréchet distance, RBF-MMD^2, k-NN precision, recall, density and coverage of ``other``
+    against ``reference``.
 
     Both feature matrices (n, d) are z-scored with the reference's mean and std (unless
     ``standardise`` is False: anatomy features come standardised by their fitting set) and
@@ -517,9 +518,12 @@ def set_distances(
     mu, sd = feat.standardiser(reference) if standardise else (0.0, 1.0)
     za, zb = (reference - mu) / sd, (other - mu) / sd
     p, r = feat.precision_recall(za, zb, k)
+    density, coverage = feat.density_coverage(za, zb, k)
     return {
         "fd": feat.frechet_distance(za, zb),
         "rbf_mmd2": feat.rbf_mmd2(za, zb, feat.median_bandwidth(za)),
         "precision": p,
         "recall": r,
+        "density": density,
+        "coverage": coverage,
     }

@@ -19,7 +19,10 @@ Distances (all on features standardised with the reference real set's mean and s
 * Fréchet distance between Gaussians fitted to the two sets (as FID, without Inception);
 * RBF-kernel MMD^2, unbiased estimator, bandwidth = median pairwise distance of the
   reference set (fixed per reference, so every set is judged with the same kernel);
-* k-nearest-neighbour precision and recall (Kynkäänniemi et al. 2019).
+* k-nearest-neighbour precision and recall (Kynkäänniemi et al. 2019);
+* k-nearest-neighbour density and coverage (Naeem et al. 2020), which use only the real
+  points' k-NN balls, so that outlying generated points cannot inflate them as they inflate
+  recall.
 """
 
 from __future__ import annotations
@@ -182,3 +185,28 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     precision = float((d <= r_real[None, :]).any(axis=1).mean())
     recall = float((d <= r_fake[:, None]).any(axis=0).mean())
     return precision, recall
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """k-NN density and coverage of ``fake`` against ``real`` (Naeem et al. 2020).
+
+    With r_i the distance from real point i to its k-th nearest other real point and B_i the
+    closed ball of radius r_i around it:
+
+    * density = sum over fake points of the number of balls B_i holding it, / (k * n_fake):
+      fidelity, 1 in expectation for a fake set from the real distribution, above 1 when
+      fake points crowd where real ones are dense (not bounded by 1);
+    * coverage = the fraction of real points whose ball B_i holds at least one fake point:
+      diversity in the right places.  Only real balls are used, so fake outliers (whose own
+      huge k-NN balls make recall 1) cannot raise it.
+
+    k is capped at ``len(real) - 1`` as in ``knn_radii`` (density divides by that k).
+    """
+    if len(real) < 2 or len(fake) < 1:
+        raise ValueError("density and coverage need at least 2 real and 1 fake points.")
+    k = min(k, len(real) - 1)
+    r_real = knn_radii(real, k)
+    inside = np.sqrt(sq_dists(fake, real)) <= r_real[None, :]  # (n_fake, n_real)
+    density = float(inside.sum() / (k * len(fake)))
+    coverage = float(inside.any(axis=0).mean())
+    return density, coverage

@@ -9,11 +9,12 @@
    ones, or, with no held-out set, distinct real scans with each other.  With
    ``protocol="authors"`` this stage is the published code's computation instead
    (``authors``).
-2. ``feature_distances``, once per feature space: RBF-MMD², Fréchet distance and k-NN
-   precision/recall of each set against a reference real set ``A`` — repeated
-   ``split_repeats`` times, the real set is split in halves ``A`` and ``B`` (or ``A`` is the
-   whole real set and ``B`` the held-out set); ``B`` gives the reference row and every
-   synthetic set is subsampled to ``B``'s size, because these estimators depend on it.
+2. ``feature_distances``, once per feature space: RBF-MMD², Fréchet distance, k-NN
+   precision/recall and k-NN density/coverage of each set against a reference real set
+   ``A`` — repeated ``split_repeats`` times, the real set is split in halves ``A`` and ``B``
+   (or ``A`` is the whole real set and ``B`` the held-out set); ``B`` gives the reference
+   row and every synthetic set is subsampled to ``B``'s size, because these estimators
+   depend on it.
 3. ``memorisation_check``: each synthetic scan's most similar training scan, against a
    threshold calibrated on real scans (``memorisation``).
 4. ``voxel_statistics``: per-voxel mean/std maps and intensity histograms.
@@ -49,7 +50,7 @@ from ratgan.evaluation.spectra import SpectralSummary, spectral_summary
 
 __all__ = ["EvaluationSettings", "FeatureSpace", "default_feature_spaces", "evaluate"]
 
-SET_METRICS = ("rbf_mmd", "fd", "precision", "recall")
+SET_METRICS = ("rbf_mmd", "fd", "precision", "recall", "density", "coverage")
 HIST_BINS = 100
 
 
@@ -147,7 +148,8 @@ def set_level(
     rng: np.random.Generator,
     standardise: bool = True,
 ) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
-    """RBF-MMD^2, Fréchet distance, precision and recall of each set against real halves.
+    """RBF-MMD^2, Fréchet distance, precision, recall, density and coverage of each set
+    against real halves.
 
     ``real``, ``heldout`` and the synthetic arrays are feature matrices (n, d), z-scored with
     each reference subset's mean and std unless ``standardise`` is False (features already
@@ -187,10 +189,13 @@ def set_level(
             sub = f[rng.choice(len(f), m, replace=False)]
             zs = (sub - mu) / sd
             p, r = feat.precision_recall(za, zs, settings.knn_k)
+            dens, cov = feat.density_coverage(za, zs, settings.knn_k)
             values[name]["rbf_mmd"].append(feat.rbf_mmd2(za, zs, sigma))
             values[name]["fd"].append(feat.frechet_distance(za, zs))
             values[name]["precision"].append(p)
             values[name]["recall"].append(r)
+            values[name]["density"].append(dens)
+            values[name]["coverage"].append(cov)
     info["rbf_sigma_mean"] = float(np.mean(sigmas))
     out: dict[str, dict[str, Any]] = {
         name: {

@@ -15,7 +15,9 @@ from ratgan.evaluation.results import EvaluationResult, FeatureSpaceResult
 STAGING_DIR = ".report-partial"
 """Hidden folder in which a report is written before it is moved into place."""
 
-# metric key -> (column title, direction): "max", "min" or "target" (closest to the real value)
+# metric key -> (column title, direction): "max", "min", "target" (closest to the real
+# value) or "one" (closest to 1: k-NN density, whose expectation for a set drawn from the real
+# distribution is exactly 1; above 1 means samples crowd where real scans are dense)
 PAPER_COLUMNS = {
     "msssim": ("MS-SSIM (≈ real)", "target"),
     "ncc": ("NCC ↑", "max"),
@@ -29,6 +31,8 @@ SET_COLUMNS = {
     "fd": ("Fréchet ↓", "min"),
     "precision": ("precision ↑", "max"),
     "recall": ("recall ↑", "max"),
+    "density": ("density (≈ 1)", "one"),
+    "coverage": ("coverage ↑", "max"),
 }
 EXTRA_COLUMNS = {
     **SET_COLUMNS,
@@ -47,6 +51,8 @@ DECIMALS = {
     "fd": 2,
     "precision": 3,
     "recall": 3,
+    "density": 3,
+    "coverage": 3,
     "intensity_w1": 4,
     "mean_map_rmse": 4,
     "std_map_rmse": 4,
@@ -79,6 +85,8 @@ def score(key: str, v: float, direction: str, target: float | None) -> float:
         return v
     if direction == "min":
         return -v
+    if direction == "one":
+        return -abs(v - 1.0)
     return -abs(v - (target if target is not None else v))
 
 
@@ -312,7 +320,9 @@ trained on anything, so it sees intensity, edges and texture, not anatomy). Each
 compared with a reference real subset of {f.get("reference_size", "—")} scans; the first row
 is {level} (what a perfect generator scores). Subsets of {f.get("subset_size", "—")} scans,
 {f.get("repeats", "—")} repeats, mean ± std over repeats; k = {f.get("knn_k", "—")} for
-precision/recall. Intensity W1: Wasserstein-1 distance between the voxel intensity histograms
+precision/recall and density/coverage (Naeem et al. 2020: only the real scans' k-NN balls, so
+outlying synthetic scans cannot raise them as they raise recall; density is 1 in expectation
+for real scans). Intensity W1: Wasserstein-1 distance between the voxel intensity histograms
 of the set and of the real set; mean/std-map RMSE: between their per-voxel mean (std) maps
 (first row: {maps_ref}).{_uncertainty_note(first)}{skipped}{_small_sample_note(first)}
 

@@ -35,7 +35,8 @@ class Row:
 
 @dataclass
 class FeatureSpaceResult:
-    """Set-level distances (RBF-MMD², Fréchet, precision, recall) in one feature space."""
+    """Set-level distances (RBF-MMD², Fréchet, precision, recall, density, coverage) in one
+    feature space."""
 
     name: str
     description: dict[str, Any]

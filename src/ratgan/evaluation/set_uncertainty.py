@@ -5,12 +5,12 @@ repeating random splits gives no spread at all (the report used to print "± 0.0
 numbers say how much the distances could move with other scans:
 
 * **Bootstrap over scans** (``bootstrap``): each draw resamples A's scans and the compared
-  set's scans with replacement and recomputes the Fréchet distance, RBF-MMD², precision and
-  recall; the standard deviation over draws is the "±" and the 2.5-97.5 % percentiles the
-  interval in metrics.json.  Standardisation and kernel bandwidth stay those of the whole
-  A, so the kernel is the same in every draw.  A scan drawn twice shrinks the k-NN balls
-  (its nearest neighbour is itself), so precision and recall draws lean low: read their ±
-  as a rough guide.
+  set's scans with replacement and recomputes the Fréchet distance, RBF-MMD², precision,
+  recall, density and coverage; the standard deviation over draws is the "±" and the
+  2.5-97.5 % percentiles the interval in metrics.json.  Standardisation and kernel
+  bandwidth stay those of the whole A, so the kernel is the same in every draw.  A scan
+  drawn twice shrinks the k-NN balls (its nearest neighbour is itself), so the k-NN
+  measures' draws lean low: read their ± as a rough guide.
 * **Permutation p-value of RBF-MMD²** (``mmd_permutation_p``): is this set distinguishable
   from the held-out real scans?  The two sets' labels are permuted over their pooled scans
   (seeded) and the unbiased MMD² recomputed with the same kernel; p = (1 + permutations
@@ -27,16 +27,19 @@ import numpy as np
 
 from ratgan.evaluation import features as feat
 
-METRICS = ("rbf_mmd", "fd", "precision", "recall")
+METRICS = ("rbf_mmd", "fd", "precision", "recall", "density", "coverage")
 
 
 def _distances(za: np.ndarray, zs: np.ndarray, sigma: float, k: int) -> dict[str, float]:
     p, r = feat.precision_recall(za, zs, k)
+    density, coverage = feat.density_coverage(za, zs, k)
     return {
         "rbf_mmd": feat.rbf_mmd2(za, zs, sigma),
         "fd": feat.frechet_distance(za, zs),
         "precision": p,
         "recall": r,
+        "density": density,
+        "coverage": coverage,
     }
 
 

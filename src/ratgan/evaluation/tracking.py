@@ -6,7 +6,9 @@ scans from fixed codes and noise (the same at every evaluation, so the curve com
 like), maps them back to the source grid as ``ratgan generate`` does, prepares them as the
 evaluation prepares every set (crop to the source shape, rescale to [0, 1]) and computes, in
 the fixed random-convolution feature space of :mod:`ratgan.evaluation.features`, the Fréchet
-distance, RBF-MMD² and k-NN precision/recall against the run's own training scans.
+distance, RBF-MMD², k-NN precision/recall and k-NN density/coverage (extra keys ``density``
+and ``coverage``; ``train.eval_metric`` does not choose them) against the run's own training
+scans.
 
 Training scans are the reference by default because they are what the run can see;
 ``train.eval_real`` names held-out real scans to compare against instead (the honest figure,
@@ -65,15 +67,19 @@ class _Scorer:
         self.sigma = feat.median_bandwidth(self.real_f)
 
     def __call__(self, source_volumes: list[np.ndarray]) -> dict[str, float]:
-        """Fréchet distance, RBF-MMD² and k-NN precision/recall of source-space volumes."""
+        """Fréchet distance, RBF-MMD², k-NN precision/recall and density/coverage of
+        source-space volumes."""
         vols = np.stack([prepare_volume(v, self.shape) for v in source_volumes])
         fake_f = (feat.extract(vols, self.extractor, progress=False) - self.mu) / self.sd
         precision, recall = feat.precision_recall(self.real_f, fake_f)
+        density, coverage = feat.density_coverage(self.real_f, fake_f)
         return {
             "frechet": feat.frechet_distance(self.real_f, fake_f),
             "rbf_mmd2": feat.rbf_mmd2(self.real_f, fake_f, self.sigma),
             "precision": precision,
             "recall": recall,
+            "density": density,
+            "coverage": coverage,
         }
 
 
