@@ -152,6 +152,8 @@ def test_bare_source_is_named_after_its_folder():
     assert parse_sets(["a=/x/y", "/data/demo_run/"]) == {"a": "/x/y", "demo_run": "/data/demo_run/"}
     with pytest.raises(RatganError):
         parse_sets(["a=/x", "a=/y"])
+    with pytest.raises(RatganError, match="reference"):
+        parse_sets(["/data/reference/"])
 
 
 def test_errors_are_one_sentence(kit, tiny_sets, capsys):

@@ -131,12 +131,12 @@ def test_set_level_reports_density_and_coverage_like_the_other_distances():
     real, held = rng.standard_normal((30, 5)), rng.standard_normal((20, 5))
     settings = EvaluationSettings(split_repeats=2, bootstrap=20, permutations=0, progress=False)
     sets = {"copy": held.copy(), "wide": 10 * rng.standard_normal((20, 5))}
-    halves, info = set_level(real, None, sets, settings, np.random.default_rng(0))
+    halves, info = set_level(real, None, sets, settings, "test")
     for row in halves.values():
         for key in ("density", "coverage"):
             assert set(row[key]) == {"mean", "std", "values"} and len(row[key]["values"]) == 2
     assert halves["wide"]["coverage"]["mean"] == 0.0 and halves["wide"]["recall"]["mean"] > 0.9
-    out, _ = set_level(real, held, sets, settings, np.random.default_rng(0))
+    out, _ = set_level(real, held, sets, settings, "test")
     assert out["copy"]["coverage"]["mean"] == out["reference"]["coverage"]["mean"]
     assert out["copy"]["density"]["mean"] == out["reference"]["density"]["mean"]
     assert len(out["copy"]["coverage"]["ci"]) == 2 and out["copy"]["coverage"]["std"] > 0

@@ -150,3 +150,27 @@ def test_adding_a_set_keeps_the_other_sets_numbers(kit):
         alone.rows[alone.reference_row].metrics["msssim"]
         == with_other.rows[with_other.reference_row].metrics["msssim"]
     )
+
+
+@pytest.mark.parametrize("with_heldout", [False, True])
+def test_adding_a_set_keeps_the_other_sets_feature_distances(kit, with_heldout):
+    """The feature-space distances too: each set's subsets, bootstrap and permutations come
+    from its own stream (before, one stream was shared in order, so adding a set moved every
+    later set's Fréchet distance, precision, recall and coverage, and the reference row's)."""
+    real = _set("real", kit.brains(8, 1))
+    held = _set("held", kit.brains(6, 7)) if with_heldout else None
+    syn = _set("syn", kit.brains(6, 4))
+    other = _set("other", kit.noise(6, 5))
+    settings = EvaluationSettings(**FAST)
+    alone = evaluate(real, [syn], settings, heldout=held)
+    with_other = evaluate(real, [other, syn], settings, heldout=held)
+    for a, b in zip(alone.feature_spaces, with_other.feature_spaces, strict=True):
+        for row in ("syn", alone.reference_row):
+            for key in ("fd", "rbf_mmd", "precision", "recall", "density", "coverage"):
+                assert a.rows[row][key] == b.rows[row][key], (a.name, row, key)
+
+
+def test_a_set_named_like_the_reference_row_is_refused(kit):
+    real = _set("real", kit.brains(8, 1))
+    with pytest.raises(ValueError, match="reference"):
+        evaluate(real, [_set("reference", kit.brains(6, 4))], EvaluationSettings(**FAST))

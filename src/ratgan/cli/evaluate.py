@@ -198,6 +198,10 @@ def parse_sets(items: list[str]) -> dict[str, str]:
             raise RatganError(f"--synthetic {item!r} must be NAME=SRC.")
         if name in out:
             raise RatganError(f"--synthetic names set {name!r} twice; names must be distinct.")
+        if name == "reference":
+            raise RatganError(
+                "--synthetic: 'reference' names the real row; give the set another name."
+            )
         out[name] = src
     return out
 

@@ -145,7 +145,7 @@ def set_level(
     heldout: np.ndarray | None,
     synthetic: dict[str, np.ndarray],
     settings: EvaluationSettings,
-    rng: np.random.Generator,
+    stage: str,
     standardise: bool = True,
 ) -> tuple[dict[str, dict[str, dict]], dict[str, Any]]:
     """RBF-MMD^2, Fréchet distance, precision, recall, density and coverage of each set
@@ -156,7 +156,9 @@ def set_level(
     standardised by their extractor).  Returns ``({"reference": {...}, name: {...}}, info)``
     with mean ± std over repeats; with a held-out set, ± is a bootstrap over scans and each
     row has the permutation p-value of RBF-MMD^2 against the held-out scans
-    (``set_uncertainty``).
+    (``set_uncertainty``).  Every random draw comes from a stream named after ``stage`` and,
+    for a set's own draws, the set's name (``settings.stream``), so a set's numbers do not
+    depend on which other sets share the report.
     """
     values: dict[str, dict[str, list[float]]] = {
         n: {k: [] for k in SET_METRICS} for n in ["reference", *synthetic]
@@ -174,9 +176,11 @@ def set_level(
         info["skipped"] = "too few scans for set-level distances (need 3 per subset)"
         return {}, info
     sigmas = []
+    halves = stream(settings.seed, stage, "halves")
+    subsets = {n: stream(settings.seed, stage, "subset", n) for n in ["reference", *synthetic]}
     for _ in range(max(1, settings.split_repeats)):
         if heldout is None:
-            perm = rng.permutation(len(real))
+            perm = halves.permutation(len(real))
             b_pool, a = real[perm[:pool_b]], real[perm[pool_b:]]
         else:
             a, b_pool = real, heldout
@@ -186,7 +190,7 @@ def set_level(
         sigmas.append(sigma)
         sets = {"reference": b_pool, **synthetic}
         for name, f in sets.items():
-            sub = f[rng.choice(len(f), m, replace=False)]
+            sub = f[subsets[name].choice(len(f), m, replace=False)]
             zs = (sub - mu) / sd
             p, r = feat.precision_recall(za, zs, settings.knn_k)
             dens, cov = feat.density_coverage(za, zs, settings.knn_k)
@@ -209,7 +213,7 @@ def set_level(
         for name, per in values.items()
     }
     if heldout is not None:
-        _heldout_uncertainty(out, real, heldout, synthetic, m, settings, rng, standardise)
+        _heldout_uncertainty(out, real, heldout, synthetic, m, settings, stage, standardise)
         info["uncertainty"] = (
             f"± = std over {settings.bootstrap} bootstrap draws of the scans; p = permutation "
             f"p-value of RBF-MMD² against the held-out scans ({settings.permutations} "
@@ -225,7 +229,7 @@ def _heldout_uncertainty(
     synthetic: dict[str, np.ndarray],
     size: int,
     settings: EvaluationSettings,
-    rng: np.random.Generator,
+    stage: str,
     standardise: bool,
 ) -> None:
     """Bootstrap ± and intervals, and the RBF-MMD² permutation p-value, into ``out``."""
@@ -237,14 +241,28 @@ def _heldout_uncertainty(
     for name, f in {"reference": heldout, **synthetic}.items():
         zs = (f - mu) / sd
         if settings.bootstrap > 1:
-            boot = unc.bootstrap(za, zs, size, sigma, settings.knn_k, settings.bootstrap, rng)
+            boot = unc.bootstrap(
+                za,
+                zs,
+                size,
+                sigma,
+                settings.knn_k,
+                settings.bootstrap,
+                stream(settings.seed, stage, "bootstrap", name),
+            )
             for metric, b in boot.items():
                 out[name][metric].update(
                     std=b["std"], ci=b["ci"], std_over=f"{b['draws']} bootstrap draws of scans"
                 )
         if settings.permutations > 0:
             other = za if name == "reference" else zb
-            out[name]["mmd_p"] = unc.mmd_permutation_p(zs, other, sigma, settings.permutations, rng)
+            out[name]["mmd_p"] = unc.mmd_permutation_p(
+                zs,
+                other,
+                sigma,
+                settings.permutations,
+                stream(settings.seed, stage, "permutation", name),
+            )
 
 
 def feature_distances(
@@ -273,7 +291,7 @@ def feature_distances(
         f_held,
         f_syn,
         settings,
-        stream(settings.seed, "features", space.name),
+        f"features/{space.name}",
         standardise=not space.standardised,
     )
     return FeatureSpaceResult(space.name, space.extractor.describe(), info, rows)
@@ -442,6 +460,10 @@ def evaluate(
     for s in synthetic + ([heldout] if heldout is not None else []):
         if s.shape != real.shape:
             raise ValueError(f"set {s.name} has shape {s.shape}, real has {real.shape}")
+    names = [s.name for s in synthetic]
+    if "reference" in names or len(set(names)) != len(names):
+        # the reference row is keyed "reference" inside the stages, and rows by set name
+        raise ValueError(f"synthetic set names {names} must be distinct and not 'reference'")
     spaces = default_feature_spaces(settings) if feature_spaces is None else feature_spaces
     ref_name = "real (held-out vs real)" if heldout is not None else "real (real vs real)"
 
