@@ -157,7 +157,7 @@ def set_level(
     with mean ± std over repeats; with a held-out set, ± is a bootstrap over scans and each
     row has the permutation p-value of RBF-MMD^2 against the held-out scans
     (``set_uncertainty``).  Every random draw comes from a stream named after ``stage`` and,
-    for a set's own draws, the set's name (``settings.stream``), so a set's numbers do not
+    for a set's own draws, the set's name (``stream``), so a set's numbers do not
     depend on which other sets share the report.
     """
     values: dict[str, dict[str, list[float]]] = {
