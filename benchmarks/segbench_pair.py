@@ -6,7 +6,9 @@ Both folders must come from ``ratgan segbench`` on the same real scans, split an
 example a GAN's pool and a control pool labelled the same way).  For each test, prints the
 mean ΔDice of A minus B per score, its 95 % interval and p-value from the crossed
 random-effects model of seeds and test scans (the statistics of ``ratgan segbench``) and how
-many seeds favour A.  Checks first that test 1 agrees in both runs.  Not pass/fail.
+many seeds favour A.  Refuses two runs whose test or validation split differ, or whose
+networks of a compared (test, seed) trained on different real scans; where both ran test 1,
+checks that it agrees.  Not pass/fail.
 """
 
 from __future__ import annotations
@@ -24,18 +26,40 @@ def _runs(folder: Path) -> list[dict]:
     return json.loads((folder / "runs.json").read_text())["runs"]
 
 
+def check_same_setup(a: Path, b: Path, tests: list[int]) -> str:
+    """Raise SystemExit unless A and B share the splits and, for each compared (test, seed),
+    the real training scans; return a line on what was checked."""
+    plan_a, plan_b = (json.loads((f / "plan.json").read_text()) for f in (a, b))
+    for key in ("test_split", "val_split"):
+        if plan_a[key] != plan_b[key]:
+            raise SystemExit(f"{a} and {b} have different {key}s: not comparable.")
+    real_a, real_b = (
+        {(r["test"], r["seed"]): r["real"] for r in p["runs"] if r["test"] in tests}
+        for p in (plan_a, plan_b)
+    )
+    for key in sorted(real_a.keys() & real_b.keys()):
+        if real_a[key] != real_b[key]:
+            raise SystemExit(
+                f"test {key[0]}, seed {key[1]}: {a} and {b} trained on different real scans."
+            )
+    base_a = {r["seed"]: r["per_scan"]["global"] for r in _runs(a) if r["test"] == 1}
+    base_b = {r["seed"]: r["per_scan"]["global"] for r in _runs(b) if r["test"] == 1}
+    checked = "same test and validation splits and real training scans per (test, seed)"
+    if base_a and base_b:
+        return f"{checked}; test 1 per-scan Dice identical in both runs: {base_a == base_b}"
+    return f"{checked}; test 1 not run in both, so not compared"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
     ap.add_argument("--tests", default="3,6")
     args = ap.parse_args()
+    tests = [int(t) for t in args.tests.split(",")]
+    print(check_same_setup(args.a, args.b, tests))
     a, b = _runs(args.a), _runs(args.b)
-    base_a = {r["seed"]: r["per_scan"]["global"] for r in a if r["test"] == 1}
-    base_b = {r["seed"]: r["per_scan"]["global"] for r in b if r["test"] == 1}
-    same = base_a == base_b
-    print(f"test 1 per-scan Dice identical in both runs: {same}")
-    for test in (int(t) for t in args.tests.split(",")):
+    for test in tests:
         # A's runs of this test play "test 2", B's play the base "test 1" of the pairing
         runs = [{**r, "test": 2} for r in a if r["test"] == test]
         runs += [{**r, "test": 1} for r in b if r["test"] == test]
