@@ -1,0 +1,38 @@
+"""benchmarks/missed_scans.py: per-scan coverage and the parameters that separate the missed."""
+
+import numpy as np
+
+
+def test_per_scan_coverage_known_answer(load_benchmark):
+    missed = load_benchmark("missed_scans")
+    # pairs of real points 1 apart, pairs far from each other: every 1-NN radius is 1
+    real = np.array([[0.0], [1.0], [10.0], [11.0], [100.0], [101.0]])
+    fake = np.array([[0.5], [10.0]])
+    covered = missed.covered_scans(real, fake, k=1)
+    # 0.5 lies in the balls of 0 and 1; 10 in those of 10 and of 11 (on its edge: closed balls)
+    assert covered.tolist() == [True, True, True, True, False, False]
+
+
+def test_parameter_shift_ranks_the_parameter_that_separates_missed_from_covered(load_benchmark):
+    missed = load_benchmark("missed_scans")
+    covered = np.array([True] * 6 + [False] * 4)
+    params = [
+        {"ventricle": 1.0 + (0.0 if c else 0.5), "noise": float(i % 2), "fixed": 2.0}
+        for i, c in enumerate(covered)
+    ]
+    rows = missed.parameter_shift(params, covered)
+    assert [r[0] for r in rows] == ["ventricle", "noise"]  # the constant one is left out
+    name, a, b, z = rows[0]
+    assert (a, b) == (1.0, 1.5)
+    assert np.isclose(z, 0.5 / np.std([p["ventricle"] for p in params]))
+    assert missed.parameter_shift(params, np.ones(10, bool)) == []
+
+
+def test_scalar_parameters_of_a_phantom_subject(load_benchmark):
+    from ratgan.data.phantom import sample_params
+
+    missed = load_benchmark("missed_scans")
+    p = missed.scalar_parameters(sample_params(np.random.default_rng(0)))
+    assert "field_seed" not in p
+    assert {"rotation_deg[0]", "rotation_deg[2]", "ventricle_scale"} <= set(p)
+    assert all(isinstance(v, float) for v in p.values())
