@@ -7,12 +7,12 @@ as ``ratgan phantom`` writes them), so the anatomy feature space of ``ratgan eva
 fitted on them (or loaded from its cache).  Each ``SET`` is a folder of synthetic scans (or of
 real ones, for a baseline).  For each set it prints the coverage against all held-out scans at
 once (a held-out scan is covered when some scan of the set lies in its k-NN ball among the
-held-out scans: the coverage of Naeem et al., per scan) and, since every phantom scan's
-parameters follow from the cohort seed and its subject number, the parameters in which the
-missed scans differ most from the covered ones (difference of means in standard deviations of
-the held-out scans).  A look at what a generator misses, not a test: with a few dozen scans
-and about thirty parameters, differences below about one standard deviation are expected by
-chance.
+held-out scans: ``features.covered_real_points``, the coverage of Naeem et al. per scan) and,
+since every phantom scan's parameters follow from the cohort seed and its subject number, the
+parameters in which the missed scans differ most from the covered ones (difference of means in
+standard deviations of the held-out scans).  A look at what a generator misses, not a test:
+with a few dozen scans and about thirty parameters, differences below about one standard
+deviation are expected by chance.
 """
 
 from __future__ import annotations
@@ -23,16 +23,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-
-
-def covered_scans(real: np.ndarray, fake: np.ndarray, k: int = 3) -> np.ndarray:
-    """Boolean (n_real,): real point i is covered when a fake point lies in its closed k-NN
-    ball among the real points (``features.density_coverage``'s coverage, per point)."""
-    from ratgan.evaluation import features as feat
-
-    radii = feat.knn_radii(real, k)
-    d = np.sqrt(feat.sq_dists(real, fake))
-    return np.asarray((d <= radii[:, None]).any(axis=1))
 
 
 def scalar_parameters(params: object) -> dict[str, float]:
@@ -78,6 +68,7 @@ def main() -> None:
 
     from ratgan.data.phantom import sample_params, subject_seed
     from ratgan.evaluation.anatomy_stage import anatomy_space
+    from ratgan.evaluation.features import covered_real_points
     from ratgan.evaluation.prepare import load_set
     from ratgan.evaluation.settings import EvaluationSettings
 
@@ -106,7 +97,7 @@ def main() -> None:
     ]
     for folder in args.sets:
         scans = load_set(folder.name, folder, shape=held.shape, progress=False)
-        covered = covered_scans(real, features(scans.volumes), args.k)
+        covered = covered_real_points(real, features(scans.volumes), args.k)
         print(f"{folder}: covers {covered.sum()} of {len(covered)} held-out scans")
         for name, a, b, z in parameter_shift(params, covered)[: args.top]:
             print(f"  {name:24s} covered {a:8.3f}  missed {b:8.3f}  ({z:+.2f} sd)")

@@ -26,9 +26,11 @@ def _runs(folder: Path) -> list[dict]:
     return json.loads((folder / "runs.json").read_text())["runs"]
 
 
-def check_same_setup(a: Path, b: Path, tests: list[int]) -> str:
+def check_same_setup(
+    a: Path, b: Path, runs_a: list[dict], runs_b: list[dict], tests: list[int]
+) -> str:
     """Raise SystemExit unless A and B share the splits and, for each compared (test, seed),
-    the real training scans; return a line on what was checked."""
+    the real training scans; return a line on what was checked (``runs_*``: their runs.json)."""
     plan_a, plan_b = (json.loads((f / "plan.json").read_text()) for f in (a, b))
     for key in ("test_split", "val_split"):
         if plan_a[key] != plan_b[key]:
@@ -42,8 +44,8 @@ def check_same_setup(a: Path, b: Path, tests: list[int]) -> str:
             raise SystemExit(
                 f"test {key[0]}, seed {key[1]}: {a} and {b} trained on different real scans."
             )
-    base_a = {r["seed"]: r["per_scan"]["global"] for r in _runs(a) if r["test"] == 1}
-    base_b = {r["seed"]: r["per_scan"]["global"] for r in _runs(b) if r["test"] == 1}
+    base_a = {r["seed"]: r["per_scan"]["global"] for r in runs_a if r["test"] == 1}
+    base_b = {r["seed"]: r["per_scan"]["global"] for r in runs_b if r["test"] == 1}
     checked = "same test and validation splits and real training scans per (test, seed)"
     if base_a and base_b:
         return f"{checked}; test 1 per-scan Dice identical in both runs: {base_a == base_b}"
@@ -57,8 +59,8 @@ def main() -> None:
     ap.add_argument("--tests", default="3,6")
     args = ap.parse_args()
     tests = [int(t) for t in args.tests.split(",")]
-    print(check_same_setup(args.a, args.b, tests))
     a, b = _runs(args.a), _runs(args.b)
+    print(check_same_setup(args.a, args.b, a, b, tests))
     for test in tests:
         # A's runs of this test play "test 2", B's play the base "test 1" of the pairing
         runs = [{**r, "test": 2} for r in a if r["test"] == test]

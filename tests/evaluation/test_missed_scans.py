@@ -1,16 +1,18 @@
-"""benchmarks/missed_scans.py: per-scan coverage and the parameters that separate the missed."""
+"""Per-scan coverage, and benchmarks/missed_scans.py's parameters that separate the missed."""
 
 import numpy as np
 
 
-def test_per_scan_coverage_known_answer(load_benchmark):
-    missed = load_benchmark("missed_scans")
+def test_per_scan_coverage_known_answer():
+    from ratgan.evaluation.features import covered_real_points, density_coverage
+
     # pairs of real points 1 apart, pairs far from each other: every 1-NN radius is 1
     real = np.array([[0.0], [1.0], [10.0], [11.0], [100.0], [101.0]])
     fake = np.array([[0.5], [10.0]])
-    covered = missed.covered_scans(real, fake, k=1)
+    covered = covered_real_points(real, fake, k=1)
     # 0.5 lies in the balls of 0 and 1; 10 in those of 10 and of 11 (on its edge: closed balls)
     assert covered.tolist() == [True, True, True, True, False, False]
+    assert density_coverage(real, fake, k=1)[1] == covered.mean()
 
 
 def test_parameter_shift_ranks_the_parameter_that_separates_missed_from_covered(load_benchmark):

@@ -202,11 +202,24 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
 
     k is capped at ``len(real) - 1`` as in ``knn_radii`` (density divides by that k).
     """
+    inside, k = _in_real_balls(real, fake, k)
+    density = float(inside.sum() / (k * len(fake)))
+    coverage = float(inside.any(axis=0).mean())
+    return density, coverage
+
+
+def covered_real_points(real: np.ndarray, fake: np.ndarray, k: int = 3) -> np.ndarray:
+    """Boolean (n_real,): whether real point i's closed k-NN ball holds a fake point, the
+    per-point form of ``density_coverage``'s coverage (which is its mean)."""
+    inside, _ = _in_real_balls(real, fake, k)
+    return np.asarray(inside.any(axis=0))
+
+
+def _in_real_balls(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """(n_fake, n_real) booleans: fake point j lies in real point i's closed k-NN ball; and the
+    k used (capped at ``len(real) - 1``)."""
     if len(real) < 2 or len(fake) < 1:
         raise ValueError("density and coverage need at least 2 real and 1 fake points.")
     k = min(k, len(real) - 1)
     r_real = knn_radii(real, k)
-    inside = np.sqrt(sq_dists(fake, real)) <= r_real[None, :]  # (n_fake, n_real)
-    density = float(inside.sum() / (k * len(fake)))
-    coverage = float(inside.any(axis=0).mean())
-    return density, coverage
+    return np.sqrt(sq_dists(fake, real)) <= r_real[None, :], k
