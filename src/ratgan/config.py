@@ -102,6 +102,12 @@ class ModelConfig:
     StyleGAN's noise inputs give its generator stochastic detail.  Scanner noise is i.i.d. per
     voxel, which a convolutional generator cannot otherwise draw; reconstruction losses compare
     the noise-free output, the critics see the noisy one."""
+    g_output_noise_after_tanh: bool = False
+    """With ``g_output_noise``: add the noise to the tanh's output and clamp to [-1, 1] instead
+    of adding it before the tanh, as scanner noise adds to the magnitude image.  Before the
+    tanh, noise on bright voxels is squeezed by the tanh's flat top, so G cannot draw the
+    extreme noise voxel that sets a real scan's maximum, and with it the min/max scaling that
+    training and evaluation apply to every scan (docs/quality.md, "The brightest voxel")."""
 
     @property
     def n_scales(self) -> int:
@@ -391,6 +397,8 @@ def _model_problems(cfg: Config) -> list[str]:
         _negative,
         "must be >= 0",
     )
+    if m.g_output_noise_after_tanh and not m.g_output_noise:
+        p.append("model.g_output_noise_after_tanh needs model.g_output_noise: true")
     if m.d_mbstd_group and cfg.train.batch_size % m.d_mbstd_group:
         p.append(
             f"model.d_mbstd_group ({m.d_mbstd_group}) must divide train.batch_size "

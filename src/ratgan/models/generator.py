@@ -85,6 +85,7 @@ class Generator(nn.Module):
         self.net = nn.Sequential(layers)
         self.tanh = nn.Tanh()
         self.output_noise = OutputNoise() if cfg.g_output_noise else None
+        self.noise_after_tanh = cfg.g_output_noise_after_tanh
 
     def forward(
         self, z: Tensor, noise: Tensor | None = None, return_clean: bool = False
@@ -100,7 +101,12 @@ class Generator(nn.Module):
             z = to_sphere(z)
         pre = self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1, 1))
         clean = self.tanh(pre)
-        out = clean if self.output_noise is None else self.tanh(self.output_noise(pre, noise))
+        if self.output_noise is None:
+            out = clean
+        elif self.noise_after_tanh:
+            out = (clean + self.output_noise.noise(pre, noise)).clamp(-1.0, 1.0)
+        else:
+            out = self.tanh(pre + self.output_noise.noise(pre, noise))
         return (out, clean) if return_clean else out
 
 
@@ -134,8 +140,12 @@ class OutputNoise(nn.Module):
         std = F.softplus(self.GAIN * (self.slope * pre.detach() + self.offset))
         return std.clamp(max=self.MAX_STD)
 
-    def forward(self, pre: Tensor, noise: Tensor | None = None) -> Tensor:
-        """``pre + std(pre) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
+    def noise(self, pre: Tensor, noise: Tensor | None = None) -> Tensor:
+        """``std(pre) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
         if noise is None:
             noise = torch.randn_like(pre)
-        return pre + self.std(pre) * noise.to(pre.dtype)
+        return self.std(pre) * noise.to(pre.dtype)
+
+    def forward(self, pre: Tensor, noise: Tensor | None = None) -> Tensor:
+        """``pre + std(pre) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
+        return pre + self.noise(pre, noise)
