@@ -4,7 +4,8 @@
         hl800=runs/a@9000 hl200=runs/b@9000 raw=runs/a@9000:raw [--n 64]
 
 Each ``NAME=RUN@ITERATION[:raw|:ema]`` generates ``--n`` scans from that checkpoint (EMA
-weights unless ``:raw``; seed 1, bf16, as ``quality_vs_compute.py``) and all of them are
+weights unless ``:raw``; seed 1, bf16, as ``quality_vs_compute.py``); each ``NAME=FOLDER`` is a
+folder of scans taken as it is (generated earlier, or edited by another benchmark).  All are
 evaluated together against ``--real`` (held-out scans with label maps, so both feature spaces
 are measured): one report, the same real features and random draws for every set, so their
 rows compare directly.  Prints one line per set with the numbers of ``quality_vs_compute.py``
@@ -23,15 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_vs_compute import summarise  # noqa: E402  (a sibling script, not a package)
 
 
-def parse_set(text: str) -> tuple[str, Path, int, str]:
-    """``NAME=RUN@ITERATION[:raw|:ema]`` -> (name, run, iteration, weights)."""
+def parse_set(text: str) -> tuple[str, Path, int | None, str]:
+    """``NAME=RUN@ITERATION[:raw|:ema]`` -> (name, run, iteration, weights); ``NAME=FOLDER`` (an
+    existing folder, no ``@``) -> (name, folder, None, "")."""
     name, sep, rest = text.partition("=")
+    if sep and name and "@" not in rest and Path(rest).is_dir():
+        return name, Path(rest), None, ""
     weights = "ema"
     if rest.endswith((":raw", ":ema")):
         rest, weights = rest[:-4], rest[-3:]
     run, at, iteration = rest.rpartition("@")
     if not (sep and name and at and run and iteration.isdigit()):
-        raise SystemExit(f"{text!r}: expected NAME=RUN@ITERATION[:raw|:ema]")
+        raise SystemExit(f"{text!r}: expected NAME=RUN@ITERATION[:raw|:ema] or NAME=FOLDER")
     return name, Path(run), int(iteration), weights
 
 
@@ -41,13 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     from ratgan.training.checkpoint import checkpoint_path
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sets", nargs="+", help="NAME=RUN@ITERATION[:raw|:ema]")
+    parser.add_argument("sets", nargs="+", help="NAME=RUN@ITERATION[:raw|:ema] or NAME=FOLDER")
     parser.add_argument("--real", type=Path, required=True, help="held-out scans with labels")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, default=64)
     args = parser.parse_args(argv)
     folders: dict[str, Path] = {}
     for name, run, iteration, weights in map(parse_set, args.sets):
+        if iteration is None:
+            folders[name] = run
+            continue
         gen = args.out / "gen" / f"{name}@{iteration}-{weights}"
         if not (gen / "manifest.json").is_file():
             generate_scans(

@@ -108,6 +108,10 @@ class ModelConfig:
     tanh, noise on bright voxels is squeezed by the tanh's flat top, so G cannot draw the
     extreme noise voxel that sets a real scan's maximum, and with it the min/max scaling that
     training and evaluation apply to every scan (docs/quality.md, "The brightest voxel")."""
+    g_output_noise_per_scan: bool = False
+    """With ``g_output_noise``: each scan's noise level also depends on its code (the std's
+    softplus argument gains ``w . z``, w learned from zero), so scans can differ in SNR as
+    scanners and sessions do; without it G gives every scan the same noise level."""
 
     @property
     def n_scales(self) -> int:
@@ -397,8 +401,9 @@ def _model_problems(cfg: Config) -> list[str]:
         _negative,
         "must be >= 0",
     )
-    if m.g_output_noise_after_tanh and not m.g_output_noise:
-        p.append("model.g_output_noise_after_tanh needs model.g_output_noise: true")
+    for option in ("g_output_noise_after_tanh", "g_output_noise_per_scan"):
+        if getattr(m, option) and not m.g_output_noise:
+            p.append(f"model.{option} needs model.g_output_noise: true")
     if m.d_mbstd_group and cfg.train.batch_size % m.d_mbstd_group:
         p.append(
             f"model.d_mbstd_group ({m.d_mbstd_group}) must divide train.batch_size "

@@ -1,13 +1,19 @@
 """G's optional output noise: off by default, seeded when given, clean output alongside."""
 
+import pytest
 import torch
 
 from ratgan.config import load_config
+from ratgan.errors import RatganError
 from ratgan.models import build_networks
 
 
-def _generator(noise: bool, after_tanh: bool = False):
-    overrides = {"model.g_output_noise": noise, "model.g_output_noise_after_tanh": after_tanh}
+def _generator(noise: bool, after_tanh: bool = False, per_scan: bool = False):
+    overrides = {
+        "model.g_output_noise": noise,
+        "model.g_output_noise_after_tanh": after_tanh,
+        "model.g_output_noise_per_scan": per_scan,
+    }
     cfg = load_config("tiny", overrides).model
     torch.manual_seed(0)
     return build_networks(cfg).generator.eval(), cfg
@@ -59,10 +65,24 @@ def test_output_noise_after_tanh_adds_to_the_image_and_clamps():
     assert out.min() >= -1.0 and out.max() <= 1.0
 
 
-def test_output_noise_after_tanh_needs_output_noise():
-    import pytest
+@pytest.mark.parametrize("option", ["g_output_noise_after_tanh", "g_output_noise_per_scan"])
+def test_output_noise_options_need_output_noise(option):
+    with pytest.raises(RatganError, match=f"{option} needs"):
+        load_config("tiny", {f"model.{option}": True})
 
-    from ratgan.errors import RatganError
 
-    with pytest.raises(RatganError, match="g_output_noise_after_tanh needs"):
-        load_config("tiny", {"model.g_output_noise_after_tanh": True})
+def test_per_scan_noise_level_follows_the_code():
+    g, cfg = _generator(True, after_tanh=True, per_scan=True)
+    assert torch.equal(g.output_noise.per_scan, torch.zeros(cfg.latent_dim))  # starts off
+    with torch.no_grad():
+        g.output_noise.per_scan[0] = 1.0
+    z = torch.zeros(2, cfg.latent_dim)
+    z[0, 0], z[1, 0] = 2.0, -2.0
+    noise = torch.ones(2, 1, 16, 16, 16) * 1e-3  # small: nothing reaches the clamp
+    out, clean = g(z, noise=noise, return_clean=True)
+    # Known answer: std = softplus(-5 + w . z) = softplus(-3) for scan 0, softplus(-7) for 1
+    sp = torch.nn.functional.softplus
+    assert torch.allclose(out[0] - clean[0], sp(torch.tensor(-3.0)) * noise[0], atol=1e-7)
+    assert torch.allclose(out[1] - clean[1], sp(torch.tensor(-7.0)) * noise[1], atol=1e-7)
+    g(torch.randn(2, cfg.latent_dim)).pow(2).sum().backward()
+    assert g.output_noise.per_scan.grad is not None and g.output_noise.per_scan.grad.abs().sum() > 0

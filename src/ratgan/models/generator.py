@@ -84,7 +84,8 @@ class Generator(nn.Module):
             )
         self.net = nn.Sequential(layers)
         self.tanh = nn.Tanh()
-        self.output_noise = OutputNoise() if cfg.g_output_noise else None
+        per_scan = cfg.latent_dim if cfg.g_output_noise_per_scan else 0
+        self.output_noise = OutputNoise(per_scan) if cfg.g_output_noise else None
         self.noise_after_tanh = cfg.g_output_noise_after_tanh
 
     def forward(
@@ -104,9 +105,9 @@ class Generator(nn.Module):
         if self.output_noise is None:
             out = clean
         elif self.noise_after_tanh:
-            out = (clean + self.output_noise.noise(pre, noise)).clamp(-1.0, 1.0)
+            out = (clean + self.output_noise.noise(pre, noise, z)).clamp(-1.0, 1.0)
         else:
-            out = self.tanh(pre + self.output_noise.noise(pre, noise))
+            out = self.tanh(pre + self.output_noise.noise(pre, noise, z))
         return (out, clean) if return_clean else out
 
 
@@ -123,6 +124,11 @@ class OutputNoise(nn.Module):
     could change by a factor of only ~e^0.2 in 1,000 steps at lr 2e-4 (measured: it barely left
     its initial value); with it, by e^20.  Written here: MONAI and PyTorch have no
     noise-injection layer.
+
+    With ``per_scan`` (the latent size), each scan's std also depends on its code: the softplus's
+    argument gains ``w . z`` (w learned, zero at the start), so G can give scans different
+    noise levels, as scanners and sessions differ in SNR; without it every scan has the same
+    noise for the same intensity.
     """
 
     GAIN = 100.0
@@ -130,22 +136,29 @@ class OutputNoise(nn.Module):
     """Upper bound of the std (pre-activation units; the tanh output spans 2): without one the
     critic can drive it without limit where the output saturates."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_scan: int = 0) -> None:
         super().__init__()
         self.slope = nn.Parameter(torch.zeros(()))
         self.offset = nn.Parameter(torch.full((), -5.0 / self.GAIN))
+        self.per_scan = nn.Parameter(torch.zeros(per_scan)) if per_scan else None
 
-    def std(self, pre: Tensor) -> Tensor:
-        """The noise std at the (detached) noise-free pre-activation ``pre``."""
-        std = F.softplus(self.GAIN * (self.slope * pre.detach() + self.offset))
-        return std.clamp(max=self.MAX_STD)
+    def std(self, pre: Tensor, z: Tensor | None = None) -> Tensor:
+        """The noise std at the (detached) noise-free pre-activation ``pre`` (B, C, ...), for
+        codes ``z`` (B, L) when the noise level is per scan."""
+        arg = self.GAIN * (self.slope * pre.detach() + self.offset)
+        if self.per_scan is not None:
+            if z is None:
+                raise ValueError("a per-scan noise level needs the scans' codes z")
+            level = z.to(self.per_scan.dtype) @ self.per_scan
+            arg = arg + level.reshape(-1, *([1] * (pre.dim() - 1))).to(arg.dtype)
+        return F.softplus(arg).clamp(max=self.MAX_STD)
 
-    def noise(self, pre: Tensor, noise: Tensor | None = None) -> Tensor:
-        """``std(pre) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
+    def noise(self, pre: Tensor, noise: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+        """``std(pre, z) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
         if noise is None:
             noise = torch.randn_like(pre)
-        return self.std(pre) * noise.to(pre.dtype)
+        return self.std(pre, z) * noise.to(pre.dtype)
 
-    def forward(self, pre: Tensor, noise: Tensor | None = None) -> Tensor:
-        """``pre + std(pre) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
-        return pre + self.noise(pre, noise)
+    def forward(self, pre: Tensor, noise: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+        """``pre + std(pre, z) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
+        return pre + self.noise(pre, noise, z)
