@@ -82,6 +82,7 @@ def test_evaluate_writes_report_json_and_figures(kit, tiny_sets, capsys):
             "intensity_w1",
             "mean_map_rmse",
             "std_map_rmse",
+            "tail_gap",
             "memorisation",
         ):
             assert key in row

@@ -90,6 +90,31 @@ def test_histogram_w1():
     assert histogram_w1(p, p) == 0
 
 
+def test_brightest_voxel_gap_known_answer():
+    from ratgan.evaluation.protocol import tail_percentile, voxel_statistics
+
+    # 1,000 voxels 0, 1, ..., 999; "squeezed": the same with the brightest voxel pulled in to
+    # 998, so after min/max rescaling every other voxel comes out brighter by 999 / 998
+    base = np.arange(1000.0).reshape(10, 10, 10)
+    squeezed = base.copy()
+    squeezed[-1, -1, -1] = 998.0
+    real = _set("real", [base, base])
+    fake = _set("fake", [squeezed, squeezed])
+    expected = np.percentile(np.arange(1000.0), 99.9) / 999  # numpy's own percentile
+    assert tail_percentile(real.volumes) == pytest.approx(expected)
+    assert tail_percentile(fake.volumes) == pytest.approx(
+        np.percentile(np.minimum(np.arange(1000.0), 998), 99.9) / 998
+    )
+    settings = EvaluationSettings(**FAST)
+    voxel, rows = voxel_statistics(real, real, [fake], "real", settings)
+    assert rows["reference"]["tail_gap"] == 0  # the same scans as held-out
+    gap = tail_percentile(fake.volumes) - tail_percentile(real.volumes)
+    assert gap > 0 and rows["fake"]["tail_gap"] == pytest.approx(gap)
+    assert voxel.tails == pytest.approx(
+        {"real": expected, "held-out real": expected, "fake": expected + gap}
+    )
+
+
 def test_real_beats_noise_on_every_metric(kit):
     real = _set("real", kit.brains(12, 1))
     held = _set("held-out", kit.brains(8, 2))

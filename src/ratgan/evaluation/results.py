@@ -77,6 +77,8 @@ class VoxelStatistics:
     maps: dict[str, tuple[np.ndarray, np.ndarray]]
     histograms: dict[str, np.ndarray]
     bins: int
+    tails: dict[str, float] = field(default_factory=dict)
+    """Set name -> mean 99.9th percentile of its min/max-rescaled scans (``tail_percentile``)."""
 
 
 @dataclass
@@ -149,6 +151,7 @@ class EvaluationResult:
             "rows": rows,
             "histogram_bins": self.voxel.bins,
             "intensity_histograms": {k: v.tolist() for k, v in self.voxel.histograms.items()},
+            "tail_p999": self.voxel.tails,
             "timing_s": self.timing_s,
             "spectra": {
                 name: {
