@@ -26,9 +26,10 @@ from quality_vs_compute import summarise  # noqa: E402  (a sibling script, not a
 
 def parse_set(text: str) -> tuple[str, Path, int | None, str]:
     """``NAME=RUN@ITERATION[:raw|:ema]`` -> (name, run, iteration, weights); ``NAME=FOLDER`` (an
-    existing folder, no ``@``) -> (name, folder, None, "")."""
+    existing folder, checked first: generated folders are named ``NAME@ITERATION-WEIGHTS``) ->
+    (name, folder, None, "")."""
     name, sep, rest = text.partition("=")
-    if sep and name and "@" not in rest and Path(rest).is_dir():
+    if sep and name and Path(rest).is_dir():
         return name, Path(rest), None, ""
     weights = "ema"
     if rest.endswith((":raw", ":ema")):
