@@ -437,12 +437,13 @@ def voxel_statistics(
     for s in synthetic:
         pairs[s.name] = ((maps[s.name], hists[s.name]), (maps[ref_name], hists[ref_name]))
     # the brightest voxel's place: each row's set against its reference set, as above
-    real_tail = tail_percentile(real.volumes)
+    own_tails = {ref_name: tail_percentile(real.volumes)}
+    own_tails.update({name: tail_percentile(s.volumes) for name, s in extra})
     if heldout is not None:
-        tails = {"reference": (tail_percentile(heldout.volumes), real_tail)}
+        tails = {"reference": (own_tails["held-out real"], own_tails[ref_name])}
     else:
         tails = {"reference": (tail_percentile(b), tail_percentile(a))}
-    tails.update({s.name: (tail_percentile(s.volumes), real_tail) for s in synthetic})
+    tails.update({s.name: (own_tails[s.name], own_tails[ref_name]) for s in synthetic})
     rows = {}
     for row, (((mean_map, std_map), hist), ((ref_mean, ref_std), ref_hist)) in pairs.items():
         tail, ref_tail = tails[row]
@@ -453,7 +454,6 @@ def voxel_statistics(
             "tail_p999": tail,
             "tail_gap": abs(tail - ref_tail),
         }
-    own_tails = {ref_name: real_tail, **{name: tail_percentile(s.volumes) for name, s in extra}}
     return VoxelStatistics(maps, hists, HIST_BINS, own_tails), rows
 
 

@@ -112,7 +112,8 @@ class Generator(nn.Module):
 
 
 class OutputNoise(nn.Module):
-    """Per-voxel Gaussian noise with a learned, intensity-dependent std, added before tanh.
+    """Per-voxel Gaussian noise with a learned, intensity-dependent std, added before the tanh
+    (or after it: ``model.g_output_noise_after_tanh``).
 
     std = softplus(GAIN * (a * pre + b)) with a = 0 and GAIN * b = -5 at the start (std ~0.007),
     so a new generator behaves like one without noise.  The std depends on the (detached)
@@ -133,8 +134,9 @@ class OutputNoise(nn.Module):
 
     GAIN = 100.0
     MAX_STD = 1.0
-    """Upper bound of the std (pre-activation units; the tanh output spans 2): without one the
-    critic can drive it without limit where the output saturates."""
+    """Upper bound of the std (pre-activation units, or image units after the tanh; the tanh
+    output spans 2): without one the critic can drive it without limit where the output
+    saturates."""
 
     def __init__(self, per_scan: int = 0) -> None:
         super().__init__()
