@@ -38,3 +38,26 @@ def test_scalar_parameters_of_a_phantom_subject(load_benchmark):
     assert "field_seed" not in p
     assert {"rotation_deg[0]", "rotation_deg[2]", "ventricle_scale"} <= set(p)
     assert all(isinstance(v, float) for v in p.values())
+
+
+def test_spread_on_principal_axes_known_answer(load_benchmark):
+    missed = load_benchmark("missed_scans")
+    rng = np.random.default_rng(0)
+    # real points: sd 3 along x, 1 along y
+    real = rng.standard_normal((400, 2)) * [3.0, 1.0]
+    mean, axes, sd = missed.principal_axes(real, 2)
+    assert np.allclose(np.abs(axes), np.eye(2), atol=0.05) and np.allclose(sd, [3, 1], rtol=0.1)
+    # a set half as wide along x and shifted by one real sd along it
+    fake = real * [0.5, 1.0] + [3.0, 0.0]
+    ratio, shift = missed.spread_on_axes(fake, mean, axes, sd)
+    assert np.allclose(ratio, [0.5, 1.0], atol=1e-6)
+    assert abs(abs(shift[0]) - 1.0) < 0.05 and abs(shift[1]) < 0.05
+
+
+def test_axis_parameters_ranks_by_correlation(load_benchmark):
+    missed = load_benchmark("missed_scans")
+    scores = np.arange(10.0)
+    params = [{"a": float(i), "b": float(-(i % 2)), "c": 1.0} for i in range(10)]
+    rows = missed.axis_parameters(params, scores, top=2)
+    assert rows[0][0] == "a" and np.isclose(rows[0][1], 1.0)
+    assert [r[0] for r in rows] == ["a", "b"]  # the constant one is left out
