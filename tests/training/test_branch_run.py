@@ -90,3 +90,60 @@ def test_set_values_are_read_as_yaml_and_exponents_without_a_dot_as_numbers(load
     got = bench.parse_sets(["optim.lr=1e-4", "optim.betas=[0.5, 0.9]", "train.x=200", "m.n=adam"])
     assert got == {"optim.lr": 1e-4, "optim.betas": [0.5, 0.9], "train.x": 200, "m.n": "adam"}
     assert isinstance(got["optim.lr"], float)
+
+
+def test_reinit_and_a_new_parameter_start_afresh_and_resume(phantom_dir, tmp_path, load_benchmark):
+    bench = load_benchmark("branch_run")
+    cfg = load_config(
+        "tiny",
+        {
+            "model.g_output_noise": True,
+            "train.iterations": 2,
+            "train.checkpoint_every": 2,
+            "train.ema_half_life_images": 64.0,
+        },
+    )
+    run = tmp_path / "noisy"
+    train(cfg, phantom_dir, run, progress=False)
+    src = _state(run, 2)
+    # training moved the noise offset away from its initial value (-5 / 100)
+    assert src["networks"]["G"]["output_noise.offset"] != -0.05
+    out = tmp_path / "per_scan"
+    bench.main(
+        [
+            str(run),
+            "--iteration",
+            "2",
+            "--out",
+            str(out),
+            "--reinit",
+            "G.output_noise",
+            "--set",
+            "model.g_output_noise_per_scan=true",
+            "--set",
+            "train.iterations=3",
+        ]
+    )
+    new = _state(out, 2)
+    for weights in (new["networks"]["G"], new["ema"]["G"]):
+        assert weights["output_noise.offset"] == pytest.approx(-0.05)  # known initial value
+        assert weights["output_noise.slope"] == 0
+        assert torch.equal(weights["output_noise.per_scan"], torch.zeros(cfg.model.latent_dim))
+    # every other weight and its optimiser state is the source's
+    for key, tensor in src["networks"]["G"].items():
+        if not key.startswith("output_noise"):
+            assert torch.equal(tensor, new["networks"]["G"][key]), key
+    opt = new["optimizers"]["G"]
+    assert [len(g["params"]) for g in opt["param_groups"]] == [
+        len(g["params"]) for g in src["optimizers"]["G"]["param_groups"]
+    ][:1] + [3]  # the no-decay group gained the per-scan weights
+    noise_ids = opt["param_groups"][1]["params"]
+    assert not any(i in opt["state"] for i in noise_ids)  # fresh Adam moments
+    rest = opt["param_groups"][0]["params"]
+    for i in rest:
+        assert torch.equal(
+            opt["state"][i]["exp_avg"], src["optimizers"]["G"]["state"][i]["exp_avg"]
+        )
+    # and it trains on
+    result = train(read_run_config(out), None, out, resume=True, progress=False)
+    assert checkpoint_path(out, 3).is_file(), result
