@@ -106,7 +106,7 @@ def test_brightest_voxel_gap_known_answer():
         np.percentile(np.minimum(np.arange(1000.0), 998), 99.9) / 998
     )
     settings = EvaluationSettings(**FAST)
-    voxel, rows = voxel_statistics(real, real, [fake], "real", settings)
+    voxel, rows = voxel_statistics(real, real, [fake], "real (held-out vs real)", settings)
     assert rows["reference"]["tail_gap"] == 0  # the same scans as held-out
     gap = tail_percentile(fake.volumes) - tail_percentile(real.volumes)
     assert gap > 0 and rows["fake"]["tail_gap"] == pytest.approx(gap)

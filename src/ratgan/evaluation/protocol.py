@@ -437,13 +437,14 @@ def voxel_statistics(
     for s in synthetic:
         pairs[s.name] = ((maps[s.name], hists[s.name]), (maps[ref_name], hists[ref_name]))
     # the brightest voxel's place: each row's set against its reference set, as above
-    own_tails = {ref_name: tail_percentile(real.volumes)}
-    own_tails.update({name: tail_percentile(s.volumes) for name, s in extra})
+    real_tail = tail_percentile(real.volumes)
+    own_tails = {name: tail_percentile(s.volumes) for name, s in extra}
     if heldout is not None:
-        tails = {"reference": (own_tails["held-out real"], own_tails[ref_name])}
+        tails = {"reference": (own_tails["held-out real"], real_tail)}
     else:
         tails = {"reference": (tail_percentile(b), tail_percentile(a))}
-    tails.update({s.name: (own_tails[s.name], own_tails[ref_name]) for s in synthetic})
+    tails.update({s.name: (own_tails[s.name], real_tail) for s in synthetic})
+    own_tails = {"real": real_tail, **own_tails}  # the real set under its plain name
     rows = {}
     for row, (((mean_map, std_map), hist), ((ref_mean, ref_std), ref_hist)) in pairs.items():
         tail, ref_tail = tails[row]
