@@ -13,8 +13,9 @@ its data record, its metrics up to the checkpoint, and the checkpoint itself.  A
 change is also written into the checkpoint's optimiser states, since resuming restores the
 learning rate from them.  ``--reinit G.output_noise`` starts the named parameters afresh (their
 initial values in the raw and EMA weights, no optimiser state), for a change that alters what
-they mean; parameters that a ``--set`` adds (a new option's) start afresh the same way, and
-the optimiser states are re-laid out by parameter name.  The source run is only read.
+they mean; parameters that a ``--set`` adds (a new option's) start afresh the same way, those
+it removes are dropped, and the optimiser states are re-laid out by parameter name.  The
+source run is only read.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def reinitialise(state: dict[str, Any], old_cfg: Any, cfg: Any, prefixes: list[s
             state["networks"][key][n] = fresh[n].clone()
             if key in state.get("ema", {}):
                 state["ema"][key][n] = fresh[n].clone()
+        for weights in (state["networks"], state.get("ema", {})):
+            for n in [n for n in weights.get(key, {}) if n not in fresh]:
+                del weights[key][n]  # an option switched off: its parameters go
         if names or old_layout[key] != new_layout[key]:
             state["optimizers"][key] = reindex_optimiser(
                 state["optimizers"][key], old_layout[key], new_layout[key], set(names)

@@ -147,3 +147,37 @@ def test_reinit_and_a_new_parameter_start_afresh_and_resume(phantom_dir, tmp_pat
     # and it trains on
     result = train(read_run_config(out), None, out, resume=True, progress=False)
     assert checkpoint_path(out, 3).is_file(), result
+
+
+def test_switching_an_option_off_drops_its_parameters(phantom_dir, tmp_path, load_benchmark):
+    bench = load_benchmark("branch_run")
+    cfg = load_config(
+        "tiny",
+        {
+            "model.g_output_noise": True,
+            "model.g_output_noise_per_scan": True,
+            "train.iterations": 2,
+            "train.checkpoint_every": 2,
+        },
+    )
+    run = tmp_path / "per_scan"
+    train(cfg, phantom_dir, run, progress=False)
+    out = tmp_path / "off"
+    bench.main(
+        [
+            str(run),
+            "--iteration",
+            "2",
+            "--out",
+            str(out),
+            "--set",
+            "model.g_output_noise_per_scan=false",
+            "--set",
+            "train.iterations=3",
+        ]
+    )
+    new = _state(out, 2)
+    assert "output_noise.per_scan" not in new["networks"]["G"]
+    assert [len(g["params"]) for g in new["optimizers"]["G"]["param_groups"]][1] == 2
+    train(read_run_config(out), None, out, resume=True, progress=False)
+    assert checkpoint_path(out, 3).is_file()
