@@ -92,37 +92,44 @@ def test_set_values_are_read_as_yaml_and_exponents_without_a_dot_as_numbers(load
     assert isinstance(got["optim.lr"], float)
 
 
-def test_reinit_and_a_new_parameter_start_afresh_and_resume(phantom_dir, tmp_path, load_benchmark):
-    bench = load_benchmark("branch_run")
+def _noisy_run(phantom_dir, folder, per_scan: bool = False):
+    """A 2-iteration tiny run with G's output noise (and optionally its per-scan level)."""
     cfg = load_config(
         "tiny",
         {
             "model.g_output_noise": True,
+            "model.g_output_noise_per_scan": per_scan,
             "train.iterations": 2,
             "train.checkpoint_every": 2,
             "train.ema_half_life_images": 64.0,
         },
     )
+    train(cfg, phantom_dir, folder, progress=False)
+    return cfg
+
+
+def _branch(bench, run, out, *extra):
+    bench.main([str(run), "--iteration", "2", "--out", str(out), *extra])
+
+
+def test_reinit_and_a_new_parameter_start_afresh_and_resume(phantom_dir, tmp_path, load_benchmark):
+    bench = load_benchmark("branch_run")
     run = tmp_path / "noisy"
-    train(cfg, phantom_dir, run, progress=False)
+    cfg = _noisy_run(phantom_dir, run)
     src = _state(run, 2)
     # training moved the noise offset away from its initial value (-5 / 100)
     assert src["networks"]["G"]["output_noise.offset"] != -0.05
     out = tmp_path / "per_scan"
-    bench.main(
-        [
-            str(run),
-            "--iteration",
-            "2",
-            "--out",
-            str(out),
-            "--reinit",
-            "G.output_noise",
-            "--set",
-            "model.g_output_noise_per_scan=true",
-            "--set",
-            "train.iterations=3",
-        ]
+    _branch(
+        bench,
+        run,
+        out,
+        "--reinit",
+        "G.output_noise",
+        "--set",
+        "model.g_output_noise_per_scan=true",
+        "--set",
+        "train.iterations=3",
     )
     new = _state(out, 2)
     for weights in (new["networks"]["G"], new["ema"]["G"]):
@@ -151,30 +158,17 @@ def test_reinit_and_a_new_parameter_start_afresh_and_resume(phantom_dir, tmp_pat
 
 def test_switching_an_option_off_drops_its_parameters(phantom_dir, tmp_path, load_benchmark):
     bench = load_benchmark("branch_run")
-    cfg = load_config(
-        "tiny",
-        {
-            "model.g_output_noise": True,
-            "model.g_output_noise_per_scan": True,
-            "train.iterations": 2,
-            "train.checkpoint_every": 2,
-        },
-    )
     run = tmp_path / "per_scan"
-    train(cfg, phantom_dir, run, progress=False)
+    _noisy_run(phantom_dir, run, per_scan=True)
     out = tmp_path / "off"
-    bench.main(
-        [
-            str(run),
-            "--iteration",
-            "2",
-            "--out",
-            str(out),
-            "--set",
-            "model.g_output_noise_per_scan=false",
-            "--set",
-            "train.iterations=3",
-        ]
+    _branch(
+        bench,
+        run,
+        out,
+        "--set",
+        "model.g_output_noise_per_scan=false",
+        "--set",
+        "train.iterations=3",
     )
     new = _state(out, 2)
     assert "output_noise.per_scan" not in new["networks"]["G"]
