@@ -50,12 +50,13 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def optimiser_layout(cfg: Any) -> dict[str, list[list[str]]]:
-    """Parameter names of each network of ``cfg``, per group of its optimiser, in order."""
+def optimiser_layout(cfg: Any, nets: Any = None) -> dict[str, list[list[str]]]:
+    """Parameter names of each network of ``cfg`` (built now unless ``nets`` is given), per
+    group of its optimiser, in order."""
     from ratgan.models import build_networks
     from ratgan.training.alphagan import build_optimizers
 
-    nets = build_networks(cfg.model)
+    nets = build_networks(cfg.model) if nets is None else nets
     layout = {}
     for key, opt in build_optimizers(nets, cfg).items():
         names = {id(p): n for n, p in nets.as_dict()[key].named_parameters()}
@@ -96,8 +97,9 @@ def reinitialise(state: dict[str, Any], old_cfg: Any, cfg: Any, prefixes: list[s
     from ratgan.models import build_networks
 
     torch.manual_seed(cfg.train.seed)
-    init = {key: net.state_dict() for key, net in build_networks(cfg.model).as_dict().items()}
-    old_layout, new_layout = optimiser_layout(old_cfg), optimiser_layout(cfg)
+    nets = build_networks(cfg.model)
+    init = {key: net.state_dict() for key, net in nets.as_dict().items()}
+    old_layout, new_layout = optimiser_layout(old_cfg), optimiser_layout(cfg, nets)
     changed = []
     for key, fresh in init.items():
         asked = [p.split(".", 1)[1] for p in prefixes if p.split(".", 1)[0] == key]

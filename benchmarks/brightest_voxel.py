@@ -32,12 +32,16 @@ import numpy as np
 
 
 def tail_ratio(volume: np.ndarray, q: float = 99.9) -> float:
-    """The ``q`` percentile of ``volume`` after min/max rescaling to [0, 1] (1.0 when constant)."""
-    v = np.asarray(volume, dtype=np.float64)
-    lo, hi = float(v.min()), float(v.max())
-    if hi <= lo:
+    """The ``q`` percentile of ``volume`` after min/max rescaling to [0, 1] (1.0 when constant):
+    the evaluation's own measure (``protocol.tail_percentile`` of ``prepare.rescale_unit``) for
+    one scan."""
+    from ratgan.evaluation.prepare import rescale_unit
+    from ratgan.evaluation.protocol import tail_percentile
+
+    v = np.asarray(volume)
+    if v.max() <= v.min():
         return 1.0
-    return float((np.percentile(v, q) - lo) / (hi - lo))
+    return tail_percentile(rescale_unit(v)[None], q)
 
 
 def raise_brightest(volume: np.ndarray, target: float, q: float = 99.9) -> np.ndarray:
