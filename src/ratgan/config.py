@@ -112,6 +112,12 @@ class ModelConfig:
     """With ``g_output_noise``: each scan's noise level also depends on its code (the std's
     softplus argument gains ``w . z``, w learned from zero), so scans can differ in SNR as
     scanners and sessions do; without it G gives every scan the same noise level."""
+    g_output_noise_level_spread: bool = False
+    """With ``g_output_noise``: the std's softplus argument gains ``GAIN * s * u`` (a factor
+    ``exp(GAIN * s * u)`` where the std is small), u a standard normal drawn per scan (from that
+    scan's own output-noise draw, so a seeded scan stays reproducible) and s one learned
+    scalar, zero at the start: a spread of SNR between scans that G learns as one number,
+    independent of the anatomy."""
 
     @property
     def n_scales(self) -> int:
@@ -401,7 +407,11 @@ def _model_problems(cfg: Config) -> list[str]:
         _negative,
         "must be >= 0",
     )
-    for option in ("g_output_noise_after_tanh", "g_output_noise_per_scan"):
+    for option in (
+        "g_output_noise_after_tanh",
+        "g_output_noise_per_scan",
+        "g_output_noise_level_spread",
+    ):
         if getattr(m, option) and not m.g_output_noise:
             p.append(f"model.{option} needs model.g_output_noise: true")
     if m.d_mbstd_group and cfg.train.batch_size % m.d_mbstd_group:

@@ -8,11 +8,14 @@ from ratgan.errors import RatganError
 from ratgan.models import build_networks
 
 
-def _generator(noise: bool, after_tanh: bool = False, per_scan: bool = False):
+def _generator(
+    noise: bool, after_tanh: bool = False, per_scan: bool = False, level_spread: bool = False
+):
     overrides = {
         "model.g_output_noise": noise,
         "model.g_output_noise_after_tanh": after_tanh,
         "model.g_output_noise_per_scan": per_scan,
+        "model.g_output_noise_level_spread": level_spread,
     }
     cfg = load_config("tiny", overrides).model
     torch.manual_seed(0)
@@ -65,7 +68,10 @@ def test_output_noise_after_tanh_adds_to_the_image_and_clamps():
     assert out.min() >= -1.0 and out.max() <= 1.0
 
 
-@pytest.mark.parametrize("option", ["g_output_noise_after_tanh", "g_output_noise_per_scan"])
+@pytest.mark.parametrize(
+    "option",
+    ["g_output_noise_after_tanh", "g_output_noise_per_scan", "g_output_noise_level_spread"],
+)
 def test_output_noise_options_need_output_noise(option):
     with pytest.raises(RatganError, match=f"{option} needs"):
         load_config("tiny", {f"model.{option}": True})
@@ -86,3 +92,33 @@ def test_per_scan_noise_level_follows_the_code():
     assert torch.allclose(out[1] - clean[1], sp(torch.tensor(-7.0)) * noise[1], atol=1e-7)
     g(torch.randn(2, cfg.latent_dim)).pow(2).sum().backward()
     assert g.output_noise.per_scan.grad is not None and g.output_noise.per_scan.grad.abs().sum() > 0
+
+
+def test_scan_levels_are_standard_normal_and_read_off_each_scans_noise():
+    from ratgan.models.generator import OutputNoise
+
+    # Known answer: a draw of ones has level n / sqrt(n) = sqrt(n).
+    assert torch.allclose(OutputNoise.scan_levels(torch.ones(1, 1, 4, 4, 4)), torch.tensor([8.0]))
+    torch.manual_seed(0)
+    u = OutputNoise.scan_levels(torch.randn(4000, 1, 8, 8, 8))
+    assert abs(u.mean()) < 0.05 and abs(u.std() - 1.0) < 0.05  # N(0, 1): 4,000 draws
+
+
+def test_noise_level_spread_starts_off_and_scales_each_scans_noise():
+    sp = torch.nn.functional.softplus
+    g, cfg = _generator(True, after_tanh=True, level_spread=True)
+    g0, _ = _generator(True, after_tanh=True)
+    z = torch.randn(2, cfg.latent_dim)
+    noise = torch.randn(2, 1, 16, 16, 16) * 1e-2
+    # At the start (s = 0) the option changes nothing: the same weights give the same scans.
+    g0.load_state_dict({k: v for k, v in g.state_dict().items() if "level_spread" not in k})
+    assert torch.equal(g(z, noise=noise), g0(z, noise=noise))
+    with torch.no_grad():
+        g.output_noise.level_spread.fill_(0.01)  # GAIN * s = 1
+    out, clean = g(z, noise=noise, return_clean=True)
+    u = noise.flatten(1).sum(1) / noise[0].numel() ** 0.5
+    for b in range(2):  # Known answer: std = softplus(-5 + u_b) for scan b
+        expected = sp(-5.0 + u[b]) * noise[b]
+        assert torch.allclose(out[b] - clean[b], expected, atol=1e-6)
+    g(z).pow(2).sum().backward()
+    assert g.output_noise.level_spread.grad is not None and g.output_noise.level_spread.grad != 0

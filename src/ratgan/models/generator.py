@@ -85,7 +85,11 @@ class Generator(nn.Module):
         self.net = nn.Sequential(layers)
         self.tanh = nn.Tanh()
         per_scan = cfg.latent_dim if cfg.g_output_noise_per_scan else 0
-        self.output_noise = OutputNoise(per_scan) if cfg.g_output_noise else None
+        self.output_noise = (
+            OutputNoise(per_scan, level_spread=cfg.g_output_noise_level_spread)
+            if cfg.g_output_noise
+            else None
+        )
         self.noise_after_tanh = cfg.g_output_noise_after_tanh
 
     def forward(
@@ -130,6 +134,14 @@ class OutputNoise(nn.Module):
     argument gains ``w . z`` (w learned, zero at the start), so G can give scans different
     noise levels, as scanners and sessions differ in SNR; without it every scan has the same
     noise for the same intensity.
+
+    With ``level_spread``, the softplus's argument also gains ``GAIN * s * u`` (where the std is
+    small, a factor ``exp(GAIN * s * u)``): s one learned scalar (zero at the start), u a
+    standard normal per scan.  u is read off the scan's
+    own noise draw, ``sum(noise) / sqrt(n)`` over its n voxels, which is N(0, 1) exactly when the
+    draw is (and correlates with any one voxel's noise by only 1 / sqrt(n)): so a scan generated
+    from a seed keeps its level without a second random stream.  One parameter instead of
+    ``per_scan``'s L, and it gets the gain: ``per_scan``'s w learnt little spread (docs/quality.md).
     """
 
     GAIN = 100.0
@@ -138,16 +150,30 @@ class OutputNoise(nn.Module):
     output spans 2): without one the critic can drive it without limit where the output
     saturates."""
 
-    def __init__(self, per_scan: int = 0) -> None:
+    def __init__(self, per_scan: int = 0, level_spread: bool = False) -> None:
         super().__init__()
         self.slope = nn.Parameter(torch.zeros(()))
         self.offset = nn.Parameter(torch.full((), -5.0 / self.GAIN))
         self.per_scan = nn.Parameter(torch.zeros(per_scan)) if per_scan else None
+        self.level_spread = nn.Parameter(torch.zeros(())) if level_spread else None
 
-    def std(self, pre: Tensor, z: Tensor | None = None) -> Tensor:
+    @staticmethod
+    def scan_levels(noise: Tensor) -> Tensor:
+        """Each scan's standard normal u = sum(noise) / sqrt(n) of its (B, C, ...) noise draw."""
+        flat = noise.detach().flatten(1).float()
+        levels: Tensor = flat.sum(1) / flat.shape[1] ** 0.5
+        return levels
+
+    def std(self, pre: Tensor, z: Tensor | None = None, u: Tensor | None = None) -> Tensor:
         """The noise std at the (detached) noise-free pre-activation ``pre`` (B, C, ...), for
-        codes ``z`` (B, L) when the noise level is per scan."""
+        codes ``z`` (B, L) when the noise level is per scan and levels ``u`` (B,) when it has a
+        learned spread."""
         arg = self.GAIN * (self.slope * pre.detach() + self.offset)
+        if self.level_spread is not None:
+            if u is None:
+                raise ValueError("a learned spread of noise levels needs the scans' levels u")
+            spread = self.GAIN * self.level_spread * u.to(self.level_spread.dtype)
+            arg = arg + spread.reshape(-1, *([1] * (pre.dim() - 1))).to(arg.dtype)
         if self.per_scan is not None:
             if z is None:
                 raise ValueError("a per-scan noise level needs the scans' codes z")
@@ -159,7 +185,8 @@ class OutputNoise(nn.Module):
         """``std(pre, z) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
         if noise is None:
             noise = torch.randn_like(pre)
-        return self.std(pre, z) * noise.to(pre.dtype)
+        u = self.scan_levels(noise) if self.level_spread is not None else None
+        return self.std(pre, z, u) * noise.to(pre.dtype)
 
     def forward(self, pre: Tensor, noise: Tensor | None = None, z: Tensor | None = None) -> Tensor:
         """``pre + std(pre, z) * noise`` with ``noise`` ~ N(0, 1) drawn when not given."""
