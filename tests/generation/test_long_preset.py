@@ -28,6 +28,7 @@ def test_long_is_demo_with_the_grid_fix_and_the_documented_loss_weights():
         "model.g_upsample": ("nearest", "trilinear"),
         "model.g_trilinear_blocks": (0, 2),
         "model.g_final_conv": (0, 8),
+        "model.g_output_noise_after_tanh": (False, True),
         "loss.mse": (100.0, 1000.0),
         "loss.gdl": (0.01, 0.001),
         "train.iterations": (1800, 8000),
