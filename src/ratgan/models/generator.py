@@ -137,11 +137,11 @@ class OutputNoise(nn.Module):
 
     With ``level_spread``, the softplus's argument also gains ``GAIN * s * u`` (where the std is
     small, a factor ``exp(GAIN * s * u)``): s one learned scalar (zero at the start), u a
-    standard normal per scan.  u is read off the scan's
-    own noise draw, ``sum(noise) / sqrt(n)`` over its n voxels, which is N(0, 1) exactly when the
-    draw is (and correlates with any one voxel's noise by only 1 / sqrt(n)): so a scan generated
-    from a seed keeps its level without a second random stream.  One parameter instead of
-    ``per_scan``'s L, and it gets the gain: ``per_scan``'s w learnt little spread (docs/quality.md).
+    standard normal per scan.  u is read off the scan's own noise draw, ``sum(noise) / sqrt(n)``
+    over its n voxels, which is N(0, 1) exactly when the draw is (and correlates with any one
+    voxel's noise by only 1 / sqrt(n)): so a scan generated from a seed keeps its level without
+    a second random stream.  One parameter instead of ``per_scan``'s L, and it gets the gain:
+    ``per_scan``'s w learnt little spread (docs/quality.md).
     """
 
     GAIN = 100.0
@@ -169,16 +169,18 @@ class OutputNoise(nn.Module):
         codes ``z`` (B, L) when the noise level is per scan and levels ``u`` (B,) when it has a
         learned spread."""
         arg = self.GAIN * (self.slope * pre.detach() + self.offset)
-        if self.level_spread is not None:
-            if u is None:
-                raise ValueError("a learned spread of noise levels needs the scans' levels u")
-            spread = self.GAIN * self.level_spread * u.to(self.level_spread.dtype)
-            arg = arg + spread.reshape(-1, *([1] * (pre.dim() - 1))).to(arg.dtype)
+        shifts = []  # each scan's own shift of the softplus's argument, (B,)
         if self.per_scan is not None:
             if z is None:
                 raise ValueError("a per-scan noise level needs the scans' codes z")
-            level = z.to(self.per_scan.dtype) @ self.per_scan
-            arg = arg + level.reshape(-1, *([1] * (pre.dim() - 1))).to(arg.dtype)
+            shifts.append(z.to(self.per_scan.dtype) @ self.per_scan)
+        if self.level_spread is not None:
+            if u is None:
+                raise ValueError("a learned spread of noise levels needs the scans' levels u")
+            shifts.append(self.GAIN * self.level_spread * u.to(self.level_spread.dtype))
+        if shifts:
+            shift = sum(shifts[1:], shifts[0])
+            arg = arg + shift.reshape(-1, *([1] * (pre.dim() - 1))).to(arg.dtype)
         return F.softplus(arg).clamp(max=self.MAX_STD)
 
     def noise(self, pre: Tensor, noise: Tensor | None = None, z: Tensor | None = None) -> Tensor:
