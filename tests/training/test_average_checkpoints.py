@@ -3,10 +3,8 @@
 import pytest
 import torch
 
-from ratgan.config import load_config
 from ratgan.generation import generate_scans
 from ratgan.training.checkpoint import checkpoint_path
-from ratgan.training.run import train
 
 
 def _ema(run, iteration):
@@ -14,27 +12,11 @@ def _ema(run, iteration):
     return state["ema"]["G"]
 
 
-@pytest.fixture
-def source(phantom_dir, tmp_path):
-    cfg = load_config(
-        "tiny",
-        {
-            "train.iterations": 4,
-            "train.checkpoint_every": 2,
-            "train.keep_checkpoints": 10,
-            "train.ema_half_life_images": 64.0,
-        },
-    )
-    run = tmp_path / "source"
-    train(cfg, phantom_dir, run, progress=False)
-    return run
-
-
-def test_the_average_is_the_mean_and_a_run_that_generates(source, tmp_path, load_benchmark):
+def test_the_average_is_the_mean_and_a_run_that_generates(ema_run, tmp_path, load_benchmark):
     bench = load_benchmark("average_checkpoints")
     out = tmp_path / "avg"
-    bench.main([str(source), "--iterations", "2", "4", "--out", str(out)])
-    a, b, avg = _ema(source, 2), _ema(source, 4), _ema(out, 4)
+    bench.main([str(ema_run), "--iterations", "2", "4", "--out", str(out)])
+    a, b, avg = _ema(ema_run, 2), _ema(ema_run, 4), _ema(out, 4)
     moved = 0
     for name, tensor in avg.items():
         if tensor.is_floating_point():
@@ -46,12 +28,12 @@ def test_the_average_is_the_mean_and_a_run_that_generates(source, tmp_path, load
     assert len(written) == 2 and all(p.is_file() for p in written)
 
 
-def test_it_refuses_a_single_checkpoint_and_an_existing_folder(source, tmp_path, load_benchmark):
+def test_it_refuses_a_single_checkpoint_and_an_existing_folder(ema_run, tmp_path, load_benchmark):
     bench = load_benchmark("average_checkpoints")
     with pytest.raises(SystemExit, match="at least two"):
-        bench.main([str(source), "--iterations", "4", "--out", str(tmp_path / "x")])
+        bench.main([str(ema_run), "--iterations", "4", "--out", str(tmp_path / "x")])
     (tmp_path / "y").mkdir()
     with pytest.raises(SystemExit, match="exists"):
-        bench.main([str(source), "--iterations", "2", "4", "--out", str(tmp_path / "y")])
+        bench.main([str(ema_run), "--iterations", "2", "4", "--out", str(tmp_path / "y")])
     with pytest.raises(SystemExit, match="no checkpoint of iteration 3"):
-        bench.main([str(source), "--iterations", "2", "3", "--out", str(tmp_path / "z")])
+        bench.main([str(ema_run), "--iterations", "2", "3", "--out", str(tmp_path / "z")])

@@ -13,28 +13,14 @@ def _state(run, iteration):
     return torch.load(checkpoint_path(run, iteration), map_location="cpu", weights_only=False)
 
 
-@pytest.fixture
-def source(phantom_dir, tmp_path):
-    cfg = load_config(
-        "tiny",
-        {
-            "train.iterations": 4,
-            "train.checkpoint_every": 2,
-            "train.keep_checkpoints": 10,
-            "train.ema_half_life_images": 64.0,
-        },
-    )
-    run = tmp_path / "source"
-    train(cfg, phantom_dir, run, progress=False)
-    return run
-
-
-def test_an_ema_branch_shares_the_raw_weights_and_not_the_average(source, tmp_path, load_benchmark):
+def test_an_ema_branch_shares_the_raw_weights_and_not_the_average(
+    ema_run, tmp_path, load_benchmark
+):
     bench = load_benchmark("branch_run")
     out = tmp_path / "ema2"
     bench.main(
         [
-            str(source),
+            str(ema_run),
             "--iteration",
             "2",
             "--out",
@@ -45,9 +31,9 @@ def test_an_ema_branch_shares_the_raw_weights_and_not_the_average(source, tmp_pa
     )
     cfg = read_run_config(out)
     assert cfg.train.ema_half_life_images == 2.0
-    assert read_run_config(source).train.ema_half_life_images == 64.0  # source untouched
+    assert read_run_config(ema_run).train.ema_half_life_images == 64.0  # source untouched
     train(cfg, None, out, resume=True, progress=False)
-    a, b = _state(source, 4), _state(out, 4)
+    a, b = _state(ema_run, 4), _state(out, 4)
     for key, tensor in a["networks"]["G"].items():
         assert torch.equal(tensor, b["networks"]["G"][key]), key
     differs = [not torch.equal(t, b["ema"]["G"][k]) for k, t in a["ema"]["G"].items()]
@@ -55,25 +41,25 @@ def test_an_ema_branch_shares_the_raw_weights_and_not_the_average(source, tmp_pa
 
 
 def test_a_learning_rate_branch_writes_the_rate_into_its_optimisers(
-    source, tmp_path, load_benchmark
+    ema_run, tmp_path, load_benchmark
 ):
     bench = load_benchmark("branch_run")
     out = tmp_path / "lr"
-    bench.main([str(source), "--iteration", "2", "--out", str(out), "--set", "optim.lr=1.0e-5"])
+    bench.main([str(ema_run), "--iteration", "2", "--out", str(out), "--set", "optim.lr=1.0e-5"])
     rates = {g["lr"] for o in _state(out, 2)["optimizers"].values() for g in o["param_groups"]}
     assert rates == {1.0e-5}
     assert read_run_config(out).optim.lr == 1.0e-5
     train(read_run_config(out), None, out, resume=True, progress=False)
-    a, b = _state(source, 4)["networks"]["G"], _state(out, 4)["networks"]["G"]
+    a, b = _state(ema_run, 4)["networks"]["G"], _state(out, 4)["networks"]["G"]
     assert any(not torch.equal(t, b[k]) for k, t in a.items())
 
 
-def test_an_unknown_field_is_refused(source, tmp_path, load_benchmark):
+def test_an_unknown_field_is_refused(ema_run, tmp_path, load_benchmark):
     bench = load_benchmark("branch_run")
     with pytest.raises(SystemExit, match="no such field"):
         bench.main(
             [
-                str(source),
+                str(ema_run),
                 "--iteration",
                 "2",
                 "--out",
