@@ -7,7 +7,8 @@ A post-hoc average over a longer stretch of the trajectory than the EMA's half-l
 Karras et al. 2024 reconstruct averages after training): each floating-point tensor of the
 EMA generator is the plain mean of that tensor in the named checkpoints; other tensors (counters)
 come from the last.  The new folder holds the run's config and data record and one checkpoint,
-the last named one with its EMA generator replaced, so every command that reads a run
+the last named one with its EMA generator replaced (written as ``branch_run.py`` writes a
+branch, with the metrics up to that iteration), so every command that reads a run
 (``ratgan generate``, ``compare_checkpoints.py``, ``ratgan segbench``) can sample from the
 average.  The source run is only read.
 """
@@ -15,16 +16,16 @@ average.  The source run is only read.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from branch_run import write_run_folder  # noqa: E402  (a sibling script, not a package)
 
 
 def average_ema(run: Path, iterations: list[int], out: Path) -> Path:
     """Write the averaged run folder; returns its checkpoint's path."""
-    import torch
-
-    from ratgan.runs import read_run_config, run_paths, write_run_config
+    from ratgan.runs import read_run_config
     from ratgan.training.checkpoint import checkpoint_path, load_checkpoint
 
     if len(iterations) < 2:
@@ -36,7 +37,7 @@ def average_ema(run: Path, iterations: list[int], out: Path) -> Path:
         path = checkpoint_path(run, it)
         if not path.is_file():
             raise SystemExit(f"{run} has no checkpoint of iteration {it} ({path}).")
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, mmap=True)  # only G's EMA is read from all but the last
         if "ema" not in state:
             raise SystemExit(f"{path} keeps no moving average of G (train.ema_half_life_images 0).")
         states.append(state)
@@ -49,14 +50,7 @@ def average_ema(run: Path, iterations: list[int], out: Path) -> Path:
         else:
             averaged[name] = tensor
     last["ema"]["G"] = averaged
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    run_paths(staging).checkpoints.mkdir(parents=True)
-    write_run_config(staging, read_run_config(run))
-    shutil.copy(run_paths(run).data, run_paths(staging).data)
-    torch.save(last, checkpoint_path(staging, int(last["iteration"])))
-    staging.rename(out)
-    return checkpoint_path(out, int(last["iteration"]))
+    return write_run_folder(run, out, read_run_config(run), last, int(last["iteration"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,7 +130,7 @@ def branch(
     import torch
 
     from ratgan.config import config_from_dict
-    from ratgan.runs import read_run_config, run_paths, write_run_config
+    from ratgan.runs import read_run_config
     from ratgan.training.checkpoint import checkpoint_path
 
     source = checkpoint_path(run, iteration)
@@ -157,6 +157,18 @@ def branch(
         for opt in state["optimizers"].values():
             for group in opt["param_groups"]:
                 group["lr"] = float(changes["optim.lr"])
+    return write_run_folder(run, out, cfg, state, iteration)
+
+
+def write_run_folder(run: Path, out: Path, cfg: Any, state: dict[str, Any], iteration: int) -> Path:
+    """A new run folder ``out`` (written under a temporary name, then renamed): ``cfg``, the data
+    record and the metrics up to ``iteration`` of ``run``, and ``state`` as the checkpoint of
+    ``iteration``.  Returns the checkpoint's path."""
+    import torch
+
+    from ratgan.runs import run_paths, write_run_config
+    from ratgan.training.checkpoint import checkpoint_path
+
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     src_paths, dst_paths = run_paths(run), run_paths(staging)
