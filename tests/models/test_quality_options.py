@@ -6,7 +6,12 @@ import torch.nn.functional as F
 
 from ratgan.config import load_config
 from ratgan.models import build_networks
-from ratgan.models.layers import UpsampleConvBlock, minibatch_stddev, to_sphere
+from ratgan.models.layers import (
+    UpsampleConvBlock,
+    binomial_blur3d,
+    minibatch_stddev,
+    to_sphere,
+)
 
 
 def test_to_sphere_gives_length_sqrt_l_and_keeps_the_direction():
@@ -117,3 +122,22 @@ def test_final_full_resolution_conv():
     assert g.net.final.weight.shape == (1, 4, 3, 3, 3)
     assert g.net.out[1].weight.shape[0] == 4
     assert g(torch.randn(2, cfg.model.latent_dim)).shape == (2, 1, 16, 16, 16)
+
+
+def test_binomial_blur_matches_the_reference_and_its_gradient_is_exact():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 1, 6, dtype=torch.float64, requires_grad=True)
+    up = F.interpolate(x.detach(), scale_factor=2, mode="nearest")
+    ref = torch.from_numpy(_blur_reference(x.detach().numpy()))
+    assert torch.allclose(binomial_blur3d(up), ref, atol=1e-12)
+    assert torch.autograd.gradcheck(binomial_blur3d, (x,))
+
+
+def test_binomial_blur_keeps_dtype_outside_autocast_and_float32_inside():
+    x = torch.randn(1, 2, 4, 4, 4).bfloat16().requires_grad_(True)
+    assert binomial_blur3d(x).dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = binomial_blur3d(x)
+    assert y.dtype == torch.float32
+    y.sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16

@@ -15,7 +15,7 @@ Ferreira et al. 2022 ``WGAN_SigmaRat1.py`` / ``WGAN_SigmaRat2.py``):
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +108,40 @@ def minibatch_stddev(x: Tensor, group: int) -> Tensor:
     return torch.cat([x, maps], dim=1)
 
 
+def _blur_axes(x: Tensor) -> Tensor:
+    """The [1, 2, 1] / 4 blur of :func:`binomial_blur3d` along axes 2-4, without autograd, in at
+    least float32.  Edge replication adds the border voxel once more to itself."""
+    y = x.to(torch.promote_types(x.dtype, torch.float32))
+    for axis in (2, 3, 4):
+        n = y.shape[axis]
+        out = y * 2.0
+        if n > 1:
+            out.narrow(axis, 1, n - 1).add_(y.narrow(axis, 0, n - 1))
+            out.narrow(axis, 0, n - 1).add_(y.narrow(axis, 1, n - 1))
+        out.narrow(axis, 0, 1).add_(y.narrow(axis, 0, 1))
+        out.narrow(axis, n - 1, 1).add_(y.narrow(axis, n - 1, 1))
+        y = out
+    return y.mul_(1.0 / 64.0)
+
+
+class _BinomialBlur(torch.autograd.Function):
+    """The blur as one autograd node.  Its matrix along each axis (tridiagonal 1/4, 2/4, 1/4
+    with 3/4 in the corners) is symmetric, so the backward pass is the same blur of the
+    gradient.  Written as a Function because autograd through the padded slices of the plain
+    form zero-fills a full-size gradient per slice, and replicate padding's backward is slow
+    on CPUs: 6x faster at G's 64^3 output (forward + backward, channels-last;
+    ``benchmarks/upsample_cost.py``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, out_dtype: torch.dtype) -> Tensor:  # noqa: D102
+        ctx.in_dtype = x.dtype
+        return _blur_axes(x).to(out_dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        return _blur_axes(grad).to(ctx.in_dtype), None
+
+
 def binomial_blur3d(x: Tensor) -> Tensor:
     """Separable [1, 2, 1] / 4 blur along the three spatial axes of (B, C, X, Y, Z), edges
     replicated.
@@ -116,14 +150,14 @@ def binomial_blur3d(x: Tensor) -> Tensor:
     (align_corners=False).  Both are linear and shift-invariant, so a convolution can move to
     either side of the blur: nearest up-sampling, conv, blur equals trilinear up-sampling, conv
     everywhere but within one voxel of the border, at the cost of the fused nearest form plus
-    a few additions per voxel (the literal form costs 27/8 as many multiply-adds).  Written
-    with slices: a depthwise Conv3d is slow on CPUs.
+    a few additions per voxel (the literal form costs 27/8 as many multiply-adds).  Computed in
+    at least float32; under autocast the result stays float32 (as autocast's replicate padding
+    gave before), otherwise it has x's dtype.  Written by hand: a depthwise Conv3d is slow on
+    CPUs.
     """
-    p = F.pad(x, (1, 1, 1, 1, 1, 1), mode="replicate")
-    p = p[:, :, :-2] + 2 * p[:, :, 1:-1] + p[:, :, 2:]
-    p = p[:, :, :, :-2] + 2 * p[:, :, :, 1:-1] + p[:, :, :, 2:]
-    p = p[..., :-2] + 2 * p[..., 1:-1] + p[..., 2:]
-    return p * (1.0 / 64.0)
+    wide = torch.promote_types(x.dtype, torch.float32)
+    out_dtype = wide if torch.is_autocast_enabled(x.device.type) else x.dtype
+    return _BinomialBlur.apply(x, out_dtype)
 
 
 class UpsampleConvBlock(nn.Sequential):
