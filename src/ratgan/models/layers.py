@@ -157,7 +157,8 @@ def binomial_blur3d(x: Tensor) -> Tensor:
     """
     wide = torch.promote_types(x.dtype, torch.float32)
     out_dtype = wide if torch.is_autocast_enabled(x.device.type) else x.dtype
-    return _BinomialBlur.apply(x, out_dtype)
+    out: Tensor = _BinomialBlur.apply(x, out_dtype)  # type: ignore[no-untyped-call]
+    return out
 
 
 class UpsampleConvBlock(nn.Sequential):
