@@ -152,6 +152,11 @@ class OptimConfig:
     weight_decay: float = 0.01
     double_generator_step: bool = True
     """Reproduce the published code: step G's optimiser twice per iteration (same gradients)."""
+    critic_reuses_eg_samples: bool = False
+    """Beyond the paper: D and C train on the E/G phase's codes and volumes (detached, from E
+    and G before their update) instead of new ones from the updated E and G on the second batch
+    (the published order); D's real batch is still the second batch.  Saves one no-grad pass of
+    E and G per iteration."""
 
 
 @dataclass

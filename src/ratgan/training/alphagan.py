@@ -177,6 +177,10 @@ class EncoderGeneratorPhase(_Phase):
         self.encoder, self.generator = nets.encoder, nets.generator
         # Read, not trained (and outside the module tree, so DDP does not wrap them).
         self._critics = (nets.discriminator, nets.code_discriminator, augment or _identity)
+        self.keep_samples = cfg.optim.critic_reuses_eg_samples
+        self.samples: tuple[Tensor, Tensor, Tensor] | None = None
+        """With ``optim.critic_reuses_eg_samples``: the last forward's detached (z_e, x_rec,
+        x_gen), for the critics' phases."""
 
     def forward(
         self, x: Tensor, z_r: Tensor, rng: torch.Generator | None = None
@@ -187,6 +191,8 @@ class EncoderGeneratorPhase(_Phase):
             x_rec, x_gen, x_rec_clean = self.generate_pair_with_clean(self.generator, z_e, z_r)
             d_rec, d_gen = _scores(d, self.fuse_d, augment(x_rec, rng), augment(x_gen, rng))
             c_enc = _score(c, z_e)
+        if self.keep_samples:
+            self.samples = (z_e.detach(), x_rec.detach(), x_gen.detach())
         return losses.encoder_generator_loss(
             d_rec, d_gen, c_enc, losses.widen(x), losses.widen(x_rec_clean), self.cfg.loss
         )
@@ -272,7 +278,8 @@ class AlphaGANStep:
         if cfg.train.compile:
             compile_with_fallback(nets.generator)
             compile_with_fallback(nets.encoder)
-        self.eg = wrap(EncoderGeneratorPhase(nets, cfg, device.type, augment))
+        self._eg_phase = EncoderGeneratorPhase(nets, cfg, device.type, augment)
+        self.eg = wrap(self._eg_phase)
         self.d = wrap(DiscriminatorPhase(nets, cfg, device.type, augment))
         self.c = wrap(CodeDiscriminatorPhase(nets, cfg, device.type))
         self._helper = _Phase(cfg, device.type)  # shared settings for the no-grad forwards
@@ -298,7 +305,8 @@ class AlphaGANStep:
         "ratgan.d_inputs", "ratgan.d", "ratgan.c"), so a profiler can split an iteration.
         """
         with record_function("ratgan.eg"):
-            total, eg_parts = self.eg(x1, self._z(len(x1)), self.rng)
+            z_r_eg = self._z(len(x1))
+            total, eg_parts = self.eg(x1, z_r_eg, self.rng)
             self._update(("E", "G"), total)
             if self.cfg.optim.double_generator_step:
                 self.opt["G"].step()  # the published code steps G twice with the same gradients
@@ -307,11 +315,17 @@ class AlphaGANStep:
             with record_function("ratgan.ema"):
                 self.ema.update(self.nets.generator, len(x1) * self.world_size, self.images_seen)
 
-        # x~ for the discriminator from the just-updated E and G, on the next batch.
-        with record_function("ratgan.d_inputs"), torch.no_grad(), self._helper.amp():
-            z_e = losses.widen(self.nets.encoder(x2).reshape(len(x2), -1))
-            z_r = self._z(len(x2))
-            x_rec, x_gen = self._helper.generate_pair(self.nets.generator, z_e, z_r)
+        if self._eg_phase.samples is not None:
+            # optim.critic_reuses_eg_samples: the E/G phase's codes and volumes, detached.
+            z_e, x_rec, x_gen = self._eg_phase.samples
+            z_e, z_r = losses.widen(z_e), z_r_eg
+            self._eg_phase.samples = None
+        else:
+            # x~ for the discriminator from the just-updated E and G, on the next batch.
+            with record_function("ratgan.d_inputs"), torch.no_grad(), self._helper.amp():
+                z_e = losses.widen(self.nets.encoder(x2).reshape(len(x2), -1))
+                z_r = self._z(len(x2))
+                x_rec, x_gen = self._helper.generate_pair(self.nets.generator, z_e, z_r)
         x_rec = losses.widen(x_rec).contiguous(memory_format=self.memory_format)
         x_gen = losses.widen(x_gen).contiguous(memory_format=self.memory_format)
         with record_function("ratgan.d"):
