@@ -1,7 +1,7 @@
 """Where a `demo` training iteration spends its time, and what makes it faster.
 
     python benchmarks/demo_iteration.py [--config demo] [--iterations 40] [--threads 2]
-        [--variants base contiguous compile double-g-step no-whiten no-mbstd] [--profile 10]
+        [--variants base contiguous compile double-g-step no-whiten no-mbstd reuse] [--profile 10]
 
 Each variant trains the preset with `ratgan.training.run.train` (the loop `ratgan train` runs:
 batched augmentation, EMA, adaptive critic augmentation, output noise, bf16) on a 16-subject
@@ -19,6 +19,8 @@ one quality evaluation at the end is reported separately as its own cost).  Vari
 * ``no-whiten``: ``model.e_whiten: false`` (the codes' whitening, one 128 x 128 eigh per
   encoder call);
 * ``no-mbstd``: ``model.d_mbstd_group: 0`` (the minibatch standard deviation in D);
+* ``reuse``: ``optim.critic_reuses_eg_samples: true`` (not the same training: D and C train
+  on the E/G phase's samples instead of new ones from the updated E and G);
 * ``threads1``: one torch thread.
 
 ``--profile N`` also runs N iterations (warm-up included) of ``base`` under ``torch.profiler``
@@ -46,6 +48,7 @@ VARIANTS: dict[str, dict] = {
     "double-g-step": {"optim.double_generator_step": True},
     "no-whiten": {"model.e_whiten": False},
     "no-mbstd": {"model.d_mbstd_group": 0},
+    "reuse": {"optim.critic_reuses_eg_samples": True},
     "threads1": {"threads": 1},
 }
 WARMUP = 10

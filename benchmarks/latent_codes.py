@@ -2,7 +2,7 @@
 of real scans instead of the prior?
 
     python benchmarks/latent_codes.py RUN --checkpoint CKPT --heldout HELD_IMAGES --out DIR
-        [--n 64] [--seed 1] [--device cpu]
+        [--n 64] [--seed 1] [--device cpu] [--prior-scales 1.2 1.4] [--sets prior prior-x1.2]
 
 An alpha-GAN trains G on two kinds of code: prior codes z ~ N(0, I) and the encoder's codes
 E(x) of training scans (the reconstruction path).  With standardised codes
@@ -17,7 +17,10 @@ keeps them; E in evaluation mode), four sets of ``--n`` scans in the reference s
   with the same output noise as ``prior/``: "ex-post density estimation" (Ghosh et al. 2020);
 - ``recon-held/``: G(E(x)) of ``--n`` held-out scans: what G makes of codes of scans it never
   saw (the reconstruction path's quality bound);
-- ``recon-train/``: G(E(x)) of ``--n`` training scans.
+- ``recon-train/``: G(E(x)) of ``--n`` training scans;
+- ``prior-x<s>/`` for each ``--prior-scales s``: G(s z), the prior codes of ``prior/`` scaled
+  by s (s > 1 spreads the samples beyond the prior: the opposite of the truncation trick).
+  ``--sets`` writes only the named sets.
 
 and prints the code statistics (mean code length over the prior's, the largest eigenvalues of
 the codes' covariance, the share of their variance on the first principal axis beside that of as
@@ -101,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--codes-only", action="store_true", help="only the code statistics")
+    parser.add_argument("--prior-scales", type=float, nargs="*", default=[])
+    parser.add_argument("--sets", nargs="*", help="write only these sets (default: all)")
     args = parser.parse_args(argv)
 
     loaded = load_generator(args.run, args.checkpoint, device=args.device, weights="ema")
@@ -133,6 +138,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "recon-held": codes_held[:n].cpu(),
         "recon-train": codes_train[:n].cpu(),
     }
+    for scale in args.prior_scales:
+        codes[f"prior-x{scale:g}"] = scale * codes["prior"]
+    if args.sets:
+        unknown = sorted(set(args.sets) - set(codes))
+        if unknown:
+            raise SystemExit(f"--sets: unknown set(s) {unknown}; known: {sorted(codes)}")
+        codes = {name: codes[name] for name in args.sets}
     if not args.codes_only:
         scan, info = _reference(args.run, None, cfg)
         suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"

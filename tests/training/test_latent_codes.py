@@ -65,3 +65,13 @@ def test_benchmark_on_a_tiny_run(bench, phantom_dir, tmp_path):
     )
     assert sorted(p.name for p in only.iterdir()) == ["codes.json"]
     assert codes["train_code_top_share"] == summary["train_code_top_share"]
+
+    # --prior-scales adds G(s z) sets; with s = 1 it is the prior set, and --sets keeps only it.
+    scaled = tmp_path / "scaled"
+    bench.main(
+        [str(run), "--heldout", str(phantom_dir / "images"), "--out", str(scaled), "--n", "3"]
+        + ["--prior-scales", "1", "--sets", "prior-x1"]
+    )
+    assert sorted(p.name for p in scaled.iterdir()) == ["codes.json", "prior-x1"]
+    c = nib.load(scaled / "prior-x1" / "synthetic_00000.nii.gz").get_fdata()
+    assert np.array_equal(c, a)
