@@ -2,7 +2,8 @@
 of real scans instead of the prior?
 
     python benchmarks/latent_codes.py RUN --checkpoint CKPT --heldout HELD_IMAGES --out DIR
-        [--n 64] [--seed 1] [--device cpu] [--prior-scales 1.2 1.4] [--sets prior prior-x1.2]
+        [--n 64] [--seed 1] [--device cpu] [--prior-scales 1.2 1.4] [--kde-widths 0.5 1]
+        [--sets prior prior-x1.2 kde-0.5]
 
 An alpha-GAN trains G on two kinds of code: prior codes z ~ N(0, I) and the encoder's codes
 E(x) of training scans (the reconstruction path).  With standardised codes
@@ -20,7 +21,12 @@ keeps them; E in evaluation mode), four sets of ``--n`` scans in the reference s
 - ``recon-train/``: G(E(x)) of ``--n`` training scans;
 - ``prior-x<s>/`` for each ``--prior-scales s``: G(s z), the prior codes of ``prior/`` scaled
   by s (s > 1 spreads the samples beyond the prior: the opposite of the truncation trick).
-  ``--sets`` writes only the named sets.
+  ``--sets`` writes only the named sets;
+- ``kde-<w>/`` for each ``--kde-widths w``: G(E(x_j) + w z), a training scan's code (j drawn
+  per scan from the scan's seed) plus w times the scan's prior code: sampling from a kernel
+  density of the training scans' codes instead of one Gaussian (ex-post density estimation
+  with a mixture, as in Ghosh et al. 2020).  Small w reconstructs training scans, so read these
+  sets with the memorisation check of ``ratgan evaluate``.
 
 and prints the code statistics (mean code length over the prior's, the largest eigenvalues of
 the codes' covariance, the share of their variance on the first principal axis beside that of as
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--codes-only", action="store_true", help="only the code statistics")
     parser.add_argument("--prior-scales", type=float, nargs="*", default=[])
+    parser.add_argument("--kde-widths", type=float, nargs="*", default=[])
     parser.add_argument("--sets", nargs="*", help="write only these sets (default: all)")
     args = parser.parse_args(argv)
 
@@ -140,6 +147,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for scale in args.prior_scales:
         codes[f"prior-x{scale:g}"] = scale * codes["prior"]
+    if args.kde_widths:
+        pick = [int(np.random.default_rng(s).integers(len(codes_train))) for s in seeds]
+        centres = codes_train.cpu()[pick]
+        for width in args.kde_widths:
+            codes[f"kde-{width:g}"] = centres + width * codes["prior"]
     if args.sets:
         unknown = sorted(set(args.sets) - set(codes))
         if unknown:

@@ -75,3 +75,15 @@ def test_benchmark_on_a_tiny_run(bench, phantom_dir, tmp_path):
     assert sorted(p.name for p in scaled.iterdir()) == ["codes.json", "prior-x1"]
     c = nib.load(scaled / "prior-x1" / "synthetic_00000.nii.gz").get_fdata()
     assert np.array_equal(c, a)
+
+    # --kde-widths 0: G(E(x_j)), so each scan is the reconstruction of one of the run's six
+    # training scans (--n 6 makes recon-train all six).
+    kde = tmp_path / "kde"
+    bench.main(
+        [str(run), "--heldout", str(phantom_dir / "images"), "--out", str(kde), "--n", "6"]
+        + ["--kde-widths", "0", "--sets", "kde-0", "recon-train"]
+    )
+    recon = [nib.load(f).get_fdata() for f in sorted((kde / "recon-train").glob("*.nii.gz"))]
+    for f in sorted((kde / "kde-0").glob("*.nii.gz")):
+        v = nib.load(f).get_fdata()
+        assert any(np.allclose(v, r, atol=1e-4 * np.abs(r).max()) for r in recon)
