@@ -84,6 +84,7 @@ def encode(encoder: torch.nn.Module, scans: torch.Tensor, bf16: bool, batch: int
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ratgan.data.io import list_scans
+    from ratgan.generation.code_density import kde_codes
     from ratgan.generation.sample import (
         _export,
         _reference,
@@ -147,11 +148,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for scale in args.prior_scales:
         codes[f"prior-x{scale:g}"] = scale * codes["prior"]
-    if args.kde_widths:
-        pick = [int(np.random.default_rng(s).integers(len(codes_train))) for s in seeds]
-        centres = codes_train.cpu()[pick]
-        for width in args.kde_widths:
-            codes[f"kde-{width:g}"] = centres + width * codes["prior"]
+    for width in args.kde_widths:  # as `ratgan generate --codes kde --kde-width w` draws them
+        codes[f"kde-{width:g}"] = kde_codes(codes_train.cpu(), seeds, codes["prior"], width)
     if args.sets:
         unknown = sorted(set(args.sets) - set(codes))
         if unknown:

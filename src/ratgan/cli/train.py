@@ -108,6 +108,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="latent diffusion runs only: sampling steps (default: the run's, 50)",
     )
+    g.add_argument(
+        "--codes",
+        choices=["prior", "kde"],
+        default="prior",
+        help="alpha-GAN runs: codes from the prior N(0, I) (default), or kde: from a kernel "
+        "density around the encoder's codes of the training scans (more of the real anatomy; "
+        "check the set for near-copies with `ratgan evaluate`)",
+    )
+    g.add_argument(
+        "--kde-width",
+        type=float,
+        default=1.5,
+        help="--codes kde: the kernel's width in prior standard deviations (default 1.5; "
+        "smaller widths come closer to the training scans)",
+    )
     g.add_argument("--device", default="auto")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=run_generate)
@@ -288,6 +303,8 @@ def run_generate(args: argparse.Namespace) -> int:
         weights=args.weights,
         sampler=args.sampler,
         steps=args.steps,
+        codes=args.codes,
+        kde_width=args.kde_width,
     )
     print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
     return 0

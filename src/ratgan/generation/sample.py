@@ -119,9 +119,15 @@ def sample_volumes(
 
 @dataclass
 class _GanSource:
-    """Scans of an alpha-GAN run: codes (and output noise) from each scan's seed through G."""
+    """Scans of an alpha-GAN run: codes (and output noise) from each scan's seed through G.
+
+    With ``centres`` (E's codes of the training scans), codes come from their kernel density
+    of width ``kde_width`` instead of the prior (:mod:`ratgan.generation.code_density`).
+    """
 
     loaded: LoadedGenerator
+    centres: torch.Tensor | None = None
+    kde_width: float = 0.0
 
     @property
     def config(self) -> Config:
@@ -133,14 +139,22 @@ class _GanSource:
         if cfg.model.g_output_noise:
             size = cfg.model.volume_size
             noise = output_noise(seeds, (cfg.model.channels, size, size, size))
-        return sample_volumes(self.loaded, latent_codes(seeds, cfg.model.latent_dim), noise)
+        z = latent_codes(seeds, cfg.model.latent_dim)
+        if self.centres is not None:
+            from ratgan.generation.code_density import kde_codes
+
+            z = kde_codes(self.centres, seeds, z, self.kde_width)
+        return sample_volumes(self.loaded, z, noise)
 
     def record(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "checkpoint": str(self.loaded.checkpoint.resolve()),
             "iteration": self.loaded.iteration,
             "weights": self.loaded.weights,
         }
+        if self.centres is not None:
+            out.update(codes="kde", kde_width=self.kde_width)
+        return out
 
 
 def load_source(
@@ -151,22 +165,38 @@ def load_source(
     weights: str,
     sampler: str | None = None,
     steps: int | None = None,
+    codes: str = "prior",
+    kde_width: float = 1.5,
 ) -> Any:
     """What samples scans of a run, by the family in its checkpoint's config: an alpha-GAN's
-    generator or a latent diffusion model (``sampler`` and ``steps`` are for the latter)."""
+    generator or a latent diffusion model (``sampler`` and ``steps`` are for the latter).
+    ``codes`` ``kde`` draws an alpha-GAN's codes from the kernel density of width
+    ``kde_width`` around its encoder's codes of the training scans."""
     from ratgan.generation.ldm import is_ldm_checkpoint, load_ldm
 
     if weights not in ("ema", "raw"):
         raise RatganError(f"--weights must be ema or raw (got {weights!r}).")
+    if codes not in ("prior", "kde"):
+        raise RatganError(f"--codes must be prior or kde (got {codes!r}).")
+    if codes == "kde" and not kde_width > 0:
+        raise RatganError(f"--kde-width must be positive (got {kde_width}).")
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
     is_ldm, state = is_ldm_checkpoint(path)
     if is_ldm:
+        if codes != "prior":
+            raise RatganError(f"--codes kde is for alpha-GAN runs; {run_dir} is a diffusion run.")
         return load_ldm(path, state, device, precision, weights, sampler, steps)
     if sampler is not None or steps is not None:
         raise RatganError(
             f"--sampler and --steps are for latent diffusion runs; {run_dir} is an alpha-GAN run."
         )
-    return _GanSource(load_generator(run_dir, path, device, precision, weights))
+    loaded = load_generator(run_dir, path, device, precision, weights)
+    if codes == "prior":
+        return _GanSource(loaded)
+    from ratgan.generation.code_density import training_codes
+
+    centres = training_codes(run_dir, loaded.checkpoint, loaded.config, loaded.device)
+    return _GanSource(loaded, centres, kde_width)
 
 
 def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tuple[Any, Any]:
@@ -232,11 +262,16 @@ def generate_scans(
     weights: str = "ema",
     sampler: str | None = None,
     steps: int | None = None,
+    codes: str = "prior",
+    kde_width: float = 1.5,
 ) -> list[Path]:
     """Write ``n`` synthetic scans (and label maps for joint models) plus ``manifest.json``.
 
     A latent diffusion run samples with ``sampler`` (ddim or ddpm) in ``steps`` steps (default:
-    its config's); both are recorded per scan in the manifest.
+    its config's); both are recorded per scan in the manifest.  An alpha-GAN run samples codes
+    from the prior, or with ``codes="kde"`` from a kernel density of width ``kde_width`` around
+    its encoder's codes of the training scans (:mod:`ratgan.generation.code_density`; check
+    such a set for near-copies with ``ratgan evaluate``).
 
     One generator load, then ``batch_size`` codes per forward pass; ``precision`` overrides the
     run's ``train.precision`` (bf16 is faster on CPUs with AMX and on GPUs).  Files are written
@@ -257,7 +292,9 @@ def generate_scans(
     writers = writers or max(1, min(8, os.cpu_count() or 1))
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     folder = OutputFolder.inspect(out_dir, prefix)  # before any work: refuse a foreign folder
-    source = load_source(run_dir, checkpoint, device, precision, weights, sampler, steps)
+    source = load_source(
+        run_dir, checkpoint, device, precision, weights, sampler, steps, codes, kde_width
+    )
     cfg = source.config
     scan, info = _reference(run_dir, reference, cfg)
     settings = _set_settings(run_dir, source, scan.path, seed, batch_size, prefix)
