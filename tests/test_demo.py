@@ -52,3 +52,8 @@ def test_demo_writes_its_report_and_figures(tmp_path, capsys):
     held = sorted(p.name for p in (out / "phantom" / "heldout" / "images").glob("*.nii.gz"))
     assert held == [f"sub-{i:03d}.nii.gz" for i in range(6, 10)]
     assert "held-out" in report
+    # The scans come from the kernel density around the training scans' codes, said so, and
+    # the memorisation table that checks them is in the report.
+    manifest = json.loads((out / "synthetic" / "manifest.json").read_text())
+    assert {(s["codes"], s["kde_width"]) for s in manifest["scans"]} == {("kde", 1.5)}
+    assert "kernel density of width 1.5" in report and "## Memorisation" in report

@@ -43,11 +43,15 @@ def run_demo(
     progress: bool = True,
     heldout: int = 32,
     config: str = "demo",
+    codes: str = "kde",
+    kde_width: float = 1.5,
 ) -> Path:
     """Run the demo into ``out`` and return the path of its Markdown report.
 
     ``subjects`` phantom scans train the GAN; ``heldout`` more subjects of the same cohort,
-    never seen by it, are the real reference of the evaluation.
+    never seen by it, are the real reference of the evaluation.  The scans are generated with
+    ``codes`` (``kde``: a kernel density of width ``kde_width`` around the encoder's codes of
+    the training scans, measured closer to the held-out scans than prior codes; ``prior``).
     """
     from ratgan.evaluation.tracking import quality_probe_factory
     from ratgan.generation import generate_scans
@@ -82,7 +86,16 @@ def run_demo(
 
     with _stage("generation", timings, progress):
         shutil.rmtree(synth_dir, ignore_errors=True)  # the demo's own scans of an earlier run
-        generate_scans(run_dir, n_synthetic, synth_dir, seed=seed, device=device, progress=progress)
+        generate_scans(
+            run_dir,
+            n_synthetic,
+            synth_dir,
+            seed=seed,
+            device=device,
+            progress=progress,
+            codes=codes,
+            kde_width=kde_width,
+        )
 
     with _stage("figures", timings, progress):
         figures = _figures(held_dir, synth_dir, out / "figures")
@@ -91,9 +104,17 @@ def run_demo(
         evaluation = _evaluate(train_dir, held_dir, synth_dir, out / "evaluation", seed, progress)
 
     report = out / "report.md"
-    _write_report(
-        report, cfg, run_dir, figures, evaluation, timings, subjects, heldout, n_synthetic
+    sampling = (
+        f"codes from a kernel density of width {kde_width:g} around the encoder's codes of the "
+        "training scans (`--codes kde`; the memorisation table below checks them for "
+        "near-copies)"
+        if codes == "kde"
+        else "codes from the prior N(0, I)"
     )
+    _write_report(
+        report, cfg, run_dir, figures, evaluation, timings, subjects, heldout, n_synthetic,
+        sampling,
+    )  # fmt: skip
     return report
 
 
@@ -195,6 +216,7 @@ def _write_report(
     subjects: int,
     heldout: int,
     n_synthetic: int,
+    sampling: str,
 ) -> None:
     from ratgan.training.figures import read_metrics
 
@@ -226,7 +248,7 @@ def _write_report(
             f"{cfg.train.iterations} iterations, batch {cfg.train.batch_size}, "
             f"{cfg.train.precision}"
             + (f"; {', '.join(options)}" if options else "")
-            + f"), {n_synthetic} synthetic scans."
+            + f"), {n_synthetic} synthetic scans, {sampling}."
         ),
         "",
         "## Real and synthetic scans",

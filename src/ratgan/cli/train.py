@@ -144,6 +144,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "for 8,000-iteration runs; demo32 is the earlier 32^3 one)",
     )
     d.add_argument("--iterations", type=int, help="override the demo preset's iterations")
+    d.add_argument(
+        "--codes",
+        choices=["kde", "prior"],
+        default="kde",
+        help="codes of the generated scans (default kde: near the training scans' codes, as "
+        "measured best; prior: N(0, I), as the paper samples)",
+    )
+    d.add_argument("--kde-width", type=float, default=1.5, help="--codes kde: the width")
     d.add_argument("--n-synthetic", type=int, default=32)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
@@ -319,6 +327,8 @@ def run_demo(args: argparse.Namespace) -> int:
         subjects=args.subjects,
         heldout=args.heldout,
         config=args.config,
+        codes=args.codes,
+        kde_width=args.kde_width,
         iterations=args.iterations,
         n_synthetic=args.n_synthetic,
         seed=args.seed,

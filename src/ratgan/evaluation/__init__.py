@@ -144,7 +144,8 @@ def evaluate_sets(
     """Evaluate and report, for callers such as ``ratgan demo``.
 
     Returns ``result`` (the ``EvaluationResult``), ``table_markdown`` (the paper-style table,
-    the distribution distances in every feature space and the directional spectra),
+    the distribution distances in every feature space, the directional spectra and the
+    near-copy check),
     ``report`` (path of report.md) and ``figures`` (title -> PNG path).  ``quick`` uses a
     tenth of the paper's comparisons (``QUICK``), which the report states; ``anatomy`` False
     skips the anatomy feature space (which trains a network when the real scans have label
@@ -153,6 +154,7 @@ def evaluate_sets(
     from ratgan.evaluation.report import (
         PAPER_COLUMNS,
         feature_section,
+        memorisation_section,
         spectra_section,
         table,
     )
@@ -169,7 +171,12 @@ def evaluate_sets(
         "memorisation": out / "memorisation.png",
         "power spectra along each axis": out / "spectra.png",
     }
-    sections = [table(result, PAPER_COLUMNS), feature_section(result), spectra_section(result)]
+    sections = [
+        table(result, PAPER_COLUMNS),
+        feature_section(result),
+        spectra_section(result),
+        memorisation_section(result, "###"),
+    ]
     tables = "\n\n".join(sections)
     return {
         "result": result,

@@ -401,7 +401,6 @@ def markdown(result: EvaluationResult) -> str:
         + ("; " + "; ".join(info["notes"]) if info["notes"] else "")
         for name, info in sets.items()
     )
-    memo = result.memorisation.reference
     shape = result.shape
     return f"""# ratgan evaluation report
 
@@ -414,16 +413,7 @@ Seed {s["seed"]}.
 {_paper_section(result)}
 {feature_section(result)}
 {spectra_section(result)}
-## Memorisation
-
-For each synthetic scan, its most similar training (real) scan, by {memo["similarity"]}. A
-scan more similar to a training scan than the threshold ({memo["threshold"]:.4f}:
-{threshold_rule(result)}) is flagged as a near-copy. The threshold is fitted on
-{memo["rule"]}, so that row's share cannot reveal a threshold set too low;
-{_heldout_sentence(result)}
-
-{memorisation_table(result)}
-
+{memorisation_section(result, "##")}
 ## Figures
 
 - `montage.png`: the central axial slice of scans from every set
@@ -433,6 +423,21 @@ scan more similar to a training scan than the threshold ({memo["threshold"]:.4f}
 - `spectra.png`: the 1-D power spectrum along each axis of every set
 
 Every number is in `metrics.json`. Time: {result.timing_s["total"]:.0f} s.
+"""
+
+
+def memorisation_section(result: EvaluationResult, heading: str = "##") -> str:
+    """The near-copy check as Markdown: how the threshold was set, and the table."""
+    memo = result.memorisation.reference
+    return f"""{heading} Memorisation
+
+For each synthetic scan, its most similar training (real) scan, by {memo["similarity"]}. A
+scan more similar to a training scan than the threshold ({memo["threshold"]:.4f}:
+{threshold_rule(result)}) is flagged as a near-copy. The threshold is fitted on
+{memo["rule"]}, so that row's share cannot reveal a threshold set too low;
+{_heldout_sentence(result)}
+
+{memorisation_table(result)}
 """
 
 
