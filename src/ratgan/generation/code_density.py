@@ -29,7 +29,7 @@ def training_codes(
 ) -> torch.Tensor:
     """E's codes (N, L) of the run's training scans (as data.json records them), E from
     ``checkpoint`` in evaluation mode, read and preprocessed as training reads them."""
-    from ratgan.training.run import model_input
+    from ratgan.training.inputs import model_input
     from ratgan.training.run_folder import load_recorded_cohort
 
     state = ckpt.load_checkpoint(checkpoint, map_location="cpu", mmap=True)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ratgan.config import Config, TrainConfig
 from ratgan.data.augment import BatchAugmenter
 from ratgan.data.dataset import Cohort, EndlessBatches, load_cohort
-from ratgan.data.transforms import PreprocessInfo, labels_to_channels
+from ratgan.data.transforms import PreprocessInfo
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
 from ratgan.models import Generator, Networks, build_networks
@@ -37,6 +37,7 @@ from ratgan.training.disc_augment import DiscriminatorAugment
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.encoder_health import encoder_health
 from ratgan.training.figures import plot_loss_curves, plot_quality_curves, save_sample_montage
+from ratgan.training.inputs import model_input
 from ratgan.training.host_memory import keep_freed_host_memory
 from ratgan.training.run_folder import prepare_run_dir, truncate_metrics
 from ratgan.training.schedule import Due
@@ -58,15 +59,6 @@ Training cannot import the evaluation package (data flows the other way), so the
 CLI or the demo — hands in :func:`ratgan.evaluation.tracking.quality_probe_factory`."""
 
 LOWER_IS_BETTER = {"frechet": True, "rbf_mmd2": True, "precision": False, "recall": False}
-
-
-def model_input(images: torch.Tensor, labels: torch.Tensor | None, cfg: Config) -> torch.Tensor:
-    """The network's view of a batch: the scan, plus GM/WM/CSF channels for joint generation."""
-    if cfg.data.label_channels:
-        assert labels is not None, "load_cohort(require_labels=True) gives every scan labels"
-        images = torch.cat([images, labels_to_channels(labels).to(images.dtype)], dim=1)
-    fmt = torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
-    return images.contiguous(memory_format=fmt)
 
 
 @dataclass
