@@ -90,3 +90,25 @@ def test_a_kde_set_and_a_prior_set_never_share_a_folder(tiny_run, tmp_path):
         )
     manifest = json.loads((out / "manifest.json").read_text())
     assert all("codes" not in s for s in manifest["scans"])
+
+
+def test_a_missing_training_scan_is_named_with_what_kde_codes_need(phantom_dir, tmp_path):
+    data = tmp_path / "data" / "images"
+    data.mkdir(parents=True)
+    for f in sorted((phantom_dir / "images").glob("*.nii.gz"))[:3]:
+        (data / f.name).write_bytes(f.read_bytes())
+    run = tmp_path / "run"
+    over = {"train.iterations": 1, "train.sample_every": 100, "model.e_standardise": True}
+    torch.manual_seed(0)
+    train(load_config("tiny", over), data, run, progress=False)
+    gone = sorted(data.glob("*.nii.gz"))[1]
+    gone.unlink()
+    out = tmp_path / "kde"
+    with pytest.raises(RatganError) as err:
+        generate_scans(run, 2, out, progress=False, device="cpu", codes="kde", kde_width=1.5)
+    message = str(err.value)
+    assert gone.name in message and "--codes kde" in message and "--codes prior" in message
+    assert "resume" not in message
+    assert not out.exists() or not any(out.glob("*.nii.gz"))
+    # the prior needs no training scan
+    generate_scans(run, 1, tmp_path / "prior", progress=False, device="cpu")

@@ -37,7 +37,11 @@ def training_codes(
     encoder.load_state_dict(state["networks"]["E"])
     encoder.to(device).eval()
     cohort = load_recorded_cohort(
-        run_dir, cfg.data, require_labels=bool(cfg.data.label_channels), progress=False
+        run_dir,
+        cfg.data,
+        require_labels=bool(cfg.data.label_channels),
+        progress=False,
+        purpose="kde",
     )
     scans = model_input(cohort.images, cohort.labels, cfg)
     bf16 = cfg.train.precision == "bf16"

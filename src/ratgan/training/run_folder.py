@@ -58,17 +58,38 @@ def write_new_run(run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort
     )
 
 
+# Why a caller needs exactly the recorded scans: the end of its error sentences and of its
+# warning when the data source changed.
+_NEEDS = {
+    "resume": (
+        "the run can only resume on the scans it started with",
+        "the resumed run continues on the {n} scans it started with",
+    ),
+    "kde": (
+        "`--codes kde` encodes the scans the run trained on (restore the file, or generate with "
+        "`--codes prior`)",
+        "`--codes kde` encodes the {n} scans the run trained on",
+    ),
+}
+
+
 def load_recorded_cohort(
-    run_dir: Path, data_cfg: DataConfig, require_labels: bool = False, progress: bool = True
+    run_dir: Path,
+    data_cfg: DataConfig,
+    require_labels: bool = False,
+    progress: bool = True,
+    purpose: str = "resume",
 ) -> Cohort:
-    """The scans a run started with, as its data.json records them, for a resumed run.
+    """The scans a run started with, as its data.json records them.
 
     A resumed run continues on exactly these scans, from any working directory: its data
-    stream's state indexes them.  Scans added to or removed from the data source since the
+    stream's state indexes them; ``purpose="kde"`` reads them for generation's kernel-density
+    codes, and the messages say so.  Scans added to or removed from the data source since the
     start are not picked up (a warning says so); a recorded scan that is gone, or whose content
-    no longer preprocesses to what was recorded, is an error, since the run would otherwise
-    continue on other data than it says.
+    no longer preprocesses to what was recorded, is an error, since the caller would otherwise
+    work on other data than the run trained on.
     """
+    need, note = _NEEDS[purpose]
     data = read_run_data(run_dir)
     record = run_paths(run_dir).data
     entries = [
@@ -78,12 +99,12 @@ def load_recorded_cohort(
         for path in (e.image, e.label):
             if path is not None and not path.is_file():
                 raise RatganError(
-                    f"{path}, a training scan recorded in {record}, no longer exists; the "
-                    "run can only resume on the scans it started with."
+                    f"{path}, a training scan recorded in {record}, no longer exists; "
+                    f"{need}."
                 )
     if require_labels and any(e.label is None for e in entries):
         raise RatganError(f"{record} records scans without label maps, but labels are required.")
-    _warn_if_source_changed(data.source, entries)
+    _warn_if_source_changed(data.source, entries, note)
     cohort = load_entries(entries, data_cfg, progress, str(record))
     infos = json.loads(json.dumps([i.to_dict() for i in cohort.infos]))
     if data.infos and len(data.infos) == len(infos):
@@ -93,13 +114,13 @@ def load_recorded_cohort(
                 raise RatganError(
                     f"{entry.image} has changed since the run started (its preprocessing "
                     f"gives other {', '.join(changed)} than {record} records: the file was "
-                    "replaced, or ratgan's preprocessing changed); the run can only resume "
-                    "on the scans it started with."
+                    "replaced, or ratgan's preprocessing changed); "
+                    f"{need}."
                 )
     return cohort
 
 
-def _warn_if_source_changed(source: str, entries: list[ScanEntry]) -> None:
+def _warn_if_source_changed(source: str, entries: list[ScanEntry], note: str) -> None:
     """Log when the run's data source now lists other scans than the run started with."""
     try:
         now = {str(e.image.resolve()) for e in list_scans(source)}
@@ -108,13 +129,12 @@ def _warn_if_source_changed(source: str, entries: list[ScanEntry]) -> None:
     then = {str(e.image) for e in entries}
     if now != then:
         log.warning(
-            "%s now lists %d scans (%d not in the run, %d of the run's missing from it); the "
-            "resumed run continues on the %d scans it started with",
+            "%s now lists %d scans (%d not in the run, %d of the run's missing from it); %s",
             source,
             len(now),
             len(now - then),
             len(then - now),
-            len(then),
+            note.format(n=len(then)),
         )
 
 
