@@ -99,8 +99,7 @@ def load_recorded_cohort(
         for path in (e.image, e.label):
             if path is not None and not path.is_file():
                 raise RatganError(
-                    f"{path}, a training scan recorded in {record}, no longer exists; "
-                    f"{need}."
+                    f"{path}, a training scan recorded in {record}, no longer exists; {need}."
                 )
     if require_labels and any(e.label is None for e in entries):
         raise RatganError(f"{record} records scans without label maps, but labels are required.")
