@@ -112,3 +112,53 @@ def test_a_missing_training_scan_is_named_with_what_kde_codes_need(phantom_dir, 
     assert not out.exists() or not any(out.glob("*.nii.gz"))
     # the prior needs no training scan
     generate_scans(run, 1, tmp_path / "prior", progress=False, device="cpu")
+
+
+def test_the_copy_check_flags_copies_of_training_scans_and_not_new_subjects(
+    tiny_run, phantom_dir, tmp_path
+):
+    from ratgan.data.io import read_scan
+    from ratgan.data.phantom import write_cohort
+    from ratgan.evaluation.copy_check import REPORT_FILE, check_generated
+
+    train = sorted((phantom_dir / "images").glob("*.nii.gz"))
+    new = write_cohort(tmp_path / "new", subjects=8, seed=999, progress=False)[6:]
+    folder = tmp_path / "set"
+    folder.mkdir()
+    scans = []
+    # A training scan moved by one voxel, another with its intensities scaled and offset (NCC
+    # ignores both), and two subjects of another cohort that the run never saw.
+    for name, source, edit in (
+        ("a", train[0], lambda v: np.roll(v, 1, axis=0)),
+        ("b", train[3], lambda v: 3.0 * v + 10.0),
+        ("c", new[0], lambda v: v),
+        ("d", new[1], lambda v: v),
+    ):
+        scan = read_scan(source)
+        img = nib.Nifti1Image(edit(scan.data).astype(np.float32), scan.affine)
+        nib.save(img, folder / f"synthetic_{name}.nii.gz")
+        scans.append(folder / f"synthetic_{name}.nii.gz")
+    result = check_generated(tiny_run, scans, folder)
+    flagged = {f["scan"]: Path(f["nearest_training_scan"]).name for f in result["flagged"]}
+    assert flagged == {"synthetic_a.nii.gz": train[0].name, "synthetic_b.nii.gz": train[3].name}
+    assert (result["near_copies"], result["generated_scans"], result["training_scans"]) == (2, 4, 6)
+    assert json.loads((folder / REPORT_FILE).read_text()) == result
+
+
+def test_generate_checks_a_kde_set_for_near_copies_by_default(tiny_run, tmp_path, capsys):
+    from ratgan.cli import main
+
+    base = [str(tiny_run), "--n", "2", "--device", "cpu", "--no-progress"]
+    assert main(["generate", *base, "--out", str(tmp_path / "kde"), "--codes", "kde"]) == 0
+    said = capsys.readouterr().out
+    assert "near-copy check: 0 of 2 scans" in said
+    report = json.loads((tmp_path / "kde" / "near_copies.json").read_text())
+    assert report["generated_scans"] == 2 and report["training_scans"] == 6
+    assert main(["generate", *base, "--out", str(tmp_path / "prior")]) == 0
+    assert not (tmp_path / "prior" / "near_copies.json").exists()
+    assert "near-copy" not in capsys.readouterr().out
+    off = ["--codes", "kde", "--copy-check", "off"]
+    assert main(["generate", *base, "--out", str(tmp_path / "off"), *off]) == 0
+    assert not (tmp_path / "off" / "near_copies.json").exists()
+    assert main(["generate", *base, "--out", str(tmp_path / "on"), "--copy-check", "on"]) == 0
+    assert (tmp_path / "on" / "near_copies.json").is_file()

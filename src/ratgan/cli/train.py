@@ -123,6 +123,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--codes kde: the kernel's width in prior standard deviations (default 1.5; "
         "smaller widths come closer to the training scans)",
     )
+    g.add_argument(
+        "--copy-check",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="compare the scans with the run's training scans for near-copies and write "
+        "near_copies.json beside them (auto, the default: with --codes kde only)",
+    )
     g.add_argument("--device", default="auto")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(func=run_generate)
@@ -315,6 +322,10 @@ def run_generate(args: argparse.Namespace) -> int:
         kde_width=args.kde_width,
     )
     print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
+    if args.copy_check == "on" or (args.copy_check == "auto" and args.codes == "kde"):
+        from ratgan.evaluation.copy_check import check_generated, describe
+
+        print(describe(check_generated(args.run, paths, args.out, not args.no_progress)))
     return 0
 
 

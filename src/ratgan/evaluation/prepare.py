@@ -94,14 +94,26 @@ def load_set(
     (used for the real set).  A scan smaller than ``shape`` on any axis is an error that
     names the file; a larger one is centre-cropped.
     """
-    from tqdm.auto import tqdm
+    from ratgan.data.io import list_scans
 
-    from ratgan.data.io import list_scans, read_scan
-
-    entries = list_scans(source)
-    paths = [e.image for e in entries]
+    paths = [e.image for e in list_scans(source)]
     if limit is not None:
         paths = paths[:limit]
+    return load_paths(name, paths, str(source), shape, progress)
+
+
+def load_paths(
+    name: str,
+    paths: list[Path],
+    source: str,
+    shape: tuple[int, int, int] | None = None,
+    progress: bool = True,
+) -> ScanSet:
+    """Read and prepare the scans ``paths`` as :func:`load_set` does (``source`` names them)."""
+    from tqdm.auto import tqdm
+
+    from ratgan.data.io import read_scan
+
     if shape is None:
         shape = target_shape(paths)
     volumes = np.empty((len(paths), *shape), dtype=np.float32)
@@ -123,9 +135,7 @@ def load_set(
         cropped += tuple(data.shape) != tuple(shape)
         volumes[i] = prepare_volume(data, shape)
     notes = [f"{cropped} scans centre-cropped to {list(shape)}"] if cropped else []
-    return ScanSet(
-        name=name, volumes=volumes, paths=paths, source=str(source), notes=notes, zooms=zooms
-    )
+    return ScanSet(name=name, volumes=volumes, paths=paths, source=source, notes=notes, zooms=zooms)
 
 
 def resolve_source(
