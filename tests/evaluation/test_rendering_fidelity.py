@@ -1,0 +1,80 @@
+"""benchmarks/rendering_fidelity.py: tissue contrasts and atlas-label Dice on known answers."""
+
+import numpy as np
+import pytest
+
+
+def _subject(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    # a label map with the three tissues in slabs, and a scan with tissue means
+    # GM 2, WM 1, CSF 4 plus small noise, background 0
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((8, 8, 6), dtype=np.int16)
+    lab[2:6, 2:6, 0:2], lab[2:6, 2:6, 2:4], lab[2:6, 2:6, 4:6] = 1, 2, 3
+    means = np.array([0.0, 2.0, 1.0, 4.0])
+    return (means[lab] + 0.01 * rng.standard_normal(lab.shape)).astype(np.float32), lab
+
+
+def test_tissue_measures_are_scale_free_and_follow_the_contrast(load_benchmark):
+    rf = load_benchmark("rendering_fidelity")
+    img, lab = _subject(0)
+    m = rf.tissue_measures(img, lab)
+    brain_sd = img[lab > 0].std()
+    assert m["CSF-GM"] == pytest.approx(2.0 / brain_sd, rel=0.02)
+    assert m["GM-WM"] == pytest.approx(1.0 / brain_sd, rel=0.02)
+    # brightness and offset do not enter
+    m2 = rf.tissue_measures(3 * img.astype(np.float64) + 100, lab)
+    assert all(m2[k] == pytest.approx(m[k], rel=1e-5) for k in m)
+    # halving the CSF's distance to GM lowers CSF-GM below GM-WM's change
+    soft = img.copy()
+    soft[lab == 3] -= 1.0  # CSF mean 3: CSF - GM 1 instead of 2
+    m3 = rf.tissue_measures(soft, lab)
+    assert m3["CSF-GM"] / m3["GM-WM"] == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(ValueError, match="no CSF"):
+        rf.tissue_measures(img, np.where(lab == 3, 1, lab))
+
+
+def test_dice_known_answer(load_benchmark):
+    rf = load_benchmark("rendering_fidelity")
+    a = np.array([1, 1, 2, 0])
+    b = np.array([1, 2, 2, 0])
+    assert rf.dice(a, b, 1) == pytest.approx(2 / 3)
+    assert rf.dice(a, b, 2) == pytest.approx(2 / 3)
+    assert rf.dice(a, b, 3) == 1.0
+
+
+def test_cli_reports_the_lost_contrast(load_benchmark, tmp_path, capsys):
+    from ratgan.data.io import write_nifti
+
+    rf = load_benchmark("rendering_fidelity")
+    for sub in ("images", "labels", "rendered", "atlas_real", "atlas_rendered"):
+        (tmp_path / sub).mkdir()
+    for i in range(3):
+        img, lab = _subject(i)
+        soft = img.copy()
+        soft[lab == 3] -= 1.0
+        name = f"s{i}.nii.gz"
+        write_nifti(tmp_path / "images" / name, img, np.eye(4))
+        write_nifti(tmp_path / "labels" / name, lab, np.eye(4))
+        write_nifti(tmp_path / "rendered" / name, soft, np.eye(4))
+        write_nifti(tmp_path / "atlas_real" / name, lab, np.eye(4))
+        wrong = lab.copy()
+        wrong[lab == 2] = 1  # no WM at all in the renderings' labels
+        write_nifti(tmp_path / "atlas_rendered" / name, wrong, np.eye(4))
+    rf.main(
+        [
+            "--real", str(tmp_path), "--rendered", str(tmp_path / "rendered"),
+            "--atlas-real", str(tmp_path / "atlas_real"),
+            "--atlas-rendered", str(tmp_path / "atlas_rendered"),
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    csf = next(line for line in out.splitlines() if line.startswith("CSF-GM"))
+    # equal tissue volumes: brain sd sqrt(42/27) with CSF 4, sqrt(2/3) with CSF 3, so the
+    # contrast in brain-sd units goes from 2 / sqrt(42/27) to 1 / sqrt(2/3)
+    expected = (1 / np.sqrt(2 / 3)) / (2 / np.sqrt(42 / 27))
+    assert float(csf.split()[-1]) == pytest.approx(expected, abs=0.01)
+    assert "real      1.000  1.000  1.000" in out
+    assert "rendered  0.667  0.000  1.000" in out
+    with pytest.raises(SystemExit, match="pair one to one"):
+        (tmp_path / "rendered" / "s0.nii.gz").unlink()
+        rf.main(["--real", str(tmp_path), "--rendered", str(tmp_path / "rendered")])
