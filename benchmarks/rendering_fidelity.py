@@ -108,8 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     dices: dict[str, list[list[float]]] = {"real": [], "rendered": []}
     for i, (img, lab, ren) in enumerate(zip(images, truths, rendered, strict=True)):
         truth = _read(lab)
-        rows["real"].append(tissue_measures(_read(img), truth))
-        rows["rendered"].append(tissue_measures(_read(ren), truth))
+        for name, scan in (("real", img), ("rendered", ren)):
+            try:
+                rows[name].append(tissue_measures(_read(scan), truth))
+            except ValueError as err:
+                raise SystemExit(f"error: {scan} with label map {lab}: {err}.") from None
         for name, found in atlas.items():
             dices[name].append([dice(_read(found[i]), truth, k) for k in TISSUES])
 

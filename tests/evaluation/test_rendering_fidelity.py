@@ -75,6 +75,10 @@ def test_cli_reports_the_lost_contrast(load_benchmark, tmp_path, capsys):
     assert float(csf.split()[-1]) == pytest.approx(expected, abs=0.01)
     assert "real      1.000  1.000  1.000" in out
     assert "rendered  0.667  0.000  1.000" in out
+    flat = np.full((8, 8, 6), 5.0, dtype=np.float32)
+    write_nifti(tmp_path / "rendered" / "s1.nii.gz", flat, np.eye(4))
+    with pytest.raises(SystemExit, match=r"rendered/s1.nii.gz with label map .*constant"):
+        rf.main(["--real", str(tmp_path), "--rendered", str(tmp_path / "rendered")])
     with pytest.raises(SystemExit, match="pair one to one"):
         (tmp_path / "rendered" / "s0.nii.gz").unlink()
         rf.main(["--real", str(tmp_path), "--rendered", str(tmp_path / "rendered")])
