@@ -60,15 +60,10 @@ def tissue_measures(volume: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return out
 
 
-def dice(a: np.ndarray, b: np.ndarray, k: int) -> float:
-    """Dice of label ``k`` between two label maps (1.0 when both lack it)."""
-    x, y = np.asarray(a) == k, np.asarray(b) == k
-    total = int(x.sum() + y.sum())
-    return 1.0 if total == 0 else 2.0 * float((x & y).sum()) / total
-
-
 def _niftis(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+    from ratgan.data.io import is_nifti_path
+
+    files = sorted(p for p in folder.iterdir() if is_nifti_path(p) and not p.name.startswith("."))
     if not files:
         raise SystemExit(f"error: {folder} holds no NIfTI scans.")
     return files
@@ -87,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--atlas-real", type=Path, help="atlas labels of the real scans")
     ap.add_argument("--atlas-rendered", type=Path, help="atlas labels of the renderings")
     args = ap.parse_args(argv)
+    from ratgan.segmentation.metrics import dice_scores
 
     images, truths = _niftis(args.real / "images"), _niftis(args.real / "labels")
     rendered = _niftis(args.rendered)
@@ -114,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
             except ValueError as err:
                 raise SystemExit(f"error: {scan} with label map {lab}: {err}.") from None
         for name, found in atlas.items():
-            dices[name].append([dice(_read(found[i]), truth, k) for k in TISSUES])
+            scores = dice_scores(_read(found[i]), truth)
+            dices[name].append([float(scores[t][0]) for t in TISSUES.values()])
 
     keys = list(rows["real"][0])
     real = {k: float(np.mean([r[k] for r in rows["real"]])) for k in keys}
