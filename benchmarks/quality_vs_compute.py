@@ -1,7 +1,7 @@
 """Benchmark: quality against CPU time, measured on scans the GAN never saw.
 
     python benchmarks/quality_vs_compute.py RUN [RUN ...] --real HELDOUT --out DIR
-        [--n 64] [--every 1] [--threads 2] [--no-anatomy] [--archive DIR]
+        [--n 64] [--every 1] [--threads 2] [--device cpu] [--no-anatomy] [--archive DIR]
 
 For every kept checkpoint of each run (``train.keep_checkpoints`` large enough to keep them),
 generate ``--n`` scans with its EMA weights (raw where the run has no EMA) and evaluate them
@@ -78,6 +78,12 @@ def checkpoints(run: Path, archive: Path | None = None) -> list[tuple[int, Path]
     return sorted(found.items())
 
 
+def every_kth(kept: list[tuple[int, Path]], k: int) -> list[tuple[int, Path]]:
+    """Every ``k``-th checkpoint from the first, and the last one always (the run's end)."""
+    chosen = kept[::k]
+    return chosen + [kept[-1]] if kept and chosen[-1] != kept[-1] else chosen
+
+
 def _stat(value: Any) -> float:
     """A metric's mean whether it is stored as a number or a {mean, std} record."""
     if isinstance(value, dict):
@@ -108,7 +114,14 @@ def summarise(metrics: dict[str, Any], row_name: str) -> dict[str, float]:
 
 
 def evaluate_checkpoint(
-    run: Path, iteration: int, path: Path, real: Path, out: Path, n: int, anatomy: bool = True
+    run: Path,
+    iteration: int,
+    path: Path,
+    real: Path,
+    out: Path,
+    n: int,
+    anatomy: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Generate and evaluate one checkpoint (reusing an earlier report); its metrics.json."""
     from ratgan.evaluation import EvaluationSettings, run_evaluation
@@ -125,12 +138,17 @@ def evaluate_checkpoint(
                 gen,
                 seed=1,
                 checkpoint=path,
-                device="cpu",
+                device=device,
                 progress=False,
                 precision="bf16",
             )
         settings = EvaluationSettings(
-            seed=0, comparisons=300, msssim_comparisons=105, progress=False, anatomy=anatomy
+            seed=0,
+            comparisons=300,
+            msssim_comparisons=105,
+            progress=False,
+            anatomy=anatomy,
+            device=device,
         )
         run_evaluation(real, {name: gen}, report, settings=settings, figures=False)
     metrics: dict[str, Any] = json.loads((report / "metrics.json").read_text())
@@ -177,8 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", type=Path, required=True, help="held-out scans with labels")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--every", type=int, default=1, help="every K-th checkpoint")
+    parser.add_argument(
+        "--every", type=int, default=1, help="every K-th checkpoint (the last one always)"
+    )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device", default="cpu", help="cpu (default) or cuda: generation and features"
+    )
     parser.add_argument("--archive", type=Path, help="also read checkpoints from DIR/<run name>/")
     parser.add_argument(
         "--no-anatomy",
@@ -193,9 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     reference: dict[str, Any] | None = None
     for run in args.runs:
-        for iteration, path in checkpoints(run, args.archive)[:: args.every]:
+        for iteration, path in every_kth(checkpoints(run, args.archive), args.every):
             metrics = evaluate_checkpoint(
-                run, iteration, path, args.real, args.out, args.n, not args.no_anatomy
+                run,
+                iteration,
+                path,
+                args.real,
+                args.out,
+                args.n,
+                not args.no_anatomy,
+                args.device,
             )
             name = f"{run.name}@{iteration}"
             row = {

@@ -54,3 +54,22 @@ def test_cuda_bf16_channels_last_losses_are_finite_and_track_fp32():
         for key, value in a.items():
             assert torch.isfinite(torch.tensor(b[key])), key
             assert abs(value - b[key]) <= 0.05 * abs(value) + 0.05, (key, value, b[key])
+
+
+def test_a_cuda_run_resumes_from_its_checkpoint(tmp_path):
+    # A run resumed on a GPU maps its checkpoint there, RNG states included, but every torch
+    # generator's set_state takes a CPU uint8 tensor: resuming a CUDA run once failed with
+    # "RNG state must be a torch.ByteTensor".
+    from ratgan.data.phantom import write_cohort
+    from ratgan.training import checkpoint as ckpt
+    from ratgan.training.run import train
+
+    data = tmp_path / "phantom"
+    write_cohort(data, subjects=4, seed=7, progress=False)
+    over = {"train.iterations": 2, "train.checkpoint_every": 2, "train.device": "cuda"}
+    run = tmp_path / "run"
+    train(load_config("tiny", over), data, run, progress=False)
+    train(
+        load_config("tiny", {**over, "train.iterations": 4}), None, run, resume=True, progress=False
+    )
+    assert ckpt.load_checkpoint(run / "checkpoints" / "ckpt_0000004.pt")["iteration"] == 4

@@ -2,6 +2,7 @@
 and archived ones, and a latent diffusion run's from its second stage on."""
 
 import shutil
+from pathlib import Path
 
 from ratgan.config import load_config
 from ratgan.training.ldm import train_ldm
@@ -59,3 +60,12 @@ def test_summarise_reads_density_and_coverage_of_both_spaces(load_benchmark):
     assert {"random_density", "random_coverage", "anatomy_density", "anatomy_coverage"} <= set(
         bench.COLUMNS
     )
+
+
+def test_every_kth_checkpoint_keeps_the_last_one(load_benchmark):
+    every_kth = load_benchmark("quality_vs_compute").every_kth
+    kept = [(i, Path(f"ckpt_{i}.pt")) for i in (1000, 2000, 3000, 3320)]
+    assert [i for i, _ in every_kth(kept, 2)] == [1000, 3000, 3320]
+    assert [i for i, _ in every_kth(kept, 3)] == [1000, 3320]
+    assert [i for i, _ in every_kth(kept, 1)] == [1000, 2000, 3000, 3320]
+    assert every_kth([], 2) == []

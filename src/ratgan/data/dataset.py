@@ -191,6 +191,7 @@ class EndlessBatches:
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
         self.perm = torch.as_tensor(state["perm"], dtype=torch.int64).clone()
-        self.generator.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).clone())
+        # a CPU uint8 tensor whatever device the checkpoint was loaded to (set_state takes no other)
+        self.generator.set_state(torch.as_tensor(state["generator"]).to("cpu", torch.uint8).clone())
         if self.augmenter is not None and state.get("augmenter") is not None:
             self.augmenter.load_state_dict(state["augmenter"])

@@ -183,8 +183,15 @@ def capture_rng_state() -> dict[str, Any]:
     return state
 
 
+def rng_state_tensor(state: torch.Tensor) -> torch.Tensor:
+    """A stored RNG state as every torch generator's ``set_state`` takes it, CUDA ones too: a
+    CPU uint8 tensor, whichever device the checkpoint was mapped to when it was loaded (a run
+    resumed on a GPU loads its checkpoint there)."""
+    return state.detach().to("cpu", torch.uint8)
+
+
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Restore what ``capture_rng_state`` captured (CUDA states only where CUDA exists)."""
-    torch.set_rng_state(state["torch_cpu"])
+    torch.set_rng_state(rng_state_tensor(state["torch_cpu"]))
     if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
+        torch.cuda.set_rng_state_all([rng_state_tensor(s) for s in state["torch_cuda"]])

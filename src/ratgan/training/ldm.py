@@ -215,7 +215,7 @@ class LDMTrainer:
         if self.ema is not None:
             self.ema.average.load_state_dict(state["ema"]["unet"])
         ckpt.restore_rng_state(state["rng"]["global"])
-        self.rng.set_state(state["rng"]["train"].to(self.rng.device))
+        self.rng.set_state(ckpt.rng_state_tensor(state["rng"]["train"]))
         self.stream.load_state_dict(state["rng"]["stream"])
         if "latents" in state:
             lat = state["latents"]

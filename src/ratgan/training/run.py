@@ -520,7 +520,7 @@ def _restore(
     if int(state["world_size"]) == info.world_size:
         mine = state["ranks"][info.rank]
         ckpt.restore_rng_state(mine["global"])
-        rng.set_state(mine["train"].to(rng.device) if rng.device.type != "cpu" else mine["train"])
+        rng.set_state(ckpt.rng_state_tensor(mine["train"]))
         stream.load_state_dict(mine["stream"])
     else:
         # Another number of processes: shards differ, so each rank starts fresh random streams
