@@ -21,7 +21,9 @@ one quality evaluation at the end is reported separately as its own cost).  Vari
 * ``no-mbstd``: ``model.d_mbstd_group: 0`` (the minibatch standard deviation in D);
 * ``reuse``: ``optim.critic_reuses_eg_samples: true`` (not the same training: D and C train
   on the E/G phase's samples instead of new ones from the updated E and G);
-* ``threads1``: one torch thread.
+* ``threads1``: one torch thread;
+* ``fp32``: ``train.precision: fp32`` (bf16 autocast is fast only where the CPU computes bf16
+  convolutions natively, e.g. Intel AMX).
 
 ``--profile N`` also runs N iterations (warm-up included) of ``base`` under ``torch.profiler``
 and prints the share of each part of the iteration (the ``record_function`` labels of
@@ -50,6 +52,7 @@ VARIANTS: dict[str, dict] = {
     "no-mbstd": {"model.d_mbstd_group": 0},
     "reuse": {"optim.critic_reuses_eg_samples": True},
     "threads1": {"threads": 1},
+    "fp32": {"train.precision": "fp32"},
 }
 WARMUP = 10
 LABELS = ("ratgan.data", "ratgan.eg", "ratgan.ema", "ratgan.d_inputs", "ratgan.d", "ratgan.c")
