@@ -259,3 +259,18 @@ def test_logged_seconds_continue_across_a_resume(phantom_dir, tmp_path):
     seconds = [r["seconds"] for r in _metrics(run)]
     assert seconds == sorted(seconds) and seconds[4] >= before > 0
     assert result.seconds >= seconds[-1]
+
+
+def test_a_stored_rng_state_restores_the_same_draws_as_a_cpu_uint8_tensor():
+    # Resuming on a GPU loads the checkpoint there, RNG states included; every torch
+    # generator's set_state takes only a CPU uint8 tensor (tests/training/test_gpu.py resumes a
+    # CUDA run).  Known answer: the draws after restoring equal those after capturing.
+    from ratgan.training import checkpoint as ckpt
+
+    gen = torch.Generator().manual_seed(3)
+    stored = gen.get_state().to(torch.int64)  # as a careless cast or device move might leave it
+    expected = torch.rand(5, generator=gen)
+    restored = ckpt.rng_state_tensor(stored)
+    assert restored.device.type == "cpu" and restored.dtype == torch.uint8
+    gen.set_state(restored)
+    assert torch.equal(torch.rand(5, generator=gen), expected)
