@@ -161,3 +161,32 @@ def test_switching_an_option_off_drops_its_parameters(phantom_dir, tmp_path, loa
     assert [len(g["params"]) for g in new["optimizers"]["G"]["param_groups"]][1] == 2
     train(read_run_config(out), None, out, resume=True, progress=False)
     assert checkpoint_path(out, 3).is_file()
+
+
+def test_a_gdl_finishing_phase_trains_as_a_branch_with_the_weight_changed(
+    ema_run, phantom_dir, tmp_path, load_benchmark
+):
+    # Independent reference: the branch script copies the iteration-2 checkpoint, writes
+    # loss.gdl=0.5 into the config, and the resume trains 3..4 with it; one run with
+    # loss.gdl_finish=0.5 from iteration 3 must reach the same weights bit for bit.
+    out = tmp_path / "branch"
+    load_benchmark("branch_run").main(
+        [str(ema_run), "--iteration", "2", "--out", str(out), "--set", "loss.gdl=0.5"]
+    )
+    train(read_run_config(out), None, out, resume=True, progress=False)
+    over = {
+        "train.iterations": 4,
+        "train.checkpoint_every": 2,
+        "train.keep_checkpoints": 10,
+        "train.ema_half_life_images": 64.0,
+        "loss.gdl_finish": 0.5,
+        "loss.gdl_finish_from": 3,
+    }
+    phased = tmp_path / "phased"
+    train(load_config("tiny", over), phantom_dir, phased, progress=False)
+    a, b = _state(out, 4)["networks"]["G"], _state(phased, 4)["networks"]["G"]
+    for key, tensor in a.items():
+        assert torch.equal(tensor, b[key]), key
+    # and the phase changes the training: the source run (gdl throughout) differs
+    c = _state(ema_run, 4)["networks"]["G"]
+    assert any(not torch.equal(t, c[k]) for k, t in b.items())

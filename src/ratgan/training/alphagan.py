@@ -14,6 +14,7 @@ tree.  Nothing here synchronises with the host: the losses stay on the device.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.profiler import record_function
 
-from ratgan.config import Config
+from ratgan.config import Config, LossConfig
 from ratgan.models import Networks
 from ratgan.models.generator import OutputNoise
 from ratgan.training import losses
@@ -286,6 +287,13 @@ class AlphaGANStep:
         self.memory_format = (
             torch.channels_last_3d if cfg.train.channels_last else torch.contiguous_format
         )
+
+    def set_loss(self, loss: LossConfig) -> None:
+        """Train the next iterations with these reconstruction weights (``loss.at``: the
+        gradient difference loss's finishing phase); the critics' penalty weight is not
+        scheduled."""
+        if loss != self._eg_phase.cfg.loss:
+            self._eg_phase.cfg = dataclasses.replace(self._eg_phase.cfg, loss=loss)
 
     def _z(self, n: int) -> Tensor:
         return torch.randn(n, self.cfg.model.latent_dim, device=self.device, generator=self.rng)

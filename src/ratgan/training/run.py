@@ -330,6 +330,8 @@ def _loop(
             with record_function("ratgan.data"):
                 x1 = model_input(*next(stream), cfg)
                 x2 = model_input(*next(stream), cfg)
+            if cfg.loss.gdl_finish is not None:
+                step.set_loss(cfg.loss.at(it))
             parts = step(x1, x2)
             finite &= torch.stack(list(parts.values())).isfinite().all()
             window.append(parts)
