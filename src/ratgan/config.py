@@ -142,8 +142,8 @@ class LossConfig:
     gdl_finish: float | None = None
     """Beyond the paper: the GDL weight from iteration ``gdl_finish_from`` on (a finishing
     phase; None: ``gdl`` throughout).  Ten times ``gdl`` for the demo's last 300 iterations
-    measured better in both feature spaces, the same weight from the start worse
-    (docs/quality.md); in no preset."""
+    measured better in both feature spaces on two training seeds of three and worse on the
+    third, the same weight from the start much worse (docs/quality.md); in no preset."""
     gdl_finish_from: int = 0
     """First iteration (1-based, absolute, so a resumed or extended run keeps the phase where it
     was) trained with ``gdl_finish``."""
