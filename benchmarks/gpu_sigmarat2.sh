@@ -6,8 +6,10 @@
 # With .gpu_data/held (held-out scans with labels made here, sub-064..127 of the cohort) and
 # .gpu_data/cache (RATGAN_CACHE with the anatomy network fitted on them) carried too, the
 # evaluation neither depends on the device's numerics reproducing the cohort bit for bit nor
-# refits the anatomy network there.  TRAIN_S (default 300) bounds the training's wall time (SIGTERM: the trainer saves a checkpoint
-# and stops); DEVICE=cpu BASE=tiny TRAIN_S=30 tries the script on a CPU.  Everything printed is
+# refits the anatomy network there.  TRAIN_S (default 300) bounds the training's wall time
+# (SIGTERM: the trainer saves a checkpoint and stops); DEVICE=cpu BASE=tiny TRAIN_S=30 tries the
+# script on a CPU.  The gpu tests and the train_step benchmark repeat benchmarks/gpu_check.sh's
+# first steps, so that one loan gives both.  Everything printed is
 # also written to $OUT/log; $OUT gets metrics.jsonl, the quality-vs-compute CSV and figure, and
 # a montage of the last checkpoint's scans.
 set -uo pipefail

@@ -207,7 +207,8 @@ class LDMTrainer:
         latest = ckpt.latest_checkpoint(run_dir, remove_leftovers=True)
         if latest is None:
             return 0
-        state = ckpt.load_checkpoint(latest, map_location=self.device)
+        # read into host memory; load_state_dict and the explicit moves below place the states
+        state = ckpt.load_checkpoint(latest, map_location="cpu")
         for key, net in self.nets.as_dict().items():
             net.load_state_dict(state["networks"][key])
         for key, opt in self.optimizers.items():

@@ -172,7 +172,6 @@ def _prepare_device(device: torch.device) -> None:
 
 def _resume(
     run_dir: Path,
-    device: torch.device,
     nets: Networks,
     optimizers: dict[str, torch.optim.Optimizer],
     rng: torch.Generator,
@@ -187,9 +186,11 @@ def _resume(
     why.
 
     Log lines written after that checkpoint are dropped (rank 0).  (0, {}, {}) when there is
-    none.
+    none.  The checkpoint is read into host memory: ``load_state_dict`` puts each network's,
+    optimiser's and module's state on its device, and the random generators' states must stay
+    CPU tensors (a GPU run resumed from a GPU-mapped checkpoint once failed on them).
     """
-    found = ckpt.newest_readable_checkpoint(run_dir, map_location=device)
+    found = ckpt.newest_readable_checkpoint(run_dir, map_location="cpu")
     if found is None:
         return 0, {}, {}
     path, state, skipped = found
@@ -294,9 +295,7 @@ def _loop(
     best: dict[str, Any] = {}
     elapsed: dict[str, float] = {}
     if resume:
-        start, best, elapsed = _resume(
-            run_dir, device, nets, optimizers, rng, stream, info, ema, augment
-        )
+        start, best, elapsed = _resume(run_dir, nets, optimizers, rng, stream, info, ema, augment)
     clock = CpuClock(elapsed.get("cpu_seconds", 0.0))
     step = AlphaGANStep(
         nets,
