@@ -137,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     latent = cfg.model.latent_dim
     n = args.n
     seeds = [scan_seed(args.seed, i) for i in range(n)]
-    size = cfg.model.volume_size
-    shape = (cfg.model.channels, size, size, size)
+    shape = (cfg.model.channels, *cfg.model.volume_shape)
     noise = output_noise(seeds, shape) if cfg.model.g_output_noise else None
     codes = {
         "prior": latent_codes(seeds, latent),

@@ -42,8 +42,7 @@ def seconds_per_iteration(
     step = AlphaGANStep(
         nets, build_optimizers(nets, cfg), cfg, dev, torch.Generator(device=dev).manual_seed(0)
     )
-    s = cfg.model.volume_size
-    x = torch.rand(batch_size, cfg.model.channels, s, s, s, device=dev) * 2 - 1
+    x = torch.rand(batch_size, cfg.model.channels, *cfg.model.volume_shape, device=dev) * 2 - 1
     x = x.contiguous(memory_format=fmt)
     step(x, x)  # warm-up
     if dev.type == "cuda":

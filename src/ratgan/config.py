@@ -35,6 +35,12 @@ class ModelConfig:
 
     volume_size: int = 64
     """Side of the cubic volume the networks see: 4 * 2**k (32, 64, 128...)."""
+    volume_depth: int | None = None
+    """Size of the volume's last axis (the slices) when it differs from ``volume_size``: a
+    multiple of 2**k (k up-sampling blocks), e.g. 48 for 64x64x40 EPI scans, so the networks
+    do not spend a third of their work on the 24 empty slices that padding to 64^3 adds.  G's
+    first layer and D's and E's last one then have kernels of depth ``volume_depth / 2**k``
+    instead of 4.  None: a cube, as in the paper."""
     channels: int = 1
     """Channels of a volume: 1 for a scan, 4 for a scan plus GM/WM/CSF label channels."""
     latent_dim: int = 500
@@ -123,6 +129,17 @@ class ModelConfig:
     def n_scales(self) -> int:
         """Number of x2 up-sampling (G) or stride-2 (D, E) blocks: 64 -> 4, 32 -> 3, 128 -> 5."""
         return round(math.log2(self.volume_size / 4))
+
+    @property
+    def volume_shape(self) -> tuple[int, int, int]:
+        """Shape (X, Y, Z) of one volume channel: ``volume_size`` twice, then the depth."""
+        depth = self.volume_size if self.volume_depth is None else self.volume_depth
+        return (self.volume_size, self.volume_size, depth)
+
+    @property
+    def coarsest_shape(self) -> tuple[int, int, int]:
+        """Shape of G's first feature map and of D's and E's last: the volume / 2**n_scales."""
+        return (4, 4, self.volume_shape[2] // 2**self.n_scales)
 
     def widths(self, deepest: int) -> list[int]:
         """Channel widths from shallow to deep for a trunk whose deepest layer has ``deepest``."""
@@ -413,6 +430,13 @@ def _model_problems(cfg: Config) -> list[str]:
     p: list[str] = []
     if m.volume_size < 8 or m.volume_size / 4 != 2**m.n_scales:
         p.append(f"model.volume_size must be 4 * 2**k and at least 8 (got {m.volume_size})")
+    elif m.volume_depth is not None and (
+        m.volume_depth < 2**m.n_scales or m.volume_depth % 2**m.n_scales
+    ):
+        p.append(
+            f"model.volume_depth must be a positive multiple of {2**m.n_scales} "
+            f"(2**k for volume_size {m.volume_size}; got {m.volume_depth})"
+        )
     widths = ("channels", "latent_dim", "g_width", "d_width", "e_width", "c_hidden")
     p += _failing(m, "model", widths, _below_one, "must be a positive integer")
     slopes = ("leaky_slope", "g_leaky_slope")
@@ -487,11 +511,17 @@ def _data_problems(cfg: Config) -> list[str]:
     p: list[str] = []
     if any(s < 1 for s in d.target_shape):
         p.append(f"data.target_shape must be positive (got {list(d.target_shape)})")
-    elif tuple(d.target_shape) != (m.volume_size,) * 3:
-        p.append(
-            f"data.target_shape {list(d.target_shape)} must equal model.volume_size "
-            f"{m.volume_size} on every axis"
-        )
+    elif tuple(d.target_shape) != m.volume_shape:
+        if m.volume_depth is None:
+            p.append(
+                f"data.target_shape {list(d.target_shape)} must equal model.volume_size "
+                f"{m.volume_size} on every axis"
+            )
+        else:
+            p.append(
+                f"data.target_shape {list(d.target_shape)} must equal the model's volume "
+                f"{list(m.volume_shape)} (model.volume_size twice, then model.volume_depth)"
+            )
     p += _failing(d, "data", ("downsample",), _below_one, "must be a positive integer")
     want_channels = 4 if d.label_channels else 1
     if m.channels != want_channels:

@@ -244,7 +244,8 @@ def _write_report(
         (
             f"Built-in phantom cohort: {subjects} rat-brain EPI scans (64x64x40) to train on and "
             f"{heldout} held-out scans of the same cohort that the GAN never sees. The "
-            f"`{cfg.name}` preset ({cfg.model.volume_size}^3, latent {cfg.model.latent_dim}, "
+            f"`{cfg.name}` preset ({'x'.join(map(str, cfg.model.volume_shape))}, "
+            f"latent {cfg.model.latent_dim}, "
             f"{cfg.train.iterations} iterations, batch {cfg.train.batch_size}, "
             f"{cfg.train.precision}"
             + (f"; {', '.join(options)}" if options else "")

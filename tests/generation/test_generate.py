@@ -151,3 +151,32 @@ def test_sigmarat1_shaped_generator_with_spectral_norm_loads_exactly(phantom_dir
     z = torch.randn(3, cfg.model.latent_dim)
     with torch.no_grad():
         assert torch.equal(loaded.generator(z), trained(z))
+
+
+def test_a_model_with_fewer_slices_trains_tracks_and_writes_scans_of_the_source_shape(
+    phantom_dir, tmp_path
+):
+    """64x64x40 scans pooled by 4 (16x16x10) padded to 16x16x12 instead of 16^3: training
+    (sample figures and quality probe included) runs and the scans come back at 64x64x40 with
+    the reference's affine."""
+    from ratgan.evaluation.tracking import quality_probe_factory
+
+    cfg = load_config(
+        "tiny",
+        {
+            "model.volume_depth": 12,
+            "data.target_shape": [16, 16, 12],
+            "model.g_output_noise": True,
+            "train.iterations": 2,
+            "train.eval_every": 2,
+            "train.eval_samples": 4,
+        },
+    )
+    run = tmp_path / "run"
+    train(cfg, phantom_dir, run, progress=False, probe_factory=quality_probe_factory)
+    ref = read_scan(_reference(phantom_dir))
+    for path in generate_scans(run, 2, tmp_path / "g", seed=0, progress=False):
+        scan = read_scan(path)
+        assert scan.data.shape == ref.data.shape == (64, 64, 40)
+        assert np.allclose(scan.affine, ref.affine)
+        assert np.isfinite(scan.data).all() and scan.data.std() > 0

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add train, generate and demo to the `ratgan` parser."""
+    from ratgan.config import preset_names  # light: no torch
+
     p = sub.add_parser(
         "train",
         help="train an alpha-GAN (or a latent diffusion model) on a folder of NIfTI scans",
@@ -21,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--config",
-        help="preset (alpha-wgan-adni, sigmarat1, sigmarat2, demo, tiny, ldm, ldm-demo, "
-        "ldm-tiny) or YAML file (default sigmarat2; not with --resume)",
+        help=f"preset ({', '.join(preset_names())}) or YAML file (default sigmarat2; not "
+        "with --resume)",
     )
     p.add_argument("--data", help="folder, glob or CSV of .nii/.nii.gz scans")
     p.add_argument("--out", type=Path, help="run folder (not needed with --dry-run)")

@@ -90,6 +90,8 @@ def load_entries(
                 "cohort must share one shape."
             )
         vol, info = preprocess(scan.data, shape, data_cfg.downsample)
+        if i == 0:
+            _warn_if_cropped(entry.image, info, shape)
         images[i, 0] = torch.from_numpy(vol)
         infos.append(info)
         orientations.append(orientation_code(scan.affine))
@@ -97,6 +99,26 @@ def load_entries(
             lab = read_label(entry.label, scan)
             labels[i, 0] = torch.from_numpy(preprocess_labels(lab, shape, data_cfg.downsample))
     return Cohort(images, labels, entries, infos, orientations)
+
+
+def _warn_if_cropped(path: Path, info: PreprocessInfo, shape: tuple[int, int, int]) -> None:
+    """Warn when preprocessing to ``shape`` cuts slices off the scans (all share one shape):
+    what is cut is never trained on, and generated scans are zero there."""
+    pairs = enumerate(zip(info.pooled_shape, shape, strict=True))
+    cut = {axis: p - t for axis, (p, t) in pairs if p > t}
+    if cut:
+        axes = ", ".join(f"{n} slices off axis {a}" for a, n in cut.items())
+        log.warning(
+            "scans such as %s are %s (after pooling by %d), larger than data.target_shape %s: "
+            "preprocessing cuts %s (half at each end), which the model never sees and "
+            "generated scans leave empty; use a preset or data.target_shape (with "
+            "model.volume_size / volume_depth) that holds the whole scan",
+            path,
+            "x".join(map(str, info.pooled_shape)),
+            info.downsample,
+            list(shape),
+            axes,
+        )
 
 
 class EndlessBatches:

@@ -102,8 +102,7 @@ def quality_probe_factory(
     n = cfg.train.eval_samples
     gen = torch.Generator().manual_seed(cfg.train.seed + 1_000_003)
     z = torch.randn(n, cfg.model.latent_dim, generator=gen)
-    size = cfg.model.volume_size
-    noise = torch.randn(n, cfg.model.channels, size, size, size, generator=gen)
+    noise = torch.randn(n, cfg.model.channels, *cfg.model.volume_shape, generator=gen)
     bf16 = cfg.train.precision == "bf16"
     batch = 8
 

@@ -137,8 +137,7 @@ class _GanSource:
         cfg = self.loaded.config
         noise = None
         if cfg.model.g_output_noise:
-            size = cfg.model.volume_size
-            noise = output_noise(seeds, (cfg.model.channels, size, size, size))
+            noise = output_noise(seeds, (cfg.model.channels, *cfg.model.volume_shape))
         z = latent_codes(seeds, cfg.model.latent_dim)
         if self.centres is not None:
             from ratgan.generation.code_density import kde_codes

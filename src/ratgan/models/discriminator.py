@@ -16,7 +16,8 @@ class ConvTrunk(nn.Module):
 
     ``n_scales`` Conv3d(k4, s2, p1) layers with ``widths`` channels take S^3 down to 4^3, each
     followed by LeakyReLU; norm sits between conv and activation from the second conv on.
-    A final Conv3d(k4, s1, p0) maps 4^3 to 1^3 with ``out_channels`` channels.
+    A final Conv3d(k4, s1, p0) maps 4^3 to 1^3 with ``out_channels`` channels (its kernel is
+    ``head_kernel``, the coarsest feature map's shape, for a model with a ``volume_depth``).
 
     Every conv keeps its bias, including those followed by BatchNorm: both published codes
     (Kwon's ``Discriminator``, which Kwon also uses as the encoder, and Ferreira's
@@ -32,6 +33,7 @@ class ConvTrunk(nn.Module):
         slope: float,
         spectral: bool,
         extra_head_channels: int = 0,
+        head_kernel: tuple[int, int, int] = (4, 4, 4),
     ) -> None:
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -43,7 +45,8 @@ class ConvTrunk(nn.Module):
                 activation("leaky_relu", slope),
             )
             prev = width
-        head = nn.Conv3d(prev + extra_head_channels, out_channels, 4, 1, 0)
+        kernel = 4 if head_kernel == (4, 4, 4) else head_kernel  # the published layers' form
+        head = nn.Conv3d(prev + extra_head_channels, out_channels, kernel, 1, 0)
         layers["head"] = maybe_spectral(head, spectral)
         self.net = nn.Sequential(layers)
 
@@ -75,6 +78,7 @@ class Discriminator(ConvTrunk):
             cfg.leaky_slope,
             "D" in cfg.spectral_norm,
             extra_head_channels=1 if cfg.d_mbstd_group else 0,
+            head_kernel=cfg.coarsest_shape,
         )
         self.mbstd_group = cfg.d_mbstd_group
 
@@ -98,6 +102,7 @@ class Encoder(ConvTrunk):
             cfg.e_norm,
             cfg.leaky_slope,
             "E" in cfg.spectral_norm,
+            head_kernel=cfg.coarsest_shape,
         )
         self.sphere = cfg.latent_norm == "sphere"
         self.standardise = (

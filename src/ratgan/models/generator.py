@@ -19,12 +19,14 @@ from ratgan.models.layers import (
 
 
 class Generator(nn.Module):
-    """Maps z of shape (B, L) to a volume of shape (B, C, S, S, S) with values in [-1, 1].
+    """Maps z of shape (B, L) to a volume of shape (B, C, S, S, S) with values in [-1, 1]
+    ((B, C, S, S, ``volume_depth``) when the model sets one).
 
     z is viewed as L x 1 x 1 x 1, a ConvTranspose3d(k4, s1, p0) makes a 4^3 volume with
-    ``g_width`` channels, then ``n_scales`` blocks of [nearest x2 upsample -> Conv3d(k3, s1, p1)]
-    halve the channels each time and end at ``channels`` (each pair run as one equivalent
-    transposed conv when ``g_fused_upsample``: :func:`ratgan.models.layers.nearest_up_conv3d`;
+    ``g_width`` channels (4 x 4 x ``volume_depth / 2**n_scales`` with a ``volume_depth``), then
+    ``n_scales`` blocks of [nearest x2 upsample -> Conv3d(k3, s1, p1)] halve the channels each
+    time and end at ``channels`` (each pair run as one equivalent transposed conv when
+    ``g_fused_upsample``: :func:`ratgan.models.layers.nearest_up_conv3d`;
     ``g_upsample: trilinear`` makes the last ``g_trilinear_blocks`` blocks anti-aliased).
     With ``latent_norm: sphere`` z is first scaled to length sqrt(L); with ``g_final_conv`` the
     last block ends in that many channels, followed by a full-resolution Conv3d to the output.
@@ -40,7 +42,12 @@ class Generator(nn.Module):
         widths = list(reversed(cfg.widths(cfg.g_width)))  # deepest first: 512, 256, 128, 64
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         layers["stem"] = nn.Sequential(
-            maybe_spectral(nn.ConvTranspose3d(cfg.latent_dim, widths[0], 4, 1, 0, bias=False), sn),
+            maybe_spectral(
+                nn.ConvTranspose3d(
+                    cfg.latent_dim, widths[0], _kernel(cfg.coarsest_shape), 1, 0, bias=False
+                ),
+                sn,
+            ),
             norm3d(cfg.g_norm, widths[0]),
             activation(cfg.g_activation, cfg.g_leaky_slope),
         )
@@ -113,6 +120,11 @@ class Generator(nn.Module):
         else:
             out = self.tanh(pre + self.output_noise.noise(pre, noise, z))
         return (out, clean) if return_clean else out
+
+
+def _kernel(shape: tuple[int, int, int]) -> int | tuple[int, int, int]:
+    """A conv kernel of ``shape``, as the int 4 for a 4^3 cube (the published layers' form)."""
+    return 4 if shape == (4, 4, 4) else shape
 
 
 class OutputNoise(nn.Module):

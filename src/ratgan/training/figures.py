@@ -148,7 +148,7 @@ def generate_source_space(
         ):
             # Fixed output noise (when G has it), so montages do not consume the training's
             # random stream.
-            shape = (len(z), cfg.model.channels) + (cfg.model.volume_size,) * 3
+            shape = (len(z), cfg.model.channels, *cfg.model.volume_shape)
             noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
             out = generator(z.to(device), noise=noise.to(device)).float().cpu().numpy()
     finally:
