@@ -22,8 +22,8 @@ one quality evaluation at the end is reported separately as its own cost).  Vari
 * ``reuse``: ``optim.critic_reuses_eg_samples: true`` (not the same training: D and C train
   on the E/G phase's samples instead of new ones from the updated E and G);
 * ``threads1``: one torch thread;
-* ``depth48``: ``model.volume_depth: 48`` (64x64x48 volumes instead of 64^3: the 40-slice
-  scans padded to 48 slices instead of 64);
+* ``cube``: ``model.volume_depth: null`` (64^3 volumes, the paper's cube, instead of the
+  presets' 64 x 64 x 48: the 40-slice scans padded to 64 slices instead of 48);
 * ``fp32``: ``train.precision: fp32`` (bf16 autocast is fast only where the CPU computes bf16
   convolutions natively, e.g. Intel AMX).
 
@@ -55,7 +55,7 @@ VARIANTS: dict[str, dict] = {
     "reuse": {"optim.critic_reuses_eg_samples": True},
     "threads1": {"threads": 1},
     "fp32": {"train.precision": "fp32"},
-    "depth48": {"model.volume_depth": 48, "data.target_shape": [64, 64, 48]},
+    "cube": {"model.volume_depth": None, "data.target_shape": [64, 64, 64]},
 }
 WARMUP = 10
 LABELS = ("ratgan.data", "ratgan.eg", "ratgan.ema", "ratgan.d_inputs", "ratgan.d", "ratgan.c")

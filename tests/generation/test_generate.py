@@ -180,3 +180,32 @@ def test_a_model_with_fewer_slices_trains_tracks_and_writes_scans_of_the_source_
         assert scan.data.shape == ref.data.shape == (64, 64, 40)
         assert np.allclose(scan.affine, ref.affine)
         assert np.isfinite(scan.data).all() and scan.data.std() > 0
+
+
+def test_slices_cut_to_fit_the_model_are_warned_at_training_and_generation(
+    phantom_dir, tmp_path, caplog
+):
+    """16x16x10 pooled scans into 16x16x8 volumes: one slice cut at each end (4 source slices),
+    said when training reads the scans and again when scans are generated, which are empty
+    there."""
+    import logging
+
+    cfg = load_config(
+        "tiny",
+        {"model.volume_depth": 8, "data.target_shape": [16, 16, 8], "train.iterations": 2},
+    )
+    run = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        train(cfg, phantom_dir, run, progress=False)
+    assert any("2 slices off axis 2" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        (path,) = generate_scans(run, 1, tmp_path / "g", seed=0, progress=False)
+    (record,) = [r for r in caplog.records if "empty" in r.getMessage()]
+    assert "2 slices of axis 2" in record.getMessage()
+    data = read_scan(path).data
+    assert data.shape == (64, 64, 40)
+    # pooled slices 0 and 9 are empty; trilinear upsampling by 4 blends them into source
+    # slices 2-3 and 36-37, so slices 0-1 and 38-39 are exactly zero
+    assert not data[..., :2].any() and not data[..., 38:].any()
+    assert data[..., 4:36].std() > 0

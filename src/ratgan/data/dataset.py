@@ -18,7 +18,12 @@ from tqdm.auto import tqdm
 from ratgan.config import DataConfig
 from ratgan.data.augment import BatchAugmenter
 from ratgan.data.io import ScanEntry, list_scans, orientation_code, read_label, read_scan
-from ratgan.data.transforms import PreprocessInfo, preprocess, preprocess_labels
+from ratgan.data.transforms import (
+    PreprocessInfo,
+    cropped_slices,
+    preprocess,
+    preprocess_labels,
+)
 from ratgan.errors import RatganError
 
 log = logging.getLogger(__name__)
@@ -104,8 +109,7 @@ def load_entries(
 def _warn_if_cropped(path: Path, info: PreprocessInfo, shape: tuple[int, int, int]) -> None:
     """Warn when preprocessing to ``shape`` cuts slices off the scans (all share one shape):
     what is cut is never trained on, and generated scans are zero there."""
-    pairs = enumerate(zip(info.pooled_shape, shape, strict=True))
-    cut = {axis: p - t for axis, (p, t) in pairs if p > t}
+    cut = cropped_slices(info, shape)
     if cut:
         axes = ", ".join(f"{n} slices off axis {a}" for a, n in cut.items())
         log.warning(

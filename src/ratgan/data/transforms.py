@@ -123,6 +123,13 @@ def center_pad_crop(
     return out
 
 
+def cropped_slices(info: PreprocessInfo, shape: Sequence[int]) -> dict[int, int]:
+    """How many slices :func:`preprocess` to ``shape`` cuts off each axis of a scan described
+    by ``info`` (after pooling), for the axes it cuts: ``{axis: slices}``, empty for none."""
+    pairs = enumerate(zip(info.pooled_shape, shape, strict=True))
+    return {axis: p - int(t) for axis, (p, t) in pairs if p > int(t)}
+
+
 def _check_3d(volume: npt.ArrayLike, what: str) -> AnyArray:
     array = np.asarray(volume)
     if array.ndim != 3:

@@ -8,6 +8,7 @@ from (seed, index), so any single scan can be regenerated from the manifest.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,8 @@ from ratgan.generation.reference import check_reference
 from ratgan.models import Generator
 from ratgan.runs import read_run_config, read_run_data
 from ratgan.training import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -202,7 +205,7 @@ def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tupl
     """The reference scan (header, affine) and the preprocessing info that maps back to it;
     a reference outside the training scans' space (shape, orientation) is refused."""
     from ratgan.data.io import read_scan
-    from ratgan.data.transforms import preprocess
+    from ratgan.data.transforms import cropped_slices, preprocess
 
     data = read_run_data(run_dir)
     if reference is None:
@@ -215,6 +218,17 @@ def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tupl
     scan = read_scan(reference, cfg.data.volume_index)
     check_reference(scan, data)
     _, info = preprocess(scan.data, cfg.data.target_shape, cfg.data.downsample)
+    cut = cropped_slices(info, cfg.data.target_shape)
+    if cut:
+        log.warning(
+            "the model's volumes (%s) are smaller than the reference scan %s (%s after pooling "
+            "by %d): every synthetic scan is empty in the %s cut off to train it",
+            "x".join(map(str, cfg.data.target_shape)),
+            scan.path,
+            "x".join(map(str, info.pooled_shape)),
+            info.downsample,
+            ", ".join(f"{n} slices of axis {a}" for a, n in cut.items()),
+        )
     return scan, info
 
 
