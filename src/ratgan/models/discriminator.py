@@ -45,8 +45,7 @@ class ConvTrunk(nn.Module):
                 activation("leaky_relu", slope),
             )
             prev = width
-        kernel = 4 if head_kernel == (4, 4, 4) else head_kernel  # the published layers' form
-        head = nn.Conv3d(prev + extra_head_channels, out_channels, kernel, 1, 0)
+        head = nn.Conv3d(prev + extra_head_channels, out_channels, head_kernel, 1, 0)
         layers["head"] = maybe_spectral(head, spectral)
         self.net = nn.Sequential(layers)
 

@@ -43,9 +43,7 @@ class Generator(nn.Module):
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         layers["stem"] = nn.Sequential(
             maybe_spectral(
-                nn.ConvTranspose3d(
-                    cfg.latent_dim, widths[0], _kernel(cfg.coarsest_shape), 1, 0, bias=False
-                ),
+                nn.ConvTranspose3d(cfg.latent_dim, widths[0], cfg.coarsest_shape, 1, 0, bias=False),
                 sn,
             ),
             norm3d(cfg.g_norm, widths[0]),
@@ -120,11 +118,6 @@ class Generator(nn.Module):
         else:
             out = self.tanh(pre + self.output_noise.noise(pre, noise, z))
         return (out, clean) if return_clean else out
-
-
-def _kernel(shape: tuple[int, int, int]) -> int | tuple[int, int, int]:
-    """A conv kernel of ``shape``, as the int 4 for a 4^3 cube (the published layers' form)."""
-    return 4 if shape == (4, 4, 4) else shape
 
 
 class OutputNoise(nn.Module):
