@@ -1,7 +1,8 @@
 """Benchmark: how far each scan's brightest voxel sits above its bright tissue, and what a set
 would score if only that one voxel were like the real scans'.
 
-    python benchmarks/brightest_voxel.py --train TRAIN SET [SET ...] [--edit OUT] [--q 99.9]
+    python benchmarks/brightest_voxel.py --train TRAIN SET [SET ...] [--edit OUT] [--map OUT]
+        [--q 99.9] [--seed 0]
 
 Training and evaluation both rescale every scan by its own minimum and maximum (docs/method.md,
 sections 1 and 5), so one voxel, the brightest, sets the scale of all the others.  In a real
@@ -21,6 +22,14 @@ rescaling the edit changes the scale and nothing else.  Evaluating the copies be
 originals (``ratgan evaluate``, or ``run_evaluation``) measures how much of a set's distance to
 real scans is this one voxel.  A diagnostic, not a repair: the target comes from the training
 scans (never from the held-out ones), and a synthetic dataset is not edited this way.
+
+With ``--map OUT`` it writes a second kind of copy, in ``OUT/NAME``: each scan's intensities
+mapped onto the intensity distribution of one training scan drawn at random (``--seed``) by a
+rank-preserving quantile mapping, so every voxel keeps its rank (anatomy, texture and the noise
+pattern are unchanged) and the scan takes a real scan's histogram: its brightest voxel, its
+contrast and the spread of contrast between scans.  Beside ``--edit``, it measures how much of a
+set's distance is its intensity distribution as a whole rather than the one voxel.  Also a
+diagnostic, not a repair.
 """
 
 from __future__ import annotations
@@ -63,6 +72,20 @@ def raise_brightest(volume: np.ndarray, target: float, q: float = 99.9) -> np.nd
     return out
 
 
+def map_to_histogram(volume: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``volume`` with its values replaced, rank for rank, by ``reference``'s quantiles: the
+    k-th smallest voxel takes the value of the reference's quantile k / (n - 1) (the nearest
+    order statistic), so for equal sizes the result holds exactly the reference's values.
+    Ties keep the order of their flat index (numpy's stable sort)."""
+    v = np.asarray(volume)
+    ref = np.sort(np.asarray(reference, dtype=np.float32), axis=None)
+    order = np.argsort(v, axis=None, kind="stable")
+    picks = np.linspace(0, ref.size - 1, v.size).round().astype(np.int64)
+    out = np.empty(v.size, dtype=np.float32)
+    out[order] = ref[picks]
+    return out.reshape(v.shape)
+
+
 def _scans(folder: Path) -> list[Path]:
     from ratgan.data.io import list_scans
 
@@ -75,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sets", nargs="+", help="NAME=FOLDER or FOLDER (name: folder name)")
     parser.add_argument("--train", type=Path, required=True, help="the run's training scans")
     parser.add_argument("--edit", type=Path, help="write the edited copies here")
+    parser.add_argument("--map", type=Path, help="write histogram-mapped copies here")
+    parser.add_argument("--seed", type=int, default=0, help="--map: which training scans")
     parser.add_argument("--q", type=float, default=99.9, help="percentile (default 99.9)")
     args = parser.parse_args(argv)
 
@@ -82,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
 
     named = [s.partition("=") for s in args.sets]
     sets = {(n if sep else Path(n).name): Path(f if sep else n) for n, sep, f in named}
-    train = [tail_ratio(read_scan(p).data, args.q) for p in _scans(args.train)]
+    train_paths = _scans(args.train)
+    train = [tail_ratio(read_scan(p).data, args.q) for p in train_paths]
+    rng = np.random.default_rng(args.seed)
     target = float(np.mean(train))
     print(f"tail ratio (p{args.q:g} after min/max rescaling), mean ± sd over scans")
     print(f"  training scans ({len(train)}): {target:.3f} ± {np.std(train):.3f}")
@@ -95,9 +122,15 @@ def main(argv: list[str] | None = None) -> None:
             if args.edit is not None:
                 edited = raise_brightest(scan.data, target, args.q)
                 write_nifti(args.edit / name / path.name, edited, scan.affine, scan.header)
+            if args.map is not None:
+                donor = read_scan(train_paths[int(rng.integers(len(train_paths)))]).data
+                mapped = map_to_histogram(scan.data, donor)
+                write_nifti(args.map / name / path.name, mapped, scan.affine, scan.header)
         print(f"  {name} ({len(paths)}): {np.mean(ratios):.3f} ± {np.std(ratios):.3f}")
     if args.edit is not None:
         print(f"edited copies (brightest voxel raised to the training ratio) in {args.edit}")
+    if args.map is not None:
+        print(f"mapped copies (a training scan's histogram, ranks kept) in {args.map}")
 
 
 if __name__ == "__main__":

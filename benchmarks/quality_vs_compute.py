@@ -1,7 +1,8 @@
 """Benchmark: quality against CPU time, measured on scans the GAN never saw.
 
     python benchmarks/quality_vs_compute.py RUN [RUN ...] --real HELDOUT --out DIR
-        [--n 64] [--every 1] [--threads 2] [--device cpu] [--no-anatomy] [--archive DIR]
+        [--n 64] [--every 1] [--seeds 1 [2 ...]] [--threads 2] [--device cpu] [--no-anatomy]
+        [--archive DIR]
 
 For every kept checkpoint of each run (``train.keep_checkpoints`` large enough to keep them),
 generate ``--n`` scans with its EMA weights (raw where the run has no EMA) and evaluate them
@@ -14,10 +15,14 @@ time, cumulative across resumes) at that iteration in metrics.jsonl.
 Writes ``DIR/quality_vs_compute.csv`` (one row per checkpoint, plus the reference rows) and
 ``DIR/quality_vs_compute.png`` (each metric against CPU hours, the reference level dashed), and
 prints the table.  A checkpoint already evaluated (its report exists) is not evaluated again,
-so the benchmark can be rerun as a run grows.  ``--archive DIR`` also reads checkpoints of a
-run from ``DIR/<run folder name>/`` (copies kept before the run's rotation removed them).  A
-latent diffusion run's checkpoints are evaluated from its second stage on: in the first there is
-no sampler yet (its reconstruction floor: ``benchmarks/ldm_reconstruction.py``).
+so the benchmark can be rerun as a run grows.  ``--seeds 1 2 3`` generates each checkpoint's
+scans with each generation seed and reports the mean over seeds, with the standard deviation of
+both Fréchet distances (``*_fd_sd``, a band in the plot): with 64 scans, a checkpoint's
+random-space Fréchet moves by about 15 % from one generation seed to the next, as much as it
+moves between checkpoints.  ``--archive DIR`` also reads checkpoints of a run from
+``DIR/<run folder name>/`` (copies kept before the run's rotation removed them).  A latent
+diffusion run's checkpoints are evaluated from its second stage on: in the first there is no
+sampler yet (its reconstruction floor: ``benchmarks/ldm_reconstruction.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ COLUMNS = (
     "spectral_y",
     "spectral_z",
     "band_power_vs_real",
+    "seeds",
+    "random_fd_sd",
+    "anatomy_fd_sd",
 )
 
 
@@ -113,6 +121,26 @@ def summarise(metrics: dict[str, Any], row_name: str) -> dict[str, float]:
     return out
 
 
+def combine_seeds(rows: list[dict[str, float]]) -> dict[str, float]:
+    """One checkpoint's row from its rows of several generation seeds: the mean of each metric,
+    the number of seeds and the sample standard deviation (ddof 1; NaN for one seed) of both
+    Fréchet distances."""
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    out = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    out["seeds"] = float(len(rows))
+    for space in ("random", "anatomy"):
+        values = [r[f"{space}_fd"] for r in rows]
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else None
+        out[f"{space}_fd_sd"] = float("nan") if var is None else var**0.5
+    return out
+
+
+def set_name(run: Path, iteration: int, seed: int) -> str:
+    """A checkpoint's set name; seed 1 keeps the name of reports written before --seeds."""
+    return f"{run.name}@{iteration}" + ("" if seed == 1 else f"~seed{seed}")
+
+
 def evaluate_checkpoint(
     run: Path,
     iteration: int,
@@ -122,12 +150,13 @@ def evaluate_checkpoint(
     n: int,
     anatomy: bool = True,
     device: str = "cpu",
+    seed: int = 1,
 ) -> dict[str, Any]:
     """Generate and evaluate one checkpoint (reusing an earlier report); its metrics.json."""
     from ratgan.evaluation import EvaluationSettings, run_evaluation
     from ratgan.generation import generate_scans
 
-    name = f"{run.name}@{iteration}"
+    name = set_name(run, iteration, seed)
     report = out / "eval" / name
     if not (report / "metrics.json").is_file():
         gen = out / "gen" / name
@@ -136,7 +165,7 @@ def evaluate_checkpoint(
                 run,
                 n,
                 gen,
-                seed=1,
+                seed=seed,
                 checkpoint=path,
                 device=device,
                 progress=False,
@@ -175,8 +204,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ref = next((r for r in rows if r["run"] == "reference"), None)
     for ax, (key, title, log) in zip(axes, panels, strict=True):
         for run in runs:
-            pts = sorted((r["cpu_hours"], r[key]) for r in rows if r["run"] == run)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=run)
+            mine = sorted((r for r in rows if r["run"] == run), key=lambda r: r["cpu_hours"])
+            hours = [r["cpu_hours"] for r in mine]
+            line = ax.plot(hours, [r[key] for r in mine], marker="o", ms=3, label=run)[0]
+            sds = [r.get(f"{key}_sd", float("nan")) for r in mine]
+            if any(sd == sd for sd in sds):  # ± one sd over generation seeds (--seeds)
+                lo = [r[key] - sd for r, sd in zip(mine, sds, strict=True)]
+                hi = [r[key] + sd for r, sd in zip(mine, sds, strict=True)]
+                ax.fill_between(hours, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
         if ref is not None and ref.get(key) == ref.get(key):
             ax.axhline(ref[key], color="k", ls="--", lw=1, label="held-out real")
         if log:
@@ -198,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--every", type=int, default=1, help="every K-th checkpoint (the last one always)"
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="generation seeds per checkpoint (default 1); rows are means over them",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--device", default="cpu", help="cpu (default) or cuda: generation and features"
@@ -217,22 +259,25 @@ def main(argv: list[str] | None = None) -> int:
     reference: dict[str, Any] | None = None
     for run in args.runs:
         for iteration, path in every_kth(checkpoints(run, args.archive), args.every):
-            metrics = evaluate_checkpoint(
-                run,
-                iteration,
-                path,
-                args.real,
-                args.out,
-                args.n,
-                not args.no_anatomy,
-                args.device,
-            )
-            name = f"{run.name}@{iteration}"
+            per_seed = []
+            for seed in args.seeds:
+                metrics = evaluate_checkpoint(
+                    run,
+                    iteration,
+                    path,
+                    args.real,
+                    args.out,
+                    args.n,
+                    not args.no_anatomy,
+                    args.device,
+                    seed,
+                )
+                per_seed.append(summarise(metrics, set_name(run, iteration, seed)))
             row = {
                 "run": run.name,
                 "iteration": iteration,
                 "cpu_hours": cpu_hours_at(run, iteration),
-                **summarise(metrics, name),
+                **combine_seeds(per_seed),
             }
             rows.append(row)
             if reference is None:

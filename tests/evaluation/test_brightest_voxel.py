@@ -71,3 +71,40 @@ def test_cli_writes_edited_copies_in_the_scans_space(load_benchmark, tmp_path, c
     assert np.allclose(edited.affine, affine)
     train_mean = np.mean([989.01 / 1998, 989.01 / 1999])
     assert bv.tail_ratio(edited.data, 99.0) == pytest.approx(train_mean, rel=1e-5)
+
+
+def test_map_to_histogram_takes_the_reference_values_and_keeps_ranks(load_benchmark):
+    bv = load_benchmark("brightest_voxel")
+    v = _volume()  # 0..999 shuffled
+    ref = np.random.default_rng(1).gamma(2.0, 3.0, size=(10, 10, 10)).astype(np.float32)
+    mapped = bv.map_to_histogram(v, ref)
+    # equal sizes: exactly the reference's values, the i-th smallest where v had its i-th
+    assert np.array_equal(np.sort(mapped, axis=None), np.sort(ref, axis=None))
+    assert np.array_equal(mapped, np.sort(ref, axis=None)[v.astype(int)])
+    # a smaller reference: its min and max land on the volume's min and max voxels and the
+    # order of the voxels never reverses
+    small = np.arange(11.0, dtype=np.float32) * 10  # 0, 10, ..., 100
+    m2 = bv.map_to_histogram(v, small)
+    assert m2[v == 0][0] == 0 and m2[v == 999][0] == 100
+    flat_v, flat_m = v.ravel(), m2.ravel()
+    order = np.argsort(flat_v)
+    assert np.all(np.diff(flat_m[order]) >= 0)
+    # the median voxel (rank 499 or 500 of 0..999) takes the reference's median, 50
+    assert m2[v == 500][0] == 50
+
+
+def test_cli_writes_mapped_copies(load_benchmark, tmp_path, capsys):
+    from ratgan.data.io import read_scan, write_nifti
+
+    bv = load_benchmark("brightest_voxel")
+    affine = np.diag([0.3, 0.3, 0.5, 1.0])
+    donor = _volume() * 2 + 7
+    write_nifti(tmp_path / "train" / "t0.nii.gz", donor, affine)
+    write_nifti(tmp_path / "fake" / "f0.nii.gz", _volume(), affine)
+    bv.main(
+        [f"g={tmp_path / 'fake'}", "--train", str(tmp_path / "train"), "--map", str(tmp_path / "m")]
+    )
+    assert "mapped copies" in capsys.readouterr().out
+    mapped = read_scan(tmp_path / "m" / "g" / "f0.nii.gz")
+    assert np.allclose(mapped.affine, affine)
+    assert np.allclose(mapped.data, _volume() * 2 + 7)  # a monotone map of 0..999 onto the donor

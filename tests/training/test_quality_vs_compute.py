@@ -69,3 +69,32 @@ def test_every_kth_checkpoint_keeps_the_last_one(load_benchmark):
     assert [i for i, _ in every_kth(kept, 3)] == [1000, 3320]
     assert [i for i, _ in every_kth(kept, 1)] == [1000, 2000, 3000, 3320]
     assert every_kth([], 2) == []
+
+
+def test_seeds_combine_to_means_and_the_frechet_spread(load_benchmark, tmp_path):
+    import numpy as np
+
+    bench = load_benchmark("quality_vs_compute")
+    rows = [
+        {"random_fd": 120.0, "anatomy_fd": 150.0, "msssim": 0.81},
+        {"random_fd": 140.0, "anatomy_fd": 160.0, "msssim": 0.80},
+        {"random_fd": 110.0, "anatomy_fd": 170.0, "msssim": 0.82},
+    ]
+    out = bench.combine_seeds(rows)
+    assert out["seeds"] == 3
+    assert out["random_fd"] == np.mean([120, 140, 110])
+    assert np.isclose(out["random_fd_sd"], np.std([120, 140, 110], ddof=1))
+    assert np.isclose(out["anatomy_fd_sd"], 10.0)
+    assert np.isclose(out["msssim"], 0.81)
+    one = bench.combine_seeds(rows[:1])
+    assert one["random_fd"] == 120.0 and one["random_fd_sd"] != one["random_fd_sd"]  # NaN
+    # seed 1 keeps the report names written before --seeds existed
+    assert bench.set_name(Path("r/long"), 500, 1) == "long@500"
+    assert bench.set_name(Path("r/long"), 500, 2) == "long@500~seed2"
+    # the plot draws a band where a spread exists and a plain line where it does not
+    plotted = [
+        {"run": "a", "cpu_hours": h, **{k: 1.0 for k in bench.COLUMNS[3:]}, "random_fd_sd": sd}
+        for h, sd in ((0.5, 0.2), (1.0, float("nan")))
+    ]
+    bench.plot(plotted, tmp_path / "q.png")
+    assert (tmp_path / "q.png").stat().st_size > 0
