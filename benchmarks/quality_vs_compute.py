@@ -18,8 +18,8 @@ prints the table.  A checkpoint already evaluated (its report exists) is not eva
 so the benchmark can be rerun as a run grows.  ``--seeds 1 2 3`` generates each checkpoint's
 scans with each generation seed and reports the mean over seeds, with the standard deviation of
 both Fréchet distances (``*_fd_sd``, a band in the plot): with 64 scans, a checkpoint's
-random-space Fréchet moves by about 15 % from one generation seed to the next, as much as it
-moves between checkpoints.  ``--archive DIR`` also reads checkpoints of a run from
+random-space Fréchet has a standard deviation of 8-15 % over generation seeds, about as much
+as it moves between checkpoints.  ``--archive DIR`` also reads checkpoints of a run from
 ``DIR/<run folder name>/`` (copies kept before the run's rotation removed them).  A latent
 diffusion run's checkpoints are evaluated from its second stage on: in the first there is no
 sampler yet (its reconstruction floor: ``benchmarks/ldm_reconstruction.py``).
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:
         for iteration, path in every_kth(checkpoints(run, args.archive), args.every):
             per_seed = []
-            for seed in args.seeds:
+            for seed in dict.fromkeys(args.seeds):  # a repeated seed would count twice
                 metrics = evaluate_checkpoint(
                     run,
                     iteration,
