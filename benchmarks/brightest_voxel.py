@@ -76,7 +76,11 @@ def map_to_histogram(volume: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """``volume`` with its values replaced, rank for rank, by ``reference``'s quantiles: the
     k-th smallest voxel takes the value of the reference's quantile k / (n - 1) (the nearest
     order statistic), so for equal sizes the result holds exactly the reference's values.
-    Ties keep the order of their flat index (numpy's stable sort)."""
+    Ties keep the order of their flat index (numpy's stable sort).
+
+    Written here rather than taken from scikit-image (``exposure.match_histograms``): that
+    package is not a dependency, and its mapping interpolates between the reference's distinct
+    values, where this one hands out the reference's own order statistics."""
     v = np.asarray(volume)
     ref = np.sort(np.asarray(reference, dtype=np.float32), axis=None)
     order = np.argsort(v, axis=None, kind="stable")
@@ -107,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
 
     named = [s.partition("=") for s in args.sets]
     sets = {(n if sep else Path(n).name): Path(f if sep else n) for n, sep, f in named}
-    train_paths = _scans(args.train)
-    train = [tail_ratio(read_scan(p).data, args.q) for p in train_paths]
+    train_volumes = [read_scan(p).data for p in _scans(args.train)]  # read once: --map reuses them
+    train = [tail_ratio(v, args.q) for v in train_volumes]
     rng = np.random.default_rng(args.seed)
     target = float(np.mean(train))
     print(f"tail ratio (p{args.q:g} after min/max rescaling), mean ± sd over scans")
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                 edited = raise_brightest(scan.data, target, args.q)
                 write_nifti(args.edit / name / path.name, edited, scan.affine, scan.header)
             if args.map is not None:
-                donor = read_scan(train_paths[int(rng.integers(len(train_paths)))]).data
+                donor = train_volumes[int(rng.integers(len(train_volumes)))]
                 mapped = map_to_histogram(scan.data, donor)
                 write_nifti(args.map / name / path.name, mapped, scan.affine, scan.header)
         print(f"  {name} ({len(paths)}): {np.mean(ratios):.3f} ± {np.std(ratios):.3f}")

@@ -34,6 +34,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 COLUMNS = (
     "run",
     "iteration",
@@ -126,13 +128,11 @@ def combine_seeds(rows: list[dict[str, float]]) -> dict[str, float]:
     the number of seeds and the sample standard deviation (ddof 1; NaN for one seed) of both
     Fréchet distances."""
     keys = [k for k in rows[0] if all(k in r for r in rows)]
-    out = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     out["seeds"] = float(len(rows))
     for space in ("random", "anatomy"):
         values = [r[f"{space}_fd"] for r in rows]
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else None
-        out[f"{space}_fd_sd"] = float("nan") if var is None else var**0.5
+        out[f"{space}_fd_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
     return out
 
 
