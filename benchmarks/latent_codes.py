@@ -28,6 +28,8 @@ keeps them; E in evaluation mode), four sets of ``--n`` scans in the reference s
   with a mixture, as in Ghosh et al. 2020).  Small w reconstructs training scans, so read these
   sets with the memorisation check of ``ratgan evaluate``.
 
+``--no-output-noise`` writes every set without G's output noise (its noise-free output).
+
 and prints the code statistics (mean code length over the prior's, the largest eigenvalues of
 the codes' covariance, the share of their variance on the first principal axis beside that of as
 many prior codes); ``--codes-only`` stops there.  Evaluate the sets with ``ratgan evaluate
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prior-scales", type=float, nargs="*", default=[])
     parser.add_argument("--kde-widths", type=float, nargs="*", default=[])
     parser.add_argument("--sets", nargs="*", help="write only these sets (default: all)")
+    parser.add_argument(
+        "--no-output-noise", action="store_true",
+        help="write G's noise-free output (a generator with output noise draws it as zero)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     loaded = load_generator(args.run, args.checkpoint, device=args.device, weights="ema")
@@ -139,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = [scan_seed(args.seed, i) for i in range(n)]
     shape = (cfg.model.channels, *cfg.model.volume_shape)
     noise = output_noise(seeds, shape) if cfg.model.g_output_noise else None
+    if noise is not None and args.no_output_noise:
+        noise = torch.zeros_like(noise)
     codes = {
         "prior": latent_codes(seeds, latent),
         "posterior": gaussian_codes(mean, cov, seeds, latent),

@@ -1,7 +1,7 @@
 """Benchmark: how faithfully a generator renders scans it was shown, tissue by tissue.
 
     python benchmarks/rendering_fidelity.py --real REAL --rendered RENDERED
-        [--atlas-real LABELS --atlas-rendered LABELS]
+        [--atlas-real LABELS --atlas-rendered LABELS] [--blur SIGMA ...]
 
 ``REAL`` is a folder with ``images/`` and ``labels/`` (true GM/WM/CSF maps, 1/2/3); ``RENDERED``
 a folder of the same subjects rendered by a generator, for example its reconstructions
@@ -20,6 +20,11 @@ min/max rescaling do not enter):
 and the rendered set's values as a share of the real set's.  Segmentation needs the contrast
 between tissues to be well above the spread inside them.
 
+With ``--blur SIGMA ...`` it also measures the real scans blurred by a Gaussian of each SIGMA
+(voxels, every axis) and says, for each contrast, what blur of the real scans loses as much
+of it as the rendering does (linear interpolation between the given SIGMAs; "beyond" when the
+rendering loses more than the largest). That reads a rendering's loss as a resolution.
+
 With ``--atlas-real`` and ``--atlas-rendered`` (the label maps ``ratgan segbench --labels
 atlas`` wrote for the real pool and for the rendered pool, in ``OUT/atlas/labels/``), it also
 prints the Dice of each set's atlas labels against the true labels: how much worse the atlas
@@ -29,6 +34,7 @@ labeller does on the renderings, i.e. how much noisier the labels of a synthetic
 from __future__ import annotations
 
 import argparse
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +66,63 @@ def tissue_measures(volume: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return out
 
 
+def equivalent_blur(sigmas: list[float], shares: list[float], share: float) -> float | None:
+    """The blur whose contrast share equals ``share``, interpolated linearly in the table of
+    ``sigmas`` (ascending, starting at 0 with share 1) and their ``shares`` (falling); None
+    when ``share`` lies beyond the table's last share (more lost than the largest blur)."""
+    if share >= shares[0]:
+        return sigmas[0]
+    for (s0, v0), (s1, v1) in pairwise(zip(sigmas, shares, strict=True)):
+        if v1 <= share <= v0:
+            return s0 + (s1 - s0) * (v0 - share) / (v0 - v1) if v0 != v1 else s0
+    return None
+
+
+def _blurred_shares(
+    images: list[Path], truths: list[Path], sigma: float, real: dict[str, float]
+) -> dict[str, float]:
+    """Each measure of the real scans blurred by ``sigma`` voxels, as a share of the real one."""
+    from scipy.ndimage import gaussian_filter
+
+    rows = [
+        tissue_measures(gaussian_filter(_read(img).astype(np.float64), sigma), _read(lab))
+        for img, lab in zip(images, truths, strict=True)
+    ]
+    return {k: float(np.mean([r[k] for r in rows])) / real[k] for k in real}
+
+
+def _atlas_labels(real: Path | None, rendered: Path | None, n: int) -> dict[str, list[Path]]:
+    """The two sets' atlas label files (none when neither folder is given), n in each."""
+    folders = {"real": real, "rendered": rendered}
+    atlas = {name: _niftis(f) for name, f in folders.items() if f is not None}
+    if len(atlas) == 1:
+        raise SystemExit("error: give both --atlas-real and --atlas-rendered, or neither.")
+    for name, found in atlas.items():
+        if len(found) != n:
+            raise SystemExit(f"error: {folders[name]} holds {len(found)} label maps, not {n}.")
+    return atlas
+
+
+def _print_blur_table(
+    images: list[Path],
+    truths: list[Path],
+    sigmas: list[float],
+    real: dict[str, float],
+    ren: dict[str, float],
+) -> None:
+    """The real scans' measures under each blur, and the blur each contrast's loss equals."""
+    blurred = [_blurred_shares(images, truths, sg, real) for sg in sigmas]
+    print("real scans blurred by a Gaussian of sigma voxels, share of the unblurred values")
+    print(f"{'measure':<12} " + " ".join(f"{sg:>7.2f}" for sg in sigmas) + "  rendered ~ blur")
+    for k in real:
+        shares = [b[k] for b in blurred]
+        line = f"{k:<12} " + " ".join(f"{v:7.2f}" for v in shares)
+        if k in ("CSF-GM", "GM-WM"):
+            eq = equivalent_blur([0.0, *sigmas], [1.0, *shares], ren[k] / real[k])
+            line += f"  {eq:.2f}" if eq is not None else f"  beyond {sigmas[-1]:.2f}"
+        print(line)
+
+
 def _niftis(folder: Path) -> list[Path]:
     from ratgan.data.io import is_nifti_path
 
@@ -75,13 +138,24 @@ def _read(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).dataobj)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--real", type=Path, required=True, help="folder with images/ and labels/")
     ap.add_argument("--rendered", type=Path, required=True, help="the same subjects, rendered")
     ap.add_argument("--atlas-real", type=Path, help="atlas labels of the real scans")
     ap.add_argument("--atlas-rendered", type=Path, help="atlas labels of the renderings")
+    ap.add_argument(
+        "--blur", type=float, nargs="+", default=[], metavar="SIGMA",
+        help="also measure the real scans blurred by these Gaussian sigmas (voxels)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    if any(not s > 0 for s in args.blur):
+        raise SystemExit(f"error: --blur takes positive sigmas in voxels, not {args.blur}.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
     from ratgan.segmentation.metrics import dice_scores
 
     images, truths = _niftis(args.real / "images"), _niftis(args.real / "labels")
@@ -91,15 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             f"error: {len(images)} real scans, {len(truths)} label maps and {len(rendered)} "
             "renderings: the sets must pair one to one."
         )
-    atlas_folders = {"real": args.atlas_real, "rendered": args.atlas_rendered}
-    atlas = {n: _niftis(f) for n, f in atlas_folders.items() if f is not None}
-    if len(atlas) == 1:
-        raise SystemExit("error: give both --atlas-real and --atlas-rendered, or neither.")
-    for name, found in atlas.items():
-        if len(found) != len(images):
-            raise SystemExit(
-                f"error: {atlas_folders[name]} holds {len(found)} label maps, not {len(images)}."
-            )
+    atlas = _atlas_labels(args.atlas_real, args.atlas_rendered, len(images))
     rows: dict[str, list[dict[str, float]]] = {"real": [], "rendered": []}
     dices: dict[str, list[list[float]]] = {"real": [], "rendered": []}
     for i, (img, lab, ren) in enumerate(zip(images, truths, rendered, strict=True)):
@@ -120,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'measure':<12} {'real':>8} {'rendered':>9} {'share':>7}")
     for k in keys:
         print(f"{k:<12} {real[k]:8.3f} {ren[k]:9.3f} {ren[k] / real[k]:7.2f}")
+    if args.blur:
+        _print_blur_table(images, truths, sorted(set(args.blur)), real, ren)
     if atlas:
         print("Dice of atlas labels against the true labels (GM, WM, CSF)")
         for name in ("real", "rendered"):

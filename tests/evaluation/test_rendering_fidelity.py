@@ -74,3 +74,43 @@ def test_cli_reports_the_lost_contrast(load_benchmark, tmp_path, capsys):
     with pytest.raises(SystemExit, match="pair one to one"):
         (tmp_path / "rendered" / "s0.nii.gz").unlink()
         rf.main(["--real", str(tmp_path), "--rendered", str(tmp_path / "rendered")])
+
+
+def test_equivalent_blur_interpolates_the_table(load_benchmark):
+    rf = load_benchmark("rendering_fidelity")
+    sigmas, shares = [0.0, 0.5, 1.0], [1.0, 0.6, 0.2]
+    assert rf.equivalent_blur(sigmas, shares, 0.6) == pytest.approx(0.5)
+    assert rf.equivalent_blur(sigmas, shares, 0.4) == pytest.approx(0.75)
+    assert rf.equivalent_blur(sigmas, shares, 1.1) == 0.0  # sharper than the real scans
+    assert rf.equivalent_blur(sigmas, shares, 0.1) is None  # more lost than the largest blur
+
+
+def test_blur_reference_recovers_a_known_blur(load_benchmark, tmp_path, capsys):
+    # renderings that are the real scans blurred by sigma 0.7 read as a blur near 0.7
+    from scipy.ndimage import gaussian_filter
+
+    from ratgan.data.io import write_nifti
+
+    rf = load_benchmark("rendering_fidelity")
+    for sub in ("images", "labels", "rendered"):
+        (tmp_path / sub).mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        lab = np.zeros((24, 24, 16), dtype=np.int16)
+        lab[4:20, 4:20, 3:13] = 1
+        lab[4:20, 10:13, 3:13] = 2  # a WM sheet three voxels thick
+        lab[11:13, 4:20, 3:13] = 3  # a CSF fissure two voxels thick
+        img = np.array([0.0, 2.0, 1.0, 4.0])[lab] + 0.05 * rng.standard_normal(lab.shape)
+        write_nifti(tmp_path / "images" / f"s{i}.nii.gz", img.astype(np.float32), np.eye(4))
+        write_nifti(tmp_path / "labels" / f"s{i}.nii.gz", lab, np.eye(4))
+        soft = gaussian_filter(img, 0.7).astype(np.float32)
+        write_nifti(tmp_path / "rendered" / f"s{i}.nii.gz", soft, np.eye(4))
+    args = ["--real", str(tmp_path), "--rendered", str(tmp_path / "rendered")]
+    rf.main([*args, "--blur", "0.5", "0.6", "0.8", "1.0"])
+    out = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("real scans blurred"))
+    for measure in ("CSF-GM", "GM-WM"):
+        row = next(line for line in out[start:] if line.startswith(measure))
+        assert float(row.split()[-1]) == pytest.approx(0.7, abs=0.04)
+    with pytest.raises(SystemExit, match="positive sigmas"):
+        rf.main([*args, "--blur", "0"])

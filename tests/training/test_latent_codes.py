@@ -87,3 +87,34 @@ def test_benchmark_on_a_tiny_run(bench, phantom_dir, tmp_path):
     for f in sorted((kde / "kde-0").glob("*.nii.gz")):
         v = nib.load(f).get_fdata()
         assert any(np.allclose(v, r, atol=1e-4 * np.abs(r).max()) for r in recon)
+
+
+def test_no_output_noise_removes_exactly_the_seeds_noise_draw(bench, phantom_dir, tmp_path):
+    # G's output noise starts at std softplus(-5) ~ 0.007, added after the tanh here: the
+    # noisy scan minus the noise-free one is that std times the seed's own noise draw.
+    from ratgan.generation.sample import output_noise, scan_seed
+
+    over = {
+        "train.iterations": 2, "train.sample_every": 100,
+        "model.g_output_noise": True, "model.g_output_noise_after_tanh": True,
+    }  # fmt: skip
+    run = tmp_path / "run"
+    train(load_config("tiny", over), phantom_dir, run, progress=False)
+    common = [str(run), "--heldout", str(phantom_dir / "images"), "--n", "2", "--sets", "prior"]
+    bench.main([*common, "--out", str(tmp_path / "noisy")])
+    bench.main([*common, "--out", str(tmp_path / "clean"), "--no-output-noise"])
+    noisy = nib.load(tmp_path / "noisy" / "prior" / "synthetic_00000.nii.gz").get_fdata()
+    clean = nib.load(tmp_path / "clean" / "prior" / "synthetic_00000.nii.gz").get_fdata()
+    # the seed's draw in network space, taken to the scan's space as the benchmark's export
+    # does (inverse_preprocess is affine in the intensities, so zero maps to the offset)
+    from ratgan.data.transforms import inverse_preprocess
+    from ratgan.generation.sample import _reference, load_generator
+
+    cfg = load_generator(run, "latest", device="cpu").config
+    _, info = _reference(run, None, cfg)
+    draw = output_noise([scan_seed(1, 0)], (1, *cfg.model.volume_shape))[0, 0].numpy()
+    draw = inverse_preprocess(draw, info) - inverse_preprocess(np.zeros_like(draw), info)
+    diff = noisy - clean
+    assert diff.std() > 0
+    inside = np.abs(clean - clean.mean()) < 3 * clean.std()  # away from the clamp at +-1
+    assert np.corrcoef(diff[inside].ravel(), draw[inside].ravel())[0, 1] > 0.99
