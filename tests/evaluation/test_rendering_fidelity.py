@@ -106,11 +106,32 @@ def test_blur_reference_recovers_a_known_blur(load_benchmark, tmp_path, capsys):
         soft = gaussian_filter(img, 0.7).astype(np.float32)
         write_nifti(tmp_path / "rendered" / f"s{i}.nii.gz", soft, np.eye(4))
     args = ["--real", str(tmp_path), "--rendered", str(tmp_path / "rendered")]
-    rf.main([*args, "--blur", "0.5", "0.6", "0.8", "1.0"])
+    rf.main([*args, "--blur", "0.5", "0.6", "0.8", "1.0", "--shifts"])
     out = capsys.readouterr().out.splitlines()
+    # the brain fills no whole 8^3 block of these small volumes
+    assert "local shifts: no 8^3 block lies inside the brain" in out
     start = next(i for i, line in enumerate(out) if line.startswith("real scans blurred"))
     for measure in ("CSF-GM", "GM-WM"):
         row = next(line for line in out[start:] if line.startswith(measure))
         assert float(row.split()[-1]) == pytest.approx(0.7, abs=0.04)
     with pytest.raises(SystemExit, match="positive sigmas"):
         rf.main([*args, "--blur", "0"])
+
+
+def test_local_shifts_find_a_known_displacement(load_benchmark):
+    # a textured volume; the rendering is the same volume moved by one voxel along y inside the
+    # brain: every block matches best one voxel back; a noisy or blurred copy stays in place
+    from scipy.ndimage import gaussian_filter
+
+    rf = load_benchmark("rendering_fidelity")
+    rng = np.random.default_rng(1)
+    real = gaussian_filter(rng.standard_normal((32, 32, 24)), 1.0)
+    labels = np.ones(real.shape, dtype=np.int16)
+    moved = np.roll(real, 1, axis=1)
+    assert set(rf.local_shifts(moved, real, labels)) == {(0, 1, 0)}
+    noisy = real + 0.1 * real.std() * rng.standard_normal(real.shape)
+    assert set(rf.local_shifts(noisy, real, labels)) == {(0, 0, 0)}
+    assert set(rf.local_shifts(gaussian_filter(real, 0.7), real, labels)) == {(0, 0, 0)}
+    assert len(rf.local_shifts(real, real, labels)) == 4 * 4 * 3
+    labels[:16] = 0  # blocks outside the brain are skipped
+    assert len(rf.local_shifts(real, real, labels)) == 2 * 4 * 3
