@@ -3,7 +3,7 @@ of real scans instead of the prior?
 
     python benchmarks/latent_codes.py RUN --checkpoint CKPT --heldout HELD_IMAGES --out DIR
         [--n 64] [--seed 1] [--device cpu] [--prior-scales 1.2 1.4] [--kde-widths 0.5 1]
-        [--sets prior prior-x1.2 kde-0.5]
+        [--sets prior prior-x1.2 kde-0.5] [--no-output-noise] [--optimise-codes STEPS]
 
 An alpha-GAN trains G on two kinds of code: prior codes z ~ N(0, I) and the encoder's codes
 E(x) of training scans (the reconstruction path).  With standardised codes
@@ -26,17 +26,15 @@ keeps them; E in evaluation mode), four sets of ``--n`` scans in the reference s
   per scan from the scan's seed) plus w times the scan's prior code: sampling from a kernel
   density of the training scans' codes instead of one Gaussian (ex-post density estimation
   with a mixture, as in Ghosh et al. 2020).  Small w reconstructs training scans, so read these
-  sets with the memorisation check of ``ratgan evaluate``.
+  sets with the memorisation check of ``ratgan evaluate``;
+- ``recon-train-opt/`` with ``--optimise-codes STEPS``: the training scans' codes refined by
+  STEPS Adam steps on the error of G's noise-free output (G frozen): is what G draws of a scan
+  limited by E's code or by what G can draw at all?
 
 ``--no-output-noise`` writes every set without G's output noise (its noise-free output).
-``--optimise-codes STEPS`` adds ``recon-train-opt/``: the training scans' codes refined by
-STEPS Adam steps on the error of G's noise-free output (G frozen): is what G draws of a scan
-limited by E's code or by what G can draw at all?  (Written with the same output noise as the
-other sets; add ``--no-output-noise`` to compare noise-free outputs.)
-
-and prints the code statistics (mean code length over the prior's, the largest eigenvalues of
-the codes' covariance, the share of their variance on the first principal axis beside that of as
-many prior codes); ``--codes-only`` stops there.  Evaluate the sets with ``ratgan evaluate
+It also prints the code statistics (mean code length over the prior's, the largest eigenvalues
+of the codes' covariance, the share of their variance on the first principal axis beside that
+of as many prior codes); ``--codes-only`` stops there.  Evaluate the sets with ``ratgan evaluate
 --real TRAIN --heldout HELD --synthetic prior=DIR/prior posterior=DIR/posterior ...``.  Not
 part of pass/fail (tests/training/test_latent_codes.py runs it on a tiny run and checks the
 Gaussian fit against a known covariance).
@@ -86,6 +84,13 @@ def encode(encoder: torch.nn.Module, scans: torch.Tensor, bf16: bool, batch: int
         with torch.autocast(part.device.type, dtype=torch.bfloat16, enabled=bf16):
             out.append(encoder(part).reshape(len(part), -1).float())
     return torch.cat(out)
+
+
+def _steps(text: str) -> int:
+    """A number of optimisation steps, 0 or more (argparse type)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a number of steps, 0 or more, not {text!r}")
+    return int(text)
 
 
 def optimise_codes(
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="write G's noise-free output (a generator with output noise draws it as zero)",
     )  # fmt: skip
     parser.add_argument(
-        "--optimise-codes", type=int, default=0, metavar="STEPS",
+        "--optimise-codes", type=_steps, default=0, metavar="STEPS",
         help="also write recon-train-opt/: the training scans' codes refined by STEPS Adam steps",
     )  # fmt: skip
     args = parser.parse_args(argv)
