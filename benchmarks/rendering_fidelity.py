@@ -84,16 +84,8 @@ def equivalent_blur(sigmas: list[float], shares: list[float], share: float) -> f
     return None
 
 
-def _blurred_shares(
-    images: list[Path], truths: list[Path], sigma: float, real: dict[str, float]
-) -> dict[str, float]:
-    """Each measure of the real scans blurred by ``sigma`` voxels, as a share of the real one."""
-    from scipy.ndimage import gaussian_filter
-
-    rows = [
-        tissue_measures(gaussian_filter(_read(img).astype(np.float64), sigma), _read(lab))
-        for img, lab in zip(images, truths, strict=True)
-    ]
+def _shares(rows: list[dict[str, float]], real: dict[str, float]) -> dict[str, float]:
+    """The mean of each measure over ``rows``, as a share of the real scans' mean."""
     return {k: float(np.mean([r[k] for r in rows])) / real[k] for k in real}
 
 
@@ -129,13 +121,8 @@ def local_shifts(
     return found
 
 
-def _print_shifts(images: list[Path], truths: list[Path], rendered: list[Path]) -> None:
+def _print_shifts(found: list[tuple[int, int, int]]) -> None:
     """Share of brain blocks the rendering draws off their place, and the mean offset."""
-    found = [
-        off
-        for img, lab, ren in zip(images, truths, rendered, strict=True)
-        for off in local_shifts(_read(ren), _read(img), _read(lab))
-    ]
     if not found:
         print("local shifts: no 8^3 block lies inside the brain")
         return
@@ -163,14 +150,13 @@ def _atlas_labels(real: Path | None, rendered: Path | None, n: int) -> dict[str,
 
 
 def _print_blur_table(
-    images: list[Path],
-    truths: list[Path],
-    sigmas: list[float],
+    blurred_rows: dict[float, list[dict[str, float]]],
     real: dict[str, float],
     ren: dict[str, float],
 ) -> None:
     """The real scans' measures under each blur, and the blur each contrast's loss equals."""
-    blurred = [_blurred_shares(images, truths, sg, real) for sg in sigmas]
+    sigmas = sorted(blurred_rows)
+    blurred = [_shares(blurred_rows[sg], real) for sg in sigmas]
     print("real scans blurred by a Gaussian of sigma voxels, share of the unblurred values")
     print(f"{'measure':<12} " + " ".join(f"{sg:>7.2f}" for sg in sigmas) + "  rendered ~ blur")
     for k in real:
@@ -189,6 +175,18 @@ def _niftis(folder: Path) -> list[Path]:
     if not files:
         raise SystemExit(f"error: {folder} holds no NIfTI scans.")
     return files
+
+
+def _paired_files(real: Path, rendered: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """The real scans, their label maps and the renderings, paired in sorted name order."""
+    images, truths = _niftis(real / "images"), _niftis(real / "labels")
+    renders = _niftis(rendered)
+    if not len(images) == len(truths) == len(renders):
+        raise SystemExit(
+            f"error: {len(images)} real scans, {len(truths)} label maps and {len(renders)} "
+            "renderings: the sets must pair one to one."
+        )
+    return images, truths, renders
 
 
 def _read(path: Path) -> np.ndarray:
@@ -221,26 +219,30 @@ def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     from ratgan.segmentation.metrics import dice_scores
 
-    images, truths = _niftis(args.real / "images"), _niftis(args.real / "labels")
-    rendered = _niftis(args.rendered)
-    if not len(images) == len(truths) == len(rendered):
-        raise SystemExit(
-            f"error: {len(images)} real scans, {len(truths)} label maps and {len(rendered)} "
-            "renderings: the sets must pair one to one."
-        )
+    images, truths, rendered = _paired_files(args.real, args.rendered)
     atlas = _atlas_labels(args.atlas_real, args.atlas_rendered, len(images))
+    from scipy.ndimage import gaussian_filter
+
     rows: dict[str, list[dict[str, float]]] = {"real": [], "rendered": []}
     dices: dict[str, list[list[float]]] = {"real": [], "rendered": []}
+    blurred_rows: dict[float, list[dict[str, float]]] = {sg: [] for sg in sorted(set(args.blur))}
+    offsets: list[tuple[int, int, int]] = []
     for i, (img, lab, ren) in enumerate(zip(images, truths, rendered, strict=True)):
         truth = _read(lab)
+        volumes = {"real": _read(img), "rendered": _read(ren)}  # each file read once
         for name, scan in (("real", img), ("rendered", ren)):
             try:
-                rows[name].append(tissue_measures(_read(scan), truth))
+                rows[name].append(tissue_measures(volumes[name], truth))
             except ValueError as err:
                 raise SystemExit(f"error: {scan} with label map {lab}: {err}.") from None
         for name, found in atlas.items():
             scores = dice_scores(_read(found[i]), truth)
             dices[name].append([float(scores[t][0]) for t in TISSUES.values()])
+        for sg, blurred in blurred_rows.items():
+            smooth = gaussian_filter(volumes["real"].astype(np.float64), sg)
+            blurred.append(tissue_measures(smooth, truth))
+        if args.shifts:
+            offsets += local_shifts(volumes["rendered"], volumes["real"], truth)
 
     keys = list(rows["real"][0])
     real = {k: float(np.mean([r[k] for r in rows["real"]])) for k in keys}
@@ -249,10 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'measure':<12} {'real':>8} {'rendered':>9} {'share':>7}")
     for k in keys:
         print(f"{k:<12} {real[k]:8.3f} {ren[k]:9.3f} {ren[k] / real[k]:7.2f}")
-    if args.blur:
-        _print_blur_table(images, truths, sorted(set(args.blur)), real, ren)
+    if blurred_rows:
+        _print_blur_table(blurred_rows, real, ren)
     if args.shifts:
-        _print_shifts(images, truths, rendered)
+        _print_shifts(offsets)
     if atlas:
         print("Dice of atlas labels against the true labels (GM, WM, CSF)")
         for name in ("real", "rendered"):
