@@ -97,3 +97,40 @@ def test_process_pool_gives_the_same_maps(cohort, tmp_path):
 def test_too_few_atlases_is_one_clear_error(cohort):
     with pytest.raises(RatganError, match="needs 9 labelled scans but only 6"):
         make_atlases(list_scans(cohort / "atlases"), k=9)
+
+
+def test_syn_iterations_reach_the_registration_and_the_cli_default_is_the_labellers(
+    cohort, tmp_path, monkeypatch
+):
+    import ants
+
+    from ratgan.cli import main
+    from ratgan.cli.label import register
+    from ratgan.segmentation.state import DEFAULT_SYN_ITERATIONS
+
+    seen = []
+    real = ants.registration
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["reg_iterations"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ants, "registration", recording)
+    atlases = make_atlases(list_scans(cohort / "atlases"), k=1, seed=0)
+    target = sorted((cohort / "targets" / "images").glob("*.nii.gz"))[:1]
+    label_scans(target, atlases, tmp_path / "a", AtlasParams(k=1, syn_iterations=(7, 3)),
+                workers=1, progress=False)  # fmt: skip
+    assert seen == [(7, 3)]
+    # `ratgan label --syn-iterations` builds the same parameters
+    args = ["label", "--atlas", str(cohort / "atlases"), "--scans", str(target[0]), "--k", "1"]
+    assert main([*args, "--out", str(tmp_path / "b"), "--syn-iterations", "6", "2",
+                 "--workers", "1", "--no-progress"]) == 0  # fmt: skip
+    assert seen[-1] == (6, 2)
+    # the defaults of the labeller, of `ratgan label` and of `ratgan segbench` agree
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    defaults = sub.choices["label"].parse_args(["--atlas", "a", "--scans", "b", "--out", "c"])
+    assert tuple(defaults.syn_iterations) == AtlasParams().syn_iterations
+    assert AtlasParams().syn_iterations == DEFAULT_SYN_ITERATIONS

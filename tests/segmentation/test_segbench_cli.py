@@ -233,3 +233,27 @@ def test_labels_outside_0_to_3_are_one_clear_error(tiny_real, tmp_path, capsys):
     assert main([*_segbench(tiny_real, tiny_real, tmp_path / "b"), "--tests", "1", *FAST]) == 2
     err = capsys.readouterr().err
     assert "sub-003.nii.gz holds values [7]" in err
+
+
+def test_syn_iterations_enter_the_options_and_old_folders_resume_with_the_old_default(
+    tiny_real, tiny_synthetic, tmp_path, capsys
+):
+    """A folder written before --syn-iterations existed has no such option: it was made with
+    20 10 5, so a rerun with that default resumes it and one with other counts is refused."""
+    out = tmp_path / "bench"
+    base = [*_segbench(tiny_real, tiny_synthetic, out), "--tests", "1", "--seeds", "1", *FAST]
+    assert main(base) == 0
+    state_path = out / "segbench.json"
+    state = json.loads(state_path.read_text())
+    assert state["options"]["syn_iterations"] == [20, 10, 5]
+    del state["options"]["syn_iterations"]  # as written before the option existed
+    state_path.write_text(json.dumps(state))
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base + ["--syn-iterations", "20", "10", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "other options" in err and "syn_iterations: [20, 10, 5] -> [20, 10, 20]" in err
+    assert main(base + ["--out", str(tmp_path / "b"), "--syn-iterations", "20", "-1"]) == 2
+    assert "--syn-iterations takes one count >= 0 per registration level" in (
+        capsys.readouterr().err
+    )

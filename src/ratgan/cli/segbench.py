@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ratgan.cli.label import add_syn_iterations
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -68,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=5,
         help="atlases registered to each synthetic scan (default 5)",
     )
+    add_syn_iterations(p)
     p.add_argument(
         "--workers", type=int, default=2, help="processes for atlas registration (default 2)"
     )
@@ -160,6 +163,7 @@ def options_from_args(args: argparse.Namespace):
         mode=args.mode,
         labels=args.labels,
         atlases=args.atlases,
+        syn_iterations=tuple(args.syn_iterations),
         workers=args.workers,
         allow_overlap=args.allow_overlap,
         tests=args.tests,

@@ -47,7 +47,13 @@ from ratgan.segmentation.plan import (
 )
 from ratgan.segmentation.report import write_reports
 from ratgan.segmentation.runner import network_inputs, run_test
-from ratgan.segmentation.state import MODES, BenchOptions, BenchSettings, BenchState
+from ratgan.segmentation.state import (
+    LEGACY_OPTIONS,
+    MODES,
+    BenchOptions,
+    BenchSettings,
+    BenchState,
+)
 
 __all__ = ["MODES", "BenchOptions", "BenchSettings", "BenchState", "Benchmark", "run_benchmark"]
 
@@ -73,7 +79,7 @@ def check_folder(out: Path, fingerprint: dict[str, Any]) -> None:
     state_path = out / "segbench.json"
     if state_path.is_file():
         old = json.loads(state_path.read_text()).get("options", {})
-        diff = [k for k in fingerprint if old.get(k) != fingerprint[k]]
+        diff = [k for k in fingerprint if old.get(k, LEGACY_OPTIONS.get(k)) != fingerprint[k]]
         if diff:
             changes = ", ".join(f"{k}: {old.get(k)} -> {fingerprint[k]}" for k in diff)
             raise RatganError(
@@ -129,7 +135,9 @@ def prepare(options: BenchOptions) -> BenchState:
     if needed and opt.labels == "atlas":
         from ratgan.segmentation.atlas import AtlasParams, make_atlases
 
-        state.atlas_params = AtlasParams(k=opt.atlases, seed=opt.split_seed)
+        state.atlas_params = AtlasParams(
+            k=opt.atlases, seed=opt.split_seed, syn_iterations=opt.syn_iterations
+        )
         state.atlases = make_atlases(
             [entries[i] for i in split.train], opt.atlases, seed=opt.split_seed
         )

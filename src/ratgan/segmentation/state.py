@@ -52,6 +52,14 @@ MODES = {
 }
 
 
+DEFAULT_SYN_ITERATIONS: tuple[int, ...] = (20, 10, 5)
+"""The atlas labeller's SyN iterations (``AtlasParams``' default; repeated here so that reading
+options does not import ANTs' wrapper)."""
+
+LEGACY_OPTIONS: dict[str, Any] = {"syn_iterations": list(DEFAULT_SYN_ITERATIONS)}
+"""What a benchmark folder written before an option existed was made with."""
+
+
 @dataclass
 class BenchOptions:
     """Everything that defines a benchmark; ``None`` fields take the mode's default."""
@@ -68,6 +76,8 @@ class BenchOptions:
     model)."""
     atlases: int = 5
     """Atlases per synthetic scan (``atlas`` labels)."""
+    syn_iterations: tuple[int, ...] = DEFAULT_SYN_ITERATIONS
+    """SyN iterations per level of the atlas registration (shrink factors ..., 4, 2, 1)."""
     workers: int = 2
     """Processes for atlas registration."""
     allow_overlap: bool = False
@@ -108,6 +118,7 @@ class BenchOptions:
             if kw.get(key) is None:
                 kw[key] = value
         kw["channels"] = tuple(kw["channels"])
+        kw["syn_iterations"] = tuple(int(n) for n in kw["syn_iterations"])
         kw["shape"] = tuple(int(s) for s in kw["shape"])
         out = BenchSettings(**kw)
         out.check()
@@ -130,6 +141,7 @@ class BenchOptions:
             "mode",
             "labels",
             "atlases",
+            "syn_iterations",
             "shape",
             "downsample",
             "crop",
@@ -186,6 +198,11 @@ class BenchSettings(BenchOptions):
             raise RatganError(f"--seeds must be at least 1 (got {self.seeds}).")
         if self.atlases < 1 or self.workers < 1:
             raise RatganError("--atlases and --workers must be at least 1.")
+        if not self.syn_iterations or min(self.syn_iterations) < 0:
+            raise RatganError(
+                "--syn-iterations takes one count >= 0 per registration level "
+                f"(got {list(self.syn_iterations)})."
+            )
         if self.downsample < 1 or any(s % self.downsample for s in self.shape):
             raise RatganError(
                 f"--downsample {self.downsample} must divide every side of "
