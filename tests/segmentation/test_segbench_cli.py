@@ -248,11 +248,11 @@ def test_syn_iterations_enter_the_options_and_old_folders_resume_with_the_old_de
     assert state["options"]["syn_iterations"] == [20, 10, 5]
     del state["options"]["syn_iterations"]  # as written before the option existed
     state_path.write_text(json.dumps(state))
-    assert main(base) == 0
     capsys.readouterr()
-    assert main(base + ["--syn-iterations", "20", "10", "20"]) == 2
+    assert main(base + ["--syn-iterations", "20", "10", "20"]) == 2  # the old folder as it is
     err = capsys.readouterr().err
     assert "other options" in err and "syn_iterations: [20, 10, 5] -> [20, 10, 20]" in err
+    assert main(base) == 0  # and with the default it resumes
     assert main(base + ["--out", str(tmp_path / "b"), "--syn-iterations", "20", "-1"]) == 2
     assert "--syn-iterations takes one count >= 0 per registration level" in (
         capsys.readouterr().err

@@ -79,7 +79,8 @@ def check_folder(out: Path, fingerprint: dict[str, Any]) -> None:
     state_path = out / "segbench.json"
     if state_path.is_file():
         old = json.loads(state_path.read_text()).get("options", {})
-        diff = [k for k in fingerprint if old.get(k, LEGACY_OPTIONS.get(k)) != fingerprint[k]]
+        old = {**LEGACY_OPTIONS, **old}
+        diff = [k for k in fingerprint if old.get(k) != fingerprint[k]]
         if diff:
             changes = ", ".join(f"{k}: {old.get(k)} -> {fingerprint[k]}" for k in diff)
             raise RatganError(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ratgan.errors import RatganError
+from ratgan.segmentation.atlas import AtlasParams
 from ratgan.segmentation.data import Box, SegSet
 from ratgan.segmentation.plan import Split
 from ratgan.segmentation.train import TrainSettings
@@ -52,9 +53,8 @@ MODES = {
 }
 
 
-DEFAULT_SYN_ITERATIONS: tuple[int, ...] = (20, 10, 5)
-"""The atlas labeller's SyN iterations (``AtlasParams``' default; repeated here so that reading
-options does not import ANTs' wrapper)."""
+DEFAULT_SYN_ITERATIONS: tuple[int, ...] = AtlasParams().syn_iterations
+"""The atlas labeller's SyN iterations per level."""
 
 LEGACY_OPTIONS: dict[str, Any] = {"syn_iterations": list(DEFAULT_SYN_ITERATIONS)}
 """What a benchmark folder written before an option existed was made with."""
