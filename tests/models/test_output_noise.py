@@ -122,3 +122,31 @@ def test_noise_level_spread_starts_off_and_scales_each_scans_noise():
         assert torch.allclose(out[b] - clean[b], expected, atol=1e-6)
     g(z).pow(2).sum().backward()
     assert g.output_noise.level_spread.grad is not None and g.output_noise.level_spread.grad != 0
+
+
+@pytest.mark.parametrize("after_tanh", [False, True])
+def test_a_joint_models_label_channels_get_no_noise_and_its_scan_channel_does(after_tanh):
+    """The noise stands for the scanner's: only channel 0 (the scan) carries it, and it is
+    exactly what a one-channel generator would add to that channel for the same draw."""
+    overrides = {
+        "model.g_output_noise": True,
+        "model.g_output_noise_after_tanh": after_tanh,
+        "model.channels": 4,
+        "data.label_channels": True,
+    }
+    cfg = load_config("tiny", overrides).model
+    torch.manual_seed(0)
+    g = build_networks(cfg).generator.eval()
+    with torch.no_grad():
+        g.output_noise.offset.fill_(0.0)  # a std (softplus(0) = 0.69) that cannot hide
+    z = torch.randn(2, cfg.latent_dim)
+    noise = torch.randn(2, 4, 16, 16, 16)
+    out, clean = g(z, noise=noise, return_clean=True)
+    assert torch.equal(out[:, 1:], clean[:, 1:])
+    std = g.output_noise.std(torch.zeros(()))
+    if after_tanh:
+        want = (clean[:, :1] + std * noise[:, :1]).clamp(-1, 1)
+    else:
+        want = torch.tanh(torch.atanh(clean[:, :1].clamp(-1 + 1e-6, 1 - 1e-6)) + std * noise[:, :1])
+    assert (out[:, :1] - clean[:, :1]).abs().mean() > 0.1
+    assert torch.allclose(out[:, :1], want, atol=1e-3)

@@ -112,11 +112,17 @@ class Generator(nn.Module):
         pre = self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1, 1))
         clean = self.tanh(pre)
         if self.output_noise is None:
-            out = clean
-        elif self.noise_after_tanh:
-            out = (clean + self.output_noise.noise(pre, noise, z)).clamp(-1.0, 1.0)
+            return (clean, clean) if return_clean else clean
+        # The noise models the scanner's, so it goes on the scan's channel (0) only: a joint
+        # model's GM/WM/CSF channels stay noise-free (shared noise parameters let those
+        # saturated channels hold the scan's noise down: the scans came out noise-free).
+        pre_scan = pre[:, :1]
+        noise_scan = None if noise is None else noise[:, :1]
+        if self.noise_after_tanh:
+            scan = (clean[:, :1] + self.output_noise.noise(pre_scan, noise_scan, z)).clamp(-1, 1)
         else:
-            out = self.tanh(pre + self.output_noise.noise(pre, noise, z))
+            scan = self.tanh(pre_scan + self.output_noise.noise(pre_scan, noise_scan, z))
+        out = torch.cat([scan, clean[:, 1:]], dim=1) if clean.shape[1] > 1 else scan
         return (out, clean) if return_clean else out
 
 
