@@ -171,3 +171,10 @@ def test_label_checks_the_atlases_before_registering(tiny_real, tmp_path):
     with pytest.raises(RatganError, match="broken.nii.gz holds"):
         label_scans([atlases[0].image], bad, tmp_path / "out", AtlasParams(k=1), progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_label_refuses_negative_syn_iterations_before_reading_anything(tmp_path, capsys):
+    args = ["label", "--atlas", str(tmp_path / "none"), "--scans", str(tmp_path / "none")]
+    assert main([*args, "--out", str(tmp_path / "o"), "--syn-iterations", "20", "-1"]) == 2
+    assert "--syn-iterations must be counts >= 0 (got [20, -1])" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
