@@ -40,6 +40,7 @@ labeller does on the renderings, i.e. how much noisier the labels of a synthetic
 from __future__ import annotations
 
 import argparse
+from itertools import product
 from itertools import pairwise
 from pathlib import Path
 
@@ -97,27 +98,19 @@ def local_shifts(
     with it (Pearson)."""
     x = np.pad(np.asarray(rendered, dtype=np.float64), radius, mode="edge")
     y = np.asarray(real, dtype=np.float64)
-    offsets = [
-        (a, b, c)
-        for a in range(-radius, radius + 1)
-        for b in range(-radius, radius + 1)
-        for c in range(-radius, radius + 1)
-    ]
+    offsets = list(product(range(-radius, radius + 1), repeat=3))
     found = []
-    starts = [range(0, n - block + 1, block) for n in y.shape]
-    for i in starts[0]:
-        for j in starts[1]:
-            for k in starts[2]:
-                if (labels[i : i + block, j : j + block, k : k + block] > 0).mean() < 0.9:
-                    continue
-                ref = y[i : i + block, j : j + block, k : k + block].ravel()
-                ref = (ref - ref.mean()) / (ref.std() + 1e-12)
-                scores = []
-                for a, b, c in offsets:
-                    i0, j0, k0 = i + radius + a, j + radius + b, k + radius + c
-                    cand = x[i0 : i0 + block, j0 : j0 + block, k0 : k0 + block].ravel()
-                    scores.append(float(ref @ (cand - cand.mean())) / (cand.std() + 1e-12))
-                found.append(offsets[int(np.argmax(scores))])
+    for i, j, k in product(*(range(0, n - block + 1, block) for n in y.shape)):
+        if (labels[i : i + block, j : j + block, k : k + block] > 0).mean() < 0.9:
+            continue
+        ref = y[i : i + block, j : j + block, k : k + block].ravel()
+        ref = (ref - ref.mean()) / (ref.std() + 1e-12)
+        scores = []
+        for a, b, c in offsets:
+            i0, j0, k0 = i + radius + a, j + radius + b, k + radius + c
+            cand = x[i0 : i0 + block, j0 : j0 + block, k0 : k0 + block].ravel()
+            scores.append(float(ref @ (cand - cand.mean())) / (cand.std() + 1e-12))
+        found.append(offsets[int(np.argmax(scores))])
     return found
 
 
