@@ -67,6 +67,23 @@ def test_brightness_and_contrast_change_intensities_not_geometry():
         assert corr > 0.9999
 
 
+def test_intensity_transforms_leave_a_joint_models_tissue_channels_binary():
+    """A joint model's GM/WM/CSF channels are label maps in {-1, 1}: brightness and contrast
+    act on the scan's channel alone, and the flip moves the tissue channels with the scan."""
+    scan = torch.randn(64, 1, 6, 5, 4)
+    tissues = torch.where(torch.rand(64, 3, 6, 5, 4) < 0.3, 1.0, -1.0)
+    x = torch.cat([scan, tissues], dim=1)
+    out = _aug(p=1.0, flip=True, brightness=0.2, contrast=0.5)(x, torch.Generator().manual_seed(0))
+    flipped = (out[:, 1:] == tissues.flip(2)).flatten(1).all(1)
+    kept = (out[:, 1:] == tissues).flatten(1).all(1)
+    assert bool((flipped | kept).all()) and 0 < int(flipped.sum()) < 64
+    # The scan channel went through an affine intensity map (of its own flipped or kept self).
+    for i in range(64):
+        ref = scan[i, 0].flip(0) if flipped[i] else scan[i, 0]
+        corr = torch.corrcoef(torch.stack([ref.flatten(), out[i, 0].flatten()]))[0, 1]
+        assert corr > 0.9999 and not torch.allclose(ref, out[i, 0])
+
+
 def test_gradients_flow_through_every_transform_to_the_generated_volume():
     aug = _aug(p=1.0, flip=True, translate=0.125, brightness=0.2, contrast=0.5)
     x = torch.randn(2, 1, 8, 8, 8, requires_grad=True)

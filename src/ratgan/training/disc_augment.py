@@ -13,7 +13,8 @@ Transforms, each applied per volume with probability p (3-D grayscale versions o
 'bgc' pipeline): left-right flip (then with a fair coin, as ADA's xflip, so at most
 p/2 < 0.5 of the volumes are mirrored); integer translation in-plane (one decision per volume,
 reflected at the edges); brightness (additive offset); contrast (factor 2^N(0, s) about the
-volume mean).
+volume mean).  Brightness and contrast act on the scan's channel only (a joint model's tissue
+channels are label maps; flips and translations move them with the scan).
 
 The adaptive rule needs a signal of overfitting.  ADA uses r_t = E[sign(D(x_real))] for a
 logistic loss whose zero means 'undecided'; a Wasserstein critic's scores have no such zero (the
@@ -106,6 +107,19 @@ class DiscriminatorAugment(nn.Module):
                 limit = cfg.translate * x.shape[axis]
                 draw = torch.rand(n, device=x.device, generator=rng) * 2 - 1
                 x = self._translate(x, axis, torch.round(draw * limit).long() * on)
+        if cfg.brightness > 0 or cfg.contrast > 0:
+            # Intensity transforms act on the scan (channel 0) only: a joint model's tissue
+            # channels are binary maps in {-1, 1}, and a brightness offset or a contrast factor
+            # would teach the critic that label maps come in other values, one more thing for
+            # it to weigh against the scan.  One channel: the same as the whole volume.
+            scan = self._colour(x[:, :1], rng)
+            x = torch.cat([scan, x[:, 1:]], dim=1) if x.shape[1] > 1 else scan
+        return x
+
+    def _colour(self, x: Tensor, rng: torch.Generator | None) -> Tensor:
+        """Brightness (additive offset) then contrast (factor about the volume mean)."""
+        cfg = self.cfg
+        n = x.shape[0]
         if cfg.brightness > 0:
             offset = torch.randn(n, device=x.device, generator=rng, dtype=x.dtype)
             offset = offset.view(n, *([1] * (x.dim() - 1))) * cfg.brightness
