@@ -124,6 +124,12 @@ class ModelConfig:
     scan's own output-noise draw, so a seeded scan stays reproducible) and s one learned
     scalar, zero at the start: a spread of SNR between scans that G learns as one number,
     independent of the anatomy."""
+    g_output_noise_gain: float = 100.0
+    """With ``g_output_noise``: the learning-rate multiplier of the noise level (the std is
+    ``softplus(gain * (a * pre + b))``).  Adam moves a parameter by about the learning rate per
+    step whatever its gradient, so the gain sets how fast the noise level can move: at 100 and
+    lr 2e-4 the softplus argument moves by up to 0.02 per step (docs/segbench-phantom.md: a
+    joint model's noise level overshot to the bound within 500 steps)."""
 
     @property
     def n_scales(self) -> int:
@@ -457,6 +463,8 @@ def _model_problems(cfg: Config) -> list[str]:
     ):
         if getattr(m, option) and not m.g_output_noise:
             p.append(f"model.{option} needs model.g_output_noise: true")
+    if not m.g_output_noise_gain > 0:  # (also refuses NaN)
+        p.append(f"model.g_output_noise_gain must be > 0 (got {m.g_output_noise_gain})")
     if m.d_mbstd_group and cfg.train.batch_size % m.d_mbstd_group:
         p.append(
             f"model.d_mbstd_group ({m.d_mbstd_group}) must divide train.batch_size "

@@ -150,3 +150,33 @@ def test_a_joint_models_label_channels_get_no_noise_and_its_scan_channel_does(af
         want = torch.tanh(torch.atanh(clean[:, :1].clamp(-1 + 1e-6, 1 - 1e-6)) + std * noise[:, :1])
     assert (out[:, :1] - clean[:, :1]).abs().mean() > 0.1
     assert torch.allclose(out[:, :1], want, atol=1e-3)
+
+
+@pytest.mark.parametrize("gain", [10.0, 100.0])
+def test_the_noise_gain_sets_how_far_one_adam_step_moves_the_noise_level(gain):
+    """Known answer: the std starts at softplus(-5) whatever the gain, and one Adam step of
+    learning rate lr moves the offset by lr, so the softplus argument moves by gain * lr."""
+    from ratgan.models.generator import OutputNoise
+
+    noise = OutputNoise(gain=gain)
+    pre = torch.zeros(1, 1, 4, 4, 4)
+    start = noise.std(pre)
+    assert torch.allclose(start, torch.nn.functional.softplus(torch.tensor(-5.0)))
+    opt = torch.optim.Adam(noise.parameters(), lr=1e-3)
+    (-noise.std(pre).sum()).backward()  # a critic that rewards more noise
+    opt.step()
+    moved = torch.log(torch.expm1(noise.std(pre)[0, 0, 0, 0, 0])) - (-5.0)  # inverse softplus
+    assert moved.item() == pytest.approx(gain * 1e-3, rel=1e-3)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_a_noise_gain_that_is_not_positive_is_refused(bad):
+    with pytest.raises(RatganError, match="model.g_output_noise_gain must be > 0"):
+        load_config("tiny", {"model.g_output_noise": True, "model.g_output_noise_gain": bad})
+
+
+def test_the_config_default_gain_is_the_generators():
+    from ratgan.config import ModelConfig
+    from ratgan.models.generator import OutputNoise
+
+    assert ModelConfig().g_output_noise_gain == OutputNoise.DEFAULT_GAIN

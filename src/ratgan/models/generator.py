@@ -91,7 +91,11 @@ class Generator(nn.Module):
         self.tanh = nn.Tanh()
         per_scan = cfg.latent_dim if cfg.g_output_noise_per_scan else 0
         self.output_noise = (
-            OutputNoise(per_scan, level_spread=cfg.g_output_noise_level_spread)
+            OutputNoise(
+                per_scan,
+                level_spread=cfg.g_output_noise_level_spread,
+                gain=cfg.g_output_noise_gain,
+            )
             if cfg.g_output_noise
             else None
         )
@@ -135,11 +139,11 @@ class OutputNoise(nn.Module):
     noise-free pre-activation, so G can give background and tissue different noise, as
     magnitude MRI has (Rician: Rayleigh-distributed in the background).
 
-    GAIN is a learning-rate multiplier (as StyleGAN's equalised learning rate): Adam moves a
-    parameter by about the learning rate per step whatever its gradient, so without it the std
-    could change by a factor of only ~e^0.2 in 1,000 steps at lr 2e-4 (measured: it barely left
-    its initial value); with it, by e^20.  Written here: MONAI and PyTorch have no
-    noise-injection layer.
+    GAIN (``model.g_output_noise_gain``, default 100) is a learning-rate multiplier (as
+    StyleGAN's equalised learning rate): Adam moves a parameter by about the learning rate per
+    step whatever its gradient, so without it the std could change by a factor of only ~e^0.2
+    in 1,000 steps at lr 2e-4 (measured: it barely left its initial value); with it, by e^20.
+    Written here: MONAI and PyTorch have no noise-injection layer.
 
     With ``per_scan`` (the latent size), each scan's std also depends on its code: the softplus's
     argument gains ``w . z`` (w learned, zero at the start), so G can give scans different
@@ -155,16 +159,20 @@ class OutputNoise(nn.Module):
     ``per_scan``'s w learnt little spread (docs/quality.md).
     """
 
-    GAIN = 100.0
+    DEFAULT_GAIN = 100.0
+    """GAIN's value unless ``model.g_output_noise_gain`` sets another."""
     MAX_STD = 1.0
     """Upper bound of the std (pre-activation units, or image units after the tanh; the tanh
     output spans 2): without one the critic can drive it without limit where the output
     saturates."""
 
-    def __init__(self, per_scan: int = 0, level_spread: bool = False) -> None:
+    def __init__(
+        self, per_scan: int = 0, level_spread: bool = False, gain: float = DEFAULT_GAIN
+    ) -> None:
         super().__init__()
+        self.gain = float(gain)
         self.slope = nn.Parameter(torch.zeros(()))
-        self.offset = nn.Parameter(torch.full((), -5.0 / self.GAIN))
+        self.offset = nn.Parameter(torch.full((), -5.0 / self.gain))
         self.per_scan = nn.Parameter(torch.zeros(per_scan)) if per_scan else None
         self.level_spread = nn.Parameter(torch.zeros(())) if level_spread else None
 
@@ -179,7 +187,7 @@ class OutputNoise(nn.Module):
         """The noise std at the (detached) noise-free pre-activation ``pre`` (B, C, ...), for
         codes ``z`` (B, L) when the noise level is per scan and levels ``u`` (B,) when it has a
         learned spread."""
-        arg = self.GAIN * (self.slope * pre.detach() + self.offset)
+        arg = self.gain * (self.slope * pre.detach() + self.offset)
         shifts = []  # each scan's own shift of the softplus's argument, (B,)
         if self.per_scan is not None:
             if z is None:
@@ -188,7 +196,7 @@ class OutputNoise(nn.Module):
         if self.level_spread is not None:
             if u is None:
                 raise ValueError("a learned spread of noise levels needs the scans' levels u")
-            shifts.append(self.GAIN * self.level_spread * u.to(self.level_spread.dtype))
+            shifts.append(self.gain * self.level_spread * u.to(self.level_spread.dtype))
         if shifts:
             shift = sum(shifts[1:], shifts[0])
             arg = arg + shift.reshape(-1, *([1] * (pre.dim() - 1))).to(arg.dtype)
