@@ -130,6 +130,12 @@ class ModelConfig:
     step whatever its gradient, so the gain sets how fast the noise level can move: at 100 and
     lr 2e-4 the softplus argument moves by up to 0.02 per step (docs/segbench-phantom.md: a
     joint model's noise level overshot to the bound within 500 steps)."""
+    g_hard_labels: bool = False
+    """A joint model (``channels`` > 1): the tissue channels that the critic sees and that
+    generation writes are one-hot (+1 for the voxel's tissue, -1 elsewhere, as real label maps
+    are), with the soft channels' gradient passed straight through.  Without it the tanh's
+    channels never reach +-1 and a critic can separate real from generated on that alone
+    (docs/segbench-phantom.md).  The reconstruction losses still compare the soft channels."""
 
     @property
     def n_scales(self) -> int:
@@ -463,6 +469,8 @@ def _model_problems(cfg: Config) -> list[str]:
     ):
         if getattr(m, option) and not m.g_output_noise:
             p.append(f"model.{option} needs model.g_output_noise: true")
+    if m.g_hard_labels and m.channels < 2:
+        p.append("model.g_hard_labels needs label channels (model.channels 4)")
     if not m.g_output_noise_gain > 0:  # (also refuses NaN)
         p.append(f"model.g_output_noise_gain must be > 0 (got {m.g_output_noise_gain})")
     if m.d_mbstd_group and cfg.train.batch_size % m.d_mbstd_group:

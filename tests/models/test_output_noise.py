@@ -180,3 +180,48 @@ def test_the_config_default_gain_is_the_generators():
     from ratgan.models.generator import OutputNoise
 
     assert ModelConfig().g_output_noise_gain == OutputNoise.DEFAULT_GAIN
+
+
+def _joint(hard: bool):
+    overrides = {
+        "model.g_output_noise": True,
+        "model.g_output_noise_after_tanh": True,
+        "model.channels": 4,
+        "data.label_channels": True,
+        "model.g_hard_labels": hard,
+    }
+    cfg = load_config("tiny", overrides).model
+    torch.manual_seed(0)
+    return build_networks(cfg).generator.eval(), cfg
+
+
+def test_hard_labels_show_one_hot_tissue_channels_with_the_soft_gradient():
+    """Known answer: each voxel's tissue channels are +1 for the largest soft channel (none
+    where all are below 0) and -1 elsewhere; the scan channel is the soft generator's."""
+    soft_g, cfg = _joint(False)
+    hard_g, _ = _joint(True)
+    z = torch.randn(2, cfg.latent_dim)
+    noise = torch.randn(2, 4, 16, 16, 16)
+    soft, soft_clean = soft_g(z, noise=noise, return_clean=True)
+    hard, hard_clean = hard_g(z, noise=noise, return_clean=True)
+    assert torch.equal(hard_clean, soft_clean)  # the reconstruction losses see the soft channels
+    assert torch.equal(hard[:, :1], soft[:, :1])
+    tissues = hard[:, 1:]
+    assert set(tissues.unique().tolist()) <= {-1.0, 1.0}
+    assert int((tissues > 0).sum(1).max()) <= 1  # at most one tissue per voxel
+    best, idx = soft[:, 1:].max(1)
+    want = torch.where(best > 0, idx + 1, 0)  # 0 background, 1-3 the tissues
+    got = torch.where((tissues > 0).any(1), tissues.argmax(1) + 1, 0)
+    assert torch.equal(got, want)
+    # Straight through: the tissue channels' gradient reaches G as the soft channels' would.
+    weights = torch.randn_like(tissues)
+    (tissues * weights).sum().backward()
+    (soft[:, 1:] * weights).sum().backward()
+    for a, b in zip(hard_g.parameters(), soft_g.parameters(), strict=True):
+        if b.grad is not None and b.grad.abs().sum() > 0:
+            assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_hard_labels_need_label_channels():
+    with pytest.raises(RatganError, match="model.g_hard_labels needs label channels"):
+        load_config("tiny", {"model.g_hard_labels": True})

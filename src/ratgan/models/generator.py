@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ratgan.config import ModelConfig
+from ratgan.data.transforms import channels_to_labels, labels_to_channels
 from ratgan.models.layers import (
     UpsampleConvBlock,
     activation,
@@ -100,6 +101,7 @@ class Generator(nn.Module):
             else None
         )
         self.noise_after_tanh = cfg.g_output_noise_after_tanh
+        self.hard_labels = cfg.g_hard_labels
 
     def forward(
         self, z: Tensor, noise: Tensor | None = None, return_clean: bool = False
@@ -115,8 +117,9 @@ class Generator(nn.Module):
             z = to_sphere(z)
         pre = self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1, 1))
         clean = self.tanh(pre)
+        shown = self._harden(clean) if self.hard_labels else clean
         if self.output_noise is None:
-            return (clean, clean) if return_clean else clean
+            return (shown, clean) if return_clean else shown
         # The noise models the scanner's, so it goes on the scan's channel (0) only: a joint
         # model's GM/WM/CSF channels stay noise-free (shared noise parameters let those
         # saturated channels hold the scan's noise down: the scans came out noise-free).
@@ -126,8 +129,16 @@ class Generator(nn.Module):
             scan = (clean[:, :1] + self.output_noise.noise(pre_scan, noise_scan, z)).clamp(-1, 1)
         else:
             scan = self.tanh(pre_scan + self.output_noise.noise(pre_scan, noise_scan, z))
-        out = torch.cat([scan, clean[:, 1:]], dim=1) if clean.shape[1] > 1 else scan
+        out = torch.cat([scan, shown[:, 1:]], dim=1) if clean.shape[1] > 1 else scan
         return (out, clean) if return_clean else out
+
+    @staticmethod
+    def _harden(clean: Tensor) -> Tensor:
+        """The scan channel as is, the tissue channels one-hot in {-1, 1} (the tissue of the
+        largest channel, background where all are below 0), gradient straight through."""
+        soft = clean[:, 1:]
+        hard = labels_to_channels(channels_to_labels(soft.detach())).to(soft.dtype)
+        return torch.cat([clean[:, :1], hard + (soft - soft.detach())], dim=1)  # exactly hard
 
 
 class OutputNoise(nn.Module):
