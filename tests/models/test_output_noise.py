@@ -9,13 +9,18 @@ from ratgan.models import build_networks
 
 
 def _generator(
-    noise: bool, after_tanh: bool = False, per_scan: bool = False, level_spread: bool = False
+    noise: bool,
+    after_tanh: bool = False,
+    per_scan: bool = False,
+    level_spread: bool = False,
+    extra: dict | None = None,
 ):
     overrides = {
         "model.g_output_noise": noise,
         "model.g_output_noise_after_tanh": after_tanh,
         "model.g_output_noise_per_scan": per_scan,
         "model.g_output_noise_level_spread": level_spread,
+        **(extra or {}),
     }
     cfg = load_config("tiny", overrides).model
     torch.manual_seed(0)
@@ -183,16 +188,8 @@ def test_the_config_default_gain_is_the_generators():
 
 
 def _joint(hard: bool):
-    overrides = {
-        "model.g_output_noise": True,
-        "model.g_output_noise_after_tanh": True,
-        "model.channels": 4,
-        "data.label_channels": True,
-        "model.g_hard_labels": hard,
-    }
-    cfg = load_config("tiny", overrides).model
-    torch.manual_seed(0)
-    return build_networks(cfg).generator.eval(), cfg
+    joint = {"model.channels": 4, "data.label_channels": True, "model.g_hard_labels": hard}
+    return _generator(True, after_tanh=True, extra=joint)
 
 
 def test_hard_labels_show_one_hot_tissue_channels_with_the_soft_gradient():
