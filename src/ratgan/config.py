@@ -102,6 +102,11 @@ class ModelConfig:
     """Beyond the paper: StyleGAN's minibatch standard deviation in D (a feature map of the
     spread over groups of this many volumes, appended before D's last conv) so that the critic
     can see a lack of diversity; 0 turns it off.  The batch must be a multiple of it."""
+    d_label_scale: float = 1.0
+    """A joint model (``channels`` > 1): the critic sees its tissue channels multiplied by this,
+    real and generated alike, before the gradient penalty's interpolation, so that the penalty
+    leaves it less slope to spend on the label maps (1 leaves them as they are).  Measured in
+    docs/segbench-phantom.md: the joint critic's whole gap was in the tissue channels."""
     g_output_noise: bool = False
     """Beyond the paper (docs/quality.md): add per-voxel Gaussian noise to G's output before the
     tanh, with a learned, intensity-dependent std (softplus(a * pre + b), starting at ~0), as
@@ -469,6 +474,10 @@ def _model_problems(cfg: Config) -> list[str]:
     ):
         if getattr(m, option) and not m.g_output_noise:
             p.append(f"model.{option} needs model.g_output_noise: true")
+    if not m.d_label_scale > 0:  # (also refuses NaN)
+        p.append(f"model.d_label_scale must be > 0 (got {m.d_label_scale})")
+    elif m.d_label_scale != 1 and m.channels < 2:
+        p.append("model.d_label_scale needs label channels (model.channels 4)")
     if m.g_hard_labels and m.channels < 2:
         p.append("model.g_hard_labels needs label channels (model.channels 4)")
     if not m.g_output_noise_gain > 0:  # (also refuses NaN)

@@ -222,3 +222,51 @@ def test_hard_labels_show_one_hot_tissue_channels_with_the_soft_gradient():
 def test_hard_labels_need_label_channels():
     with pytest.raises(RatganError, match="model.g_hard_labels needs label channels"):
         load_config("tiny", {"model.g_hard_labels": True})
+
+
+def test_the_critic_sees_the_tissue_channels_scaled_in_both_phases_and_in_its_penalty():
+    """model.d_label_scale: every volume D scores, the penalty's interpolates included, has its
+    tissue channels multiplied by the scale and its scan channel as it was."""
+    from ratgan.training.alphagan import DiscriminatorPhase, EncoderGeneratorPhase
+
+    joint = {
+        "model.channels": 4,
+        "data.label_channels": True,
+        "model.d_label_scale": 0.25,
+        "train.precision": "fp32",
+    }
+    cfg = load_config("tiny", joint)
+    torch.manual_seed(0)
+    nets = build_networks(cfg.model)
+    seen = []
+    nets.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+    s = cfg.model.volume_size
+    x = torch.cat(
+        [
+            torch.rand(2, 1, s, s, s) * 2 - 1,
+            torch.where(torch.rand(2, 3, s, s, s) < 0.3, 1.0, -1.0),
+        ],
+        1,
+    )
+    x_rec, x_gen = x.flip(2), x.flip(3)  # stand-ins with exact +-1 tissue channels
+    DiscriminatorPhase(nets, cfg, "cpu")(x, x_rec, x_gen, torch.Generator().manual_seed(0))
+    assert len(seen) >= 2  # the scores and the penalty's interpolates
+    for batch in seen:
+        assert batch[:, 1:].abs().max() <= 0.25 + 1e-6
+    real_seen = [b for b in seen if b.shape[0] >= 2 and torch.equal(b[:2, :1], x[:, :1])]
+    assert real_seen and torch.equal(real_seen[0][:2, 1:], x[:, 1:] * 0.25)
+    seen.clear()
+    EncoderGeneratorPhase(nets, cfg, "cpu")(x, torch.randn(2, cfg.model.latent_dim))
+    assert seen and all(b[:, 1:].abs().max() <= 0.25 + 1e-6 for b in seen)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model.d_label_scale": 0.0}, "model.d_label_scale must be > 0"),
+        ({"model.d_label_scale": 0.5}, "model.d_label_scale needs label channels"),
+    ],
+)
+def test_a_label_scale_without_label_channels_or_not_positive_is_refused(overrides, message):
+    with pytest.raises(RatganError, match=message):
+        load_config("tiny", overrides)

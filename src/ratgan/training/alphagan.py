@@ -168,6 +168,14 @@ def _identity(x: Tensor, rng: torch.Generator | None = None) -> Tensor:
     return x
 
 
+def critic_view(x: Tensor, label_scale: float) -> Tensor:
+    """What the critic sees of a (possibly augmented) batch: a joint model's tissue channels
+    multiplied by ``model.d_label_scale``; the scan, and one-channel batches, as they are."""
+    if label_scale == 1 or x.shape[1] == 1:
+        return x
+    return torch.cat([x[:, :1], x[:, 1:] * label_scale], dim=1)
+
+
 class EncoderGeneratorPhase(_Phase):
     """Trains E and G: L_GD - E[C(z_e)] + the preset's reconstruction terms (eqs. 1-6)."""
 
@@ -190,7 +198,13 @@ class EncoderGeneratorPhase(_Phase):
         with frozen(d, c), self.amp():
             z_e = self.encoder(x).reshape(len(x), -1)
             x_rec, x_gen, x_rec_clean = self.generate_pair_with_clean(self.generator, z_e, z_r)
-            d_rec, d_gen = _scores(d, self.fuse_d, augment(x_rec, rng), augment(x_gen, rng))
+            scale = self.cfg.model.d_label_scale
+            d_rec, d_gen = _scores(
+                d,
+                self.fuse_d,
+                critic_view(augment(x_rec, rng), scale),
+                critic_view(augment(x_gen, rng), scale),
+            )
             c_enc = _score(c, z_e)
         if self.keep_samples:
             self.samples = (z_e.detach(), x_rec.detach(), x_gen.detach())
@@ -220,6 +234,8 @@ class DiscriminatorPhase(_Phase):
         (augment,) = self._augment
         if augment is not None:
             x, x_rec, x_gen = augment(x, rng), augment(x_rec, rng), augment(x_gen, rng)
+        scale = self.cfg.model.d_label_scale  # before the penalty's interpolation: its budget
+        x, x_rec, x_gen = (critic_view(v, scale) for v in (x, x_rec, x_gen))
         with self.amp():
             d_real, d_rec, d_gen = _scores(d, self.fuse_d, x, x_rec, x_gen)
             if augment is not None:
