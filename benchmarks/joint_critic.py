@@ -31,11 +31,13 @@ from torch import Tensor
 
 NOISE_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0)
 
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling benchmarks imported below
+
 
 @torch.no_grad()
 def scores(nets: Any, cfg: Any, real: Tensor, generated: Tensor) -> dict[str, float]:
     """D's mean score of the real and generated batches and of their channel swaps."""
-    from ratgan.data.transforms import channels_to_labels, labels_to_channels
+    from ratgan.models.generator import harden_tissue_channels
     from ratgan.training.alphagan import critic_view
 
     scale = cfg.model.d_label_scale
@@ -45,13 +47,12 @@ def scores(nets: Any, cfg: Any, real: Tensor, generated: Tensor) -> dict[str, fl
 
     scan_r, lab_r = real[:, :1], real[:, 1:]
     scan_g, lab_g = generated[:, :1], generated[:, 1:]
-    one_hot = labels_to_channels(channels_to_labels(lab_g)).to(lab_g.dtype)
     return {
         "real": d(real),
         "generated": d(generated),
         "generated scan + real labels": d(torch.cat([scan_g, lab_r], 1)),
         "real scan + generated labels": d(torch.cat([scan_r, lab_g], 1)),
-        "generated labels one-hot": d(torch.cat([scan_g, one_hot], 1)),
+        "generated labels one-hot": d(harden_tissue_channels(generated)),
         "real labels x 0.9": d(torch.cat([scan_r, lab_r * 0.9], 1)),
     }
 
@@ -90,7 +91,6 @@ def noise_response(nets: Any, cfg: Any, z: Tensor, seed: int) -> dict[float, flo
 
 def load_networks(run: Path, which: str = "latest") -> tuple[Any, Any, int]:
     """The checkpoint's networks in eval mode, its config and iteration (a joint run only)."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from loss_gradients import load  # noqa: E402 - the benchmark's sibling
 
     nets, cfg, iteration = load(run, which, torch.device("cpu"))
@@ -103,7 +103,6 @@ def load_networks(run: Path, which: str = "latest") -> tuple[Any, Any, int]:
 
 def measure(run: Path, which: str, n: int, seed: int) -> dict[str, Any]:
     """Every block above, for one checkpoint."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from ada_signal import load_scans  # noqa: E402 - the benchmark's sibling, read as training
 
     from ratgan.runs import read_run_data

@@ -117,7 +117,7 @@ class Generator(nn.Module):
             z = to_sphere(z)
         pre = self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1, 1))
         clean = self.tanh(pre)
-        shown = self._harden(clean) if self.hard_labels else clean
+        shown = harden_tissue_channels(clean) if self.hard_labels else clean
         if self.output_noise is None:
             return (shown, clean) if return_clean else shown
         # The noise models the scanner's, so it goes on the scan's channel (0) only: a joint
@@ -132,13 +132,14 @@ class Generator(nn.Module):
         out = torch.cat([scan, shown[:, 1:]], dim=1) if clean.shape[1] > 1 else scan
         return (out, clean) if return_clean else out
 
-    @staticmethod
-    def _harden(clean: Tensor) -> Tensor:
-        """The scan channel as is, the tissue channels one-hot in {-1, 1} (the tissue of the
-        largest channel, background where all are below 0), gradient straight through."""
-        soft = clean[:, 1:]
-        hard = labels_to_channels(channels_to_labels(soft.detach())).to(soft.dtype)
-        return torch.cat([clean[:, :1], hard + (soft - soft.detach())], dim=1)  # exactly hard
+
+def harden_tissue_channels(volumes: Tensor) -> Tensor:
+    """(B, 4, ...) joint volumes with the scan channel as is and the tissue channels one-hot in
+    {-1, 1} (the tissue of the largest channel, background where all are below 0), the soft
+    channels' gradient passed straight through (``model.g_hard_labels``)."""
+    soft = volumes[:, 1:]
+    hard = labels_to_channels(channels_to_labels(soft.detach())).to(soft.dtype)
+    return torch.cat([volumes[:, :1], hard + (soft - soft.detach())], dim=1)  # exactly hard
 
 
 class OutputNoise(nn.Module):
