@@ -107,6 +107,11 @@ class ModelConfig:
     real and generated alike, before the gradient penalty's interpolation, so that the penalty
     leaves it less slope to spend on the label maps (1 leaves them as they are).  Measured in
     docs/segbench-phantom.md: the joint critic's whole gap was in the tissue channels."""
+    d_label_dropout: float = 0.0
+    """A joint model: the probability that the critic sees a volume with its tissue channels
+    zeroed (one draw per batch position, shared by the real volume and the two generated ones
+    the gradient penalty pairs it with), so that on those volumes the critic must judge the
+    scan alone, as a one-channel critic does; 0 never drops them."""
     g_output_noise: bool = False
     """Beyond the paper (docs/quality.md): add per-voxel Gaussian noise to G's output before the
     tanh, with a learned, intensity-dependent std (softplus(a * pre + b), starting at ~0), as
@@ -441,6 +446,22 @@ def _outside_half_open_unit(v: Any) -> bool:
     return not 0 <= v < 1
 
 
+def _joint_model_problems(m: ModelConfig) -> list[str]:
+    """The options that act on a joint model's tissue channels."""
+    p: list[str] = []
+    if not m.d_label_scale > 0:  # (also refuses NaN)
+        p.append(f"model.d_label_scale must be > 0 (got {m.d_label_scale})")
+    elif m.d_label_scale != 1 and m.channels < 2:
+        p.append("model.d_label_scale needs label channels (model.channels 4)")
+    if not 0 <= m.d_label_dropout < 1:  # (also refuses NaN)
+        p.append(f"model.d_label_dropout must be in [0, 1) (got {m.d_label_dropout})")
+    elif m.d_label_dropout > 0 and m.channels < 2:
+        p.append("model.d_label_dropout needs label channels (model.channels 4)")
+    if m.g_hard_labels and m.channels < 2:
+        p.append("model.g_hard_labels needs label channels (model.channels 4)")
+    return p
+
+
 def _model_problems(cfg: Config) -> list[str]:
     """Sizes, widths and slopes of the networks."""
     m = cfg.model
@@ -474,12 +495,7 @@ def _model_problems(cfg: Config) -> list[str]:
     ):
         if getattr(m, option) and not m.g_output_noise:
             p.append(f"model.{option} needs model.g_output_noise: true")
-    if not m.d_label_scale > 0:  # (also refuses NaN)
-        p.append(f"model.d_label_scale must be > 0 (got {m.d_label_scale})")
-    elif m.d_label_scale != 1 and m.channels < 2:
-        p.append("model.d_label_scale needs label channels (model.channels 4)")
-    if m.g_hard_labels and m.channels < 2:
-        p.append("model.g_hard_labels needs label channels (model.channels 4)")
+    p += _joint_model_problems(m)
     if not m.g_output_noise_gain > 0:  # (also refuses NaN)
         p.append(f"model.g_output_noise_gain must be > 0 (got {m.g_output_noise_gain})")
     if m.d_mbstd_group and cfg.train.batch_size % m.d_mbstd_group:

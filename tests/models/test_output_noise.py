@@ -270,3 +270,79 @@ def test_the_critic_sees_the_tissue_channels_scaled_in_both_phases_and_in_its_pe
 def test_a_label_scale_without_label_channels_or_not_positive_is_refused(overrides, message):
     with pytest.raises(RatganError, match=message):
         load_config("tiny", overrides)
+
+
+def test_label_dropout_zeroes_whole_volumes_tissue_channels_at_the_asked_rate():
+    """model.d_label_dropout: each volume D scores has its tissue channels either untouched or
+    exactly zero, the same batch positions in the real and both generated batches (so the
+    penalty's interpolates pair like with like), the scan untouched; over many draws the
+    dropped share matches the probability; at 0 nothing is drawn."""
+    from ratgan.training.alphagan import DiscriminatorPhase, EncoderGeneratorPhase, label_keep
+
+    s = 8
+    x = torch.cat(
+        [torch.rand(6, 1, s, s, s), torch.where(torch.rand(6, 3, s, s, s) < 0.3, 1.0, -1.0)], 1
+    )
+    rng = torch.Generator().manual_seed(0)
+    before = rng.get_state()
+    assert label_keep(x, 0.0, rng) is None and torch.equal(rng.get_state(), before)
+    assert label_keep(x[:, :1], 0.5, rng) is None
+    keeps = torch.stack([label_keep(x, 0.3, rng) for _ in range(2000)])
+    assert abs(1 - keeps.float().mean().item() - 0.3) < 0.02
+
+    cfg = load_config(
+        "tiny",
+        {
+            "model.channels": 4,
+            "data.label_channels": True,
+            "model.d_label_dropout": 0.5,
+            "train.precision": "fp32",
+        },
+    )
+    torch.manual_seed(0)
+    nets = build_networks(cfg.model)
+    seen = []
+    nets.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+    v = cfg.model.volume_size
+    x = torch.cat(
+        [
+            torch.rand(4, 1, v, v, v) * 2 - 1,
+            torch.where(torch.rand(4, 3, v, v, v) < 0.3, 1.0, -1.0),
+        ],
+        1,
+    )
+    x_rec, x_gen = x.flip(2), x.flip(3)
+    DiscriminatorPhase(nets, cfg, "cpu")(x, x_rec, x_gen, torch.Generator().manual_seed(1))
+    scores = seen[0]  # real, rec and gen in one fused call
+    assert scores.shape[0] == 12
+    dropped = [bool((b[1:] == 0).all()) for b in scores]
+    kept = [
+        torch.equal(b[1:], ref[1:])
+        for b, ref in zip(scores, torch.cat([x, x_rec, x_gen]), strict=True)
+    ]
+    assert all(
+        d != k for d, k in zip(dropped, kept, strict=True)
+    )  # each volume: all of it, or none
+    assert dropped[:4] == dropped[4:8] == dropped[8:]  # one draw per batch position
+    assert 0 < sum(dropped[:4]) < 4  # this seed drops some and keeps some
+    assert torch.equal(scores[:, :1], torch.cat([x, x_rec, x_gen])[:, :1])
+    seen.clear()
+    EncoderGeneratorPhase(nets, cfg, "cpu")(
+        x, torch.randn(4, cfg.model.latent_dim), torch.Generator().manual_seed(1)
+    )
+    eg = seen[0]  # G(z_e) and G(z_r) in one call: each is a tanh, so never exactly zero
+    eg_dropped = [bool((b[1:] == 0).all()) for b in eg]
+    assert eg_dropped[:4] == eg_dropped[4:] and 0 < sum(eg_dropped[:4]) < 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model.d_label_dropout": 1.0}, r"model.d_label_dropout must be in \[0, 1\)"),
+        ({"model.d_label_dropout": float("nan")}, r"model.d_label_dropout must be in \[0, 1\)"),
+        ({"model.d_label_dropout": 0.5}, "model.d_label_dropout needs label channels"),
+    ],
+)
+def test_a_label_dropout_outside_0_1_or_without_label_channels_is_refused(overrides, message):
+    with pytest.raises(RatganError, match=message):
+        load_config("tiny", overrides)

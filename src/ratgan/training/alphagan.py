@@ -168,12 +168,24 @@ def _identity(x: Tensor, rng: torch.Generator | None = None) -> Tensor:
     return x
 
 
-def critic_view(x: Tensor, label_scale: float) -> Tensor:
+def label_keep(x: Tensor, dropout: float, rng: torch.Generator | None) -> Tensor | None:
+    """Which volumes of the batch ``x`` keep their tissue channels for the critic
+    (``model.d_label_dropout``); None, and no random draw, when none can be dropped."""
+    if dropout == 0 or x.shape[1] == 1:
+        return None
+    return torch.rand(len(x), device=x.device, generator=rng) >= dropout
+
+
+def critic_view(x: Tensor, label_scale: float, keep: Tensor | None = None) -> Tensor:
     """What the critic sees of a (possibly augmented) batch: a joint model's tissue channels
-    multiplied by ``model.d_label_scale``; the scan, and one-channel batches, as they are."""
-    if label_scale == 1 or x.shape[1] == 1:
+    multiplied by ``model.d_label_scale`` and zeroed where ``keep`` is False; the scan, and
+    one-channel batches, as they are."""
+    if (label_scale == 1 and keep is None) or x.shape[1] == 1:
         return x
-    return torch.cat([x[:, :1], x[:, 1:] * label_scale], dim=1)
+    tissue = x[:, 1:] * label_scale
+    if keep is not None:
+        tissue = tissue * keep.view(-1, *([1] * (x.dim() - 1))).to(tissue.dtype)
+    return torch.cat([x[:, :1], tissue], dim=1)
 
 
 class EncoderGeneratorPhase(_Phase):
@@ -199,11 +211,12 @@ class EncoderGeneratorPhase(_Phase):
             z_e = self.encoder(x).reshape(len(x), -1)
             x_rec, x_gen, x_rec_clean = self.generate_pair_with_clean(self.generator, z_e, z_r)
             scale = self.cfg.model.d_label_scale
+            keep = label_keep(x_rec, self.cfg.model.d_label_dropout, rng)
             d_rec, d_gen = _scores(
                 d,
                 self.fuse_d,
-                critic_view(augment(x_rec, rng), scale),
-                critic_view(augment(x_gen, rng), scale),
+                critic_view(augment(x_rec, rng), scale, keep),
+                critic_view(augment(x_gen, rng), scale, keep),
             )
             c_enc = _score(c, z_e)
         if self.keep_samples:
@@ -234,8 +247,11 @@ class DiscriminatorPhase(_Phase):
         (augment,) = self._augment
         if augment is not None:
             x, x_rec, x_gen = augment(x, rng), augment(x_rec, rng), augment(x_gen, rng)
-        scale = self.cfg.model.d_label_scale  # before the penalty's interpolation: its budget
-        x, x_rec, x_gen = (critic_view(v, scale) for v in (x, x_rec, x_gen))
+        # Before the penalty's interpolation (its budget), and one drop draw per batch position,
+        # so that each interpolate lies between volumes that both have, or both lack, labels.
+        scale = self.cfg.model.d_label_scale
+        keep = label_keep(x, self.cfg.model.d_label_dropout, rng)
+        x, x_rec, x_gen = (critic_view(v, scale, keep) for v in (x, x_rec, x_gen))
         with self.amp():
             d_real, d_rec, d_gen = _scores(d, self.fuse_d, x, x_rec, x_gen)
             if augment is not None:
