@@ -178,6 +178,12 @@ class LossConfig:
     gdl: float = 0.01
     gp: float = 100.0
     """lambda of the WGAN-GP penalties of D and C."""
+    tissue_weight: float = 1.0
+    """Beyond the paper, a joint model (``model.channels`` > 1): the weight of each tissue
+    channel in the reconstruction terms, the scan channel's being 1 (L1 and MSE become weighted
+    channel means, GDL a weighted channel sum; 1 is the plain mean and sum, 0 leaves the tissue
+    channels to the critic).  The tissue channels' sharp +-1 edges made GDL about 50 times
+    larger than for the scan alone (docs/segbench-phantom.md)."""
     gdl_finish: float | None = None
     """Beyond the paper: the GDL weight from iteration ``gdl_finish_from`` on (a finishing
     phase; None: ``gdl`` throughout).  Ten times ``gdl`` for the demo's last 300 iterations
@@ -508,7 +514,10 @@ def _model_problems(cfg: Config) -> list[str]:
 
 def _loss_problems(cfg: Config) -> list[str]:
     """Loss weights are never negative."""
-    p = _failing(cfg.loss, "loss", ("l1", "mse", "gdl", "gp"), _negative, "must be >= 0")
+    weights = ("l1", "mse", "gdl", "gp", "tissue_weight")
+    p = _failing(cfg.loss, "loss", weights, _negative, "must be >= 0")
+    if cfg.loss.tissue_weight != 1 and cfg.model.channels < 2:
+        p.append("loss.tissue_weight needs label channels (model.channels 4)")
     if cfg.loss.gdl_finish is not None:
         p += _failing(cfg.loss, "loss", ("gdl_finish",), _negative, "must be >= 0")
         p += _failing(cfg.loss, "loss", ("gdl_finish_from",), _below_one, "must be at least 1")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ratgan.config import LossConfig, load_config
+from ratgan.errors import RatganError
 from ratgan.models import build_networks
 from ratgan.training import losses
 from ratgan.training.losses import (
@@ -128,6 +129,42 @@ def test_reconstruction_loss_weights_and_parts():
     torch.testing.assert_close(parts["l1"], l1)
     torch.testing.assert_close(parts["mse"], mse)
     torch.testing.assert_close(parts["gdl"], gdl)
+
+
+@pytest.mark.parametrize("w", [1.0, 0.25, 0.0])
+def test_tissue_weight_weights_a_joint_models_channels_against_numpy(w):
+    """loss.tissue_weight: L1 and MSE are channel means with the tissue channels weighted w
+    against the scan's 1, GDL a channel sum weighted the same way (numpy reference); at w = 1
+    the plain mean and sum of before, at w = 0 the scan channel's own values."""
+    rng = np.random.default_rng(1)
+    x, x_rec = rng.uniform(-1, 1, (2, 4, 5, 6, 7)), rng.uniform(-1, 1, (2, 4, 5, 6, 7))
+    cw = np.array([1.0, w, w, w])
+    per_l1 = np.abs(x - x_rec).mean(axis=(0, 2, 3, 4))
+    per_mse = ((x - x_rec) ** 2).mean(axis=(0, 2, 3, 4))
+    per_gdl = np.array([numpy_gdl(x[:, c : c + 1], x_rec[:, c : c + 1]) for c in range(4)])
+    cfg = LossConfig(l1=3.0, mse=5.0, gdl=0.5, tissue_weight=w)
+    total, parts = reconstruction_loss(torch.from_numpy(x), torch.from_numpy(x_rec), cfg)
+    want = {
+        "l1": (cw * per_l1).sum() / cw.sum(),
+        "mse": (cw * per_mse).sum() / cw.sum(),
+        "gdl": (cw * per_gdl).sum(),
+    }
+    for key, value in want.items():
+        assert parts[key].item() == pytest.approx(value, rel=1e-6)
+    assert total.item() == pytest.approx(3 * want["l1"] + 5 * want["mse"] + 0.5 * want["gdl"])
+    if w == 1:
+        assert parts["l1"].item() == pytest.approx(np.abs(x - x_rec).mean(), rel=1e-9)
+    if w == 0:
+        assert parts["gdl"].item() == pytest.approx(per_gdl[0], rel=1e-6)
+
+
+def test_tissue_weight_needs_label_channels_and_is_not_negative():
+    with pytest.raises(RatganError, match="loss.tissue_weight needs label channels"):
+        load_config("tiny", {"loss.tissue_weight": 0.5})
+    joint = {"model.channels": 4, "data.label_channels": True}
+    with pytest.raises(RatganError, match="loss.tissue_weight must be >= 0"):
+        load_config("tiny", {**joint, "loss.tissue_weight": -1.0})
+    assert load_config("tiny", {**joint, "loss.tissue_weight": 0.0}).loss.tissue_weight == 0
 
 
 @pytest.mark.parametrize("name", ["alpha-wgan-adni", "sigmarat1", "sigmarat2"])

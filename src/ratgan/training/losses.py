@@ -72,26 +72,58 @@ def gradient_difference_loss(real: Tensor, fake: Tensor) -> Tensor:
     return total
 
 
+def _l1(real: Tensor, rec: Tensor) -> Tensor:
+    return F.l1_loss(rec, real)
+
+
+def _mse(real: Tensor, rec: Tensor) -> Tensor:
+    return F.mse_loss(rec, real)
+
+
+def _tissue_weighted(
+    term: Callable[[Tensor, Tensor], Tensor], x: Tensor, x_rec: Tensor, weight: float, mean: bool
+) -> Tensor:
+    """``term`` of the scan channel plus ``weight`` times it of the tissue channels (divided by
+    the weights' sum for a mean): the plain mean or sum over channels at weight 1."""
+    scan = term(x[:, :1], x_rec[:, :1])
+    tissue = term(x[:, 1:], x_rec[:, 1:])
+    n = x.shape[1] - 1
+    if mean:
+        return (scan + weight * n * tissue) / (1 + weight * n)
+    return scan + weight * tissue
+
+
 def reconstruction_loss(
     x: Tensor, x_rec: Tensor, loss: LossConfig
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """loss.l1 * L1 + loss.mse * MSE + loss.gdl * GDL between ``x`` and its reconstruction.
 
     L1 and MSE are means over all elements; GDL is the sum reduction of
-    ``gradient_difference_loss``.  Terms with weight 0 are still reported in ``parts`` but
+    ``gradient_difference_loss``.  A joint model's tissue channels count ``loss.tissue_weight``
+    times the scan channel in each.  Terms with weight 0 are still reported in ``parts`` but
     computed without a graph.
     """
-    terms: dict[str, tuple[float, Callable[[], Tensor]]] = {
-        "l1": (loss.l1, lambda: F.l1_loss(widen(x_rec), widen(x))),
-        "mse": (loss.mse, lambda: F.mse_loss(widen(x_rec), widen(x))),
-        "gdl": (loss.gdl, lambda: gradient_difference_loss(x, x_rec)),
-    }
+    x, x_rec = widen(x), widen(x_rec)
+    w = loss.tissue_weight
+    if w == 1 or x.shape[1] == 1:
+        fns: dict[str, Callable[[], Tensor]] = {
+            "l1": lambda: _l1(x, x_rec),
+            "mse": lambda: _mse(x, x_rec),
+            "gdl": lambda: gradient_difference_loss(x, x_rec),
+        }
+    else:
+        fns = {
+            "l1": lambda: _tissue_weighted(_l1, x, x_rec, w, mean=True),
+            "mse": lambda: _tissue_weighted(_mse, x, x_rec, w, mean=True),
+            "gdl": lambda: _tissue_weighted(gradient_difference_loss, x, x_rec, w, mean=False),
+        }
+    weights = {"l1": loss.l1, "mse": loss.mse, "gdl": loss.gdl}
     total = x_rec.new_zeros((), dtype=torch.float32)
     parts: dict[str, Tensor] = {}
-    for name, (weight, fn) in terms.items():
-        if weight:
+    for name, fn in fns.items():
+        if weights[name]:
             value = fn()
-            total = total + weight * value
+            total = total + weights[name] * value
         else:
             with torch.no_grad():
                 value = fn()
