@@ -1,0 +1,73 @@
+"""benchmarks/label_agreement.py: the teacher's segmentation against a folder's label maps.
+
+The teacher here is a U-Net whose head is a constant (grey matter everywhere), saved with a
+box, so that its segmentation is known exactly: grey matter inside the box, background
+outside.  The Dice and the tissue shares are then checked against numpy on the label files."""
+
+import numpy as np
+import torch
+
+from ratgan.data.io import read_label, read_scan, write_nifti
+from ratgan.segmentation.train import TrainResult, save_model
+from ratgan.segmentation.unet import UNetConfig, build_unet
+
+from .conftest import AFFINE, SHAPE, write_cohort
+
+BOX = ((2, 14), (3, 13), (0, 8))
+
+
+def _constant_teacher(path):
+    net = build_unet(UNetConfig(channels=(2, 4), input_shape=SHAPE, norm="instance"))
+    head = [m for m in net.head.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0]))  # class 1 (GM) everywhere
+    save_model(path, TrainResult(net), {"box": [list(b) for b in BOX]})
+    return path
+
+
+def _inside_box():
+    inside = np.zeros(SHAPE, bool)
+    inside[tuple(slice(a, b) for a, b in BOX)] = True
+    return inside
+
+
+def test_agreement_is_the_dice_against_the_teachers_known_segmentation(load_benchmark, tmp_path):
+    bench = load_benchmark("label_agreement")
+    teacher = _constant_teacher(tmp_path / "teacher.pt")
+    cohort = write_cohort(tmp_path / "c", 3, seed=5)
+    inside = _inside_box()
+
+    # labels equal to the teacher's segmentation: every score 1, GM share 1 in both
+    match = tmp_path / "match"
+    for image in sorted((cohort / "images").glob("*.nii.gz")):
+        write_nifti(match / "images" / image.name, read_scan(image).data, AFFINE)
+        write_nifti(match / "labels" / image.name, inside.astype(np.uint8), AFFINE, dtype=np.uint8)
+    r = bench.agreement(teacher, match, SHAPE)
+    assert r["n"] == 3 and r["global"] == 1.0 and r["GM"] == 1.0
+    assert r["labels_GM"] == r["teacher_GM"] == 1.0 and r["teacher_WM"] == 0.0
+
+    # the cohort's true labels: GM Dice and global Dice from numpy
+    gm, glob, wm_share = [], [], []
+    for image in sorted((cohort / "images").glob("*.nii.gz")):
+        truth = read_label(cohort / "labels" / image.name, read_scan(image))
+        t_gm = truth == 1
+        gm.append(2 * (t_gm & inside).sum() / (t_gm.sum() + inside.sum()))
+        glob.append(2 * (t_gm & inside).sum() / ((truth > 0).sum() + inside.sum()))
+        wm_share.append((truth == 2).sum() / (truth > 0).sum())
+    r = bench.agreement(teacher, cohort, SHAPE)
+    # (MONAI computes the per-class Dice in float32)
+    assert abs(r["GM"] - np.mean(gm)) < 1e-6 and abs(r["global"] - np.mean(glob)) < 1e-9
+    assert abs(r["labels_WM"] - np.mean(wm_share)) < 1e-6
+    assert r["WM"] == 0.0  # the teacher draws no white matter
+
+
+def test_the_command_prints_one_row_per_folder(load_benchmark, tmp_path, capsys):
+    bench = load_benchmark("label_agreement")
+    teacher = _constant_teacher(tmp_path / "teacher.pt")
+    real = write_cohort(tmp_path / "real", 2, seed=1)
+    flat = write_cohort(tmp_path / "gen", 2, seed=2, layout="flat", prefix="synthetic")
+    bench.main(["--teacher", str(teacher), "--shape", *map(str, SHAPE), f"r={real}", str(flat)])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| r", f"| {flat}"]
+    assert all(row.split(" | ")[1] == "2" for row in rows[1:])
