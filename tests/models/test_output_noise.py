@@ -224,30 +224,34 @@ def test_hard_labels_need_label_channels():
         load_config("tiny", {"model.g_hard_labels": True})
 
 
+def _joint_critic_setup(option: dict, n: int):
+    """A tiny joint model with ``option``, a list filled with every input D sees, and a batch
+    of ``n`` volumes: a scan in [-1, 1] and tissue channels of exact +-1."""
+    cfg = load_config(
+        "tiny",
+        {"model.channels": 4, "data.label_channels": True, "train.precision": "fp32", **option},
+    )
+    torch.manual_seed(0)
+    nets = build_networks(cfg.model)
+    seen: list[torch.Tensor] = []
+    nets.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+    s = cfg.model.volume_size
+    x = torch.cat(
+        [
+            torch.rand(n, 1, s, s, s) * 2 - 1,
+            torch.where(torch.rand(n, 3, s, s, s) < 0.3, 1.0, -1.0),
+        ],
+        1,
+    )
+    return cfg, nets, seen, x
+
+
 def test_the_critic_sees_the_tissue_channels_scaled_in_both_phases_and_in_its_penalty():
     """model.d_label_scale: every volume D scores, the penalty's interpolates included, has its
     tissue channels multiplied by the scale and its scan channel as it was."""
     from ratgan.training.alphagan import DiscriminatorPhase, EncoderGeneratorPhase
 
-    joint = {
-        "model.channels": 4,
-        "data.label_channels": True,
-        "model.d_label_scale": 0.25,
-        "train.precision": "fp32",
-    }
-    cfg = load_config("tiny", joint)
-    torch.manual_seed(0)
-    nets = build_networks(cfg.model)
-    seen = []
-    nets.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
-    s = cfg.model.volume_size
-    x = torch.cat(
-        [
-            torch.rand(2, 1, s, s, s) * 2 - 1,
-            torch.where(torch.rand(2, 3, s, s, s) < 0.3, 1.0, -1.0),
-        ],
-        1,
-    )
+    cfg, nets, seen, x = _joint_critic_setup({"model.d_label_scale": 0.25}, 2)
     x_rec, x_gen = x.flip(2), x.flip(3)  # stand-ins with exact +-1 tissue channels
     DiscriminatorPhase(nets, cfg, "cpu")(x, x_rec, x_gen, torch.Generator().manual_seed(0))
     assert len(seen) >= 2  # the scores and the penalty's interpolates
@@ -290,27 +294,7 @@ def test_label_dropout_zeroes_whole_volumes_tissue_channels_at_the_asked_rate():
     keeps = torch.stack([label_keep(x, 0.3, rng) for _ in range(2000)])
     assert abs(1 - keeps.float().mean().item() - 0.3) < 0.02
 
-    cfg = load_config(
-        "tiny",
-        {
-            "model.channels": 4,
-            "data.label_channels": True,
-            "model.d_label_dropout": 0.5,
-            "train.precision": "fp32",
-        },
-    )
-    torch.manual_seed(0)
-    nets = build_networks(cfg.model)
-    seen = []
-    nets.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
-    v = cfg.model.volume_size
-    x = torch.cat(
-        [
-            torch.rand(4, 1, v, v, v) * 2 - 1,
-            torch.where(torch.rand(4, 3, v, v, v) < 0.3, 1.0, -1.0),
-        ],
-        1,
-    )
+    cfg, nets, seen, x = _joint_critic_setup({"model.d_label_dropout": 0.5}, 4)
     x_rec, x_gen = x.flip(2), x.flip(3)
     DiscriminatorPhase(nets, cfg, "cpu")(x, x_rec, x_gen, torch.Generator().manual_seed(1))
     scores = seen[0]  # real, rec and gen in one fused call
