@@ -30,6 +30,7 @@ def agreement(teacher_path: Path, folder: Path, shape: tuple[int, int, int]) -> 
     ``folder`` and its label map, and both maps' mean tissue fractions of the brain."""
     from ratgan.segmentation.data import find_entries, load_set
     from ratgan.segmentation.metrics import dice_scores
+    from ratgan.segmentation.quality_gate import tissue_fractions
     from ratgan.segmentation.train import load_model, segment
 
     model, record = load_model(teacher_path, "cpu")
@@ -46,9 +47,9 @@ def agreement(teacher_path: Path, folder: Path, shape: tuple[int, int, int]) -> 
             out[key] = float(np.nanmean(scores[key]))
             out[f"{key}_std"] = float(np.nanstd(scores[key], ddof=1))
     for name, maps in (("labels", labels), ("teacher", pred)):
-        brain = (maps > 0).flatten(1).sum(1).double()
-        for c, tissue in enumerate(("GM", "WM", "CSF"), start=1):
-            out[f"{name}_{tissue}"] = float(((maps == c).flatten(1).sum(1) / brain).mean())
+        shares = tissue_fractions(maps)[:, :3].mean(0)  # GM, WM, CSF shares of the brain
+        for tissue, share in zip(("GM", "WM", "CSF"), shares, strict=True):
+            out[f"{name}_{tissue}"] = float(share)
     return out
 
 

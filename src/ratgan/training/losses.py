@@ -84,7 +84,10 @@ def _tissue_weighted(
     term: Callable[[Tensor, Tensor], Tensor], x: Tensor, x_rec: Tensor, weight: float, mean: bool
 ) -> Tensor:
     """``term`` of the scan channel plus ``weight`` times it of the tissue channels (divided by
-    the weights' sum for a mean): the plain mean or sum over channels at weight 1."""
+    the weights' sum for a mean); at weight 1, or for one channel, ``term`` of the whole batch
+    (the plain mean or sum over channels)."""
+    if weight == 1 or x.shape[1] == 1:
+        return term(x, x_rec)
     scan = term(x[:, :1], x_rec[:, :1])
     tissue = term(x[:, 1:], x_rec[:, 1:])
     n = x.shape[1] - 1
@@ -105,25 +108,20 @@ def reconstruction_loss(
     """
     x, x_rec = widen(x), widen(x_rec)
     w = loss.tissue_weight
-    if w == 1 or x.shape[1] == 1:
-        fns: dict[str, Callable[[], Tensor]] = {
-            "l1": lambda: _l1(x, x_rec),
-            "mse": lambda: _mse(x, x_rec),
-            "gdl": lambda: gradient_difference_loss(x, x_rec),
-        }
-    else:
-        fns = {
-            "l1": lambda: _tissue_weighted(_l1, x, x_rec, w, mean=True),
-            "mse": lambda: _tissue_weighted(_mse, x, x_rec, w, mean=True),
-            "gdl": lambda: _tissue_weighted(gradient_difference_loss, x, x_rec, w, mean=False),
-        }
-    weights = {"l1": loss.l1, "mse": loss.mse, "gdl": loss.gdl}
+    terms: dict[str, tuple[float, Callable[[], Tensor]]] = {
+        "l1": (loss.l1, lambda: _tissue_weighted(_l1, x, x_rec, w, mean=True)),
+        "mse": (loss.mse, lambda: _tissue_weighted(_mse, x, x_rec, w, mean=True)),
+        "gdl": (
+            loss.gdl,
+            lambda: _tissue_weighted(gradient_difference_loss, x, x_rec, w, mean=False),
+        ),
+    }
     total = x_rec.new_zeros((), dtype=torch.float32)
     parts: dict[str, Tensor] = {}
-    for name, fn in fns.items():
-        if weights[name]:
+    for name, (weight, fn) in terms.items():
+        if weight:
             value = fn()
-            total = total + weights[name] * value
+            total = total + weight * value
         else:
             with torch.no_grad():
                 value = fn()
