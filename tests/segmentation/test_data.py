@@ -67,3 +67,20 @@ def test_brain_box_covers_every_brain_and_paste_inverts_crop():
     c = crop(y, box)
     assert c.shape == (2, 1, 12, 8, 8) and int((c > 0).sum()) == int((y > 0).sum())
     assert torch.equal(paste(c, box, (20, 16, 8)), y)
+
+
+def test_a_shape_that_cuts_labelled_voxels_is_named_in_a_warning(tmp_path, cohort_writer, caplog):
+    """16 slices of which the brain spans about 12, cut to 8: labelled voxels are lost; 12
+    slices cut to 10 lose background only and say nothing."""
+    big = cohort_writer(tmp_path / "big", 2, seed=1, shape=(16, 16, 16), prefix="big")
+    with caplog.at_level("WARNING"):
+        s = load_set(find_entries(big), (16, 16, 8), desc="real scans")
+    assert s.images.shape == (2, 1, 16, 16, 8)
+    assert "--shape 16x16x8 cuts labelled voxels off 2 real scans" in caplog.text
+    assert "big-000.nii.gz (" in caplog.text and "big-001.nii.gz (" in caplog.text
+    assert "8 slices off axis 2" in caplog.text
+    caplog.clear()
+    small = cohort_writer(tmp_path / "small", 2, seed=1, shape=(16, 16, 12))
+    with caplog.at_level("WARNING"):
+        load_set(find_entries(small), (16, 16, 10))
+    assert caplog.text == ""

@@ -178,3 +178,32 @@ def test_label_refuses_negative_syn_iterations_before_reading_anything(tmp_path,
     assert main([*args, "--out", str(tmp_path / "o"), "--syn-iterations", "20", "-1"]) == 2
     assert "--syn-iterations must be counts >= 0 (got [20, -1])" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_unfinished_generation_is_refused_as_synthetic_source(
+    tiny_real, tiny_synthetic, tmp_path, capsys
+):
+    """A folder left by an interrupted `ratgan generate` (manifest.json says complete: false)
+    holds part of a set; a finished one is accepted."""
+    manifest = tiny_synthetic / "manifest.json"
+    manifest.write_text(json.dumps({"complete": False, "n": 20}))
+    out = tmp_path / "bench"
+    assert main(_segbench(tiny_real, tiny_synthetic, out, "--tests", "1,2", *SHAPE, *FAST)) == 2
+    err = capsys.readouterr().err
+    assert f"synthetic folder {tiny_synthetic} holds an unfinished" in err
+    assert "rerun `ratgan generate` into it" in err
+    assert not out.exists()
+    manifest.write_text(json.dumps({"complete": True, "n": 12}))
+    labels_mod.check_synthetic_source(tiny_synthetic, 4, 8)
+
+
+def test_label_refuses_two_scans_with_one_file_name(tiny_synthetic, tiny_real, tmp_path):
+    from ratgan.data.io import list_scans
+
+    scans = []
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        scans.append(shutil.copy(sorted(tiny_synthetic.glob("*.nii.gz"))[0], tmp_path / sub))
+    atlases = make_atlases(list_scans(tiny_real), 1)
+    with pytest.raises(RatganError, match="share the file name synthetic-000.nii.gz"):
+        label_scans(scans, atlases, tmp_path / "out", AtlasParams(k=1), progress=False)

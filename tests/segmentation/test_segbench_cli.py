@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from ratgan.cli import main
 
 FAST = [
@@ -257,3 +259,201 @@ def test_syn_iterations_enter_the_options_and_old_folders_resume_with_the_old_de
     assert "--syn-iterations takes one count >= 0 per registration level" in (
         capsys.readouterr().err
     )
+
+
+STEPS = ["--max-steps", "2", "--gate-margin", "50"]
+
+
+def _shift(path, voxels: int = 4) -> None:
+    """Rewrite a scan with its brain shifted along x (other content, same file name)."""
+    import numpy as np
+
+    from ratgan.data.io import read_scan, write_nifti
+
+    scan = read_scan(path)
+    write_nifti(path, np.roll(scan.data, voxels, axis=0), scan.affine)
+
+
+def test_a_rerun_with_other_real_or_synthetic_scans_is_refused(
+    tiny_real, tiny_synthetic, tmp_path, cohort_writer, capsys
+):
+    """Same paths and options, other file contents: finished runs, the teacher and its label
+    maps belong to the old data, so the rerun is refused naming what changed."""
+    out = tmp_path / "bench"
+    args = [*_segbench(tiny_real, tiny_synthetic, out), "--tests", "2", "--seeds", "1"]
+    args += ["--labels", "joint", *STEPS, *FAST]
+    assert main(args) == 0
+    runs = _runs(out)
+    capsys.readouterr()
+
+    _shift(tiny_synthetic / "synthetic-003.nii.gz")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--synthetic" in err and "1 changed (synthetic-003.nii.gz)" in err
+    assert "--real" not in err and "use a new --out" in err
+
+    _shift(tiny_synthetic / "synthetic-003.nii.gz", -4)  # the old content again: resumes
+    assert main(args) == 0 and _runs(out) == runs
+    capsys.readouterr()
+
+    more = cohort_writer(tmp_path / "more", 1, seed=9, prefix="new")
+    for sub in ("images", "labels"):
+        (more / sub / "new-000.nii.gz").rename(tiny_real / sub / "new-000.nii.gz")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--real" in err and "1 added (new-000.nii.gz)" in err and "use a new --out" in err
+    assert _runs(out) == runs
+    data = json.loads((out / "segbench.json").read_text())["data"]
+    assert len(data["real"]) == 12 and len(data["synthetic"]) == 12
+
+
+def test_a_teacher_trained_on_other_real_scans_is_refused(tiny_real, tmp_path):
+    from ratgan.errors import RatganError
+    from ratgan.segmentation.data import find_entries, load_set
+    from ratgan.segmentation.teacher import cached_teacher
+    from ratgan.segmentation.train import TrainSettings
+    from ratgan.segmentation.unet import UNetConfig
+
+    real = load_set(find_entries(tiny_real), (16, 16, 8))
+    train, val = real.subset(range(6)), real.subset([6, 7])
+    net = UNetConfig(channels=(4, 8), input_shape=(16, 16, 8))
+    settings = TrainSettings(max_epochs=1, patience=1, batch_size=4, max_steps=1, device="cpu")
+    path = tmp_path / "teacher.pt"
+    cached_teacher(path, train, val, net, settings)
+    cached_teacher(path, train, val, net, settings)  # the same scans: read back
+    other = train.with_labels(torch_roll(train.label_maps()))
+    with pytest.raises(RatganError, match="trained on other real scans"):
+        cached_teacher(path, other, val, net, settings)
+
+
+def torch_roll(labels):
+    """Label maps shifted by one voxel along x (other content, same names)."""
+    import torch
+
+    return torch.roll(labels, 1, dims=2)
+
+
+def test_teacher_label_maps_of_changed_synthetic_scans_are_made_again(
+    tiny_real, tmp_path, cohort_writer, monkeypatch
+):
+    """A benchmark stopped after its teacher labelled the synthetic scans (before segbench.json
+    was written) and rerun after a scan changed: only that scan is labelled again."""
+    from ratgan.segmentation import train as train_mod
+
+    syn = cohort_writer(
+        tmp_path / "unlabelled", 6, seed=4, layout="flat", with_labels=False, prefix="synthetic"
+    )
+    out = tmp_path / "bench"
+    args = [*_segbench(tiny_real, syn, out), "--tests", "2", "--seeds", "1"]
+    args += ["--labels", "teacher", *STEPS, *FAST]
+    assert main(args) == 0
+    for name in ("segbench.json", "runs.json"):  # as a benchmark stopped in its pool leaves it
+        (out / name).unlink()
+    _shift(syn / "synthetic-002.nii.gz")
+    segmented = []
+    segment = train_mod.segment
+    monkeypatch.setattr(
+        train_mod,
+        "segment",
+        lambda m, x, *a, **k: segmented.append(len(x)) or segment(m, x, *a, **k),
+    )
+    assert main(args) == 0
+    assert segmented == [1]
+
+
+def test_teacher_labels_refuse_synthetic_scans_that_share_a_file_name(
+    tiny_real, tmp_path, subject_maker, capsys
+):
+    """Teacher label maps are written by file name: sub0/scan.nii.gz ... sub5/scan.nii.gz
+    would share one label map."""
+    import numpy as np
+
+    from ratgan.data.io import write_nifti
+
+    rng = np.random.default_rng(3)
+    rows = ["image"]
+    for i in range(6):
+        image, _ = subject_maker(rng)
+        write_nifti(tmp_path / "syn" / f"sub{i}" / "scan.nii.gz", image, np.eye(4))
+        rows.append(f"sub{i}/scan.nii.gz")
+    csv = tmp_path / "syn" / "list.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "bench"
+    args = [*_segbench(tiny_real, csv, out), "--tests", "2", "--seeds", "1"]
+    assert main([*args, "--labels", "teacher", *STEPS, *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "share the file name scan.nii.gz" in err and "rename" in err
+    assert not (out / "teacher").exists()
+
+
+def test_real_scans_without_a_label_map_are_named_in_a_warning(tiny_real, tmp_path, caplog):
+    from ratgan.segmentation.bench import load_real
+    from ratgan.segmentation.state import BenchOptions
+
+    (tiny_real / "labels" / "sub-004.nii.gz").unlink()
+    opt = BenchOptions(
+        real=str(tiny_real), synthetic=str(tiny_real), out=str(tmp_path / "o"), shape=(16, 16, 8)
+    )
+    with caplog.at_level("WARNING"):
+        entries, real = load_real(opt.resolved())
+    assert len(entries) == len(real) == 11
+    assert "1 of 12 real scans" in caplog.text and "sub-004.nii.gz" in caplog.text
+
+
+def test_the_reference_scan_enters_the_options_and_the_data(
+    tiny_real, tiny_synthetic, tmp_path, capsys
+):
+    import shutil
+
+    ref = tmp_path / "ref.nii.gz"
+    shutil.copy(tiny_real / "images" / "sub-000.nii.gz", ref)
+    out = tmp_path / "bench"
+    base = [*_segbench(tiny_real, tiny_synthetic, out), "--tests", "1", "--seeds", "1", *FAST]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base + ["--reference", str(ref)]) == 2
+    err = capsys.readouterr().err
+    assert "other options" in err and f"reference: None -> {ref.resolve()}" in err
+
+    out2 = tmp_path / "bench2"
+    args = [*_segbench(tiny_real, tiny_synthetic, out2), "--tests", "1", "--seeds", "1"]
+    args += ["--reference", str(ref), *FAST]
+    assert main(args) == 0
+    state = json.loads((out2 / "segbench.json").read_text())
+    assert state["options"]["reference"] == str(ref.resolve())
+    _shift(ref)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--reference" in err and "ref.nii.gz changed" in err and "use a new --out" in err
+
+
+def test_a_new_checkpoint_of_the_synthetic_run_is_other_data(tiny_real, tmp_path):
+    """A run folder as --synthetic: its newest checkpoint stands for the scans generated from
+    it; a call whose tests need no synthetic scans keeps the recorded digest."""
+    from ratgan.errors import RatganError
+    from ratgan.segmentation.bench import check_data, data_digests
+    from ratgan.segmentation.data import find_entries
+    from ratgan.segmentation.state import BenchOptions
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    (run / "checkpoints" / "ckpt_0000002.pt").write_bytes(b"two")
+    out = tmp_path / "bench"
+    opt = BenchOptions(real=str(tiny_real), synthetic=str(run), out=str(out)).resolved()
+    entries = find_entries(tiny_real)
+    first = data_digests(opt, entries, 4)
+    assert [p.rsplit("/", 1)[1] for p in first["synthetic"]] == ["ckpt_0000002.pt"]
+    split = {"train": ["a"], "val": ["b"], "test": ["c"]}
+    out.mkdir()
+    (out / "segbench.json").write_text(json.dumps({"split": split, "data": first}))
+    check_data(out, opt, data_digests(opt, entries, 4), split)  # nothing changed
+    (run / "checkpoints" / "ckpt_0000004.pt").write_bytes(b"four")
+    with pytest.raises(RatganError, match="has another newest checkpoint .1 added"):
+        check_data(out, opt, data_digests(opt, entries, 4), split)
+    real_only = data_digests(opt, entries, 0)
+    check_data(out, opt, real_only, split)
+    assert real_only["synthetic"] == first["synthetic"]
+    with pytest.raises(RatganError, match="the real split differs"):
+        check_data(out, opt, first, {**split, "test": ["a"]})

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ratgan.errors import RatganError
+from ratgan.segmentation.files import check_unique_names, file_digest
 
 NUM_LABELS = 4
 """Class numbers 0 background, 1 GM, 2 WM, 3 CSF."""
@@ -63,15 +64,6 @@ class Atlas:
     label: Path
     digest: str = field(default="", compare=False)
     """SHA-256 of the scan and label files (filled by :func:`make_atlases`)."""
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_atlases(entries: list, k: int, seed: int = 0) -> list[Atlas]:
@@ -200,12 +192,8 @@ def label_scans(
 
     out_dir = Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else out_dir / ".cache"
+    check_unique_names(targets)
     names = [Path(t).name for t in targets]
-    if len(set(names)) != len(names):
-        raise RatganError(
-            "two scans to label share a file name; label maps are written by "
-            "file name, so rename one of them."
-        )
     check_inputs(targets, atlases, volume_index)
     keys = [cache_key(t, atlases, params) for t in targets]
     cached = {k: cache / f"{k}.nii.gz" for k in keys}

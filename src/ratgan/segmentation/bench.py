@@ -14,7 +14,10 @@ Output folder::
     OUT/table.md           Table 4 shaped: mean +- std, then the paired statistics
     OUT/dice.png           bar chart with error bars
 
-A rerun with the same options skips every (test, seed) already in ``runs.json``.  The work is
+A rerun with the same options skips every (test, seed) already in ``runs.json``; one whose
+data differ (the bytes of a real scan or label map, of a synthetic scan or of the newest
+checkpoint of a run given as ``--synthetic``, of ``--reference``, or the real split) is
+refused, since what the folder holds was made from the old data.  The work is
 split in modules: the plan and state here, the synthetic pool and its labels in
 :mod:`~ratgan.segmentation.labels`, the test networks in :mod:`~ratgan.segmentation.runner`
 and the reports in :mod:`~ratgan.segmentation.report`.
@@ -23,6 +26,7 @@ and the reports in :mod:`~ratgan.segmentation.report`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from typing import Any
 from ratgan.atomic import atomic_write_json
 from ratgan.errors import RatganError
 from ratgan.segmentation.data import SegSet, brain_box, find_entries, load_set
+from ratgan.segmentation.files import describe_changes, entry_digests, file_digest
 from ratgan.segmentation.labels import (
     Pool,
     check_overlap,
@@ -56,6 +61,8 @@ from ratgan.segmentation.state import (
 )
 
 __all__ = ["MODES", "BenchOptions", "BenchSettings", "BenchState", "Benchmark", "run_benchmark"]
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- files
 
@@ -90,8 +97,21 @@ def check_folder(out: Path, fingerprint: dict[str, Any]) -> None:
 
 
 def load_real(opt: BenchSettings) -> tuple[list, SegSet]:
-    """The labelled real scan entries and the scans at full resolution."""
-    entries = [e for e in find_entries(opt.real) if e.label is not None]
+    """The labelled real scan entries and the scans at full resolution; warns naming the real
+    scans left out for lack of a label map."""
+    found = find_entries(opt.real)
+    entries = [e for e in found if e.label is not None]
+    skipped = [e.image.name for e in found if e.label is None]
+    if skipped:
+        listed = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" * (len(skipped) > 10))
+        log.warning(
+            "%d of %d real scans in %s have no label map and are left out of the benchmark: "
+            "%s (label maps go in labels/ with the scans' file names, or in a CSV's label column)",
+            len(skipped),
+            len(found),
+            opt.real,
+            listed,
+        )
     if len(entries) < 4:
         raise RatganError(
             f"real set {opt.real} holds {len(entries)} scans with label "
@@ -102,12 +122,74 @@ def load_real(opt: BenchSettings) -> tuple[list, SegSet]:
     )
 
 
+def data_digests(opt: BenchSettings, entries: list, needed: int) -> dict[str, Any]:
+    """Content digests of what the benchmark is made from: the labelled real scans and their
+    label maps, the synthetic scans (those of a folder or CSV; the newest checkpoint of a run
+    folder; None when no test needs any) and the ``--reference`` scan (None: the first real)."""
+    from ratgan.runs import is_run_folder
+    from ratgan.training.checkpoint import latest_checkpoint
+
+    synthetic: dict[str, str] | None = None
+    if needed and is_run_folder(opt.synthetic):
+        ckpt = latest_checkpoint(Path(opt.synthetic))
+        synthetic = {} if ckpt is None else {str(ckpt.resolve()): file_digest(ckpt)}
+    elif needed:
+        synthetic = entry_digests(find_entries(opt.synthetic))
+    reference = None
+    if opt.reference:
+        if not Path(opt.reference).is_file():
+            raise RatganError(f"--reference {opt.reference} is not a file.")
+        reference = file_digest(opt.reference)
+    return {"real": entry_digests(entries), "synthetic": synthetic, "reference": reference}
+
+
+def check_data(out: Path, opt: BenchSettings, data: dict[str, Any], split: dict) -> None:
+    """Raise if ``out`` holds a benchmark made from other data than ``data`` (the digests of
+    :func:`data_digests`) or another real ``split`` (file names); a folder written before the
+    digests were recorded is not checked.  Fills ``data['synthetic']`` from the folder when no
+    test of this call needs synthetic scans, so that a later call still compares them."""
+    from ratgan.runs import is_run_folder
+
+    state_path = out / "segbench.json"
+    if not state_path.is_file():
+        return
+    state = json.loads(state_path.read_text())
+    old = state.get("data")
+    if old is None:
+        return
+    if data["synthetic"] is None:
+        data["synthetic"] = old.get("synthetic")
+    changed = []
+    if old.get("real") != data["real"]:
+        diff = describe_changes(old.get("real") or {}, data["real"])
+        changed.append(f"the scans or label maps of --real {opt.real} differ ({diff})")
+    elif state.get("split", split) != split:
+        changed.append(f"the real split differs (test scans {', '.join(split['test'])})")
+    if old.get("synthetic") is not None and old["synthetic"] != data["synthetic"]:
+        diff = describe_changes(old["synthetic"], data["synthetic"])
+        if is_run_folder(opt.synthetic):
+            changed.append(
+                f"the run --synthetic {opt.synthetic} has another newest checkpoint ({diff})"
+            )
+        else:
+            changed.append(f"the synthetic scans of --synthetic {opt.synthetic} differ ({diff})")
+    if old.get("reference") != data["reference"] and old.get("reference") is not None:
+        changed.append(f"the --reference scan {opt.reference} changed")
+    if changed:
+        raise RatganError(
+            f"output folder {out} holds a benchmark made from other data: "
+            f"{'; '.join(changed)}; its finished runs and synthetic labels belong to the old "
+            "data, so use a new --out to benchmark the data as they are now."
+        )
+
+
 # --------------------------------------------------------------------------- the benchmark
 
 
 def prepare(options: BenchOptions) -> BenchState:
     """Resolve the options, check the folder, load and split the real set, check that the GAN
-    saw no test scan, that a folder of synthetic scans holds enough of them, and pick the
+    saw no test scan, that a folder of synthetic scans is a finished set holding enough of
+    them, and that a folder holding a benchmark was made from the same data, and pick the
     atlases; then create the folder.  Nothing is trained or generated."""
     opt = options.resolved()
     out = Path(opt.out)
@@ -130,9 +212,12 @@ def prepare(options: BenchOptions) -> BenchState:
         if needed
         else {"checked": False, "files": []}
     )
-    state = BenchState(opt, out, real, split, box, needed, overlap)
     if needed:
         check_synthetic_source(opt.synthetic, needed, len(split.train))
+    data = data_digests(opt, entries, needed)
+    names = {k: [real.names[i] for i in v] for k, v in split.to_dict().items()}
+    check_data(out, opt, data, names)
+    state = BenchState(opt, out, real, split, box, needed, overlap, data)
     if needed and opt.labels == "atlas":
         from ratgan.segmentation.atlas import AtlasParams, make_atlases
 
@@ -165,6 +250,7 @@ class Benchmark:
             self.out / "segbench.json",
             {
                 "options": self.opt.fingerprint(),
+                "data": s.data,
                 "split": {k: [s.real.names[i] for i in v] for k, v in s.split.to_dict().items()},
                 "counts": {
                     "real_labelled": len(s.real),

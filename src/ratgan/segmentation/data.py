@@ -8,6 +8,7 @@ here too.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 
 from ratgan.errors import RatganError
 from ratgan.segmentation.unet import NUM_CLASSES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,13 +111,15 @@ def load_set(
     progress: bool = False,
     desc: str = "load",
 ) -> SegSet:
-    """Read and preprocess scans (and their label maps when ``with_labels``) to ``shape``."""
+    """Read and preprocess scans (and their label maps when ``with_labels``) to ``shape``;
+    warns naming the scans (called ``desc``) whose labelled voxels the centred crop to
+    ``shape`` cuts off, since no network trains or is scored on those."""
     from tqdm.auto import tqdm
 
     from ratgan.data.io import read_label, read_scan
-    from ratgan.data.transforms import preprocess, preprocess_labels
+    from ratgan.data.transforms import cropped_slices, preprocess, preprocess_labels
 
-    images, labels, infos, affines = [], [], [], []
+    images, labels, infos, affines, cut = [], [], [], [], []
     for e in tqdm(entries, desc=desc, unit="scan", disable=not progress, leave=False):
         scan = read_scan(e.image, volume_index)
         img, info = preprocess(scan.data, shape, 1)
@@ -126,8 +131,23 @@ def load_set(
                 raise RatganError(f"scan {e.image} has no label map.")
             lab = read_label(e.label, scan)  # raises on values other than 0-3
             labels.append(preprocess_labels(lab, shape, 1))
+            total, kept = int(np.count_nonzero(lab)), int(np.count_nonzero(labels[-1]))
+            if kept < total:
+                axes = ", ".join(
+                    f"{n} slices off axis {a}" for a, n in cropped_slices(info, shape).items()
+                )
+                cut.append(f"{e.image.name} ({total - kept} of {total} labelled voxels, {axes})")
     if not images:
         raise RatganError("no scans to load.")
+    if cut:
+        log.warning(
+            "--shape %s cuts labelled voxels off %d %s, which no network trains or is scored on: "
+            "%s; pass a --shape that holds every brain",
+            "x".join(map(str, shape)),
+            len(cut),
+            desc,
+            "; ".join(cut),
+        )
     x = torch.from_numpy(np.stack(images))[:, None]
     y = torch.from_numpy(np.stack(labels))[:, None] if with_labels else None
     return SegSet(x, y, [e.image.name for e in entries], [e.image for e in entries], infos, affines)

@@ -15,6 +15,7 @@ is compared with the test split by path and by file content.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ratgan.atomic import atomic_write_json
 from ratgan.errors import RatganError
 from ratgan.runs import is_run_folder, read_run_data
 from ratgan.segmentation.data import SegSet, concat, find_entries, load_set
+from ratgan.segmentation.files import check_unique_names, file_digest
 from ratgan.segmentation.quality_gate import FRACTIONS, GateResult, QualityGate
 
 from ratgan.segmentation.state import LABEL_SOURCES, BenchState
@@ -62,8 +64,6 @@ def empty_pool(shape: tuple[int, int, int]) -> Pool:
 def gan_overlap(source: str | Path, held_out: list[Path]) -> dict[str, Any]:
     """Which of the ``held_out`` real scans the GAN run ``source`` was trained on (by
     resolved path or identical content); ``checked`` is False for a folder of scans."""
-    from ratgan.segmentation.atlas import file_digest
-
     if not is_run_folder(source):
         return {"checked": False, "files": []}
     seen = [Path(e.image) for e in read_run_data(source).entries]
@@ -78,13 +78,22 @@ def gan_overlap(source: str | Path, held_out: list[Path]) -> dict[str, Any]:
 
 
 def check_synthetic_source(source: str | Path, needed: int, n_train: int) -> None:
-    """Raise RatganError, before any labelling, for a synthetic source that does not exist or
-    a folder holding fewer scans than the tests need even if the gate accepted every one."""
+    """Raise RatganError, before any labelling, for a synthetic source that does not exist, a
+    folder of an unfinished ``ratgan generate`` (its manifest.json not complete) or a folder
+    holding fewer scans than the tests need even if the gate accepted every one."""
+    from ratgan.generation.output import MANIFEST, is_complete_set
+
     src = Path(source)
     if not src.exists():
         raise RatganError(f"synthetic source {src} does not exist.")
     if is_run_folder(src):
         return
+    if src.is_dir() and (src / MANIFEST).is_file() and not is_complete_set(src):
+        raise RatganError(
+            f"synthetic folder {src} holds an unfinished or unreadable generation (its "
+            f"{MANIFEST} does not say complete: true); rerun `ratgan generate` into it to "
+            "finish the set."
+        )
     n = len(find_entries(src))
     if n < needed:
         raise RatganError(
@@ -148,14 +157,24 @@ def atlas_accuracy(state: BenchState) -> dict[str, Any]:
 
 
 def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
-    """``syn`` labelled by the teacher U-Net (label maps written to OUT/teacher/labels)."""
+    """``syn`` labelled by the teacher U-Net (label maps written to OUT/teacher/labels by file
+    name, so two scans may not share one).  A label map is reused only for a scan of the same
+    content: OUT/teacher/labels.json records the SHA-256 of each scan labelled."""
     from ratgan.data.io import write_nifti
     from ratgan.data.transforms import inverse_labels
     from ratgan.segmentation.teacher import cached_teacher
     from ratgan.segmentation.train import segment
 
+    check_unique_names(syn.images_paths)
     folder = state.out / "teacher" / "labels"
-    todo = [i for i, n in enumerate(syn.names) if not (folder / n).is_file()]
+    record = state.out / "teacher" / "labels.json"
+    digests = [file_digest(p) for p in syn.images_paths]
+    made = _labelled_scans(record)
+    todo = [
+        i
+        for i, n in enumerate(syn.names)
+        if not (folder / n).is_file() or made.get(n) != digests[i]
+    ]
     if todo:
         state.log("training the teacher on the real training split (or reading it)")
         model = cached_teacher(
@@ -180,7 +199,19 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
         for j, i in enumerate(todo):
             native = inverse_labels(pred[j, 0].numpy(), syn.infos[i]).astype(np.uint8)
             write_nifti(folder / syn.names[i], native, syn.affines[i], dtype=np.dtype(np.uint8))
+        made.update({syn.names[i]: digests[i] for i in todo})
+        atomic_write_json(record, {"scans": made})
     return syn.with_labels(_read_native_labels(state, syn, [folder / n for n in syn.names]))
+
+
+def _labelled_scans(record: Path) -> dict[str, str]:
+    """File name -> SHA-256 of the scans whose teacher label maps are in OUT/teacher/labels
+    (empty when the record is missing or damaged: every scan is labelled again)."""
+    try:
+        scans = json.loads(record.read_text())["scans"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return scans if isinstance(scans, dict) else {}
 
 
 def _read_native_labels(state: BenchState, syn: SegSet, paths: list[Path]) -> torch.Tensor:
@@ -224,6 +255,8 @@ def synthetic_pool(state: BenchState) -> Pool:
 
     def gate_set(entries: list, tag: str) -> None:
         mode = _label_mode(opt.labels, all(e.label is not None for e in entries), src)
+        if mode != "joint":  # label maps are written by file name
+            check_unique_names([e.image for e in entries])
         syn = load_set(
             entries,
             opt.shape,

@@ -56,7 +56,7 @@ MODES = {
 DEFAULT_SYN_ITERATIONS: tuple[int, ...] = AtlasParams().syn_iterations
 """The atlas labeller's SyN iterations per level."""
 
-LEGACY_OPTIONS: dict[str, Any] = {"syn_iterations": list(DEFAULT_SYN_ITERATIONS)}
+LEGACY_OPTIONS: dict[str, Any] = {"syn_iterations": list(DEFAULT_SYN_ITERATIONS), "reference": None}
 """What a benchmark folder written before an option existed was made with."""
 
 
@@ -134,7 +134,8 @@ class BenchOptions:
             )
 
     def fingerprint(self) -> dict[str, Any]:
-        """The options that change results: a rerun into the same folder must match them."""
+        """The options that change results: a rerun into the same folder must match them (the
+        contents of the files they name are compared separately, see ``BenchState.data``)."""
         keys = (
             "real",
             "synthetic",
@@ -163,6 +164,7 @@ class BenchOptions:
         out = {k: d[k] for k in keys}
         out["real"] = str(Path(self.real).resolve())
         out["synthetic"] = str(Path(self.synthetic).resolve())
+        out["reference"] = str(Path(self.reference).resolve()) if self.reference else None
         return json.loads(json.dumps(out))
 
 
@@ -248,7 +250,8 @@ class BenchSettings(BenchOptions):
 @dataclass
 class BenchState:
     """What every stage of a benchmark reads: options, the real set and its split, the
-    brain box, the synthetic scans needed, the atlases and the GAN overlap check."""
+    brain box, the synthetic scans needed, the data's digests, the atlases and the GAN
+    overlap check."""
 
     opt: BenchSettings
     out: Path
@@ -257,6 +260,9 @@ class BenchState:
     box: Box | None
     needed: int
     overlap: dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+    """Content digests of the data (``real``, ``synthetic``, ``reference``): a rerun into the
+    same folder must match them."""
     atlases: list = field(default_factory=list)
     atlas_params: Any = None
     log_lines: list[str] = field(default_factory=list)

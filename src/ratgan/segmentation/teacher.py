@@ -7,10 +7,13 @@ that no test-scan information reaches the benchmark through the synthetic labels
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
 
+from ratgan.errors import RatganError
 from ratgan.segmentation.data import Box, SegSet, crop, downsample_images, downsample_labels
 from ratgan.segmentation.train import (
     TrainResult,
@@ -46,6 +49,16 @@ def train_teacher(
     )
 
 
+def data_digest(train: SegSet, val: SegSet) -> str:
+    """SHA-256 of the names, scans and label maps (as preprocessed) a teacher trains on."""
+    h = hashlib.sha256()
+    for s in (train, val):
+        h.update(json.dumps(list(s.names)).encode())
+        for t in (s.images, s.label_maps()):
+            h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def cached_teacher(
     path: Path,
     train: SegSet,
@@ -57,15 +70,31 @@ def cached_teacher(
     seed: int = 0,
     progress: bool = False,
 ) -> SegUNet:
-    """The teacher saved at ``path``, trained and saved first when it is not there."""
+    """The teacher saved at ``path``, trained and saved first when it is not there; raises
+    RatganError when the saved one was trained on other scans or label maps (a teacher saved
+    before the digest was recorded is checked by the scans' names)."""
     path = Path(path)
+    digest = data_digest(train, val)
     if path.is_file():
-        return load_model(path, settings.device)[0]
+        model, record = load_model(path, settings.device)
+        saved = record.get("data")
+        same = (
+            saved == digest
+            if saved
+            else (record.get("train"), record.get("val")) == (list(train.names), list(val.names))
+        )
+        if not same:
+            raise RatganError(
+                f"teacher {path} was trained on other real scans or label maps than the "
+                "training and validation split of --real now holds; use a new --out."
+            )
+        return model
     result = train_teacher(train, val, net, settings, downsample, box, seed, progress)
     save_model(
         path,
         result,
         {
+            "data": digest,
             "train": train.names,
             "val": val.names,
             "box": None if box is None else [list(b) for b in box],
