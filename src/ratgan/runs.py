@@ -112,12 +112,18 @@ class RunScan:
     orientation: str | None = None
     """Its voxel axes' world directions (e.g. ``RAS``); None in runs written before it was
     recorded.  Generation refuses a reference scan of another orientation."""
+    voxel_size: tuple[float, float, float] | None = None
+    """Its voxel size in world units (from its affine); None in runs written before it was
+    recorded.  Generation refuses a reference scan of another voxel size."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of one entry (``orientation`` only where recorded)."""
+        """The JSON form of one entry (``orientation`` and ``voxel_size`` only where
+        recorded)."""
         out: dict[str, Any] = {"image": self.image, "label": self.label}
         if self.orientation is not None:
             out["orientation"] = self.orientation
+        if self.voxel_size is not None:
+            out["voxel_size"] = [float(v) for v in self.voxel_size]
         return out
 
 
@@ -160,6 +166,12 @@ def write_run_data(run_dir: str | Path, data: RunData) -> Path:
     return atomic_write_json(run_paths(run_dir).data, data.to_dict())
 
 
+def _voxel_size(value: Any) -> tuple[float, float, float]:
+    """A recorded voxel size as three floats (TypeError/ValueError for anything else)."""
+    x, y, z = (float(v) for v in value)
+    return (x, y, z)
+
+
 def read_run_data(run_dir: str | Path) -> RunData:
     """The data record of a run: source, scan entries and their preprocessing infos."""
     path = run_paths(run_dir).data
@@ -170,9 +182,15 @@ def read_run_data(run_dir: str | Path) -> RunData:
         return RunData(
             source=str(raw["source"]),
             entries=[
-                RunScan(e["image"], e.get("label"), e.get("orientation")) for e in raw["entries"]
+                RunScan(
+                    e["image"],
+                    e.get("label"),
+                    e.get("orientation"),
+                    None if e.get("voxel_size") is None else _voxel_size(e["voxel_size"]),
+                )
+                for e in raw["entries"]
             ],
             infos=list(raw.get("infos", [])),
         )
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise RatganError(f"{path} is damaged ({type(exc).__name__}: {exc}).") from None

@@ -75,6 +75,15 @@ def test_non_finite_voxel(tmp_path, rng, h, value, word):
     _one_sentence(exc, "nonfinite.nii.gz")
 
 
+def test_a_voxel_beyond_float32_range_is_refused_not_made_inf(tmp_path, rng, h):
+    data = h.random_scan(rng, (6, 6, 6)).astype(np.float64)
+    data[1, 2, 3] = 1e39  # finite as stored (float64), Inf once cast to float32
+    path = h.save(tmp_path / "huge.nii.gz", data, dtype=np.float64)
+    with pytest.raises(RatganError, match="float32") as exc:
+        read_scan(path)
+    _one_sentence(exc, "huge.nii.gz")
+
+
 @pytest.mark.parametrize("shape", [(8, 9), (4, 5, 6, 2, 3)])
 def test_wrong_dimensionality(tmp_path, rng, h, shape):
     path = h.save(tmp_path / "dims.nii.gz", rng.normal(size=shape))
@@ -183,6 +192,38 @@ def test_mixed_shapes_in_cohort(tmp_path, rng, h):
         load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
     msg = str(exc.value)
     assert "c.nii.gz" in msg and "[8, 8, 7]" in msg and "[8, 8, 6]" in msg
+
+
+def _affine(zooms=(1.0, 1.0, 1.0), flip=1.0):
+    return np.diag([flip * zooms[0], zooms[1], zooms[2], 1.0])
+
+
+@pytest.mark.parametrize(
+    ("odd", "words"),
+    [
+        (_affine(flip=-1.0), ["orientation LAS", "3 of 4", "RAS"]),
+        (_affine((3.0, 3.0, 3.0)), ["voxel size 3 x 3 x 3", "3 of 4", "1 x 1 x 1"]),
+        (_affine((1.0, 1.0, 1.06)), ["voxel size 1 x 1 x 1.06", "1 x 1 x 1"]),
+    ],
+)
+def test_a_cohort_mixing_orientations_or_voxel_sizes_is_refused(tmp_path, rng, h, odd, words):
+    data = h.random_scan(rng, (8, 8, 6))
+    for name in ("a.nii.gz", "b.nii.gz", "d.nii.gz"):
+        h.save(tmp_path / name, data, _affine())
+    h.save(tmp_path / "c.nii.gz", data, odd)  # the odd one out, not first in the listing
+    with pytest.raises(RatganError) as exc:
+        load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
+    _one_sentence(exc, "c.nii.gz")
+    for word in words:
+        assert word in str(exc.value)
+
+
+def test_voxel_sizes_within_five_percent_are_one_cohort(tmp_path, rng, h):
+    data = h.random_scan(rng, (8, 8, 6))
+    h.save(tmp_path / "a.nii.gz", data, _affine())
+    h.save(tmp_path / "b.nii.gz", data, _affine((1.0, 1.04, 0.96)))
+    cohort = load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
+    assert cohort.orientations == ["RAS", "RAS"]
 
 
 def test_bad_file_inside_cohort_is_named(tmp_path, rng, h):

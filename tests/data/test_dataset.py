@@ -113,3 +113,18 @@ def test_stream_errors():
     state = EndlessBatches(cohort, 2, seed=0).state_dict()
     with pytest.raises(RatganError, match="4 scans"):
         EndlessBatches(_indexed_cohort(5), 2, seed=0).load_state_dict(state)
+
+
+def test_4d_scans_averaged_into_a_cohort_are_warned_about_once(tmp_path, rng, h, caplog):
+    h.save(tmp_path / "a.nii.gz", h.random_scan(rng, (8, 8, 6)))
+    for name in ("b.nii.gz", "c.nii.gz"):
+        h.save(tmp_path / name, rng.gamma(2.0, 150.0, size=(8, 8, 6, 3)))
+    with caplog.at_level(logging.WARNING):
+        load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "2 of 3 scans" in record.getMessage() and "b.nii.gz, 3 volumes" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        cfg = DataConfig(target_shape=(8, 8, 8), volume_index=0)
+        load_cohort(tmp_path, cfg, progress=False)
+    assert not caplog.records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 
 import nibabel as nib
 import numpy as np
@@ -110,6 +111,38 @@ def test_write_labels_with_scaled_scan_header(tmp_path, rng, h):
     np.testing.assert_array_equal(read_label(out, scan), labels)
 
 
+def test_written_header_drops_the_references_identifying_fields(tmp_path, rng, h):
+    raw = rng.integers(0, 4000, size=(8, 8, 6)).astype(np.int16)
+    img = nib.Nifti1Image(raw, h.AFFINE)
+    img.set_qform(h.AFFINE, code=1)
+    img.set_sform(h.AFFINE, code=2)
+    hdr = img.header
+    hdr.set_slope_inter(0.25, 10.0)
+    hdr["descrip"] = b"rat R17 2021-03-02"
+    hdr["aux_file"] = b"R17.lut"
+    hdr["db_name"] = b"lab-db"
+    hdr["cal_min"], hdr["cal_max"] = 10.0, 1010.0
+    hdr.extensions.append(nib.nifti1.Nifti1Extension(6, b"PatientName=R17"))
+    src = tmp_path / "rat.nii.gz"
+    nib.save(img, src)
+    scan = read_scan(src)
+    out = write_nifti(tmp_path / "syn.nii.gz", scan.data, scan.affine, scan.header)
+    a, b = nib.load(src), nib.load(out)
+    assert a.header["descrip"].item() == b"rat R17 2021-03-02"  # the reference carries them
+    for key in ("descrip", "aux_file", "db_name"):
+        assert b.header[key].item() == b"", key
+    assert b.header["cal_min"] == 0 and b.header["cal_max"] == 0
+    assert len(b.header.extensions) == 0
+    _assert_same_metadata(a, b)
+    assert b.header.get_zooms() == a.header.get_zooms()
+    assert b.get_data_dtype() == np.int16 and (b.dataobj.slope, b.dataobj.inter) == (0.25, 10.0)
+    np.testing.assert_array_equal(b.dataobj.get_unscaled(), raw)
+    described = write_nifti(
+        tmp_path / "d.nii", scan.data, scan.affine, scan.header, description="ratgan x"
+    )
+    assert nib.load(described).header["descrip"].item() == b"ratgan x"
+
+
 def test_4d_mean_and_index(tmp_path, rng, h):
     data = rng.normal(100, 10, size=(6, 7, 8, 5)).astype(np.float32)
     src = h.save(tmp_path / "bold.nii.gz", data)
@@ -121,6 +154,18 @@ def test_4d_mean_and_index(tmp_path, rng, h):
     np.testing.assert_array_equal(read_scan(src, volume_index=-1).data, data[..., 4])
     assert third.header.get_data_shape() == (6, 7, 8)
     assert third.zooms == pytest.approx(mean.zooms)
+
+
+def test_averaging_a_4d_file_is_logged(tmp_path, rng, h, caplog):
+    src = h.save(tmp_path / "bold.nii.gz", rng.normal(100, 10, size=(6, 7, 8, 5)))
+    with caplog.at_level(logging.INFO, logger="ratgan.data.io"):
+        read_scan(src)
+    (record,) = [r for r in caplog.records if "bold.nii.gz" in r.getMessage()]
+    assert "5 volumes" in record.getMessage() and record.levelno >= logging.INFO
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ratgan.data.io"):
+        read_scan(src, volume_index=1)  # one volume picked: nothing averaged, nothing said
+    assert not caplog.records
 
 
 def test_trailing_singleton_axis_is_3d(tmp_path, rng, h):
@@ -173,3 +218,19 @@ def test_list_scans_layouts(tmp_path, rng, h):
 
     # a single file
     assert [e.image for e in list_scans(flat / "a.nii")] == [flat / "a.nii"]
+
+
+def test_scans_beside_an_images_folder_are_named_as_ignored(tmp_path, rng, h, caplog):
+    data = h.random_scan(rng, (4, 4, 4))
+    root = tmp_path / "ds"
+    for name in ("images/s1.nii.gz", "a.nii.gz", "b.nii", "labels/s1.nii.gz"):
+        h.save(root / name, data)
+    with caplog.at_level(logging.WARNING, logger="ratgan.data.io"):
+        entries = list_scans(root)
+    assert [e.image.name for e in entries] == ["s1.nii.gz"]
+    (record,) = caplog.records
+    assert "2 scans" in record.getMessage() and str(root) in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ratgan.data.io"):
+        list_scans(root / "images")  # a folder without images/: nothing ignored
+    assert not caplog.records

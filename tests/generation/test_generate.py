@@ -2,6 +2,7 @@
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -52,6 +53,31 @@ def test_files_carry_the_reference_header_affine_shape_and_range(tiny_run, phant
         for r in manifest["scans"]
     )
     assert len({r["seed"] for r in manifest["scans"]}) == 2
+
+
+def test_files_do_not_carry_the_references_identifying_metadata(tiny_run, phantom_dir, tmp_path):
+    src = nib.load(_reference(phantom_dir))
+    img = nib.Nifti1Image(np.asanyarray(src.dataobj), src.affine, src.header)
+    img.header["descrip"] = b"rat R17 2021-03-02"
+    img.header["aux_file"], img.header["db_name"] = b"R17.lut", b"lab-db"
+    img.header["cal_min"], img.header["cal_max"] = 0.0, 4000.0
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"PatientName=R17"))
+    nib.save(img, tmp_path / "ref.nii.gz")
+    ref = nib.load(tmp_path / "ref.nii.gz")
+    assert len(ref.header.extensions) == 1
+    (path,) = generate_scans(
+        tiny_run, 1, tmp_path / "g", reference=tmp_path / "ref.nii.gz", progress=False
+    )
+    out = nib.load(path)
+    assert out.header["descrip"].item() == b"ratgan synthetic"
+    assert out.header["aux_file"].item() == out.header["db_name"].item() == b""
+    assert out.header["cal_min"] == out.header["cal_max"] == 0
+    assert len(out.header.extensions) == 0
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-6)
+    assert out.header.get_zooms() == ref.header.get_zooms()
+    assert out.get_data_dtype() == ref.get_data_dtype()
+    for field in ("qform_code", "sform_code"):
+        assert out.header[field] == ref.header[field], field
 
 
 def test_no_checkpoint_is_a_clear_error(tmp_path):

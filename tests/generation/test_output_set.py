@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -147,6 +148,46 @@ def test_runs_that_did_not_record_orientations_compare_with_their_first_scan(
         generate_scans(run, 1, tmp_path / "out", reference=ref, progress=False)
 
 
+def test_a_run_that_recorded_mixed_orientations_takes_only_the_most_common(
+    tiny_run, phantom_dir, tmp_path
+):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = json.loads((run / "data.json").read_text())
+    data["entries"][-1]["orientation"] = "LAS"  # what an older ratgan let a cohort hold
+    (run / "data.json").write_text(json.dumps(data))
+    real = nib.load(min((phantom_dir / "images").glob("*.nii.gz")))
+    ref = _reference(tmp_path / "las.nii.gz", (64, 64, 40), np.diag([-1, 1, 1, 1]) @ real.affine)
+    with pytest.raises(RatganError, match=r"orientation LAS but .* are in RAS \(most of them"):
+        generate_scans(run, 1, tmp_path / "out", reference=ref, progress=False)
+
+
+def test_a_reference_of_another_voxel_size_is_refused(tiny_run, phantom_dir, tmp_path):
+    real = nib.load(min((phantom_dir / "images").glob("*.nii.gz")))
+    affine = real.affine.copy()
+    affine[:3, :3] *= 3  # same grid and orientation, anatomy 3x larger in the world
+    ref = _reference(tmp_path / "ref.nii.gz", (64, 64, 40), affine)
+    message = r"voxel size 1.125 x 1.125 x 1.5 but the run's training scans .* 0.375 x 0.375 x 0.5"
+    with pytest.raises(RatganError, match=message):
+        generate_scans(tiny_run, 1, tmp_path / "out", reference=ref, progress=False)
+    assert not (tmp_path / "out").exists()
+    affine[:3, :3] = real.affine[:3, :3] * 1.04  # within the 5 % tolerance
+    ref = _reference(tmp_path / "close.nii.gz", (64, 64, 40), affine)
+    assert generate_scans(tiny_run, 1, tmp_path / "ok", reference=ref, progress=False)
+
+
+def test_runs_whose_training_scans_are_gone_skip_the_voxel_size_check(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = json.loads((run / "data.json").read_text())
+    for entry in data["entries"]:
+        entry["image"] = str(tmp_path / "moved" / Path(entry["image"]).name)
+        entry.pop("voxel_size", None)  # a run written before voxel sizes were recorded
+    (run / "data.json").write_text(json.dumps(data))
+    ref = _reference(tmp_path / "ref.nii.gz", (64, 64, 40), np.diag([3.0, 3.0, 3.0, 1.0]))
+    assert generate_scans(run, 1, tmp_path / "out", reference=ref, progress=False)
+
+
 def test_an_existing_file_as_out_is_one_sentence(tiny_run, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     args = ["generate", str(tiny_run), "--n", "1", "--out", str(tmp_path / "afile")]
@@ -154,3 +195,18 @@ def test_an_existing_file_as_out_is_one_sentence(tiny_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1
     assert "is a file, not a folder" in err
+
+
+def test_the_training_voxel_size_is_recorded_and_compared_without_the_scans(
+    tiny_run, phantom_dir, tmp_path
+):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    data = json.loads((run / "data.json").read_text())
+    assert {tuple(e["voxel_size"]) for e in data["entries"]} == {(0.375, 0.375, 0.5)}
+    for entry in data["entries"]:
+        entry["image"] = str(tmp_path / "moved" / Path(entry["image"]).name)
+    (run / "data.json").write_text(json.dumps(data))
+    ref = _reference(tmp_path / "ref.nii.gz", (64, 64, 40), np.diag([3.0, 3.0, 3.0, 1.0]))
+    with pytest.raises(RatganError, match=r"voxel size 3 x 3 x 3 but .* have 0.375 x 0.375 x 0.5"):
+        generate_scans(run, 1, tmp_path / "out", reference=ref, progress=False)

@@ -8,16 +8,26 @@ per step (a defect of the published code) and no worker processes are needed.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ratgan.config import DataConfig
 from ratgan.data.augment import BatchAugmenter
-from ratgan.data.io import ScanEntry, list_scans, orientation_code, read_label, read_scan
+from ratgan.data.io import (
+    ScanEntry,
+    format_voxel_size,
+    list_scans,
+    orientation_code,
+    read_label,
+    read_scan,
+    same_voxel_size,
+)
 from ratgan.data.transforms import (
     PreprocessInfo,
     cropped_slices,
@@ -27,6 +37,11 @@ from ratgan.data.transforms import (
 from ratgan.errors import RatganError
 
 log = logging.getLogger(__name__)
+
+VOXEL_SIZE_RTOL = 0.05
+"""How far (relative, per axis) a scan's voxel size may differ from the cohort's: 5 %, half
+the 10 % zoom of the paper's augmentation, so that sessions of one protocol whose voxel sizes
+were rounded differently stay one cohort while a scan of another resolution is refused."""
 
 
 @dataclass
@@ -41,6 +56,8 @@ class Cohort:
     infos: list[PreprocessInfo] = field(default_factory=list)
     orientations: list[str] = field(default_factory=list)
     """Each scan's voxel axis directions (``RAS``, ``LAS``...), recorded in the run's data."""
+    voxel_sizes: list[tuple[float, float, float]] = field(default_factory=list)
+    """Each scan's voxel size in world units (from its affine)."""
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -53,7 +70,8 @@ def load_cohort(
 
     Label maps are loaded when every scan has one; when only some have one the cohort has no
     labels (a warning is logged) unless ``require_labels``, which makes a missing label map an
-    error.  All scans must share one shape.
+    error.  All scans must share one shape, one orientation and one voxel size (within
+    :data:`VOXEL_SIZE_RTOL`); 4-D scans averaged to one volume are warned about.
     """
     entries = list_scans(source, require_labels=require_labels)
     return load_entries(entries, data_cfg, progress, str(source))
@@ -81,6 +99,8 @@ def load_entries(
     labels = torch.empty((n, 1, *shape), dtype=torch.int64) if with_labels else None
     infos: list[PreprocessInfo] = []
     orientations: list[str] = []
+    voxel_sizes: list[tuple[float, float, float]] = []
+    averaged: list[tuple[Path, int]] = []
     first: tuple[Path, tuple[int, ...]] | None = None
     for i, entry in enumerate(
         tqdm(entries, desc="reading scans", unit="scan", disable=not progress)
@@ -100,10 +120,62 @@ def load_entries(
         images[i, 0] = torch.from_numpy(vol)
         infos.append(info)
         orientations.append(orientation_code(scan.affine))
+        voxel_sizes.append(scan.voxel_size)
+        if scan.volumes > 1:
+            averaged.append((entry.image, scan.volumes))
         if labels is not None and entry.label is not None:  # (all entries have one, or none)
             lab = read_label(entry.label, scan)
             labels[i, 0] = torch.from_numpy(preprocess_labels(lab, shape, data_cfg.downsample))
-    return Cohort(images, labels, entries, infos, orientations)
+    paths = [e.image for e in entries]
+    _check_one_orientation(paths, orientations)
+    _check_one_voxel_size(paths, voxel_sizes)
+    if averaged:
+        log.warning(
+            "%d of %d scans of %s are 4-D series (such as %s, %d volumes), each averaged over "
+            "its volumes; set data.volume_index to use one volume instead",
+            len(averaged),
+            n,
+            source,
+            averaged[0][0],
+            averaged[0][1],
+        )
+    return Cohort(images, labels, entries, infos, orientations, voxel_sizes)
+
+
+def _check_one_orientation(paths: list[Path], orientations: list[str]) -> None:
+    """Raise RatganError naming the first scan whose orientation is not the cohort's majority:
+    the model would learn anatomy facing several ways, and one reference cannot label it."""
+    if not orientations:
+        return
+    majority, count = Counter(orientations).most_common(1)[0]
+    for path, code in zip(paths, orientations, strict=True):
+        if code != majority:
+            raise RatganError(
+                f"scan {path} is stored in orientation {code} but most scans of the cohort "
+                f"({count} of {len(paths)}) are in {majority}; all scans of a cohort must "
+                "share one orientation, so reorient it (or leave it out) before training."
+            )
+
+
+def _check_one_voxel_size(paths: list[Path], sizes: list[tuple[float, float, float]]) -> None:
+    """Raise RatganError naming the first scan whose voxel size differs from the cohort's
+    majority by more than :data:`VOXEL_SIZE_RTOL`: the model sees voxels only, so scans of
+    other voxel sizes would teach it anatomy of other sizes."""
+    if not sizes:
+        return
+    table = np.asarray(sizes, dtype=np.float64)  # (n, 3)
+    close = np.abs(table[:, None] - table[None]) <= VOXEL_SIZE_RTOL * np.abs(table[None])
+    counts = close.all(axis=2).sum(axis=0)  # counts[t]: scans within tolerance of scan t
+    best = int(np.argmax(counts))  # the first of the most common sizes
+    majority = sizes[best]
+    for path, size in zip(paths, sizes, strict=True):
+        if not same_voxel_size(size, majority, VOXEL_SIZE_RTOL):
+            raise RatganError(
+                f"scan {path} has voxel size {format_voxel_size(size)} but most scans of the "
+                f"cohort ({counts[best]} of {len(paths)}) have {format_voxel_size(majority)}; "
+                f"all scans of a cohort must share one voxel size (within "
+                f"{VOXEL_SIZE_RTOL:.0%}), so resample it (or leave it out) before training."
+            )
 
 
 def _warn_if_cropped(path: Path, info: PreprocessInfo, shape: tuple[int, int, int]) -> None:

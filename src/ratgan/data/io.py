@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,16 @@ from ratgan.arrays import AnyArray, FloatArray, IntArray
 from ratgan.atomic import atomic_path
 from ratgan.errors import RatganError
 
+log = logging.getLogger(__name__)
+
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 AFFINE_ATOL = 1e-4
 LABEL_NAMES = ("background", "GM", "WM", "CSF")
 """Class numbers 0-3 of every label map ratgan reads or writes."""
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_IDENTIFYING_TEXT = ("descrip", "aux_file", "db_name", "intent_name", "data_type")
+"""Free-text header fields of a reference that :func:`write_nifti` does not pass on: they may
+name the subject, the session or the site (descrip often holds a date and a study name)."""
 
 
 class _Header(Protocol):
@@ -64,6 +71,8 @@ class Scan:
     header: nib.Nifti1Header
     """A copy of the file's header: codes, pixdim, datatype and the file's scl_slope/inter."""
     path: Path
+    volumes: int = 1
+    """How many volumes the file holds along its fourth axis (1 for a 3-D file)."""
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -75,6 +84,12 @@ class Scan:
         """Voxel size along the three spatial axes (from the header's pixdim)."""
         header: _Header = self.header
         return tuple(float(z) for z in header.get_zooms()[:3])  # type: ignore[return-value]
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        """Voxel size along the three axes in world units, from the affine (see
+        :func:`voxel_size`)."""
+        return voxel_size(self.affine)
 
 
 @dataclass
@@ -189,9 +204,10 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
     """Read a 3-D or 4-D NIfTI scan as float32.
 
     A 4-D file is reduced to one volume: ``volume_index`` picks it, ``None`` takes the mean
-    over the fourth axis (``volume_index`` is ignored for a 3-D file).  Raises RatganError
-    (naming the file) for a file that is not a readable NIfTI, is truncated, is not 3-D or
-    4-D, holds NaN or Inf voxels, or when ``volume_index`` is out of range.
+    over the fourth axis, which is logged (``volume_index`` is ignored for a 3-D file).
+    Raises RatganError (naming the file) for a file that is not a readable NIfTI, is
+    truncated, is not 3-D or 4-D, holds NaN or Inf voxels or values beyond float32's range,
+    or when ``volume_index`` is out of range.
     """
     path = Path(path)
     img = _load(path)
@@ -207,8 +223,8 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
             f"scan file {path} is {len(shape)}-D with shape {list(full)}; "
             "a 3-D or 4-D scan is needed."
         )
+    n = shape[3] if len(shape) == 4 else 1
     if len(shape) == 4:
-        n = shape[3]
         if volume_index is not None:
             if not -n <= volume_index < n:
                 raise RatganError(
@@ -218,6 +234,7 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
             data = _read_array(img, path, "scan", volume_index % n).reshape(shape[:3])
         else:
             data = _read_array(img, path, "scan").reshape(shape).mean(axis=3)
+            log.info("scan file %s holds %d volumes; using their mean", path, n)
     else:
         data = _read_array(img, path, "scan").reshape(shape)
     bad = ~np.isfinite(data)
@@ -225,9 +242,16 @@ def read_scan(path: str | Path, volume_index: int | None = None) -> Scan:
         n_nan = int(np.isnan(data).sum())
         n_inf = int(bad.sum()) - n_nan
         raise RatganError(f"scan file {path} holds {n_nan} NaN and {n_inf} Inf voxels.")
+    huge = np.abs(data) > _FLOAT32_MAX
+    if huge.any():  # finite as stored, but Inf once cast to the float32 ratgan computes in
+        raise RatganError(
+            f"scan file {path} holds {int(huge.sum())} voxels beyond float32's range "
+            f"(largest magnitude {float(np.abs(data).max()):.3g})."
+        )
     affine = np.asarray(img.affine, dtype=np.float64)
     header = _header_copy(img, tuple(data.shape))
-    return Scan(data=data.astype(np.float32), affine=affine, header=header, path=path)
+    volumes = n if volume_index is None else 1
+    return Scan(data.astype(np.float32), affine, header, path, volumes)
 
 
 def orientation_code(affine: npt.ArrayLike) -> str:
@@ -245,6 +269,28 @@ def orientation_code(affine: npt.ArrayLike) -> str:
 def scan_orientation(path: str | Path) -> str:
     """The :func:`orientation_code` of a NIfTI file, from its header alone."""
     return orientation_code(_load(Path(path)).affine)
+
+
+def voxel_size(affine: npt.ArrayLike) -> tuple[float, float, float]:
+    """The length of each voxel axis in world units (the affine's column norms): what sets the
+    size of the anatomy in the world, whatever the header's pixdim says."""
+    matrix = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return tuple(float(v) for v in np.sqrt((matrix**2).sum(axis=0)))  # type: ignore[return-value]
+
+
+def scan_voxel_size(path: str | Path) -> tuple[float, float, float]:
+    """The :func:`voxel_size` of a NIfTI file, from its header alone."""
+    return voxel_size(_load(Path(path)).affine)
+
+
+def same_voxel_size(a: Sequence[float], b: Sequence[float], rtol: float = 0.01) -> bool:
+    """Whether two voxel sizes agree on every axis within ``rtol`` (relative to ``b``)."""
+    return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), rtol=rtol, atol=0.0))
+
+
+def format_voxel_size(size: Sequence[float]) -> str:
+    """A voxel size for messages, e.g. ``0.375 x 0.375 x 0.5``."""
+    return " x ".join(f"{float(v):.4g}" for v in size)
 
 
 def canonical_scan(scan: Scan) -> Scan:
@@ -333,10 +379,14 @@ def _checked_inputs(
 
 
 def _start_header(header: nib.Nifti1Header | None) -> tuple[nib.Nifti1Header, int, int]:
-    """The header to write from (a copy of ``header`` or a fresh one) and its qform and sform
-    codes."""
+    """The header to write from (a copy of ``header`` without its free-text fields, display
+    range and extensions, or a fresh one) and its qform and sform codes."""
     if header is not None:
         hdr = _as_nifti1_header(header)
+        for key in _IDENTIFYING_TEXT:
+            hdr[key] = b""
+        hdr["cal_min"] = hdr["cal_max"] = 0.0  # the reference's display window
+        hdr.extensions.clear()  # e.g. DICOM fields with the subject's name
         qcode = int(hdr["qform_code"])
         scode = int(hdr["sform_code"])
         if qcode == 0 and scode == 0:
@@ -476,21 +526,25 @@ def write_nifti(
     header: nib.Nifti1Header | None = None,
     zooms: Sequence[float] | None = None,
     dtype: npt.DTypeLike | None = None,
+    description: str = "",
 ) -> Path:
     """Write ``data`` as a NIfTI-1 file atomically and return the path.
 
     With ``header`` (e.g. a real scan's): its qform/sform codes, pixdim, datatype and
-    scl_slope/inter are kept; float data stored as an integer datatype is rounded and clipped
-    to that type (with the header's scaling; integer data such as label maps, or a ``dtype``
-    other than the header's, is stored with slope 1 and intercept 0).  Without
+    scl_slope/inter are kept, while what could identify its subject is not (descrip,
+    aux_file, db_name and the other free-text fields, cal_min/cal_max, header extensions);
+    float data stored as an integer datatype is rounded and clipped to that type (with the
+    header's scaling; integer data such as label maps, or a ``dtype`` other than the
+    header's, is stored with slope 1 and intercept 0).  Without
     ``header``: a fresh header with voxel size ``zooms`` (default: from the affine) and
-    qform/sform code 1 (scanner).  ``dtype`` overrides the stored datatype.  Parent folders
-    are created.
+    qform/sform code 1 (scanner).  ``dtype`` overrides the stored datatype; ``description``
+    (at most 80 characters) is stored as descrip.  Parent folders are created.
     """
     path = Path(path)
     array, matrix = _checked_inputs(path, data, affine)
     start, qcode, scode = _start_header(header)
     hdr: _Header = start
+    hdr["descrip"] = description.encode()[:80]
     out_dtype = _set_output_dtype(hdr, dtype, header, array, path)
     stored, scaling = _stored_values(array, out_dtype, hdr, header)
     # nibabel leaves the Nifti1Image constructor unannotated
@@ -557,12 +611,22 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
 
 
 def _from_folder(src: Path) -> list[ScanEntry]:
-    """The scans of a folder (in its ``images/`` subfolder if it has one) with the label maps
-    of the same names in ``src/labels/`` (beside ``images/``, or e.g. the output folder of
-    ``ratgan generate``)."""
+    """The scans of a folder (in its ``images/`` subfolder if it has one, with a warning naming
+    scans left beside it) with the label maps of the same names in ``src/labels/`` (beside
+    ``images/``, or e.g. the output folder of ``ratgan generate``)."""
     images_dir = src / "images"
     scans_dir = images_dir if images_dir.is_dir() else src
     files = _nifti_files(scans_dir)
+    if scans_dir is images_dir:
+        beside = _nifti_files(src)
+        if beside:
+            log.warning(
+                "%s has an images/ folder, so the %d scans beside it (such as %s) are ignored; "
+                "move them into images/ to use them",
+                src,
+                len(beside),
+                beside[0].name,
+            )
     if not files:
         raise RatganError(f"folder {scans_dir} holds no .nii or .nii.gz files.")
     labels_dir = src / "labels"

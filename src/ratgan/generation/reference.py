@@ -4,11 +4,13 @@ Generated volumes come out in the training scans' voxel grid and axis order; the
 only lends them its header and affine, and its shape decides how the network's cube is
 cropped back.  A reference of another shape would give scans of that shape (cropped or
 padded network output), one of another orientation would label the anatomy's directions
-wrongly (a left-right flip in the world, for instance).  Both are refused, naming both sides.
+wrongly (a left-right flip in the world, for instance), one of another voxel size would make
+the anatomy larger or smaller in the world.  All are refused, naming both sides.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,10 +31,13 @@ def training_shape(data: RunData) -> tuple[int, ...] | None:
 
 
 def training_orientations(data: RunData) -> list[str]:
-    """The orientations of the run's training scans: recorded in data.json by training, or,
-    for a run that did not record them, read from its first training scan's header while
-    that file exists (empty when neither is available)."""
-    recorded = sorted({e.orientation for e in data.entries if e.orientation})
+    """The orientations of the run's training scans, the most common first: recorded in
+    data.json by training, or, for a run that did not record them, read from its first
+    training scan's header while that file exists (empty when neither is available).
+
+    Training now refuses a cohort of several orientations; older runs may record several."""
+    counts = Counter(e.orientation for e in data.entries if e.orientation)
+    recorded = [code for code, _ in counts.most_common()]
     if recorded or not data.entries:
         return recorded
     from ratgan.data.io import scan_orientation
@@ -44,9 +49,28 @@ def training_orientations(data: RunData) -> list[str]:
         return []
 
 
+def training_voxel_size(data: RunData) -> tuple[float, float, float] | None:
+    """The voxel size of the run's training scans (training refuses a cohort of several):
+    recorded in data.json by training, or, for a run that did not record it, read from its
+    first training scan's header while that file exists; None when neither is available,
+    and the voxel size check is then skipped."""
+    recorded = next((e.voxel_size for e in data.entries if e.voxel_size is not None), None)
+    if recorded is not None or not data.entries:
+        return recorded
+    from ratgan.data.io import scan_voxel_size
+
+    first = Path(data.entries[0].image)
+    try:
+        return scan_voxel_size(first) if first.is_file() else None
+    except RatganError:  # a damaged training scan: nothing to compare with
+        return None
+
+
 def check_reference(scan: Scan, data: RunData) -> None:
-    """Raise RatganError unless ``scan`` has the shape and orientation of the training scans."""
-    from ratgan.data.io import orientation_code
+    """Raise RatganError unless ``scan`` has the shape, orientation and voxel size (within
+    :data:`~ratgan.data.dataset.VOXEL_SIZE_RTOL`) of the training scans."""
+    from ratgan.data.dataset import VOXEL_SIZE_RTOL
+    from ratgan.data.io import format_voxel_size, orientation_code, same_voxel_size
 
     first = Path(data.entries[0].image).name if data.entries else "the training scans"
     shape = training_shape(data)
@@ -56,12 +80,26 @@ def check_reference(scan: Scan, data: RunData) -> None:
             f"(such as {first}) have shape {list(shape)}; generated scans are written in the "
             "training scans' space, so pass a reference of that shape."
         )
-    allowed = training_orientations(data)
+    orientations = training_orientations(data)
     mine = orientation_code(scan.affine)
-    if allowed and mine not in allowed:
+    if orientations and mine != orientations[0]:
+        mixed = (
+            f" (most of them; the run trained on {' and '.join(orientations)} scans, a mixture "
+            "that training now refuses)"
+            if len(orientations) > 1
+            else ""
+        )
         raise RatganError(
             f"reference {scan.path} is stored in orientation {mine} but the run's training "
-            f"scans (such as {first}) are in {' and '.join(allowed)}; its affine would give the "
-            "generated anatomy wrong directions, so pass a reference of the training "
+            f"scans (such as {first}) are in {orientations[0]}{mixed}; its affine would give "
+            "the generated anatomy wrong directions, so pass a reference of the training "
             "orientation."
+        )
+    size = training_voxel_size(data)
+    if size is not None and not same_voxel_size(scan.voxel_size, size, VOXEL_SIZE_RTOL):
+        raise RatganError(
+            f"reference {scan.path} has voxel size {format_voxel_size(scan.voxel_size)} but "
+            f"the run's training scans (such as {first}) have {format_voxel_size(size)}; its "
+            "affine would make the generated anatomy larger or smaller in the world, so pass "
+            "a reference of the training voxel size."
         )

@@ -30,6 +30,9 @@ from ratgan.training import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
 
+DESCRIP = "ratgan synthetic"
+"""The descrip field of every generated NIfTI file."""
+
 
 @dataclass
 class LoadedGenerator:
@@ -245,7 +248,9 @@ def _export(
     from ratgan.data.io import write_nifti
     from ratgan.data.transforms import channels_to_labels, inverse_labels, inverse_preprocess
 
-    path = write_nifti(out_dir / name, inverse_preprocess(vol[0], info), scan.affine, scan.header)
+    # write_nifti keeps the reference's geometry and datatype, not what identifies its subject
+    image = inverse_preprocess(vol[0], info)
+    path = write_nifti(out_dir / name, image, scan.affine, scan.header, description=DESCRIP)
     if with_labels:
         labels = channels_to_labels(torch.from_numpy(vol[None, 1:]))[0, 0].numpy()
         label_path = write_nifti(
@@ -254,6 +259,7 @@ def _export(
             scan.affine,
             scan.header,
             dtype=np.dtype(np.uint8),
+            description=f"{DESCRIP} labels",
         )
         record["label"] = f"labels/{label_path.name}"
     return record, path

@@ -36,10 +36,13 @@ log = logging.getLogger(__name__)
 
 def write_new_run(run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort) -> None:
     """Create the run folder with its resolved config and data record (the training scans,
-    their orientations and preprocessing)."""
+    their orientations, voxel sizes and preprocessing)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run_config(run_dir, cfg)
     orientations: list[str | None] = [*cohort.orientations] or [None] * len(cohort.entries)
+    sizes: list[tuple[float, float, float] | None] = [*cohort.voxel_sizes] or [None] * len(
+        cohort.entries
+    )
     write_run_data(
         run_dir,
         RunData(
@@ -50,8 +53,9 @@ def write_new_run(run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort
                     str(Path(e.image).resolve()),
                     None if e.label is None else str(Path(e.label).resolve()),
                     orientation,
+                    size,
                 )
-                for e, orientation in zip(cohort.entries, orientations, strict=True)
+                for e, orientation, size in zip(cohort.entries, orientations, sizes, strict=True)
             ],
             infos=[i.to_dict() for i in cohort.infos],
         ),
