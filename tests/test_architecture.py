@@ -11,6 +11,7 @@ BASE = {
     "errors": set(),
     "atomic": set(),
     "arrays": set(),
+    "digests": set(),
     "config": {"errors", "atomic"},
     "devices": {"errors"},
     "runs": {"config", "errors", "atomic"},

@@ -1,6 +1,7 @@
 """`ratgan evaluate` end to end on a few small volumes: the files it writes and its errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +245,114 @@ def test_evaluate_sets_for_the_demo(tiny_sets):
     assert "| demo |" in res["table_markdown"] and "Fréchet" in res["table_markdown"]
     assert all(p.is_file() for p in res["figures"].values())
     assert res["result"].rows["demo"].metrics["ncc"]["comparisons"] == 2_100
+
+
+def _evaluate(real, synthetic: list[str], out, *extra: str) -> int:
+    """``ratgan evaluate`` without figures or the anatomy space, with the FAST counts."""
+    return main(
+        [
+            "evaluate",
+            "--real",
+            str(real),
+            "--synthetic",
+            *synthetic,
+            "--out",
+            str(out),
+            "--no-figures",
+            "--no-anatomy",
+            *extra,
+            *FAST,
+        ]
+    )
+
+
+def test_copies_stored_in_another_orientation_are_caught(kit, tmp_path, caplog):
+    """Copies of real scans stored x-flipped with an LAS affine (the same image in the world)
+    are near-copies: every scan is reoriented to RAS before any comparison.  Before, the
+    flipped arrays were compared voxel by voxel with RAS ones and all 4 copies passed."""
+    from ratgan.data.io import write_nifti
+
+    vols = kit.brains(8, 21)
+    vols[:, :10, 12:20, 6:12] += 0.4  # an off-centre structure: a mirrored brain differs
+    real = kit.write_set(tmp_path / "real", vols)
+    las = np.diag([-0.375, 0.375, 0.5, 1.0])
+    las[0, 3] = 0.375 * (vols.shape[1] - 1)  # every voxel at the same world position
+    for i in range(4):
+        write_nifti(tmp_path / "las" / f"copy_{i}.nii.gz", vols[i][::-1] * 1000.0, las)
+    out = tmp_path / "report"
+    with caplog.at_level("WARNING"):
+        assert _evaluate(real, [f"las={tmp_path / 'las'}"], out) == 0
+    data = json.loads((out / "metrics.json").read_text())
+    memo = data["rows"]["las"]["memorisation"]
+    assert memo["near_copies"] == 4
+    assert [Path(f["nearest_training_scan"]).name for f in memo["flagged"]] == [
+        f"scan_{i:03d}.nii.gz" for i in range(4)
+    ]
+    assert data["sets"]["las"]["notes"] == ["4 scans reoriented to RAS (4 from LAS)"]
+    assert "4 of 4 scans of set 'las' are stored in another orientation" in caplog.text
+
+
+def test_an_unfinished_generation_folder_is_refused(kit, tiny_sets, capsys):
+    tmp = tiny_sets["tmp"]
+    part = kit.write_set(tmp / "part", kit.brains(3, 4), "gen")
+    (part / "manifest.json").write_text('{"complete": false, "n": 100}')
+    rc = _evaluate(tiny_sets["real"], [f"part={part}"], tmp / "r")
+    err = capsys.readouterr().err
+    assert rc == 2 and f"folder {part} holds an unfinished" in err
+    assert "rerun `ratgan generate` into it" in err and not (tmp / "r").exists()
+    (part / "manifest.json").write_text('{"complete": true, "n": 3}')
+    assert _evaluate(tiny_sets["real"], [f"part={part}"], tmp / "r") == 0
+
+
+def test_overlapping_sources_are_refused_or_warned(kit, tiny_sets, capsys, caplog):
+    """A held-out set sharing a real scan (same file or a byte copy) is refused naming it; a
+    synthetic set holding a real scan is evaluated, with a warning naming it."""
+    import shutil
+
+    tmp, real = tiny_sets["tmp"], tiny_sets["real"]
+    rc = _evaluate(real, [f"noise={tiny_sets['noise']}"], tmp / "r", "--heldout", str(real))
+    err = capsys.readouterr().err
+    assert rc == 2 and "10 held-out scans are also real (training) scans" in err
+    held = kit.write_set(tmp / "held", kit.brains(3, 8), "held")
+    shutil.copy(real / "scan_003.nii.gz", held / "renamed.nii.gz")
+    rc = _evaluate(real, [f"noise={tiny_sets['noise']}"], tmp / "r", "--heldout", str(held))
+    err = capsys.readouterr().err
+    assert rc == 2 and "1 held-out scans" in err
+    assert f"{held / 'renamed.nii.gz'} = {real / 'scan_003.nii.gz'}" in err
+
+    syn = kit.write_set(tmp / "syn", kit.brains(3, 9), "syn")
+    shutil.copy(real / "scan_005.nii.gz", syn / "copied.nii.gz")
+    out = tmp / "ok"
+    with caplog.at_level("WARNING"):
+        rc = _evaluate(real, [f"syn={syn}"], out, "--heldout", str(tiny_sets["heldout"]))
+    assert rc == 0
+    text = "1 scans of synthetic set 'syn' are real (training) scans"
+    assert text in caplog.text and f"{syn / 'copied.nii.gz'} = {real / 'scan_005.nii.gz'}" in (
+        caplog.text
+    )
+    data = json.loads((out / "metrics.json").read_text())
+    assert any(text in note for note in data["sets"]["syn"]["notes"])
+    assert data["rows"]["syn"]["memorisation"]["near_copies"] >= 1
+
+
+def test_a_run_without_figures_removes_the_old_ones(tiny_sets):
+    out = tiny_sets["tmp"] / "report"
+    out.mkdir()
+    for name in FIGURES:  # what an earlier run with figures left
+        (out / name).write_bytes(b"old")
+    assert _evaluate(tiny_sets["real"], [f"noise={tiny_sets['noise']}"], out) == 0
+    assert not any((out / name).exists() for name in FIGURES)
+    md = (out / "report.md").read_text()
+    assert "## Figures" not in md and ".png" not in md
+
+
+def test_scans_of_another_voxel_size_are_refused(kit, tiny_sets, capsys):
+    from ratgan.data.io import write_nifti
+
+    tmp = tiny_sets["tmp"]
+    for i, v in enumerate(kit.brains(3, 6)):
+        write_nifti(tmp / "big" / f"scan_{i:03d}.nii.gz", v * 1000.0, np.diag([0.75, 0.75, 1, 1]))
+    rc = _evaluate(tiny_sets["real"], [f"big={tmp / 'big'}"], tmp / "r")
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{tmp / 'big' / 'scan_000.nii.gz'} of set 'big'" in err
+    assert "voxel size 0.75 x 0.75 x 1 but the real scans have 0.375 x 0.375 x 0.5" in err

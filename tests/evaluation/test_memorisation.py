@@ -152,3 +152,64 @@ def test_summary_reports_the_real_baseline(kit):
     assert s["near_copies"] == flagged.sum() and s["fraction"] == pytest.approx(flagged.mean())
     assert s["reference_fraction"] == pytest.approx(np.mean(ref_nn > thr.value))
     assert mem.summary(nn, ref_nn, mem.Threshold(1.0, "given", None))["near_copies"] == 0
+
+
+def _scan_set(name: str, volumes: np.ndarray):
+    from pathlib import Path
+
+    from ratgan.evaluation.prepare import ScanSet
+
+    vols = np.stack([rescale_unit(v) for v in volumes])
+    return ScanSet(name, vols, [Path(f"{name}_{i}.nii.gz") for i in range(len(vols))], name)
+
+
+def test_a_duplicated_real_scan_does_not_switch_the_check_off(kit, caplog):
+    """A real scan present twice (a copied file) was its own copy's nearest neighbour: the
+    leave-one-out values reached 1 and so did the threshold, and no near-copy was flagged.
+    Now the duplicate is left out of the calibration, with a warning naming both files."""
+    from ratgan.evaluation.protocol import EvaluationSettings, memorisation_check
+
+    train = kit.brains(8, 11)
+    real = _scan_set("real", np.concatenate([train, train[:1]]))  # real_8 is real_0 again
+    rng = np.random.default_rng(1)
+    near = train[2:5] + 0.002 * rng.standard_normal(train[2:5].shape).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        memo = memorisation_check(real, None, [_scan_set("near", near)], EvaluationSettings())
+    ref = memo.reference
+    assert ref["threshold"] < 0.9999
+    assert memo.synthetic["near"]["near_copies"] == 3
+    (dup,) = ref["duplicates"]
+    assert dup["kept"] == "real_0.nii.gz" and dup["left_out"] == ["real_8.nii.gz"]
+    assert dup["similarity"] == pytest.approx(1.0)
+    assert len(ref["nn_ncc"]) == 8 and "real_8.nii.gz" not in ref["scans"]
+    assert "real_8.nii.gz (= real_0.nii.gz)" in caplog.text
+
+
+def test_a_threshold_not_below_one_is_refused(kit, monkeypatch):
+    from ratgan.errors import RatganError
+    from ratgan.evaluation.protocol import EvaluationSettings, memorisation_check
+
+    real = _scan_set("real", kit.brains(6, 11))
+    syn = _scan_set("syn", kit.brains(3, 12))
+    with pytest.raises(RatganError, match="threshold given is 1.000000, not below 1"):
+        memorisation_check(real, None, [syn], EvaluationSettings(copy_threshold=1.0))
+    monkeypatch.setattr(mem, "calibrate", lambda *a: mem.Threshold(1.0, "fitted", 0.01, 0.95))
+    with pytest.raises(RatganError, match="calibrated on the real scans is 1.000000"):
+        memorisation_check(real, None, [syn], EvaluationSettings())
+
+
+def test_similarities_of_exact_copies_are_reported_within_one(kit):
+    """float32 rounding put exact copies at 1.000007; reported values are clipped to
+    [-1, 1] and the copies are still flagged."""
+    from ratgan.evaluation.protocol import EvaluationSettings, memorisation_check
+
+    train = kit.brains(8, 13)
+    nn, idx = mem.nearest(train[:4].copy(), train)
+    assert list(idx) == [0, 1, 2, 3] and (nn <= 1.0).all() and (nn > 0.9999).all()
+    memo = memorisation_check(
+        _scan_set("real", train), None, [_scan_set("copies", train[:4])], EvaluationSettings()
+    )
+    summ = memo.synthetic["copies"]
+    assert summ["near_copies"] == 4 and summ["nn_ncc_max"] <= 1.0
+    assert all(-1.0 <= v <= 1.0 for v in summ["nn_ncc"] + memo.reference["nn_ncc"])
+    assert all(f["ncc"] <= 1.0 for f in summ["flagged"])

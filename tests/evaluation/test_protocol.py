@@ -199,3 +199,37 @@ def test_a_set_named_like_the_reference_row_is_refused(kit):
     real = _set("real", kit.brains(8, 1))
     with pytest.raises(ValueError, match="reference"):
         evaluate(real, [_set("reference", kit.brains(6, 4))], EvaluationSettings(**FAST))
+
+
+def test_a_small_set_lowers_the_common_subset_size_and_says_so(kit, caplog):
+    """All sets share one subset size, the smallest set's when it is below the reference
+    pool's; the sets that lowered it are recorded, warned about and named in the report."""
+    from ratgan.evaluation.report import feature_section
+
+    real = _set("real", kit.brains(8, 1))  # without --heldout the pool is 4 of the 8
+    syn = _set("syn", kit.brains(6, 4))
+    settings = EvaluationSettings(**FAST)
+    alone = evaluate(real, [syn], settings).feature_spaces[0].info
+    assert alone["subset_size"] == 4 and alone["subset_limited_by"] == {}
+    with caplog.at_level("WARNING"):
+        res = evaluate(real, [syn, _set("small", kit.brains(3, 5))], settings)
+    info = res.feature_spaces[0].info
+    assert info["subset_size"] == 3 and info["reference_pool_size"] == 4
+    assert info["subset_limited_by"] == {"small": 3}
+    assert "'small' (3 scans)" in caplog.text
+    assert "use subsets of 3 scans instead of 4" in caplog.text
+    assert "lowered by the smaller synthetic set(s) *small* (3 scans)" in " ".join(
+        feature_section(res).split()
+    )
+
+
+def test_larger_scans_are_cropped_with_a_warning(kit, tmp_path, caplog):
+    from ratgan.evaluation.prepare import load_set
+
+    padded = np.zeros((3, 32, 32, 26), dtype=np.float32)
+    padded[..., 3:23] = kit.brains(3, 5)
+    kit.write_set(tmp_path / "padded", padded)
+    with caplog.at_level("WARNING"):
+        s = load_set("padded", tmp_path / "padded", kit.shape, progress=False)
+    assert s.shape == kit.shape and s.notes == ["3 scans centre-cropped to [32, 32, 20]"]
+    assert "3 of 3 scans of set 'padded' are larger than the real scans (32x32x20)" in (caplog.text)

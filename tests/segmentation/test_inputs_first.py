@@ -190,7 +190,7 @@ def test_an_unfinished_generation_is_refused_as_synthetic_source(
     out = tmp_path / "bench"
     assert main(_segbench(tiny_real, tiny_synthetic, out, "--tests", "1,2", *SHAPE, *FAST)) == 2
     err = capsys.readouterr().err
-    assert f"synthetic folder {tiny_synthetic} holds an unfinished" in err
+    assert f"--synthetic: folder {tiny_synthetic} holds an unfinished" in err
     assert "rerun `ratgan generate` into it" in err
     assert not out.exists()
     manifest.write_text(json.dumps({"complete": True, "n": 12}))

@@ -57,7 +57,10 @@ def test_a_submitted_answer_cannot_be_changed(client, small_study):
         before = conn.execute("SELECT * FROM answer").fetchall()
     second = _answer(client, alice, item, "synthetic")
     assert second.status_code == 409 and second.get_json()["status"] == "already_answered"
-    assert _answer(client, alice, item, "real").status_code == 409
+    # the same answer again (its first reply lost): stored, and the reply says so
+    again = _answer(client, alice, item, "real")
+    assert again.status_code == 409
+    assert again.get_json() == {"status": "already_saved", "error": "this answer was already saved"}
     with sqlite3.connect(small_study.path) as conn:
         assert conn.execute("SELECT * FROM answer").fetchall() == before
     assert before[0][1] == "real" and before[0][3] == 1200

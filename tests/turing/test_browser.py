@@ -193,3 +193,17 @@ def test_an_answer_lost_to_another_tab_is_reported(browser, carol_server):
     assert errors == [] and more_errors == []
     (record,) = [r for r in carol_server.study.records() if r.position == 1]
     assert record.answer == "real"
+
+
+def test_an_answer_saved_before_is_reported_as_saved(browser, carol_server):
+    """The same answer sent again (a reply lost on the way, or the same answer in another
+    tab) is stored: the page says so instead of "NOT saved"."""
+    first, errors = _open(browser, carol_server.rater_url("carol"))
+    second, more_errors = _open(browser, carol_server.rater_url("carol"))
+    _answer(first, "real")  # saved
+    _answer(second, "real")  # the same scan and answer again: 409 already_saved
+    assert second.is_visible("#error")
+    text = second.inner_text("#error")
+    assert "already been saved" in text and "NOT saved" not in text
+    assert second.inner_text("#item-title") == "Scan 2 of 4"
+    assert errors == [] and more_errors == []

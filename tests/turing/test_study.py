@@ -205,6 +205,8 @@ def test_answers_are_final_and_in_order(small_study):
     assert small_study.submit(alice, first, "synthetic").saved
     stored = _answers(small_study)
     assert small_study.submit(alice, first, "real").status == "already_answered"
+    assert small_study.submit(alice, first, "real").same_answer is False
+    assert small_study.submit(alice, first, "synthetic").same_answer is True  # a resent answer
     assert _answers(small_study) == stored and len(stored) == 1
     assert small_study.image(alice, first) is None  # an answered scan is not shown again
     state = small_study.state(alice)
@@ -243,3 +245,40 @@ def test_finished_rater(small_study):
         assert small_study.submit(bob, small_study.state(bob)["item"]["id"], "real").saved
     state = small_study.state(bob)
     assert state == {"rater": "bob", "total": 7, "done": 7, "finished": True, "item": None}
+
+
+def test_create_refuses_an_unfinished_generation_folder(tmp_path, scan_writer):
+    """A folder an interrupted `ratgan generate` left (manifest.json not complete) holds part
+    of a set; before, its scans were drawn as if the set were finished."""
+    scan_writer(tmp_path / "real", 2, seed=1)
+    scan_writer(tmp_path / "gen", 2, seed=2)
+    (tmp_path / "gen" / "manifest.json").write_text('{"complete": false, "n": 100}')
+    args = {"real": tmp_path / "real", "n_real": 1, "n_per_model": 1, "raters": 1}
+    with pytest.raises(
+        RatganError, match=r"model 'm': folder .*gen holds an unfinished.*rerun `ratgan generate`"
+    ):
+        create_study(tmp_path / "s", synthetic=[("m", tmp_path / "gen")], **args)
+    assert not (tmp_path / "s").exists()
+    (tmp_path / "gen" / "manifest.json").write_text('{"complete": true, "n": 2}')
+    create_study(tmp_path / "s", synthetic=[("m", tmp_path / "gen")], **args)
+
+
+def test_create_refuses_scans_of_another_voxel_size(tmp_path, scan_writer):
+    """The same anatomy at another voxel size looks larger or smaller: refused, naming the
+    first such file, whether or not the seed would draw it (RAS order, within 5 %)."""
+    scan_writer(tmp_path / "real", 2, seed=1)
+    scan_writer(tmp_path / "syn", 2, seed=2)
+    data = np.random.default_rng(0).random((16, 16, 8)).astype(np.float32)
+    write_nifti(tmp_path / "syn" / "z.nii.gz", data, np.diag([0.75, 0.75, 1.0, 1.0]))
+    args = {"real": tmp_path / "real", "n_real": 1, "n_per_model": 1, "raters": 1}
+    with pytest.raises(
+        RatganError,
+        match=r"model 'm' scan .*z\.nii\.gz has voxel size 0\.75 x 0\.75 x 1 but the real "
+        r"scans have 0\.375 x 0\.375 x 0\.5",
+    ):
+        create_study(tmp_path / "s", synthetic=[("m", tmp_path / "syn")], **args)
+    # an LAS scan of the same voxel size, and 2 % off, are fine
+    las = np.diag([-0.375, 0.375, 0.51, 1.0])
+    (tmp_path / "syn" / "z.nii.gz").unlink()
+    write_nifti(tmp_path / "syn" / "z.nii.gz", data, las)
+    create_study(tmp_path / "s", synthetic=[("m", tmp_path / "syn")], **args)

@@ -11,9 +11,12 @@ def _threshold(text: str) -> float | None:
     if text == "auto":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be 'auto' or a number (got {text!r})") from None
+    if not value < 1:  # a similarity never exceeds 1: nothing could be flagged
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number below 1 (got {text!r})")
+    return value
 
 
 def _rate(text: str) -> float:

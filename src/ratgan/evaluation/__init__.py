@@ -19,6 +19,7 @@ from typing import TypedDict
 
 from ratgan.errors import RatganError
 from ratgan.evaluation.metrics import MSSSIMSettings
+from ratgan.evaluation.prepare import ScanSet
 from ratgan.evaluation.protocol import FeatureSpace, evaluate
 from ratgan.evaluation.results import EvaluationResult
 from ratgan.evaluation.settings import EvaluationSettings
@@ -74,10 +75,12 @@ def run_evaluation(
     except ValueError as exc:
         raise RatganError(f"{exc}; use --msssim-kernel or --msssim-scales to fit.") from None
     held_set = (
-        load_set("held-out", heldout, real_set.shape, settings.progress)
+        load_set("held-out", heldout, real_set.shape, settings.progress, None, real_set.voxel_size)
         if heldout is not None
         else None
     )
+    if held_set is not None:
+        _refuse_overlap(real_set, held_set)
     sets = []
     for k, (name, source) in enumerate(synthetic.items()):
         src, run = resolve_source(
@@ -90,7 +93,8 @@ def run_evaluation(
             settings.device,
             settings.progress,
         )
-        s = load_set(name, src, real_set.shape, settings.progress)
+        s = load_set(name, src, real_set.shape, settings.progress, None, real_set.voxel_size)
+        _warn_overlap(s, [real_set] + ([held_set] if held_set is not None else []))
         if len(s) < 2:
             raise RatganError(
                 f"synthetic set {name!r} holds {len(s)} scan; at least 2 are "
@@ -116,6 +120,38 @@ def run_evaluation(
 
     write_json(result, out_dir / "metrics.json")
     return result
+
+
+def _refuse_overlap(real: ScanSet, heldout: ScanSet) -> None:
+    """Raise RatganError when the held-out set shares scans with the real set (the same file
+    or identical content): they would no longer be scans the generator never saw."""
+    from ratgan.evaluation.prepare import describe_pairs, shared_scans
+
+    shared = shared_scans(heldout.paths, real.paths)
+    if shared:
+        raise RatganError(
+            f"{len({p for p, _ in shared})} held-out scans are also real (training) scans, "
+            f"the same file or identical content ({describe_pairs(shared)}); --heldout must "
+            "hold only scans the generator never saw."
+        )
+
+
+def _warn_overlap(synthetic: ScanSet, real_sets: list[ScanSet]) -> None:
+    """Warn (and note in the report) when a synthetic set holds real or held-out scans: the
+    near-copy check flags them, but a copied real file is a mistake the user must see."""
+    from ratgan.evaluation.prepare import describe_pairs, log, shared_scans
+
+    for other in real_sets:
+        shared = shared_scans(synthetic.paths, other.paths)
+        if not shared:
+            continue
+        what = "real (training)" if other.name == "real" else other.name
+        text = (
+            f"{len({p for p, _ in shared})} scans of synthetic set {synthetic.name!r} are "
+            f"{what} scans, the same file or identical content: {describe_pairs(shared)}"
+        )
+        log.warning("%s", text)
+        synthetic.notes.append(text)
 
 
 class QuickCounts(TypedDict, total=False):

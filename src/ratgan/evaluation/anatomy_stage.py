@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ratgan.evaluation.anatomy import AnatomyFeatures
-from ratgan.evaluation.prepare import ScanSet, centre_crop
+from ratgan.evaluation.prepare import ScanSet, canonical_labels, centre_crop
 from ratgan.evaluation.protocol import FeatureSpace
 from ratgan.evaluation.settings import EvaluationSettings
 
@@ -37,7 +37,8 @@ NAME = "anatomy"
 
 
 def real_labels(real: ScanSet) -> tuple[np.ndarray | None, str | None]:
-    """Label maps (n, X, Y, Z) of the real set cropped like its scans, or (None, reason)."""
+    """Label maps (n, X, Y, Z) of the real set reoriented and cropped like its scans, or
+    (None, reason)."""
     from ratgan.data.io import list_scans, read_label, read_scan
     from ratgan.errors import RatganError
 
@@ -55,7 +56,8 @@ def real_labels(real: ScanSet) -> tuple[np.ndarray | None, str | None]:
         )
     out = np.empty((len(labels), *real.shape), dtype=np.int64)
     for i, (img, lab) in enumerate(zip(real.paths, labels, strict=True)):
-        out[i] = centre_crop(read_label(lab, read_scan(img)), real.shape)
+        scan = read_scan(img)
+        out[i] = centre_crop(canonical_labels(read_label(lab, scan), scan), real.shape)
     return out, None
 
 

@@ -48,7 +48,9 @@ def check_generated(
         )
     settings = EvaluationSettings(progress=progress, anatomy=False)
     real = load_paths("training", training, str(run_dir), progress=progress)
-    generated = load_paths("generated", list(scans), str(out_dir), real.shape, progress)
+    generated = load_paths(
+        "generated", list(scans), str(out_dir), real.shape, progress, real.voxel_size
+    )
     memo = memorisation_check(real, None, [generated], settings)
     summary = memo.synthetic["generated"]
     result = {

@@ -113,13 +113,47 @@ def nearest(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query volume: the highest similarity to a training volume, and its index.
 
-    ``exclude_self`` (query is train) skips each volume's match with itself.
+    ``exclude_self`` (query is train) skips each volume's match with itself.  Similarities
+    are clipped to [-1, 1] (float32 rounding puts an exact copy at 1.000007), after the
+    nearest volume is chosen; a threshold below 1 flags the same volumes either way.
     """
     sim = similarity_matrix(query, train, max_shift)
+    return nearest_in(sim, exclude_self)
+
+
+def nearest_in(sim: np.ndarray, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest` from a similarity matrix (query, train) already computed."""
+    sim = np.array(sim, dtype=np.float64)
     if exclude_self:
         np.fill_diagonal(sim, -np.inf)
     idx = sim.argmax(axis=1)
-    return sim[np.arange(len(sim)), idx], idx
+    return np.clip(sim[np.arange(len(sim)), idx], -1.0, 1.0), idx
+
+
+DUPLICATE_SIMILARITY = 0.9999
+"""Two real scans at least this similar are one scan twice (a copied file or a rescan)."""
+
+
+def duplicate_groups(sim: np.ndarray, limit: float = DUPLICATE_SIMILARITY) -> list[list[int]]:
+    """Groups (two or more, each sorted) of the real scans that are duplicates of each other:
+    ``sim`` (n, n) is their similarity matrix, and two scans whose similarity either way is
+    at least ``limit`` are one group (linked transitively)."""
+    n = len(sim)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    close = np.maximum(sim, sim.T) >= limit
+    for i, j in zip(*np.nonzero(np.triu(close, k=1)), strict=True):
+        parent[root(int(j))] = root(int(i))
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 @dataclass(frozen=True)

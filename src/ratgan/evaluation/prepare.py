@@ -1,8 +1,11 @@
 """Reading the scan sets of an evaluation and preparing them as docs/method.md section 5 says.
 
-Every volume of every set goes through the same preparation: its intensities are rescaled to
-[0, 1] (min/max per volume) and it is centre-cropped to the shape of the real scans (a 64^3
-network-space volume loses 12 slices before and 12 after, keeping the 40 source slices).
+Every volume of every set goes through the same preparation: it is brought to the closest
+canonical (RAS) voxel order (axes permuted and flipped only, so a copy stored as LAS compares
+voxel by voxel with its original), its voxel size is checked against the real scans', its
+intensities are rescaled to [0, 1] (min/max per volume) and it is centre-cropped to the shape
+of the real scans (a 64^3 network-space volume loses 12 slices before and 12 after, keeping
+the 40 source slices).  Reoriented and cropped scans are warned about and noted in the report.
 
 A source is a folder, glob or CSV of NIfTI scans (anything ``ratgan.data.io.list_scans``
 reads) or a trained run folder (``ratgan.runs.is_run_folder``), from which scans are first
@@ -11,15 +14,26 @@ generated with ``ratgan.generation.generate_scans``.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ratgan.digests import file_sha256
 from ratgan.errors import RatganError
 from ratgan.runs import is_run_folder
+
+if TYPE_CHECKING:
+    from ratgan.data.io import Scan
+
+log = logging.getLogger(__name__)
+
+Geometry = tuple[tuple[int, int, int], tuple[float, float, float]]
+"""A set's (shape, voxel size) in the canonical (RAS) voxel order."""
 
 
 @dataclass
@@ -35,6 +49,9 @@ class ScanSet:
     notes: list[str] = field(default_factory=list)
     zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Voxel size (mm) of the first scan, for figures."""
+    voxel_size: tuple[float, float, float] | None = None
+    """The voxel size every scan of the set was checked against (RAS order; None when the
+    set was built in memory)."""
 
     def __len__(self) -> int:
         return int(self.volumes.shape[0])
@@ -73,12 +90,39 @@ def prepare_volume(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarra
     return rescale_unit(centre_crop(np.asarray(volume), shape))
 
 
-def target_shape(paths: list[Path]) -> tuple[int, int, int]:
-    """The most common shape among the real scans (the evaluation's common space)."""
-    from ratgan.data.io import read_scan
+def canonical(scan: Scan) -> tuple[Scan, str | None]:
+    """``scan`` in the closest canonical (RAS) voxel order, and the orientation it was stored
+    in when that was another (None for a scan already in RAS)."""
+    from ratgan.data.io import canonical_scan, orientation_code
 
-    shapes = Counter(read_scan(p).shape for p in paths[: min(len(paths), 8)])
-    return shapes.most_common(1)[0][0]
+    code = orientation_code(scan.affine)
+    if code == "RAS":
+        return scan, None
+    return canonical_scan(scan), code
+
+
+def canonical_labels(labels: np.ndarray, scan: Scan) -> np.ndarray:
+    """A label map read for ``scan`` (as stored) in the voxel order of :func:`canonical`."""
+    turned, code = canonical(replace(scan, data=np.asarray(labels, dtype=np.float32)))
+    return labels if code is None else np.rint(turned.data).astype(np.int64)
+
+
+def reference_geometry(paths: list[Path]) -> Geometry:
+    """The most common (shape, voxel size) among the real scans in RAS order: the
+    evaluation's common space (from at most 8 of them)."""
+    from ratgan.data.io import format_voxel_size, read_scan
+
+    found = [canonical(read_scan(p))[0] for p in paths[: min(len(paths), 8)]]
+    shapes = Counter(scan.shape for scan in found)
+    sizes = Counter(format_voxel_size(scan.voxel_size) for scan in found)
+    size = sizes.most_common(1)[0][0]
+    voxel = next(s.voxel_size for s in found if format_voxel_size(s.voxel_size) == size)
+    return shapes.most_common(1)[0][0], voxel
+
+
+def target_shape(paths: list[Path]) -> tuple[int, int, int]:
+    """The most common shape among the real scans in RAS order (the evaluation's space)."""
+    return reference_geometry(paths)[0]
 
 
 def load_set(
@@ -87,19 +131,22 @@ def load_set(
     shape: tuple[int, int, int] | None = None,
     progress: bool = True,
     limit: int | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
 ) -> ScanSet:
     """Read and prepare every scan of ``source`` (a folder, glob or CSV of NIfTI files).
 
-    ``shape`` is the common evaluation shape; None takes the most common shape of this set
-    (used for the real set).  A scan smaller than ``shape`` on any axis is an error that
-    names the file; a larger one is centre-cropped.
+    ``shape`` and ``voxel_size`` are the common evaluation space (RAS order); None takes the
+    most common of this set (used for the real set).  A scan smaller than ``shape`` on any
+    axis, or whose voxel size differs from ``voxel_size`` by more than
+    ``ratgan.data.dataset.VOXEL_SIZE_RTOL``, is an error that names the file; a larger one is
+    centre-cropped, with a warning.
     """
     from ratgan.data.io import list_scans
 
     paths = [e.image for e in list_scans(source)]
     if limit is not None:
         paths = paths[:limit]
-    return load_paths(name, paths, str(source), shape, progress)
+    return load_paths(name, paths, str(source), shape, progress, voxel_size)
 
 
 def load_paths(
@@ -108,34 +155,127 @@ def load_paths(
     source: str,
     shape: tuple[int, int, int] | None = None,
     progress: bool = True,
+    voxel_size: tuple[float, float, float] | None = None,
 ) -> ScanSet:
     """Read and prepare the scans ``paths`` as :func:`load_set` does (``source`` names them)."""
     from tqdm.auto import tqdm
 
     from ratgan.data.io import read_scan
 
-    if shape is None:
-        shape = target_shape(paths)
+    if shape is None or voxel_size is None:
+        own_shape, own_size = reference_geometry(paths)
+        shape = own_shape if shape is None else shape
+        voxel_size = own_size if voxel_size is None else voxel_size
     volumes = np.empty((len(paths), *shape), dtype=np.float32)
     cropped = 0
+    turned: Counter[str] = Counter()
     zooms = (1.0, 1.0, 1.0)
     for i, path in enumerate(
         tqdm(paths, desc=f"read {name}", unit="scan", disable=not progress, leave=False)
     ):
-        scan = read_scan(path)
+        scan, code = canonical(read_scan(path))
+        if code is not None:
+            turned[code] += 1
+        _check_voxel_size(scan, name, voxel_size)
         data = scan.data
         if i == 0:
             zooms = scan.zooms
         if data.ndim != 3 or any(s < t for s, t in zip(data.shape, shape, strict=True)):
             raise RatganError(
-                f"scan {path} of set {name!r} has shape {list(data.shape)}, "
+                f"scan {path} of set {name!r} has shape {list(data.shape)} (in RAS order), "
                 f"smaller than the real scans' {list(shape)}; every set must be "
                 "in the real scans' space."
             )
         cropped += tuple(data.shape) != tuple(shape)
         volumes[i] = prepare_volume(data, shape)
-    notes = [f"{cropped} scans centre-cropped to {list(shape)}"] if cropped else []
-    return ScanSet(name=name, volumes=volumes, paths=paths, source=source, notes=notes, zooms=zooms)
+    notes = []
+    if turned:
+        found = ", ".join(f"{n} from {code}" for code, n in sorted(turned.items()))
+        n = sum(turned.values())
+        notes.append(f"{n} scans reoriented to RAS ({found})")
+        log.warning(
+            "%d of %d scans of set %r are stored in another orientation than RAS (%s); they "
+            "are reoriented to RAS (axes permuted and flipped, no resampling) before any "
+            "comparison",
+            n,
+            len(paths),
+            name,
+            found,
+        )
+    if cropped:
+        notes.append(f"{cropped} scans centre-cropped to {list(shape)}")
+        log.warning(
+            "%d of %d scans of set %r are larger than the real scans (%s) and were "
+            "centre-cropped to them; check that the anatomy sits in their centre",
+            cropped,
+            len(paths),
+            name,
+            "x".join(map(str, shape)),
+        )
+    return ScanSet(
+        name=name,
+        volumes=volumes,
+        paths=paths,
+        source=source,
+        notes=notes,
+        zooms=zooms,
+        voxel_size=voxel_size,
+    )
+
+
+def _check_voxel_size(scan: Scan, name: str, size: tuple[float, float, float]) -> None:
+    """Raise RatganError when ``scan``'s voxel size differs from the real scans' ``size``
+    by more than ``VOXEL_SIZE_RTOL`` on some axis (both in RAS order)."""
+    from ratgan.data.dataset import VOXEL_SIZE_RTOL
+    from ratgan.data.io import format_voxel_size, same_voxel_size
+
+    if not same_voxel_size(scan.voxel_size, size, VOXEL_SIZE_RTOL):
+        raise RatganError(
+            f"scan {scan.path} of set {name!r} has voxel size "
+            f"{format_voxel_size(scan.voxel_size)} but the real scans have "
+            f"{format_voxel_size(size)} (RAS order, within {VOXEL_SIZE_RTOL:.0%}); every set "
+            "must be in the real scans' space, so resample it (or leave it out)."
+        )
+
+
+def check_finished(source: str | Path, paths: list[Path], name: str) -> None:
+    """Raise RatganError when a synthetic set's scans lie in a folder of an unfinished
+    ``ratgan generate`` (its manifest.json does not say complete)."""
+    from ratgan.generation.output import refuse_unfinished
+
+    refuse_unfinished({Path(p).parent for p in paths} | _folder(source), f"synthetic set {name!r}")
+
+
+def _folder(source: str | Path) -> set[Path]:
+    path = Path(source)
+    return {path} if path.is_dir() else set()
+
+
+def shared_scans(a: list[Path], b: list[Path]) -> list[tuple[Path, Path]]:
+    """The pairs (scan of ``a``, scan of ``b``) that are the same file (resolved path) or
+    files of identical content (SHA-256; only files of equal size are hashed)."""
+    sizes: dict[int, list[Path]] = {}
+    for p in b:
+        sizes.setdefault(Path(p).stat().st_size, []).append(Path(p))
+    digests: dict[Path, str] = {}
+
+    def digest(p: Path) -> str:
+        if p not in digests:
+            digests[p] = file_sha256(p)
+        return digests[p]
+
+    out = []
+    for p in map(Path, a):
+        for q in sizes.get(p.stat().st_size, []):
+            if p.resolve() == q.resolve() or digest(p) == digest(q):
+                out.append((p, q))
+    return out
+
+
+def describe_pairs(pairs: list[tuple[Path, Path]], limit: int = 5) -> str:
+    """``a.nii.gz = b.nii.gz, ...`` for messages (at most ``limit`` pairs, then a count)."""
+    text = ", ".join(f"{p} = {q}" for p, q in pairs[:limit])
+    return text + (f" and {len(pairs) - limit} more" if len(pairs) > limit else "")
 
 
 def resolve_source(
@@ -151,12 +291,16 @@ def resolve_source(
     """The scan source to read for ``source``: itself, or scans generated from a run folder.
 
     Returns (folder or pattern to read, run folder or None).  Scans of a run are written to
-    ``out_dir/generated/NAME`` with ``seed`` and ``reference``'s header.
+    ``out_dir/generated/NAME`` with ``seed`` and ``reference``'s header.  A folder of an
+    unfinished ``ratgan generate`` is refused (:func:`check_finished`).
     """
     if not is_run_folder(source):
+        from ratgan.data.io import list_scans
+
         src = Path(source)
         if not src.exists() and not any(ch in str(source) for ch in "*?["):
             raise RatganError(f"source {source} of set {name!r} does not exist.")
+        check_finished(src, [e.image for e in list_scans(src)], name)
         return src, None
     from ratgan.generation import generate_scans
 

@@ -13,8 +13,9 @@
    precision/recall and k-NN density/coverage of each set against a reference real set
    ``A`` — repeated ``split_repeats`` times, the real set is split in halves ``A`` and ``B``
    (or ``A`` is the whole real set and ``B`` the held-out set); ``B`` gives the reference
-   row and every synthetic set is subsampled to ``B``'s size, because these estimators
-   depend on it.
+   row and every set, ``B`` included, is subsampled to one common size, because these
+   estimators depend on it: ``B``'s size, or the smallest synthetic set's when that is
+   smaller (``info["subset_limited_by"]`` names such sets, and a warning says so).
 3. ``memorisation_check``: each synthetic scan's most similar training scan, against a
    threshold calibrated on real scans (``memorisation``).
 4. ``voxel_statistics``: per-voxel mean/std maps and intensity histograms.
@@ -22,11 +23,15 @@
    set (``spectra``): the grid that nearest-neighbour up-sampling draws.
 
 Every stage draws from its own named random stream (``settings.stream``), so adding a set or
-a stage never changes the numbers of another.
+a stage never changes another set's random draws.  One thing is shared on purpose: the common
+subset size of stage 2.  A synthetic set smaller than ``B`` lowers it for every set (the
+reference row included), which changes their set-level distances; the Fréchet distance is
+biased by the sample size, so sets are only comparable at one size.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +39,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ratgan.errors import RatganError
 from ratgan.evaluation import features as feat
 from ratgan.evaluation import memorisation as mem
 from ratgan.evaluation.pairs import paired, within_msssim
@@ -49,6 +55,8 @@ from ratgan.evaluation.settings import EvaluationSettings, stream
 from ratgan.evaluation.spectra import SpectralSummary, spectral_summary
 
 __all__ = ["EvaluationSettings", "FeatureSpace", "default_feature_spaces", "evaluate"]
+
+log = logging.getLogger(__name__)
 
 SET_METRICS = ("rbf_mmd", "fd", "precision", "recall", "density", "coverage")
 HIST_BINS = 100
@@ -157,8 +165,11 @@ def set_level(
     with mean ± std over repeats; with a held-out set, ± is a bootstrap over scans and each
     row has the permutation p-value of RBF-MMD^2 against the held-out scans
     (``set_uncertainty``).  Every random draw comes from a stream named after ``stage`` and,
-    for a set's own draws, the set's name (``stream``), so a set's numbers do not
-    depend on which other sets share the report.
+    for a set's own draws, the set's name (``stream``).  Every set is subsampled to one
+    common size m: the reference pool's size, or the smallest synthetic set's when that is
+    smaller.  So a set's numbers depend on the other sets only through m; ``info`` records
+    m (``subset_size``), the pool's size (``reference_pool_size``) and the sets that
+    are smaller than the pool (``subset_limited_by``: name -> scans, empty when none is).
     """
     values: dict[str, dict[str, list[float]]] = {
         n: {k: [] for k in SET_METRICS} for n in ["reference", *synthetic]
@@ -167,6 +178,8 @@ def set_level(
     m = min([pool_b, *[len(s) for s in synthetic.values()]])
     info: dict[str, Any] = {
         "subset_size": int(m),
+        "reference_pool_size": int(pool_b),
+        "subset_limited_by": {n: len(s) for n, s in synthetic.items() if len(s) < pool_b},
         "repeats": int(settings.split_repeats),
         "reference_size": int(len(real) if heldout is not None else len(real) - pool_b),
         "knn_k": settings.knn_k,
@@ -297,6 +310,24 @@ def feature_distances(
     return FeatureSpaceResult(space.name, space.extractor.describe(), info, rows)
 
 
+def _warn_subset_limited(spaces: list[FeatureSpaceResult]) -> None:
+    """Warn once when small synthetic sets lowered the common subset size of the set-level
+    distances below the reference pool's (every space uses the same sizes)."""
+    for space in spaces:
+        small = space.info.get("subset_limited_by")
+        if small:
+            log.warning(
+                "synthetic set(s) %s are smaller than the reference pool (%d scans): the "
+                "set-level distances (Fréchet, MMD, precision, recall, density, coverage) of "
+                "every set, the reference row included, use subsets of %d scans instead of %d",
+                ", ".join(f"{n!r} ({k} scans)" for n, k in small.items()),
+                space.info["reference_pool_size"],
+                space.info["subset_size"],
+                space.info["reference_pool_size"],
+            )
+            return
+
+
 # --------------------------------------------------------------------------- stage 3
 
 
@@ -305,17 +336,30 @@ def memorisation_check(
 ) -> Memorisation:
     """Each synthetic scan's most similar training scan against the calibrated threshold.
 
-    The threshold is fitted on the real scans' leave-one-out nearest neighbours; held-out
-    real scans, which it was not fitted on, give its realised false-positive rate.
+    The threshold is fitted on the real scans' leave-one-out nearest neighbours, real scans
+    that duplicate another (similarity at least ``mem.DUPLICATE_SIMILARITY``) left out with a
+    warning; held-out real scans, which it was not fitted on, give its realised
+    false-positive rate.  A threshold (calibrated or given) not below 1 is refused: nothing
+    could be flagged.  Reported similarities are clipped to [-1, 1].
     """
     shift = settings.copy_max_shift
-    ref_nn, ref_idx = mem.nearest(real.volumes, real.volumes, exclude_self=True, max_shift=shift)
+    sim = mem.similarity_matrix(real.volumes, real.volumes, shift)
+    kept, duplicates = _distinct_real_scans(real, sim)
+    ref_nn, kept_idx = mem.nearest_in(sim[np.ix_(kept, kept)], exclude_self=True)
+    ref_idx = [kept[i] for i in kept_idx]
     if settings.copy_threshold is None:
         threshold = mem.calibrate(
             ref_nn, settings.copy_false_positive_rate, settings.copy_confidence
         )
     else:
         threshold = mem.Threshold(float(settings.copy_threshold), "given", None)
+    if not threshold.value < 1.0:
+        how = "given" if settings.copy_threshold is not None else "calibrated on the real scans"
+        raise RatganError(
+            f"the near-copy threshold {how} is {threshold.value:.6f}, not below 1, so no copy "
+            "of a real scan could be flagged; give a --copy-threshold below 1 (check the real "
+            "scans for near-identical pairs)."
+        )
     reference = {
         "rule": "each real scan's most similar other real scan (leave-one-out)",
         "similarity": _similarity_text(shift),
@@ -326,9 +370,10 @@ def memorisation_check(
         **_flagged(ref_nn, threshold.value),
         "nn_ncc": ref_nn.tolist(),
         "nearest": [str(real.paths[i]) for i in ref_idx],
-        "scans": [str(p) for p in real.paths],
+        "scans": [str(real.paths[i]) for i in kept],
         "nn_ncc_mean": float(ref_nn.mean()),
         "nn_ncc_max": float(ref_nn.max()),
+        "duplicates": duplicates,
     }
     if heldout is not None:  # never fitted on: the realised false-positive rate
         held_nn, held_idx = mem.nearest(heldout.volumes, real.volumes, max_shift=shift)
@@ -357,6 +402,44 @@ def memorisation_check(
         summ["nearest"] = [str(real.paths[i]) for i in idx]
         per_set[s.name] = summ
     return Memorisation(reference, per_set)
+
+
+def _distinct_real_scans(real: ScanSet, sim: np.ndarray) -> tuple[list[int], list[dict[str, Any]]]:
+    """The indices of the real scans the threshold is calibrated on, and the duplicates left
+    out: of each group of real scans at least ``mem.DUPLICATE_SIMILARITY`` similar (one scan
+    copied or rescanned), only the first is kept, since its copy would be its nearest
+    neighbour and push the threshold to 1, switching the check off.  Warns naming them."""
+    groups = mem.duplicate_groups(sim)
+    left_out = {i for g in groups for i in g[1:]}
+    kept = [i for i in range(len(real)) if i not in left_out]
+    if len(kept) < 2:
+        raise RatganError(
+            f"the {len(real)} real scans from {real.source} are {len(kept)} scan(s) repeated "
+            f"(similarity at least {mem.DUPLICATE_SIMILARITY}); the near-copy check needs at "
+            "least 2 distinct real scans."
+        )
+    duplicates: list[dict[str, Any]] = []
+    for g in groups:
+        copies = [str(real.paths[i]) for i in g[1:]]
+        duplicates.append(
+            {
+                "kept": str(real.paths[g[0]]),
+                "left_out": copies,
+                "similarity": float(min(1.0, max(sim[g[0], i] for i in g[1:]))),
+            }
+        )
+    if duplicates:
+        log.warning(
+            "%d real scans are duplicates of another real scan (similarity at least %s) and "
+            "are left out of the near-copy threshold's calibration: %s",
+            len(left_out),
+            mem.DUPLICATE_SIMILARITY,
+            "; ".join(
+                f"{', '.join(str(real.paths[i]) for i in g[1:])} (= {real.paths[g[0]]})"
+                for g in groups
+            ),
+        )
+    return kept, duplicates
 
 
 def _flagged(nn: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -502,6 +585,7 @@ def evaluate(
         timed(f"features: {sp.name}", feature_distances, sp, real, heldout, synthetic, settings)
         for sp in spaces
     ]
+    _warn_subset_limited(spaces_out)
     memo = timed("memorisation", memorisation_check, real, heldout, synthetic, settings)
     voxel, voxel_rows = timed(
         "voxel_maps", voxel_statistics, real, heldout, synthetic, ref_name, settings

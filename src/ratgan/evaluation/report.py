@@ -298,6 +298,19 @@ def _small_sample_note(space: FeatureSpaceResult) -> str:
     )
 
 
+def _subset_note(info: dict) -> str:
+    """Which synthetic sets lowered the common subset size below the reference pool's."""
+    small = info.get("subset_limited_by")
+    if not small:
+        return ""
+    sets = ", ".join(f"*{n}* ({k} scans)" for n, k in small.items())
+    return (
+        f" (not the reference pool's {info['reference_pool_size']}: lowered by the smaller "
+        f"synthetic set(s) {sets}, for every set and the first row alike, so these numbers "
+        "change when such a set is added or left out)"
+    )
+
+
 def feature_section(result: EvaluationResult) -> str:
     """The report's distribution-distance section: every feature space's table."""
     if not result.feature_spaces:
@@ -316,12 +329,13 @@ def feature_section(result: EvaluationResult) -> str:
     )
     skipped = f"\n\n*Set-level distances skipped: {f['skipped']}.*" if f.get("skipped") else ""
     tail_text = ", ".join(f"{n} {v:.3f}" for n, v in result.voxel.tails.items()) or "—"
+    subsets = f"{f.get('subset_size', '—')} scans{_subset_note(f)}"
     text = f"""## Beyond the paper: distribution distances
 
 In a fixed random 3D convolutional feature space ({f["dim"]} features, seed {f["seed"]}; not
 trained on anything, so it sees intensity, edges and texture, not anatomy). Each set is
 compared with a reference real subset of {f.get("reference_size", "—")} scans; the first row
-is {level} (what a perfect generator scores). Subsets of {f.get("subset_size", "—")} scans,
+is {level} (what a perfect generator scores). Subsets of {subsets},
 {f.get("repeats", "—")} repeats, mean ± std over repeats; k = {f.get("knn_k", "—")} for
 precision/recall and density/coverage (Naeem et al. 2020: only the real scans' k-NN balls, so
 outlying synthetic scans cannot raise them as they raise recall; density is 1 in expectation
@@ -391,8 +405,19 @@ same frequency band over the real scans' (below 1: blurrier than real; above: no
 """
 
 
-def markdown(result: EvaluationResult) -> str:
-    """The whole report.md text."""
+FIGURES_SECTION = """## Figures
+
+- `montage.png`: the central axial slice of scans from every set
+- `mean_std_maps.png`: per-voxel mean and standard deviation of each set
+- `intensity_histograms.png`: voxel intensity distributions
+- `memorisation.png`: nearest-training-scan similarity of synthetic vs real scans
+- `spectra.png`: the 1-D power spectrum along each axis of every set
+
+"""
+
+
+def markdown(result: EvaluationResult, figures: bool = True) -> str:
+    """The whole report.md text (without the Figures section when ``figures`` is False)."""
     s = result.settings
     sets = result.sets()
     set_lines = "\n".join(
@@ -402,6 +427,7 @@ def markdown(result: EvaluationResult) -> str:
         for name, info in sets.items()
     )
     shape = result.shape
+    time_s = result.timing_s["total"]
     return f"""# ratgan evaluation report
 
 Protocol: **{result.protocol}**. Volumes: {shape[0]}x{shape[1]}x{shape[2]}, each rescaled to
@@ -414,15 +440,7 @@ Seed {s["seed"]}.
 {feature_section(result)}
 {spectra_section(result)}
 {memorisation_section(result, "##")}
-## Figures
-
-- `montage.png`: the central axial slice of scans from every set
-- `mean_std_maps.png`: per-voxel mean and standard deviation of each set
-- `intensity_histograms.png`: voxel intensity distributions
-- `memorisation.png`: nearest-training-scan similarity of synthetic vs real scans
-- `spectra.png`: the 1-D power spectrum along each axis of every set
-
-Every number is in `metrics.json`. Time: {result.timing_s["total"]:.0f} s.
+{FIGURES_SECTION if figures else ""}Every number is in `metrics.json`. Time: {time_s:.0f} s.
 """
 
 
@@ -435,7 +453,7 @@ For each synthetic scan, its most similar training (real) scan, by {memo["simila
 scan more similar to a training scan than the threshold ({memo["threshold"]:.4f}:
 {threshold_rule(result)}) is flagged as a near-copy. The threshold is fitted on
 {memo["rule"]}, so that row's share cannot reveal a threshold set too low;
-{_heldout_sentence(result)}
+{_heldout_sentence(result)}{_duplicates_sentence(result)}
 
 {memorisation_table(result)}
 """
@@ -444,6 +462,24 @@ scan more similar to a training scan than the threshold ({memo["threshold"]:.4f}
 def threshold_rule(result: EvaluationResult) -> str:
     """How the near-copy threshold was chosen."""
     return result.memorisation.reference["threshold_rule"]
+
+
+def _duplicates_sentence(result: EvaluationResult) -> str:
+    """Which real scans were left out of the calibration as duplicates of another."""
+    dups = result.memorisation.reference.get("duplicates") or []
+    if not dups:
+        return ""
+    pairs = "; ".join(
+        f"{', '.join(f'`{Path(p).name}`' for p in d['left_out'])} (= `{Path(d['kept']).name}`, "
+        f"similarity {d['similarity']:.4f})"
+        for d in dups
+    )
+    n = sum(len(d["left_out"]) for d in dups)
+    return (
+        f" **{n} real scans are duplicates of another real scan** (a copied file or a "
+        f"rescan) and were left out of the calibration, whose leave-one-out values they "
+        f"would have pushed to 1: {pairs}."
+    )
 
 
 def _heldout_sentence(result: EvaluationResult) -> str:
@@ -679,6 +715,9 @@ def figure_spectra(result: EvaluationResult, path: Path) -> None:
 def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True) -> dict[str, Path]:
     """Write report.md, metrics.json and the figures into ``out_dir``; returns their paths.
 
+    Without ``figures``, the figure files of an earlier report in ``out_dir`` are removed
+    and report.md has no Figures section.
+
     They are written into a hidden staging folder first and moved into place only when all are
     complete, report.md last (an older report.md is removed first): a process killed while
     writing leaves no partial report, and report.md is always from one complete run.  The next
@@ -701,8 +740,11 @@ def write_report(result: EvaluationResult, out_dir: Path, figures: bool = True) 
             fn(result, stage / name)
             names.append(name)
     write_json(result, stage / "metrics.json")
-    (stage / "report.md").write_text(markdown(result))
+    (stage / "report.md").write_text(markdown(result, figures))
     (out_dir / "report.md").unlink(missing_ok=True)
+    if not figures:  # an earlier run's figures would sit beside a report they do not match
+        for name in FIGURES:
+            (out_dir / name).unlink(missing_ok=True)
     for name in names + ["metrics.json", "report.md"]:
         os.replace(stage / name, out_dir / name)
     stage.rmdir()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,20 @@ def is_complete_set(folder: str | Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and bool(manifest.get("complete", True))
+
+
+def refuse_unfinished(folders: Iterable[str | Path], what: str) -> None:
+    """Raise RatganError, naming ``what`` (e.g. a set's name) and the folder, when one of
+    ``folders`` holds a ``ratgan generate`` output whose manifest does not say complete: a
+    killed generation leaves fewer scans than asked for, and a reader must not take them for
+    the set.  Folders without a manifest (scans from elsewhere) pass."""
+    for folder in sorted({Path(f) for f in folders}):
+        if (folder / MANIFEST).is_file() and not is_complete_set(folder):
+            raise RatganError(
+                f"{what}: folder {folder} holds an unfinished or unreadable generation (its "
+                f"{MANIFEST} does not say complete: true); rerun `ratgan generate` into it to "
+                "finish the set."
+            )
 
 
 @dataclass

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from ratgan.errors import RatganError
-from ratgan.segmentation.files import check_unique_names, file_digest
+from ratgan.digests import file_sha256
+from ratgan.segmentation.files import check_unique_names
 
 NUM_LABELS = 4
 """Class numbers 0 background, 1 GM, 2 WM, 3 CSF."""
@@ -80,16 +81,16 @@ def make_atlases(entries: list, k: int, seed: int = 0) -> list[Atlas]:
     out = []
     for i in pick:
         e = labelled[int(i)]
-        digest = hashlib.sha256((file_digest(e.image) + file_digest(e.label)).encode())
+        digest = hashlib.sha256((file_sha256(e.image) + file_sha256(e.label)).encode())
         out.append(Atlas(Path(e.image), Path(e.label), digest.hexdigest()))
     return out
 
 
 def cache_key(target: str | Path, atlases: list[Atlas], params: AtlasParams) -> str:
     """The cache key of one target's label map: its content, the atlas set, the parameters."""
-    h = hashlib.sha256(file_digest(target).encode())
+    h = hashlib.sha256(file_sha256(target).encode())
     for a in atlases:
-        h.update((a.digest or file_digest(a.image) + file_digest(a.label)).encode())
+        h.update((a.digest or file_sha256(a.image) + file_sha256(a.label)).encode())
     h.update(json.dumps(params.to_dict(), sort_keys=True).encode())
     return h.hexdigest()[:32]
 

@@ -34,7 +34,8 @@ from typing import Any
 from ratgan.atomic import atomic_write_json
 from ratgan.errors import RatganError
 from ratgan.segmentation.data import SegSet, brain_box, find_entries, load_set
-from ratgan.segmentation.files import describe_changes, entry_digests, file_digest
+from ratgan.digests import file_sha256
+from ratgan.segmentation.files import describe_changes, entry_digests
 from ratgan.segmentation.labels import (
     Pool,
     check_overlap,
@@ -132,14 +133,14 @@ def data_digests(opt: BenchSettings, entries: list, needed: int) -> dict[str, An
     synthetic: dict[str, str] | None = None
     if needed and is_run_folder(opt.synthetic):
         ckpt = latest_checkpoint(Path(opt.synthetic))
-        synthetic = {} if ckpt is None else {str(ckpt.resolve()): file_digest(ckpt)}
+        synthetic = {} if ckpt is None else {str(ckpt.resolve()): file_sha256(ckpt)}
     elif needed:
         synthetic = entry_digests(find_entries(opt.synthetic))
     reference = None
     if opt.reference:
         if not Path(opt.reference).is_file():
             raise RatganError(f"--reference {opt.reference} is not a file.")
-        reference = file_digest(opt.reference)
+        reference = file_sha256(opt.reference)
     return {"real": entry_digests(entries), "synthetic": synthetic, "reference": reference}
 
 

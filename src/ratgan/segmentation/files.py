@@ -8,16 +8,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ratgan.digests import file_sha256
 from ratgan.errors import RatganError
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def entry_digests(entries: Iterable) -> dict[str, str]:
@@ -25,7 +17,7 @@ def entry_digests(entries: Iterable) -> dict[str, str]:
     map's bytes, keyed by the scan's resolved path."""
     out = {}
     for e in entries:
-        parts = [file_digest(e.image), file_digest(e.label) if e.label is not None else ""]
+        parts = [file_sha256(e.image), file_sha256(e.label) if e.label is not None else ""]
         out[str(Path(e.image).resolve())] = hashlib.sha256(":".join(parts).encode()).hexdigest()
     return out
 

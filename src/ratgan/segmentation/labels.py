@@ -29,7 +29,8 @@ from ratgan.atomic import atomic_write_json
 from ratgan.errors import RatganError
 from ratgan.runs import is_run_folder, read_run_data
 from ratgan.segmentation.data import SegSet, concat, find_entries, load_set
-from ratgan.segmentation.files import check_unique_names, file_digest
+from ratgan.digests import file_sha256
+from ratgan.segmentation.files import check_unique_names
 from ratgan.segmentation.quality_gate import FRACTIONS, GateResult, QualityGate
 
 from ratgan.segmentation.state import LABEL_SOURCES, BenchState
@@ -68,11 +69,11 @@ def gan_overlap(source: str | Path, held_out: list[Path]) -> dict[str, Any]:
         return {"checked": False, "files": []}
     seen = [Path(e.image) for e in read_run_data(source).entries]
     seen_paths = {p.resolve() for p in seen}
-    seen_digests = {file_digest(p) for p in seen if p.is_file()}
+    seen_digests = {file_sha256(p) for p in seen if p.is_file()}
     hits = [
         str(p)
         for p in held_out
-        if Path(p).resolve() in seen_paths or file_digest(p) in seen_digests
+        if Path(p).resolve() in seen_paths or file_sha256(p) in seen_digests
     ]
     return {"checked": True, "files": hits}
 
@@ -81,19 +82,15 @@ def check_synthetic_source(source: str | Path, needed: int, n_train: int) -> Non
     """Raise RatganError, before any labelling, for a synthetic source that does not exist, a
     folder of an unfinished ``ratgan generate`` (its manifest.json not complete) or a folder
     holding fewer scans than the tests need even if the gate accepted every one."""
-    from ratgan.generation.output import MANIFEST, is_complete_set
+    from ratgan.generation.output import refuse_unfinished
 
     src = Path(source)
     if not src.exists():
         raise RatganError(f"synthetic source {src} does not exist.")
     if is_run_folder(src):
         return
-    if src.is_dir() and (src / MANIFEST).is_file() and not is_complete_set(src):
-        raise RatganError(
-            f"synthetic folder {src} holds an unfinished or unreadable generation (its "
-            f"{MANIFEST} does not say complete: true); rerun `ratgan generate` into it to "
-            "finish the set."
-        )
+    if src.is_dir():
+        refuse_unfinished([src], "--synthetic")
     n = len(find_entries(src))
     if n < needed:
         raise RatganError(
@@ -168,7 +165,7 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
     check_unique_names(syn.images_paths)
     folder = state.out / "teacher" / "labels"
     record = state.out / "teacher" / "labels.json"
-    digests = [file_digest(p) for p in syn.images_paths]
+    digests = [file_sha256(p) for p in syn.images_paths]
     made = _labelled_scans(record)
     todo = [
         i

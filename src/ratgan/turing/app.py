@@ -6,7 +6,10 @@ missing page):
 - ``/r/<rater token>``: the rating page (the same HTML for everyone);
 - ``/r/<rater token>/state``: progress and the current item's opaque identifier;
 - ``/r/<rater token>/img/<item id>``: the current item's sprite sheet (PNG), nothing else;
-- ``/r/<rater token>/answer`` (POST, JSON): the answer to the current item, once;
+- ``/r/<rater token>/answer`` (POST, JSON): the answer to the current item, once (409
+  ``already_saved`` when the same answer to that item is stored already, as when a reply
+  was lost and the page sent it again; 409 ``already_answered`` or ``not_current`` when this
+  answer was not saved);
 - ``/admin/<admin token>``: Table 3, accuracy, agreement and every answer;
 - ``/admin/<admin token>/table3.csv`` and ``/answers.csv``: exports.
 """
@@ -173,6 +176,8 @@ def rate_answer(token: str) -> tuple[Response, int]:
         return jsonify(status="saved"), 200
     if result.status == "unknown":
         abort(404)
+    if result.same_answer:  # a resent answer whose first reply was lost: it is stored
+        return jsonify(status="already_saved", error="this answer was already saved"), 409
     return jsonify(status=result.status, error="this scan can no longer be answered"), 409
 
 

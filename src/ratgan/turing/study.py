@@ -9,7 +9,6 @@ transaction, so a double click or a crash can neither duplicate nor lose one.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import math
@@ -30,6 +29,7 @@ import numpy as np
 
 from ratgan.arrays import IntArray
 from ratgan.atomic import atomic_path, leftovers
+from ratgan.digests import file_sha256
 from ratgan.errors import RatganError
 from ratgan.turing.render import WINDOW_PERCENTILES, layout_for, render_scan
 
@@ -127,6 +127,9 @@ class SubmitResult:
     """Outcome of one answer submission: 'saved', 'already_answered', 'not_current' or 'unknown'."""
 
     status: str
+    same_answer: bool | None = None
+    """For 'already_answered': whether the stored answer is the one just submitted (a resent
+    request whose first reply was lost), None for the other outcomes."""
 
     @property
     def saved(self) -> bool:
@@ -142,14 +145,6 @@ def study_file(study: str | os.PathLike) -> Path:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _draw(
@@ -260,8 +255,10 @@ def _draw_scans(
 ) -> list[tuple[str, Path]]:
     """(source, scan file) of every drawn scan: ``n_real`` real ones, then each model's.
 
-    Every scan of every source is compared first (:func:`_check_disjoint`), so sources that
-    share a scan are refused whichever scans the seed would draw.
+    Every scan of every source is checked, so a model folder left unfinished by
+    ``ratgan generate`` (:func:`_check_finished`), a scan of another voxel size
+    (:func:`_check_voxel_sizes`) and sources that share a scan (:func:`_check_disjoint`) are
+    refused whichever scans the seed would draw.
     """
     from ratgan.data.io import list_scans
 
@@ -269,6 +266,9 @@ def _draw_scans(
         (name, folder, n_per_model, "--n-per-model") for name, folder in synthetic
     ]
     listed = [(source, list_scans(os.fspath(folder))) for source, folder, _, _ in sources]
+    for (source, folder, _, _), (_, entries) in zip(sources[1:], listed[1:], strict=True):
+        _check_finished(source, Path(folder), [Path(e.image) for e in entries])
+    _check_voxel_sizes([(source, [Path(e.image) for e in entries]) for source, entries in listed])
     drawn: list[tuple[str, Path]] = []
     for (source, folder, n, what), (_, entries) in zip(sources, listed, strict=True):
         drawn += [(source, Path(e.image)) for e in _draw(entries, n, what, str(folder), rng)]
@@ -288,7 +288,7 @@ def _check_disjoint(sources: Sequence[tuple[str, Sequence[Path]]]) -> None:
     seen: dict[str, tuple[str, Path]] = {}
     for source, paths in sources:
         for path in paths:
-            keys = {f"path:{path.resolve()}", f"sha256:{_sha256(path)}"}
+            keys = {f"path:{path.resolve()}", f"sha256:{file_sha256(path)}"}
             clash = next((seen[k] for k in sorted(keys) if k in seen), None)
             if clash is not None and clash[0] != source:
                 raise RatganError(
@@ -298,6 +298,56 @@ def _check_disjoint(sources: Sequence[tuple[str, Sequence[Path]]]) -> None:
                 )
             for key in keys:
                 seen.setdefault(key, (source, path))
+
+
+def _check_finished(source: str, folder: Path, paths: Sequence[Path]) -> None:
+    """Raise RatganError when a model's scans lie in a folder of an unfinished ``ratgan
+    generate`` (its manifest.json does not say complete): the set is not the one asked for."""
+    from ratgan.generation.output import refuse_unfinished
+
+    folders = {p.parent for p in paths} | ({folder} if folder.is_dir() else set())
+    refuse_unfinished(folders, _source_name(source))
+
+
+def _ras_voxel_size(path: Path) -> tuple[float, float, float]:
+    """A scan's voxel size (from its header) in the order of the RAS axes it is shown in."""
+    from ratgan.data.io import scan_orientation, scan_voxel_size
+
+    size = scan_voxel_size(path)
+    world = {"L": 0, "R": 0, "P": 1, "A": 1, "I": 2, "S": 2}
+    code = scan_orientation(path)
+    axes = [world.get(letter, -1) for letter in code]
+    if sorted(axes) != [0, 1, 2]:  # no orientation: refused when it is rendered
+        return size
+    out = [0.0, 0.0, 0.0]
+    for axis, value in zip(axes, size, strict=True):
+        out[axis] = value
+    return (out[0], out[1], out[2])
+
+
+def _check_voxel_sizes(sources: Sequence[tuple[str, Sequence[Path]]]) -> None:
+    """Raise RatganError naming the first scan whose voxel size differs from the real scans'
+    (their most common one) by more than ``VOXEL_SIZE_RTOL`` on some axis: the same anatomy
+    at another voxel size looks larger or smaller, a cue that tells its source apart."""
+    from collections import Counter
+
+    from ratgan.data.dataset import VOXEL_SIZE_RTOL
+    from ratgan.data.io import format_voxel_size, same_voxel_size
+
+    sizes = [(source, path, _ras_voxel_size(path)) for source, paths in sources for path in paths]
+    real = [size for source, _, size in sizes if source == REAL]
+    if not real:
+        return
+    common = Counter(format_voxel_size(size) for size in real).most_common(1)[0][0]
+    reference = next(size for size in real if format_voxel_size(size) == common)
+    for source, path, size in sizes:
+        if not same_voxel_size(size, reference, VOXEL_SIZE_RTOL):
+            raise RatganError(
+                f"{_source_name(source)} scan {path} has voxel size {format_voxel_size(size)} "
+                f"but the real scans have {format_voxel_size(reference)} (within "
+                f"{VOXEL_SIZE_RTOL:.0%}); anatomy at another voxel size looks larger or smaller "
+                "and gives its source away, so resample it (or leave it out)"
+            )
 
 
 def _source_name(source: str) -> str:
@@ -382,7 +432,7 @@ def _insert_scans(
     for source, path, png in shuffled:
         cur = conn.execute(
             "INSERT INTO scan (source, path, sha256, png) VALUES (?, ?, ?, ?)",
-            (source, str(path.resolve()), _sha256(path), png),
+            (source, str(path.resolve()), file_sha256(path), png),
         )
         scan_ids.append(cur.lastrowid)
     return scan_ids
@@ -585,7 +635,7 @@ class Study:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 row = conn.execute(
-                    "SELECT item.id, answer.item_id FROM item "
+                    "SELECT item.id, answer.item_id, answer.answer FROM item "
                     "LEFT JOIN answer ON answer.item_id = item.id "
                     "WHERE item.rater_id = ? AND item.public_id = ?",
                     (rater.id, public_id),
@@ -593,7 +643,7 @@ class Study:
                 if row is None:
                     result = SubmitResult("unknown")
                 elif row[1] is not None:
-                    result = SubmitResult("already_answered")
+                    result = SubmitResult("already_answered", same_answer=row[2] == answer)
                 elif (current := self._current(conn, rater.id)) is None or current[0] != row[0]:
                     result = SubmitResult("not_current")
                 else:

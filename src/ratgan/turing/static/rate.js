@@ -21,6 +21,8 @@
   let shownAt = 0;
   const NOT_SAVED = "Your last answer was NOT saved: that scan had already been answered " +
     "(in another tab or window). The answer given there counts; here is the next scan.";
+  const ALREADY_SAVED = "Your last answer had already been saved (the same answer was sent " +
+    "twice, or given in another tab); here is the next scan.";
 
   function setStatus(status) {
     document.body.dataset.status = status;
@@ -181,11 +183,22 @@
       return;
     }
     if (response.ok || response.status === 409) {
-      // 409: this scan was already answered (another tab or a repeated request): this
-      // answer was not saved; say so, then move on to the scan that is now current.
+      // 409: this scan was already answered (another tab or a repeated request). Status
+      // "already_saved": with this same answer, so it is stored; otherwise this answer was
+      // not saved. Say which, then move on to the scan that is now current.
+      let notice = null;
+      if (!response.ok) {
+        let reply = null;
+        try {
+          reply = await response.json();
+        } catch (err) {
+          reply = null;
+        }
+        notice = reply && reply.status === "already_saved" ? ALREADY_SAVED : NOT_SAVED;
+      }
       sheet = null;
       draw();
-      load(response.ok ? null : NOT_SAVED);
+      load(notice);
     } else {
       busy = false;
       submitButton.disabled = false;
