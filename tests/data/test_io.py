@@ -234,3 +234,26 @@ def test_scans_beside_an_images_folder_are_named_as_ignored(tmp_path, rng, h, ca
     with caplog.at_level(logging.WARNING, logger="ratgan.data.io"):
         list_scans(root / "images")  # a folder without images/: nothing ignored
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        np.diag([0.3, 0.4, 0.5]),  # RAS
+        np.diag([-0.3, 0.4, 0.5]),  # LAS
+        np.array([[0, 0, 0.5], [-0.3, 0, 0], [0, 0.4, 0]]),  # axes permuted and flipped
+        np.array([[0.29, 0.03, 0], [0.02, 0, -0.5], [0, 0.4, 0.01]]),  # oblique
+    ],
+)
+def test_scan_ras_voxel_size_follows_as_closest_canonical(tmp_path, matrix):
+    from ratgan.data.io import scan_ras_voxel_size, voxel_size
+
+    affine = np.eye(4)
+    affine[:3, :3] = matrix
+    img = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), affine)
+    path = tmp_path / "s.nii.gz"
+    nib.save(img, path)
+    # independent reference: nibabel's own reorientation of the image
+    canonical = nib.as_closest_canonical(nib.load(path))
+    expected = voxel_size(canonical.affine)
+    assert scan_ras_voxel_size(path) == pytest.approx(expected, rel=1e-6)

@@ -283,6 +283,25 @@ def scan_voxel_size(path: str | Path) -> tuple[float, float, float]:
     return voxel_size(_load(Path(path)).affine)
 
 
+def scan_ras_voxel_size(path: str | Path) -> tuple[float, float, float]:
+    """The :func:`scan_voxel_size` of a NIfTI file in the order of the RAS axes that
+    :func:`canonical_scan` would give it (nibabel's ``io_orientation``, the permutation that
+    ``as_closest_canonical`` applies), from its header alone; in the stored order when the
+    affine has no orientation."""
+    affine = np.asarray(_load(Path(path)).affine, dtype=np.float64)
+    size = voxel_size(affine)
+    if not np.isfinite(affine).all():
+        return size
+    # nibabel leaves io_orientation unannotated: one row (world axis, flip) per voxel axis
+    ornt = np.asarray(nib.orientations.io_orientation(affine))  # type: ignore[no-untyped-call]
+    if np.isnan(ornt).any():
+        return size
+    out = [0.0, 0.0, 0.0]
+    for axis, value in zip(ornt[:, 0].astype(int), size, strict=True):
+        out[axis] = value
+    return (out[0], out[1], out[2])
+
+
 def same_voxel_size(a: Sequence[float], b: Sequence[float], rtol: float = 0.01) -> bool:
     """Whether two voxel sizes agree on every axis within ``rtol`` (relative to ``b``)."""
     return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), rtol=rtol, atol=0.0))

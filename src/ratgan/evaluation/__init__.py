@@ -125,9 +125,10 @@ def run_evaluation(
 def _refuse_overlap(real: ScanSet, heldout: ScanSet) -> None:
     """Raise RatganError when the held-out set shares scans with the real set (the same file
     or identical content): they would no longer be scans the generator never saw."""
-    from ratgan.evaluation.prepare import describe_pairs, shared_scans
+    from ratgan.digests import shared_files
+    from ratgan.evaluation.prepare import describe_pairs
 
-    shared = shared_scans(heldout.paths, real.paths)
+    shared = shared_files(heldout.paths, real.paths)
     if shared:
         raise RatganError(
             f"{len({p for p, _ in shared})} held-out scans are also real (training) scans, "
@@ -139,10 +140,12 @@ def _refuse_overlap(real: ScanSet, heldout: ScanSet) -> None:
 def _warn_overlap(synthetic: ScanSet, real_sets: list[ScanSet]) -> None:
     """Warn (and note in the report) when a synthetic set holds real or held-out scans: the
     near-copy check flags them, but a copied real file is a mistake the user must see."""
-    from ratgan.evaluation.prepare import describe_pairs, log, shared_scans
+    from ratgan.digests import FileDigests, shared_files
+    from ratgan.evaluation.prepare import describe_pairs, log
 
+    digest = FileDigests()  # the synthetic files are compared with each real set
     for other in real_sets:
-        shared = shared_scans(synthetic.paths, other.paths)
+        shared = shared_files(synthetic.paths, other.paths, digest)
         if not shared:
             continue
         what = "real (training)" if other.name == "real" else other.name

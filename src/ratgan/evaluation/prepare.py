@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ratgan.digests import file_sha256
 from ratgan.errors import RatganError
 from ratgan.runs import is_run_folder
 
@@ -249,27 +248,6 @@ def check_finished(source: str | Path, paths: list[Path], name: str) -> None:
 def _folder(source: str | Path) -> set[Path]:
     path = Path(source)
     return {path} if path.is_dir() else set()
-
-
-def shared_scans(a: list[Path], b: list[Path]) -> list[tuple[Path, Path]]:
-    """The pairs (scan of ``a``, scan of ``b``) that are the same file (resolved path) or
-    files of identical content (SHA-256; only files of equal size are hashed)."""
-    sizes: dict[int, list[Path]] = {}
-    for p in b:
-        sizes.setdefault(Path(p).stat().st_size, []).append(Path(p))
-    digests: dict[Path, str] = {}
-
-    def digest(p: Path) -> str:
-        if p not in digests:
-            digests[p] = file_sha256(p)
-        return digests[p]
-
-    out = []
-    for p in map(Path, a):
-        for q in sizes.get(p.stat().st_size, []):
-            if p.resolve() == q.resolve() or digest(p) == digest(q):
-                out.append((p, q))
-    return out
 
 
 def describe_pairs(pairs: list[tuple[Path, Path]], limit: int = 5) -> str:

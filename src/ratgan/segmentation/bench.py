@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from ratgan.atomic import atomic_write_json
+from ratgan.digests import FileDigests
 from ratgan.errors import RatganError
 from ratgan.segmentation.data import SegSet, brain_box, find_entries, load_set
-from ratgan.digests import file_sha256
 from ratgan.segmentation.files import describe_changes, entry_digests
 from ratgan.segmentation.labels import (
     Pool,
@@ -123,25 +123,29 @@ def load_real(opt: BenchSettings) -> tuple[list, SegSet]:
     )
 
 
-def data_digests(opt: BenchSettings, entries: list, needed: int) -> dict[str, Any]:
+def data_digests(
+    opt: BenchSettings, entries: list, needed: int, digest: FileDigests | None = None
+) -> dict[str, Any]:
     """Content digests of what the benchmark is made from: the labelled real scans and their
     label maps, the synthetic scans (those of a folder or CSV; the newest checkpoint of a run
-    folder; None when no test needs any) and the ``--reference`` scan (None: the first real)."""
+    folder; None when no test needs any) and the ``--reference`` scan (None: the first real).
+    ``digest`` hashes each file (one :class:`FileDigests` per call reads each file once)."""
     from ratgan.runs import is_run_folder
     from ratgan.training.checkpoint import latest_checkpoint
 
+    digest = digest or FileDigests()
     synthetic: dict[str, str] | None = None
     if needed and is_run_folder(opt.synthetic):
         ckpt = latest_checkpoint(Path(opt.synthetic))
-        synthetic = {} if ckpt is None else {str(ckpt.resolve()): file_sha256(ckpt)}
+        synthetic = {} if ckpt is None else {str(ckpt.resolve()): digest(ckpt)}
     elif needed:
-        synthetic = entry_digests(find_entries(opt.synthetic))
+        synthetic = entry_digests(find_entries(opt.synthetic), digest)
     reference = None
     if opt.reference:
         if not Path(opt.reference).is_file():
             raise RatganError(f"--reference {opt.reference} is not a file.")
-        reference = file_sha256(opt.reference)
-    return {"real": entry_digests(entries), "synthetic": synthetic, "reference": reference}
+        reference = digest(opt.reference)
+    return {"real": entry_digests(entries, digest), "synthetic": synthetic, "reference": reference}
 
 
 def check_data(out: Path, opt: BenchSettings, data: dict[str, Any], split: dict) -> None:
@@ -208,17 +212,23 @@ def prepare(options: BenchOptions) -> BenchState:
     )
     wanted = opt.tests or [t.number for t in TESTS]
     needed = max(halves(t.synth_halves, r) for t in TESTS if t.number in wanted)
+    digest = FileDigests()
     overlap = (
-        check_overlap(opt.synthetic, [real.images_paths[i] for i in split.test], opt.allow_overlap)
+        check_overlap(
+            opt.synthetic,
+            [real.images_paths[i] for i in split.test],
+            opt.allow_overlap,
+            digest,
+        )
         if needed
         else {"checked": False, "files": []}
     )
     if needed:
         check_synthetic_source(opt.synthetic, needed, len(split.train))
-    data = data_digests(opt, entries, needed)
+    data = data_digests(opt, entries, needed, digest)
     names = {k: [real.names[i] for i in v] for k, v in split.to_dict().items()}
     check_data(out, opt, data, names)
-    state = BenchState(opt, out, real, split, box, needed, overlap, data)
+    state = BenchState(opt, out, real, split, box, needed, overlap, data, digest)
     if needed and opt.labels == "atlas":
         from ratgan.segmentation.atlas import AtlasParams, make_atlases
 

@@ -5,19 +5,21 @@ maps are written by file name do not share one."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ratgan.digests import file_sha256
 from ratgan.errors import RatganError
 
 
-def entry_digests(entries: Iterable) -> dict[str, str]:
+def entry_digests(
+    entries: Iterable, digest: Callable[[str | Path], str] = file_sha256
+) -> dict[str, str]:
     """One digest per scan entry (``.image``, ``.label`` or None) of the scan's and its label
-    map's bytes, keyed by the scan's resolved path."""
+    map's bytes (each file's from ``digest``), keyed by the scan's resolved path."""
     out = {}
     for e in entries:
-        parts = [file_sha256(e.image), file_sha256(e.label) if e.label is not None else ""]
+        parts = [digest(e.image), digest(e.label) if e.label is not None else ""]
         out[str(Path(e.image).resolve())] = hashlib.sha256(":".join(parts).encode()).hexdigest()
     return out
 

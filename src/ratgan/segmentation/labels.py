@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from ratgan.atomic import atomic_write_json
+from ratgan.digests import FileDigests, shared_files
 from ratgan.errors import RatganError
 from ratgan.runs import is_run_folder, read_run_data
 from ratgan.segmentation.data import SegSet, concat, find_entries, load_set
-from ratgan.digests import file_sha256
 from ratgan.segmentation.files import check_unique_names
 from ratgan.segmentation.quality_gate import FRACTIONS, GateResult, QualityGate
 
@@ -62,20 +62,16 @@ def empty_pool(shape: tuple[int, int, int]) -> Pool:
 # ----------------------------------------------------------------------------- overlap
 
 
-def gan_overlap(source: str | Path, held_out: list[Path]) -> dict[str, Any]:
+def gan_overlap(
+    source: str | Path, held_out: list[Path], digest: FileDigests | None = None
+) -> dict[str, Any]:
     """Which of the ``held_out`` real scans the GAN run ``source`` was trained on (by
     resolved path or identical content); ``checked`` is False for a folder of scans."""
     if not is_run_folder(source):
         return {"checked": False, "files": []}
     seen = [Path(e.image) for e in read_run_data(source).entries]
-    seen_paths = {p.resolve() for p in seen}
-    seen_digests = {file_sha256(p) for p in seen if p.is_file()}
-    hits = [
-        str(p)
-        for p in held_out
-        if Path(p).resolve() in seen_paths or file_sha256(p) in seen_digests
-    ]
-    return {"checked": True, "files": hits}
+    shared = {p for p, _ in shared_files(held_out, seen, digest)}
+    return {"checked": True, "files": [str(p) for p in held_out if Path(p) in shared]}
 
 
 def check_synthetic_source(source: str | Path, needed: int, n_train: int) -> None:
@@ -100,9 +96,11 @@ def check_synthetic_source(source: str | Path, needed: int, n_train: int) -> Non
         )
 
 
-def check_overlap(source: str | Path, held_out: list[Path], allow: bool) -> dict[str, Any]:
+def check_overlap(
+    source: str | Path, held_out: list[Path], allow: bool, digest: FileDigests | None = None
+) -> dict[str, Any]:
     """:func:`gan_overlap`, raising RatganError on any overlap unless ``allow``."""
-    ov = gan_overlap(source, held_out)
+    ov = gan_overlap(source, held_out, digest)
     if ov["files"] and not allow:
         names = ", ".join(Path(f).name for f in ov["files"])
         raise RatganError(
@@ -165,7 +163,7 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
     check_unique_names(syn.images_paths)
     folder = state.out / "teacher" / "labels"
     record = state.out / "teacher" / "labels.json"
-    digests = [file_sha256(p) for p in syn.images_paths]
+    digests = [state.digest(p) for p in syn.images_paths]
     made = _labelled_scans(record)
     todo = [
         i

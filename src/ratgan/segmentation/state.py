@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ratgan.digests import FileDigests
 from ratgan.errors import RatganError
 from ratgan.segmentation.atlas import AtlasParams
 from ratgan.segmentation.data import Box, SegSet
@@ -263,6 +264,9 @@ class BenchState:
     data: dict[str, Any] = field(default_factory=dict)
     """Content digests of the data (``real``, ``synthetic``, ``reference``): a rerun into the
     same folder must match them."""
+    digest: FileDigests = field(default_factory=FileDigests)
+    """SHA-256 of files, each read once per benchmark call (the data's record, the overlap
+    check and the teacher's label cache compare the same files)."""
     atlases: list = field(default_factory=list)
     atlas_params: Any = None
     log_lines: list[str] = field(default_factory=list)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ratgan.arrays import IntArray
 from ratgan.atomic import atomic_path, leftovers
-from ratgan.digests import file_sha256
+from ratgan.digests import FileDigests, file_sha256, shared_files
 from ratgan.errors import RatganError
 from ratgan.turing.render import WINDOW_PERCENTILES, layout_for, render_scan
 
@@ -285,19 +285,17 @@ def _check_disjoint(sources: Sequence[tuple[str, Sequence[Path]]]) -> None:
     """Raise RatganError when two sources (real, each model) hold the same scan: the same
     file, or two files of identical content.  A scan in two sources would carry two answer
     keys, and a copied real scan among the synthetic ones would be scored as synthetic."""
-    seen: dict[str, tuple[str, Path]] = {}
-    for source, paths in sources:
-        for path in paths:
-            keys = {f"path:{path.resolve()}", f"sha256:{file_sha256(path)}"}
-            clash = next((seen[k] for k in sorted(keys) if k in seen), None)
-            if clash is not None and clash[0] != source:
+    digest = FileDigests()
+    for later, (source, paths) in enumerate(sources):
+        for earlier, earlier_paths in sources[:later]:
+            shared = shared_files(paths, earlier_paths, digest)
+            if shared:
+                path, other = shared[0]
                 raise RatganError(
                     f"{_source_name(source)} scan {path} is the same scan as "
-                    f"{_source_name(clash[0])} scan {clash[1]} (same file or identical "
+                    f"{_source_name(earlier)} scan {other} (same file or identical "
                     "content); the sources of a study must not overlap"
                 )
-            for key in keys:
-                seen.setdefault(key, (source, path))
 
 
 def _check_finished(source: str, folder: Path, paths: Sequence[Path]) -> None:
@@ -309,22 +307,6 @@ def _check_finished(source: str, folder: Path, paths: Sequence[Path]) -> None:
     refuse_unfinished(folders, _source_name(source))
 
 
-def _ras_voxel_size(path: Path) -> tuple[float, float, float]:
-    """A scan's voxel size (from its header) in the order of the RAS axes it is shown in."""
-    from ratgan.data.io import scan_orientation, scan_voxel_size
-
-    size = scan_voxel_size(path)
-    world = {"L": 0, "R": 0, "P": 1, "A": 1, "I": 2, "S": 2}
-    code = scan_orientation(path)
-    axes = [world.get(letter, -1) for letter in code]
-    if sorted(axes) != [0, 1, 2]:  # no orientation: refused when it is rendered
-        return size
-    out = [0.0, 0.0, 0.0]
-    for axis, value in zip(axes, size, strict=True):
-        out[axis] = value
-    return (out[0], out[1], out[2])
-
-
 def _check_voxel_sizes(sources: Sequence[tuple[str, Sequence[Path]]]) -> None:
     """Raise RatganError naming the first scan whose voxel size differs from the real scans'
     (their most common one) by more than ``VOXEL_SIZE_RTOL`` on some axis: the same anatomy
@@ -332,9 +314,11 @@ def _check_voxel_sizes(sources: Sequence[tuple[str, Sequence[Path]]]) -> None:
     from collections import Counter
 
     from ratgan.data.dataset import VOXEL_SIZE_RTOL
-    from ratgan.data.io import format_voxel_size, same_voxel_size
+    from ratgan.data.io import format_voxel_size, same_voxel_size, scan_ras_voxel_size
 
-    sizes = [(source, path, _ras_voxel_size(path)) for source, paths in sources for path in paths]
+    sizes = [
+        (source, path, scan_ras_voxel_size(path)) for source, paths in sources for path in paths
+    ]
     real = [size for source, _, size in sizes if source == REAL]
     if not real:
         return
