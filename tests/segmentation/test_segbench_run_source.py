@@ -62,3 +62,15 @@ def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path, capsys):
         "WARNING: the GAN was trained on 2 of the real test scans" in (out / "table.md").read_text()
     )
     assert not (out / "teacher").exists()
+
+    # stopped before segbench.json was written, and the run got a newer checkpoint meanwhile:
+    # the finished round belongs to the old checkpoint and must not be mixed into the new pool
+    import shutil
+
+    (out / "segbench.json").unlink()
+    newest = sorted((run / "checkpoints").glob("ckpt_*.pt"))[-1]
+    shutil.copy(newest, run / "checkpoints" / "ckpt_0000900.pt")
+    capsys.readouterr()
+    assert main(args + ["--allow-overlap"]) == 2
+    err = capsys.readouterr().err
+    assert "round-00 holds scans generated from checkpoint" in err and "ckpt_0000900.pt" in err

@@ -65,6 +65,26 @@ def test_a_copied_real_scan_among_synthetic_ones_is_found_by_content(tmp_path, s
         )
 
 
+def test_a_real_scan_stored_flipped_among_synthetic_ones_is_found(tmp_path, scan_writer):
+    """The same voxel values stored x-flipped with an LAS affine (other bytes, other size):
+    the same scan on a rater's screen, so the same scan to the overlap check."""
+    import nibabel as nib
+    import numpy as np
+
+    real = scan_writer(tmp_path / "real", 8, seed=1)
+    scan_writer(tmp_path / "syn", 8, seed=2)
+    img = nib.load(real[3])
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = img.shape[0] - 1
+    las = nib.Nifti1Image(np.asarray(img.dataobj)[::-1], img.affine @ flip, img.header)
+    nib.save(las, tmp_path / "syn" / "flipped.nii")
+    assert nib.aff2axcodes(las.affine)[0] != nib.aff2axcodes(img.affine)[0]
+    with pytest.raises(RatganError, match=r"model 'm' scan .*flipped.nii is the same scan as real"):
+        create_study(
+            tmp_path / "s", **_args(tmp_path, tmp_path / "real", [("m", tmp_path / "syn")])
+        )
+
+
 def _one_sentence(capsys, *words):
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1, err

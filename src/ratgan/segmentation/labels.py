@@ -366,6 +366,23 @@ def _stop_if_probe_failed(state: BenchState, gate: QualityGate, records: list[di
     )
 
 
+def _check_round_checkpoint(state: BenchState, src: Path, folder: Path) -> None:
+    """Raise RatganError when a finished generation round in ``folder`` was made from another
+    checkpoint than the run's newest one: a benchmark stopped before it recorded its data
+    would otherwise mix the scans of two checkpoints in one pool."""
+    newest = set((state.data.get("synthetic") or {}).keys())
+    try:
+        made = json.loads((folder / "manifest.json").read_text())["settings"]["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        made = None
+    if newest and made not in newest:
+        raise RatganError(
+            f"{folder} holds scans generated from checkpoint {made} but the run {src} now "
+            f"has the newest checkpoint {', '.join(sorted(newest))}; use a new --out to "
+            "benchmark the run as it is now."
+        )
+
+
 def _generate_rounds(state: BenchState, src: Path, records: list[dict], gate_set) -> None:
     from ratgan.generation import generate_scans
     from ratgan.generation.output import is_complete_set
@@ -376,7 +393,9 @@ def _generate_rounds(state: BenchState, src: Path, records: list[dict], gate_set
         if n_ok >= state.needed:
             break
         folder = state.out / "synthetic" / f"round-{rnd:02d}"
-        if not is_complete_set(folder):
+        if is_complete_set(folder):
+            _check_round_checkpoint(state, src, folder)
+        else:
             rate = max(n_ok / n_all, 0.2) if n_all else 0.8
             n = max(8, math.ceil((state.needed - n_ok) / rate * 1.1))
             state.log(f"generating {n} synthetic scans from {src} into {folder}")

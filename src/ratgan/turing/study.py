@@ -283,18 +283,21 @@ def _draw_scans(
 
 def _check_disjoint(sources: Sequence[tuple[str, Sequence[Path]]]) -> None:
     """Raise RatganError when two sources (real, each model) hold the same scan: the same
-    file, or two files of identical content.  A scan in two sources would carry two answer
-    keys, and a copied real scan among the synthetic ones would be scored as synthetic."""
-    digest = FileDigests()
+    file, or two files of the same voxel values in RAS order (a copy renamed, recompressed or
+    stored in another orientation).  A scan in two sources would carry two answer keys, and a
+    copied real scan among the synthetic ones would be scored as synthetic."""
+    from ratgan.data.io import scan_content_sha256
+
+    digest = FileDigests(scan_content_sha256)
     for later, (source, paths) in enumerate(sources):
         for earlier, earlier_paths in sources[:later]:
-            shared = shared_files(paths, earlier_paths, digest)
+            shared = shared_files(paths, earlier_paths, digest, same_size_only=False)
             if shared:
                 path, other = shared[0]
                 raise RatganError(
                     f"{_source_name(source)} scan {path} is the same scan as "
-                    f"{_source_name(earlier)} scan {other} (same file or identical "
-                    "content); the sources of a study must not overlap"
+                    f"{_source_name(earlier)} scan {other} (same file, or the same voxel "
+                    "values in RAS order); the sources of a study must not overlap"
                 )
 
 
