@@ -70,6 +70,11 @@ def leftovers(folder: str | Path, name_pattern: str = "*") -> list[Path]:
     return sorted(folder.glob(f".{name_pattern}.*.tmp*"))
 
 
+def fsync_dir(folder: str | Path) -> None:
+    """Make the renames done in ``folder`` durable (where the platform can open a folder)."""
+    _fsync_dir(Path(folder))
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

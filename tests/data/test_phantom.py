@@ -165,6 +165,73 @@ def test_a_smaller_cohort_replaces_a_larger_one(tmp_path):
         "sub-000.nii.gz",
     ]
     assert [p.name for p in (tmp_path / "labels").iterdir()] == ["sub-000.nii.gz"]
+    assert json.loads((tmp_path / "phantom.json").read_text())["subjects"] == 1
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too), by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_an_interrupted_rewrite_leaves_the_previous_cohort_untouched(tmp_path, monkeypatch):
+    phantom.write_cohort(tmp_path, subjects=3, seed=0, progress=False)
+    before = _files(tmp_path)
+    real, calls = phantom.render, []
+
+    def interrupted(params):
+        calls.append(params)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(params)
+
+    monkeypatch.setattr(phantom, "render", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        phantom.write_cohort(tmp_path, subjects=3, seed=1, progress=False)
+    # the seed-0 cohort, byte for byte, and no staging folder left behind
+    assert _files(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "labels", "phantom.json"]
+
+
+def test_an_interrupted_swap_never_mixes_two_cohorts(tmp_path, monkeypatch):
+    import os
+    import types
+
+    phantom.write_cohort(tmp_path, subjects=3, seed=0, progress=False)
+    old = _files(tmp_path)
+    phantom.write_cohort(tmp_path / "new", subjects=3, seed=1, progress=False)
+    new = _files(tmp_path / "new")
+    moved = []
+
+    def replace(src, dst):
+        if len(moved) == 3:  # killed in the middle of moving the new files in
+            raise KeyboardInterrupt
+        moved.append(dst)
+        os.replace(src, dst)
+
+    monkeypatch.setattr(phantom, "os", types.SimpleNamespace(replace=replace))
+    with pytest.raises(KeyboardInterrupt):
+        phantom.write_cohort(tmp_path, subjects=3, seed=1, progress=False)
+    left = {k: v for k, v in _files(tmp_path).items() if not k.startswith("new")}
+    # visibly incomplete (no phantom.json), and every file left is of the new cohort
+    assert "phantom.json" not in left and len(left) == 3
+    assert all(new[k] == v != old[k] for k, v in left.items())
+    monkeypatch.undo()
+    phantom.write_cohort(tmp_path, subjects=3, seed=1, progress=False)  # a rerun completes it
+    assert {k: v for k, v in _files(tmp_path).items() if not k.startswith("new")} == new
+
+
+@pytest.mark.parametrize(
+    "user_file", ["images/sub-01_T2w.nii.gz", "images/my_scan.nii", "labels/sub-01.nii.gz"]
+)
+def test_an_out_holding_other_nifti_files_is_refused_and_they_are_kept(tmp_path, capsys, user_file):
+    phantom.write_cohort(tmp_path, subjects=1, seed=0, progress=False)
+    (tmp_path / user_file).write_bytes(b"not the phantom's")
+    before = _files(tmp_path)
+    args = ["phantom", "--out", str(tmp_path), "--subjects", "2", "--seed", "1", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert user_file.split("/")[1] in err and len(err.strip().splitlines()) == 1
+    assert _files(tmp_path) == before
 
 
 @pytest.mark.parametrize(

@@ -134,3 +134,77 @@ def test_syn_iterations_reach_the_registration_and_the_cli_default_is_the_labell
     defaults = sub.choices["label"].parse_args(["--atlas", "a", "--scans", "b", "--out", "c"])
     assert tuple(defaults.syn_iterations) == AtlasParams().syn_iterations
     assert AtlasParams().syn_iterations == DEFAULT_SYN_ITERATIONS
+
+
+def test_volume_index_is_part_of_the_cache_key(cohort, tmp_path, monkeypatch):
+    """Volume 1 of a 4-D scan labelled after volume 0 into the same OUT gets its own labels."""
+    import hashlib
+    import json
+
+    from ratgan.data.io import write_nifti
+    from ratgan.digests import file_sha256
+
+    from .conftest import AFFINE, tiny_subject
+
+    rng = np.random.default_rng(7)
+    vols = np.stack([tiny_subject(rng, SHAPE)[0] for _ in range(3)], -1)
+    target = write_nifti(tmp_path / "scans" / "t4d.nii.gz", vols, AFFINE)
+    atlases = make_atlases(list_scans(cohort / "atlases"), k=1, seed=0)
+    seen = []
+
+    def fake(target, atlases, params, volume_index=None):
+        # the label map tells which volume was registered: 1 + its index
+        seen.append(volume_index)
+        return np.full(SHAPE, 1 + (volume_index or 0), np.uint8)
+
+    monkeypatch.setattr(atlas_mod, "atlas_label", fake)
+    out = tmp_path / "out"
+    for vi in (0, 1):
+        (path,) = label_scans([target], atlases, out, FAST, workers=1, volume_index=vi,
+                              progress=False)  # fmt: skip
+        assert np.unique(read_label(path, read_scan(target, vi))).tolist() == [1 + vi]
+    assert seen == [0, 1]
+    keys = {atlas_mod.cache_key(target, atlases, FAST, vi) for vi in (None, 0, 1)}
+    assert len(keys) == 3
+    # the default (None: the mean of a 4-D scan) keeps the key it had before
+    old = hashlib.sha256(file_sha256(target).encode())
+    old.update(atlases[0].digest.encode())
+    old.update(json.dumps(FAST.to_dict(), sort_keys=True).encode())
+    assert atlas_mod.cache_key(target, atlases, FAST) == old.hexdigest()[:32]
+
+
+@pytest.mark.parametrize(
+    "scans, out",
+    [
+        ("targets/images", "targets/images"),  # --out is the scans folder
+        ("targets/images", "targets/labels/../images"),  # the same, spelt otherwise
+        ("atlases/images", "atlases/labels"),  # the atlas label maps
+        ("atlases/images/sub-000.nii.gz", "atlases/images"),  # an atlas scan
+    ],
+)
+def test_an_out_that_would_overwrite_an_input_is_refused(
+    cohort, tmp_path, monkeypatch, capsys, scans, out
+):
+    import shutil
+
+    from ratgan.cli import main
+
+    root = tmp_path / "c"
+    shutil.copytree(cohort, root)
+    before = {p: p.read_bytes() for p in root.rglob("*.nii.gz")}
+
+    def no_registration(*args, **kwargs):
+        raise AssertionError("registered although --out is refused")
+
+    monkeypatch.setattr(atlas_mod, "atlas_label", no_registration)
+    args = ["label", "--atlas", str(root / "atlases"), "--scans", str(root / scans)]
+    assert main([*args, "--out", str(root / out), "--k", "1", "--workers", "1",
+                 "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "would overwrite the input file" in err and len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in root.rglob("*.nii.gz")} == before
+    # label_scans itself refuses it too (segbench calls it directly)
+    atlases = make_atlases(list_scans(root / "atlases"), k=1, seed=0)
+    targets = [e.image for e in list_scans(root / scans)]
+    with pytest.raises(RatganError, match="would overwrite the input file"):
+        label_scans(targets, atlases, root / out, FAST, workers=1, progress=False)

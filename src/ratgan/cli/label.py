@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Register K labelled scans (the atlases: affine, then SyN) to every scan "
         "of --scans, carry their label maps over and fuse them by majority vote. "
         "Writes OUT/<scan name> (uint8, 0 background, 1 GM, 2 WM, 3 CSF) with the "
-        "scan's header; results are cached in OUT/.cache by content, atlases and "
-        "parameters.",
+        "scan's header; results are cached in OUT/.cache by content, atlases, "
+        "parameters and --volume-index. An OUT where a label map would overwrite a scan "
+        "or an atlas file is refused.",
     )
     p.add_argument(
         "--atlas",
@@ -59,14 +60,17 @@ def run_label(args: argparse.Namespace) -> int:
     """Label the scans and print where the label maps are."""
     from ratgan.data.io import list_scans
     from ratgan.errors import RatganError
-    from ratgan.segmentation.atlas import AtlasParams, label_scans, make_atlases
+    from ratgan.segmentation.atlas import AtlasParams, check_out_dir, label_scans, make_atlases
 
     if args.workers < 1:
         raise RatganError("--workers must be at least 1.")
     if min(args.syn_iterations) < 0:
         raise RatganError(f"--syn-iterations must be counts >= 0 (got {args.syn_iterations}).")
-    atlases = make_atlases(list_scans(args.atlas, require_labels=True), args.k, args.seed)
+    entries = list_scans(args.atlas, require_labels=True)
     targets = [e.image for e in list_scans(args.scans)]
+    # every labelled scan of --atlas, not only the k drawn, must survive --out
+    check_out_dir(args.out, targets, [p for e in entries for p in (e.image, e.label) if p])
+    atlases = make_atlases(entries, args.k, args.seed)
     out = label_scans(
         targets,
         atlases,

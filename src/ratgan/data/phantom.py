@@ -20,6 +20,10 @@ scipy.ndimage only and writes files through ``ratgan.data.io``.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import shutil
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,8 @@ import numpy as np
 from scipy import ndimage
 
 from ratgan.arrays import BoolArray, FloatArray, IntArray
-from ratgan.atomic import atomic_write_json
+from ratgan.atomic import atomic_write_json, fsync_dir
+from ratgan.errors import RatganError
 
 SHAPE = (64, 64, 40)
 """Voxels of a scan: left-right, ventral-dorsal (phase encoding), caudal-rostral (slices)."""
@@ -552,13 +557,24 @@ def _anatomy(p: Sequence[FloatArray], params: PhantomParams) -> tuple[IntArray, 
 # --------------------------------------------------------------------------- cohort
 
 
+PHANTOM_NAME = re.compile(r"sub-\d{3,}\.nii\.gz")
+"""The names of the files the phantom writes in ``images/`` and ``labels/``."""
+_STAGING = re.compile(r"\.phantom-[0-9a-f]{12}\.tmp")
+"""The hidden folder in ``out`` where a cohort is written before it is swapped in."""
+
+
 def write_cohort(out: Path, subjects: int, seed: int, progress: bool = True) -> list[Path]:
     """Write ``subjects`` phantom scans as ``out/images/sub-XXX.nii.gz`` with label maps of the
     same names in ``out/labels``; return the image paths.
 
     Subject ``i`` depends only on ``(seed, i)``, so a larger cohort extends a smaller one.
-    ``out/phantom.json`` records the seed and every subject's parameters.  Files named
-    ``sub-*.nii.gz`` left in those folders by an earlier, larger cohort are removed.
+    ``out/phantom.json`` records the seed and every subject's parameters.  The cohort is
+    written all or nothing: it is rendered into a hidden staging folder in ``out`` and only
+    then swapped in (the old ``phantom.json`` and phantom files removed, the new files moved
+    in, ``phantom.json`` last), so an interruption leaves either the previous cohort untouched
+    or, during the swap, a folder without ``phantom.json``, never a mix of two cohorts.  Only
+    files the phantom writes (:data:`PHANTOM_NAME`) are removed; an ``out`` whose ``images/``
+    or ``labels/`` holds any other NIfTI file is refused.
     """
     from ratgan.data.io import write_nifti
 
@@ -567,36 +583,82 @@ def write_cohort(out: Path, subjects: int, seed: int, progress: bool = True) -> 
     if seed < 0:
         raise ValueError(f"seed must not be negative, got {seed}")
     out = Path(out)
+    check_out(out)
     width = max(3, len(str(subjects - 1)))
     names = [f"sub-{i:0{width}d}.nii.gz" for i in range(subjects)]
-    for folder in ("images", "labels"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
-        for stale in {p.name for p in (out / folder).glob("sub-*.nii.gz")} - set(names):
-            (out / folder / stale).unlink()
-    records, paths = [], []
-    indices: Iterable[int] = range(subjects)
-    if progress:
-        from tqdm import tqdm
+    out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.iterdir():  # the staging folder of a killed run
+        if _STAGING.fullmatch(leftover.name) and leftover.is_dir():
+            shutil.rmtree(leftover)
+    staging = out / f".phantom-{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        for folder in ("images", "labels"):
+            (staging / folder).mkdir(parents=True)
+        records = []
+        indices: Iterable[int] = range(subjects)
+        if progress:
+            from tqdm import tqdm
 
-        indices = tqdm(indices, desc="phantom", unit="subject")
-    for i in indices:
-        s = subject_seed(seed, i)
-        params = sample_params(np.random.default_rng(s))
-        image, labels, affine = render(params)
-        name = names[i]
-        paths.append(
-            write_nifti(out / "images" / name, image, affine, zooms=ZOOMS, dtype=np.float32)
-        )
-        write_nifti(out / "labels" / name, labels, affine, zooms=ZOOMS, dtype=np.uint8)
-        records.append({"file": name, "seed": s, "params": dataclasses.asdict(params)})
-    manifest = {
-        "generator": "ratgan.data.phantom",
-        "seed": seed,
-        "subjects": subjects,
-        "shape": list(SHAPE),
-        "zooms": list(ZOOMS),
-        "labels": LABELS,
-        "scans": records,
-    }
-    atomic_write_json(out / "phantom.json", manifest, indent=1)
-    return paths
+            indices = tqdm(indices, desc="phantom", unit="subject")
+        for i in indices:
+            s = subject_seed(seed, i)
+            params = sample_params(np.random.default_rng(s))
+            image, labels, affine = render(params)
+            name = names[i]
+            write_nifti(staging / "images" / name, image, affine, zooms=ZOOMS, dtype=np.float32)
+            write_nifti(staging / "labels" / name, labels, affine, zooms=ZOOMS, dtype=np.uint8)
+            records.append({"file": name, "seed": s, "params": dataclasses.asdict(params)})
+        manifest = {
+            "generator": "ratgan.data.phantom",
+            "seed": seed,
+            "subjects": subjects,
+            "shape": list(SHAPE),
+            "zooms": list(ZOOMS),
+            "labels": LABELS,
+            "scans": records,
+        }
+        atomic_write_json(staging / "phantom.json", manifest, indent=1)
+        _swap_in(staging, out, names)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / "images" / name for name in names]
+
+
+def check_out(out: Path) -> None:
+    """Refuse an output folder whose ``images/`` or ``labels/`` holds a NIfTI file that the
+    phantom does not write (it would be deleted or become part of the cohort)."""
+    from ratgan.data.io import is_nifti_path
+
+    for folder in ("images", "labels"):
+        if not (Path(out) / folder).is_dir():
+            continue
+        for path in sorted((Path(out) / folder).iterdir()):
+            hidden = path.name.startswith(".")  # never read as a scan (list_scans)
+            if is_nifti_path(path) and not hidden and not PHANTOM_NAME.fullmatch(path.name):
+                raise RatganError(
+                    f"output folder {out} holds {path}, a NIfTI file the phantom did not "
+                    "write; choose another --out or move the file away."
+                )
+
+
+def _swap_in(staging: Path, out: Path, names: list[str]) -> None:
+    """Replace the phantom cohort in ``out`` by the complete one in ``staging``.
+
+    ``phantom.json`` goes first and comes back last, and every old phantom file is removed
+    before a new one is moved in, so an interruption leaves no ``phantom.json`` and files of
+    one cohort only: visibly incomplete, and rewritten by the next run.
+    """
+    (out / "phantom.json").unlink(missing_ok=True)
+    fsync_dir(out)
+    for folder in ("images", "labels"):
+        (out / folder).mkdir(exist_ok=True)
+        for old in (out / folder).iterdir():
+            if PHANTOM_NAME.fullmatch(old.name) and old.is_file():
+                old.unlink()
+    for name in names:
+        for folder in ("labels", "images"):
+            os.replace(staging / folder / name, out / folder / name)
+    for folder in ("images", "labels"):
+        fsync_dir(out / folder)
+    os.replace(staging / "phantom.json", out / "phantom.json")
+    fsync_dir(out)

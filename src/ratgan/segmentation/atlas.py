@@ -16,8 +16,9 @@ ANTs' random metric sampling is seeded from ``AtlasParams.seed`` and every regis
 on one ITK thread, so the same inputs give the same labels.
 
 Results are cached: a label map is stored under a key made of the SHA-256 of the target file,
-of every atlas scan and label file, and of the parameters, so labelling the same scans again
-(a rerun of the benchmark, the same folder given to ``ratgan label`` twice) costs nothing.
+of every atlas scan and label file, of the parameters and of the volume index (which volume of
+a 4-D target and atlas is registered), so labelling the same scans again (a rerun of the
+benchmark, the same folder given to ``ratgan label`` twice) costs nothing.
 """
 
 from __future__ import annotations
@@ -86,13 +87,38 @@ def make_atlases(entries: list, k: int, seed: int = 0) -> list[Atlas]:
     return out
 
 
-def cache_key(target: str | Path, atlases: list[Atlas], params: AtlasParams) -> str:
-    """The cache key of one target's label map: its content, the atlas set, the parameters."""
+def cache_key(
+    target: str | Path,
+    atlases: list[Atlas],
+    params: AtlasParams,
+    volume_index: int | None = None,
+) -> str:
+    """The cache key of one target's label map: its content, the atlas set, the parameters and
+    the volume index (``None``, the mean of a 4-D file, keeps the key it had before the index
+    entered it)."""
     h = hashlib.sha256(file_sha256(target).encode())
     for a in atlases:
         h.update((a.digest or file_sha256(a.image) + file_sha256(a.label)).encode())
     h.update(json.dumps(params.to_dict(), sort_keys=True).encode())
+    if volume_index is not None:
+        h.update(f"volume_index={volume_index}".encode())
     return h.hexdigest()[:32]
+
+
+def check_out_dir(out_dir: str | Path, targets: list[Path], inputs: list[Path]) -> None:
+    """Refuse an output folder where the label map of a target (``out_dir/<target name>``)
+    would be written onto a target or onto another input file (an atlas scan or label map);
+    paths are compared resolved, so links and relative paths are seen through."""
+    out_dir = Path(out_dir)
+    protected = {Path(p).resolve() for p in [*targets, *inputs]}
+    for target in targets:
+        dest = (out_dir / Path(target).name).resolve()
+        if dest in protected:
+            raise RatganError(
+                f"output folder {out_dir} would overwrite the input file {dest} with the "
+                f"label map of {Path(target).name}; choose an --out that holds none of the "
+                "scans, atlas scans or atlas label maps."
+            )
 
 
 def fuse_majority(maps: np.ndarray) -> np.ndarray:
@@ -185,7 +211,8 @@ def label_scans(
     maps already in ``cache_dir`` (default ``out_dir/.cache``) under the same key are reused;
     the others are computed by ``workers`` processes and cached as each finishes.  The label
     maps themselves are written once all are computed: a failure leaves no partial set, only
-    the cache, from which a rerun continues.
+    the cache, from which a rerun continues.  An ``out_dir`` where a label map would overwrite
+    a target or an atlas file is refused first (:func:`check_out_dir`).
     """
     from tqdm.auto import tqdm
 
@@ -194,9 +221,10 @@ def label_scans(
     out_dir = Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else out_dir / ".cache"
     check_unique_names(targets)
+    check_out_dir(out_dir, targets, [p for a in atlases for p in (a.image, a.label)])
     names = [Path(t).name for t in targets]
     check_inputs(targets, atlases, volume_index)
-    keys = [cache_key(t, atlases, params) for t in targets]
+    keys = [cache_key(t, atlases, params, volume_index) for t in targets]
     cached = {k: cache / f"{k}.nii.gz" for k in keys}
     todo = [i for i, k in enumerate(keys) if not cached[k].is_file()]
 
