@@ -76,3 +76,17 @@ def test_config_errors_name_the_field(capsys, tmp_path):
     assert "model.latent_dim must be a positive integer (got -3)" in err
     assert main(["train", "--config", "nonexistent-preset", "--out", "x", "--dry-run"]) == 2
     assert "neither a YAML file nor a preset" in capsys.readouterr().err
+
+
+def test_a_relative_eval_real_glob_is_stored_as_an_absolute_pattern(capsys, tmp_path, monkeypatch):
+    """A relative glob stored as given would, on a resume from another working directory,
+    evaluate against other scans (or none)."""
+    import os
+
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "tiny", "--eval-real", "held/*.nii.gz", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.split("\nparameters:")[0]
+    stored = yaml.safe_load(printed)["train"]["eval_real"]
+    assert stored == os.path.join(os.getcwd(), "held", "*.nii.gz")

@@ -64,6 +64,28 @@ def test_a_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
     assert load_config("demo").name == "demo"
 
 
+def test_a_relative_base_is_read_next_to_the_file_that_names_it(tmp_path, monkeypatch):
+    exp = tmp_path / "exp"
+    (exp / "shared").mkdir(parents=True)
+    (exp / "shared" / "common.yaml").write_text("base: tiny\ntrain: {batch_size: 3}\n")
+    (exp / "child.yaml").write_text("base: shared/common.yaml\ntrain: {seed: 5}\n")
+    (exp / "long").write_text("base: sigmarat1\ntrain: {batch_size: 7}\n")  # a file, no suffix
+    (exp / "other.yaml").write_text("base: long\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(str(exp / "child.yaml"))
+    assert (cfg.name, cfg.train.batch_size, cfg.train.seed) == ("child", 3, 5)
+    assert cfg.model.volume_size == 16  # the tiny preset, two bases down
+    # a file beside the YAML wins over the preset of its name, as for --config
+    assert load_config(str(exp / "other.yaml")).train.batch_size == 7
+    (exp / "long").unlink()
+    assert (
+        load_config(str(exp / "other.yaml")).train.iterations
+        == load_config("long").train.iterations
+    )
+
+
 def test_every_value_check_names_its_field_in_a_fixed_order():
     bad = {
         "model": {

@@ -874,27 +874,36 @@ def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
     return data
 
 
-def _raw(source: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The merged raw dict of a preset name or YAML path, following ``base:`` chains."""
-    if source in seen:
+def _raw(source: str, seen: tuple[str, ...] = (), folder: Path | None = None) -> dict[str, Any]:
+    """The merged raw dict of a preset name or YAML path, following ``base:`` chains.
+
+    A relative path is read from ``folder`` (the folder of the YAML file whose ``base:`` names
+    it; the presets' folder for a preset's base), else from the working directory; a file
+    found there wins over a preset of the same name, as it does for ``--config``.
+    """
+    path = Path(source) if folder is None else folder / source
+    is_file = path.suffix in (".yaml", ".yml") or path.is_file()
+    key = str(path.resolve()) if is_file else source
+    if key in seen:
         raise RatganError(f"config base chain loops through {source!r}.")
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
+    if is_file:
         if not path.is_file():
-            raise RatganError(f"config file {source} does not exist.")
-        data = _read_yaml(path, f"config file {source}")
+            named = "" if folder is None else f" (the base of a config file in {folder})"
+            raise RatganError(f"config file {path}{named} does not exist.")
+        data = _read_yaml(path, f"config file {path}")
         data.setdefault("name", path.stem)
+        folder = path.parent
     elif source in preset_names():
-        data = _read_yaml(
-            resources.files("ratgan") / "presets" / f"{source}.yaml", f"preset {source}"
-        )
+        presets = resources.files("ratgan") / "presets"
+        data = _read_yaml(presets / f"{source}.yaml", f"preset {source}")
+        folder = Path(str(presets))  # a preset's base is another preset
     else:
         raise RatganError(
             f"config {source!r} is neither a YAML file nor a preset ({', '.join(preset_names())})."
         )
     base = data.pop("base", None)
     if base is not None:
-        data = _merge(_raw(str(base), seen + (source,)), data)
+        data = _merge(_raw(str(base), seen + (key,), folder), data)
     return data
 
 

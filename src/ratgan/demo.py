@@ -71,7 +71,8 @@ def run_demo(
         overrides["train.iterations"] = iterations
     cfg = load_config(config, overrides)
     with _stage("training", timings, progress):
-        resume = bool(ckpt.list_checkpoints(run_dir))
+        # an earlier demo's run goes on; one killed before its first checkpoint starts again
+        resume = bool(ckpt.list_checkpoints(run_dir)) or run_paths(run_dir).data.is_file()
         train(
             cfg,
             train_dir,

@@ -3,7 +3,7 @@
 Run folder layout::
 
     RUN/config.yaml        resolved config (what --resume and generation rebuild from)
-    RUN/data.json          the training scans and their preprocessing (reference for export)
+    RUN/data.json          the training scans, their content digests and preprocessing
     RUN/metrics.jsonl      one line per logging interval: iteration, time, mean losses
     RUN/loss_curves.png    the loss curves (like the paper's Fig. 8)
     RUN/samples/           montages of generated scans every sample_every iterations (Fig. 9)
@@ -115,15 +115,24 @@ class RunScan:
     voxel_size: tuple[float, float, float] | None = None
     """Its voxel size in world units (from its affine); None in runs written before it was
     recorded.  Generation refuses a reference scan of another voxel size."""
+    sha256: str | None = None
+    """The SHA-256 of the image file's bytes when the run started; None in runs written before
+    it was recorded.  A resume refuses a scan whose content changed since."""
+    label_sha256: str | None = None
+    """The same for the label map (None without one, or in older runs)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of one entry (``orientation`` and ``voxel_size`` only where
-        recorded)."""
+        """The JSON form of one entry (``orientation``, ``voxel_size`` and the digests only
+        where recorded)."""
         out: dict[str, Any] = {"image": self.image, "label": self.label}
         if self.orientation is not None:
             out["orientation"] = self.orientation
         if self.voxel_size is not None:
             out["voxel_size"] = [float(v) for v in self.voxel_size]
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
+        if self.label_sha256 is not None:
+            out["label_sha256"] = self.label_sha256
         return out
 
 
@@ -172,6 +181,13 @@ def _voxel_size(value: Any) -> tuple[float, float, float]:
     return (x, y, z)
 
 
+def _digest(value: Any) -> str | None:
+    """A recorded digest as a string (ValueError for anything else), None where absent."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"a digest must be a string (got {value!r})")
+    return value
+
+
 def read_run_data(run_dir: str | Path) -> RunData:
     """The data record of a run: source, scan entries and their preprocessing infos."""
     path = run_paths(run_dir).data
@@ -187,6 +203,8 @@ def read_run_data(run_dir: str | Path) -> RunData:
                     e.get("label"),
                     e.get("orientation"),
                     None if e.get("voxel_size") is None else _voxel_size(e["voxel_size"]),
+                    _digest(e.get("sha256")),
+                    _digest(e.get("label_sha256")),
                 )
                 for e in raw["entries"]
             ],

@@ -6,6 +6,7 @@ depends only on its seed; the files carry the reference scan's header.
 """
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -195,3 +196,55 @@ def test_the_gan_loop_refuses_an_ldm_config(phantom_dir, tmp_path):
 
     with pytest.raises(RatganError, match="ldm-tiny is a latent diffusion config"):
         train(load_config("ldm-tiny"), phantom_dir, tmp_path / "run", progress=False)
+
+
+def test_resume_without_a_checkpoint_starts_again_without_the_dead_runs_files(
+    phantom_dir, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    cfg = _cfg(**{"train.iterations": 4, "train.checkpoint_every": 4, "train.sample_every": 2})
+    train_ldm(cfg, phantom_dir, run, progress=False)
+    ckpt.checkpoint_path(run, 4).rename(run / "checkpoints" / "best.pt")  # killed before it
+    capsys.readouterr()
+    train_ldm(_cfg(**{"train.iterations": 3}), None, run, resume=True, progress=False)
+    assert "holds no checkpoint yet; starting from iteration 0" in capsys.readouterr().err
+    assert [r["iteration"] for r in _metrics(run)] == [1, 2, 3]
+    samples = sorted(p.name for p in (run / "samples").iterdir())
+    assert samples == ["iter_0000002.png", "iter_0000003.png"]  # not the dead run's 4
+    assert not (run / "checkpoints" / "best.pt").exists()
+
+
+def test_best_checkpoint_moves_on_ties_and_ignores_nan_as_in_the_gan_loop(phantom_dir, tmp_path):
+    scripted = iter([0.5, math.nan, 0.0, 0.0, math.nan])  # the first one: the autoencoder floor
+
+    def factory(cfg, run_dir):
+        return lambda volumes: {
+            "frechet": 1.0,
+            "rbf_mmd2": 0.1,
+            "precision": next(scripted),
+            "recall": 0.0,
+        }
+
+    run = tmp_path / "run"
+    over = {
+        "train.iterations": 10,
+        "train.eval_every": 2,
+        "train.eval_samples": 4,
+        "train.eval_metric": "precision",
+        "train.checkpoint_every": 10,
+        "train.sample_every": 100,
+    }
+    train_ldm(_cfg(**over), phantom_dir, run, progress=False, probe_factory=factory)
+    quality = [r for r in _metrics(run) if r.get("kind") == "quality"]
+    assert [r["best"] for r in quality] == [False, True, True, False]
+    assert ckpt.load_checkpoint(run / "checkpoints" / "best.pt")["iteration"] == 8
+
+
+def test_logged_seconds_continue_across_a_resume(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    train_ldm(_cfg(**{"train.iterations": 4}), phantom_dir, run, progress=False)
+    before = _metrics(run)[-1]["seconds"]
+    result = train_ldm(_cfg(), None, run, resume=True, progress=False)
+    seconds = [r["seconds"] for r in _metrics(run)]
+    assert seconds == sorted(seconds) and seconds[4] >= before > 0
+    assert result.seconds >= seconds[-1]

@@ -83,3 +83,44 @@ def test_resume_refuses_a_recorded_scan_whose_content_changed(phantom_dir, tmp_p
     nib.save(nib.Nifti1Image(brighter, img.affine, img.header), path)
     with pytest.raises(RatganError, match=f"{path.name} has changed since the run started"):
         train(_cfg(4), None, tmp_path / "run", resume=True, progress=False)
+
+
+def test_resume_refuses_a_scan_replaced_by_one_of_the_same_value_range(phantom_dir, tmp_path):
+    """The preprocessing record (shape, min, max) misses a scan replaced by another of the same
+    range: the digest recorded at the start catches it."""
+    data = _copy_scans(phantom_dir, tmp_path / "scans", 3)
+    train(_cfg(2), data, tmp_path / "run", progress=False)
+    path = sorted(data.glob("*.nii.gz"))[0]
+    img = nib.load(path)
+    flipped = np.ascontiguousarray(np.flip(np.asarray(img.dataobj), axis=0))  # same min and max
+    nib.save(nib.Nifti1Image(flipped, img.affine, img.header), path)
+    with pytest.raises(RatganError, match=f"{path.name} has changed since the run started"):
+        train(_cfg(4), None, tmp_path / "run", resume=True, progress=False)
+    record = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert all(len(e["sha256"]) == 64 for e in record["entries"])
+
+
+def test_a_run_recorded_without_digests_resumes_with_the_preprocessing_check(phantom_dir, tmp_path):
+    data = _copy_scans(phantom_dir, tmp_path / "scans", 3)
+    run = tmp_path / "run"
+    train(_cfg(2), data, run, progress=False)
+    record = json.loads((run / "data.json").read_text())
+    for entry in record["entries"]:
+        del entry["sha256"]  # as written before digests were recorded
+    (run / "data.json").write_text(json.dumps(record))
+    train(_cfg(4), None, run, resume=True, progress=False)
+    assert [i for i, _ in ckpt.list_checkpoints(run)][-1] == 4
+
+
+def test_a_refused_resume_leaves_the_runs_config_as_it_was(phantom_dir, tmp_path):
+    data = _copy_scans(phantom_dir, tmp_path / "scans", 3)
+    run = tmp_path / "run"
+    train(_cfg(2), data, run, progress=False)
+    before = (run / "config.yaml").read_text()
+    path = sorted(data.glob("*.nii.gz"))[0]
+    img = nib.load(path)
+    brighter = np.asarray(img.dataobj, dtype=np.float32) * 2.0 + 5.0
+    nib.save(nib.Nifti1Image(brighter, img.affine, img.header), path)
+    with pytest.raises(RatganError, match="has changed since the run started"):
+        train(_cfg(6), None, run, resume=True, progress=False)  # a new iteration target
+    assert (run / "config.yaml").read_text() == before

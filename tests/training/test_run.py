@@ -274,3 +274,39 @@ def test_a_stored_rng_state_restores_the_same_draws_as_a_cpu_uint8_tensor():
     assert restored.device.type == "cpu" and restored.dtype == torch.uint8
     gen.set_state(restored)
     assert torch.equal(torch.rand(5, generator=gen), expected)
+
+
+def _killed_before_its_first_checkpoint(phantom_dir: Path, run: Path) -> None:
+    """What a run SIGKILLed before its first checkpoint leaves: config, data record, four
+    metrics lines, the montages of iterations 2 and 4 and a best.pt of iteration 4 (written by
+    an evaluation), but no ckpt_*.pt."""
+    train(_cfg(4, **{"train.checkpoint_every": 4, "train.sample_every": 2}), phantom_dir, run,
+          progress=False)  # fmt: skip
+    ckpt.checkpoint_path(run, 4).rename(run / "checkpoints" / "best.pt")
+    assert not ckpt.list_checkpoints(run)
+
+
+def test_a_new_run_refuses_a_folder_left_by_a_run_killed_before_its_first_checkpoint(
+    phantom_dir, tmp_path
+):
+    run = tmp_path / "run"
+    _killed_before_its_first_checkpoint(phantom_dir, run)
+    (run / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(RatganError, match=r"earlier run .*metrics.jsonl.*--resume.*another --out"):
+        train(_cfg(2), phantom_dir, run, progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_without_a_checkpoint_starts_again_without_the_dead_runs_files(
+    phantom_dir, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    _killed_before_its_first_checkpoint(phantom_dir, run)
+    capsys.readouterr()
+    train(_cfg(2), None, run, resume=True, progress=False)
+    assert "holds no checkpoint yet; starting from iteration 0" in capsys.readouterr().err
+    assert [r["iteration"] for r in _metrics(run)] == [1, 2]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["iter_0000002.png"]
+    with pytest.raises(RatganError, match="has no best.pt"):  # `generate --checkpoint best`
+        ckpt.resolve_checkpoint(run, "best")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -182,10 +183,14 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _absolute(source: str | None) -> str | None:
-    """An existing path made absolute (the run folder may be resumed from elsewhere)."""
-    if source is None or not Path(source).exists():
-        return source
-    return str(Path(source).resolve())
+    """A path or glob made absolute, as the run's data source is (the run folder may be
+    resumed from another working directory): an existing path resolved, a glob (or a path
+    that does not exist, whose error then names it in full) as ``os.path.abspath`` of it."""
+    if source is None:
+        return None
+    if Path(source).exists():
+        return str(Path(source).resolve())
+    return os.path.abspath(source)
 
 
 # Flags a resumed run refuses: they would change the run it continues (its stored config).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,9 +53,16 @@ from ratgan.training import checkpoint as ckpt
 from ratgan.training.cpu_clock import CpuClock
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.ldm_figures import plot_ldm_loss_curves, plot_ldm_quality_curves
-from ratgan.training.run_folder import NewRunGuard, load_recorded_cohort, write_new_run
-from ratgan.training.run import LOWER_IS_BETTER, TrainingDiverged
-from ratgan.training.run_folder import prepare_run_dir, truncate_metrics
+from ratgan.training.run import LOWER_IS_BETTER, TrainingDiverged, is_improvement
+from ratgan.training.run_folder import (
+    NewRunGuard,
+    load_recorded_cohort,
+    no_checkpoint_message,
+    prepare_run_dir,
+    rewind_run,
+    write_new_run,
+    write_resumed_config,
+)
 from ratgan.training.schedule import Due
 from ratgan.training.stop import StopRequest, TrainingStopped, stopped_message
 
@@ -75,6 +83,7 @@ class LDMTrainResult:
     run_dir: Path
     iteration: int
     seconds: float
+    """Training seconds, counted on across resumes (as in metrics.jsonl)."""
     cpu_seconds: float
     last_losses: dict[str, float]
     networks: LatentDiffusion
@@ -95,7 +104,7 @@ def train_ldm(
     device = select_device(cfg.train.device)
     guard = None if resume else NewRunGuard(run_dir)
     try:
-        cfg = prepare_run_dir(run_dir, cfg, resume, write=True)
+        cfg = prepare_run_dir(run_dir, cfg, resume, is_main=True)
         if resume:
             cohort = load_recorded_cohort(run_dir, cfg.data, progress=progress)
         elif data_source is None:
@@ -113,7 +122,10 @@ def train_ldm(
                 )
             probe = probe_factory(cfg, run_dir)
         trainer = LDMTrainer(cfg, cohort, device)
-        start = trainer.resume(run_dir) if resume else 0
+        start = 0
+        if resume:
+            start = trainer.resume(run_dir)
+            write_resumed_config(run_dir, cfg)  # only now that the resume's checks passed
         return trainer.run(run_dir, start, progress, probe)
     except BaseException:
         if guard is not None:  # a new run that failed before its first checkpoint
@@ -159,6 +171,9 @@ class LDMTrainer:
         self.latent_stream: EndlessBatches | None = None
         self.best: dict[str, Any] = {}
         self.clock = CpuClock()
+        self.elapsed = 0.0
+        """Wall seconds of the run's earlier sittings (restored on resume)."""
+        self._t0 = time.perf_counter()
 
     # ------------------------------------------------------------------ state
 
@@ -186,6 +201,7 @@ class LDMTrainer:
                 "stream": self.stream.state_dict(),
             },
             "cpu_seconds": self.clock(),
+            "seconds": round(time.perf_counter() - self._t0, 3),
         }
         if self.ema is not None:
             state["ema"] = {"unet": self.ema.average.state_dict()}
@@ -200,12 +216,15 @@ class LDMTrainer:
         return state
 
     def resume(self, run_dir: Path) -> int:
-        """Restore the newest checkpoint of ``run_dir``; its iteration (0 when there is none).
+        """Restore the newest checkpoint of ``run_dir``; its iteration (0 when there is none:
+        the run starts again and says so).
 
-        Log lines written after that checkpoint are dropped.
+        Log lines, sample montages and a best.pt written after that checkpoint are dropped.
         """
         latest = ckpt.latest_checkpoint(run_dir, remove_leftovers=True)
         if latest is None:
+            print(no_checkpoint_message(run_dir), file=sys.stderr)
+            rewind_run(run_dir, 0)
             return 0
         # read into host memory; load_state_dict and the explicit moves below place the states
         state = ckpt.load_checkpoint(latest, map_location="cpu")
@@ -225,8 +244,10 @@ class LDMTrainer:
             self.latent_stream.load_state_dict(lat["stream"])
         self.best = dict(state.get("best") or {})
         self.clock = CpuClock(float(state.get("cpu_seconds", 0.0)))
+        self.elapsed = float(state.get("seconds", 0.0))
         start = int(state["iteration"])
-        truncate_metrics(run_paths(run_dir).metrics, start)
+        if rewind_run(run_dir, start):
+            self.best = {}  # the record named a best.pt that a later one replaced: start afresh
         return start
 
     # ------------------------------------------------------------------ steps
@@ -380,7 +401,7 @@ class LDMTrainer:
         info = self.cohort.infos[0]
         window: list[dict[str, torch.Tensor]] = []
         last: dict[str, float] = {}
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter() - self.elapsed  # go on across resumes
         bar = tqdm(total=t.iterations, initial=start, disable=not progress, unit="it", desc="ldm")
         with StopRequest() as stop, bar:
             for it in range(start + 1, t.iterations + 1):
@@ -480,13 +501,13 @@ class LDMTrainer:
         return improved
 
     def _improves(self, metrics: dict[str, float], it: int) -> bool:
+        """Whether the tracked metric improved (the GAN loop's rule, :func:`is_improvement`:
+        a tie moves best.pt on, a NaN never takes it); ``best`` updated when it did."""
         name = self.cfg.train.eval_metric
         value = float(metrics[name])
-        best = self.best
-        lower = LOWER_IS_BETTER[name]
-        improved = not best or (value < best["value"] if lower else value > best["value"])
+        improved = is_improvement(value, self.best, LOWER_IS_BETTER[name])
         if improved:
-            best.update({"metric": name, "value": value, "iteration": it})
+            self.best.update({"metric": name, "value": value, "iteration": it})
         return improved
 
     def _save(self, run_dir: Path, it: int, regular: bool, improved: bool) -> None:

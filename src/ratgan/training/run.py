@@ -39,10 +39,15 @@ from ratgan.training.encoder_health import encoder_health
 from ratgan.training.figures import plot_loss_curves, plot_quality_curves, save_sample_montage
 from ratgan.training.inputs import model_input
 from ratgan.training.host_memory import keep_freed_host_memory
-from ratgan.training.run_folder import prepare_run_dir, truncate_metrics
+from ratgan.training.run_folder import prepare_run_dir, rewind_run, write_resumed_config
 from ratgan.training.schedule import Due
 from ratgan.training.stop import StopRequest, TrainingStopped, stopped_message
-from ratgan.training.run_folder import NewRunGuard, load_recorded_cohort, write_new_run
+from ratgan.training.run_folder import (
+    NewRunGuard,
+    load_recorded_cohort,
+    no_checkpoint_message,
+    write_new_run,
+)
 
 
 class TrainingDiverged(RatganError):
@@ -117,7 +122,7 @@ def train(
     info, device = distributed.setup(device)
     guard = NewRunGuard(run_dir) if not resume and info.is_main else None
     try:
-        cfg = prepare_run_dir(run_dir, cfg, resume, write=info.is_main)
+        cfg = prepare_run_dir(run_dir, cfg, resume, is_main=info.is_main)
         if resume:
             cohort = load_recorded_cohort(
                 run_dir, cfg.data, cfg.data.label_channels, progress and info.is_main
@@ -171,6 +176,7 @@ def _prepare_device(device: torch.device) -> None:
 
 
 def _resume(
+    cfg: Config,
     run_dir: Path,
     nets: Networks,
     optimizers: dict[str, torch.optim.Optimizer],
@@ -185,27 +191,33 @@ def _resume(
     unreadable newer checkpoint (truncated, damaged) is skipped with a message naming it and
     why.
 
-    Log lines written after that checkpoint are dropped (rank 0).  (0, {}, {}) when there is
-    none.  The checkpoint is read into host memory: ``load_state_dict`` puts each network's,
+    Log lines, sample montages and a best.pt written after that checkpoint are dropped (rank
+    0).  (0, {}, {}) when there is none: the run starts again from iteration 0, says so, and
+    drops all of them (a run killed before its first checkpoint left them).  Only then, the
+    resume's checks passed, is ``cfg`` (a new iteration target ...) stored in config.yaml.
+
+    The checkpoint is read into host memory: ``load_state_dict`` puts each network's,
     optimiser's and module's state on its device, and the random generators' states must stay
     CPU tensors (a GPU run resumed from a GPU-mapped checkpoint once failed on them).
     """
     found = ckpt.newest_readable_checkpoint(run_dir, map_location="cpu")
-    if found is None:
-        return 0, {}, {}
-    path, state, skipped = found
+    start, best, elapsed = 0, {}, {}
+    if found is None and info.is_main:
+        print(no_checkpoint_message(run_dir), file=sys.stderr)
+    if found is not None:
+        path, state, skipped = found
+        if info.is_main:
+            for message in skipped:
+                print(f"resume: {message}; resuming from {path.name} instead", file=sys.stderr)
+        _restore(state, nets, optimizers, rng, stream, info)
+        _restore_extras(state, ema, augment)
+        start = int(state["iteration"])
+        best = dict(state.get("best") or {})
+        elapsed = {k: float(state.get(k, 0.0)) for k in ("seconds", "cpu_seconds")}
     if info.is_main:
-        for message in skipped:
-            print(f"resume: {message}; resuming from {path.name} instead", file=sys.stderr)
-    _restore(state, nets, optimizers, rng, stream, info)
-    _restore_extras(state, ema, augment)
-    start = int(state["iteration"])
-    best = dict(state.get("best") or {})
-    if info.is_main:
-        truncate_metrics(run_paths(run_dir).metrics, start)
-        if ckpt.discard_best_after(run_dir, start):
+        if rewind_run(run_dir, start):
             best = {}  # the record named a best.pt that a later one replaced: start afresh
-    elapsed = {k: float(state.get(k, 0.0)) for k in ("seconds", "cpu_seconds")}
+        write_resumed_config(run_dir, cfg)
     return start, best, elapsed
 
 
@@ -295,7 +307,9 @@ def _loop(
     best: dict[str, Any] = {}
     elapsed: dict[str, float] = {}
     if resume:
-        start, best, elapsed = _resume(run_dir, nets, optimizers, rng, stream, info, ema, augment)
+        start, best, elapsed = _resume(
+            cfg, run_dir, nets, optimizers, rng, stream, info, ema, augment
+        )
     clock = CpuClock(elapsed.get("cpu_seconds", 0.0))
     step = AlphaGANStep(
         nets,

@@ -1,10 +1,13 @@
 """The run folder: checked before a run starts or resumes, written only once its data has been
-read, removed again if a new run fails before its first checkpoint, its metrics log cut back to
-the checkpoint a run resumes from.
+read, removed again if a new run fails before its first checkpoint, its metrics log, sample
+montages and best.pt cut back to the checkpoint a run resumes from.
 
 A run without a checkpoint cannot be resumed or sampled, so what a failed start wrote
 (config.yaml, data.json, the first metrics and sample montages) would only mislead: a later
-``--resume`` would find a config but no data record, ``generate`` a run without weights.
+``--resume`` would find a config but no data record, ``generate`` a run without weights.  What
+a run killed before its first checkpoint left (no cleanup can run then) is never mixed into a
+new run: a new run refuses the folder, and ``--resume`` starts that run again from iteration 0
+without its old metrics, montages and best.pt.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from ratgan.atomic import atomic_write_text
 from ratgan.config import Config, DataConfig
 from ratgan.data.dataset import Cohort, load_entries
 from ratgan.data.io import ScanEntry, list_scans
+from ratgan.digests import file_sha256
 from ratgan.errors import RatganError
 from ratgan.runs import (
     RunData,
@@ -36,7 +41,7 @@ log = logging.getLogger(__name__)
 
 def write_new_run(run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort) -> None:
     """Create the run folder with its resolved config and data record (the training scans,
-    their orientations, voxel sizes and preprocessing)."""
+    their content digests, orientations, voxel sizes and preprocessing)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run_config(run_dir, cfg)
     orientations: list[str | None] = [*cohort.orientations] or [None] * len(cohort.entries)
@@ -54,6 +59,8 @@ def write_new_run(run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort
                     None if e.label is None else str(Path(e.label).resolve()),
                     orientation,
                     size,
+                    file_sha256(e.image),
+                    None if e.label is None else file_sha256(e.label),
                 )
                 for e, orientation, size in zip(cohort.entries, orientations, sizes, strict=True)
             ],
@@ -89,8 +96,9 @@ def load_recorded_cohort(
     A resumed run continues on exactly these scans, from any working directory: its data
     stream's state indexes them; ``purpose="kde"`` reads them for generation's kernel-density
     codes, and the messages say so.  Scans added to or removed from the data source since the
-    start are not picked up (a warning says so); a recorded scan that is gone, or whose content
-    no longer preprocesses to what was recorded, is an error, since the caller would otherwise
+    start are not picked up (a warning says so); a recorded scan that is gone, whose bytes
+    differ from their recorded digest, or (in runs recorded without digests) whose content no
+    longer preprocesses to what was recorded, is an error, since the caller would otherwise
     work on other data than the run trained on.
     """
     need, note = _NEEDS[purpose]
@@ -107,6 +115,7 @@ def load_recorded_cohort(
                 )
     if require_labels and any(e.label is None for e in entries):
         raise RatganError(f"{record} records scans without label maps, but labels are required.")
+    _check_digests(data.entries, str(record), need)
     _warn_if_source_changed(data.source, entries, note)
     cohort = load_entries(entries, data_cfg, progress, str(record))
     infos = json.loads(json.dumps([i.to_dict() for i in cohort.infos]))
@@ -121,6 +130,18 @@ def load_recorded_cohort(
                     f"{need}."
                 )
     return cohort
+
+
+def _check_digests(scans: list[RunScan], record: str, need: str) -> None:
+    """Refuse a recorded file whose bytes differ from the digest recorded when the run started
+    (runs recorded without digests are checked by their preprocessing only)."""
+    for scan in scans:
+        for path, digest in ((scan.image, scan.sha256), (scan.label, scan.label_sha256)):
+            if path is not None and digest is not None and file_sha256(path) != digest:
+                raise RatganError(
+                    f"{path} has changed since the run started (its SHA-256 differs from the "
+                    f"one {record} records: the file was replaced or edited); {need}."
+                )
 
 
 def _warn_if_source_changed(source: str, entries: list[ScanEntry], note: str) -> None:
@@ -166,9 +187,16 @@ class NewRunGuard:
                 path.unlink(missing_ok=True)
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> Config:
-    """Check the run folder (every rank); on resume, store a changed iteration target (rank 0
-    only).  A new run's folder is written once its data has been read (``write_new_run``)."""
+_RESUME_KEYS = ("iterations", "device", "eval_every")
+"""The train settings a resume may change (the stored config wins for the rest)."""
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> Config:
+    """Check the run folder (every rank; an earlier run's leftovers only on rank 0,
+    ``is_main``, since other ranks could see what rank 0 has begun writing) and return the
+    config to train with: on resume the stored one with the allowed changes, which
+    :func:`write_resumed_config` stores once the resume's checks have passed.  A new run's
+    folder is written once its data has been read (``write_new_run``)."""
     has_ckpt = bool(ckpt.list_checkpoints(run_dir))
     if resume:
         if not run_paths(run_dir).config.is_file():
@@ -176,9 +204,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> Co
         # The stored config wins: only the iteration target, the device and the evaluation
         # interval (which does not change the training) may change.
         stored = read_run_config(run_dir)
-        keys = ("iterations", "device", "eval_every")
-        changed = any(getattr(stored.train, k) != getattr(cfg.train, k) for k in keys)
-        for key in keys:
+        for key in _RESUME_KEYS:
             setattr(stored.train, key, getattr(cfg.train, key))
         found = ckpt.list_checkpoints(run_dir)
         if found and found[-1][0] > stored.train.iterations:
@@ -187,8 +213,6 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> Co
                 f"{found[-1][0]}, beyond the iteration target "
                 f"{stored.train.iterations}."
             )
-        if changed and write:
-            write_run_config(run_dir, stored)  # the run folder states its new target
         return stored.validate()
     if has_ckpt:
         raise RatganError(
@@ -197,7 +221,65 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, write: bool) -> Co
         )
     if run_dir.exists() and not run_dir.is_dir():
         raise RatganError(f"--out {run_dir} is a file, not a run folder.")
+    left = earlier_run_files(run_dir) if is_main else []
+    if left:
+        raise RatganError(
+            f"run folder {run_dir} holds files of an earlier run that stopped before its first "
+            f"checkpoint ({', '.join(left)}); pass --resume to start that run again from "
+            "iteration 0, or choose another --out."
+        )
     return cfg
+
+
+def write_resumed_config(run_dir: Path, cfg: Config) -> None:
+    """Store the resumed run's config (a new iteration target, device or evaluation interval)
+    when it differs from the stored one; called once the resume's checks have passed, so that
+    a refused resume leaves the run's config.yaml as it was."""
+    stored = read_run_config(run_dir)
+    if any(getattr(stored.train, k) != getattr(cfg.train, k) for k in _RESUME_KEYS):
+        write_run_config(run_dir, cfg)  # the run folder states its new target
+
+
+_SAMPLE = re.compile(r"^iter_(\d{7})\.png$")
+
+
+def sample_montages(run_dir: Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of the sample montages the trainer wrote into ``run_dir``, oldest
+    first."""
+    folder = run_paths(run_dir).samples
+    if not folder.is_dir():
+        return []
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _SAMPLE.match(p.name)))
+
+
+def earlier_run_files(run_dir: Path) -> list[str]:
+    """The files a trainer writes that ``run_dir`` already holds (relative names): what a run
+    killed before its first checkpoint leaves behind."""
+    paths = run_paths(run_dir)
+    files = [paths.config, paths.data, paths.metrics, paths.loss_curves, paths.quality_curves]
+    files += [paths.best_checkpoint] + [p for _, p in sample_montages(run_dir)]
+    if paths.tensorboard.is_dir():
+        files += [p for p in paths.tensorboard.iterdir() if p.is_file()]
+    return [str(p.relative_to(run_dir)) for p in files if p.is_file()]
+
+
+def no_checkpoint_message(run_dir: Path) -> str:
+    """What ``--resume`` says of a run folder without a checkpoint."""
+    return (
+        f"resume: {run_dir} holds no checkpoint yet; starting from iteration 0 (the earlier "
+        "metrics lines, sample montages and best.pt are dropped)"
+    )
+
+
+def rewind_run(run_dir: Path, iteration: int) -> bool:
+    """Drop what the run folder holds from after ``iteration``, the checkpoint a run resumes
+    from (0 when it has none): later metrics lines, sample montages and a later
+    checkpoints/best.pt, all of an abandoned continuation.  True when best.pt was removed."""
+    truncate_metrics(run_paths(run_dir).metrics, iteration)
+    for it, path in sample_montages(run_dir):
+        if it > iteration:
+            path.unlink(missing_ok=True)
+    return ckpt.discard_best_after(run_dir, iteration)
 
 
 def truncate_metrics(path: Path, iteration: int) -> None:
