@@ -38,7 +38,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -70,11 +70,6 @@ def leftovers(folder: str | Path, name_pattern: str = "*") -> list[Path]:
     return sorted(folder.glob(f".{name_pattern}.*.tmp*"))
 
 
-def fsync_dir(folder: str | Path) -> None:
-    """Make the renames done in ``folder`` durable (where the platform can open a folder)."""
-    _fsync_dir(Path(folder))
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -83,8 +78,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (where the platform can open a folder)."""
+def fsync_dir(folder: str | Path) -> None:
+    """Make the renames done in ``folder`` durable (where the platform can open a folder)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

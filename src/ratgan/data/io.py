@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -340,8 +341,6 @@ def scan_content_sha256(path: str | Path) -> str:
     """SHA-256 of a scan's voxel values (float32) in RAS order with their shape: the same image
     stored in another orientation, with other compression or under another name has the same
     digest, where its file's bytes would not."""
-    import hashlib
-
     data = np.ascontiguousarray(canonical_scan(read_scan(path)).data, dtype=np.float32)
     h = hashlib.sha256(repr(tuple(data.shape)).encode())
     h.update(data.tobytes())

@@ -23,7 +23,7 @@ import dataclasses
 import os
 import re
 import shutil
-import uuid
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from ratgan.arrays import BoolArray, FloatArray, IntArray
-from ratgan.atomic import atomic_write_json, fsync_dir
+from ratgan.atomic import atomic_write_json, fsync_dir, leftovers
 from ratgan.errors import RatganError
 
 SHAPE = (64, 64, 40)
@@ -559,8 +559,6 @@ def _anatomy(p: Sequence[FloatArray], params: PhantomParams) -> tuple[IntArray, 
 
 PHANTOM_NAME = re.compile(r"sub-\d{3,}\.nii\.gz")
 """The names of the files the phantom writes in ``images/`` and ``labels/``."""
-_STAGING = re.compile(r"\.phantom-[0-9a-f]{12}\.tmp")
-"""The hidden folder in ``out`` where a cohort is written before it is swapped in."""
 
 
 def write_cohort(out: Path, subjects: int, seed: int, progress: bool = True) -> list[Path]:
@@ -587,13 +585,13 @@ def write_cohort(out: Path, subjects: int, seed: int, progress: bool = True) -> 
     width = max(3, len(str(subjects - 1)))
     names = [f"sub-{i:0{width}d}.nii.gz" for i in range(subjects)]
     out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.iterdir():  # the staging folder of a killed run
-        if _STAGING.fullmatch(leftover.name) and leftover.is_dir():
-            shutil.rmtree(leftover)
-    staging = out / f".phantom-{uuid.uuid4().hex[:12]}.tmp"
+    for leftover in leftovers(out, "phantom"):  # what a killed run left: its staging folder
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".phantom.", suffix=".tmp", dir=out))
     try:
         for folder in ("images", "labels"):
-            (staging / folder).mkdir(parents=True)
+            (staging / folder).mkdir()
         records = []
         indices: Iterable[int] = range(subjects)
         if progress:

@@ -370,9 +370,11 @@ def _check_round_checkpoint(state: BenchState, src: Path, folder: Path) -> None:
     """Raise RatganError when a finished generation round in ``folder`` was made from another
     checkpoint than the run's newest one: a benchmark stopped before it recorded its data
     would otherwise mix the scans of two checkpoints in one pool."""
+    from ratgan.generation.output import MANIFEST
+
     newest = set((state.data.get("synthetic") or {}).keys())
     try:
-        made = json.loads((folder / "manifest.json").read_text())["settings"]["checkpoint"]
+        made = json.loads((folder / MANIFEST).read_text())["settings"]["checkpoint"]
     except (OSError, ValueError, KeyError, TypeError):
         made = None
     if newest and made not in newest:
