@@ -10,6 +10,7 @@ starting again.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -17,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ratgan.atomic import atomic_write_text
-from ratgan.config import load_config
+from ratgan.config import Config, load_config
 from ratgan.data.io import list_scans, read_scan
+from ratgan.errors import RatganError
 from ratgan.runs import run_paths
 from ratgan.training import checkpoint as ckpt
 
@@ -63,13 +65,15 @@ def run_demo(
     timings: dict[str, float] = {}
     data_dir, run_dir, synth_dir = out / "phantom", out / "run", out / "synthetic"
 
-    with _stage("phantom cohort", timings, progress):
-        train_dir, held_dir = demo_cohort(data_dir, subjects, heldout, seed, progress)
-
     overrides: dict = {"train.seed": seed, "train.device": device}
     if iterations is not None:
         overrides["train.iterations"] = iterations
     cfg = load_config(config, overrides)
+    _refuse_another_demo(out, cfg, seed, subjects + heldout)
+
+    with _stage("phantom cohort", timings, progress):
+        train_dir, held_dir = demo_cohort(data_dir, subjects, heldout, seed, progress)
+
     with _stage("training", timings, progress):
         # an earlier demo's run goes on; one killed before its first checkpoint starts again
         resume = bool(ckpt.list_checkpoints(run_dir)) or run_paths(run_dir).data.is_file()
@@ -119,18 +123,44 @@ def run_demo(
     return report
 
 
+def _refuse_another_demo(out: Path, cfg: Config, seed: int, cohort_size: int) -> None:
+    """An earlier demo in ``out`` goes on (more iterations) only if it is the same demo: its
+    run would keep its own config and train on its own cohort whatever was asked now."""
+    from ratgan.training.run_folder import settings_a_resume_would_ignore
+
+    run_dir = out / "run"
+    differ = settings_a_resume_would_ignore(run_dir, cfg)
+    recorded = _recorded(out / "phantom" / "phantom.json")
+    if run_paths(run_dir).config.is_file() and recorded not in (None, (seed, cohort_size)):
+        differ.append("the phantom cohort (--seed, --subjects, --heldout)")
+    if differ:
+        raise RatganError(
+            f"{out} holds an earlier demo that differs from this one in {', '.join(differ)}; "
+            f"choose another --out, or delete {out} to start again."
+        )
+
+
 def demo_cohort(
     data_dir: Path, subjects: int, heldout: int, seed: int, progress: bool
 ) -> tuple[Path, Path]:
     """Training and held-out subjects of one phantom cohort, in two folders.
 
     Subject i depends only on (seed, i): the held-out subjects are subjects+0 ...
-    subjects+heldout-1 of the same cohort, written to their own folder.
+    subjects+heldout-1 of the same cohort, written to their own folder.  A cohort already in
+    ``data_dir`` is reused only when its ``phantom.json`` records the same seed and size;
+    that record is removed before any file is moved and written back last, so files left by
+    an interrupted move are never reused.
     """
     from ratgan.data.phantom import write_cohort
 
     train_dir, held_dir = data_dir / "train", data_dir / "heldout"
-    if _count(train_dir) != subjects or _count(held_dir) != heldout:
+    record = data_dir / "phantom.json"
+    if (
+        _recorded(record) != (seed, subjects + heldout)
+        or _count(train_dir) != subjects
+        or _count(held_dir) != heldout
+    ):
+        record.unlink(missing_ok=True)
         staging = data_dir / "all"
         write_cohort(staging, subjects=subjects + heldout, seed=seed, progress=progress)
         for folder, names in (
@@ -146,9 +176,18 @@ def demo_cohort(
                     os.replace(staging / kind / name, folder / kind / name)
         for kind in ("images", "labels"):
             (staging / kind).rmdir()
-        os.replace(staging / "phantom.json", data_dir / "phantom.json")
+        os.replace(staging / "phantom.json", record)
         staging.rmdir()
     return train_dir, held_dir
+
+
+def _recorded(record: Path) -> tuple[int, int] | None:
+    """The seed and size a cohort's ``phantom.json`` records (None when unreadable)."""
+    try:
+        manifest = json.loads(record.read_text())
+        return int(manifest["seed"]), int(manifest["subjects"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _count(folder: Path) -> int:

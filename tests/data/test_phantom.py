@@ -158,10 +158,10 @@ def test_sample_params_is_deterministic_and_varied():
 
 def test_a_smaller_cohort_replaces_a_larger_one(tmp_path):
     phantom.write_cohort(tmp_path, subjects=3, seed=0, progress=False)
-    (tmp_path / "images" / "notes.txt").write_text("kept")
+    (tmp_path / "images" / ".DS_Store").write_text("kept")
     phantom.write_cohort(tmp_path, subjects=1, seed=0, progress=False)
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
-        "notes.txt",
+        ".DS_Store",
         "sub-000.nii.gz",
     ]
     assert [p.name for p in (tmp_path / "labels").iterdir()] == ["sub-000.nii.gz"]
@@ -192,38 +192,64 @@ def test_an_interrupted_rewrite_leaves_the_previous_cohort_untouched(tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "labels", "phantom.json"]
 
 
-def test_an_interrupted_swap_never_mixes_two_cohorts(tmp_path, monkeypatch):
+def _cohort(folder: Path, kind: str) -> dict[str, bytes] | None:
+    """The scans of ``folder/kind`` (hidden files left out), or None when it is absent."""
+    if not (folder / kind).is_dir():
+        return None
+    return {p.name: p.read_bytes() for p in (folder / kind).glob("[!.]*")}
+
+
+def test_an_interrupted_swap_never_leaves_part_of_a_cohort(tmp_path, monkeypatch):
     import os
     import types
 
-    phantom.write_cohort(tmp_path, subjects=3, seed=0, progress=False)
-    old = _files(tmp_path)
-    phantom.write_cohort(tmp_path / "new", subjects=3, seed=1, progress=False)
-    new = _files(tmp_path / "new")
-    moved = []
+    phantom.write_cohort(tmp_path / "old", subjects=3, seed=0, progress=False)
+    phantom.write_cohort(tmp_path / "new", subjects=2, seed=1, progress=False)
+    kinds = ("images", "labels")
+    cohorts = {s: {k: _cohort(tmp_path / s, k) for k in kinds} for s in ("old", "new")}
+    stops = 0
+    for stop in range(20):  # stop before the first, second, ... rename of the swap
+        out = tmp_path / f"run{stop}"
+        phantom.write_cohort(out, subjects=3, seed=0, progress=False)
+        (out / "images" / ".DS_Store").write_bytes(b"finder")
+        calls = []
 
-    def replace(src, dst):
-        if len(moved) == 3:  # killed in the middle of moving the new files in
-            raise KeyboardInterrupt
-        moved.append(dst)
-        os.replace(src, dst)
+        def replace(src, dst, calls=calls, stop=stop):
+            if len(calls) == stop:
+                raise KeyboardInterrupt
+            calls.append(dst)
+            os.replace(src, dst)
 
-    monkeypatch.setattr(phantom, "os", types.SimpleNamespace(replace=replace))
-    with pytest.raises(KeyboardInterrupt):
-        phantom.write_cohort(tmp_path, subjects=3, seed=1, progress=False)
-    left = {k: v for k, v in _files(tmp_path).items() if not k.startswith("new")}
-    # visibly incomplete (no phantom.json), and every file left is of the new cohort
-    assert "phantom.json" not in left and len(left) == 3
-    assert all(new[k] == v != old[k] for k, v in left.items())
-    monkeypatch.undo()
-    phantom.write_cohort(tmp_path, subjects=3, seed=1, progress=False)  # a rerun completes it
-    assert {k: v for k, v in _files(tmp_path).items() if not k.startswith("new")} == new
+        monkeypatch.setattr(phantom, "os", types.SimpleNamespace(replace=replace))
+        try:
+            phantom.write_cohort(out, subjects=2, seed=1, progress=False)
+        except KeyboardInterrupt:
+            stops += 1
+        else:  # every rename done: the new cohort, its record, the hidden file carried over
+            assert json.loads((out / "phantom.json").read_text())["seed"] == 1
+            assert _cohort(out, "images") == cohorts["new"]["images"]
+            assert (out / "images" / ".DS_Store").read_bytes() == b"finder"
+            break
+        finally:
+            monkeypatch.undo()
+        images, labels = _cohort(out, "images"), _cohort(out, "labels")
+        # images/ is one whole cohort or absent; labels/ beside it is of the same cohort
+        whole = [s for s in cohorts if images == cohorts[s]["images"]]
+        assert images is None or (len(whole) == 1 and labels == cohorts[whole[0]]["labels"])
+        assert labels is None or labels in (cohorts["old"]["labels"], cohorts["new"]["labels"])
+        if images == cohorts["new"]["images"]:
+            assert not (out / "phantom.json").exists()  # until phantom.json: visibly unfinished
+        phantom.write_cohort(out, subjects=2, seed=1, progress=False)  # a rerun completes it
+        assert {k: _cohort(out, k) for k in kinds} == cohorts["new"]
+        assert sorted(p.name for p in out.iterdir()) == ["images", "labels", "phantom.json"]
+    assert stops >= 5  # the swap renames hidden file, old folders, new folders, record
 
 
 @pytest.mark.parametrize(
-    "user_file", ["images/sub-01_T2w.nii.gz", "images/my_scan.nii", "labels/sub-01.nii.gz"]
+    "user_file",
+    ["images/sub-01_T2w.nii.gz", "images/my_scan.nii", "labels/sub-01.nii.gz", "images/notes.txt"],
 )
-def test_an_out_holding_other_nifti_files_is_refused_and_they_are_kept(tmp_path, capsys, user_file):
+def test_an_out_holding_other_files_is_refused_and_they_are_kept(tmp_path, capsys, user_file):
     phantom.write_cohort(tmp_path, subjects=1, seed=0, progress=False)
     (tmp_path / user_file).write_bytes(b"not the phantom's")
     before = _files(tmp_path)

@@ -568,11 +568,11 @@ def write_cohort(out: Path, subjects: int, seed: int, progress: bool = True) -> 
     Subject ``i`` depends only on ``(seed, i)``, so a larger cohort extends a smaller one.
     ``out/phantom.json`` records the seed and every subject's parameters.  The cohort is
     written all or nothing: it is rendered into a hidden staging folder in ``out`` and only
-    then swapped in (the old ``phantom.json`` and phantom files removed, the new files moved
-    in, ``phantom.json`` last), so an interruption leaves either the previous cohort untouched
-    or, during the swap, a folder without ``phantom.json``, never a mix of two cohorts.  Only
-    files the phantom writes (:data:`PHANTOM_NAME`) are removed; an ``out`` whose ``images/``
-    or ``labels/`` holds any other NIfTI file is refused.
+    then swapped in, whole folders at a time (:func:`_swap_in`), so an interruption leaves the
+    previous cohort complete, or ``images/`` (and perhaps ``labels/``) missing, or the new
+    cohort complete without ``phantom.json``: never part of a cohort, nor two mixed.  An
+    ``out`` whose ``images/`` or ``labels/`` holds anything the phantom does not write, other
+    than hidden files, is refused (:func:`check_out`).
     """
     from ratgan.data.io import write_nifti
 
@@ -616,47 +616,49 @@ def write_cohort(out: Path, subjects: int, seed: int, progress: bool = True) -> 
             "scans": records,
         }
         atomic_write_json(staging / "phantom.json", manifest, indent=1)
-        _swap_in(staging, out, names)
+        _swap_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [out / "images" / name for name in names]
 
 
 def check_out(out: Path) -> None:
-    """Refuse an output folder whose ``images/`` or ``labels/`` holds a NIfTI file that the
-    phantom does not write (it would be deleted or become part of the cohort)."""
-    from ratgan.data.io import is_nifti_path
-
+    """Refuse an output folder whose ``images/`` or ``labels/`` holds anything but the
+    phantom's own files and hidden ones: the cohort replaces those folders whole, so another
+    scan would be deleted, and leaving it in place would make it part of the cohort."""
     for folder in ("images", "labels"):
         if not (Path(out) / folder).is_dir():
             continue
         for path in sorted((Path(out) / folder).iterdir()):
             hidden = path.name.startswith(".")  # never read as a scan (list_scans)
-            if is_nifti_path(path) and not hidden and not PHANTOM_NAME.fullmatch(path.name):
+            if not hidden and not (PHANTOM_NAME.fullmatch(path.name) and path.is_file()):
                 raise RatganError(
-                    f"output folder {out} holds {path}, a NIfTI file the phantom did not "
-                    "write; choose another --out or move the file away."
+                    f"output folder {out} holds {path}, which the phantom did not write; "
+                    "choose another --out or move it away."
                 )
 
 
-def _swap_in(staging: Path, out: Path, names: list[str]) -> None:
-    """Replace the phantom cohort in ``out`` by the complete one in ``staging``.
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace the cohort in ``out`` by the complete one in ``staging``, folder by folder.
 
-    ``phantom.json`` goes first and comes back last, and every old phantom file is removed
-    before a new one is moved in, so an interruption leaves no ``phantom.json`` and files of
-    one cohort only: visibly incomplete, and rewritten by the next run.
+    ``phantom.json`` goes first and comes back last; both old folders leave before the new
+    ones come in, ``labels/`` before ``images/``.  Each step is one rename, so whenever the
+    run stops, ``out/images`` is either the old cohort's, absent, or the new cohort's, and
+    ``labels/`` beside an ``images/`` is of the same cohort.  Hidden files (system metadata)
+    are carried into the new folders first.
     """
     (out / "phantom.json").unlink(missing_ok=True)
     fsync_dir(out)
+    retired = staging / "previous"
+    retired.mkdir()
     for folder in ("images", "labels"):
-        (out / folder).mkdir(exist_ok=True)
-        for old in (out / folder).iterdir():
-            if PHANTOM_NAME.fullmatch(old.name) and old.is_file():
-                old.unlink()
-    for name in names:
-        for folder in ("labels", "images"):
-            os.replace(staging / folder / name, out / folder / name)
-    for folder in ("images", "labels"):
-        fsync_dir(out / folder)
+        if (out / folder).is_dir():
+            for hidden in (out / folder).glob(".*"):
+                os.replace(hidden, staging / folder / hidden.name)
+            os.replace(out / folder, retired / folder)
+    fsync_dir(out)
+    for folder in ("labels", "images"):
+        os.replace(staging / folder, out / folder)
+    fsync_dir(out)
     os.replace(staging / "phantom.json", out / "phantom.json")
     fsync_dir(out)

@@ -231,6 +231,27 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
     return cfg
 
 
+def settings_a_resume_would_ignore(run_dir: Path, cfg: Config) -> list[str]:
+    """The dotted settings of ``cfg`` that differ from the run stored in ``run_dir`` and that
+    a resume would not apply (the stored config wins for all but the iteration target, the
+    device and the evaluation interval); empty when ``run_dir`` holds no run."""
+    import dataclasses
+
+    if not run_paths(run_dir).config.is_file():
+        return []
+    stored = read_run_config(run_dir)
+    for key in _RESUME_KEYS:
+        setattr(stored.train, key, getattr(cfg.train, key))
+    old, new = dataclasses.asdict(stored), dataclasses.asdict(cfg)
+    return [
+        f"{section}.{key}"
+        for section in new
+        if isinstance(new[section], dict)
+        for key in new[section]
+        if old[section].get(key) != new[section][key]
+    ] + [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]]
+
+
 def write_resumed_config(run_dir: Path, cfg: Config) -> None:
     """Store the resumed run's config (a new iteration target, device or evaluation interval)
     when it differs from the stored one; called once the resume's checks have passed, so that
