@@ -94,6 +94,19 @@ def test_process_pool_gives_the_same_maps(cohort, tmp_path):
         assert np.array_equal(read_label(a, scan), read_label(b, scan))
 
 
+def test_a_preset_itk_thread_count_changes_nothing(cohort, tmp_path, monkeypatch):
+    """ITK's multi-threaded sums depend on the thread count: the labeller runs one thread
+    per registration whatever the environment says, so the labels do not depend on it."""
+    atlases = make_atlases(list_scans(cohort / "atlases"), k=3, seed=0)
+    targets = sorted((cohort / "targets" / "images").glob("*.nii.gz"))[:2]
+    plain = label_scans(targets, atlases, tmp_path / "a", FAST, workers=2, progress=False)
+    monkeypatch.setenv(atlas_mod.ITK_THREADS, "2")
+    preset = label_scans(targets, atlases, tmp_path / "b", FAST, workers=2, progress=False)
+    for t, a, b in zip(targets, plain, preset, strict=True):
+        scan = read_scan(t)
+        assert np.array_equal(read_label(a, scan), read_label(b, scan))
+
+
 def test_too_few_atlases_is_one_clear_error(cohort):
     with pytest.raises(RatganError, match="needs 9 labelled scans but only 6"):
         make_atlases(list_scans(cohort / "atlases"), k=9)

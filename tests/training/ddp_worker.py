@@ -15,17 +15,44 @@ torch.set_num_threads(1)
 
 
 def train_mode(data: str, run: str, out: str) -> None:
+    """Three iterations with G's output noise; each rank also saves its own losses and the
+    sums of the noise fields it drew."""
+    import json
+
     from ratgan.config import load_config
+    from ratgan.models.generator import OutputNoise
+    from ratgan.training.alphagan import AlphaGANStep
     from ratgan.training.run import train
 
+    seen: dict[str, list[float]] = {"noise": [], "eg_total": []}
+    draw, step = OutputNoise.noise, AlphaGANStep.__call__
+
+    def noise(self, pre, *args, **kwargs):
+        n = draw(self, pre, *args, **kwargs)
+        seen["noise"].append(float(n.double().sum()))
+        return n
+
+    def call(self, x1, x2):
+        parts = step(self, x1, x2)
+        seen["eg_total"].append(float(parts["eg_total"]))
+        return parts
+
+    OutputNoise.noise, AlphaGANStep.__call__ = noise, call
     cfg = load_config(
-        "tiny", {"train.iterations": 3, "train.checkpoint_every": 3, "train.log_every": 1}
+        "tiny",
+        {
+            "train.iterations": 3,
+            "train.checkpoint_every": 3,
+            "train.log_every": 1,
+            "model.g_output_noise": True,
+        },
     )
     result = train(cfg, data, run, progress=False)
     torch.save(
         {k: v.state_dict() for k, v in result.networks.as_dict().items()},
         Path(out) / f"rank{result.rank}.pt",
     )
+    (Path(out) / f"rank{result.rank}.json").write_text(json.dumps(seen))
 
 
 def gp_mode(out: str) -> None:

@@ -264,6 +264,16 @@ class EndlessBatches:
             images, labels = self.augmenter(images, labels)
         return images, labels
 
+    def reseed(self, seed: int, augment_seed: int) -> None:
+        """Start a new stream (and the augmenter's draws) from these seeds, at epoch 0."""
+        self.seed = int(seed)
+        self.generator.manual_seed(self.seed)
+        self.epoch = 0
+        self.position = 0
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        if self.augmenter is not None:
+            self.augmenter.rng = np.random.default_rng(augment_seed)
+
     def state_dict(self) -> dict[str, Any]:
         """Position in the stream, permutation, generator and augmenter states."""
         return {

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -188,9 +189,22 @@ def atlas_label(
     return fuse_majority(maps)
 
 
+ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
+
+
 def _one_thread() -> None:
-    # ITK reads this when ants is imported; parallelism comes from the process pool instead
-    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+    """One ITK thread per registration, whatever the environment says: ITK's multi-threaded
+    metric sums depend on the thread count, so the labels (and the cache) would too.
+    Parallelism comes from the process pool instead.  ITK reads the variable when ANTs is
+    loaded, so a process that loaded ANTs under another count is refused."""
+    before = os.environ.get(ITK_THREADS)
+    os.environ[ITK_THREADS] = "1"
+    if before not in (None, "1") and "ants" in sys.modules:
+        raise RatganError(
+            f"{ITK_THREADS}={before} was set when ANTs was loaded in this process, so the "
+            "atlas labels would depend on it; unset it (ratgan registers with one thread "
+            "each and runs --workers processes)."
+        )
 
 
 def label_scans(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -107,6 +108,22 @@ def rank_seed(seed: int, rank: int, stream: int) -> int:
     """An independent seed for each (rank, stream); rank 0 of one process keeps ``seed + stream``
     so that single-process runs are unchanged by the distributed code."""
     return seed + stream if rank == 0 else seed + stream + 1_000_003 * rank
+
+
+def resumed_seed(seed: int, iteration: int, rank: int, stream: int) -> int:
+    """An independent seed for each (run seed, iteration, rank, stream): the fresh random
+    streams of a run resumed on another number of processes (NumPy's SeedSequence mixes the
+    four numbers, so no two of them give the same seed by adding up)."""
+    return int(np.random.SeedSequence([seed, iteration, rank, stream]).generate_state(1)[0])
+
+
+def mean_over_ranks(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """``values`` averaged over every rank (one collective; every rank must call it)."""
+    if not info.enabled:
+        return values
+    total = values.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / info.world_size
 
 
 def all_finite(flag: torch.Tensor, info: DistInfo) -> bool:

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 from ratgan.config import Config, TrainConfig
 from ratgan.data.augment import BatchAugmenter
 from ratgan.data.dataset import Cohort, EndlessBatches, load_cohort
-from ratgan.data.transforms import PreprocessInfo
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
 from ratgan.models import Generator, Networks, build_networks
@@ -149,7 +148,7 @@ def train(
         result = _loop(
             cfg,
             _shard(cohort, info),
-            cohort.infos[0],
+            cohort,
             run_dir,
             resume,
             progress and info.is_main,
@@ -175,6 +174,22 @@ def _prepare_device(device: torch.device) -> None:
         keep_freed_host_memory()  # ~20 % faster 64^3 iterations on a CPU (see the module)
 
 
+def _own_global_stream(info: distributed.DistInfo, seed: int) -> None:
+    """Give each rank its own global random stream (G's output noise, the critic's
+    augmentation draw from it): it was seeded alike on every rank for the same initial
+    weights.  Rank 0 keeps a single process's stream."""
+    if info.rank != 0:
+        torch.manual_seed(distributed.rank_seed(seed, info.rank, 9))
+
+
+def _health_input(whole: Cohort, cfg: Config, device: torch.device) -> torch.Tensor:
+    """A fixed set of training scans, not augmented, for the encoder-health numbers: the
+    cohort's first 16, whatever the number of processes (not this rank's share)."""
+    n = min(16, len(whole))
+    labels = None if whole.labels is None else whole.labels[:n].to(device)
+    return model_input(whole.images[:n].to(device), labels, cfg)
+
+
 def _resume(
     cfg: Config,
     run_dir: Path,
@@ -187,7 +202,8 @@ def _resume(
     augment: DiscriminatorAugment | None,
 ) -> tuple[int, dict[str, Any], dict[str, float]]:
     """Restore the newest readable checkpoint of ``run_dir``, if any: (its iteration, the best
-    record, the run's wall and CPU seconds so far, keyed ``seconds`` and ``cpu_seconds``).  An
+    record, the run's wall and CPU seconds and the images its steps have seen so far, keyed
+    ``seconds``, ``cpu_seconds`` and ``images_seen``).  An
     unreadable newer checkpoint (truncated, damaged) is skipped with a message naming it and
     why.
 
@@ -214,6 +230,8 @@ def _resume(
         start = int(state["iteration"])
         best = dict(state.get("best") or {})
         elapsed = {k: float(state.get(k, 0.0)) for k in ("seconds", "cpu_seconds")}
+        saved_batch = cfg.train.batch_size * int(state["world_size"])
+        elapsed["images_seen"] = float(state.get("images_seen", start * saved_batch))
     if info.is_main:
         if rewind_run(run_dir, start):
             best = {}  # the record named a best.pt that a later one replaced: start afresh
@@ -265,7 +283,7 @@ def _stop_now(
 def _loop(
     cfg: Config,
     cohort: Cohort,
-    reference_info: PreprocessInfo,
+    whole: Cohort,
     run_dir: Path,
     resume: bool,
     progress: bool,
@@ -292,16 +310,12 @@ def _loop(
     augment = DiscriminatorAugment(cfg.ada).to(device) if cfg.ada.enabled else None
     rng = torch.Generator(device=device)
     rng.manual_seed(seed(2))
+    _own_global_stream(info, t_cfg.seed)
     sample_z = torch.randn(
         4, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t_cfg.seed + 3)
     )
-    # A fixed set of training scans, not augmented, for the encoder-health numbers.
-    n_health = min(16, len(cohort))
-    health_x = model_input(
-        cohort.images[:n_health].to(device),
-        None if cohort.labels is None else cohort.labels[:n_health].to(device),
-        cfg,
-    )
+    reference_info = whole.infos[0]
+    health_x = _health_input(whole, cfg, device)
 
     start = 0
     best: dict[str, Any] = {}
@@ -322,7 +336,7 @@ def _loop(
         augment=augment,
     )
     step.world_size = info.world_size
-    step.images_seen = start * t_cfg.batch_size * info.world_size
+    step.images_seen = int(elapsed.get("images_seen", start * t_cfg.batch_size * info.world_size))
     sampler = ema.average if ema is not None else nets.generator
 
     writer = _tensorboard(run_dir) if t_cfg.tensorboard and info.is_main else None
@@ -356,10 +370,9 @@ def _loop(
             if due.log or due.checkpoint:
                 # One host sync per logging interval, none per step.
                 _check_finite(finite, info, it, len(window), paths.checkpoints)
+                means = _window_means(window, info)  # over every rank's batches
                 if info.is_main:
-                    last = _log(
-                        paths.metrics, it, window, time.perf_counter() - t0, writer, clock()
-                    )
+                    last = _log(paths.metrics, it, means, time.perf_counter() - t0, writer, clock())
                     bar.set_postfix(_progress_losses(last))
                 window = []
             if info.is_main and due.sample:
@@ -380,6 +393,7 @@ def _loop(
                 state = _state(cfg, nets, optimizers, ranks, ema, augment, best)
                 state["seconds"] = round(time.perf_counter() - t0, 3)
                 state["cpu_seconds"] = clock()
+                state["images_seen"] = step.images_seen
                 _save_checkpoints(run_dir, it, state, due, improved, t_cfg)
             if stopping:
                 raise TrainingStopped(stopped_message(stop.name, it, run_dir))
@@ -539,23 +553,45 @@ def _restore(
         stream.load_state_dict(mine["stream"])
     else:
         # Another number of processes: shards differ, so each rank starts fresh random streams
-        # derived from the seed and the iteration (weights and optimisers are restored).
-        it = int(state["iteration"])
-        rng.manual_seed(distributed.rank_seed(it, info.rank, 7))
-        torch.manual_seed(distributed.rank_seed(it, info.rank, 8))
+        # (data order, augmentation, codes, noise) derived from the run's seed, the iteration
+        # and the rank, none of them a replay of the run's first iterations; weights and
+        # optimisers are restored.
+        it, saved = int(state["iteration"]), int(state["world_size"])
+        fresh = partial(
+            distributed.resumed_seed, int(state["config"]["train"]["seed"]), it, info.rank
+        )
+        rng.manual_seed(fresh(7))
+        torch.manual_seed(fresh(8))
+        stream.reseed(fresh(0), fresh(1))
+        if info.is_main:
+            batch = stream.batch_size
+            print(
+                f"resume: the checkpoint was written by {saved} process(es) and the run goes on "
+                f"with {info.world_size}: each process's data order, augmentation and noise "
+                f"start afresh at iteration {it}, and a step now sees {batch * info.world_size} "
+                f"scans over all processes instead of {batch * saved}.",
+                file=sys.stderr,
+            )
+
+
+def _window_means(
+    window: list[dict[str, torch.Tensor]], info: distributed.DistInfo
+) -> dict[str, float]:
+    """Each logged quantity's mean over the window's iterations and over every rank (one
+    collective under torchrun; every rank must call it)."""
+    keys = list(window[0])
+    means = torch.stack([torch.stack([w[k] for w in window]) for k in keys]).float().mean(1)
+    return dict(zip(keys, distributed.mean_over_ranks(means, info).tolist(), strict=True))
 
 
 def _log(
     path: Path,
     iteration: int,
-    window: list[dict[str, torch.Tensor]],
+    values: dict[str, float],
     seconds: float,
     writer: _ScalarWriter | None,
     cpu_seconds: float | None = None,
 ) -> dict[str, float]:
-    keys = list(window[0])
-    means = torch.stack([torch.stack([w[k] for w in window]) for k in keys]).float().mean(1)
-    values = dict(zip(keys, means.tolist(), strict=True))
     record = {"iteration": iteration, "seconds": round(seconds, 3), **values}
     if cpu_seconds is not None:
         record["cpu_seconds"] = cpu_seconds  # the run's CPU time over all its sittings
