@@ -336,7 +336,7 @@ def _loop(
         augment=augment,
     )
     step.world_size = info.world_size
-    step.images_seen = int(elapsed.get("images_seen", start * t_cfg.batch_size * info.world_size))
+    step.images_seen = int(elapsed.get("images_seen", 0))  # 0 unless resumed
     sampler = ema.average if ema is not None else nets.generator
 
     writer = _tensorboard(run_dir) if t_cfg.tensorboard and info.is_main else None

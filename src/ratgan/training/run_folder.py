@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ratgan.atomic import atomic_write_text
 from ratgan.config import Config, DataConfig
@@ -201,11 +202,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
     if resume:
         if not run_paths(run_dir).config.is_file():
             raise RatganError(f"--resume: {run_dir} holds no run to resume.")
-        # The stored config wins: only the iteration target, the device and the evaluation
-        # interval (which does not change the training) may change.
-        stored = read_run_config(run_dir)
-        for key in _RESUME_KEYS:
-            setattr(stored.train, key, getattr(cfg.train, key))
+        stored = _resumed_config(run_dir, cfg)
         found = ckpt.list_checkpoints(run_dir)
         if found and found[-1][0] > stored.train.iterations:
             raise RatganError(
@@ -231,25 +228,33 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
     return cfg
 
 
-def settings_a_resume_would_ignore(run_dir: Path, cfg: Config) -> list[str]:
-    """The dotted settings of ``cfg`` that differ from the run stored in ``run_dir`` and that
-    a resume would not apply (the stored config wins for all but the iteration target, the
-    device and the evaluation interval); empty when ``run_dir`` holds no run."""
-    import dataclasses
-
-    if not run_paths(run_dir).config.is_file():
-        return []
+def _resumed_config(run_dir: Path, cfg: Config) -> Config:
+    """The stored config wins on resume: only the iteration target, the device and the
+    evaluation interval (which does not change the training) come from ``cfg``."""
     stored = read_run_config(run_dir)
     for key in _RESUME_KEYS:
         setattr(stored.train, key, getattr(cfg.train, key))
-    old, new = dataclasses.asdict(stored), dataclasses.asdict(cfg)
-    return [
-        f"{section}.{key}"
-        for section in new
-        if isinstance(new[section], dict)
-        for key in new[section]
-        if old[section].get(key) != new[section][key]
-    ] + [k for k in new if not isinstance(new[k], dict) and old.get(k) != new[k]]
+    return stored
+
+
+def settings_a_resume_would_ignore(run_dir: Path, cfg: Config) -> list[str]:
+    """The dotted settings of ``cfg`` that differ from the run stored in ``run_dir`` and that
+    a resume would not apply; empty when ``run_dir`` holds no run."""
+    if not run_paths(run_dir).config.is_file():
+        return []
+    old, new = _dotted(_resumed_config(run_dir, cfg)), _dotted(cfg)
+    return [key for key in new if old.get(key) != new[key]]
+
+
+def _dotted(cfg: Config) -> dict[str, Any]:
+    """Every setting of ``cfg`` by its dotted name (``train.seed``)."""
+    flat: dict[str, Any] = {}
+    for section, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{section}.{key}": v for key, v in value.items()})
+        else:
+            flat[section] = value
+    return flat
 
 
 def write_resumed_config(run_dir: Path, cfg: Config) -> None:
