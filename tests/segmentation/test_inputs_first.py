@@ -80,6 +80,76 @@ def test_a_failed_labelling_leaves_no_label_maps_and_a_rerun_uses_what_it_finish
     assert calls == [p.name for p in scans[1:]]
 
 
+def test_a_failure_while_writing_the_maps_leaves_the_previous_set(
+    tiny_real, tiny_synthetic, tmp_path, monkeypatch
+):
+    """The maps are renamed into --out only once all are written: a failure on the second
+    write leaves the first run's maps (not a mixture of two labellings) and no temporary
+    files."""
+    from ratgan.data import io
+    from ratgan.data.io import list_scans, read_label
+
+    atlases = make_atlases(list_scans(tiny_real), 1)
+    scans = sorted(tiny_synthetic.glob("*.nii.gz"))[:3]
+    out = tmp_path / "labels"
+    monkeypatch.setattr(atlas_mod, "atlas_label", _threshold_labels)
+    label_scans(scans, atlases, out, AtlasParams(k=1), workers=1, progress=False)
+    before = {p.name: p.read_bytes() for p in out.glob("*.nii.gz")}
+    assert len(before) == 3
+
+    monkeypatch.setattr(atlas_mod, "atlas_label", lambda t, *a, **k: _threshold_labels(t) * 2)
+    real_write, writes = io.write_nifti, []
+
+    def fails_on_the_second(path, *args, **kwargs):
+        writes.append(path)
+        if len(writes) == 2:
+            raise OSError("No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(io, "write_nifti", fails_on_the_second)
+    with pytest.raises(OSError, match="No space"):
+        label_scans(scans, atlases, out, AtlasParams(k=1, seed=1), workers=1, progress=False)
+    assert {p.name: p.read_bytes() for p in out.glob("*.nii.gz")} == before
+    assert sorted(p.name for p in out.iterdir()) == [".cache", *sorted(before)]
+    # the rerun writes the second labelling whole
+    monkeypatch.setattr(io, "write_nifti", real_write)
+    label_scans(scans, atlases, out, AtlasParams(k=1, seed=1), workers=1, progress=False)
+    for path in scans:
+        assert read_label(out / path.name, read_scan(path)).max() == 2
+
+
+def test_results_of_jobs_that_finish_after_a_failure_are_stored():
+    """A failed registration cancels the jobs not started, but a job still running when it
+    fails is stored (cached) once it finishes, before the error is raised."""
+    import threading
+    from concurrent.futures import Future
+
+    class PoolFuture(Future):
+        """As in an executor: a cancelled job that has not started is reported done."""
+
+        def cancel(self):
+            cancelled = super().cancel()
+            if cancelled:
+                self.set_running_or_notify_cancel()
+            return cancelled
+
+    futures = [PoolFuture() for _ in range(4)]
+    for f in futures[:3]:
+        f.set_running_or_notify_cancel()  # three running; the fourth has not started
+    futures[0].set_exception(RuntimeError("registration failed"))
+    futures[1].set_result("map 1")
+    later = threading.Timer(0.2, futures[2].set_result, ["map 2"])  # after the failure
+    later.start()
+    stored, done = {}, []
+    with pytest.raises(RuntimeError, match="registration failed"):
+        atlas_mod.store_as_completed(
+            dict(zip(futures, range(4), strict=True)), stored.__setitem__, lambda: done.append(1)
+        )
+    later.join()
+    assert stored == {1: "map 1", 2: "map 2"} and len(done) == 2
+    assert futures[3].cancelled()
+
+
 def _segbench(real, synthetic, out, *extra):
     return [
         "segbench",

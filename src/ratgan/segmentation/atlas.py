@@ -27,13 +27,16 @@ import hashlib
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ratgan.atomic import atomic_path
 from ratgan.errors import RatganError
 from ratgan.digests import file_sha256
 from ratgan.segmentation.files import check_unique_names
@@ -225,8 +228,10 @@ def label_scans(
     maps already in ``cache_dir`` (default ``out_dir/.cache``) under the same key are reused;
     the others are computed by ``workers`` processes and cached as each finishes.  The label
     maps themselves are written once all are computed: a failure leaves no partial set, only
-    the cache, from which a rerun continues.  An ``out_dir`` where a label map would overwrite
-    a target or an atlas file is refused first (:func:`check_out_dir`).
+    the cache, from which a rerun continues; they are renamed into ``out_dir`` only once all
+    are written, so a failure while writing leaves its previous maps.  An ``out_dir`` where a
+    label map would overwrite a target or an atlas file is refused first
+    (:func:`check_out_dir`).
     """
     from tqdm.auto import tqdm
 
@@ -260,27 +265,50 @@ def label_scans(
                     pool.submit(atlas_label, targets[i], atlases, params, volume_index): i
                     for i in todo
                 }
-                for job in as_completed(jobs):
-                    store(jobs[job], job.result())
-                    bar.update()
+                store_as_completed(jobs, store, bar.update)
         else:
             for i in todo:
                 store(i, atlas_label(targets[i], atlases, params, volume_index))
                 bar.update()
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for i, target in enumerate(targets):
-        scan = read_scan(target, volume_index)
-        labels = _read_cached(cached[keys[i]], scan)
-        written.append(
-            write_nifti(
-                out_dir / names[i],
-                labels,
-                scan.affine,
-                header=scan.header,
-                dtype=np.dtype(np.uint8),
-            )
-        )
+    # every map is written under a temporary name and renamed only once all are written, so a
+    # failure while writing (a kill, a full disk) leaves out_dir's previous maps, not a mixture
+    with ExitStack() as stack:
+        for i, target in enumerate(targets):
+            scan = read_scan(target, volume_index)
+            labels = _read_cached(cached[keys[i]], scan)
+            suffix = ".nii.gz" if names[i].endswith(".gz") else ".nii"
+            tmp = stack.enter_context(atomic_path(out_dir / names[i], suffix))
+            write_nifti(tmp, labels, scan.affine, header=scan.header, dtype=np.dtype(np.uint8))
+            written.append(out_dir / names[i])
     return written
+
+
+def store_as_completed(
+    jobs: dict[Future, int], store: Callable[[int, Any], None], done: Callable[[], Any]
+) -> None:
+    """Store each job's result (``store(index, result)``, then ``done()``) as it finishes.
+
+    A failed job cancels the jobs not yet started, but the results of those still running are
+    stored (cached) before its exception is raised, so a rerun does not compute them again.
+    """
+    error: BaseException | None = None
+    for job in as_completed(jobs):
+        try:
+            result = job.result()
+        except CancelledError:
+            continue
+        except Exception as exc:
+            if error is None:
+                error = exc
+                for other in jobs:
+                    other.cancel()
+            continue
+        store(jobs[job], result)
+        done()
+    if error is not None:
+        raise error
 
 
 def check_inputs(targets: list[Path], atlases: list[Atlas], volume_index: int | None) -> None:
