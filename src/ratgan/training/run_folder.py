@@ -198,12 +198,11 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
     config to train with: on resume the stored one with the allowed changes, which
     :func:`write_resumed_config` stores once the resume's checks have passed.  A new run's
     folder is written once its data has been read (``write_new_run``)."""
-    has_ckpt = bool(ckpt.list_checkpoints(run_dir))
+    found = ckpt.list_checkpoints(run_dir)
     if resume:
         if not run_paths(run_dir).config.is_file():
             raise RatganError(f"--resume: {run_dir} holds no run to resume.")
         stored = _resumed_config(run_dir, cfg)
-        found = ckpt.list_checkpoints(run_dir)
         if found and found[-1][0] > stored.train.iterations:
             raise RatganError(
                 f"--resume: the run in {run_dir} has reached iteration "
@@ -211,7 +210,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
                 f"{stored.train.iterations}."
             )
         return stored.validate()
-    if has_ckpt:
+    if found:
         raise RatganError(
             f"run folder {run_dir} already holds checkpoints; pass --resume to "
             "continue it or choose another --out."
