@@ -11,6 +11,7 @@ from ratgan.models.ldm import (
     build_autoencoder,
     build_scheduler,
     build_unet,
+    initial_noise,
     latent_shape,
     sample_latent_diffusion,
 )
@@ -141,3 +142,47 @@ def test_decoded_volumes_are_clipped_to_the_network_range(cfg):
         out = decode(ae, torch.randn(1, *latent_shape(cfg)))
     assert float(raw.abs().max()) > 1.0  # the decoder itself is unbounded
     assert float(out.min()) >= -1.0 and float(out.max()) <= 1.0
+
+
+class _RecordingOracle(_Oracle):
+    """The oracle of x0 that also records each x_t it is called with (and predicts v when the
+    schedule does)."""
+
+    def __init__(self, x0: torch.Tensor, abar: np.ndarray, prediction: str) -> None:
+        super().__init__(x0, abar)
+        self.prediction = prediction
+        self.seen: list[tuple[int, torch.Tensor]] = []
+
+    def forward(self, x, timesteps):
+        self.seen.append((int(timesteps[0]), x.clone()))
+        eps = super().forward(x, timesteps)
+        if self.prediction == "epsilon":
+            return eps
+        a = self.abar[timesteps].view(-1, *([1] * (x.ndim - 1)))
+        return a.sqrt() * eps - (1 - a).sqrt() * self.x0
+
+
+@pytest.mark.parametrize(
+    ("prediction", "steps"),
+    [("epsilon", 1000), ("epsilon", 50), ("epsilon", 10), ("v_prediction", 50)],
+)
+def test_ddpm_visits_the_forward_marginals_in_any_number_of_steps(cfg, prediction, steps):
+    # Known answer (DDPM eq. 4): with the true x0, a correct reverse chain holds x_t at
+    # N(sqrt(abar_t) x0, (1 - abar_t) I) at every timestep it visits, whatever its stride.
+    # The initial noise is generation's, from the scans' seeds: DDPM's per-step noise must be
+    # independent of it (its first draw was the initial noise itself on a CPU), and fewer
+    # steps than training timesteps must still step between the timesteps they visit.
+    section = cfg.ldm.diffusion
+    section.prediction = prediction
+    abar = _alphas_cumprod(section)
+    x0 = torch.rand(4, 2, 16, 16, 12, generator=torch.Generator().manual_seed(2)) - 0.5
+    oracle = _RecordingOracle(x0, abar, prediction)
+    seeds = [11, 12, 13, 14]
+    noise = initial_noise(seeds, tuple(x0.shape[1:]))
+    sampler = build_scheduler(section, "ddpm")
+    sample_latent_diffusion(_Identity(), oracle, sampler, noise, 1.0, steps, seeds=seeds)
+    assert len(oracle.seen) == steps
+    for t, x in oracle.seen[1:]:  # the first is the initial noise itself
+        residual = x - math.sqrt(abar[t]) * x0
+        ratio = float(residual.std()) / math.sqrt(1 - abar[t])
+        assert abs(ratio - 1) < 0.05, (t, ratio)

@@ -131,6 +131,14 @@ def test_generate_cli_takes_sampler_and_steps_and_refuses_them_for_a_gan(
     assert "--sampler and --steps are for latent diffusion runs" in capsys.readouterr().err
 
 
+def test_generation_refuses_an_unknown_precision_before_writing(full_run, tmp_path):
+    # An alpha-GAN run refuses it; an ldm run sampled in fp32 and recorded "fp32" instead.
+    out = tmp_path / "out"
+    with pytest.raises(RatganError, match="precision must be fp32 or bf16 \\(got 'fp16'\\)"):
+        generate_scans(full_run, 1, out, precision="fp16", progress=False)
+    assert not out.exists()
+
+
 def test_an_autoencoder_stage_checkpoint_cannot_sample(phantom_dir, tmp_path):
     run = tmp_path / "run"
     train_ldm(_cfg(**{"train.iterations": 3, "train.checkpoint_every": 2}), phantom_dir, run, False)

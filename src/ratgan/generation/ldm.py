@@ -2,7 +2,8 @@
 
 Each scan's initial latent noise is drawn from its own seed (as a GAN scan's code is), DDIM
 with eta 0 then makes the scan a deterministic function of that seed; DDPM draws its per-step
-noise from a stream of the same seed.  ``generate_scans`` dispatches here by the run's config.
+noise from another stream derived from the same seed (``ratgan.models.ldm.step_noise_seed``).
+``generate_scans`` dispatches here by the run's config.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def load_ldm(
             "stage has a checkpoint."
         )
     if precision is not None:
+        # as load_generator: anything but bf16 was silently fp32 (and recorded as such)
+        if precision not in ("fp32", "bf16"):
+            raise RatganError(f"precision must be fp32 or bf16 (got {precision!r}).")
         cfg.train.precision = "bf16" if precision == "bf16" else "fp32"
     section = cfg.ldm.diffusion
     sampler = sampler or section.sampler

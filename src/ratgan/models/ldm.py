@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
@@ -132,6 +133,17 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     )
 
 
+def step_noise_seed(seed: int) -> int:
+    """The seed of the DDPM per-step noise of the scan whose initial noise has ``seed``.
+
+    A stream apart from the initial noise's.  It was ``seed + 2**33``, but torch's CPU generator
+    keeps only the low 32 bits of a seed: on a CPU that was the initial noise's own stream, and
+    DDPM's first step added the scan's initial noise to itself again (a chain too noisy from
+    its second step on).  SeedSequence mixes the seed into another 32-bit one.
+    """
+    return int(np.random.SeedSequence([seed % 2**32, 1]).generate_state(1, dtype=np.uint32)[0])
+
+
 @torch.no_grad()
 def sample_latent_diffusion(
     autoencoder: AutoencoderKL,
@@ -158,20 +170,59 @@ def sample_latent_diffusion(
     if isinstance(scheduler, DDPMScheduler):
         if seeds is None or len(seeds) != len(x):
             raise ValueError("DDPM sampling needs one seed per scan")
-        gens = [torch.Generator(device=device).manual_seed(s + 2**33) for s in seeds]
-    for t in scheduler.timesteps:
+        gens = [torch.Generator(device=device).manual_seed(step_noise_seed(s)) for s in seeds]
+    timesteps = [int(t) for t in scheduler.timesteps]
+    for k, t in enumerate(timesteps):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            eps = unet(x, timesteps=t.expand(len(x)).to(device)).float()
+            eps = unet(x, timesteps=torch.full((len(x),), t, device=device)).float()
         if gens is None:
-            x, _ = scheduler.step(eps, int(t), x)
+            x, _ = scheduler.step(eps, t, x)
         else:
+            assert isinstance(scheduler, DDPMScheduler)
+            prev = timesteps[k + 1] if k + 1 < len(timesteps) else -1
             x = torch.cat(
                 [
-                    scheduler.step(eps[i : i + 1], int(t), x[i : i + 1], generator=gens[i])[0]
+                    _ddpm_step(scheduler, eps[i : i + 1], t, prev, x[i : i + 1], gens[i])
                     for i in range(len(x))
                 ]
             )
     return decode(autoencoder, x / scale, bf16)
+
+
+def _ddpm_step(
+    scheduler: DDPMScheduler,
+    output: torch.Tensor,
+    t: int,
+    prev: int,
+    x: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """DDPM's ancestral step from timestep ``t`` to the next one sampled, ``prev`` (-1: x0).
+
+    MONAI's ``DDPMScheduler.step`` always steps from t to t - 1 (it reads ``alphas_cumprod[t -
+    1]`` and ``betas[t]``) whatever ``set_timesteps`` chose, so with fewer steps than training
+    timesteps each step removed one training step's noise only and the scans ended far too
+    noisy.  Between t and prev the forward process has beta = 1 - abar_t / abar_prev; the step
+    is the posterior q(x_prev | x_t, x0) of DDPM's eq. 7 with that beta (the fixed small
+    variance, as MONAI's).  Consecutive timesteps keep MONAI's own step (same values as before).
+    """
+    if prev == t - 1:
+        return scheduler.step(output, t, x, generator=generator)[0]
+    abar: torch.Tensor = scheduler.alphas_cumprod.to(x.device)
+    a_t = abar[t]
+    a_prev = abar[prev] if prev >= 0 else torch.ones_like(a_t)
+    if scheduler.prediction_type == "v_prediction":
+        x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * output
+    else:  # epsilon
+        x0 = (x - (1 - a_t).sqrt() * output) / a_t.sqrt()
+    beta = 1 - a_t / a_prev
+    mean: torch.Tensor = a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x
+    mean = mean / (1 - a_t)
+    if prev < 0:
+        return mean
+    variance: torch.Tensor = ((1 - a_prev) / (1 - a_t) * beta).clamp(min=1e-20)
+    noise = torch.randn(x.shape, dtype=x.dtype, generator=generator, device=x.device)
+    return mean + variance.sqrt() * noise
 
 
 def decode(autoencoder: AutoencoderKL, latent: torch.Tensor, bf16: bool = False) -> torch.Tensor:
