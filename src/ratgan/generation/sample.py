@@ -101,12 +101,22 @@ def latent_codes(seeds: list[int], latent_dim: int) -> torch.Tensor:
 def output_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     """The per-voxel noise of each scan for a generator with output noise, from its seed.
 
-    Seeded with ``seed + 2**32``: scan seeds are 32-bit, so no scan's noise stream is another
-    scan's code stream, and a scan stays reproducible from the manifest's seed alone.
+    Its stream is seeded with :func:`noise_seed`, apart from the code's, so a scan stays
+    reproducible from the manifest's seed alone.
     """
     return torch.stack(
-        [torch.randn(shape, generator=torch.Generator().manual_seed(s + 2**32)) for s in seeds]
+        [torch.randn(shape, generator=torch.Generator().manual_seed(noise_seed(s))) for s in seeds]
     )
+
+
+def noise_seed(seed: int) -> int:
+    """The seed of the output noise of the scan whose code has ``seed``.
+
+    It was ``seed + 2**32``, but torch's CPU generator keeps only the low 32 bits of a seed, so
+    the noise stream was the code's own: a scan's first ``latent_dim`` noise voxels were its
+    code.  SeedSequence mixes the seed into another 32-bit one (as :func:`scan_seed` does).
+    """
+    return int(np.random.SeedSequence([seed % 2**32, 2]).generate_state(1, dtype=np.uint32)[0])
 
 
 @torch.no_grad()
