@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from ratgan.cli import main
@@ -107,3 +109,39 @@ def test_show_rejects_a_label_count_that_differs(cohort, tmp_path, capsys):
 def test_show_rejects_an_output_that_is_not_png(cohort, tmp_path, capsys):
     assert main(["show", _scans(cohort, "images")[0], "--out", str(tmp_path / "x.jpg")]) == 2
     assert ".png" in _error(capsys)
+
+
+def test_show_draws_every_scan_in_ras_order_at_its_voxel_size(tmp_path, monkeypatch):
+    """A scan stored in another voxel order (PIR) is drawn as its RAS copy is: the panel
+    called coronal shows the coronal plane, with the RAS voxel size (it was drawn as stored,
+    its axial plane called coronal, at the stored pixdim)."""
+    import ratgan.viz
+
+    rng = np.random.default_rng(0)
+    data = rng.random((10, 12, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, (10, 12, 8)).astype(np.uint8)
+    affine = np.diag([0.3, 0.3, 0.5, 1.0])
+    ras = nib.Nifti1Image(data, affine)
+    to_pir = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt("PIR")
+    )
+    pir = ras.as_reoriented(to_pir)
+    assert nib.aff2axcodes(pir.affine) == ("P", "I", "R") and pir.shape == (12, 8, 10)
+    nib.save(pir, tmp_path / "pir.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine).as_reoriented(to_pir), tmp_path / "pir_lab.nii.gz")
+    nib.save(ras, tmp_path / "ras.nii.gz")
+    seen = {}
+
+    def capture(volumes, out_png, labels=None, titles=None, zooms=None):
+        seen.update(volumes=volumes, labels=labels, zooms=zooms)
+        return out_png
+
+    monkeypatch.setattr(ratgan.viz, "orthogonal_views", capture)
+    scans = [str(tmp_path / "pir.nii.gz"), str(tmp_path / "ras.nii.gz")]
+    args = ["show", *scans, "--labels", str(tmp_path / "pir_lab.nii.gz"), "-"]
+    assert main([*args, "--out", str(tmp_path / "x.png")]) == 0
+    for volume in seen["volumes"]:
+        np.testing.assert_array_equal(volume, data)
+    np.testing.assert_array_equal(seen["labels"][0], labels)
+    assert seen["labels"][1] is None
+    np.testing.assert_allclose(seen["zooms"], (0.3, 0.3, 0.5), rtol=1e-6)

@@ -279,3 +279,60 @@ def test_complex_valued_scan_or_label_is_refused_not_cast(tmp_path, rng, h, dtyp
     label = h.save(tmp_path / "l.nii.gz", np.ones((8, 8, 4)) * (1 + 0j), dtype=dtype)
     with pytest.raises(RatganError, match="l.nii.gz stores complex values"):
         read_label(label, scan)
+
+
+def test_a_scan_listed_twice_is_refused_not_counted_twice(tmp_path, rng, h):
+    """The same file under two names (a symlink) or on two CSV rows would weigh twice in a
+    cohort (and could sit on both sides of a train/test split): refused, naming both."""
+    folder = tmp_path / "scans"
+    h.save(folder / "a.nii.gz", h.random_scan(rng, (4, 4, 4)))
+    h.save(folder / "b.nii.gz", h.random_scan(rng, (4, 4, 4)))
+    (folder / "c.nii.gz").symlink_to(folder / "a.nii.gz")
+    with pytest.raises(RatganError, match="same file") as exc:
+        list_scans(folder)
+    _one_sentence(exc, "c.nii.gz")
+    assert "a.nii.gz" in str(exc.value)
+    table = tmp_path / "list.csv"
+    table.write_text("image\nscans/b.nii.gz\nscans/a.nii.gz\nscans/b.nii.gz\n")
+    with pytest.raises(RatganError, match="same file") as exc:
+        list_scans(table)
+    _one_sentence(exc, "b.nii.gz")
+
+
+def test_csv_saved_with_a_byte_order_mark_is_read(tmp_path, rng, h):
+    """Spreadsheets save "CSV UTF-8" with a byte order mark before the first column's name;
+    it is not part of the name (the image column was reported missing while listed)."""
+    h.save(tmp_path / "images" / "a.nii.gz", h.random_scan(rng, (4, 4, 4)))
+    h.save(tmp_path / "labels" / "a.nii.gz", h.blob_labels(rng, (4, 4, 4)))
+    table = tmp_path / "list.csv"
+    table.write_bytes(b"\xef\xbb\xbfimage,label\r\nimages/a.nii.gz,labels/a.nii.gz\r\n")
+    entries = list_scans(table)
+    assert [(e.image, e.label) for e in entries] == [
+        (tmp_path / "images" / "a.nii.gz", tmp_path / "labels" / "a.nii.gz")
+    ]
+
+
+def test_a_blank_scan_in_a_cohort_is_refused_not_trained_on(tmp_path, rng, h):
+    """A scan holding one value everywhere (a failed export) preprocessed to an all -1 volume
+    and was trained on as a subject without a word."""
+    h.save(tmp_path / "a.nii.gz", h.random_scan(rng, (8, 8, 6)))
+    h.save(tmp_path / "b.nii.gz", np.zeros((8, 8, 6), np.float32))
+    with pytest.raises(RatganError, match="every voxel") as exc:
+        load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
+    _one_sentence(exc, "b.nii.gz")
+
+
+@pytest.mark.parametrize("scans", ["images", "."])
+def test_a_glob_matching_label_maps_is_refused_not_read_as_scans(tmp_path, rng, h, scans):
+    """``root/**/*.nii.gz`` over an images/ + labels/ folder (or a generated folder with its
+    labels/ inside) matched the label maps too, and they were read as scans."""
+    for name in ("a.nii.gz", "b.nii.gz"):
+        h.save(tmp_path / scans / name, h.random_scan(rng, (4, 4, 4)))
+        # labels/ beside images/, or inside the folder of the scans
+        h.save(tmp_path / "labels" / name, h.blob_labels(rng, (4, 4, 4)))
+    with pytest.raises(RatganError, match="label map") as exc:
+        list_scans(str(tmp_path / "**" / "*.nii.gz"))
+    _one_sentence(exc, "labels/a.nii.gz")
+    # a pattern that names the scans only is fine
+    pattern = tmp_path / scans / "*.nii.gz"
+    assert [e.image.name for e in list_scans(str(pattern))] == ["a.nii.gz", "b.nii.gz"]

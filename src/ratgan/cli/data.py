@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ratgan.errors import RatganError
+
+if TYPE_CHECKING:
+    from ratgan.arrays import IntArray
+    from ratgan.data.io import Scan
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "show",
         help="draw coronal, sagittal and axial views of scans (optionally with labels) as a PNG",
         description="Draw the three orthogonal planes through the centre of each scan, one row "
-        "per scan, with an optional label-map overlay.",
+        "per scan, with an optional label-map overlay.  Scans are drawn in RAS voxel order "
+        "(reoriented by axis permutations and flips only) at the first scan's voxel size.",
     )
     s.add_argument("files", nargs="+", type=Path, metavar="FILE", help="NIfTI scans")
     s.add_argument("--out", required=True, type=Path, metavar="PNG", help="output PNG file")
@@ -70,8 +82,33 @@ def _phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _in_ras(scan: Scan, labels: IntArray | None) -> tuple[Scan, IntArray | None]:
+    """``scan`` and its label map in RAS voxel order (axes permuted and flipped only).
+
+    The figure names its panels coronal, sagittal and axial by voxel axes 1, 0 and 2, which
+    holds in RAS order only: a scan stored as e.g. PIR had its axial plane called coronal.
+    A scan whose affine has no orientation is drawn as stored, with a warning.
+    """
+    from ratgan.data.io import canonical_scan, orientation_code
+
+    code = orientation_code(scan.affine)
+    if code == "RAS":
+        return scan, labels
+    if "?" in code:
+        log.warning(
+            "scan file %s has no orientation (its affine is singular or not finite): it is "
+            "drawn in its stored voxel order, and its panels' plane names may be wrong",
+            scan.path,
+        )
+        return scan, labels
+    if labels is not None:  # same affine as the scan (read_label checked), so the same turn
+        turned = canonical_scan(replace(scan, data=labels.astype(np.float32))).data
+        labels = np.rint(turned).astype(np.int64)
+    return canonical_scan(scan), labels
+
+
 def _show(args: argparse.Namespace) -> int:
-    from ratgan.data.io import read_label, read_scan
+    from ratgan.data.io import format_voxel_size, read_label, read_scan, same_voxel_size
     from ratgan.viz import orthogonal_views
 
     if args.out.suffix.lower() != ".png":
@@ -90,7 +127,23 @@ def _show(args: argparse.Namespace) -> int:
         if args.labels is not None
         else None
     )
-    zooms = scans[0].zooms
+    given = labels if labels is not None else [None] * len(scans)
+    pairs = [_in_ras(scan, lab) for scan, lab in zip(scans, given, strict=True)]
+    scans = [scan for scan, _ in pairs]
+    if labels is not None:
+        labels = [lab for _, lab in pairs]
+    # one mm scale for every panel: the voxel size (from the affine, in RAS order) of the first
+    zooms = scans[0].voxel_size
+    for scan in scans[1:]:
+        if not same_voxel_size(scan.voxel_size, zooms):
+            log.warning(
+                "scan file %s has voxel size %s but %s has %s: every panel is drawn at the "
+                "latter, so its proportions are off",
+                scan.path,
+                format_voxel_size(scan.voxel_size),
+                scans[0].path.name,
+                format_voxel_size(zooms),
+            )
     out = orthogonal_views(
         [s.data for s in scans],
         args.out,

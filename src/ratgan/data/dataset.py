@@ -71,7 +71,8 @@ def load_cohort(
     Label maps are loaded when every scan has one; when only some have one the cohort has no
     labels (a warning is logged) unless ``require_labels``, which makes a missing label map an
     error.  All scans must share one shape, one orientation and one voxel size (within
-    :data:`VOXEL_SIZE_RTOL`); 4-D scans averaged to one volume are warned about.
+    :data:`VOXEL_SIZE_RTOL`), and none may hold one value in every voxel; 4-D scans averaged
+    to one volume are warned about.
     """
     entries = list_scans(source, require_labels=require_labels)
     return load_entries(entries, data_cfg, progress, str(source))
@@ -106,6 +107,7 @@ def load_entries(
         tqdm(entries, desc="reading scans", unit="scan", disable=not progress)
     ):
         scan = read_scan(entry.image, data_cfg.volume_index)
+        _refuse_blank(scan.path, scan.data)
         if first is None:
             first = (entry.image, scan.data.shape)
         elif scan.data.shape != first[1]:
@@ -140,6 +142,18 @@ def load_entries(
             averaged[0][1],
         )
     return Cohort(images, labels, entries, infos, orientations, voxel_sizes)
+
+
+def _refuse_blank(path: Path, data: np.ndarray) -> None:
+    """Raise RatganError when a scan holds one value in every voxel (a failed export or an
+    empty mask): preprocessing maps it to an all -1 volume, which would be trained on as a
+    subject without anatomy."""
+    low, high = float(data.min()), float(data.max())
+    if low == high:
+        raise RatganError(
+            f"scan {path} holds the same value ({low:g}) in every voxel; a blank scan has "
+            "no anatomy to learn, so leave it out of the cohort."
+        )
 
 
 def _check_one_orientation(paths: list[Path], orientations: list[str]) -> None:

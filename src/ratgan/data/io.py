@@ -602,7 +602,9 @@ def _nifti_files(folder: Path) -> list[Path]:
 
 def _from_csv(csv_path: Path) -> list[ScanEntry]:
     try:
-        with csv_path.open(newline="") as fh:
+        # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte order mark, which would
+        # otherwise become part of the first column's name (and hide the image column)
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             rows = list(reader)
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
@@ -676,7 +678,28 @@ def _from_pattern(pattern: str) -> list[ScanEntry]:
     )
     if not files:
         raise RatganError(f"pattern {pattern} matches no .nii or .nii.gz files.")
+    for f in files:
+        # a recursive pattern over a folder of list_scans' layout also matches its label maps,
+        # which would then be read as scans (their shape and affine are the scans')
+        scan = _scan_of_label_map(f)
+        if scan is not None:
+            raise RatganError(
+                f"pattern {pattern} matches {f}, the label map of scan {scan}; narrow the "
+                f"pattern to the scans, or give the folder {f.parent.parent} instead."
+            )
     return [ScanEntry(image=f) for f in files]
+
+
+def _scan_of_label_map(path: Path) -> Path | None:
+    """The scan whose label map ``path`` is in a :func:`list_scans` folder layout
+    (``F/labels/NAME`` beside ``F/images/NAME``, or inside a folder holding ``F/NAME``)."""
+    if path.parent.name != "labels":
+        return None
+    folder = path.parent.parent
+    for scan in (folder / "images" / path.name, folder / path.name):
+        if scan.is_file():
+            return scan
+    return None
 
 
 def _require_labels(entries: list[ScanEntry]) -> None:
@@ -690,6 +713,20 @@ def _require_labels(entries: list[ScanEntry]) -> None:
             )
 
 
+def _refuse_duplicates(entries: list[ScanEntry]) -> None:
+    """Raise RatganError naming the first scan file that is listed twice (under another name
+    through a symlink, or on two rows of a CSV): it would weigh twice in a cohort and could
+    sit on both sides of a train/test split."""
+    seen: dict[Path, Path] = {}
+    for e in entries:
+        key = e.image.resolve()
+        if key in seen:
+            raise RatganError(
+                f"scan {e.image} is the same file as {seen[key]}; list each scan once."
+            )
+        seen[key] = e.image
+
+
 def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEntry]:
     """List the scans (and label maps) of a folder, glob pattern or CSV file, sorted.
 
@@ -697,7 +734,9 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     file names in a sibling ``labels/`` folder; any other folder holds scans directly, with
     label maps of the same names in an optional ``labels/`` subfolder.  A CSV
     file has columns ``image`` and optionally ``label`` (relative paths are relative to the
-    CSV).  With ``require_labels`` every scan must have a label map.
+    CSV).  With ``require_labels`` every scan must have a label map.  A scan file listed twice
+    (a symlink to another, a repeated CSV row), and a glob pattern that matches the label maps
+    of such a folder, are refused.
     """
     text = str(source)
     src = Path(source)
@@ -713,6 +752,7 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
         entries = _from_pattern(text)
     else:
         raise RatganError(f"scan source {text} does not exist.")
+    _refuse_duplicates(entries)
     if require_labels:
         _require_labels(entries)
     return entries
