@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from ratgan.errors import RatganError
-
-if TYPE_CHECKING:
-    from ratgan.arrays import IntArray
-    from ratgan.data.io import Scan
 
 log = logging.getLogger(__name__)
 
@@ -82,33 +74,14 @@ def _phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-def _in_ras(scan: Scan, labels: IntArray | None) -> tuple[Scan, IntArray | None]:
-    """``scan`` and its label map in RAS voxel order (axes permuted and flipped only).
-
-    The figure names its panels coronal, sagittal and axial by voxel axes 1, 0 and 2, which
-    holds in RAS order only: a scan stored as e.g. PIR had its axial plane called coronal.
-    A scan whose affine has no orientation is drawn as stored, with a warning.
-    """
-    from ratgan.data.io import canonical_scan, orientation_code
-
-    code = orientation_code(scan.affine)
-    if code == "RAS":
-        return scan, labels
-    if "?" in code:
-        log.warning(
-            "scan file %s has no orientation (its affine is singular or not finite): it is "
-            "drawn in its stored voxel order, and its panels' plane names may be wrong",
-            scan.path,
-        )
-        return scan, labels
-    if labels is not None:  # same affine as the scan (read_label checked), so the same turn
-        turned = canonical_scan(replace(scan, data=labels.astype(np.float32))).data
-        labels = np.rint(turned).astype(np.int64)
-    return canonical_scan(scan), labels
-
-
 def _show(args: argparse.Namespace) -> int:
-    from ratgan.data.io import format_voxel_size, read_label, read_scan, same_voxel_size
+    from ratgan.data.io import (
+        format_voxel_size,
+        read_label,
+        read_scan,
+        same_voxel_size,
+        scan_in_ras,
+    )
     from ratgan.viz import orthogonal_views
 
     if args.out.suffix.lower() != ".png":
@@ -128,7 +101,7 @@ def _show(args: argparse.Namespace) -> int:
         else None
     )
     given = labels if labels is not None else [None] * len(scans)
-    pairs = [_in_ras(scan, lab) for scan, lab in zip(scans, given, strict=True)]
+    pairs = [scan_in_ras(scan, lab) for scan, lab in zip(scans, given, strict=True)]
     scans = [scan for scan, _ in pairs]
     if labels is not None:
         labels = [lab for _, lab in pairs]

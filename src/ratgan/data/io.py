@@ -337,6 +337,30 @@ def canonical_scan(scan: Scan) -> Scan:
     )
 
 
+def scan_in_ras(scan: Scan, labels: IntArray | None = None) -> tuple[Scan, IntArray | None]:
+    """``scan`` and its label map (same affine) in RAS voxel order (:func:`canonical_scan`:
+    axes permuted and flipped only), for a figure that names its planes by voxel axes.
+
+    A scan whose affine has no orientation is returned as stored, with a warning.
+    """
+    code = orientation_code(scan.affine)
+    if code == "RAS":
+        return scan, labels
+    if "?" in code:
+        log.warning(
+            "scan file %s has no orientation (its affine is singular or not finite): it is "
+            "drawn in its stored voxel order, and its panels' plane names may be wrong",
+            scan.path,
+        )
+        return scan, labels
+    if labels is not None:  # the same affine as the scan (read_label checks), so the same turn
+        turned = canonical_scan(
+            Scan(labels.astype(np.float32), scan.affine, scan.header, scan.path)
+        )
+        labels = np.rint(turned.data).astype(np.int64)
+    return canonical_scan(scan), labels
+
+
 def scan_content_sha256(path: str | Path) -> str:
     """SHA-256 of a scan's voxel values (float32) in RAS order with their shape: the same image
     stored in another orientation, with other compression or under another name has the same
