@@ -14,6 +14,7 @@ BASE = {
     "digests": set(),
     "config": {"errors", "atomic"},
     "devices": {"errors"},
+    "folder_lock": {"errors"},
     "runs": {"config", "errors", "atomic"},
     "viz": {"atomic", "arrays"},
 }

@@ -21,6 +21,7 @@ from ratgan.atomic import atomic_write_text
 from ratgan.config import Config, load_config
 from ratgan.data.io import list_scans, read_scan
 from ratgan.errors import RatganError
+from ratgan.folder_lock import FolderLock
 from ratgan.runs import run_paths
 from ratgan.training import checkpoint as ckpt
 
@@ -61,66 +62,70 @@ def run_demo(
     from ratgan.training.run import train
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    data_dir, run_dir, synth_dir = out / "phantom", out / "run", out / "synthetic"
+    # the stages lock their own folders inside this one (the lock is re-entrant per process)
+    with FolderLock(out, "ratgan demo") as lock:
+        timings: dict[str, float] = {}
+        data_dir, run_dir, synth_dir = out / "phantom", out / "run", out / "synthetic"
 
-    overrides: dict = {"train.seed": seed, "train.device": device}
-    if iterations is not None:
-        overrides["train.iterations"] = iterations
-    cfg = load_config(config, overrides)
-    _refuse_another_demo(out, cfg, seed, subjects + heldout)
+        overrides: dict = {"train.seed": seed, "train.device": device}
+        if iterations is not None:
+            overrides["train.iterations"] = iterations
+        cfg = load_config(config, overrides)
+        _refuse_another_demo(out, cfg, seed, subjects + heldout)
+        lock.create()
 
-    with _stage("phantom cohort", timings, progress):
-        train_dir, held_dir = demo_cohort(data_dir, subjects, heldout, seed, progress)
+        with _stage("phantom cohort", timings, progress):
+            train_dir, held_dir = demo_cohort(data_dir, subjects, heldout, seed, progress)
 
-    with _stage("training", timings, progress):
-        # an earlier demo's run goes on; one killed before its first checkpoint starts again
-        resume = bool(ckpt.list_checkpoints(run_dir)) or run_paths(run_dir).data.is_file()
-        train(
-            cfg,
-            train_dir,
-            run_dir,
-            resume=resume,
-            progress=progress,
-            probe_factory=quality_probe_factory,
+        with _stage("training", timings, progress):
+            # an earlier demo's run goes on; one killed before its first checkpoint starts again
+            resume = bool(ckpt.list_checkpoints(run_dir)) or run_paths(run_dir).data.is_file()
+            train(
+                cfg,
+                train_dir,
+                run_dir,
+                resume=resume,
+                progress=progress,
+                probe_factory=quality_probe_factory,
+            )
+            paths = run_paths(run_dir)
+            plot_loss_curves(paths.metrics, paths.loss_curves)
+            plot_quality_curves(paths.metrics, paths.quality_curves)
+
+        with _stage("generation", timings, progress):
+            shutil.rmtree(synth_dir, ignore_errors=True)  # the demo's own scans of an earlier run
+            generate_scans(
+                run_dir,
+                n_synthetic,
+                synth_dir,
+                seed=seed,
+                device=device,
+                progress=progress,
+                codes=codes,
+                kde_width=kde_width,
+            )
+
+        with _stage("figures", timings, progress):
+            figures = _figures(held_dir, synth_dir, out / "figures")
+
+        with _stage("evaluation", timings, progress):
+            evaluation = _evaluate(
+                train_dir, held_dir, synth_dir, out / "evaluation", seed, progress
+            )
+
+        report = out / "report.md"
+        sampling = (
+            f"codes from a kernel density of width {kde_width:g} around the encoder's codes of "
+            "the training scans (`--codes kde`; the memorisation table below checks them for "
+            "near-copies)"
+            if codes == "kde"
+            else "codes from the prior N(0, I)"
         )
-        paths = run_paths(run_dir)
-        plot_loss_curves(paths.metrics, paths.loss_curves)
-        plot_quality_curves(paths.metrics, paths.quality_curves)
-
-    with _stage("generation", timings, progress):
-        shutil.rmtree(synth_dir, ignore_errors=True)  # the demo's own scans of an earlier run
-        generate_scans(
-            run_dir,
-            n_synthetic,
-            synth_dir,
-            seed=seed,
-            device=device,
-            progress=progress,
-            codes=codes,
-            kde_width=kde_width,
-        )
-
-    with _stage("figures", timings, progress):
-        figures = _figures(held_dir, synth_dir, out / "figures")
-
-    with _stage("evaluation", timings, progress):
-        evaluation = _evaluate(train_dir, held_dir, synth_dir, out / "evaluation", seed, progress)
-
-    report = out / "report.md"
-    sampling = (
-        f"codes from a kernel density of width {kde_width:g} around the encoder's codes of the "
-        "training scans (`--codes kde`; the memorisation table below checks them for "
-        "near-copies)"
-        if codes == "kde"
-        else "codes from the prior N(0, I)"
-    )
-    _write_report(
-        report, cfg, run_dir, figures, evaluation, timings, subjects, heldout, n_synthetic,
-        sampling,
-    )  # fmt: skip
-    return report
+        _write_report(
+            report, cfg, run_dir, figures, evaluation, timings, subjects, heldout, n_synthetic,
+            sampling,
+        )  # fmt: skip
+        return report
 
 
 def _refuse_another_demo(out: Path, cfg: Config, seed: int, cohort_size: int) -> None:

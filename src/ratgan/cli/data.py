@@ -59,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _phantom(args: argparse.Namespace) -> int:
     from ratgan.data.phantom import write_cohort
+    from ratgan.folder_lock import FolderLock
 
     if args.subjects < 1:
         raise RatganError(f"--subjects must be at least 1 (got {args.subjects}).")
@@ -66,7 +67,9 @@ def _phantom(args: argparse.Namespace) -> int:
         raise RatganError(f"--seed must not be negative (got {args.seed}).")
     if args.out.exists() and not args.out.is_dir():
         raise RatganError(f"output folder {args.out} is a file.")
-    paths = write_cohort(args.out, args.subjects, args.seed, progress=not args.no_progress)
+    with FolderLock(args.out, "ratgan phantom") as lock:
+        lock.create()
+        paths = write_cohort(args.out, args.subjects, args.seed, progress=not args.no_progress)
     print(
         f"wrote {len(paths)} scans to {args.out / 'images'} and their label maps to "
         f"{args.out / 'labels'}"

@@ -307,32 +307,35 @@ def _train_ldm(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """`ratgan generate`."""
+    """`ratgan generate` (the folder locked through the copy check, which writes into it)."""
+    from ratgan.folder_lock import FolderLock
     from ratgan.generation import generate_scans
 
-    paths = generate_scans(
-        args.run,
-        args.n,
-        args.out,
-        seed=args.seed,
-        reference=args.reference,
-        batch_size=args.batch_size,
-        device=args.device,
-        checkpoint=args.checkpoint,
-        progress=not args.no_progress,
-        precision=args.precision,
-        writers=args.writers,
-        weights=args.weights,
-        sampler=args.sampler,
-        steps=args.steps,
-        codes=args.codes,
-        kde_width=args.kde_width,
-    )
-    print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
-    if args.copy_check == "on" or (args.copy_check == "auto" and args.codes == "kde"):
-        from ratgan.evaluation.copy_check import check_generated, describe
+    with FolderLock(args.out, "ratgan generate") as lock:
+        paths = generate_scans(
+            args.run,
+            args.n,
+            args.out,
+            seed=args.seed,
+            reference=args.reference,
+            batch_size=args.batch_size,
+            device=args.device,
+            checkpoint=args.checkpoint,
+            progress=not args.no_progress,
+            precision=args.precision,
+            writers=args.writers,
+            weights=args.weights,
+            sampler=args.sampler,
+            steps=args.steps,
+            codes=args.codes,
+            kde_width=args.kde_width,
+            lock=lock,
+        )
+        print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
+        if args.copy_check == "on" or (args.copy_check == "auto" and args.codes == "kde"):
+            from ratgan.evaluation.copy_check import check_generated, describe
 
-        print(describe(check_generated(args.run, paths, args.out, not args.no_progress)))
+            print(describe(check_generated(args.run, paths, args.out, not args.no_progress)))
     return 0
 
 

@@ -23,6 +23,7 @@ from ratgan.evaluation.prepare import ScanSet
 from ratgan.evaluation.protocol import FeatureSpace, evaluate
 from ratgan.evaluation.results import EvaluationResult
 from ratgan.evaluation.settings import EvaluationSettings
+from ratgan.folder_lock import FolderLock
 
 __all__ = [
     "EvaluationResult",
@@ -54,7 +55,9 @@ def run_evaluation(
     saw, used for the reference row.  ``feature_spaces``: where set-level distances are
     measured (default: the fixed random 3D features, then the anatomy space fitted on the real
     scans' label maps, skipped with the reason when there are none or ``settings.anatomy`` is
-    False).  Returns the result (its numbers are also in ``metrics.json``).
+    False).  Returns the result (its numbers are also in ``metrics.json``).  ``out_dir`` is
+    locked against other ratgan processes while the evaluation writes there
+    (:mod:`ratgan.folder_lock`).
     """
     from ratgan.evaluation.prepare import load_set, resolve_source
     from ratgan.evaluation.report import write_report
@@ -81,45 +84,48 @@ def run_evaluation(
     )
     if held_set is not None:
         _refuse_overlap(real_set, held_set)
-    sets = []
-    for k, (name, source) in enumerate(synthetic.items()):
-        src, run = resolve_source(
-            name,
-            source,
-            out_dir,
-            n_generate or len(real_set),
-            settings.seed + k,
-            real_set.paths[0],
-            settings.device,
-            settings.progress,
-        )
-        s = load_set(name, src, real_set.shape, settings.progress, None, real_set.voxel_size)
-        _warn_overlap(s, [real_set] + ([held_set] if held_set is not None else []))
-        if len(s) < 2:
-            raise RatganError(
-                f"synthetic set {name!r} holds {len(s)} scan; at least 2 are "
-                "needed (MS-SSIM compares scans inside a set)."
+    with FolderLock(out_dir, "ratgan evaluate") as lock:
+        sets = []
+        for k, (name, source) in enumerate(synthetic.items()):
+            src, run = resolve_source(
+                name,
+                source,
+                out_dir,
+                n_generate or len(real_set),
+                settings.seed + k,
+                real_set.paths[0],
+                settings.device,
+                settings.progress,
+                lock,
             )
-        s.generated_from = run
-        sets.append(s)
-    load_s = time.perf_counter() - t0
-    t = time.perf_counter()
-    if feature_spaces is None:
-        from ratgan.evaluation.anatomy_stage import anatomy_space
-        from ratgan.evaluation.protocol import default_feature_spaces
+            s = load_set(name, src, real_set.shape, settings.progress, None, real_set.voxel_size)
+            _warn_overlap(s, [real_set] + ([held_set] if held_set is not None else []))
+            if len(s) < 2:
+                raise RatganError(
+                    f"synthetic set {name!r} holds {len(s)} scan; at least 2 are "
+                    "needed (MS-SSIM compares scans inside a set)."
+                )
+            s.generated_from = run
+            sets.append(s)
+        load_s = time.perf_counter() - t0
+        t = time.perf_counter()
+        if feature_spaces is None:
+            from ratgan.evaluation.anatomy_stage import anatomy_space
+            from ratgan.evaluation.protocol import default_feature_spaces
 
-        feature_spaces = [*default_feature_spaces(settings), anatomy_space(real_set, settings)]
-    fit_s = time.perf_counter() - t
-    result = evaluate(real_set, sets, settings, held_set, feature_spaces)
-    result.timing_s["loading"] = load_s
-    result.timing_s["feature spaces: fit"] = fit_s
-    t = time.perf_counter()
-    write_report(result, out_dir, figures=figures)
-    result.timing_s["report"] = time.perf_counter() - t
-    from ratgan.evaluation.report import write_json
+            feature_spaces = [*default_feature_spaces(settings), anatomy_space(real_set, settings)]
+        fit_s = time.perf_counter() - t
+        result = evaluate(real_set, sets, settings, held_set, feature_spaces)
+        result.timing_s["loading"] = load_s
+        result.timing_s["feature spaces: fit"] = fit_s
+        t = time.perf_counter()
+        lock.create()  # a new report folder is made here, every input checked
+        write_report(result, out_dir, figures=figures)
+        result.timing_s["report"] = time.perf_counter() - t
+        from ratgan.evaluation.report import write_json
 
-    write_json(result, out_dir / "metrics.json")
-    return result
+        write_json(result, out_dir / "metrics.json")
+        return result
 
 
 def _refuse_overlap(real: ScanSet, heldout: ScanSet) -> None:

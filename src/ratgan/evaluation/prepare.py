@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ratgan.errors import RatganError
+from ratgan.folder_lock import FolderLock
 from ratgan.runs import is_run_folder
 
 if TYPE_CHECKING:
@@ -265,12 +266,14 @@ def resolve_source(
     reference: Path | None,
     device: str = "auto",
     progress: bool = True,
+    lock: FolderLock | None = None,
 ) -> tuple[Path, str | None]:
     """The scan source to read for ``source``: itself, or scans generated from a run folder.
 
     Returns (folder or pattern to read, run folder or None).  Scans of a run are written to
     ``out_dir/generated/NAME`` with ``seed`` and ``reference``'s header.  A folder of an
-    unfinished ``ratgan generate`` is refused (:func:`check_finished`).
+    unfinished ``ratgan generate`` is refused (:func:`check_finished`).  ``lock``, the caller's
+    lock of ``out_dir``, creates and locks that folder before scans are generated into it.
     """
     if not is_run_folder(source):
         from ratgan.data.io import list_scans
@@ -282,6 +285,8 @@ def resolve_source(
         return src, None
     from ratgan.generation import generate_scans
 
+    if lock is not None:
+        lock.create()
     target = out_dir / "generated" / _safe(name)
     if target.is_dir():  # this evaluation's own folder: its earlier scans are replaced
         shutil.rmtree(target)

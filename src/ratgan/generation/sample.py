@@ -12,6 +12,7 @@ import logging
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from ratgan.config import Config
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
+from ratgan.folder_lock import FolderLock
 from ratgan.generation.output import OutputFolder
 from ratgan.generation.reference import check_reference
 from ratgan.models import Generator
@@ -293,6 +295,7 @@ def generate_scans(
     steps: int | None = None,
     codes: str = "prior",
     kde_width: float = 1.5,
+    lock: FolderLock | None = None,
 ) -> list[Path]:
     """Write ``n`` synthetic scans (and label maps for joint models) plus ``manifest.json``.
 
@@ -308,7 +311,9 @@ def generate_scans(
     gzip compression releases the GIL, and on a GPU writing is otherwise the bottleneck.
 
     ``out_dir`` must be empty, new, or hold an earlier generation of the same run and settings
-    (which is then completed or replaced whole); see :mod:`ratgan.generation.output`.
+    (which is then completed or replaced whole); see :mod:`ratgan.generation.output`.  It is
+    locked against other ratgan processes (:mod:`ratgan.folder_lock`) for the call, or by
+    ``lock``, the caller's (entered) lock of ``out_dir``, which the caller holds on after it.
     """
     from tqdm.auto import tqdm
 
@@ -320,65 +325,69 @@ def generate_scans(
         raise RatganError(f"--writers must be at least 1 (got {writers}).")
     writers = writers or max(1, min(8, os.cpu_count() or 1))
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    folder = OutputFolder.inspect(out_dir, prefix)  # before any work: refuse a foreign folder
-    source = load_source(
-        run_dir, checkpoint, device, precision, weights, sampler, steps, codes, kde_width
-    )
-    cfg = source.config
-    scan, info = _reference(run_dir, reference, cfg)
-    settings = _set_settings(run_dir, source, scan.path, seed, batch_size, prefix)
-    folder.claim(settings, n, str(run_dir.resolve()))
-    suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
-    records, written = [], []
-    bar = tqdm(total=n, disable=not progress, unit="scan", desc="generate")
-    pending: deque[Future] = deque()
+    with ExitStack() as stack:
+        if lock is None:
+            lock = stack.enter_context(FolderLock(out_dir, "ratgan generate"))
+        folder = OutputFolder.inspect(out_dir, prefix)  # before any work: refuse a foreign folder
+        source = load_source(
+            run_dir, checkpoint, device, precision, weights, sampler, steps, codes, kde_width
+        )
+        cfg = source.config
+        scan, info = _reference(run_dir, reference, cfg)
+        settings = _set_settings(run_dir, source, scan.path, seed, batch_size, prefix)
+        lock.create()  # a new folder is made here, every input checked
+        folder.claim(settings, n, str(run_dir.resolve()))
+        suffix = ".nii.gz" if str(scan.path).endswith(".gz") else ".nii"
+        records, written = [], []
+        bar = tqdm(total=n, disable=not progress, unit="scan", desc="generate")
+        pending: deque[Future] = deque()
 
-    def finish_oldest() -> None:
-        record, path = pending.popleft().result()  # re-raises a writer's error
-        records.append(record)
-        written.append(path)
-        bar.update(1)
+        def finish_oldest() -> None:
+            record, path = pending.popleft().result()  # re-raises a writer's error
+            records.append(record)
+            written.append(path)
+            bar.update(1)
 
-    with ThreadPoolExecutor(writers, thread_name_prefix="ratgan-write") as pool:
-        for start in range(0, n, batch_size):
-            seeds = [scan_seed(seed, i) for i in range(start, min(n, start + batch_size))]
-            # Every batch has the same size (the last one is padded with extra codes), so a
-            # scan's values do not depend on n: kernels may sum in another order per batch size.
-            padded = seeds + [scan_seed(seed, n + i) for i in range(batch_size - len(seeds))]
-            volumes = source.sample(padded)
-            # strict=False: the padding codes' volumes are dropped here.
-            for offset, (s, vol) in enumerate(zip(seeds, volumes, strict=False)):
-                index = start + offset
-                name = f"{prefix}_{index:05d}{suffix}"
-                record = {
-                    "file": name,
-                    "index": index,
-                    "seed": s,
-                    "generation_seed": seed,
-                    **source.record(),
-                    "reference": str(scan.path),
-                    "precision": cfg.train.precision,
-                    "batch_size": batch_size,
-                }
-                pending.append(
-                    pool.submit(
-                        _export,
-                        vol,
-                        out_dir,
-                        name,
-                        scan,
-                        info,
-                        record,
-                        bool(cfg.data.label_channels),
+        with ThreadPoolExecutor(writers, thread_name_prefix="ratgan-write") as pool:
+            for start in range(0, n, batch_size):
+                seeds = [scan_seed(seed, i) for i in range(start, min(n, start + batch_size))]
+                # Every batch has the same size (the last one is padded with extra codes), so a
+                # scan's values do not depend on n: kernels may sum in another order per batch size.
+                padded = seeds + [scan_seed(seed, n + i) for i in range(batch_size - len(seeds))]
+                volumes = source.sample(padded)
+                # strict=False: the padding codes' volumes are dropped here.
+                for offset, (s, vol) in enumerate(zip(seeds, volumes, strict=False)):
+                    index = start + offset
+                    name = f"{prefix}_{index:05d}{suffix}"
+                    record = {
+                        "file": name,
+                        "index": index,
+                        "seed": s,
+                        "generation_seed": seed,
+                        **source.record(),
+                        "reference": str(scan.path),
+                        "precision": cfg.train.precision,
+                        "batch_size": batch_size,
+                    }
+                    pending.append(
+                        pool.submit(
+                            _export,
+                            vol,
+                            out_dir,
+                            name,
+                            scan,
+                            info,
+                            record,
+                            bool(cfg.data.label_channels),
+                        )
                     )
-                )
-            while len(pending) > writers + batch_size:  # bounded memory: at most ~2 batches
+                while len(pending) > writers + batch_size:  # bounded memory: at most ~2 batches
+                    finish_oldest()
+            while pending:
                 finish_oldest()
-        while pending:
-            finish_oldest()
-    bar.close()
-    folder.finish(settings, n, str(run_dir.resolve()), records)
-    return written
+        bar.close()
+        folder.finish(settings, n, str(run_dir.resolve()), records)
+        return written
 
 
 def _set_settings(

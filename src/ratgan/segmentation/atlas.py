@@ -39,6 +39,7 @@ import numpy as np
 from ratgan.atomic import atomic_path
 from ratgan.errors import RatganError
 from ratgan.digests import file_sha256
+from ratgan.folder_lock import FolderLock
 from ratgan.segmentation.files import check_unique_names
 
 NUM_LABELS = 4
@@ -231,7 +232,8 @@ def label_scans(
     the cache, from which a rerun continues; they are renamed into ``out_dir`` only once all
     are written, so a failure while writing leaves its previous maps.  An ``out_dir`` where a
     label map would overwrite a target or an atlas file is refused first
-    (:func:`check_out_dir`).
+    (:func:`check_out_dir`).  ``out_dir`` is locked against other ratgan processes while this
+    writes there (:mod:`ratgan.folder_lock`).
     """
     from tqdm.auto import tqdm
 
@@ -243,46 +245,49 @@ def label_scans(
     check_out_dir(out_dir, targets, [p for a in atlases for p in (a.image, a.label)])
     names = [Path(t).name for t in targets]
     check_inputs(targets, atlases, volume_index)
-    keys = [cache_key(t, atlases, params, volume_index) for t in targets]
-    cached = {k: cache / f"{k}.nii.gz" for k in keys}
-    todo = [i for i, k in enumerate(keys) if not cached[k].is_file()]
+    with FolderLock(out_dir, "ratgan label") as lock:
+        keys = [cache_key(t, atlases, params, volume_index) for t in targets]
+        cached = {k: cache / f"{k}.nii.gz" for k in keys}
+        todo = [i for i, k in enumerate(keys) if not cached[k].is_file()]
+        if todo and out_dir.resolve() in cache.resolve().parents:
+            lock.create()  # the cache is written into out_dir from the first registration on
 
-    def store(i: int, labels: np.ndarray) -> None:
-        scan = read_scan(targets[i], volume_index)
-        write_nifti(cached[keys[i]], labels, scan.affine, dtype=np.dtype(np.uint8))
+        def store(i: int, labels: np.ndarray) -> None:
+            scan = read_scan(targets[i], volume_index)
+            write_nifti(cached[keys[i]], labels, scan.affine, dtype=np.dtype(np.uint8))
 
-    with tqdm(total=len(targets), desc=desc, unit="scan", disable=not progress) as bar:
-        bar.update(len(targets) - len(todo))
-        if todo and workers > 1:
-            import multiprocessing as mp
+        with tqdm(total=len(targets), desc=desc, unit="scan", disable=not progress) as bar:
+            bar.update(len(targets) - len(todo))
+            if todo and workers > 1:
+                import multiprocessing as mp
 
-            # spawn: a fresh interpreter per worker, so ITK starts with one thread and no
-            # state (or threads) of the parent is copied
-            with ProcessPoolExecutor(
-                min(workers, len(todo)), mp.get_context("spawn"), initializer=_one_thread
-            ) as pool:
-                jobs = {
-                    pool.submit(atlas_label, targets[i], atlases, params, volume_index): i
-                    for i in todo
-                }
-                store_as_completed(jobs, store, bar.update)
-        else:
-            for i in todo:
-                store(i, atlas_label(targets[i], atlases, params, volume_index))
-                bar.update()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    # every map is written under a temporary name and renamed only once all are written, so a
-    # failure while writing (a kill, a full disk) leaves out_dir's previous maps, not a mixture
-    with ExitStack() as stack:
-        for i, target in enumerate(targets):
-            scan = read_scan(target, volume_index)
-            labels = _read_cached(cached[keys[i]], scan)
-            suffix = ".nii.gz" if names[i].endswith(".gz") else ".nii"
-            tmp = stack.enter_context(atomic_path(out_dir / names[i], suffix))
-            write_nifti(tmp, labels, scan.affine, header=scan.header, dtype=np.dtype(np.uint8))
-            written.append(out_dir / names[i])
-    return written
+                # spawn: a fresh interpreter per worker, so ITK starts with one thread and no
+                # state (or threads) of the parent is copied
+                with ProcessPoolExecutor(
+                    min(workers, len(todo)), mp.get_context("spawn"), initializer=_one_thread
+                ) as pool:
+                    jobs = {
+                        pool.submit(atlas_label, targets[i], atlases, params, volume_index): i
+                        for i in todo
+                    }
+                    store_as_completed(jobs, store, bar.update)
+            else:
+                for i in todo:
+                    store(i, atlas_label(targets[i], atlases, params, volume_index))
+                    bar.update()
+        lock.create()
+        written = []
+        # every map is written under a temporary name and renamed only once all are written, so a
+        # failure while writing (a kill, a full disk) leaves out_dir's previous maps, not a mixture
+        with ExitStack() as stack:
+            for i, target in enumerate(targets):
+                scan = read_scan(target, volume_index)
+                labels = _read_cached(cached[keys[i]], scan)
+                suffix = ".nii.gz" if names[i].endswith(".gz") else ".nii"
+                tmp = stack.enter_context(atomic_path(out_dir / names[i], suffix))
+                write_nifti(tmp, labels, scan.affine, header=scan.header, dtype=np.dtype(np.uint8))
+                written.append(out_dir / names[i])
+        return written
 
 
 def store_as_completed(

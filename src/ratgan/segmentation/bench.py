@@ -34,6 +34,7 @@ from typing import Any
 from ratgan.atomic import atomic_write_json
 from ratgan.digests import FileDigests
 from ratgan.errors import RatganError
+from ratgan.folder_lock import FolderLock, remove_if_empty
 from ratgan.segmentation.data import SegSet, brain_box, find_entries, load_set
 from ratgan.segmentation.files import describe_changes, entry_digests
 from ratgan.segmentation.labels import (
@@ -331,13 +332,24 @@ class Benchmark:
 
         A failure keeps what the benchmark wrote (a rerun continues from it, and
         quality_gate.json says why scans were rejected), but not an --out that this call
-        created and left empty."""
-        try:
-            return self._run()
-        except BaseException:
-            if self.created and self.out.is_dir() and not any(self.out.iterdir()):
-                self.out.rmdir()
-            raise
+        created and left empty.  The folder is locked against other ratgan processes
+        (:mod:`ratgan.folder_lock`), and checked again under the lock: another benchmark may
+        have written it since :func:`prepare` checked it."""
+        with FolderLock(self.out, "ratgan segbench"):
+            try:
+                self._check_again()
+                return self._run()
+            except BaseException:
+                if self.created:
+                    remove_if_empty(self.out)
+                raise
+
+    def _check_again(self) -> None:
+        """:func:`prepare`'s checks of what the folder holds."""
+        s = self.state
+        check_folder(self.out, self.opt.fingerprint())
+        names = {k: [s.real.names[i] for i in v] for k, v in s.split.to_dict().items()}
+        check_data(self.out, self.opt, s.data, names)
 
     def _run(self) -> dict:
         from tqdm.auto import tqdm

@@ -38,6 +38,7 @@ from ratgan.data.dataset import Cohort, EndlessBatches, load_cohort
 from ratgan.data.transforms import PreprocessInfo, inverse_preprocess
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
+from ratgan.folder_lock import FolderLock
 from ratgan.models.ldm import (
     LatentDiffusion,
     build_latent_diffusion,
@@ -102,7 +103,23 @@ def train_ldm(
         raise RatganError("an ldm run trains in one process; start it without torchrun.")
     run_dir = Path(run_dir)
     device = select_device(cfg.train.device)
-    guard = None if resume else NewRunGuard(run_dir)
+    with FolderLock(run_dir, "ratgan train") as lock:
+        return _train_ldm(cfg, data_source, run_dir, resume, progress, probe_factory, device, lock)
+
+
+def _train_ldm(
+    cfg: Config,
+    data_source: str | Path | None,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    probe_factory: VolumeProbeFactory | None,
+    device: torch.device,
+    lock: FolderLock,
+) -> LDMTrainResult:
+    """:func:`train_ldm` with the run folder locked by ``lock`` if it exists (else created and
+    locked once the new run's data has been read)."""
+    guard = None if resume else NewRunGuard(run_dir, lock)  # after the lock: keeps its file
     try:
         cfg = prepare_run_dir(run_dir, cfg, resume, is_main=True)
         if resume:
@@ -112,7 +129,7 @@ def train_ldm(
         else:
             cohort = load_cohort(data_source, cfg.data, progress=progress)
             # as for a GAN run: the folder (config and data record) only once the data is read
-            write_new_run(run_dir, cfg, data_source, cohort)
+            write_new_run(run_dir, cfg, data_source, cohort, lock)
         probe = None
         if cfg.train.eval_every:
             if probe_factory is None:

@@ -26,6 +26,7 @@ from ratgan.data.augment import BatchAugmenter
 from ratgan.data.dataset import Cohort, EndlessBatches, load_cohort
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
+from ratgan.folder_lock import FolderLock
 from ratgan.models import Generator, Networks, build_networks
 from ratgan.runs import run_paths
 from ratgan.training import checkpoint as ckpt
@@ -119,7 +120,31 @@ def train(
     run_dir = Path(run_dir)
     device = select_device(cfg.train.device)
     info, device = distributed.setup(device)
-    guard = NewRunGuard(run_dir) if not resume and info.is_main else None
+    try:
+        # rank 0 alone holds the run folder: the other ranks share it and write nothing there
+        with FolderLock(run_dir, "ratgan train", enabled=info.is_main) as lock:
+            return _train(
+                cfg, data_source, run_dir, resume, progress, probe_factory, info, device, lock
+            )
+    finally:
+        distributed.teardown(info)
+
+
+def _train(
+    cfg: Config,
+    data_source: str | Path | None,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    probe_factory: ProbeFactory | None,
+    info: distributed.DistInfo,
+    device: torch.device,
+    lock: FolderLock,
+) -> TrainResult:
+    """:func:`train` with the run folder locked by ``lock`` if it exists (else created and
+    locked once the new run's data has been read)."""
+    # after the lock: the guard's record of the folder holds the lock file, kept on failure
+    guard = NewRunGuard(run_dir, lock) if not resume and info.is_main else None
     try:
         cfg = prepare_run_dir(run_dir, cfg, resume, is_main=info.is_main)
         if resume:
@@ -136,7 +161,7 @@ def train(
                 progress=progress and info.is_main,
             )
             if info.is_main:
-                write_new_run(run_dir, cfg, data_source, cohort)
+                write_new_run(run_dir, cfg, data_source, cohort, lock)
         probe = None
         if cfg.train.eval_every and info.is_main:
             if probe_factory is None:
@@ -162,8 +187,6 @@ def train(
         if guard is not None:  # a new run that failed before its first checkpoint
             guard.discard_if_unfinished()
         raise
-    finally:
-        distributed.teardown(info)
 
 
 def _prepare_device(device: torch.device) -> None:

@@ -26,6 +26,7 @@ from ratgan.data.dataset import Cohort, load_entries
 from ratgan.data.io import ScanEntry, list_scans
 from ratgan.digests import file_sha256
 from ratgan.errors import RatganError
+from ratgan.folder_lock import FolderLock
 from ratgan.runs import (
     RunData,
     RunScan,
@@ -40,10 +41,13 @@ from ratgan.training import checkpoint as ckpt
 log = logging.getLogger(__name__)
 
 
-def write_new_run(run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort) -> None:
-    """Create the run folder with its resolved config and data record (the training scans,
-    their content digests, orientations, voxel sizes and preprocessing)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def write_new_run(
+    run_dir: Path, cfg: Config, source: str | Path, cohort: Cohort, lock: FolderLock
+) -> None:
+    """Create the run folder (locked by ``lock``: see :meth:`FolderLock.create`) with its
+    resolved config and data record (the training scans, their content digests, orientations,
+    voxel sizes and preprocessing)."""
+    lock.create()
     write_run_config(run_dir, cfg)
     orientations: list[str | None] = [*cohort.orientations] or [None] * len(cohort.entries)
     sizes: list[tuple[float, float, float] | None] = [*cohort.voxel_sizes] or [None] * len(
@@ -165,10 +169,12 @@ def _warn_if_source_changed(source: str, entries: list[ScanEntry], note: str) ->
 
 class NewRunGuard:
     """What the run folder held before a new run started, so that a run failing before its
-    first checkpoint can remove what it added (and the folder, if it created it)."""
+    first checkpoint can remove what it added (and the folder, if it created it).  Made once
+    ``lock`` holds the folder, if it exists: its lock file is then kept."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, lock: FolderLock) -> None:
         self.run_dir = run_dir
+        self.lock = lock
         self.existed = run_dir.is_dir()
         self.before = {p.name for p in run_dir.iterdir()} if self.existed else set()
 
@@ -176,6 +182,8 @@ class NewRunGuard:
         """Remove what the run added, unless it wrote a checkpoint (then it can be resumed)."""
         if not self.run_dir.is_dir() or ckpt.list_checkpoints(self.run_dir):
             return
+        if not self.existed and not self.lock.created:
+            return  # another process created the folder meanwhile: nothing in it is ours
         if not self.existed:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             return

@@ -31,6 +31,7 @@ from ratgan.arrays import IntArray
 from ratgan.atomic import atomic_path, leftovers
 from ratgan.digests import FileDigests, file_sha256, shared_files
 from ratgan.errors import RatganError
+from ratgan.folder_lock import FolderLock, remove_if_empty
 from ratgan.turing.render import WINDOW_PERCENTILES, layout_for, render_scan
 
 if TYPE_CHECKING:
@@ -214,7 +215,10 @@ def create_study(
         "base_url": base_url.rstrip("/"),
     }
     links_text, database = _build_database(meta, shuffled, names, levels, secure, base_url)
-    _write_study(out, links_text, database)
+    with FolderLock(out, "ratgan turing create") as lock:
+        if target.exists():  # written by another create since the check above
+            raise RatganError(f"{target} already exists; choose another --out folder")
+        _write_study(out, links_text, database, lock)
     return target, warnings
 
 
@@ -468,10 +472,11 @@ def _database_bytes_by_backup(conn: sqlite3.Connection) -> bytes:
         return path.read_bytes()
 
 
-def _write_study(out: Path, links_text: str, database: bytes) -> None:
+def _write_study(out: Path, links_text: str, database: bytes, lock: FolderLock) -> None:
     """Write the links file, then the study file, owner-only; nothing is left on failure.
 
     The links first, the study last: the study file's appearance is what completes a create.
+    ``lock`` holds ``out`` (or creates and locks it) against other ratgan processes.
     """
     new_folder = not out.exists()
     links = out / LINKS_FILENAME
@@ -479,14 +484,14 @@ def _write_study(out: Path, links_text: str, database: bytes) -> None:
         for name in (STUDY_FILENAME, LINKS_FILENAME):
             for leftover in leftovers(out, name):
                 leftover.unlink(missing_ok=True)
+    lock.create()
     try:
-        out.mkdir(parents=True, exist_ok=True)
         write_private(links, (links_text + "\n").encode())
         write_private(out / STUDY_FILENAME, database)
     except OSError as exc:
         links.unlink(missing_ok=True)
-        if new_folder and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+        if new_folder:
+            remove_if_empty(out)
         raise RatganError(
             f"cannot write the study to {out} ({exc.strerror or exc}); nothing was left behind"
         ) from None
