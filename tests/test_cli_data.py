@@ -145,3 +145,19 @@ def test_show_draws_every_scan_in_ras_order_at_its_voxel_size(tmp_path, monkeypa
     np.testing.assert_array_equal(seen["labels"][0], labels)
     assert seen["labels"][1] is None
     np.testing.assert_allclose(seen["zooms"], (0.3, 0.3, 0.5), rtol=1e-6)
+
+
+def test_show_warns_when_a_scan_has_another_voxel_size(tmp_path, monkeypatch, caplog):
+    """Every panel is drawn at the first scan's voxel size: a scan of another size is named."""
+    import ratgan.viz
+
+    data = np.random.default_rng(0).random((6, 6, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([0.3, 0.3, 0.5, 1.0])), tmp_path / "a.nii.gz")
+    nib.save(nib.Nifti1Image(data, np.diag([0.3, 0.3, 1.0, 1.0])), tmp_path / "thick.nii.gz")
+    monkeypatch.setattr(ratgan.viz, "orthogonal_views", lambda volumes, out_png, **k: out_png)
+    scans = [str(tmp_path / "a.nii.gz"), str(tmp_path / "thick.nii.gz")]
+    with caplog.at_level("WARNING"):
+        assert main(["show", *scans[:1], scans[0], "--out", str(tmp_path / "x.png")]) == 0
+        assert "voxel size" not in caplog.text  # the same size: no warning
+        assert main(["show", *scans, "--out", str(tmp_path / "y.png")]) == 0
+    assert "thick.nii.gz has voxel size" in caplog.text and "a.nii.gz" in caplog.text

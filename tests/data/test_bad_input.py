@@ -312,6 +312,25 @@ def test_csv_saved_with_a_byte_order_mark_is_read(tmp_path, rng, h):
     ]
 
 
+def test_csv_columns_that_are_not_read_are_named_and_a_label_without_scan_refused(
+    tmp_path, rng, h, caplog
+):
+    """A column misspelt "labels" was ignored without a word (the scans had no labels), and a
+    row with a label map but an empty image cell was dropped as if blank."""
+    h.save(tmp_path / "images" / "a.nii.gz", h.random_scan(rng, (4, 4, 4)))
+    h.save(tmp_path / "labels" / "a.nii.gz", h.blob_labels(rng, (4, 4, 4)))
+    table = tmp_path / "list.csv"
+    table.write_text("image,labels,age\nimages/a.nii.gz,labels/a.nii.gz,12\n")
+    with caplog.at_level("WARNING", logger="ratgan.data.io"):
+        entries = list_scans(table)
+    assert [e.label for e in entries] == [None]
+    assert "labels, age are not read" in caplog.text and "list.csv" in caplog.text
+    table.write_text("image,label\nimages/a.nii.gz,labels/a.nii.gz\n,labels/a.nii.gz\n\n")
+    with pytest.raises(RatganError, match="line 3 names label map") as exc:
+        list_scans(table)
+    _one_sentence(exc, "list.csv")
+
+
 def test_a_blank_scan_in_a_cohort_is_refused_not_trained_on(tmp_path, rng, h):
     """A scan holding one value everywhere (a failed export) preprocessed to an all -1 volume
     and was trained on as a subject without a word."""

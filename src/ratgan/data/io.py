@@ -639,12 +639,24 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
             f"CSV file {csv_path} needs a column named image "
             f"(found: {', '.join(fields) or 'none'})."
         )
+    unused = [f for f in fields if f not in ("image", "label")]
+    if unused:  # e.g. a column misspelt "labels": its label maps would be silently left out
+        log.warning(
+            "CSV file %s: column(s) %s are not read (ratgan reads image and label)",
+            csv_path,
+            ", ".join(unused),
+        )
     base = csv_path.parent
     entries: list[ScanEntry] = []
     for number, row in enumerate(rows, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         if not row.get("image"):
-            continue
+            if row.get("label"):
+                raise RatganError(
+                    f"CSV file {csv_path} line {number} names label map {row['label']} "
+                    "but no scan in its image column."
+                )
+            continue  # a blank line
         image = Path(row["image"])
         image = image if image.is_absolute() else base / image
         if not image.is_file():
