@@ -15,6 +15,7 @@ BASE = {
     "config": {"errors", "atomic"},
     "devices": {"errors"},
     "folder_lock": {"errors"},
+    "seeds": set(),
     "runs": {"config", "errors", "atomic"},
     "viz": {"atomic", "arrays"},
 }

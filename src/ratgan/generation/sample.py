@@ -28,6 +28,7 @@ from ratgan.generation.output import OutputFolder
 from ratgan.generation.reference import check_reference
 from ratgan.models import Generator
 from ratgan.runs import read_run_config, read_run_data
+from ratgan.seeds import derived_seed
 from ratgan.training import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def load_generator(
 
 def scan_seed(seed: int, index: int) -> int:
     """The seed of scan ``index`` in a generation with ``seed`` (stable across n and batching)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
+    return derived_seed(seed, index)
 
 
 def latent_codes(seeds: list[int], latent_dim: int) -> torch.Tensor:
@@ -114,11 +115,10 @@ def output_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
 def noise_seed(seed: int) -> int:
     """The seed of the output noise of the scan whose code has ``seed``.
 
-    It was ``seed + 2**32``, but torch's CPU generator keeps only the low 32 bits of a seed, so
-    the noise stream was the code's own: a scan's first ``latent_dim`` noise voxels were its
-    code.  SeedSequence mixes the seed into another 32-bit one (as :func:`scan_seed` does).
+    It was ``seed + 2**32``, which torch's CPU generator cuts to the seed, so the noise stream
+    was the code's own: a scan's first ``latent_dim`` noise voxels were its code.
     """
-    return int(np.random.SeedSequence([seed % 2**32, 2]).generate_state(1, dtype=np.uint32)[0])
+    return derived_seed(seed, 2)
 
 
 @torch.no_grad()

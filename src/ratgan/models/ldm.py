@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
@@ -19,6 +18,7 @@ from torch import nn
 
 from ratgan.config import Config, DiffusionSection
 from ratgan.errors import RatganError
+from ratgan.seeds import derived_seed
 
 Scheduler = DDPMScheduler | DDIMScheduler
 
@@ -136,12 +136,12 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
 def step_noise_seed(seed: int) -> int:
     """The seed of the DDPM per-step noise of the scan whose initial noise has ``seed``.
 
-    A stream apart from the initial noise's.  It was ``seed + 2**33``, but torch's CPU generator
-    keeps only the low 32 bits of a seed: on a CPU that was the initial noise's own stream, and
-    DDPM's first step added the scan's initial noise to itself again (a chain too noisy from
-    its second step on).  SeedSequence mixes the seed into another 32-bit one.
+    A stream apart from the initial noise's.  It was ``seed + 2**33``, which torch's CPU
+    generator cuts to the seed: on a CPU that was the initial noise's own stream, and DDPM's
+    first step added the scan's initial noise to itself again (a chain too noisy from its
+    second step on).
     """
-    return int(np.random.SeedSequence([seed % 2**32, 1]).generate_state(1, dtype=np.uint32)[0])
+    return derived_seed(seed, 1)
 
 
 @torch.no_grad()

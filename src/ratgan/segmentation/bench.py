@@ -227,9 +227,8 @@ def prepare(options: BenchOptions) -> BenchState:
     if needed:
         check_synthetic_source(opt.synthetic, needed, len(split.train))
     data = data_digests(opt, entries, needed, digest)
-    names = {k: [real.names[i] for i in v] for k, v in split.to_dict().items()}
-    check_data(out, opt, data, names)
     state = BenchState(opt, out, real, split, box, needed, overlap, data, digest)
+    check_data(out, opt, data, state.split_names)
     if needed and opt.labels == "atlas":
         from ratgan.segmentation.atlas import AtlasParams, make_atlases
 
@@ -263,7 +262,7 @@ class Benchmark:
             {
                 "options": self.opt.fingerprint(),
                 "data": s.data,
-                "split": {k: [s.real.names[i] for i in v] for k, v in s.split.to_dict().items()},
+                "split": s.split_names,
                 "counts": {
                     "real_labelled": len(s.real),
                     "train": r,
@@ -346,10 +345,8 @@ class Benchmark:
 
     def _check_again(self) -> None:
         """:func:`prepare`'s checks of what the folder holds."""
-        s = self.state
         check_folder(self.out, self.opt.fingerprint())
-        names = {k: [s.real.names[i] for i in v] for k, v in s.split.to_dict().items()}
-        check_data(self.out, self.opt, s.data, names)
+        check_data(self.out, self.opt, self.state.data, self.state.split_names)
 
     def _run(self) -> dict:
         from tqdm.auto import tqdm

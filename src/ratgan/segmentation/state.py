@@ -271,6 +271,11 @@ class BenchState:
     atlas_params: Any = None
     log_lines: list[str] = field(default_factory=list)
 
+    @property
+    def split_names(self) -> dict[str, list[str]]:
+        """The split (``train``, ``val``, ``test``) by the real scans' file names."""
+        return {k: [self.real.names[i] for i in v] for k, v in self.split.to_dict().items()}
+
     def log(self, text: str) -> None:
         """Print a progress line (kept for the summary)."""
         self.log_lines.append(text)

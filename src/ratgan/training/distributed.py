@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from ratgan.errors import RatganError
+from ratgan.seeds import derived_seed
 
 
 @dataclass
@@ -114,7 +114,7 @@ def resumed_seed(seed: int, iteration: int, rank: int, stream: int) -> int:
     """An independent seed for each (run seed, iteration, rank, stream): the fresh random
     streams of a run resumed on another number of processes (NumPy's SeedSequence mixes the
     four numbers, so no two of them give the same seed by adding up)."""
-    return int(np.random.SeedSequence([seed, iteration, rank, stream]).generate_state(1)[0])
+    return derived_seed(seed, iteration, rank, stream)
 
 
 def mean_over_ranks(values: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -182,10 +182,9 @@ class NewRunGuard:
         """Remove what the run added, unless it wrote a checkpoint (then it can be resumed)."""
         if not self.run_dir.is_dir() or ckpt.list_checkpoints(self.run_dir):
             return
-        if not self.existed and not self.lock.created:
-            return  # another process created the folder meanwhile: nothing in it is ours
         if not self.existed:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            if self.lock.created:  # not a folder another process created meanwhile
+                shutil.rmtree(self.run_dir, ignore_errors=True)
             return
         for path in self.run_dir.iterdir():
             if path.name in self.before:
