@@ -91,7 +91,7 @@ def _report(args: argparse.Namespace) -> int:
 
     study = Study(args.study)
     records = study.records()
-    summary = summarise(records, study.raters(), study.models)
+    summary = summarise(records, study.raters(), study.models, seed=study.seed)
     print(format_table3(summary))
     if args.csv:
         out = Path(args.csv)

@@ -106,7 +106,7 @@ def _summary_for_admin() -> tuple[list[Record], Summary]:
     """Every record of the study and their summary (Table 3, accuracy, agreement)."""
     study = _the_study()
     records = study.records()
-    return records, summarise(records, study.raters(), study.models)
+    return records, summarise(records, study.raters(), study.models, seed=study.seed)
 
 
 def _harden(response: Response) -> Response:

@@ -543,6 +543,8 @@ class Study:
             raise RatganError(f"{self.path} is not a Turing test study of schema {SCHEMA_VERSION}")
         self.meta = meta
         self.models: list[str] = json.loads(meta["models"])
+        #: the study's --seed (which scans were drawn; seeds the results' permutations too)
+        self.seed = int(meta.get("seed", 0))
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
