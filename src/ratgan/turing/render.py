@@ -3,8 +3,9 @@
 Every scan of a study, real or synthetic, goes through exactly the same steps, so that
 nothing but the anatomy differs between them:
 
-1. intensities are windowed per scan by one robust rule (1st to 99.5th percentile of all
-   voxels) and quantised to 8 bits;
+1. intensities stored on a grid of values (an integer file, or a scale slope) are spread
+   over their grid step (see dequantise), then windowed per scan by one robust rule (1st to
+   99.5th percentile of all voxels) and quantised to 8 bits;
 2. the axial slices (third voxel axis, the "original slices" of the paper) are rotated by
    the same fixed rule and tiled row by row into a single grey-scale sprite sheet;
 3. the sheet is encoded as a PNG without any ancillary chunk and *without compression*,
@@ -14,6 +15,7 @@ nothing but the anatomy differs between them:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import struct
@@ -59,6 +61,26 @@ def layout_for(shape: tuple[int, ...]) -> SpriteLayout:
     )
 
 
+def dequantise(volume: np.ndarray) -> np.ndarray:
+    """The scan with each voxel moved by a uniform draw within half its value grid's step.
+
+    An integer scan whose window spans fewer than 256 of its values would otherwise fill only
+    some of the 256 grey levels (a comb in the image's histogram) where a floating-point scan
+    fills them all, and the served image would tell a real scan stored as int16 from a
+    synthetic float32 one. The step is the median gap between the scan's distinct values:
+    the grid step of a quantised scan, a negligible amount for a continuous one. The draw is
+    seeded by the voxels themselves, so a scan always renders to the same image.
+    """
+    data = np.asarray(volume, dtype=np.float64)
+    values = np.unique(data[np.isfinite(data)])
+    if values.size < 2:
+        return data
+    step = float(np.median(np.diff(values)))
+    seed = int.from_bytes(hashlib.blake2b(data.tobytes(), digest_size=8).digest(), "little")
+    rng = np.random.default_rng(seed)
+    return data + rng.uniform(-step / 2, step / 2, size=data.shape)
+
+
 def window_to_uint8(
     volume: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES
 ) -> np.ndarray:
@@ -74,7 +96,7 @@ def window_to_uint8(
 def sprite_sheet(volume: np.ndarray) -> tuple[np.ndarray, SpriteLayout]:
     """Tile the windowed axial slices of a volume into one 2-D uint8 image."""
     layout = layout_for(volume.shape)
-    grey = window_to_uint8(volume)
+    grey = window_to_uint8(dequantise(volume))
     sheet = np.zeros(layout.sheet_shape, dtype=np.uint8)
     for k in range(layout.n_slices):
         row, col = divmod(k, layout.columns)
