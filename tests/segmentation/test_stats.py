@@ -212,3 +212,38 @@ def test_report_states_the_detectable_difference_and_pools_no_pairs():
     assert "Wilcoxon" not in text and "pairs)" not in text
     table = stats_markdown(comps, [{"test": 3, "name": "r43+s43"}])
     assert "| 5 x 13 |" in table and f"({glob['seeds_to_halve']} seeds)" in table
+
+
+def _aggregated_run(test, seed, global_dice):
+    scores = {"global": global_dice, "GM": global_dice, "WM": global_dice, "CSF": global_dice}
+    scores["mean"] = global_dice
+    return {
+        "test": test,
+        "seed": seed,
+        "name": f"t{test}",
+        "paper": "",
+        "n_real": 1,
+        "n_synthetic": 0,
+        "augment": False,
+        "epochs": 1,
+        "seconds": 1.0,
+        "scores": {**{k: global_dice for k in ("background",)}, **scores},
+    }
+
+
+def test_table_compares_tests_run_with_other_seeds_seed_by_seed():
+    from ratgan.segmentation.metrics import SCORES
+    from ratgan.segmentation.report import aggregate, table_markdown
+
+    # Test 1 ran seeds 0-4 (a strong seed 4 among them), test 3 only seeds 0-1, where it is
+    # 0.001 below test 1. The means over different seeds would say +0.0015.
+    test1 = [0.950, 0.951, 0.949, 0.950, 0.940]
+    runs = [_aggregated_run(1, s, v) for s, v in enumerate(test1)]
+    runs += [_aggregated_run(3, s, test1[s] - 0.001) for s in range(2)]
+    runs += [_aggregated_run(4, 0, 0.95)]
+    for r in runs:
+        r["scores"] = {k: r["scores"].get(k, r["scores"]["global"]) for k in SCORES}
+    table = table_markdown(aggregate(runs))
+    assert "| Seeds | 5 | 2 | 1 |" in table
+    assert "| Δ global vs Test1, seeds in both | +0.0000 | -0.0010 | +0.0000 |" in table
+    assert "0.9500 ± n/a" in table  # one seed: no spread, not ± 0

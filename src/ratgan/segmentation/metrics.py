@@ -37,7 +37,10 @@ def dice_scores(
 ) -> dict[str, np.ndarray]:
     """Dice of each scan: ``{score: array (N,)}`` for label maps (N, [1,] X, Y, Z) or (X, Y, Z).
 
-    Per-class scores are NaN where a class is absent from both maps.
+    A tissue's score is NaN wherever the target lacks that tissue, even if the prediction
+    has some (MONAI's ``ignore_empty``): such false positives count in the global score only.
+    The NaN falls on the same scans for every seed, so paired comparisons drop those scans
+    from both sides.
     """
     p, t = _as_index(pred), _as_index(target)
     if p.shape != t.shape:

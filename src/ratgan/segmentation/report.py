@@ -59,11 +59,24 @@ def aggregate(runs: list[dict]) -> list[dict]:
             v = np.array([r["scores"][s] for r in rs], dtype=float)
             row["scores"][s] = {
                 "mean": float(np.nanmean(v)),
-                "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0,
+                # one seed has no spread to show: NaN ("n/a" in the table), not 0
+                "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else math.nan,
                 "values": v.tolist(),
             }
         out.append(row)
     return out
+
+
+def _paired_delta(row: dict, base: dict) -> str:
+    """Mean over the seeds both tests ran of the difference in global Dice, as table text:
+    tests run with other seeds (a later ``--tests 3 --seeds 2``) are compared seed by seed,
+    never as means over different seeds."""
+    values = dict(zip(row["seeds"], row["scores"]["global"]["values"], strict=True))
+    baseline = dict(zip(base["seeds"], base["scores"]["global"]["values"], strict=True))
+    shared = sorted(set(values) & set(baseline))
+    if not shared:
+        return "n/a (no shared seed)"
+    return f"{np.nanmean([values[s] - baseline[s] for s in shared]):+.4f}"
 
 
 def table_markdown(rows: list[dict], header: str = "") -> str:
@@ -79,16 +92,17 @@ def table_markdown(rows: list[dict], header: str = "") -> str:
         best = np.nanmax(means) if not all(math.isnan(m) for m in means) else math.nan
         cells = []
         for r, m in zip(rows, means, strict=True):
-            cell = f"{m:.4f} ± {r['scores'][s]['std']:.4f}"
+            std = r["scores"][s]["std"]
+            cell = f"{m:.4f} ± {'n/a' if math.isnan(std) else f'{std:.4f}'}"
             cells.append(f"**{cell}**" if m == best else cell)
         label = "Global Dice" if s == "global" else f"{s} Dice"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| Seeds | " + " | ".join(str(len(r["seeds"])) for r in rows) + " |")
     base = next((r for r in rows if r["test"] == 1), None)
     if base is not None:
-        b = base["scores"]["global"]["mean"]
         lines.append(
-            "| Δ global vs Test1 | "
-            + " | ".join(f"{r['scores']['global']['mean'] - b:+.4f}" for r in rows)
+            "| Δ global vs Test1, seeds in both | "
+            + " | ".join(_paired_delta(r, base) for r in rows)
             + " |"
         )
     lines.append(
@@ -97,6 +111,14 @@ def table_markdown(rows: list[dict], header: str = "") -> str:
         + " |"
     )
     return "\n".join(lines) + "\n"
+
+
+def _seed_sentence(rows: list[dict]) -> str:
+    """How many seeds each test ran, in one phrase for the table's header."""
+    counts = {len(r["seeds"]) for r in rows}
+    if len(counts) == 1 and len({tuple(r["seeds"]) for r in rows}) == 1:
+        return f"{counts.pop()} seed(s)"
+    return "seeds differ between tests (row Seeds; differences use the seeds both ran)"
 
 
 def bar_chart(rows: list[dict], path: Path) -> None:
@@ -279,7 +301,7 @@ def write_reports(
         f"{list(opt.channels)} on {state['network_input']} inputs"
         f"{' (brain box ' + str(state['box']) + ')' if state['box'] else ''}, "
         f"at most {opt.max_steps or 'unlimited'} steps, Dice on whole test volumes; "
-        f"{len({r['seed'] for r in runs})} seed(s), mean ± std over seeds.\n\n"
+        f"{_seed_sentence(rows)}, mean ± std over seeds.\n\n"
         f"{labels_sentence(state)} {overlap_sentence(state)}\n"
     )
     comps = comparisons(runs)
