@@ -100,6 +100,25 @@ def test_write_float_to_integer_rounds_and_clips(tmp_path, h):
     np.testing.assert_array_equal(np.asanyarray(img.dataobj).ravel(), [0, 1, 2, 255])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_write_refuses_nan_and_infinite_values(tmp_path, dtype):
+    # stored as int16, NaN became 0 without a word
+    data = np.ones((4, 4, 4))
+    data[1, 2, 3], data[0, 0, 0] = np.nan, np.inf
+    with pytest.raises(RatganError, match=r"x.nii holds 2 NaN or infinite values of 64"):
+        write_nifti(tmp_path / "x.nii", data, np.eye(4), dtype=dtype)
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_does_not_pass_on_the_references_intent(tmp_path, rng):
+    img = nib.Nifti1Image(rng.normal(size=(4, 4, 3)).astype(np.float32), np.eye(4))
+    img.header.set_intent("t test", (12.0,))
+    nib.save(img, tmp_path / "tmap.nii")
+    scan = read_scan(tmp_path / "tmap.nii")
+    out = nib.load(write_nifti(tmp_path / "syn.nii", scan.data, scan.affine, scan.header))
+    assert out.header.get_intent()[0] == "none" and out.header["intent_p1"] == 0
+
+
 def test_write_labels_with_scaled_scan_header(tmp_path, rng, h):
     """Integer label maps written with a scaled int16 scan's header keep their values."""
     raw = rng.integers(0, 4000, size=(8, 8, 8)).astype(np.int16)

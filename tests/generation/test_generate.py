@@ -253,3 +253,79 @@ def test_slices_cut_to_fit_the_model_are_warned_at_training_and_generation(
     # slices 2-3 and 36-37, so slices 0-1 and 38-39 are exactly zero
     assert not data[..., :2].any() and not data[..., 38:].any()
     assert data[..., 4:36].std() > 0
+
+
+def _copy_run(run, to):
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+def test_a_checkpoint_of_a_run_trained_on_other_scans_is_refused(tiny_run, tmp_path):
+    # A run trained on the same subjects stored LPS wrote its scans with this run's RAS
+    # reference: mirrored in the world, without a word.
+    other = _copy_run(tiny_run, tmp_path / "other")
+    record = json.loads((other / "data.json").read_text())
+    for entry in record["entries"]:
+        entry["orientation"] = "LPS"
+    (other / "data.json").write_text(json.dumps(record))
+    foreign = sorted((other / "checkpoints").glob("ckpt_*.pt"))[-1]
+    with pytest.raises(RatganError, match=r"belongs to run .*other.*trained on other scans"):
+        generate_scans(tiny_run, 1, tmp_path / "out", checkpoint=foreign, progress=False)
+    assert not (tmp_path / "out").exists()
+    # a copy of the same run (same scans) is its own run's checkpoint in all but the path
+    same = _copy_run(tiny_run, tmp_path / "same")
+    copied = sorted((same / "checkpoints").glob("ckpt_*.pt"))[-1]
+    assert generate_scans(tiny_run, 1, tmp_path / "ok", checkpoint=copied, progress=False)
+
+
+def test_a_checkpoint_outside_a_run_folder_is_used_with_a_warning(tiny_run, tmp_path, caplog):
+    import shutil
+
+    loose = tmp_path / "loose.pt"
+    shutil.copy(sorted((tiny_run / "checkpoints").glob("ckpt_*.pt"))[-1], loose)
+    with caplog.at_level("WARNING", logger="ratgan.generation.sample"):
+        generate_scans(tiny_run, 1, tmp_path / "out", checkpoint=loose, progress=False)
+    assert "not in a run folder" in caplog.text
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_a_model_that_gives_nan_writes_no_scan_of_it(tiny_run, phantom_dir, tmp_path, dtype):
+    # One NaN weight in G's last layer: the scan was written all NaN, or, with an integer
+    # reference, all 0, and the manifest said complete.
+    broken = _copy_run(tiny_run, tmp_path / "broken")
+    path = sorted((broken / "checkpoints").glob("ckpt_*.pt"))[-1]
+    state = torch.load(path, weights_only=False)
+    for weights in (state["networks"]["G"], state.get("ema", {}).get("G", {})):
+        if weights:
+            name = [k for k, v in weights.items() if v.is_floating_point()][-1]
+            weights[name].fill_(float("nan"))
+    torch.save(state, path)
+    ref = read_scan(_reference(phantom_dir))
+    from ratgan.data.io import write_nifti
+
+    reference = write_nifti(tmp_path / "ref.nii.gz", ref.data, ref.affine, ref.header, dtype=dtype)
+    with pytest.raises(RatganError, match=r"NaN or infinite voxels for scan 0 \(seed \d+\)"):
+        generate_scans(broken, 2, tmp_path / "out", reference=reference, progress=False)
+    assert not list((tmp_path / "out").glob("synthetic_*"))
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"] is False
+
+
+def test_no_two_scans_of_a_set_share_a_seed():
+    from ratgan.generation.sample import scan_seed
+    from ratgan.seeds import derived_seed
+
+    # derived_seed's 32 bits gave scans 1805 and 3645 of --seed 39 one seed: the same scan twice
+    assert derived_seed(39, 1805) == derived_seed(39, 3645)
+    seeds = [scan_seed(39, i) for i in range(3646)]
+    assert len(set(seeds)) == len(seeds)
+    assert seeds[3645] == derived_seed(39, 3645, 1)
+    # every other scan keeps the seed it had
+    assert all(seeds[i] == derived_seed(39, i) for i in range(3645))
+
+
+def test_a_negative_seed_is_one_sentence_before_any_file(tiny_run, tmp_path):
+    with pytest.raises(RatganError, match="--seed must be 0 or more"):
+        generate_scans(tiny_run, 1, tmp_path / "out", seed=-1, progress=False)
+    assert not (tmp_path / "out").exists()

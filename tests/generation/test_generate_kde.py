@@ -90,6 +90,13 @@ def test_a_kde_set_and_a_prior_set_never_share_a_folder(tiny_run, tmp_path):
         )
     manifest = json.loads((out / "manifest.json").read_text())
     assert all("codes" not in s for s in manifest["scans"])
+    # and the other way round: a prior set replaced a kde set without a word
+    kde = tmp_path / "kde"
+    generate_scans(tiny_run, 2, kde, seed=3, progress=False, device="cpu", codes="kde")
+    with pytest.raises(RatganError, match="codes kde -> None"):
+        generate_scans(tiny_run, 2, kde, seed=3, progress=False, device="cpu")
+    manifest = json.loads((kde / "manifest.json").read_text())
+    assert all(s["codes"] == "kde" for s in manifest["scans"])
 
 
 def test_a_missing_training_scan_is_named_with_what_kde_codes_need(phantom_dir, tmp_path):
@@ -162,3 +169,17 @@ def test_generate_checks_a_kde_set_for_near_copies_by_default(tiny_run, tmp_path
     assert not (tmp_path / "off" / "near_copies.json").exists()
     assert main(["generate", *base, "--out", str(tmp_path / "on"), "--copy-check", "on"]) == 0
     assert (tmp_path / "on" / "near_copies.json").is_file()
+
+
+def test_a_checked_kde_set_can_be_extended_and_its_report_follows_the_set(tiny_run, tmp_path):
+    # near_copies.json, which generate itself writes, made the rerun refuse its own folder
+    from ratgan.cli import main
+
+    out = tmp_path / "kde"
+    base = [str(tiny_run), "--device", "cpu", "--no-progress", "--out", str(out)]
+    assert main(["generate", *base, "--n", "2", "--codes", "kde"]) == 0
+    assert json.loads((out / "near_copies.json").read_text())["generated_scans"] == 2
+    assert main(["generate", *base, "--n", "3", "--codes", "kde"]) == 0
+    assert json.loads((out / "near_copies.json").read_text())["generated_scans"] == 3
+    assert main(["generate", *base, "--n", "4", "--codes", "kde", "--copy-check", "off"]) == 0
+    assert not (out / "near_copies.json").exists()  # it described the 3-scan set

@@ -176,16 +176,20 @@ def test_a_reference_of_another_voxel_size_is_refused(tiny_run, phantom_dir, tmp
     assert generate_scans(tiny_run, 1, tmp_path / "ok", reference=ref, progress=False)
 
 
-def test_runs_whose_training_scans_are_gone_skip_the_voxel_size_check(tiny_run, tmp_path):
+def test_runs_whose_training_scans_are_gone_skip_the_voxel_size_check(tiny_run, tmp_path, caplog):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     data = json.loads((run / "data.json").read_text())
     for entry in data["entries"]:
         entry["image"] = str(tmp_path / "moved" / Path(entry["image"]).name)
         entry.pop("voxel_size", None)  # a run written before voxel sizes were recorded
+        entry.pop("orientation", None)  # ... or orientations
     (run / "data.json").write_text(json.dumps(data))
     ref = _reference(tmp_path / "ref.nii.gz", (64, 64, 40), np.diag([3.0, 3.0, 3.0, 1.0]))
-    assert generate_scans(run, 1, tmp_path / "out", reference=ref, progress=False)
+    with caplog.at_level("WARNING", logger="ratgan.generation.reference"):
+        assert generate_scans(run, 1, tmp_path / "out", reference=ref, progress=False)
+    # the orientation check is skipped too, no longer silently
+    assert "nothing checks that the reference" in caplog.text
 
 
 def test_an_existing_file_as_out_is_one_sentence(tiny_run, tmp_path, capsys):

@@ -138,7 +138,10 @@ def test_scan_permutation_p_value_matches_the_full_enumeration():
     truth = np.array([1, 1, 1, 0, 0, 0, 0], dtype=bool)
 
     def stat(labels):
-        return abs(said[labels].sum() / answers[labels].sum() - said[~labels].sum() / answers[~labels].sum())
+        return abs(
+            said[labels].sum() / answers[labels].sum()
+            - said[~labels].sum() / answers[~labels].sum()
+        )
 
     observed = stat(truth)
     exact = np.mean(

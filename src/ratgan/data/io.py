@@ -429,6 +429,14 @@ def _checked_inputs(
         raise RatganError(f"data for {path} must be at least 3-D (got {list(array.shape)}).")
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.inexact):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            # stored as integers they would silently become 0 (or the type's limits)
+            raise RatganError(
+                f"data for {path} holds {bad} NaN or infinite values of {array.size}; "
+                "refusing to write them."
+            )
     return array, matrix
 
 
@@ -440,6 +448,10 @@ def _start_header(header: nib.Nifti1Header | None) -> tuple[nib.Nifti1Header, in
         for key in _IDENTIFYING_TEXT:
             hdr[key] = b""
         hdr["cal_min"] = hdr["cal_max"] = 0.0  # the reference's display window
+        # what the reference's values meant (a time series, a statistic and its parameters)
+        # is not what is written now
+        hdr["intent_code"] = 0
+        hdr["intent_p1"] = hdr["intent_p2"] = hdr["intent_p3"] = 0.0
         hdr.extensions.clear()  # e.g. DICOM fields with the subject's name
         qcode = int(hdr["qform_code"])
         scode = int(hdr["sform_code"])

@@ -18,9 +18,10 @@ from ratgan.errors import RatganError
 from ratgan.evaluation.prepare import load_paths
 from ratgan.evaluation.protocol import memorisation_check
 from ratgan.evaluation.settings import EvaluationSettings
+from ratgan.generation.output import COPY_REPORT
 from ratgan.runs import read_run_data, run_paths
 
-REPORT_FILE = "near_copies.json"
+REPORT_FILE = COPY_REPORT
 
 
 def check_generated(

@@ -26,6 +26,9 @@ from ratgan.errors import RatganError
 
 MANIFEST = "manifest.json"
 LABELS_DIR = "labels"
+COPY_REPORT = "near_copies.json"
+"""The copy check's report (:mod:`ratgan.evaluation.copy_check`), written beside the scans by
+``ratgan generate --copy-check``: part of the set, and removed when the set is rewritten."""
 
 
 def _scan_name(prefix: str) -> re.Pattern[str]:
@@ -114,6 +117,7 @@ class OutputFolder:
                 f"cannot create output folder {self.path} ({exc.strerror or exc})."
             ) from None
         atomic_write_json(self.path / MANIFEST, _manifest(run, n, settings, [], complete=False))
+        (self.path / COPY_REPORT).unlink(missing_ok=True)  # it described the earlier set
         self._remove_beyond(n)
 
     def finish(self, settings: dict[str, Any], n: int, run: str, records: list[dict]) -> None:
@@ -160,7 +164,7 @@ def _foreign_entries(path: Path, prefix: str) -> list[str]:
         name = entry.name
         if name.startswith("."):  # hidden: never listed as a scan (ratgan.data.io)
             continue
-        if name == MANIFEST and entry.is_file():
+        if name in (MANIFEST, COPY_REPORT) and entry.is_file():
             continue
         if name == LABELS_DIR and entry.is_dir():
             foreign += [
@@ -194,9 +198,12 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 def _check_same_set(path: Path, previous: dict[str, Any], settings: dict[str, Any]) -> None:
     """Raise unless the folder's set was made with ``settings`` (``n`` may differ)."""
     old = previous["settings"]
-    changed = [k for k in settings if old.get(k) != settings[k]]
+    # every key of either side: a setting only one kind of set has (kde's codes and width)
+    # differs from its absence
+    keys = list(settings) + [k for k in old if k not in settings]
+    changed = [k for k in keys if old.get(k) != settings.get(k)]
     if changed:
-        diffs = "; ".join(f"{k} {old.get(k)} -> {settings[k]}" for k in changed)
+        diffs = "; ".join(f"{k} {old.get(k)} -> {settings.get(k)}" for k in changed)
         raise RatganError(
             f"output folder {path} holds the scans of another generation ({diffs}); writing "
             "into it would mix two sets: choose an empty or new --out, or the same settings "

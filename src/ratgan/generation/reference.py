@@ -10,6 +10,7 @@ the anatomy larger or smaller in the world.  All are refused, naming both sides.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ from ratgan.runs import RunData
 
 if TYPE_CHECKING:
     from ratgan.data.io import Scan
+
+log = logging.getLogger(__name__)
 
 
 def training_shape(data: RunData) -> tuple[int, ...] | None:
@@ -82,6 +85,14 @@ def check_reference(scan: Scan, data: RunData) -> None:
         )
     orientations = training_orientations(data)
     mine = orientation_code(scan.affine)
+    if not orientations:
+        log.warning(
+            "the run records no orientation of its training scans and %s is gone, so nothing "
+            "checks that the reference %s (orientation %s) is stored like them",
+            first,
+            scan.path,
+            mine,
+        )
     if orientations and mine != orientations[0]:
         mixed = (
             f" (most of them; the run trained on {' and '.join(orientations)} scans, a mixture "

@@ -8,6 +8,7 @@ from (seed, index), so any single scan can be regenerated from the manifest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import deque
@@ -27,7 +28,7 @@ from ratgan.folder_lock import FolderLock
 from ratgan.generation.output import OutputFolder
 from ratgan.generation.reference import check_reference
 from ratgan.models import Generator
-from ratgan.runs import read_run_config, read_run_data
+from ratgan.runs import CHECKPOINT_DIR, read_run_config, read_run_data, run_paths
 from ratgan.seeds import derived_seed
 from ratgan.training import checkpoint as ckpt
 
@@ -89,9 +90,46 @@ def load_generator(
     )
 
 
+class _ScanSeeds:
+    """The scan seeds of one generation seed in index order, all distinct.
+
+    ``derived_seed`` gives 32-bit seeds (torch's CPU generator takes no more), so two indices
+    of one set share a seed, and would be the same scan, once in a while: with ``--seed 39``
+    scans 1805 and 3645 did; about 1 % of 10,000-scan sets had such a pair. An index whose
+    seed an earlier index already has takes ``derived_seed(seed, index, attempt)`` instead,
+    so every other scan keeps its seed and a seed still depends on nothing but lower indices.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.seeds: list[int] = []
+        self.used: set[int] = set()
+
+    def __getitem__(self, index: int) -> int:
+        while len(self.seeds) <= index:
+            i, attempt = len(self.seeds), 0
+            value = derived_seed(self.seed, i)
+            while value in self.used:
+                attempt += 1
+                value = derived_seed(self.seed, i, attempt)
+            self.seeds.append(value)
+            self.used.add(value)
+        return self.seeds[index]
+
+
+@functools.lru_cache(maxsize=4)
+def _scan_seeds(seed: int) -> _ScanSeeds:
+    return _ScanSeeds(seed)
+
+
 def scan_seed(seed: int, index: int) -> int:
-    """The seed of scan ``index`` in a generation with ``seed`` (stable across n and batching)."""
-    return derived_seed(seed, index)
+    """The seed of scan ``index`` in a generation with ``seed`` (stable across n and batching),
+    never that of another index of the same generation (see _ScanSeeds)."""
+    if seed < 0 or index < 0:
+        raise RatganError(
+            f"a generation's seed and scan index must be 0 or more (got {seed}, {index})."
+        )
+    return _scan_seeds(seed)[index]
 
 
 def latent_codes(seeds: list[int], latent_dim: int) -> torch.Tensor:
@@ -198,6 +236,7 @@ def load_source(
     if codes == "kde" and not kde_width > 0:
         raise RatganError(f"--kde-width must be positive (got {kde_width}).")
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
+    check_checkpoint_of_run(run_dir, path)
     is_ldm, state = is_ldm_checkpoint(path)
     if is_ldm:
         if codes != "prior":
@@ -214,6 +253,33 @@ def load_source(
 
     centres = training_codes(run_dir, loaded.checkpoint, loaded.config, loaded.device)
     return _GanSource(loaded, centres, kde_width)
+
+
+def check_checkpoint_of_run(run_dir: Path, path: Path) -> None:
+    """Refuse a checkpoint of a run that trained on other scans than ``run_dir``'s.
+
+    The reference scan is checked against ``run_dir``'s training scans (and ``--codes kde``
+    encodes them), so a checkpoint of another run would be written in the wrong space: a
+    run trained on LPS scans, written with a RAS run's reference, came out mirrored. A
+    checkpoint outside any run folder cannot be checked, which a warning says.
+    """
+    owner = path.parent.parent if path.parent.name == CHECKPOINT_DIR else None
+    if owner is not None and owner.resolve() == run_dir.resolve():
+        return
+    if owner is None or not run_paths(owner).data.is_file():
+        log.warning(
+            "checkpoint %s is not in a run folder, so nothing checks that it was trained on "
+            "the scans of %s, whose reference and training scans are used",
+            path,
+            run_dir,
+        )
+        return
+    if read_run_data(owner) != read_run_data(run_dir):
+        raise RatganError(
+            f"checkpoint {path} belongs to run {owner}, which trained on other scans than "
+            f"{run_dir}; its scans would be written in {run_dir}'s space, so generate them "
+            f"from its own run: ratgan generate {owner} --checkpoint {path.name}"
+        )
 
 
 def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tuple[Any, Any]:
@@ -319,6 +385,8 @@ def generate_scans(
 
     if n < 1:
         raise RatganError(f"--n must be at least 1 (got {n}).")
+    if seed < 0:
+        raise RatganError(f"--seed must be 0 or more (got {seed}).")
     if batch_size < 1:
         raise RatganError(f"--batch-size must be at least 1 (got {batch_size}).")
     if writers is not None and writers < 1:
@@ -355,6 +423,7 @@ def generate_scans(
                 # scan's values do not depend on n: kernels may sum in another order per batch size.
                 padded = seeds + [scan_seed(seed, n + i) for i in range(batch_size - len(seeds))]
                 volumes = source.sample(padded)
+                _refuse_non_finite(volumes[: len(seeds)], seeds, start, source)
                 # strict=False: the padding codes' volumes are dropped here.
                 for offset, (s, vol) in enumerate(zip(seeds, volumes, strict=False)):
                     index = start + offset
@@ -388,6 +457,19 @@ def generate_scans(
         bar.close()
         folder.finish(settings, n, str(run_dir.resolve()), records)
         return written
+
+
+def _refuse_non_finite(volumes: np.ndarray, seeds: list[int], start: int, source: Any) -> None:
+    """Raise RatganError when a sampled volume holds NaN or infinite voxels: written as an
+    integer scan it would be silently all zero."""
+    finite = np.isfinite(volumes.reshape(len(volumes), -1)).all(axis=1)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        raise RatganError(
+            f"the model of {source.record()['checkpoint']} gave NaN or infinite voxels for "
+            f"scan {start + first} (seed {seeds[first]}); its weights are damaged or training "
+            "diverged, so the set stops here (its manifest says incomplete)."
+        )
 
 
 def _set_settings(
