@@ -227,6 +227,13 @@ def test_run_folder_source_generates_first(kit, tiny_sets, monkeypatch):
     assert data["sets"]["demo"]["generated_from"] == str(run)
     assert data["sets"]["demo"]["n"] == 5
     assert (out / "generated" / "demo").is_dir()
+    # a run's scans do not depend on its place in --synthetic (seed + position made them)
+    calls.clear()
+    sets = [f"first={tiny_sets['noise']}", f"demo={run}"]
+    assert (
+        _evaluate(tiny_sets["real"], sets, tmp / "second", "--n-generate", "5", "--seed", "3") == 0
+    )
+    assert [c[2] for c in calls] == [3]
 
 
 def test_evaluate_sets_for_the_demo(tiny_sets):
@@ -356,3 +363,57 @@ def test_scans_of_another_voxel_size_are_refused(kit, tiny_sets, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and f"{tmp / 'big' / 'scan_000.nii.gz'} of set 'big'" in err
     assert "voxel size 0.75 x 0.75 x 1 but the real scans have 0.375 x 0.375 x 0.5" in err
+
+
+def test_blank_scans_are_refused_as_real_and_noted_as_synthetic(kit, tiny_sets, capsys, caplog):
+    # A blank real scan lifted the near-copy threshold (3 of 12 copies flagged instead of 12);
+    # blank synthetic scans entered every metric unmentioned, and an all-blank set crashed.
+    tmp = tiny_sets["tmp"]
+    real = kit.write_set(
+        tmp / "real_blank", np.concatenate([kit.brains(6, 1), np.zeros((1, *kit.shape))])
+    )
+    rc = _evaluate(real, [f"noise={tiny_sets['noise']}"], tmp / "r1")
+    err = capsys.readouterr().err
+    assert rc == 2 and "scan_006.nii.gz of set 'real' holds the same value (0)" in err
+    empty = kit.write_set(tmp / "empty", np.zeros((3, *kit.shape)))
+    rc = _evaluate(tiny_sets["real"], [f"empty={empty}"], tmp / "r2")
+    assert rc == 2 and "every scan of set 'empty' (3, such as" in capsys.readouterr().err
+    some = kit.write_set(
+        tmp / "some", np.concatenate([kit.brains(3, 4), np.zeros((1, *kit.shape))])
+    )
+    with caplog.at_level("WARNING"):
+        assert _evaluate(tiny_sets["real"], [f"some={some}"], tmp / "r3") == 0
+    notes = json.loads((tmp / "r3" / "metrics.json").read_text())["sets"]["some"]["notes"]
+    assert "1 blank scans (one value in every voxel)" in notes
+    assert "1 of 4 scans of set 'some'" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["real", "held-out", "held-out real", "Reference"])
+def test_a_synthetic_set_may_not_take_a_real_rows_name(tiny_sets, capsys, name):
+    # 'real' replaced the real scans in the spectra table, 'held-out real' the held-out
+    # scans in the voxel statistics' target row
+    rc = _evaluate(tiny_sets["real"], [f"{name}={tiny_sets['noise']}"], tiny_sets["tmp"] / "r")
+    assert rc == 2 and "names a row of real scans" in capsys.readouterr().err
+    from ratgan.evaluation import evaluate_sets
+
+    with pytest.raises(RatganError, match="report's name for real scans"):
+        evaluate_sets(tiny_sets["real"], {name: tiny_sets["noise"]}, tiny_sets["tmp"] / "r")
+
+
+def test_a_training_scan_saved_again_is_not_a_held_out_scan(kit, tiny_sets, capsys):
+    # other bytes (int16 with a slope), the same image: it passed as never seen
+    from ratgan.data.io import read_scan, write_nifti
+
+    tmp = tiny_sets["tmp"]
+    held = kit.write_set(tmp / "held", kit.brains(3, 8), "held")
+    scan = read_scan(tiny_sets["real"] / "scan_004.nii.gz")
+    header = scan.header.copy()
+    header.set_data_dtype(np.int16)
+    header.set_slope_inter(0.05, 0.0)
+    write_nifti(held / "resaved.nii.gz", scan.data, scan.affine, header)
+    rc = _evaluate(
+        tiny_sets["real"], [f"noise={tiny_sets['noise']}"], tmp / "r", "--heldout", str(held)
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "1 held-out scans are also real (training) scans" in err
+    assert "resaved.nii.gz" in err and "scan_004.nii.gz" in err

@@ -213,3 +213,31 @@ def test_similarities_of_exact_copies_are_reported_within_one(kit):
     assert summ["near_copies"] == 4 and summ["nn_ncc_max"] <= 1.0
     assert all(-1.0 <= v <= 1.0 for v in summ["nn_ncc"] + memo.reference["nn_ncc"])
     assert all(f["ncc"] <= 1.0 for f in summ["flagged"])
+
+
+def test_one_real_scan_unlike_the_others_does_not_lift_the_threshold():
+    # Known answer: the fit on the values without the outlier. One very noisy real scan among
+    # 8 had lifted the threshold from 0.958 to 0.995, above every copy of a training scan.
+    rng = np.random.default_rng(0)
+    bulk = 1.0 - np.exp(-rng.normal(3.0, 0.2, 12))
+    with_outlier = np.append(bulk, 0.30)
+    fitted = mem.calibrate(with_outlier)
+    assert fitted.value == pytest.approx(mem.calibrate(bulk).value)
+    assert fitted.left_out == (12,) and "1 real scans far less similar" in fitted.rule
+    assert mem.calibrate(with_outlier).value < 1.0 - np.exp(-(3.0 + 3.0 * 0.2))
+    assert mem.calibrate(bulk).left_out == ()  # no outlier, nothing left out
+
+
+def test_a_noisy_real_scan_is_named_and_copies_are_still_flagged(kit, caplog):
+    from ratgan.evaluation.protocol import EvaluationSettings, memorisation_check
+
+    train = kit.brains(8, 11)
+    noisy = np.random.default_rng(2).random((1, *train.shape[1:]), dtype=np.float32)
+    real = _scan_set("real", np.concatenate([train, noisy]))
+    rng = np.random.default_rng(1)
+    near = train[2:6] + 0.01 * rng.standard_normal(train[2:6].shape).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        memo = memorisation_check(real, None, [_scan_set("near", near)], EvaluationSettings())
+    assert memo.reference["left_out_of_fit"] == ["real_8.nii.gz"]
+    assert "left out of the near-copy threshold's fit" in caplog.text
+    assert memo.synthetic["near"]["near_copies"] == 4

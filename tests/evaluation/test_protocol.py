@@ -232,4 +232,5 @@ def test_larger_scans_are_cropped_with_a_warning(kit, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         s = load_set("padded", tmp_path / "padded", kit.shape, progress=False)
     assert s.shape == kit.shape and s.notes == ["3 scans centre-cropped to [32, 32, 20]"]
-    assert "3 of 3 scans of set 'padded' are larger than the real scans (32x32x20)" in (caplog.text)
+    assert "3 of 3 scans of set 'padded' (such as " in caplog.text
+    assert "are larger than the real scans (32x32x20)" in caplog.text

@@ -190,6 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def parse_sets(items: list[str]) -> dict[str, str]:
     """NAME=SRC items as an ordered dict; a bare SRC is named after its last path part."""
     from ratgan.errors import RatganError
+    from ratgan.evaluation import RESERVED_SET_NAMES
 
     out: dict[str, str] = {}
     for item in items:
@@ -201,9 +202,10 @@ def parse_sets(items: list[str]) -> dict[str, str]:
             raise RatganError(f"--synthetic {item!r} must be NAME=SRC.")
         if name in out:
             raise RatganError(f"--synthetic names set {name!r} twice; names must be distinct.")
-        if name == "reference":
+        if name.lower() in RESERVED_SET_NAMES:
             raise RatganError(
-                "--synthetic: 'reference' names the real row; give the set another name."
+                f"--synthetic: {name!r} names a row of real scans in the report; give the set "
+                "another name."
             )
         out[name] = src
     return out

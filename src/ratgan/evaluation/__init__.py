@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TypedDict
 
+import numpy as np
+
 from ratgan.errors import RatganError
 from ratgan.evaluation.metrics import MSSSIMSettings
 from ratgan.evaluation.prepare import ScanSet
@@ -24,6 +26,10 @@ from ratgan.evaluation.protocol import FeatureSpace, evaluate
 from ratgan.evaluation.results import EvaluationResult
 from ratgan.evaluation.settings import EvaluationSettings
 from ratgan.folder_lock import FolderLock
+
+#: Names the report gives the real rows; a synthetic set under one of them replaced the real
+#: scans in the spectra table and the held-out scans in the voxel statistics' target row.
+RESERVED_SET_NAMES = frozenset({"real", "held-out", "held-out real", "reference"})
 
 __all__ = [
     "EvaluationResult",
@@ -69,6 +75,12 @@ def run_evaluation(
     names = list(synthetic)
     if len(set(names)) != len(names):
         raise RatganError("two synthetic sets share a name; give each NAME=DIR a distinct NAME.")
+    taken = [n for n in names if n.strip().lower() in RESERVED_SET_NAMES]
+    if taken:
+        raise RatganError(
+            f"synthetic set name {taken[0]!r} is the report's name for real scans "
+            f"({', '.join(sorted(RESERVED_SET_NAMES))} are taken); choose another NAME."
+        )
     t0 = time.perf_counter()
     real_set = load_set("real", real, progress=settings.progress)
     if len(real_set) < 2:
@@ -86,19 +98,23 @@ def run_evaluation(
         _refuse_overlap(real_set, held_set)
     with FolderLock(out_dir, "ratgan evaluate") as lock:
         sets = []
-        for k, (name, source) in enumerate(synthetic.items()):
+        for name, source in synthetic.items():
             src, run = resolve_source(
                 name,
                 source,
                 out_dir,
                 n_generate or len(real_set),
-                settings.seed + k,
+                # one seed for every run: the same codes through each model, and a run's scans
+                # do not change with its position in --synthetic (seed + k made them)
+                settings.seed,
                 real_set.paths[0],
                 settings.device,
                 settings.progress,
                 lock,
             )
-            s = load_set(name, src, real_set.shape, settings.progress, None, real_set.voxel_size)
+            s = load_set(
+                name, src, real_set.shape, settings.progress, None, real_set.voxel_size, "note"
+            )
             _warn_overlap(s, [real_set] + ([held_set] if held_set is not None else []))
             if len(s) < 2:
                 raise RatganError(
@@ -135,10 +151,20 @@ def _refuse_overlap(real: ScanSet, heldout: ScanSet) -> None:
     from ratgan.evaluation.prepare import describe_pairs
 
     shared = shared_files(heldout.paths, real.paths)
+    if not shared:
+        # the same image saved another way (int16 with a slope, say) has other bytes: compare
+        # the prepared volumes, as the near-copy check calls a real scan twice
+        from ratgan.evaluation import memorisation as mem
+
+        sim = mem.similarity_matrix(heldout.volumes, real.volumes, max_shift=0)
+        shared = [
+            (heldout.paths[i], real.paths[j])
+            for i, j in zip(*np.nonzero(sim >= mem.DUPLICATE_SIMILARITY), strict=True)
+        ]
     if shared:
         raise RatganError(
             f"{len({p for p, _ in shared})} held-out scans are also real (training) scans, "
-            f"the same file or identical content ({describe_pairs(shared)}); --heldout must "
+            f"the same file or the same image ({describe_pairs(shared)}); --heldout must "
             "hold only scans the generator never saw."
         )
 

@@ -19,7 +19,7 @@ from ratgan.evaluation.prepare import load_paths
 from ratgan.evaluation.protocol import memorisation_check
 from ratgan.evaluation.settings import EvaluationSettings
 from ratgan.generation.output import COPY_REPORT
-from ratgan.runs import read_run_data, run_paths
+from ratgan.runs import read_run_config, read_run_data, run_paths
 
 REPORT_FILE = COPY_REPORT
 
@@ -48,9 +48,13 @@ def check_generated(
             "check calibrates its threshold on at least 3 (generate with `--copy-check off`)."
         )
     settings = EvaluationSettings(progress=progress, anatomy=False)
-    real = load_paths("training", training, str(run_dir), progress=progress)
+    # the training scans as the run read them: one volume of 4-D files if it took one
+    volume_index = read_run_config(run_dir).data.volume_index
+    real = load_paths(
+        "training", training, str(run_dir), progress=progress, volume_index=volume_index
+    )
     generated = load_paths(
-        "generated", list(scans), str(out_dir), real.shape, progress, real.voxel_size
+        "generated", list(scans), str(out_dir), real.shape, progress, real.voxel_size, "note"
     )
     memo = memorisation_check(real, None, [generated], settings)
     summary = memo.synthetic["generated"]

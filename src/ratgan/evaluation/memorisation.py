@@ -166,6 +166,13 @@ class Threshold:
     """The rate of never-seen real scans it may flag (None for a given threshold)."""
     confidence: float | None = None
     """The confidence with which that rate holds (None for a given threshold)."""
+    left_out: tuple[int, ...] = ()
+    """Positions of the reference values left out of the fit as low outliers."""
+
+
+#: Reference values whose robust z-score (median and MAD of -log(1 - s)) is below minus this
+#: are left out of the threshold's fit (Iglewicz and Hoaglin's 3.5 for outliers).
+LOW_OUTLIER_Z = 3.5
 
 
 def tolerance_factor(n: int, false_positive_rate: float, confidence: float) -> float:
@@ -204,15 +211,31 @@ def calibrate(
             None,
         )
     t = -np.log(np.clip(1.0 - ref, 1e-12, None))
-    k = tolerance_factor(len(ref), false_positive_rate, confidence)
-    mu, sd = float(t.mean()), float(t.std(ddof=1))
+    # A real scan unlike every other (very noisy, or of another contrast) has a low value that
+    # widened the sd and lifted the bound on the *upper* tail: one such scan among 8 raised the
+    # threshold from 0.958 to 0.995 and let every copy through. It says nothing about how
+    # similar never-seen scans come, so it is left out of the fit.
+    median = float(np.median(t))
+    mad = 1.4826 * float(np.median(np.abs(t - median)))
+    low = t < median - LOW_OUTLIER_Z * mad if mad > 0 else np.zeros(len(t), dtype=bool)
+    if (~low).sum() < 3:
+        low[:] = False
+    fitted = t[~low]
+    k = tolerance_factor(len(fitted), false_positive_rate, confidence)
+    mu, sd = float(fitted.mean()), float(fitted.std(ddof=1))
     value = 1.0 - math.exp(-(mu + k * sd))
     rule = (
-        f"one-sided normal tolerance bound on -log(1 - similarity) of the {len(ref)} real "
+        f"one-sided normal tolerance bound on -log(1 - similarity) of the {len(fitted)} real "
         f"reference scans, mean + {k:.2f} sd: with {100 * confidence:g}% confidence at most "
         f"{100 * false_positive_rate:g}% of never-seen real scans lie above it"
     )
-    return Threshold(float(value), rule, float(false_positive_rate), float(confidence))
+    if low.any():
+        rule += (
+            f" ({int(low.sum())} real scans far less similar to any other than the rest, "
+            f"robust z below -{LOW_OUTLIER_Z:g}, left out of the fit)"
+        )
+    left_out = tuple(int(i) for i in np.flatnonzero(low))
+    return Threshold(float(value), rule, float(false_positive_rate), float(confidence), left_out)
 
 
 def summary(synthetic_nn: np.ndarray, reference_nn: np.ndarray, threshold: Threshold) -> dict:

@@ -132,8 +132,13 @@ def load_set(
     progress: bool = True,
     limit: int | None = None,
     voxel_size: tuple[float, float, float] | None = None,
+    blank: str = "refuse",
 ) -> ScanSet:
     """Read and prepare every scan of ``source`` (a folder, glob or CSV of NIfTI files).
+
+    ``blank`` says what a scan holding one value everywhere does: ``refuse`` (real scans:
+    an error naming it) or ``note`` (synthetic scans: a generator's failure to measure,
+    warned and noted in the report; a set of nothing but blank scans is refused).
 
     ``shape`` and ``voxel_size`` are the common evaluation space (RAS order); None takes the
     most common of this set (used for the real set).  A scan smaller than ``shape`` on any
@@ -146,7 +151,7 @@ def load_set(
     paths = [e.image for e in list_scans(source)]
     if limit is not None:
         paths = paths[:limit]
-    return load_paths(name, paths, str(source), shape, progress, voxel_size)
+    return load_paths(name, paths, str(source), shape, progress, voxel_size, blank)
 
 
 def load_paths(
@@ -156,8 +161,11 @@ def load_paths(
     shape: tuple[int, int, int] | None = None,
     progress: bool = True,
     voxel_size: tuple[float, float, float] | None = None,
+    blank: str = "refuse",
+    volume_index: int | None = None,
 ) -> ScanSet:
-    """Read and prepare the scans ``paths`` as :func:`load_set` does (``source`` names them)."""
+    """Read and prepare the scans ``paths`` as :func:`load_set` does (``source`` names them);
+    ``volume_index`` picks one volume of 4-D files (None: their mean, warned)."""
     from tqdm.auto import tqdm
 
     from ratgan.data.io import read_scan
@@ -167,60 +175,113 @@ def load_paths(
         shape = own_shape if shape is None else shape
         voxel_size = own_size if voxel_size is None else voxel_size
     volumes = np.empty((len(paths), *shape), dtype=np.float32)
-    cropped = 0
+    found: dict[str, list[Path]] = {"blank": [], "averaged": [], "cropped": []}
     turned: Counter[str] = Counter()
     zooms = (1.0, 1.0, 1.0)
     for i, path in enumerate(
         tqdm(paths, desc=f"read {name}", unit="scan", disable=not progress, leave=False)
     ):
-        scan, code = canonical(read_scan(path))
+        scan, code = canonical(read_scan(path, volume_index))
+        _check_scan(scan, name, shape, voxel_size, blank)
         if code is not None:
             turned[code] += 1
-        _check_voxel_size(scan, name, voxel_size)
-        data = scan.data
+        for kind, hit in (
+            ("blank", float(scan.data.min()) == float(scan.data.max())),
+            ("averaged", scan.volumes > 1 and volume_index is None),
+            ("cropped", tuple(scan.data.shape) != tuple(shape)),
+        ):
+            if hit:
+                found[kind].append(path)
         if i == 0:
             zooms = scan.zooms
-        if data.ndim != 3 or any(s < t for s, t in zip(data.shape, shape, strict=True)):
-            raise RatganError(
-                f"scan {path} of set {name!r} has shape {list(data.shape)} (in RAS order), "
-                f"smaller than the real scans' {list(shape)}; every set must be "
-                "in the real scans' space."
-            )
-        cropped += tuple(data.shape) != tuple(shape)
-        volumes[i] = prepare_volume(data, shape)
-    notes = []
-    if turned:
-        found = ", ".join(f"{n} from {code}" for code, n in sorted(turned.items()))
-        n = sum(turned.values())
-        notes.append(f"{n} scans reoriented to RAS ({found})")
-        log.warning(
-            "%d of %d scans of set %r are stored in another orientation than RAS (%s); they "
-            "are reoriented to RAS (axes permuted and flipped, no resampling) before any "
-            "comparison",
-            n,
-            len(paths),
-            name,
-            found,
-        )
-    if cropped:
-        notes.append(f"{cropped} scans centre-cropped to {list(shape)}")
-        log.warning(
-            "%d of %d scans of set %r are larger than the real scans (%s) and were "
-            "centre-cropped to them; check that the anatomy sits in their centre",
-            cropped,
-            len(paths),
-            name,
-            "x".join(map(str, shape)),
+        volumes[i] = prepare_volume(scan.data, shape)
+    if len(found["blank"]) == len(paths):
+        raise RatganError(
+            f"every scan of set {name!r} ({len(paths)}, such as {paths[0]}) holds one value in "
+            "every voxel; there is nothing to evaluate (did the generation fail?)."
         )
     return ScanSet(
         name=name,
         volumes=volumes,
         paths=paths,
         source=source,
-        notes=notes,
+        notes=_set_notes(name, len(paths), found, turned, shape),
         zooms=zooms,
         voxel_size=voxel_size,
     )
+
+
+def _check_scan(
+    scan: Scan,
+    name: str,
+    shape: tuple[int, int, int],
+    voxel_size: tuple[float, float, float],
+    blank: str,
+) -> None:
+    """Raise RatganError for a scan outside the evaluation's space, or blank where ``blank``
+    is ``refuse``."""
+    _check_voxel_size(scan, name, voxel_size)
+    data = scan.data
+    if data.ndim != 3 or any(s < t for s, t in zip(data.shape, shape, strict=True)):
+        raise RatganError(
+            f"scan {scan.path} of set {name!r} has shape {list(data.shape)} (in RAS order), "
+            f"smaller than the real scans' {list(shape)}; every set must be "
+            "in the real scans' space."
+        )
+    if blank == "refuse" and float(data.min()) == float(data.max()):
+        raise RatganError(
+            f"scan {scan.path} of set {name!r} holds the same value ({float(data.min()):g}) "
+            "in every voxel; a blank real scan would enter every reference value and the "
+            "near-copy threshold, so leave it out."
+        )
+
+
+def _set_notes(
+    name: str,
+    n: int,
+    found: dict[str, list[Path]],
+    turned: Counter[str],
+    shape: tuple[int, int, int],
+) -> list[str]:
+    """The report's notes on what loading did to a set's scans, each also warned."""
+    notes = []
+    said = {
+        "blank": (
+            "blank scans (one value in every voxel)",
+            "hold one value in every voxel; they enter every metric as they are, as a "
+            "generator's failures",
+        ),
+        "averaged": (
+            "4-D files averaged over their volumes",
+            "are 4-D files; each is taken as the mean of its volumes",
+        ),
+        "cropped": (
+            f"scans centre-cropped to {list(shape)}",
+            f"are larger than the real scans ({'x'.join(map(str, shape))}) and were "
+            "centre-cropped to them; check that the anatomy sits in their centre",
+        ),
+    }
+    for kind, paths in found.items():
+        if paths:
+            note, sentence = said[kind]
+            notes.append(f"{len(paths)} {note}")
+            log.warning(
+                "%d of %d scans of set %r (such as %s) %s", len(paths), n, name, paths[0], sentence
+            )
+    if turned:
+        codes = ", ".join(f"{k} from {code}" for code, k in sorted(turned.items()))
+        k = sum(turned.values())
+        notes.append(f"{k} scans reoriented to RAS ({codes})")
+        log.warning(
+            "%d of %d scans of set %r are stored in another orientation than RAS (%s); they "
+            "are reoriented to RAS (axes permuted and flipped, no resampling) before any "
+            "comparison",
+            k,
+            n,
+            name,
+            codes,
+        )
+    return notes
 
 
 def _check_voxel_size(scan: Scan, name: str, size: tuple[float, float, float]) -> None:

@@ -353,6 +353,14 @@ def memorisation_check(
         )
     else:
         threshold = mem.Threshold(float(settings.copy_threshold), "given", None)
+    left_out = [str(real.paths[kept[i]]) for i in threshold.left_out]
+    if left_out:
+        log.warning(
+            "%d real scans are far less similar to any other real scan than the rest (%s); "
+            "they are left out of the near-copy threshold's fit, which they would lift",
+            len(left_out),
+            ", ".join(left_out[:3]) + (" ..." if len(left_out) > 3 else ""),
+        )
     if not threshold.value < 1.0:
         how = "given" if settings.copy_threshold is not None else "calibrated on the real scans"
         raise RatganError(
@@ -374,6 +382,7 @@ def memorisation_check(
         "nn_ncc_mean": float(ref_nn.mean()),
         "nn_ncc_max": float(ref_nn.max()),
         "duplicates": duplicates,
+        "left_out_of_fit": left_out,
     }
     if heldout is not None:  # never fitted on: the realised false-positive rate
         held_nn, held_idx = mem.nearest(heldout.volumes, real.volumes, max_shift=shift)
