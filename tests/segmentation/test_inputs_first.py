@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ratgan.cli import main
-from ratgan.data.io import read_scan, write_nifti
+from ratgan.data.io import read_scan
 from ratgan.errors import RatganError
 from ratgan.segmentation import atlas as atlas_mod
 from ratgan.segmentation import labels as labels_mod
@@ -22,8 +22,11 @@ SHAPE = ["--shape", "16", "16", "8"]
 
 
 def _nan_scan(path, like):
+    # written by nibabel: write_nifti refuses NaN, as it should
+    import nibabel as nib
+
     scan = read_scan(like)
-    write_nifti(path, np.full(scan.shape, np.nan, np.float32), scan.affine)
+    nib.save(nib.Nifti1Image(np.full(scan.shape, np.nan, np.float32), scan.affine), path)
 
 
 def _threshold_labels(target, *args, **kwargs):

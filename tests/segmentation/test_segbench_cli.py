@@ -219,7 +219,7 @@ def test_atlas_labels_statistics_and_the_labellers_accuracy(tiny_real, tiny_synt
     assert results["collapses"]["count"] == len(results["collapses"]["runs"])
     table = (out / "table.md").read_text()
     assert "p (seed signs, exact)" in table and "atlas registration" in table
-    assert "not checked" in table  # a folder source: overlap with the GAN unknown
+    assert "The synthetic folder holds none of the real test and validation scans" in table
 
 
 def test_labels_outside_0_to_3_are_one_clear_error(tiny_real, tmp_path, capsys):

@@ -45,8 +45,8 @@ def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err
-    test_names = ["sub-007.nii.gz", "sub-008.nii.gz"]
-    assert "was trained on 2 of the real test scans" in err
+    test_names = ["sub-007.nii.gz", "sub-008.nii.gz", "sub-006.nii.gz", "sub-010.nii.gz"]
+    assert "was trained on 4 of the real test and validation scans" in err
     assert all(n in err for n in test_names) and "--allow-overlap" in err
     assert not (out / "synthetic").exists()
     assert main(args + ["--allow-overlap"]) == 0
@@ -57,9 +57,10 @@ def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path, capsys):
     assert sorted(p.name for p in (round0 / "labels").glob("*.nii.gz")) == [p.name for p in scans]
     state = json.loads((out / "segbench.json").read_text())
     assert state["labels"] == "joint"
-    assert state["overlap"]["allowed"] and len(state["overlap"]["files"]) == 2
+    assert state["overlap"]["allowed"] and len(state["overlap"]["files"]) == 4
     assert (
-        "WARNING: the GAN was trained on 2 of the real test scans" in (out / "table.md").read_text()
+        "WARNING: the GAN was trained on 4 of the real test and validation scans"
+        in (out / "table.md").read_text()
     )
     assert not (out / "teacher").exists()
 

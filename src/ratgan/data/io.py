@@ -660,6 +660,7 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
         )
     base = csv_path.parent
     entries: list[ScanEntry] = []
+    label_lines: dict[Path, int] = {}
     for number, row in enumerate(rows, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         if not row.get("image"):
@@ -683,6 +684,14 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
                 raise RatganError(
                     f"CSV file {csv_path} line {number} names label map "
                     f"{label}, which does not exist."
+                )
+            # a copy-paste error pairs two scans with one subject's map; shape and affine,
+            # which a cohort shares, would not catch it
+            first = label_lines.setdefault(label.resolve(), number)
+            if first != number:
+                raise RatganError(
+                    f"CSV file {csv_path} line {number} names label map {label}, which line "
+                    f"{first} already pairs with its scan; each scan needs its own label map."
                 )
         entries.append(ScanEntry(image=image, label=label))
     if not entries:

@@ -35,7 +35,14 @@ from ratgan.atomic import atomic_write_json
 from ratgan.digests import FileDigests
 from ratgan.errors import RatganError
 from ratgan.folder_lock import FolderLock, remove_if_empty
-from ratgan.segmentation.data import SegSet, brain_box, find_entries, load_set
+from ratgan.segmentation.data import (
+    SegSet,
+    brain_box,
+    check_one_space,
+    find_entries,
+    load_set,
+    refuse_duplicate_images,
+)
 from ratgan.segmentation.files import describe_changes, entry_digests
 from ratgan.segmentation.labels import (
     Pool,
@@ -119,9 +126,10 @@ def load_real(opt: BenchSettings) -> tuple[list, SegSet]:
             f"real set {opt.real} holds {len(entries)} scans with label "
             "maps; the benchmark needs at least 4 (labels/ beside images/)."
         )
-    return entries, load_set(
-        entries, opt.shape, opt.volume_index, progress=opt.progress, desc="real scans"
-    )
+    real = load_set(entries, opt.shape, opt.volume_index, progress=opt.progress, desc="real scans")
+    check_one_space(real, "real scan")
+    refuse_duplicate_images(real, "real scan")
+    return entries, real
 
 
 def data_digests(
@@ -217,7 +225,7 @@ def prepare(options: BenchOptions) -> BenchState:
     overlap = (
         check_overlap(
             opt.synthetic,
-            [real.images_paths[i] for i in split.test],
+            [real.images_paths[i] for i in split.test + split.val],
             opt.allow_overlap,
             digest,
         )

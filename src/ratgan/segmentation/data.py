@@ -153,6 +153,57 @@ def load_set(
     return SegSet(x, y, [e.image.name for e in entries], [e.image for e in entries], infos, affines)
 
 
+def check_one_space(scans: SegSet, what: str, like: SegSet | None = None) -> None:
+    """Raise RatganError naming the first scan of ``scans`` stored in another orientation or
+    at another voxel size (beyond 5 %) than the others (or than ``like``'s first scan).
+
+    The U-Net reads the stored arrays: a scan stored LAS among RAS ones would be trained on
+    mirrored, one at another voxel size on anatomy of another size. ``ratgan train`` refuses
+    such a cohort for the same reason.
+    """
+    from collections import Counter
+
+    from ratgan.data.dataset import VOXEL_SIZE_RTOL
+    from ratgan.data.io import format_voxel_size, orientation_code, same_voxel_size, voxel_size
+
+    if not scans.affines:
+        return
+    base = like if like is not None and like.affines else scans
+    codes = [orientation_code(a) for a in base.affines]
+    code = Counter(codes).most_common(1)[0][0]
+    size = voxel_size(base.affines[codes.index(code)])
+    for path, affine in zip(scans.images_paths, scans.affines, strict=True):
+        mine = orientation_code(affine)
+        if mine != code:
+            raise RatganError(
+                f"{what} {path} is stored in orientation {mine} but the real scans are in "
+                f"{code}; the network reads stored voxels, so it would learn mirrored or turned "
+                "anatomy: reorient it (or leave it out)."
+            )
+        if not same_voxel_size(voxel_size(affine), size, VOXEL_SIZE_RTOL):
+            raise RatganError(
+                f"{what} {path} has voxel size {format_voxel_size(voxel_size(affine))} but the "
+                f"real scans have {format_voxel_size(size)}; resample it (or leave it out)."
+            )
+
+
+def refuse_duplicate_images(scans: SegSet, what: str) -> None:
+    """Raise RatganError naming two scans of ``scans`` that are one image (the same voxels
+    after preprocessing: a copy, or x.nii beside x.nii.gz): the split could put one in
+    training and the other in the test set."""
+    import hashlib
+
+    seen: dict[str, Path] = {}
+    for path, image in zip(scans.images_paths, scans.images, strict=True):
+        key = hashlib.sha256(image.numpy().tobytes()).hexdigest()
+        if key in seen:
+            raise RatganError(
+                f"{what} {path} is the same image as {seen[key]}; one of them could be trained "
+                "on and the other tested on, so keep one."
+            )
+        seen[key] = path
+
+
 def downsample_images(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Average-pool scans (N, 1, X, Y, Z) by an integer factor (identity for 1)."""
     return x if factor == 1 else F.avg_pool3d(x, factor)

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from ratgan.atomic import atomic_write_json
-from ratgan.digests import FileDigests, shared_files
+from ratgan.digests import FileDigests
 from ratgan.errors import RatganError
 from ratgan.runs import is_run_folder, read_run_data
-from ratgan.segmentation.data import SegSet, concat, find_entries, load_set
+from ratgan.segmentation.data import SegSet, check_one_space, concat, find_entries, load_set
 from ratgan.segmentation.files import check_unique_names
 from ratgan.segmentation.quality_gate import FRACTIONS, GateResult, QualityGate
 
@@ -65,13 +65,38 @@ def empty_pool(shape: tuple[int, int, int]) -> Pool:
 def gan_overlap(
     source: str | Path, held_out: list[Path], digest: FileDigests | None = None
 ) -> dict[str, Any]:
-    """Which of the ``held_out`` real scans the GAN run ``source`` was trained on (by
-    resolved path or identical content); ``checked`` is False for a folder of scans."""
-    if not is_run_folder(source):
-        return {"checked": False, "files": []}
-    seen = [Path(e.image) for e in read_run_data(source).entries]
-    shared = {p for p, _ in shared_files(held_out, seen, digest)}
-    return {"checked": True, "files": [str(p) for p in held_out if Path(p) in shared]}
+    """Which of the ``held_out`` real scans (test and validation) the synthetic ``source``
+    holds, or, for a run folder, its GAN was trained on: the same file, the same bytes or the
+    same image (voxel values in RAS order, whatever the file's format or name).
+
+    A run's training scans are compared as they are on disk and by the digests its data.json
+    recorded at training, so moving them afterwards hides nothing; ``unverified`` counts
+    training scans that are gone and were recorded without a digest. (The check used to
+    compare the files' bytes at their recorded paths only, and a folder of scans not at all:
+    real test scans passed as synthetic ones were trained on without a word.)
+    """
+    from ratgan.data.io import scan_content_sha256
+
+    digest = digest or FileDigests()
+    image = FileDigests(scan_content_sha256)
+    if is_run_folder(source):
+        entries = read_run_data(source).entries
+        present = [Path(e.image) for e in entries if Path(e.image).is_file()]
+        recorded = {e.sha256 for e in entries if e.sha256}
+        unverified = sum(1 for e in entries if not Path(e.image).is_file() and not e.sha256)
+        kind = "run"
+    else:
+        present = [Path(e.image) for e in find_entries(source)]
+        recorded, unverified, kind = set(), 0, "folder"
+    paths = {p.resolve() for p in present}
+    by_bytes = {digest(p) for p in present} | recorded
+    by_image = {image(p) for p in present}
+    files = [
+        str(p)
+        for p in held_out
+        if Path(p).resolve() in paths or digest(p) in by_bytes or image(p) in by_image
+    ]
+    return {"checked": True, "source": kind, "files": files, "unverified": unverified}
 
 
 def check_synthetic_source(source: str | Path, needed: int, n_train: int) -> None:
@@ -103,11 +128,15 @@ def check_overlap(
     ov = gan_overlap(source, held_out, digest)
     if ov["files"] and not allow:
         names = ", ".join(Path(f).name for f in ov["files"])
-        raise RatganError(
-            f"the GAN run {source} was trained on {len(ov['files'])} of the real "
-            f"test scans ({names}), so its synthetic scans may copy them; train "
-            "it on the training split only, or pass --allow-overlap."
+        what = (
+            f"the GAN run {source} was trained on {len(ov['files'])} of the real test and "
+            f"validation scans ({names}), so its synthetic scans may copy them; train it on "
+            "the training split only"
+            if ov["source"] == "run"
+            else f"the synthetic folder {source} holds {len(ov['files'])} of the real test and "
+            f"validation scans ({names}), which would be trained on; leave them out"
         )
+        raise RatganError(f"{what}, or pass --allow-overlap.")
     ov["allowed"] = bool(allow)
     return ov
 
@@ -260,6 +289,7 @@ def synthetic_pool(state: BenchState) -> Pool:
             progress=opt.progress,
             desc=f"synthetic {tag}",
         )
+        check_one_space(syn, "synthetic scan", like=state.real)
         if mode == "atlas":
             _probe(state, syn, gate, records)
             syn = atlas_labels(state, syn)  # the probe's label maps come from the cache

@@ -274,13 +274,24 @@ def overlap_sentence(state: dict[str, Any]) -> str:
             "The synthetic source is a folder of scans, so whether its GAN saw the test "
             "scans was not checked."
         )
+    folder = ov.get("source") == "folder"
     if ov["files"]:
         return (
-            f"WARNING: the GAN was trained on {len(ov['files'])} of the real test scans "
-            f"(--allow-overlap); its synthetic scans may copy them and the comparison is "
-            f"biased in their favour."
+            f"WARNING: the {'synthetic folder holds' if folder else 'GAN was trained on'} "
+            f"{len(ov['files'])} of the real test and validation scans (--allow-overlap); "
+            "the comparison is biased in their favour."
         )
-    return "The GAN's data.json names none of the real test scans."
+    compared = "(compared by file, bytes and image)"
+    if folder:
+        return f"The synthetic folder holds none of the real test and validation scans {compared}."
+    unverified = ov.get("unverified", 0)
+    gone = (
+        f" {unverified} of its training scans are gone and were recorded without a digest, "
+        "so they were not compared."
+        if unverified
+        else ""
+    )
+    return f"The GAN trained on none of the real test and validation scans {compared}.{gone}"
 
 
 def write_reports(
