@@ -132,3 +132,28 @@ def test_an_unknown_key_of_any_spelling_is_reported():
     # A key starting with a non-word character used to crash the message filter.
     with pytest.raises(RatganError, match=r"^invalid config: -x is not a known field\.$"):
         config_from_dict({"-x": 1})
+
+
+def test_nan_and_out_of_range_strengths_are_refused():
+    # NaN passed every "v < 0" check: an all-NaN EMA of G, brightness augmentation silently
+    # off; an intensity factor of 10 (a percentage) blanked 14 of 32 augmented volumes, and a
+    # rotation range of 3 (degrees) turned volumes by up to 172 degrees
+    nan = float("nan")
+    bad = {
+        "augment": {"intensity_factor": 10, "rotate_range": 3, "noise_std": nan},
+        "train": {"ema_half_life_images": nan},
+        "ada": {"brightness": nan},
+        "optim": {"lr": nan},
+    }
+    with pytest.raises(RatganError) as exc:
+        config_from_dict(bad)
+    text = str(exc.value)
+    for field in (
+        "optim.lr must be > 0 (got nan)",
+        "augment.intensity_factor must be in [0, 1) (got 10.0)",
+        "augment.rotate_range is in radians and must be in [0, pi/2] (got 3.0",
+        "augment.noise_std must be >= 0 (got nan)",
+        "train.ema_half_life_images must be >= 0 (got nan)",
+        "ada.brightness must be >= 0 (got nan)",
+    ):
+        assert field in text, field

@@ -437,11 +437,11 @@ def _failing(
 # Tests of a bad value (written as the failing case, so that NaN fails exactly where a
 # comparison with it is false).
 def _below_one(v: Any) -> bool:
-    return bool(v < 1)
+    return not v >= 1
 
 
 def _negative(v: Any) -> bool:
-    return bool(v < 0)
+    return not v >= 0  # NaN too: "v < 0" let it through (an all-NaN EMA of G followed)
 
 
 def _outside_unit_interval(v: Any) -> bool:
@@ -527,7 +527,7 @@ def _loss_problems(cfg: Config) -> list[str]:
 def _optim_problems(cfg: Config) -> list[str]:
     """Learning rate, Adam betas and weight decay."""
     o = cfg.optim
-    p = _failing(o, "optim", ("lr",), lambda v: v <= 0, "must be > 0")
+    p = _failing(o, "optim", ("lr",), lambda v: not v > 0, "must be > 0")
     if not all(0 <= b < 1 for b in o.betas):
         p.append(f"optim.betas must lie in [0, 1) (got {list(o.betas)})")
     p += _failing(o, "optim", ("weight_decay",), _negative, "must be >= 0")
@@ -547,11 +547,22 @@ def _augment_problems(cfg: Config) -> list[str]:
     )
     p = _failing(a, "augment", probs, _outside_unit_interval, "must be a probability in [0, 1]")
     p += _failing(a, "augment", ("flip_axis",), lambda v: v not in (0, 1, 2), "must be 0, 1 or 2")
-    if a.zoom_range[0] <= 0 or a.zoom_range[0] > a.zoom_range[1]:
+    if not 0 < a.zoom_range[0] <= a.zoom_range[1] < math.inf:
         p.append(
             f"augment.zoom_range must be [low, high] with 0 < low <= high "
             f"(got {list(a.zoom_range)})"
         )
+    # an intensity factor of 1 or more scales some volumes by (1 - f) <= 0: blank or inverted
+    # (10, meant as a percentage, blanked 14 of 32 augmented volumes)
+    p += _failing(a, "augment", ("intensity_factor",), _outside_half_open_unit, "must be in [0, 1)")
+    if not 0 <= a.rotate_range <= math.pi / 2:
+        p.append(
+            f"augment.rotate_range is in radians and must be in [0, pi/2] (got {a.rotate_range}; "
+            "the paper's 3 degrees are 0.052)"
+        )
+    p += _failing(a, "augment", ("noise_std",), lambda v: not 0 <= v < math.inf, "must be >= 0")
+    if not all(0 <= t < math.inf for t in a.translate_range):
+        p.append(f"augment.translate_range must be >= 0 voxels (got {list(a.translate_range)})")
     return p
 
 

@@ -89,3 +89,23 @@ def test_codes_on_a_line_show_in_the_top_share_not_in_the_cosine():
     # Prior codes of the same shape spread as the independent scans' codes do (64 dims) and,
     # in the line encoder's 8 dims, far from one axis.
     assert spread["prior_top_share"] < 0.3 and line["prior_top_share"] < 0.5
+
+
+class NoisyDecoder(Decoder):
+    """G(z) with output noise drawn from the global stream, as G does when given no noise."""
+
+    def forward(self, z, return_clean=False):
+        clean = z.view(len(z), 1, 4, 4, 4)
+        out = clean + torch.randn(clean.shape)
+        return (out, clean) if return_clean else out
+
+
+def test_health_draws_nothing_from_the_global_stream():
+    # An evaluation due in one run and not in its resumed twin (another --eval-every) drew
+    # G's output noise from the global stream and changed every later draw of the training.
+    scans = torch.rand(4, 1, 4, 4, 4)
+    torch.manual_seed(3)
+    expected = torch.rand(5)
+    torch.manual_seed(3)
+    encoder_health(FlattenEncoder(), NoisyDecoder(), scans)
+    assert torch.equal(torch.rand(5), expected)

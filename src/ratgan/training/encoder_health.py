@@ -40,17 +40,16 @@ def encoder_health(
     encoder.eval()
     generator.eval()
     codes, recs = [], []
-    try:
-        for start in range(0, len(scans), batch):
-            x = scans[start : start + batch]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                z = encoder(x).reshape(len(x), -1)
-                out = generator(z, return_clean=True)
-            codes.append(z.float())
-            recs.append(out[1].float())
-    finally:
-        encoder.train(was[0])
-        generator.train(was[1])
+    # A generator with output noise draws it from the global stream when given none: without
+    # the fork, an evaluation that was due in one run and not in its resumed twin (another
+    # --eval-every, an extended target) changed every later iteration's draws.
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):
+        try:
+            _encode_and_render(scans, encoder, generator, batch, bf16, codes, recs)
+        finally:
+            encoder.train(was[0])
+            generator.train(was[1])
     z = torch.cat(codes)
     rec = torch.cat(recs)
     real = scans.float()
@@ -69,6 +68,26 @@ def encoder_health(
         "rec_std": float(rec.std(0).mean()),
         "real_std": float(real.std(0).mean()),
     }
+
+
+def _encode_and_render(
+    scans: Tensor,
+    encoder: nn.Module,
+    generator: nn.Module,
+    batch: int,
+    bf16: bool,
+    codes: list[Tensor],
+    recs: list[Tensor],
+) -> None:
+    """Append each batch's codes E(x) and G's noise-free renderings G(E(x)) to the lists."""
+    device = scans.device
+    for start in range(0, len(scans), batch):
+        x = scans[start : start + batch]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            z = encoder(x).reshape(len(x), -1)
+            out = generator(z, return_clean=True)
+        codes.append(z.float())
+        recs.append(out[1].float())
 
 
 def top_share(codes: Tensor) -> float:
