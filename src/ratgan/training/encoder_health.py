@@ -39,7 +39,8 @@ def encoder_health(
     was = encoder.training, generator.training
     encoder.eval()
     generator.eval()
-    codes, recs = [], []
+    codes: list[Tensor] = []
+    recs: list[Tensor] = []
     # A generator with output noise draws it from the global stream when given none: without
     # the fork, an evaluation that was due in one run and not in its resumed twin (another
     # --eval-every, an extended target) changed every later iteration's draws.
