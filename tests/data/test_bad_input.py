@@ -219,9 +219,8 @@ def test_a_cohort_mixing_orientations_or_voxel_sizes_is_refused(tmp_path, rng, h
 
 
 def test_voxel_sizes_within_five_percent_are_one_cohort(tmp_path, rng, h):
-    data = h.random_scan(rng, (8, 8, 6))
-    h.save(tmp_path / "a.nii.gz", data, _affine())
-    h.save(tmp_path / "b.nii.gz", data, _affine((1.0, 1.04, 0.96)))
+    h.save(tmp_path / "a.nii.gz", h.random_scan(rng, (8, 8, 6)), _affine())
+    h.save(tmp_path / "b.nii.gz", h.random_scan(rng, (8, 8, 6)), _affine((1.0, 1.04, 0.96)))
     cohort = load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
     assert cohort.orientations == ["RAS", "RAS"]
 
@@ -355,3 +354,27 @@ def test_a_glob_matching_label_maps_is_refused_not_read_as_scans(tmp_path, rng, 
     # a pattern that names the scans only is fine
     pattern = tmp_path / scans / "*.nii.gz"
     assert [e.image.name for e in list_scans(str(pattern))] == ["a.nii.gz", "b.nii.gz"]
+
+
+def test_one_image_twice_in_a_cohort_is_refused(tmp_path, rng, h):
+    """A copy under another name (or x.nii beside x.nii.gz) was trained on twice."""
+    scan = h.random_scan(rng, (8, 8, 6))
+    h.save(tmp_path / "a.nii.gz", scan)
+    h.save(tmp_path / "b.nii.gz", h.random_scan(rng, (8, 8, 6)))
+    h.save(tmp_path / "c.nii", scan)
+    with pytest.raises(RatganError, match="is the same image as") as exc:
+        load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
+    _one_sentence(exc, "c.nii")
+
+
+def test_a_scan_squeezed_by_one_bright_voxel_is_named(tmp_path, rng, h, caplog):
+    """One voxel at 1000x the scan's maximum set its min/max scaling: the anatomy went to -1
+    and the scan was trained on as a blank subject without a word."""
+    spiked = h.random_scan(rng, (16, 16, 8))
+    spiked[3, 4, 5] = 1000 * spiked.max()
+    h.save(tmp_path / "a.nii.gz", h.random_scan(rng, (16, 16, 8)))
+    h.save(tmp_path / "spiked.nii.gz", spiked)
+    with caplog.at_level("WARNING", logger="ratgan.data.dataset"):
+        load_cohort(tmp_path, DataConfig(target_shape=(16, 16, 8)), progress=False)
+    assert "1 scans (such as" in caplog.text and "spiked.nii.gz" in caplog.text
+    assert "a.nii.gz" not in caplog.text.replace("spiked.nii.gz", "")

@@ -131,6 +131,7 @@ def load_entries(
     paths = [e.image for e in entries]
     _check_one_orientation(paths, orientations)
     _check_one_voxel_size(paths, voxel_sizes)
+    _check_prepared_volumes(paths, images)
     if averaged:
         log.warning(
             "%d of %d scans of %s are 4-D series (such as %s, %d volumes), each averaged over "
@@ -153,6 +154,39 @@ def _refuse_blank(path: Path, data: np.ndarray) -> None:
         raise RatganError(
             f"scan {path} holds the same value ({low:g}) in every voxel; a blank scan has "
             "no anatomy to learn, so leave it out of the cohort."
+        )
+
+
+#: A prepared volume whose 99.9th percentile lies below this is all but blank: one voxel far
+#: brighter than the rest (a spike) set its min/max scaling and squeezed its anatomy to -1.
+SQUEEZED_P999 = -0.9
+
+
+def _check_prepared_volumes(paths: list[Path], images: torch.Tensor) -> None:
+    """Refuse two scans that are one image (a copy, x.nii beside x.nii.gz: trained on twice);
+    warn, naming them, about scans squeezed to near -1 by a single bright voxel."""
+    import hashlib
+
+    seen: dict[str, Path] = {}
+    squeezed = []
+    for path, volume in zip(paths, images, strict=True):
+        key = hashlib.sha256(volume.numpy().tobytes()).hexdigest()
+        if key in seen:
+            raise RatganError(
+                f"scan {path} is the same image as {seen[key]}; it would be trained on twice, "
+                "so keep one."
+            )
+        seen[key] = path
+        if float(np.percentile(volume.numpy(), 99.9)) < SQUEEZED_P999:
+            squeezed.append(path)
+    if squeezed:
+        log.warning(
+            "%d scans (such as %s) are almost blank once scaled to [-1, 1]: 99.9 %% of their "
+            "voxels lie below %g, so a few voxels far brighter than the rest (a spike, a "
+            "corrupted voxel) set the scale and the anatomy is squeezed to -1; check them",
+            len(squeezed),
+            squeezed[0],
+            SQUEEZED_P999,
         )
 
 
