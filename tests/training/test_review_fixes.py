@@ -153,3 +153,24 @@ def test_output_noise_std_is_bounded():
         noise.offset.fill_(1.0)  # softplus(100) = 100 without a bound
     std = noise.std(torch.zeros(3))
     assert torch.all(std <= OutputNoise.MAX_STD) and torch.all(std > 0.5)
+
+
+def test_a_flip_off_the_left_right_axis_is_warned(caplog):
+    # a cohort stored ARS (axis 0 front to back) was mirrored front to back by the default
+    # augment.flip_axis 0, silently
+    from ratgan.config import load_config
+    from ratgan.training.run import warn_flips_off_left_right
+
+    cfg = load_config("sigmarat2")
+    with caplog.at_level("WARNING", logger="ratgan.training.run"):
+        warn_flips_off_left_right(cfg, ["RAS"] * 3)
+    assert caplog.text == ""
+    with caplog.at_level("WARNING", logger="ratgan.training.run"):
+        warn_flips_off_left_right(cfg, ["ARS"] * 3)
+    assert "orientation ARS, whose left-right axis is voxel axis 1" in caplog.text
+    assert "augment.flip_axis 0" in caplog.text
+    caplog.clear()
+    cfg.augment.flip_axis = 1
+    with caplog.at_level("WARNING", logger="ratgan.training.run"):
+        warn_flips_off_left_right(cfg, ["ARS"] * 3)
+    assert caplog.text == ""

@@ -60,6 +60,22 @@ def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(phantom_dir, 
             assert torch.equal(value, b["networks"][net][key]), (net, key)
 
 
+def test_a_config_edited_between_sittings_is_refused_on_resume(phantom_dir, tmp_path):
+    # An edited learning rate was recorded but not used (the optimiser's state came from the
+    # checkpoint), an edited loss weight was used: the run became a mixture of the two.
+    run = tmp_path / "run"
+    train(_cfg(2), phantom_dir, run, progress=False)
+    config = run / "config.yaml"
+    original = config.read_text()
+    config.write_text(original.replace("lr: 0.0002", "lr: 0.05"))
+    assert config.read_text() != original
+    with pytest.raises(RatganError, match=r"differs from the config .*\(optim.lr 0.0002 -> 0.05\)"):
+        train(_cfg(4), None, run, resume=True, progress=False)
+    config.write_text(original)  # restored: the resume goes on, its new target allowed
+    train(_cfg(4), None, run, resume=True, progress=False)
+    assert ckpt.list_checkpoints(run)[-1][0] == 4
+
+
 def test_checkpoint_holds_the_whole_state(phantom_dir, tmp_path):
     run = tmp_path / "run"
     train(_cfg(2), phantom_dir, run, progress=False)

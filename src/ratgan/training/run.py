@@ -7,6 +7,7 @@ checkpoints) is described, and located, by ``ratgan.runs``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -49,6 +50,8 @@ from ratgan.training.run_folder import (
     write_new_run,
 )
 
+log = logging.getLogger(__name__)
+
 
 class TrainingDiverged(RatganError):
     """A loss became NaN or Inf; the last good checkpoint is kept."""
@@ -77,6 +80,35 @@ class TrainResult:
     last_losses: dict[str, float]
     networks: Networks
     rank: int = 0
+
+
+def warn_flips_off_left_right(cfg: Config, orientations: list[str]) -> None:
+    """Warn when a flip augmentation mirrors another axis than the scans' left-right one.
+
+    The flips are the paper's left-right mirror (a brain is nearly symmetric that way), on a
+    fixed voxel axis: 0 for the augmentation's default and always for ADA's. A cohort stored
+    with axis 0 running front to back (ARS, say) was mirrored front to back instead.
+    """
+    if not orientations:
+        return
+    code = max(set(orientations), key=orientations.count)
+    left_right = next((i for i, letter in enumerate(code) if letter in "LR"), None)
+    flips = []
+    a = cfg.augment
+    if a.mode in ("all", "flip") and a.flip_prob > 0 and a.flip_axis != left_right:
+        flips.append(f"augment.flip_axis {a.flip_axis}")
+    if cfg.ada.enabled and cfg.ada.flip and left_right != 0:
+        flips.append("ada.flip (axis 0)")
+    if flips:
+        log.warning(
+            "the scans are stored in orientation %s, whose left-right axis is voxel axis %s, "
+            "but %s mirror(s) another axis: set augment.flip_axis to %s (and ada.flip to "
+            "false), or reorient the scans",
+            code,
+            left_right,
+            " and ".join(flips),
+            left_right,
+        )
 
 
 def _shard(cohort: Cohort, info: distributed.DistInfo) -> Cohort:
@@ -162,6 +194,7 @@ def _train(
             )
             if info.is_main:
                 write_new_run(run_dir, cfg, data_source, cohort, lock)
+                warn_flips_off_left_right(cfg, cohort.orientations)
         probe = None
         if cfg.train.eval_every and info.is_main:
             if probe_factory is None:

@@ -210,6 +210,8 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
         if not run_paths(run_dir).config.is_file():
             raise RatganError(f"--resume: {run_dir} holds no run to resume.")
         stored = _resumed_config(run_dir, cfg)
+        if found:
+            _refuse_edited_config(run_dir, stored, found[-1][1])
         if found and found[-1][0] > stored.train.iterations:
             raise RatganError(
                 f"--resume: the run in {run_dir} has reached iteration "
@@ -232,6 +234,39 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
             "iteration 0, or choose another --out."
         )
     return cfg
+
+
+def _refuse_edited_config(run_dir: Path, stored: Config, checkpoint: Path) -> None:
+    """Raise RatganError when the run's config.yaml differs from the config its newest
+    checkpoint trained with, beyond what a resume may change.
+
+    A hand edit of config.yaml between sittings took effect in part: an edited loss weight
+    did, an edited learning rate did not (the optimiser's state, learning rate included, comes
+    from the checkpoint), while the run recorded the edit as its setting. An unreadable
+    checkpoint is left to the trainer, which falls back over it.
+    """
+    from ratgan.config import config_from_dict
+
+    try:
+        state = ckpt.load_checkpoint(checkpoint, mmap=True)
+    except RatganError:
+        return
+    if "config" not in state:
+        return
+    trained = config_from_dict(state["config"])
+    for key in _RESUME_KEYS:
+        setattr(trained.train, key, getattr(stored.train, key))
+    old, new = _dotted(trained), _dotted(stored)
+    changed = [k for k in new if old.get(k) != new[k]]
+    if changed:
+        diffs = "; ".join(f"{k} {old.get(k)} -> {new[k]}" for k in changed[:5])
+        raise RatganError(
+            f"--resume: {run_paths(run_dir).config} differs from the config its checkpoint "
+            f"{checkpoint.name} trained with ({diffs}); a resume continues the run as it was "
+            "(the optimiser's state, learning rate included, comes from the checkpoint), so "
+            "restore config.yaml, or start a new run from the checkpoint with "
+            "benchmarks/branch_run.py."
+        )
 
 
 def _resumed_config(run_dir: Path, cfg: Config) -> Config:
