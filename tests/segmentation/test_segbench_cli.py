@@ -457,3 +457,24 @@ def test_a_new_checkpoint_of_the_synthetic_run_is_other_data(tiny_real, tmp_path
     assert real_only["synthetic"] == first["synthetic"]
     with pytest.raises(RatganError, match="the real split differs"):
         check_data(out, opt, first, {**split, "test": ["a"]})
+
+
+def test_a_rerun_of_real_tests_only_keeps_the_synthetic_tests_records(
+    tiny_real, tiny_synthetic, tmp_path
+):
+    # --tests 1 --seeds 2 after a full run rewrote segbench.json as if there were no
+    # synthetic scans (labels none, gate 0 of 0) and plan.json without test 2
+    out = tmp_path / "bench"
+    base = [*_segbench(tiny_real, tiny_synthetic, out), "--labels", "joint", *FAST]
+    assert main([*base, "--tests", "1,2", "--seeds", "1"]) == 0
+    before = json.loads((out / "segbench.json").read_text())
+    plan_before = json.loads((out / "plan.json").read_text())["runs"]
+    assert main([*base, "--tests", "1", "--seeds", "2"]) == 0
+    after = json.loads((out / "segbench.json").read_text())
+    for key in ("labels", "overlap", "quality_gate"):
+        assert after[key] == before[key], key
+    assert after["counts"]["synthetic_pool"] == before["counts"]["synthetic_pool"]
+    rows = json.loads((out / "plan.json").read_text())["runs"]
+    assert [(r["test"], r["seed"]) for r in rows] == [(1, 0), (2, 0), (1, 1)]
+    assert rows[1] == plan_before[1]  # test 2 as it was trained
+    assert "No synthetic scans were needed" not in (out / "table.md").read_text()

@@ -265,30 +265,37 @@ class Benchmark:
         """segbench.json: options, split, counts, labels, box, gate and overlap."""
         s = self.state
         r = len(s.split.train)
-        atomic_write_json(
-            self.out / "segbench.json",
-            {
-                "options": self.opt.fingerprint(),
-                "data": s.data,
-                "split": s.split_names,
-                "counts": {
-                    "real_labelled": len(s.real),
-                    "train": r,
-                    "val": len(s.split.val),
-                    "test": len(s.split.test),
-                    "synthetic_pool": len(pool.scans),
-                    "synthetic_needed_all_tests": synthetic_needed(r),
-                },
-                "labels": pool.labels,
-                "atlas": pool.atlas,
-                "overlap": s.overlap,
-                "box": None if s.box is None else [list(b) for b in s.box],
-                "network_input": list(self.opt.net(s.box).input_shape),
-                "quality_gate": {
-                    k: pool.gate[k] for k in ("acceptance_rate", "n_checked", "n_accepted")
-                },
+        record: dict[str, Any] = {
+            "options": self.opt.fingerprint(),
+            "data": s.data,
+            "split": s.split_names,
+            "counts": {
+                "real_labelled": len(s.real),
+                "train": r,
+                "val": len(s.split.val),
+                "test": len(s.split.test),
+                "synthetic_pool": len(pool.scans),
+                "synthetic_needed_all_tests": synthetic_needed(r),
             },
-        )
+            "labels": pool.labels,
+            "atlas": pool.atlas,
+            "overlap": s.overlap,
+            "box": None if s.box is None else [list(b) for b in s.box],
+            "network_input": list(self.opt.net(s.box).input_shape),
+            "quality_gate": {
+                k: pool.gate[k] for k in ("acceptance_rate", "n_checked", "n_accepted")
+            },
+        }
+        path = self.out / "segbench.json"
+        if not s.needed and path.is_file():
+            # a rerun of real-data tests only (--tests 1 --seeds 6): the synthetic tests
+            # finished earlier keep the record of their pool, labels, gate and overlap check
+            old = json.loads(path.read_text())
+            if old.get("labels", "none") != "none":
+                for key in ("labels", "atlas", "overlap", "quality_gate"):
+                    record[key] = old.get(key)
+                record["counts"]["synthetic_pool"] = old["counts"]["synthetic_pool"]
+        atomic_write_json(path, record)
 
     def pool(self) -> Pool:
         """The labelled, screened synthetic scans the tests need."""
@@ -310,10 +317,18 @@ class Benchmark:
             out += build_plan(self.state.split, n_pool, seed, self.opt.tests)
         return out
 
-    def write_plan(self, plans: list[PlannedTest], pool: SegSet) -> None:
-        """plan.json: the scans each (test, seed) trains on, by file name."""
+    def write_plan(
+        self, plans: list[PlannedTest], pool: SegSet, finished: set[tuple[int, int]]
+    ) -> None:
+        """plan.json: the scans each (test, seed) trains on, by file name. The rows of runs
+        ``finished`` by an earlier call stay as that call wrote them (the pool, and so the plan
+        drawn from it, can differ between calls that ask for other tests), and so do rows of
+        runs this call does not plan."""
         real, split = self.state.real, self.state.split
-        rows = [
+        path = self.out / "plan.json"
+        old_rows = json.loads(path.read_text())["runs"] if path.is_file() else []
+        kept = {(r["test"], r["seed"]): r for r in old_rows}
+        new_rows = [
             {
                 "test": p.number,
                 "seed": p.seed,
@@ -325,8 +340,13 @@ class Benchmark:
             }
             for p in plans
         ]
+        for row in new_rows:
+            key = (row["test"], row["seed"])
+            if key not in finished or key not in kept:
+                kept[key] = row
+        rows = sorted(kept.values(), key=lambda r: (r["seed"], r["test"]))
         atomic_write_json(
-            self.out / "plan.json",
+            path,
             {
                 "test_split": [real.names[i] for i in split.test],
                 "val_split": [real.names[i] for i in split.val],
@@ -364,13 +384,13 @@ class Benchmark:
         pool = self.pool()
         self.write_state(pool)
         plans = self.plans(len(pool.scans))
-        self.write_plan(plans, pool.scans)
+        runs = read_runs(self.out)
+        done = {(r["test"], r["seed"]) for r in runs}
+        self.write_plan(plans, pool.scans, done)
         real_lo = network_inputs(s.real, s.box, self.opt.downsample)
         pool_lo = (
             network_inputs(pool.scans, s.box, self.opt.downsample) if len(pool.scans) else None
         )
-        runs = read_runs(self.out)
-        done = {(r["test"], r["seed"]) for r in runs}
         todo = [p for p in plans if (p.number, p.seed) not in done]
         if done:
             s.log(
