@@ -139,6 +139,13 @@ def test_syn_iterations_reach_the_registration_and_the_cli_default_is_the_labell
     assert main([*args, "--out", str(tmp_path / "b"), "--syn-iterations", "6", "2",
                  "--workers", "1", "--no-progress"]) == 0  # fmt: skip
     assert seen[-1] == (6, 2)
+    # the atlases behind the maps are recorded, for segbench's check of test-scan atlases
+    import json
+
+    from ratgan.digests import file_sha256
+
+    record = json.loads((tmp_path / "b" / ".atlases.json").read_text())["atlases"]
+    assert [a["sha256"] for a in record] == [file_sha256(a.image) for a in atlases]
     # the defaults of the labeller, of `ratgan label` and of `ratgan segbench` agree
     import argparse
 

@@ -119,3 +119,19 @@ def test_a_csv_pairing_two_scans_with_one_label_map_is_refused(tiny_real, tmp_pa
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(RatganError, match=r"line 4 names label map .*sub-004.nii.gz, which line 3"):
         list_scans(tmp_path / "list.csv")
+
+
+def test_joint_labels_made_with_test_scan_atlases_are_refused(
+    tiny_real, tiny_synthetic, tmp_path, capsys
+):
+    # `ratgan label` draws its atlases from every labelled scan it is given: maps made with
+    # a future test scan as atlas carry its anatomy into the synthetic tests
+    from ratgan.data.io import ScanEntry
+    from ratgan.segmentation.labels import record_atlases
+
+    everyone = [ScanEntry(p, None) for p in sorted((tiny_real / "images").glob("*.nii.gz"))]
+    record_atlases(tiny_synthetic / "labels", everyone)
+    assert _bench(tiny_real, tiny_synthetic, tmp_path / "b") == 2
+    err = capsys.readouterr().err
+    assert "made by ratgan label with atlases that are real test or validation scans" in err
+    assert _bench(tiny_real, tiny_synthetic, tmp_path / "c", "--allow-overlap") == 0

@@ -61,6 +61,7 @@ def run_label(args: argparse.Namespace) -> int:
     from ratgan.data.io import list_scans
     from ratgan.errors import RatganError
     from ratgan.segmentation.atlas import AtlasParams, check_out_dir, label_scans, make_atlases
+    from ratgan.segmentation.labels import record_atlases
 
     if args.workers < 1:
         raise RatganError("--workers must be at least 1.")
@@ -80,6 +81,7 @@ def run_label(args: argparse.Namespace) -> int:
         volume_index=args.volume_index,
         progress=not args.no_progress,
     )
+    record_atlases(args.out, atlases)
     print(
         f"wrote {len(out)} label maps to {args.out} (atlases: "
         f"{', '.join(a.image.name for a in atlases)})"

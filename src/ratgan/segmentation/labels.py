@@ -99,6 +99,45 @@ def gan_overlap(
     return {"checked": True, "source": kind, "files": files, "unverified": unverified}
 
 
+#: Written by ``ratgan label`` beside its label maps: which labelled scans made them.
+ATLAS_RECORD = ".atlases.json"
+
+
+def record_atlases(out: Path, atlases: list) -> None:
+    """Write ``out/.atlases.json``: the atlases (scan entries) behind the label maps in
+    ``out``, with their SHA-256, so a benchmark can tell maps made from its test scans."""
+    from ratgan.digests import file_sha256
+
+    atomic_write_json(
+        Path(out) / ATLAS_RECORD,
+        {"atlases": [{"image": str(a.image), "sha256": file_sha256(a.image)} for a in atlases]},
+    )
+
+
+def check_label_atlases(
+    label_paths: list[Path], held_out: list[Path], allow: bool, digest: FileDigests
+) -> None:
+    """Raise RatganError (unless ``allow``) when label maps written by ``ratgan label`` were
+    made with atlases among the ``held_out`` real scans: each map carries its atlases' labels,
+    so the synthetic tests would be taught the test scans' anatomy. Folders without the record
+    pass (nothing says how their maps were made)."""
+    held = {digest(p): p for p in held_out}
+    used: dict[str, Path] = {}
+    for folder in sorted({Path(p).parent for p in label_paths}):
+        record = folder / ATLAS_RECORD
+        if record.is_file():
+            for atlas in json.loads(record.read_text()).get("atlases", []):
+                if atlas.get("sha256") in held:
+                    used[atlas["sha256"]] = folder
+    if used and not allow:
+        names = ", ".join(sorted(held[d].name for d in used))
+        raise RatganError(
+            f"the label maps in {next(iter(used.values()))} were made by ratgan label with "
+            f"atlases that are real test or validation scans ({names}); label the synthetic "
+            "scans with atlases from the training split only, or pass --allow-overlap."
+        )
+
+
 def check_synthetic_source(source: str | Path, needed: int, n_train: int) -> None:
     """Raise RatganError, before any labelling, for a synthetic source that does not exist, a
     folder of an unfinished ``ratgan generate`` (its manifest.json not complete) or a folder
@@ -290,6 +329,10 @@ def synthetic_pool(state: BenchState) -> Pool:
             desc=f"synthetic {tag}",
         )
         check_one_space(syn, "synthetic scan", like=state.real)
+        if mode == "joint":
+            held = [state.real.images_paths[i] for i in state.split.test + state.split.val]
+            labels = [e.label for e in entries if e.label is not None]
+            check_label_atlases(labels, held, opt.allow_overlap, state.digest)
         if mode == "atlas":
             _probe(state, syn, gate, records)
             syn = atlas_labels(state, syn)  # the probe's label maps come from the cache
