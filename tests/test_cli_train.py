@@ -90,3 +90,8 @@ def test_a_relative_eval_real_glob_is_stored_as_an_absolute_pattern(capsys, tmp_
     printed = capsys.readouterr().out.split("\nparameters:")[0]
     stored = yaml.safe_load(printed)["train"]["eval_real"]
     assert stored == os.path.join(os.getcwd(), "held", "*.nii.gz")
+    # the same from a config file (it was stored relative)
+    (tmp_path / "mine.yaml").write_text("base: tiny\ntrain:\n  eval_real: held/*.nii.gz\n")
+    assert main(["train", "--config", "mine.yaml", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.split("\nparameters:")[0]
+    assert yaml.safe_load(printed)["train"]["eval_real"] == stored

@@ -247,6 +247,9 @@ def run_train(args: argparse.Namespace) -> int:
         cfg = _resume_config(args)
     else:
         cfg = load_config(args.config or "sigmarat2", _overrides(args))
+        # a train.eval_real from a config file, too, is stored absolute (relative, a resume
+        # from another working directory did not find it, or found another folder)
+        cfg.train.eval_real = _absolute(cfg.train.eval_real)
     if args.dry_run:
         return _dry_run(cfg)
     if cfg.family == "ldm":
