@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("every set is NAME=DIR")
     loaded: dict[str, np.ndarray] = {}
     shape = None
-    for name, folder in (a.split("=", 1) for a in named):
-        s = load_set(name, folder, shape, progress=False)
+    for k, (name, folder) in enumerate(a.split("=", 1) for a in named):
+        # the reference's blank scans are refused, a generated set's measured as they are
+        s = load_set(name, folder, shape, progress=False, blank="note" if k else "refuse")
         shape = s.shape
         loaded[name] = s.volumes
     head = next(iter(loaded.values())).mean(axis=0) > 0.1

@@ -142,7 +142,7 @@ def main() -> None:
             named = ", ".join(f"{n} {r:+.2f}" for n, r in axis_parameters(params, scores[:, i]))
             print(f"axis {i + 1} (sd {sd[i]:.2f}): correlates with {named}")
     for folder in args.sets:
-        scans = load_set(folder.name, folder, shape=held.shape, progress=False)
+        scans = load_set(folder.name, folder, shape=held.shape, progress=False, blank="note")
         fake = features(scans.volumes)
         covered = covered_real_points(real, fake, args.k)
         print(f"{folder}: covers {covered.sum()} of {len(covered)} held-out scans")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ratgan.config import config_from_dict, load_config, preset_names
+from ratgan.config import augment_range_problems, config_from_dict, load_config, preset_names
 from ratgan.errors import RatganError
 
 
@@ -148,6 +148,10 @@ def test_nan_and_out_of_range_strengths_are_refused():
     with pytest.raises(RatganError) as exc:
         config_from_dict(bad)
     text = str(exc.value)
+    # the strengths are refused when a run starts (a stored run with them stays readable)
+    bad = {"augment": bad.pop("augment")}
+    cfg = config_from_dict(bad)
+    text += "; ".join(augment_range_problems(cfg))
     for field in (
         "optim.lr must be > 0 (got nan)",
         "augment.intensity_factor must be in [0, 1) (got 10.0)",

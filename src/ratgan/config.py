@@ -552,9 +552,19 @@ def _augment_problems(cfg: Config) -> list[str]:
             f"augment.zoom_range must be [low, high] with 0 < low <= high "
             f"(got {list(a.zoom_range)})"
         )
+    return p
+
+
+def augment_range_problems(cfg: Config) -> list[str]:
+    """The strengths of the conventional augmentation outside what trains on sensible volumes.
+
+    Checked when a run starts or resumes, not whenever a stored config is read: a run trained
+    with such a value can still be generated from and evaluated.
+    """
+    a = cfg.augment
     # an intensity factor of 1 or more scales some volumes by (1 - f) <= 0: blank or inverted
     # (10, meant as a percentage, blanked 14 of 32 augmented volumes)
-    p += _failing(a, "augment", ("intensity_factor",), _outside_half_open_unit, "must be in [0, 1)")
+    p = _failing(a, "augment", ("intensity_factor",), _outside_half_open_unit, "must be in [0, 1)")
     if not 0 <= a.rotate_range <= math.pi / 2:
         p.append(
             f"augment.rotate_range is in radians and must be in [0, pi/2] (got {a.rotate_range}; "

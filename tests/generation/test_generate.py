@@ -1,6 +1,7 @@
 """Generation: determinism, header/affine copy, manifest, joint scan+label export."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -267,7 +268,9 @@ def test_a_checkpoint_of_a_run_trained_on_other_scans_is_refused(tiny_run, tmp_p
     # reference: mirrored in the world, without a word.
     other = _copy_run(tiny_run, tmp_path / "other")
     record = json.loads((other / "data.json").read_text())
-    for entry in record["entries"]:
+    for entry in record["entries"]:  # other files (stored LPS, say), other contents
+        entry["image"] = str(tmp_path / "lps" / Path(entry["image"]).name)
+        entry["sha256"] = "0" * 64
         entry["orientation"] = "LPS"
     (other / "data.json").write_text(json.dumps(record))
     foreign = sorted((other / "checkpoints").glob("ckpt_*.pt"))[-1]
@@ -276,6 +279,11 @@ def test_a_checkpoint_of_a_run_trained_on_other_scans_is_refused(tiny_run, tmp_p
     assert not (tmp_path / "out").exists()
     # a copy of the same run (same scans) is its own run's checkpoint in all but the path
     same = _copy_run(tiny_run, tmp_path / "same")
+    record = json.loads((same / "data.json").read_text())
+    record["source"] = "/through/a/symlink"  # how the scans were named does not matter
+    for entry in record["entries"]:
+        entry.pop("sha256", None)  # nor a record written before digests
+    (same / "data.json").write_text(json.dumps(record))
     copied = sorted((same / "checkpoints").glob("ckpt_*.pt"))[-1]
     assert generate_scans(tiny_run, 1, tmp_path / "ok", checkpoint=copied, progress=False)
 

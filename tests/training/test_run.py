@@ -326,3 +326,10 @@ def test_resume_without_a_checkpoint_starts_again_without_the_dead_runs_files(
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["iter_0000002.png"]
     with pytest.raises(RatganError, match="has no best.pt"):  # `generate --checkpoint best`
         ckpt.resolve_checkpoint(run, "best")
+
+
+def test_augmentation_strengths_that_blank_volumes_are_refused_at_start(phantom_dir, tmp_path):
+    cfg = load_config("tiny", {"augment.intensity_factor": 10.0, "train.iterations": 2})
+    with pytest.raises(RatganError, match=r"augment.intensity_factor must be in \[0, 1\)"):
+        train(cfg, phantom_dir, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -75,7 +75,11 @@ def load_cohort(
     to one volume are warned about.
     """
     entries = list_scans(source, require_labels=require_labels)
-    return load_entries(entries, data_cfg, progress, str(source))
+    cohort = load_entries(entries, data_cfg, progress, str(source))
+    # a new cohort only: a run recorded before this check still resumes (its batches index
+    # the recorded scans, so one cannot be left out)
+    refuse_duplicate_volumes([e.image for e in entries], cohort.images, "scan")
+    return cohort
 
 
 def load_entries(
@@ -162,21 +166,28 @@ def _refuse_blank(path: Path, data: np.ndarray) -> None:
 SQUEEZED_P999 = -0.9
 
 
-def _check_prepared_volumes(paths: list[Path], images: torch.Tensor) -> None:
-    """Refuse two scans that are one image (a copy, x.nii beside x.nii.gz: trained on twice);
-    warn, naming them, about scans squeezed to near -1 by a single bright voxel."""
+def refuse_duplicate_volumes(paths: list[Path], volumes: torch.Tensor, what: str) -> None:
+    """Raise RatganError naming two of ``paths`` whose prepared ``volumes`` are identical: one
+    image twice (a copy, x.nii beside x.nii.gz), trained on twice, or, in a benchmark, tested
+    on in one copy and trained on in the other. ``what`` names the scans in the message."""
     import hashlib
 
     seen: dict[str, Path] = {}
-    squeezed = []
-    for path, volume in zip(paths, images, strict=True):
+    for path, volume in zip(paths, volumes, strict=True):
         key = hashlib.sha256(volume.numpy().tobytes()).hexdigest()
         if key in seen:
             raise RatganError(
-                f"scan {path} is the same image as {seen[key]}; it would be trained on twice, "
-                "so keep one."
+                f"{what} {path} is the same image as {seen[key]}; keep one of them (one image "
+                "twice would count twice, or be trained on in one copy and tested on in the "
+                "other)."
             )
         seen[key] = path
+
+
+def _check_prepared_volumes(paths: list[Path], images: torch.Tensor) -> None:
+    """Warn, naming them, about scans squeezed to near -1 by a single bright voxel."""
+    squeezed = []
+    for path, volume in zip(paths, images, strict=True):
         if float(np.percentile(volume.numpy(), 99.9)) < SQUEEZED_P999:
             squeezed.append(path)
     if squeezed:

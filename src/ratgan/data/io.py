@@ -685,13 +685,18 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
                     f"CSV file {csv_path} line {number} names label map "
                     f"{label}, which does not exist."
                 )
-            # a copy-paste error pairs two scans with one subject's map; shape and affine,
-            # which a cohort shares, would not catch it
+            # a copy-paste error pairs two scans with one subject's map, which shape and
+            # affine (shared by a cohort) do not catch; scans registered to a template may
+            # share its map on purpose, so it is said, not refused
             first = label_lines.setdefault(label.resolve(), number)
             if first != number:
-                raise RatganError(
-                    f"CSV file {csv_path} line {number} names label map {label}, which line "
-                    f"{first} already pairs with its scan; each scan needs its own label map."
+                log.warning(
+                    "CSV file %s line %d names label map %s, which line %d already pairs with "
+                    "its scan; check the rows unless the scans share one template's map",
+                    csv_path,
+                    number,
+                    label,
+                    first,
                 )
         entries.append(ScanEntry(image=image, label=label))
     if not entries:

@@ -28,7 +28,7 @@ from ratgan.folder_lock import FolderLock
 from ratgan.generation.output import OutputFolder
 from ratgan.generation.reference import check_reference
 from ratgan.models import Generator
-from ratgan.runs import CHECKPOINT_DIR, read_run_config, read_run_data, run_paths
+from ratgan.runs import CHECKPOINT_DIR, RunData, read_run_config, read_run_data, run_paths
 from ratgan.seeds import derived_seed
 from ratgan.training import checkpoint as ckpt
 
@@ -274,12 +274,27 @@ def check_checkpoint_of_run(run_dir: Path, path: Path) -> None:
             run_dir,
         )
         return
-    if read_run_data(owner) != read_run_data(run_dir):
+    if not _same_scans(read_run_data(owner), read_run_data(run_dir)):
         raise RatganError(
             f"checkpoint {path} belongs to run {owner}, which trained on other scans than "
             f"{run_dir}; its scans would be written in {run_dir}'s space, so generate them "
-            f"from its own run: ratgan generate {owner} --checkpoint {path.name}"
+            f"from its own run: ratgan generate {owner} --checkpoint {path}"
         )
+
+
+def _same_scans(a: RunData, b: RunData) -> bool:
+    """Whether two runs trained on the same scans: the same files (resolved paths), or the
+    same recorded contents where both runs recorded every file's digest."""
+
+    def paths(data: RunData) -> set[Path]:
+        return {Path(e.image).resolve() for e in data.entries}
+
+    def digests(data: RunData) -> set[str | None]:
+        return {e.sha256 for e in data.entries}
+
+    if paths(a) == paths(b):
+        return True
+    return None not in digests(a) | digests(b) and digests(a) == digests(b)
 
 
 def _reference(run_dir: Path, reference: str | Path | None, cfg: Config) -> tuple[Any, Any]:

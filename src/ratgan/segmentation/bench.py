@@ -35,13 +35,13 @@ from ratgan.atomic import atomic_write_json
 from ratgan.digests import FileDigests
 from ratgan.errors import RatganError
 from ratgan.folder_lock import FolderLock, remove_if_empty
+from ratgan.data.dataset import refuse_duplicate_volumes
 from ratgan.segmentation.data import (
     SegSet,
     brain_box,
     check_one_space,
     find_entries,
     load_set,
-    refuse_duplicate_images,
 )
 from ratgan.segmentation.files import describe_changes, entry_digests
 from ratgan.segmentation.labels import (
@@ -128,7 +128,7 @@ def load_real(opt: BenchSettings) -> tuple[list, SegSet]:
         )
     real = load_set(entries, opt.shape, opt.volume_index, progress=opt.progress, desc="real scans")
     check_one_space(real, "real scan")
-    refuse_duplicate_images(real, "real scan")
+    refuse_duplicate_volumes(real.images_paths, real.images, "real scan")
     return entries, real
 
 
@@ -222,6 +222,8 @@ def prepare(options: BenchOptions) -> BenchState:
     wanted = opt.tests or [t.number for t in TESTS]
     needed = max(halves(t.synth_halves, r) for t in TESTS if t.number in wanted)
     digest = FileDigests()
+    if needed:  # the cheap checks first: the overlap check reads every file
+        check_synthetic_source(opt.synthetic, needed, len(split.train))
     overlap = (
         check_overlap(
             opt.synthetic,
@@ -230,10 +232,8 @@ def prepare(options: BenchOptions) -> BenchState:
             digest,
         )
         if needed
-        else {"checked": False, "files": []}
+        else {"checked": False, "needed": False, "files": []}
     )
-    if needed:
-        check_synthetic_source(opt.synthetic, needed, len(split.train))
     data = data_digests(opt, entries, needed, digest)
     state = BenchState(opt, out, real, split, box, needed, overlap, data, digest)
     check_data(out, opt, data, state.split_names)

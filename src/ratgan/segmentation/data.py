@@ -187,23 +187,6 @@ def check_one_space(scans: SegSet, what: str, like: SegSet | None = None) -> Non
             )
 
 
-def refuse_duplicate_images(scans: SegSet, what: str) -> None:
-    """Raise RatganError naming two scans of ``scans`` that are one image (the same voxels
-    after preprocessing: a copy, or x.nii beside x.nii.gz): the split could put one in
-    training and the other in the test set."""
-    import hashlib
-
-    seen: dict[str, Path] = {}
-    for path, image in zip(scans.images_paths, scans.images, strict=True):
-        key = hashlib.sha256(image.numpy().tobytes()).hexdigest()
-        if key in seen:
-            raise RatganError(
-                f"{what} {path} is the same image as {seen[key]}; one of them could be trained "
-                "on and the other tested on, so keep one."
-            )
-        seen[key] = path
-
-
 def downsample_images(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Average-pool scans (N, 1, X, Y, Z) by an integer factor (identity for 1)."""
     return x if factor == 1 else F.avg_pool3d(x, factor)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ratgan.atomic import atomic_write_json
-from ratgan.digests import FileDigests
+from ratgan.digests import FileDigests, shared_files
 from ratgan.errors import RatganError
 from ratgan.runs import is_run_folder, read_run_data
 from ratgan.segmentation.data import SegSet, check_one_space, concat, find_entries, load_set
@@ -88,14 +88,10 @@ def gan_overlap(
     else:
         present = [Path(e.image) for e in find_entries(source)]
         recorded, unverified, kind = set(), 0, "folder"
-    paths = {p.resolve() for p in present}
-    by_bytes = {digest(p) for p in present} | recorded
+    same = {p for p, _ in shared_files(held_out, present, digest)}  # path, or bytes
+    same |= {p for p in held_out if digest(p) in recorded}
     by_image = {image(p) for p in present}
-    files = [
-        str(p)
-        for p in held_out
-        if Path(p).resolve() in paths or digest(p) in by_bytes or image(p) in by_image
-    ]
+    files = [str(p) for p in held_out if p in same or image(p) in by_image]
     return {"checked": True, "source": kind, "files": files, "unverified": unverified}
 
 
@@ -104,14 +100,24 @@ ATLAS_RECORD = ".atlases.json"
 
 
 def record_atlases(out: Path, atlases: list) -> None:
-    """Write ``out/.atlases.json``: the atlases (scan entries) behind the label maps in
-    ``out``, with their SHA-256, so a benchmark can tell maps made from its test scans."""
+    """Add to ``out/.atlases.json`` the atlases (scan entries) behind the label maps in
+    ``out``, with the SHA-256 of their files and of their images, so a benchmark can tell
+    maps made from its test scans (a second ``ratgan label`` into ``out`` adds its own)."""
+    from ratgan.data.io import scan_content_sha256
     from ratgan.digests import file_sha256
 
-    atomic_write_json(
-        Path(out) / ATLAS_RECORD,
-        {"atlases": [{"image": str(a.image), "sha256": file_sha256(a.image)} for a in atlases]},
-    )
+    path = Path(out) / ATLAS_RECORD
+    known = json.loads(path.read_text()).get("atlases", []) if path.is_file() else []
+    new = [
+        {
+            "image": str(a.image),
+            "sha256": file_sha256(a.image),
+            "image_sha256": scan_content_sha256(a.image),
+        }
+        for a in atlases
+    ]
+    seen = {a["sha256"] for a in known}
+    atomic_write_json(path, {"atlases": known + [a for a in new if a["sha256"] not in seen]})
 
 
 def check_label_atlases(
@@ -121,16 +127,27 @@ def check_label_atlases(
     made with atlases among the ``held_out`` real scans: each map carries its atlases' labels,
     so the synthetic tests would be taught the test scans' anatomy. Folders without the record
     pass (nothing says how their maps were made)."""
+    from ratgan.data.io import scan_content_sha256
+
+    records = [
+        folder / ATLAS_RECORD
+        for folder in sorted(
+            {Path(p).parent for p in label_paths} | {Path(p).resolve().parent for p in label_paths}
+        )
+        if (folder / ATLAS_RECORD).is_file()
+    ]
+    if not records:
+        return
     held = {digest(p): p for p in held_out}
+    held.update({scan_content_sha256(p): p for p in held_out})  # the image saved another way
     used: dict[str, Path] = {}
-    for folder in sorted({Path(p).parent for p in label_paths}):
-        record = folder / ATLAS_RECORD
-        if record.is_file():
-            for atlas in json.loads(record.read_text()).get("atlases", []):
-                if atlas.get("sha256") in held:
-                    used[atlas["sha256"]] = folder
+    for record in records:
+        for atlas in json.loads(record.read_text()).get("atlases", []):
+            for key in (atlas.get("sha256"), atlas.get("image_sha256")):
+                if key in held:
+                    used[key] = record.parent
     if used and not allow:
-        names = ", ".join(sorted(held[d].name for d in used))
+        names = ", ".join(sorted({held[d].name for d in used}))
         raise RatganError(
             f"the label maps in {next(iter(used.values()))} were made by ratgan label with "
             f"atlases that are real test or validation scans ({names}); label the synthetic "

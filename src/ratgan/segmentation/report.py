@@ -269,11 +269,20 @@ def labels_sentence(state: dict[str, Any]) -> str:
 def overlap_sentence(state: dict[str, Any]) -> str:
     """Whether the GAN saw any real test scan."""
     ov = state.get("overlap")
+    if ov and ov.get("needed") is False:
+        return ""  # no synthetic scans were needed: the labels sentence says so
     if not ov or ov.get("checked") is False:
         return (
             "The synthetic source is a folder of scans, so whether its GAN saw the test "
             "scans was not checked."
         )
+    if "source" not in ov:  # a record of the check before 2026-12-06
+        if ov["files"]:
+            return (
+                f"WARNING: the GAN was trained on {len(ov['files'])} of the real test scans "
+                "(--allow-overlap); the comparison is biased in their favour."
+            )
+        return "The GAN's data.json names none of the real test scans."
     folder = ov.get("source") == "folder"
     if ov["files"]:
         return (
@@ -313,7 +322,7 @@ def write_reports(
         f"{' (brain box ' + str(state['box']) + ')' if state['box'] else ''}, "
         f"at most {opt.max_steps or 'unlimited'} steps, Dice on whole test volumes; "
         f"{_seed_sentence(rows)}, mean ± std over seeds.\n\n"
-        f"{labels_sentence(state)} {overlap_sentence(state)}\n"
+        f"{(labels_sentence(state) + ' ' + overlap_sentence(state)).strip()}\n"
     )
     comps = comparisons(runs)
     collapsed = collapses(runs)

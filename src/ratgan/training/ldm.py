@@ -54,7 +54,12 @@ from ratgan.training import checkpoint as ckpt
 from ratgan.training.cpu_clock import CpuClock
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.ldm_figures import plot_ldm_loss_curves, plot_ldm_quality_curves
-from ratgan.training.run import LOWER_IS_BETTER, TrainingDiverged, is_improvement
+from ratgan.training.run import (
+    LOWER_IS_BETTER,
+    TrainingDiverged,
+    is_improvement,
+    warn_flips_off_left_right,
+)
 from ratgan.training.run_folder import (
     NewRunGuard,
     load_recorded_cohort,
@@ -130,6 +135,7 @@ def _train_ldm(
             cohort = load_cohort(data_source, cfg.data, progress=progress)
             # as for a GAN run: the folder (config and data record) only once the data is read
             write_new_run(run_dir, cfg, data_source, cohort, lock)
+            warn_flips_off_left_right(cfg, cohort.orientations)
         probe = None
         if cfg.train.eval_every:
             if probe_factory is None:

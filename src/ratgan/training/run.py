@@ -91,7 +91,7 @@ def warn_flips_off_left_right(cfg: Config, orientations: list[str]) -> None:
     """
     if not orientations:
         return
-    code = max(set(orientations), key=orientations.count)
+    code = orientations[0]  # one for the whole cohort: load_entries refuses several
     left_right = next((i for i, letter in enumerate(code) if letter in "LR"), None)
     flips = []
     a = cfg.augment

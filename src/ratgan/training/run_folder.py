@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ratgan.atomic import atomic_write_text
-from ratgan.config import Config, DataConfig
+from ratgan.config import Config, DataConfig, augment_range_problems
 from ratgan.data.dataset import Cohort, load_entries
 from ratgan.data.io import ScanEntry, list_scans
 from ratgan.digests import file_sha256
@@ -210,6 +210,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
         if not run_paths(run_dir).config.is_file():
             raise RatganError(f"--resume: {run_dir} holds no run to resume.")
         stored = _resumed_config(run_dir, cfg)
+        _refuse_augment_ranges(stored)
         if found:
             _refuse_edited_config(run_dir, stored, found[-1][1])
         if found and found[-1][0] > stored.train.iterations:
@@ -219,6 +220,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
                 f"{stored.train.iterations}."
             )
         return stored.validate()
+    _refuse_augment_ranges(cfg)
     if found:
         raise RatganError(
             f"run folder {run_dir} already holds checkpoints; pass --resume to "
@@ -234,6 +236,14 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool, is_main: bool) -> 
             "iteration 0, or choose another --out."
         )
     return cfg
+
+
+def _refuse_augment_ranges(cfg: Config) -> None:
+    """Raise RatganError for augmentation strengths that would train on blank or turned
+    volumes (:func:`ratgan.config.augment_range_problems`)."""
+    problems = augment_range_problems(cfg)
+    if problems:
+        raise RatganError(f"invalid config: {'; '.join(problems)}.")
 
 
 def _refuse_edited_config(run_dir: Path, stored: Config, checkpoint: Path) -> None:
