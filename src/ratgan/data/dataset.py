@@ -135,7 +135,7 @@ def load_entries(
     paths = [e.image for e in entries]
     _check_one_orientation(paths, orientations)
     _check_one_voxel_size(paths, voxel_sizes)
-    _check_prepared_volumes(paths, images)
+    _warn_squeezed(paths, images)
     if averaged:
         log.warning(
             "%d of %d scans of %s are 4-D series (such as %s, %d volumes), each averaged over "
@@ -184,7 +184,7 @@ def refuse_duplicate_volumes(paths: list[Path], volumes: torch.Tensor, what: str
         seen[key] = path
 
 
-def _check_prepared_volumes(paths: list[Path], images: torch.Tensor) -> None:
+def _warn_squeezed(paths: list[Path], images: torch.Tensor) -> None:
     """Warn, naming them, about scans squeezed to near -1 by a single bright voxel."""
     squeezed = []
     for path, volume in zip(paths, images, strict=True):

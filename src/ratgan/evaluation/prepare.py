@@ -182,11 +182,12 @@ def load_paths(
         tqdm(paths, desc=f"read {name}", unit="scan", disable=not progress, leave=False)
     ):
         scan, code = canonical(read_scan(path, volume_index))
-        _check_scan(scan, name, shape, voxel_size, blank)
+        is_blank = float(scan.data.min()) == float(scan.data.max())
+        _check_scan(scan, name, shape, voxel_size, blank == "refuse" and is_blank)
         if code is not None:
             turned[code] += 1
         for kind, hit in (
-            ("blank", float(scan.data.min()) == float(scan.data.max())),
+            ("blank", is_blank),
             ("averaged", scan.volumes > 1 and volume_index is None),
             ("cropped", tuple(scan.data.shape) != tuple(shape)),
         ):
@@ -216,10 +217,10 @@ def _check_scan(
     name: str,
     shape: tuple[int, int, int],
     voxel_size: tuple[float, float, float],
-    blank: str,
+    refused_blank: bool,
 ) -> None:
-    """Raise RatganError for a scan outside the evaluation's space, or blank where ``blank``
-    is ``refuse``."""
+    """Raise RatganError for a scan outside the evaluation's space, or ``refused_blank`` (a
+    blank scan of a set that refuses them)."""
     _check_voxel_size(scan, name, voxel_size)
     data = scan.data
     if data.ndim != 3 or any(s < t for s, t in zip(data.shape, shape, strict=True)):
@@ -228,7 +229,7 @@ def _check_scan(
             f"smaller than the real scans' {list(shape)}; every set must be "
             "in the real scans' space."
         )
-    if blank == "refuse" and float(data.min()) == float(data.max()):
+    if refused_blank:
         raise RatganError(
             f"scan {scan.path} of set {name!r} holds the same value ({float(data.min()):g}) "
             "in every voxel; a blank real scan would enter every reference value and the "

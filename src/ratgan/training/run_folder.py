@@ -263,13 +263,10 @@ def _refuse_edited_config(run_dir: Path, stored: Config, checkpoint: Path) -> No
         return
     if "config" not in state:
         return
-    trained = config_from_dict(state["config"])
-    for key in _RESUME_KEYS:
-        setattr(trained.train, key, getattr(stored.train, key))
-    old, new = _dotted(trained), _dotted(stored)
-    changed = [k for k in new if old.get(k) != new[k]]
+    trained = _with_resume_settings(config_from_dict(state["config"]), stored)
+    changed = _changed_settings(trained, stored)
     if changed:
-        diffs = "; ".join(f"{k} {old.get(k)} -> {new[k]}" for k in changed[:5])
+        diffs = "; ".join(f"{k} {old} -> {new}" for k, (old, new) in list(changed.items())[:5])
         raise RatganError(
             f"--resume: {run_paths(run_dir).config} differs from the config its checkpoint "
             f"{checkpoint.name} trained with ({diffs}); a resume continues the run as it was "
@@ -282,10 +279,20 @@ def _refuse_edited_config(run_dir: Path, stored: Config, checkpoint: Path) -> No
 def _resumed_config(run_dir: Path, cfg: Config) -> Config:
     """The stored config wins on resume: only the iteration target, the device and the
     evaluation interval (which does not change the training) come from ``cfg``."""
-    stored = read_run_config(run_dir)
+    return _with_resume_settings(read_run_config(run_dir), cfg)
+
+
+def _with_resume_settings(base: Config, source: Config) -> Config:
+    """``base`` with the settings a resume may change taken from ``source``."""
     for key in _RESUME_KEYS:
-        setattr(stored.train, key, getattr(cfg.train, key))
-    return stored
+        setattr(base.train, key, getattr(source.train, key))
+    return base
+
+
+def _changed_settings(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """The dotted settings whose value differs, with (old value, new value)."""
+    before, after = _dotted(old), _dotted(new)
+    return {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
 
 
 def settings_a_resume_would_ignore(run_dir: Path, cfg: Config) -> list[str]:
@@ -293,8 +300,7 @@ def settings_a_resume_would_ignore(run_dir: Path, cfg: Config) -> list[str]:
     a resume would not apply; empty when ``run_dir`` holds no run."""
     if not run_paths(run_dir).config.is_file():
         return []
-    old, new = _dotted(_resumed_config(run_dir, cfg)), _dotted(cfg)
-    return [key for key in new if old.get(key) != new[key]]
+    return list(_changed_settings(_resumed_config(run_dir, cfg), cfg))
 
 
 def _dotted(cfg: Config) -> dict[str, Any]:
