@@ -63,9 +63,35 @@ def test_bootstrap_spread_matches_the_spread_over_fresh_samples():
     boot = {"fd": [], "rbf_mmd": []}
     for _ in range(8):
         a, s = fresh(rng)
-        b = unc.bootstrap(a, s, n, sigma, 3, 200, rng)
+        b = unc.bootstrap(a, s, n, sigma, 3, 200, rng, unc._distances(a, s, sigma, 3))
         for m in boot:
             boot[m].append(b[m]["std"])
     for m in boot:
         ratio = np.mean(boot[m]) / np.std(truth[m], ddof=1)
         assert 0.7 < ratio < 1.5, (m, ratio)
+
+
+def test_bootstrap_intervals_cover_the_expected_distance():
+    """The 95 % interval of each distance, from 30-scan samples of two Gaussians 0.3 sd apart,
+    holds the distance's expected value (the mean over 400 fresh samples, the known answer)
+    in at least 85 % of 40 samples.  Bootstrap draws repeat scans, which lifts the Fréchet
+    distance and RBF-MMD² and shrinks the k-NN balls, so the draws' 2.5-97.5 % percentiles
+    held it in only 8 % (Fréchet), 70 % (RBF-MMD²) and 35 % (coverage) of the samples."""
+    d, n = 10, 30
+    rng = np.random.default_rng(7)
+
+    def sample():
+        return rng.normal(size=(n, d)), rng.normal(0.3, 1.0, size=(n, d))
+
+    sigma = feat.median_bandwidth(sample()[0])
+    fresh = [unc._distances(*sample(), sigma, 3) for _ in range(400)]
+    expected = {m: np.mean([f[m] for f in fresh]) for m in unc.METRICS}
+    held = dict.fromkeys(unc.METRICS, 0)
+    trials = 40
+    for _ in range(trials):
+        a, s = sample()
+        boot = unc.bootstrap(a, s, n, sigma, 3, 100, rng, unc._distances(a, s, sigma, 3))
+        for m in unc.METRICS:
+            lo, hi = boot[m]["ci"]
+            held[m] += lo <= expected[m] <= hi
+    assert all(held[m] / trials >= 0.85 for m in unc.METRICS), held

@@ -262,6 +262,7 @@ def _heldout_uncertainty(
                 settings.knn_k,
                 settings.bootstrap,
                 stream(settings.seed, stage, "bootstrap", name),
+                {metric: out[name][metric]["mean"] for metric in unc.METRICS},
             )
             for metric, b in boot.items():
                 out[name][metric].update(
