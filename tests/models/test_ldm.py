@@ -186,3 +186,30 @@ def test_ddpm_visits_the_forward_marginals_in_any_number_of_steps(cfg, predictio
         residual = x - math.sqrt(abar[t]) * x0
         ratio = float(residual.std()) / math.sqrt(1 - abar[t])
         assert abs(ratio - 1) < 0.05, (t, ratio)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "steps"),
+    [("epsilon", 50), ("epsilon", 10), ("epsilon", 4), ("epsilon", 37), ("v_prediction", 10)],
+)
+def test_ddim_visits_the_forward_marginals_in_any_number_of_steps(cfg, prediction, steps):
+    # Known answer (DDIM eq. 12, eta 0): with the true x0 the chain keeps its first noise
+    # direction, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, at every timestep it visits.
+    # MONAI's DDIM step goes from t to t - 1000 // steps while its set_timesteps visits
+    # linspace(999, 0, steps): with 10 steps the UNet was handed x at t=11's noise as t=0
+    # (3.9x the noise it is told), and the scans kept the rest of it.
+    section = cfg.ldm.diffusion
+    section.prediction = prediction
+    abar = _alphas_cumprod(section)
+    x0 = torch.rand(2, 2, 16, 16, 12, generator=torch.Generator().manual_seed(2)) - 0.5
+    oracle = _RecordingOracle(x0, abar, prediction)
+    noise = initial_noise([11, 12], tuple(x0.shape[1:]))
+    sampler = build_scheduler(section, "ddim")
+    out = sample_latent_diffusion(_Identity(), oracle, sampler, noise, 1.0, steps)
+    assert len(oracle.seen) == steps
+    first_t, first_x = oracle.seen[0]
+    eps = (first_x.double() - math.sqrt(abar[first_t]) * x0) / math.sqrt(1 - abar[first_t])
+    for t, x in oracle.seen[1:]:
+        expected = math.sqrt(abar[t]) * x0 + math.sqrt(1 - abar[t]) * eps
+        assert torch.allclose(x.double(), expected, atol=1e-4), t
+    assert torch.allclose(out, x0, atol=1e-4)

@@ -161,7 +161,8 @@ def sample_latent_diffusion(
     :func:`decode` on ``latent / scale``.  The loop is written here rather than taken from MONAI's
     ``LatentDiffusionInferer.sample`` so that DDPM's per-step noise comes from each scan's
     own generator (``seeds``): a scan is then the same whatever the batch it is sampled in.
-    DDIM (eta 0) draws nothing.
+    DDIM (eta 0) draws nothing.  Both step between the timesteps actually visited
+    (:func:`_ddim_step`, :func:`_ddpm_step`).
     """
     device = next(unet.parameters()).device
     scheduler.set_timesteps(steps, device=device)
@@ -175,11 +176,12 @@ def sample_latent_diffusion(
     for k, t in enumerate(timesteps):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             eps = unet(x, timesteps=torch.full((len(x),), t, device=device)).float()
+        prev = timesteps[k + 1] if k + 1 < len(timesteps) else -1
         if gens is None:
-            x, _ = scheduler.step(eps, t, x)
+            assert isinstance(scheduler, DDIMScheduler)
+            x = _ddim_step(scheduler, eps, t, prev, x)
         else:
             assert isinstance(scheduler, DDPMScheduler)
-            prev = timesteps[k + 1] if k + 1 < len(timesteps) else -1
             x = torch.cat(
                 [
                     _ddpm_step(scheduler, eps[i : i + 1], t, prev, x[i : i + 1], gens[i])
@@ -187,6 +189,32 @@ def sample_latent_diffusion(
                 ]
             )
     return decode(autoencoder, x / scale, bf16)
+
+
+def _ddim_step(
+    scheduler: DDIMScheduler, output: torch.Tensor, t: int, prev: int, x: torch.Tensor
+) -> torch.Tensor:
+    """DDIM's deterministic step (eta 0) from timestep ``t`` to the next one sampled, ``prev``
+    (-1: x0).
+
+    MONAI's ``DDIMScheduler.step`` goes to ``t - num_train_timesteps // steps`` while its
+    ``set_timesteps`` visits ``linspace(999, 0, steps)``: the UNet was then handed a latent
+    noisier than the timestep it was told (with 10 steps, t=11's noise as t=0), and the scans
+    kept the difference.  Where MONAI's own step lands on ``prev`` it is kept (same values as
+    before); otherwise eq. 12 of the DDIM paper with eta 0 steps to ``prev`` itself.
+    """
+    if prev == t - scheduler.num_train_timesteps // scheduler.num_inference_steps:
+        return scheduler.step(output, t, x)[0]
+    abar: torch.Tensor = scheduler.alphas_cumprod.to(x.device)
+    a_t = abar[t]
+    a_prev = abar[prev] if prev >= 0 else scheduler.final_alpha_cumprod.to(x.device)
+    if scheduler.prediction_type == "v_prediction":
+        x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * output
+        eps = a_t.sqrt() * output + (1 - a_t).sqrt() * x
+    else:  # epsilon
+        x0 = (x - (1 - a_t).sqrt() * output) / a_t.sqrt()
+        eps = output
+    return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
 
 
 def _ddpm_step(
