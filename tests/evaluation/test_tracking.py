@@ -94,6 +94,41 @@ def test_eval_real_makes_held_out_scans_the_reference(probe_setup, tmp_path):
     assert training["frechet"] > 100 * max(abs(itself["frechet"]), 1e-4)
 
 
+@pytest.mark.parametrize(
+    ("stored", "match"),
+    [
+        ("las", r"orientation LAS but the run's training scans .* are in RAS"),
+        ("coarse", r"voxel size 0.75 x 0.75 x 1 but the run's training scans .* 0.375 x 0.375"),
+        ("short", r"shape \[32, 32, 16\] but the run's training scans .* \[32, 32, 20\]"),
+    ],
+)
+def test_eval_real_scans_outside_the_training_space_are_refused(
+    probe_setup, tmp_path, stored, match
+):
+    # The probe compares generated scans (in the training scans' voxel order and grid) voxel
+    # by voxel with these: the training scans themselves stored as LAS scored precision 0
+    # and Fréchet 980 instead of 1 and 0; another voxel size or shape passed unnoticed.
+    from ratgan.data.io import write_nifti
+
+    cfg, run, _ = probe_setup
+    vols = brains(8, seed=1, shape=SHAPE)
+    held = tmp_path / "held"
+    held.mkdir()
+    affine = np.diag([0.375, 0.375, 0.5, 1.0])
+    if stored == "las":  # the same anatomy in the world, stored left-right reversed
+        vols = vols[:, ::-1]
+        affine[0, 0], affine[0, 3] = -0.375, 0.375 * (SHAPE[0] - 1)
+    elif stored == "coarse":
+        affine[:3, :3] *= 2
+    else:
+        vols = vols[..., 2:18]
+    for i, v in enumerate(vols):
+        write_nifti(held / f"held_{i}.nii.gz", v * 1000.0, affine)
+    cfg.train.eval_real = str(held)
+    with pytest.raises(RatganError, match=r"train.eval_real scan .*held_0.nii.gz .*" + match):
+        volume_probe_factory(cfg, run)
+
+
 def test_a_missing_eval_real_is_named(probe_setup, tmp_path):
     cfg, run, _ = probe_setup
     cfg.train.eval_real = str(tmp_path / "nowhere")

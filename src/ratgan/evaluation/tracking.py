@@ -12,30 +12,36 @@ scans.
 
 Training scans are the reference by default because they are what the run can see;
 ``train.eval_real`` names held-out real scans to compare against instead (the honest figure,
-as ``ratgan evaluate`` gives at the end).  A latent diffusion run samples its scans itself and
-hands them to :func:`volume_probe_factory`'s probe.  With fewer scans than the 176 features the
-Fréchet value carries a small-sample bias: compare it along one run, not across runs with
-different numbers of scans.
+as ``ratgan evaluate`` gives at the end), in the training scans' space (shape, orientation,
+voxel size: they are compared voxel by voxel).  A latent diffusion run samples its scans
+itself and hands them to :func:`volume_probe_factory`'s probe.  With fewer scans than the 176
+features the Fréchet value carries a small-sample bias: compare it along one run, not across
+runs with different numbers of scans.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ratgan.config import Config
+from ratgan.errors import RatganError
 from ratgan.evaluation import features as feat
 from ratgan.evaluation.prepare import prepare_volume
+
+if TYPE_CHECKING:
+    from ratgan.data.io import Scan
+    from ratgan.runs import RunData
 
 
 def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
     """The reference scans (``train.eval_real``, else the run's training scans), prepared,
     and the preprocessing records of the training scans."""
     from ratgan.data.io import list_scans, read_scan
-    from ratgan.errors import RatganError
     from ratgan.runs import read_run_data
 
     data = read_run_data(run_dir)
@@ -48,10 +54,28 @@ def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
     vols = []
     for image in images:
         scan = read_scan(image, cfg.data.volume_index)
+        if cfg.train.eval_real is not None:
+            _check_eval_real(scan, data)
         vols.append(prepare_volume(scan.data, tuple(scan.data.shape[:3])))
     if len({v.shape for v in vols}) > 1:
         raise RatganError(f"train.eval_real: the scans of {cfg.train.eval_real} differ in shape.")
     return np.stack(vols), data.infos
+
+
+def _check_eval_real(scan: Scan, data: RunData) -> None:
+    """Raise RatganError unless a ``train.eval_real`` scan lies in the training scans' space
+    (shape, orientation, voxel size): the probe compares it voxel by voxel with generated
+    scans, which come out in that space."""
+    from ratgan.generation.reference import training_space_mismatch
+
+    mismatch = training_space_mismatch(scan, data)
+    if mismatch is not None:
+        what, clause = mismatch
+        raise RatganError(
+            f"train.eval_real scan {scan.path} {clause}; the quality probe compares it voxel "
+            f"by voxel with scans generated in the training scans' space, so give held-out "
+            f"scans of the training {what}."
+        )
 
 
 class _Scorer:

@@ -69,30 +69,23 @@ def training_voxel_size(data: RunData) -> tuple[float, float, float] | None:
         return None
 
 
-def check_reference(scan: Scan, data: RunData) -> None:
-    """Raise RatganError unless ``scan`` has the shape, orientation and voxel size (within
-    :data:`~ratgan.data.dataset.VOXEL_SIZE_RTOL`) of the training scans."""
+def training_space_mismatch(scan: Scan, data: RunData) -> tuple[str, str] | None:
+    """How ``scan`` lies outside the space of the run's training scans: what differs (``shape``,
+    ``orientation`` or ``voxel size``, beyond :data:`~ratgan.data.dataset.VOXEL_SIZE_RTOL`) and
+    a clause naming both sides, to follow the scan's name; None when all three agree (or the
+    run records nothing to compare with)."""
     from ratgan.data.dataset import VOXEL_SIZE_RTOL
     from ratgan.data.io import format_voxel_size, orientation_code, same_voxel_size
 
     first = Path(data.entries[0].image).name if data.entries else "the training scans"
     shape = training_shape(data)
     if shape is not None and tuple(scan.shape) != shape:
-        raise RatganError(
-            f"reference {scan.path} has shape {list(scan.shape)} but the run's training scans "
-            f"(such as {first}) have shape {list(shape)}; generated scans are written in the "
-            "training scans' space, so pass a reference of that shape."
+        return "shape", (
+            f"has shape {list(scan.shape)} but the run's training scans (such as {first}) "
+            f"have shape {list(shape)}"
         )
     orientations = training_orientations(data)
     mine = orientation_code(scan.affine)
-    if not orientations:
-        log.warning(
-            "the run records no orientation of its training scans and %s is gone, so nothing "
-            "checks that the reference %s (orientation %s) is stored like them",
-            first,
-            scan.path,
-            mine,
-        )
     if orientations and mine != orientations[0]:
         mixed = (
             f" (most of them; the run trained on {' and '.join(orientations)} scans, a mixture "
@@ -100,17 +93,44 @@ def check_reference(scan: Scan, data: RunData) -> None:
             if len(orientations) > 1
             else ""
         )
-        raise RatganError(
-            f"reference {scan.path} is stored in orientation {mine} but the run's training "
-            f"scans (such as {first}) are in {orientations[0]}{mixed}; its affine would give "
-            "the generated anatomy wrong directions, so pass a reference of the training "
-            "orientation."
+        return "orientation", (
+            f"is stored in orientation {mine} but the run's training scans (such as {first}) "
+            f"are in {orientations[0]}{mixed}"
         )
     size = training_voxel_size(data)
     if size is not None and not same_voxel_size(scan.voxel_size, size, VOXEL_SIZE_RTOL):
-        raise RatganError(
-            f"reference {scan.path} has voxel size {format_voxel_size(scan.voxel_size)} but "
-            f"the run's training scans (such as {first}) have {format_voxel_size(size)}; its "
-            "affine would make the generated anatomy larger or smaller in the world, so pass "
-            "a reference of the training voxel size."
+        return "voxel size", (
+            f"has voxel size {format_voxel_size(scan.voxel_size)} but the run's training "
+            f"scans (such as {first}) have {format_voxel_size(size)}"
+        )
+    return None
+
+
+_REFERENCE_CONSEQUENCE = {
+    "shape": "generated scans are written in the training scans' space, so pass a reference "
+    "of that shape",
+    "orientation": "its affine would give the generated anatomy wrong directions, so pass a "
+    "reference of the training orientation",
+    "voxel size": "its affine would make the generated anatomy larger or smaller in the "
+    "world, so pass a reference of the training voxel size",
+}
+
+
+def check_reference(scan: Scan, data: RunData) -> None:
+    """Raise RatganError unless ``scan`` has the shape, orientation and voxel size (within
+    :data:`~ratgan.data.dataset.VOXEL_SIZE_RTOL`) of the training scans."""
+    from ratgan.data.io import orientation_code
+
+    mismatch = training_space_mismatch(scan, data)
+    if mismatch is not None:
+        what, clause = mismatch
+        raise RatganError(f"reference {scan.path} {clause}; {_REFERENCE_CONSEQUENCE[what]}.")
+    if not training_orientations(data):
+        first = Path(data.entries[0].image).name if data.entries else "the training scans"
+        log.warning(
+            "the run records no orientation of its training scans and %s is gone, so nothing "
+            "checks that the reference %s (orientation %s) is stored like them",
+            first,
+            scan.path,
+            orientation_code(scan.affine),
         )
