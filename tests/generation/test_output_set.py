@@ -132,6 +132,19 @@ def test_a_reference_outside_the_training_space_is_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_blank_reference_is_refused_not_used_for_the_intensity_range(
+    tiny_run, phantom_dir, tmp_path
+):
+    # Generated scans take the reference's min/max: an all-zero file of the training geometry
+    # (a header template) gave scans that were 0 in every voxel, with no error.
+    real = nib.load(min((phantom_dir / "images").glob("*.nii.gz")))
+    ref = tmp_path / "template.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(real.shape, np.float32), real.affine, real.header), ref)
+    with pytest.raises(RatganError, match=r"reference .*template.nii.gz holds the same value"):
+        generate_scans(tiny_run, 1, tmp_path / "out", reference=ref, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_runs_that_did_not_record_orientations_compare_with_their_first_scan(
     tiny_run, phantom_dir, tmp_path
 ):

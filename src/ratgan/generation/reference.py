@@ -1,11 +1,13 @@
 """The reference scan of a generation must lie in the space of the run's training scans.
 
 Generated volumes come out in the training scans' voxel grid and axis order; the reference
-only lends them its header and affine, and its shape decides how the network's cube is
-cropped back.  A reference of another shape would give scans of that shape (cropped or
-padded network output), one of another orientation would label the anatomy's directions
-wrongly (a left-right flip in the world, for instance), one of another voxel size would make
-the anatomy larger or smaller in the world.  All are refused, naming both sides.
+lends them its header, its affine and its intensity range (minimum and maximum), and its
+shape decides how the network's cube is cropped back.  A reference of another shape would give
+scans of that shape (cropped or padded network output), one of another orientation would label
+the anatomy's directions wrongly (a left-right flip in the world, for instance), one of another
+voxel size would make the anatomy larger or smaller in the world.  All are refused, naming both
+sides, and so is a blank reference (one value in every voxel), which would make every
+generated scan that value.
 """
 
 from __future__ import annotations
@@ -118,9 +120,17 @@ _REFERENCE_CONSEQUENCE = {
 
 def check_reference(scan: Scan, data: RunData) -> None:
     """Raise RatganError unless ``scan`` has the shape, orientation and voxel size (within
-    :data:`~ratgan.data.dataset.VOXEL_SIZE_RTOL`) of the training scans."""
+    :data:`~ratgan.data.dataset.VOXEL_SIZE_RTOL`) of the training scans and more than one
+    value: its minimum and maximum are the generated scans' intensity range."""
     from ratgan.data.io import orientation_code
 
+    low, high = float(scan.data.min()), float(scan.data.max())
+    if low == high:
+        raise RatganError(
+            f"reference {scan.path} holds the same value ({low:g}) in every voxel; generated "
+            "scans take the reference's intensity range, so they would all be that value: "
+            "pass a real scan."
+        )
     mismatch = training_space_mismatch(scan, data)
     if mismatch is not None:
         what, clause = mismatch
