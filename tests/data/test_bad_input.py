@@ -356,6 +356,25 @@ def test_a_glob_matching_label_maps_is_refused_not_read_as_scans(tmp_path, rng, 
     assert [e.image.name for e in list_scans(str(pattern))] == ["a.nii.gz", "b.nii.gz"]
 
 
+@pytest.mark.parametrize("source", ["folder", "csv", "file"])
+def test_label_maps_given_as_scans_are_refused_not_trained_on(tmp_path, rng, h, source):
+    """``--data cohort/labels`` (the labels/ folder beside images/, or a CSV or file naming
+    it) was read as a cohort of scans: the label maps (0-3) were trained on as images."""
+    for name in ("a.nii.gz", "b.nii.gz"):
+        h.save(tmp_path / "images" / name, h.random_scan(rng, (4, 4, 4)))
+        h.save(tmp_path / "labels" / name, h.blob_labels(rng, (4, 4, 4)))
+    given = {
+        "folder": tmp_path / "labels",
+        "csv": tmp_path / "list.csv",
+        "file": tmp_path / "labels" / "a.nii.gz",
+    }[source]
+    (tmp_path / "list.csv").write_text("image\nlabels/a.nii.gz\nlabels/b.nii.gz\n")
+    with pytest.raises(RatganError, match=r"labels/a.nii.gz, the label map of scan") as exc:
+        list_scans(given)
+    _one_sentence(exc, "images/a.nii.gz")
+    assert len(list_scans(tmp_path)) == 2  # the cohort's folder reads scans and labels
+
+
 def test_one_image_twice_in_a_cohort_is_refused(tmp_path, rng, h):
     """A copy under another name (or x.nii beside x.nii.gz) was trained on twice."""
     scan = h.random_scan(rng, (8, 8, 6))

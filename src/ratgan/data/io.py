@@ -740,15 +740,6 @@ def _from_pattern(pattern: str) -> list[ScanEntry]:
     )
     if not files:
         raise RatganError(f"pattern {pattern} matches no .nii or .nii.gz files.")
-    for f in files:
-        # a recursive pattern over a folder of list_scans' layout also matches its label maps,
-        # which would then be read as scans (their shape and affine are the scans')
-        scan = _scan_of_label_map(f)
-        if scan is not None:
-            raise RatganError(
-                f"pattern {pattern} matches {f}, the label map of scan {scan}; narrow the "
-                f"pattern to the scans, or give the folder {f.parent.parent} instead."
-            )
     return [ScanEntry(image=f) for f in files]
 
 
@@ -762,6 +753,20 @@ def _scan_of_label_map(path: Path) -> Path | None:
         if scan.is_file():
             return scan
     return None
+
+
+def _refuse_label_maps(entries: list[ScanEntry], listed: str) -> None:
+    """Raise RatganError naming the first listed scan that is the label map of a scan in
+    :func:`list_scans`' folder layout: a recursive pattern matches them, a labels/ folder or a
+    CSV may name them, and they would be read as scans (their shape and affine are the scans').
+    ``listed`` says how the source named it (``pattern P matches``, ``folder F holds``...)."""
+    for e in entries:
+        scan = _scan_of_label_map(e.image)
+        if scan is not None:
+            raise RatganError(
+                f"{listed} {e.image}, the label map of scan {scan}; name the scans only, "
+                f"or give the folder {e.image.parent.parent} (it reads both) instead."
+            )
 
 
 def _require_labels(entries: list[ScanEntry]) -> None:
@@ -797,23 +802,24 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     label maps of the same names in an optional ``labels/`` subfolder.  A CSV
     file has columns ``image`` and optionally ``label`` (relative paths are relative to the
     CSV).  With ``require_labels`` every scan must have a label map.  A scan file listed twice
-    (a symlink to another, a repeated CSV row), and a glob pattern that matches the label maps
-    of such a folder, are refused.
+    (a symlink to another, a repeated CSV row), and a source that lists the label maps of such
+    a folder as scans (its labels/ folder, a glob pattern or CSV naming them), are refused.
     """
     text = str(source)
     src = Path(source)
     if src.is_dir():
-        entries = _from_folder(src)
+        entries, listed = _from_folder(src), f"folder {src} holds"
     elif src.is_file() and src.suffix.lower() == ".csv":
-        entries = _from_csv(src)
+        entries, listed = _from_csv(src), f"CSV file {src} lists"
     elif src.is_file() and is_nifti_path(src):
-        entries = [ScanEntry(image=src)]
+        entries, listed = [ScanEntry(image=src)], "the scan given is"
     elif src.is_file():
         raise RatganError(f"{src} is neither a folder, a CSV file nor a .nii/.nii.gz scan.")
     elif glob.has_magic(text):
-        entries = _from_pattern(text)
+        entries, listed = _from_pattern(text), f"pattern {text} matches"
     else:
         raise RatganError(f"scan source {text} does not exist.")
+    _refuse_label_maps(entries, listed)
     _refuse_duplicates(entries)
     if require_labels:
         _require_labels(entries)
