@@ -340,6 +340,18 @@ def test_a_blank_scan_in_a_cohort_is_refused_not_trained_on(tmp_path, rng, h):
     _one_sentence(exc, "b.nii.gz")
 
 
+def test_an_empty_label_map_in_a_cohort_is_refused_not_trained_on(tmp_path, rng, h):
+    """A label map of background only (a failed segmentation export) was loaded without a
+    word: a joint model learned that brain as a subject without GM, WM or CSF."""
+    for name in ("a.nii.gz", "b.nii.gz"):
+        h.save(tmp_path / "images" / name, h.random_scan(rng, (8, 8, 6)))
+    h.save(tmp_path / "labels" / "a.nii.gz", h.blob_labels(rng, (8, 8, 6)))
+    h.save(tmp_path / "labels" / "b.nii.gz", np.zeros((8, 8, 6), np.int16))
+    with pytest.raises(RatganError, match="background .* in every voxel") as exc:
+        load_cohort(tmp_path, DataConfig(target_shape=(8, 8, 8)), progress=False)
+    _one_sentence(exc, "labels/b.nii.gz")
+
+
 @pytest.mark.parametrize("scans", ["images", "."])
 def test_a_glob_matching_label_maps_is_refused_not_read_as_scans(tmp_path, rng, h, scans):
     """``root/**/*.nii.gz`` over an images/ + labels/ folder (or a generated folder with its

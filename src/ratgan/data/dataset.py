@@ -71,8 +71,8 @@ def load_cohort(
     Label maps are loaded when every scan has one; when only some have one the cohort has no
     labels (a warning is logged) unless ``require_labels``, which makes a missing label map an
     error.  All scans must share one shape, one orientation and one voxel size (within
-    :data:`VOXEL_SIZE_RTOL`), and none may hold one value in every voxel; 4-D scans averaged
-    to one volume are warned about.
+    :data:`VOXEL_SIZE_RTOL`), none may hold one value in every voxel and no label map may be
+    background only; 4-D scans averaged to one volume are warned about.
     """
     entries = list_scans(source, require_labels=require_labels)
     cohort = load_entries(entries, data_cfg, progress, str(source))
@@ -131,6 +131,7 @@ def load_entries(
             averaged.append((entry.image, scan.volumes))
         if labels is not None and entry.label is not None:  # (all entries have one, or none)
             lab = read_label(entry.label, scan)
+            _refuse_empty_labels(entry.label, lab)
             labels[i, 0] = torch.from_numpy(preprocess_labels(lab, shape, data_cfg.downsample))
     paths = [e.image for e in entries]
     _check_one_orientation(paths, orientations)
@@ -158,6 +159,16 @@ def _refuse_blank(path: Path, data: np.ndarray) -> None:
         raise RatganError(
             f"scan {path} holds the same value ({low:g}) in every voxel; a blank scan has "
             "no anatomy to learn, so leave it out of the cohort."
+        )
+
+
+def _refuse_empty_labels(path: Path, labels: np.ndarray) -> None:
+    """Raise RatganError when a label map marks no tissue (a failed segmentation export): its
+    scan would be trained on as a brain without GM, WM or CSF."""
+    if not labels.any():
+        raise RatganError(
+            f"label file {path} holds background (0) in every voxel; a label map must mark "
+            "its scan's GM, WM and CSF, so fix it or leave the pair out of the cohort."
         )
 
 
