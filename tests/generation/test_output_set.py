@@ -145,6 +145,15 @@ def test_a_blank_reference_is_refused_not_used_for_the_intensity_range(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_label_map_as_reference_is_refused(tiny_run, phantom_dir, tmp_path):
+    # A label map has the training scans' geometry and passed every check: the generated
+    # scans were mapped to its range 0-3 and stored as its uint8, holding only 0, 1 and 2.
+    ref = min((phantom_dir / "labels").glob("*.nii.gz"))
+    with pytest.raises(RatganError, match=r"reference .*labels/sub-000.nii.gz holds only 0"):
+        generate_scans(tiny_run, 1, tmp_path / "out", reference=ref, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_runs_that_did_not_record_orientations_compare_with_their_first_scan(
     tiny_run, phantom_dir, tmp_path
 ):

@@ -6,8 +6,9 @@ shape decides how the network's cube is cropped back.  A reference of another sh
 scans of that shape (cropped or padded network output), one of another orientation would label
 the anatomy's directions wrongly (a left-right flip in the world, for instance), one of another
 voxel size would make the anatomy larger or smaller in the world.  All are refused, naming both
-sides, and so is a blank reference (one value in every voxel), which would make every
-generated scan that value.
+sides, and so are a blank reference (one value in every voxel), which would make every
+generated scan that value, and a label map (class numbers 0-3 only), which would quantise them
+to those numbers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import logging
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ratgan.errors import RatganError
 from ratgan.runs import RunData
@@ -120,9 +123,10 @@ _REFERENCE_CONSEQUENCE = {
 
 def check_reference(scan: Scan, data: RunData) -> None:
     """Raise RatganError unless ``scan`` has the shape, orientation and voxel size (within
-    :data:`~ratgan.data.dataset.VOXEL_SIZE_RTOL`) of the training scans and more than one
-    value: its minimum and maximum are the generated scans' intensity range."""
-    from ratgan.data.io import orientation_code
+    :data:`~ratgan.data.dataset.VOXEL_SIZE_RTOL`) of the training scans and values of a scan:
+    its minimum and maximum are the generated scans' intensity range, so a blank file or a
+    label map (class numbers 0-3 only) is refused."""
+    from ratgan.data.io import LABEL_NAMES, orientation_code
 
     low, high = float(scan.data.min()), float(scan.data.max())
     if low == high:
@@ -130,6 +134,13 @@ def check_reference(scan: Scan, data: RunData) -> None:
             f"reference {scan.path} holds the same value ({low:g}) in every voxel; generated "
             "scans take the reference's intensity range, so they would all be that value: "
             "pass a real scan."
+        )
+    if np.isin(scan.data, np.arange(len(LABEL_NAMES))).all():
+        values = ", ".join(f"{v:g}" for v in np.unique(scan.data))
+        raise RatganError(
+            f"reference {scan.path} holds only {values}, "
+            "class numbers of a label map; generated scans take the reference's intensity "
+            "range and datatype, so pass a real scan."
         )
     mismatch = training_space_mismatch(scan, data)
     if mismatch is not None:
