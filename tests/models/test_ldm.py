@@ -213,3 +213,37 @@ def test_ddim_visits_the_forward_marginals_in_any_number_of_steps(cfg, predictio
         expected = math.sqrt(abar[t]) * x0 + math.sqrt(1 - abar[t]) * eps
         assert torch.allclose(x.double(), expected, atol=1e-4), t
     assert torch.allclose(out, x0, atol=1e-4)
+
+
+def test_ddpm_step_matches_monai_at_consecutive_timesteps(cfg):
+    # Independent reference: MONAI's DDPMScheduler.step, which draws its noise with the same CPU
+    # generator. The step is ratgan's own at every stride (so that its noise can be drawn on the
+    # CPU whatever the device); at t -> t - 1 it must be MONAI's step.
+    from ratgan.models.ldm import _ddpm_step
+
+    sched = build_scheduler(cfg.ldm.diffusion, "ddpm")
+    sched.set_timesteps(sched.num_train_timesteps)
+    x = torch.randn(1, 2, 8, 8, 6, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    for t in (999, 500, 10, 1):
+        ours = _ddpm_step(sched, eps, t, t - 1, x, torch.Generator().manual_seed(7))
+        ref = sched.step(eps, t, x, generator=torch.Generator().manual_seed(7))[0]
+        assert torch.allclose(ours, ref, atol=1e-5), t
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ddpm_scans_of_one_seed_are_the_same_on_cpu_and_cuda(cfg):
+    # The per-step noise is drawn on the CPU: CUDA's generator gives other numbers for a seed.
+    section = cfg.ldm.diffusion
+    x0 = torch.rand(2, 2, 8, 8, 6, generator=torch.Generator().manual_seed(2)) - 0.5
+    seeds = [3, 4]
+    noise = initial_noise(seeds, tuple(x0.shape[1:]))
+    outs = []
+    for device in ("cpu", "cuda"):
+        oracle = _Oracle(x0.to(device), _alphas_cumprod(section)).to(device)
+        oracle.abar = oracle.abar.to(device)
+        sched = build_scheduler(section, "ddpm")
+        out = sample_latent_diffusion(_Identity(), oracle, sched, noise, 1.0, 10, seeds=seeds)
+        outs.append(out.cpu())
+    assert torch.allclose(outs[0], outs[1], atol=1e-4)

@@ -171,7 +171,8 @@ def sample_latent_diffusion(
     if isinstance(scheduler, DDPMScheduler):
         if seeds is None or len(seeds) != len(x):
             raise ValueError("DDPM sampling needs one seed per scan")
-        gens = [torch.Generator(device=device).manual_seed(step_noise_seed(s)) for s in seeds]
+        # on the CPU, as the initial noise: CUDA's generator gives other numbers for one seed
+        gens = [torch.Generator().manual_seed(step_noise_seed(s)) for s in seeds]
     timesteps = [int(t) for t in scheduler.timesteps]
     for k, t in enumerate(timesteps):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -232,10 +233,10 @@ def _ddpm_step(
     timesteps each step removed one training step's noise only and the scans ended far too
     noisy.  Between t and prev the forward process has beta = 1 - abar_t / abar_prev; the step
     is the posterior q(x_prev | x_t, x0) of DDPM's eq. 7 with that beta (the fixed small
-    variance, as MONAI's).  Consecutive timesteps keep MONAI's own step (same values as before).
+    variance, as MONAI's).  The noise is drawn by ``generator`` on the CPU and moved to ``x``'s
+    device, so that a seed gives the same scan on every device (MONAI's step draws on the
+    model's device, whose generator gives other numbers for the same seed).
     """
-    if prev == t - 1:
-        return scheduler.step(output, t, x, generator=generator)[0]
     abar: torch.Tensor = scheduler.alphas_cumprod.to(x.device)
     a_t = abar[t]
     a_prev = abar[prev] if prev >= 0 else torch.ones_like(a_t)
@@ -249,7 +250,7 @@ def _ddpm_step(
     if prev < 0:
         return mean
     variance: torch.Tensor = ((1 - a_prev) / (1 - a_t) * beta).clamp(min=1e-20)
-    noise = torch.randn(x.shape, dtype=x.dtype, generator=generator, device=x.device)
+    noise = torch.randn(x.shape, dtype=x.dtype, generator=generator).to(x.device)
     return mean + variance.sqrt() * noise
 
 
