@@ -247,3 +247,23 @@ def test_table_compares_tests_run_with_other_seeds_seed_by_seed():
     assert "| Seeds | 5 | 2 | 1 |" in table
     assert "| Δ global vs Test1, seeds in both | +0.0000 | -0.0010 | +0.0000 |" in table
     assert "0.9500 ± n/a" in table  # one seed: no spread, not ± 0
+
+
+def test_one_seed_does_not_claim_that_the_scans_variance_dominates():
+    """With one seed the seeds' variance is not estimated (var_seed NaN), so nothing says
+    whether more seeds would halve the detectable ΔDice; the report must not claim that the
+    test scans' variance dominates (on the phantom the seeds' variance dominated)."""
+    from ratgan.segmentation.report import comparisons, conclusion, stats_markdown
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for test, delta in ((1, 0.0), (3, -0.02)):
+        v = 0.9 + delta + 0.01 * rng.standard_normal(13)
+        runs.append(run(test, 0, {k: [float(x) for x in v] for k in ("global", "GM", "WM", "CSF")}))
+    comps = comparisons(runs)
+    glob = next(c for c in comps if c["score"] == "global")
+    assert glob["n_seeds"] == 1 and math.isnan(glob["var_seed"])
+    text = conclusion(comps, [])
+    table = stats_markdown(comps, [{"test": 3, "name": "r43+s43"}])
+    assert "dominates" not in text and "not by seeds alone" not in table
+    assert "one seed" in text and "one seed" in table

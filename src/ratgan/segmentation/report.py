@@ -164,8 +164,20 @@ def comparisons(runs: list[dict]) -> list[dict]:
 
 
 def _halving(c: dict, sentence: bool = False) -> str:
-    """How many seeds would halve the detectable ΔDice: a table cell or a phrase."""
+    """How many seeds would halve the detectable ΔDice: a table cell or a phrase.
+
+    With one seed (or one test scan) the variance components are not estimated, so the
+    detectable ΔDice leaves that variance out and nothing tells what more seeds would do.
+    """
     n = c["seeds_to_halve"]
+    if c["n_seeds"] < 2 or c["n_scans"] < 2:
+        what, source = ("one seed", "seeds'") if c["n_seeds"] < 2 else ("one test scan", "scans'")
+        if sentence:
+            return (
+                f"the {source} variance is unknown with {what}, so this leaves it out and "
+                "what more seeds would do cannot be told"
+            )
+        return f"unknown with {what}"
     if sentence:
         if n is None:
             return "more seeds alone would not halve it: the test scans' variance dominates"
