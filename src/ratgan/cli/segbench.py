@@ -127,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.1,
         help="quality gate: widen the real range of each tissue fraction by this "
-        "share of it on each side",
+        "share of it, plus 0.005, on each side",
     )
     p.add_argument(
         "--gate-probe",

@@ -4,7 +4,8 @@ The authors discarded about half of their synthetic scans because SPM12 could no
 their anatomy.  Here a synthetic scan's label map (from joint generation or from the
 teacher) is summarised by its tissue composition -- the GM, WM and CSF fractions of the
 brain and the brain's fraction of the volume -- and the scan is rejected when any fraction
-falls outside the range seen in the real training scans, widened by a margin.
+falls outside the range seen in the real training and validation scans, widened by a
+margin of that range plus an absolute tolerance (:meth:`QualityGate.fit`).
 """
 
 from __future__ import annotations
