@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import torch
 
 from ratgan.segmentation import train as seg_train
@@ -86,3 +87,18 @@ def test_early_stopping_restores_the_weights_of_the_best_validation_epoch(monkey
         loss = float(make_loss("dice")(res.model(x_val).float(), y_val))
     assert abs(loss - real_losses[1]) < 1e-6
     assert abs(loss - real_losses[3]) > 1e-6
+
+
+def test_a_validation_loss_never_finite_is_an_error_not_the_untrained_network():
+    # With NaN in every epoch (weights blown up by lr=inf) no epoch ever became "best", and
+    # the untrained starting weights were returned and scored as if trained.
+    from ratgan.errors import RatganError
+    from ratgan.segmentation.train import TrainSettings, train_segmenter
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 8, 8, 4) * 2 - 1
+    y = (x > 0.3).long() * 2
+    cfg = UNetConfig(channels=(4, 8), input_shape=(8, 8, 4))
+    settings = TrainSettings(max_epochs=3, batch_size=4, patience=5, lr=float("inf"))
+    with pytest.raises(RatganError, match="validation loss was not finite in any of its 3"):
+        train_segmenter(x, y, x[:2], y[:2], cfg, settings, desc="test 1, seed 0")

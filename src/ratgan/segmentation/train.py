@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ratgan.atomic import atomic_path
 from ratgan.devices import select_device
+from ratgan.errors import RatganError
 from ratgan.segmentation.metrics import make_loss
 from ratgan.segmentation.unet import SegUNet, UNetConfig, build_unet
 
@@ -170,6 +171,12 @@ def train_segmenter(
             break
         if settings.max_steps is not None and steps >= settings.max_steps:
             break
+    if result.best_epoch == 0:  # no epoch scored a finite validation loss
+        raise RatganError(
+            f"segmentation training ({desc}): the validation loss was not finite in any of its "
+            f"{len(result.history)} epochs (last {result.history[-1]['val_loss']}), so the "
+            "network never trained; lower the learning rate or check the scans for extreme values."
+        )
     model.load_state_dict(best_state)
     model.eval()
     result.steps = steps
