@@ -409,3 +409,32 @@ def test_a_scan_squeezed_by_one_bright_voxel_is_named(tmp_path, rng, h, caplog):
         load_cohort(tmp_path, DataConfig(target_shape=(16, 16, 8)), progress=False)
     assert "1 scans (such as" in caplog.text and "spiked.nii.gz" in caplog.text
     assert "a.nii.gz" not in caplog.text.replace("spiked.nii.gz", "")
+
+
+def _tissue_map(gm_label: int, wm_label: int, csf_label: int) -> np.ndarray:
+    """An 8x8x6 brain: 40 GM voxels around 12 WM voxels and 8 CSF voxels, labelled as given."""
+    lab = np.zeros((8, 8, 6), np.int16)
+    lab[1:7, 1:6, 1:3] = gm_label  # 60, of which 20 are then WM or CSF
+    lab[2:5, 2:4, 1:3] = wm_label  # 12
+    lab[5:7, 2:4, 1:3] = csf_label  # 8
+    return lab
+
+
+def test_label_maps_numbered_as_fsl_fast_are_warned_about(tmp_path, rng, h, caplog):
+    """FSL FAST numbers 1 = CSF, 2 = GM, 3 = WM: such maps passed every check and were trained
+    on (and scored) with the classes swapped.  GM is the largest tissue of a brain, so maps
+    whose class 1 is not the largest are warned about; ratgan's own numbering is not."""
+    for name in ("a.nii.gz", "b.nii.gz"):
+        h.save(tmp_path / "images" / name, h.random_scan(rng, (8, 8, 6)))
+        h.save(tmp_path / "labels" / name, _tissue_map(gm_label=2, wm_label=3, csf_label=1))
+    cfg = DataConfig(target_shape=(8, 8, 8))
+    with caplog.at_level("WARNING"):
+        load_cohort(tmp_path, cfg, progress=False)
+    assert "in 2 of 2 label maps" in caplog.text and "FSL FAST" in caplog.text
+    assert "GM 8, WM 40, CSF 12" in caplog.text  # the counts as read, class by class
+    caplog.clear()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        h.save(tmp_path / "labels" / name, _tissue_map(gm_label=1, wm_label=2, csf_label=3))
+    with caplog.at_level("WARNING"):
+        load_cohort(tmp_path, cfg, progress=False)
+    assert "FSL FAST" not in caplog.text

@@ -84,3 +84,20 @@ def test_a_shape_that_cuts_labelled_voxels_is_named_in_a_warning(tmp_path, cohor
     with caplog.at_level("WARNING"):
         load_set(find_entries(small), (16, 16, 10))
     assert caplog.text == ""
+
+
+def test_real_label_maps_numbered_as_fsl_fast_are_warned_about(tmp_path, cohort_writer, caplog):
+    """The same cohort's maps renumbered as FSL FAST numbers them (1 = CSF, 2 = GM, 3 = WM)
+    are warned about when segbench reads them; as written (ratgan's numbering) they are not
+    (the test above: no warning at all)."""
+    import nibabel as nib
+
+    root = cohort_writer(tmp_path / "fast", 2, seed=1, shape=(16, 16, 12))
+    fast = np.array([0, 2, 3, 1])  # ratgan's class -> FAST's number
+    for e in find_entries(root, require_labels=True):
+        img = nib.load(e.label)
+        data = np.asarray(img.dataobj).astype(np.int64)
+        nib.save(nib.Nifti1Image(fast[data].astype(np.int16), img.affine), e.label)
+    with caplog.at_level("WARNING"):
+        load_set(find_entries(root), (16, 16, 12), desc="real scans")
+    assert "in 2 of 2 label maps of real scans GM (class 1) is not the most frequent" in caplog.text

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ratgan.config import DataConfig
 from ratgan.data.augment import BatchAugmenter
 from ratgan.data.io import (
+    LabelNumberingCheck,
     ScanEntry,
     format_voxel_size,
     list_scans,
@@ -107,6 +108,7 @@ def load_entries(
     voxel_sizes: list[tuple[float, float, float]] = []
     averaged: list[tuple[Path, int]] = []
     first: tuple[Path, tuple[int, ...]] | None = None
+    numbering = LabelNumberingCheck()
     for i, entry in enumerate(
         tqdm(entries, desc="reading scans", unit="scan", disable=not progress)
     ):
@@ -132,11 +134,13 @@ def load_entries(
         if labels is not None and entry.label is not None:  # (all entries have one, or none)
             lab = read_label(entry.label, scan)
             _refuse_empty_labels(entry.label, lab)
+            numbering.add(entry.label, lab)
             labels[i, 0] = torch.from_numpy(preprocess_labels(lab, shape, data_cfg.downsample))
     paths = [e.image for e in entries]
     _check_one_orientation(paths, orientations)
     _check_one_voxel_size(paths, voxel_sizes)
     _warn_squeezed(paths, images)
+    numbering.warn(source)
     if averaged:
         log.warning(
             "%d of %d scans of %s are 4-D series (such as %s, %d volumes), each averaged over "

@@ -371,6 +371,44 @@ def scan_content_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+class LabelNumberingCheck:
+    """Counts the tissue classes of label maps as they are read and warns, once, when GM
+    (class 1) is not the most frequent tissue in most of them.
+
+    GM is the largest tissue of a rat brain (and of a human one); a map numbered by another
+    tool, such as FSL FAST's 1 = CSF, 2 = GM, 3 = WM, passes every other check and would be
+    trained on and scored with its classes swapped.  Nothing in a map can prove its numbering,
+    so this is a warning naming an example, not an error.
+    """
+
+    def __init__(self) -> None:
+        self.maps = 0
+        self.odd: list[tuple[Path, list[int]]] = []
+
+    def add(self, path: Path, labels: np.ndarray) -> None:
+        """Count one label map (class numbers 0-3) read from ``path``."""
+        counts = np.bincount(np.asarray(labels).ravel(), minlength=len(LABEL_NAMES))[1:4]
+        self.maps += 1
+        if counts.any() and int(np.argmax(counts)) != 0:
+            self.odd.append((path, [int(c) for c in counts]))
+
+    def warn(self, source: str) -> None:
+        """Log the warning when more than half of the maps counted have GM not the largest."""
+        if self.maps and 2 * len(self.odd) > self.maps:
+            path, counts = self.odd[0]
+            log.warning(
+                "in %d of %d label maps of %s GM (class 1) is not the most frequent tissue "
+                "(%s: GM %d, WM %d, CSF %d voxels); ratgan numbers 1 = GM, 2 = WM, 3 = CSF, and "
+                "maps numbered otherwise (FSL FAST: 1 = CSF, 2 = GM, 3 = WM) are read with "
+                "their classes swapped: renumber them if so",
+                len(self.odd),
+                self.maps,
+                source,
+                path,
+                *counts,
+            )
+
+
 def read_label(path: str | Path, scan: Scan) -> IntArray:
     """Read a label map that belongs to ``scan`` as int64.
 

@@ -116,10 +116,11 @@ def load_set(
     ``shape`` cuts off, since no network trains or is scored on those."""
     from tqdm.auto import tqdm
 
-    from ratgan.data.io import read_label, read_scan
+    from ratgan.data.io import LabelNumberingCheck, read_label, read_scan
     from ratgan.data.transforms import cropped_slices, preprocess, preprocess_labels
 
     images, labels, infos, affines, cut = [], [], [], [], []
+    numbering = LabelNumberingCheck()
     for e in tqdm(entries, desc=desc, unit="scan", disable=not progress, leave=False):
         scan = read_scan(e.image, volume_index)
         img, info = preprocess(scan.data, shape, 1)
@@ -130,6 +131,7 @@ def load_set(
             if e.label is None:
                 raise RatganError(f"scan {e.image} has no label map.")
             lab = read_label(e.label, scan)  # raises on values other than 0-3
+            numbering.add(e.label, lab)
             labels.append(preprocess_labels(lab, shape, 1))
             total, kept = int(np.count_nonzero(lab)), int(np.count_nonzero(labels[-1]))
             if kept < total:
@@ -139,6 +141,7 @@ def load_set(
                 cut.append(f"{e.image.name} ({total - kept} of {total} labelled voxels, {axes})")
     if not images:
         raise RatganError("no scans to load.")
+    numbering.warn(desc)
     if cut:
         log.warning(
             "--shape %s cuts labelled voxels off %d %s, which no network trains or is scored on: "
