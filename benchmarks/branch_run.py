@@ -139,6 +139,9 @@ def branch(
     if out.exists():
         raise SystemExit(f"{out} exists: a branch is written to a new folder.")
     data = read_run_config(run).to_dict()
+    if data.get("family") == "ldm":
+        # the re-layout of parameters and optimiser states below is the alpha-GAN's (G, E, D, C)
+        raise SystemExit(f"{run} is a latent diffusion run: branch_run.py branches alpha-GAN runs.")
     for dotted, value in changes.items():
         node = data
         *parents, leaf = dotted.split(".")

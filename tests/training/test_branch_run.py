@@ -71,6 +71,20 @@ def test_an_unknown_field_is_refused(ema_run, tmp_path, load_benchmark):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_latent_diffusion_run_is_refused_in_one_sentence(tmp_path, load_benchmark):
+    # the parameter and optimiser re-layout is the alpha-GAN's: an ldm run failed with KeyError 'G'
+    import yaml
+
+    run = tmp_path / "ldm"
+    checkpoint_path(run, 2).parent.mkdir(parents=True)
+    checkpoint_path(run, 2).write_bytes(b"")
+    (run / "config.yaml").write_text(yaml.safe_dump(load_config("ldm-tiny").to_dict()))
+    bench = load_benchmark("branch_run")
+    with pytest.raises(SystemExit, match="latent diffusion run: branch_run.py branches alpha-GAN"):
+        bench.main([str(run), "--iteration", "2", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+
+
 def test_set_values_are_read_as_yaml_and_exponents_without_a_dot_as_numbers(load_benchmark):
     bench = load_benchmark("branch_run")
     got = bench.parse_sets(["optim.lr=1e-4", "optim.betas=[0.5, 0.9]", "train.x=200", "m.n=adam"])
