@@ -162,6 +162,23 @@ class _RecordingOracle(_Oracle):
         return a.sqrt() * eps - (1 - a).sqrt() * self.x0
 
 
+def _oracle_chain(cfg, prediction: str, sampler: str, steps: int, scans: int):
+    """Sample ``scans`` latents with the recording oracle of known x0 (seeds 11, 12, ...):
+    (abar, x0, the oracle with every x_t it was handed, the output)."""
+    section = cfg.ldm.diffusion
+    section.prediction = prediction
+    abar = _alphas_cumprod(section)
+    x0 = torch.rand(scans, 2, 16, 16, 12, generator=torch.Generator().manual_seed(2)) - 0.5
+    oracle = _RecordingOracle(x0, abar, prediction)
+    seeds = list(range(11, 11 + scans))
+    noise = initial_noise(seeds, tuple(x0.shape[1:]))
+    out = sample_latent_diffusion(
+        _Identity(), oracle, build_scheduler(section, sampler), noise, 1.0, steps, seeds=seeds
+    )
+    assert len(oracle.seen) == steps
+    return abar, x0, oracle, out
+
+
 @pytest.mark.parametrize(
     ("prediction", "steps"),
     [("epsilon", 1000), ("epsilon", 50), ("epsilon", 10), ("v_prediction", 50)],
@@ -172,16 +189,7 @@ def test_ddpm_visits_the_forward_marginals_in_any_number_of_steps(cfg, predictio
     # The initial noise is generation's, from the scans' seeds: DDPM's per-step noise must be
     # independent of it (its first draw was the initial noise itself on a CPU), and fewer
     # steps than training timesteps must still step between the timesteps they visit.
-    section = cfg.ldm.diffusion
-    section.prediction = prediction
-    abar = _alphas_cumprod(section)
-    x0 = torch.rand(4, 2, 16, 16, 12, generator=torch.Generator().manual_seed(2)) - 0.5
-    oracle = _RecordingOracle(x0, abar, prediction)
-    seeds = [11, 12, 13, 14]
-    noise = initial_noise(seeds, tuple(x0.shape[1:]))
-    sampler = build_scheduler(section, "ddpm")
-    sample_latent_diffusion(_Identity(), oracle, sampler, noise, 1.0, steps, seeds=seeds)
-    assert len(oracle.seen) == steps
+    abar, x0, oracle, _ = _oracle_chain(cfg, prediction, "ddpm", steps, scans=4)
     for t, x in oracle.seen[1:]:  # the first is the initial noise itself
         residual = x - math.sqrt(abar[t]) * x0
         ratio = float(residual.std()) / math.sqrt(1 - abar[t])
@@ -198,15 +206,7 @@ def test_ddim_visits_the_forward_marginals_in_any_number_of_steps(cfg, predictio
     # MONAI's DDIM step goes from t to t - 1000 // steps while its set_timesteps visits
     # linspace(999, 0, steps): with 10 steps the UNet was handed x at t=11's noise as t=0
     # (3.9x the noise it is told), and the scans kept the rest of it.
-    section = cfg.ldm.diffusion
-    section.prediction = prediction
-    abar = _alphas_cumprod(section)
-    x0 = torch.rand(2, 2, 16, 16, 12, generator=torch.Generator().manual_seed(2)) - 0.5
-    oracle = _RecordingOracle(x0, abar, prediction)
-    noise = initial_noise([11, 12], tuple(x0.shape[1:]))
-    sampler = build_scheduler(section, "ddim")
-    out = sample_latent_diffusion(_Identity(), oracle, sampler, noise, 1.0, steps)
-    assert len(oracle.seen) == steps
+    abar, x0, oracle, out = _oracle_chain(cfg, prediction, "ddim", steps, scans=2)
     first_t, first_x = oracle.seen[0]
     eps = (first_x.double() - math.sqrt(abar[first_t]) * x0) / math.sqrt(1 - abar[first_t])
     for t, x in oracle.seen[1:]:

@@ -192,29 +192,34 @@ def sample_latent_diffusion(
     return decode(autoencoder, x / scale, bf16)
 
 
+def _alphas_and_x0(
+    scheduler: Scheduler, output: torch.Tensor, t: int, prev: int, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """abar_t, abar_prev (1 for x0, ``prev`` -1) and the x0 that the network's ``output``
+    (epsilon or v, the schedule's prediction type) implies for ``x`` at timestep ``t``."""
+    abar: torch.Tensor = scheduler.alphas_cumprod.to(x.device)
+    a_t = abar[t]
+    a_prev = abar[prev] if prev >= 0 else torch.ones_like(a_t)
+    if scheduler.prediction_type == "v_prediction":
+        x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * output
+    else:  # epsilon
+        x0 = (x - (1 - a_t).sqrt() * output) / a_t.sqrt()
+    return a_t, a_prev, x0
+
+
 def _ddim_step(
     scheduler: DDIMScheduler, output: torch.Tensor, t: int, prev: int, x: torch.Tensor
 ) -> torch.Tensor:
-    """DDIM's deterministic step (eta 0) from timestep ``t`` to the next one sampled, ``prev``
-    (-1: x0).
+    """DDIM's deterministic step (eta 0, eq. 12 of the DDIM paper) from timestep ``t`` to the
+    next one sampled, ``prev`` (-1: x0).
 
     MONAI's ``DDIMScheduler.step`` goes to ``t - num_train_timesteps // steps`` while its
     ``set_timesteps`` visits ``linspace(999, 0, steps)``: the UNet was then handed a latent
     noisier than the timestep it was told (with 10 steps, t=11's noise as t=0), and the scans
-    kept the difference.  Where MONAI's own step lands on ``prev`` it is kept (same values as
-    before); otherwise eq. 12 of the DDIM paper with eta 0 steps to ``prev`` itself.
+    kept the difference.
     """
-    if prev == t - scheduler.num_train_timesteps // scheduler.num_inference_steps:
-        return scheduler.step(output, t, x)[0]
-    abar: torch.Tensor = scheduler.alphas_cumprod.to(x.device)
-    a_t = abar[t]
-    a_prev = abar[prev] if prev >= 0 else scheduler.final_alpha_cumprod.to(x.device)
-    if scheduler.prediction_type == "v_prediction":
-        x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * output
-        eps = a_t.sqrt() * output + (1 - a_t).sqrt() * x
-    else:  # epsilon
-        x0 = (x - (1 - a_t).sqrt() * output) / a_t.sqrt()
-        eps = output
+    a_t, a_prev, x0 = _alphas_and_x0(scheduler, output, t, prev, x)
+    eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
     return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
 
 
@@ -237,13 +242,7 @@ def _ddpm_step(
     device, so that a seed gives the same scan on every device (MONAI's step draws on the
     model's device, whose generator gives other numbers for the same seed).
     """
-    abar: torch.Tensor = scheduler.alphas_cumprod.to(x.device)
-    a_t = abar[t]
-    a_prev = abar[prev] if prev >= 0 else torch.ones_like(a_t)
-    if scheduler.prediction_type == "v_prediction":
-        x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * output
-    else:  # epsilon
-        x0 = (x - (1 - a_t).sqrt() * output) / a_t.sqrt()
+    a_t, a_prev, x0 = _alphas_and_x0(scheduler, output, t, prev, x)
     beta = 1 - a_t / a_prev
     mean: torch.Tensor = a_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - a_prev) * x
     mean = mean / (1 - a_t)
