@@ -8,7 +8,14 @@ import pytest
 from ratgan.evaluation.pairs import draw_pairs, paired
 from ratgan.evaluation.prepare import ScanSet, centre_crop, prepare_volume, rescale_unit
 from ratgan.evaluation.protocol import EvaluationSettings, evaluate, histogram_w1
-from ratgan.evaluation.report import EXTRA_COLUMNS, PAPER_COLUMNS, beats, row_metrics, value
+from ratgan.evaluation.report import (
+    EXTRA_COLUMNS,
+    PAPER_COLUMNS,
+    beats,
+    feature_section,
+    row_metrics,
+    value,
+)
 
 FAST = {
     "comparisons": 400,
@@ -138,6 +145,12 @@ def test_real_beats_noise_on_every_metric(kit):
     space = res.feature_spaces[0].rows
     assert space["noise"]["mmd_p"] == pytest.approx(1 / 201)
     assert space[res.reference_row]["fd"]["std"] > 0 and "ci" in space["noise"]["fd"]
+    # the p column is never ranked: the held-out set's larger p is not bolded as "best"
+    lines = [ln for ln in feature_section(res).splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    col = next(i for i, h in enumerate(header) if h.startswith("p vs held-out"))
+    cells = [[c.strip() for c in ln.strip("|").split("|")][col] for ln in lines[2:]]
+    assert cells and not any(c.startswith("**") for c in cells), cells
     # the threshold is fitted on the real scans' leave-one-out neighbours; the held-out
     # scans, not fitted on, give its realised false-positive rate (the same held-out scans
     # scored as a synthetic set are flagged alike)

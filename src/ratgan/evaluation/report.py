@@ -60,8 +60,10 @@ DECIMALS = {
     "tail_gap": 3,
     "mmd_p": 3,
 }
-P_COLUMN = {"mmd_p": ("p vs held-out ↑", "max")}
-"""The permutation p-value of RBF-MMD² against the held-out scans (only with --heldout)."""
+P_COLUMN = {"mmd_p": ("p vs held-out", "none")}
+"""The permutation p-value of RBF-MMD² against the held-out scans (only with --heldout).  Never
+ranked or bolded: a large p is only a failure to tell the set from real scans, not evidence
+that it is closer to them than a set with a smaller p."""
 FIGURES = (
     "montage.png",
     "mean_std_maps.png",
@@ -140,13 +142,16 @@ def table(
     columns: dict[str, tuple[str, str]],
     space: FeatureSpaceResult | None = None,
 ) -> str:
-    """A Markdown table: the real reference row, then one row per synthetic set, best bold."""
+    """A Markdown table: the real reference row, then one row per synthetic set, best bold
+    (columns of direction "none" are never bolded)."""
     ref = result.reference_row
     rows = {n: row_metrics(result, n, space) for n in result.rows}
     target = value(rows[ref], "msssim")
     synth = [r.name for r in result.synthetic_rows()]
     best: dict[str, set[str]] = {}
     for key, (_, direction) in columns.items():
+        if direction == "none":
+            continue
         values = {n: value(rows[n], key) for n in synth}
         scored = [(score(key, v, direction, target), n) for n, v in values.items() if v is not None]
         if len(scored) > 1:
