@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from ratgan.segmentation.train import segment, train_segmenter
 
 from ratgan.segmentation.state import BenchState
 
+if TYPE_CHECKING:
+    from ratgan.data.augment import BatchAugmenter
+
 Tensors = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -23,6 +27,31 @@ def network_inputs(s: SegSet, box: Box | None, factor: int) -> Tensors:
         downsample_images(crop(s.images, box), factor),
         downsample_labels(crop(s.label_maps(), box), factor),
     )
+
+
+def conventional_augmenter(affine: np.ndarray | None, downsample: int, seed: int) -> BatchAugmenter:
+    """The conventional augmentation of a benchmark test: the paper's settings, translations
+    in voxels of the pooled grid, and the left-right flip on the voxel axis that runs left to
+    right in the real scans stored with ``affine`` (no flips where no axis does; axis 0 where
+    ``affine`` is None).  The scans are read in their stored voxel order, so a fixed axis 0
+    would mirror scans stored front to back (ARS, PIR...) front to back."""
+    from ratgan.config import AugmentConfig
+    from ratgan.data.augment import BatchAugmenter
+    from ratgan.data.io import orientation_code
+
+    base = AugmentConfig()
+    tx, ty, tz = base.translate_range
+    tr = (tx / downsample, ty / downsample, tz / downsample)
+    flip_axis, flip_prob = 0, base.flip_prob
+    if affine is not None:
+        code = orientation_code(affine)
+        left_right = next((i for i, letter in enumerate(code) if letter in "LR"), None)
+        if left_right is None:
+            flip_prob = 0.0
+        else:
+            flip_axis = left_right
+    cfg = AugmentConfig(mode="all", translate_range=tr, flip_axis=flip_axis, flip_prob=flip_prob)
+    return BatchAugmenter(cfg, seed=seed)
 
 
 def run_test(state: BenchState, real_lo: Tensors, pool_lo: Tensors | None, p: PlannedTest) -> dict:
@@ -39,14 +68,8 @@ def run_test(state: BenchState, real_lo: Tensors, pool_lo: Tensors | None, p: Pl
     x, y = torch.cat(parts_x), torch.cat(parts_y)
     augment = None
     if p.augment:
-        from ratgan.config import AugmentConfig
-        from ratgan.data.augment import BatchAugmenter
-
-        tx, ty, tz = AugmentConfig().translate_range
-        tr = (tx / opt.downsample, ty / opt.downsample, tz / opt.downsample)
-        augment = BatchAugmenter(
-            AugmentConfig(mode="all", translate_range=tr), seed=1000 * p.seed + p.number
-        )
+        affine = state.real.affines[0] if state.real.affines else None
+        augment = conventional_augmenter(affine, opt.downsample, 1000 * p.seed + p.number)
     res = train_segmenter(
         x,
         y,
