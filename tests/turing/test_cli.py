@@ -1,9 +1,13 @@
 """`ratgan turing create|report` through the real command line parser."""
 
+import json
 import os
 import re
 import signal
 import subprocess
+import sys
+import textwrap
+import urllib.request
 
 from ratgan.cli import main
 from ratgan.turing.study import Study
@@ -129,3 +133,56 @@ def test_serve_prints_the_private_links_only_when_asked(small_study, ratgan_with
     assert not any(token in quiet for token in secrets_)
     shown = _serve_output(ratgan_with_ctrl_c, small_study, "--show-links")
     assert all(token in shown for token in secrets_)
+
+
+_SERVE_ON_A_NAME_WITH_TWO_ADDRESSES = textwrap.dedent(
+    """
+    import signal, socket, sys
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    resolve = socket.getaddrinfo
+
+
+    def two_addresses(host, *args, **kwargs):
+        # a host name with two addresses, as localhost is 127.0.0.1 and ::1 on many systems
+        if host == "dual.test":
+            return resolve("127.0.0.1", *args, **kwargs) + resolve("127.0.0.2", *args, **kwargs)
+        return resolve(host, *args, **kwargs)
+
+
+    socket.getaddrinfo = two_addresses
+    from ratgan.cli import main
+
+    sys.exit(main(["turing", "serve", sys.argv[1], "--host", "dual.test", "--port", "0"]))
+    """
+)
+
+
+def test_serve_on_a_host_name_with_two_addresses(small_study):
+    """waitress listens on every address of a host name; serve crashed there before
+    (AttributeError: 'MultiSocketServer' object has no attribute 'effective_host')."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVE_ON_A_NAME_WITH_TWO_ADDRESSES, str(small_study.path.parent)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        lines, base = [], None
+        while base is None and (line := proc.stdout.readline()):
+            lines.append(line)
+            if match := re.search(r" on (http://[^\s/]+)/ \(Ctrl-C to stop\)", line):
+                base = match.group(1)
+        assert base is not None, "".join(lines)
+        # the printed address serves the study: a rater's state through their own token
+        rater = small_study.raters()[0]
+        with urllib.request.urlopen(f"{base}/r/{rater.token}/state", timeout=10) as response:
+            assert json.load(response)["rater"] == rater.name
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "Traceback" not in rest, rest
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()

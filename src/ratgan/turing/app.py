@@ -36,7 +36,7 @@ from ratgan.turing.stats import (
     table3_csv,
     table3_rows,
 )
-from ratgan.turing.server import MAX_BODY, make_server
+from ratgan.turing.server import MAX_BODY, listening, make_server
 from ratgan.turing.study import ANSWERS, Rater, Record, Study, format_duration
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -237,6 +237,14 @@ def _csv_download(text: str, filename: str) -> Response:
     return response
 
 
+def _base_url(host: str, port: int) -> str:
+    """The address that links start with for a socket bound to ``host``:``port``."""
+    if host in ("0.0.0.0", "::"):
+        host = socket.getfqdn()  # links must name a reachable host, not the wildcard
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
 def serve(
     study: str | os.PathLike[str],
     host: str = "127.0.0.1",
@@ -252,12 +260,10 @@ def serve(
     """
     app = create_app(study)
     server = make_server(app, host, port, threads)
-    bound_host, bound_port = server.effective_host, server.effective_port
-    if bound_host in ("0.0.0.0", "::"):
-        bound_host = socket.getfqdn()  # links must name a reachable host, not the wildcard
-    shown_host = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
-    base = f"http://{shown_host}:{bound_port}"
+    base, *others = [_base_url(h, p) for h, p in listening(server)]
     print(f"Serving {app.config['STUDY'].path} on {base}/ (Ctrl-C to stop)", flush=True)
+    for other in others:
+        print(f"Also listening on {other}/", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(
             "warning: listening beyond this computer without TLS; links are the only "

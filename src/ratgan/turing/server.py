@@ -101,3 +101,14 @@ def make_server(
         return servers[0]
     listen = [(s.effective_host, s.effective_port) for s in servers]
     return MultiSocketServer(socket_map, adj, listen, dispatcher, servers[-1].log_info)
+
+
+def listening(server: Any) -> list[tuple[str, int]]:
+    """(host, port) of every socket a server of :func:`make_server` listens on: one, or one
+    per address of a host name with several (waitress's MultiSocketServer, which has no
+    ``effective_host``; e.g. localhost as 127.0.0.1 and ::1, each on its own free port for
+    port 0)."""
+    listen = getattr(server, "effective_listen", None)
+    if listen is None:
+        return [(str(server.effective_host), int(server.effective_port))]
+    return [(str(h), int(p)) for h, p in listen]
