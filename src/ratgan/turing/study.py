@@ -188,6 +188,8 @@ def create_study(
         raise RatganError(f"{target} already exists; choose another --out folder")
     names, levels = _rater_names(raters, expertise)
     models = _model_names(synthetic)
+    if seed < 0:  # numpy's generators take non-negative seeds only
+        raise RatganError(f"--seed must not be negative (got {seed})")
 
     rng = np.random.default_rng(seed)  # chooses which scans are drawn, nothing else
     drawn = _draw_scans(real, synthetic, n_real, n_per_model, rng)
