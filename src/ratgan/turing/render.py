@@ -100,7 +100,8 @@ def sprite_sheet(volume: np.ndarray) -> tuple[np.ndarray, SpriteLayout]:
     sheet = np.zeros(layout.sheet_shape, dtype=np.uint8)
     for k in range(layout.n_slices):
         row, col = divmod(k, layout.columns)
-        # Radiological display of the slice: image rows run along -y, columns along x.
+        # Neurological display of the RAS slice (the subject's right on the viewer's right):
+        # image rows run along -y (anterior at the top), columns along +x.
         tile = np.rot90(grey[:, :, k])
         y0, x0 = row * layout.tile_height, col * layout.tile_width
         sheet[y0 : y0 + layout.tile_height, x0 : x0 + layout.tile_width] = tile
