@@ -156,6 +156,23 @@ def test_scans_are_shown_in_one_canonical_orientation(tmp_path, scan_writer):
         canonical_scan(dataclasses.replace(scan, path=Path("a.nii.gz")))
 
 
+def test_a_four_d_scan_shown_as_its_mean_is_warned_about(tmp_path, scan_writer):
+    # A 4-D file is shown as the mean of its volumes (less noisy than one volume): the user is
+    # told, naming the file, since that alone can tell a real scan from a generated one.
+    (three_d,) = scan_writer(tmp_path / "real", 1, seed=1)
+    from ratgan.data.io import read_scan
+    from ratgan.turing.study import _render_scans
+
+    scan = read_scan(three_d)
+    rng = np.random.default_rng(0)
+    four_d = np.stack([scan.data + rng.normal(0, 0.1, scan.shape) for _ in range(3)], axis=-1)
+    write_nifti(tmp_path / "syn" / "b.nii.gz", four_d.astype(np.float32), scan.affine)
+    _, _, warnings = _render_scans([("real", three_d), ("m", tmp_path / "syn" / "b.nii.gz")])
+    assert len(warnings) == 1 and "b.nii.gz, 3 volumes" in warnings[0], warnings
+    _, _, warnings = _render_scans([("real", three_d)])
+    assert warnings == []
+
+
 def test_create_refuses_bad_requests(tmp_path, scan_writer):
     scan_writer(tmp_path / "real", 2, seed=1)
     scan_writer(tmp_path / "syn", 2, seed=2)

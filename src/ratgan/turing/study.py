@@ -363,11 +363,12 @@ def _render_scans(
     shape: tuple[int, ...] = ()
     first = None
     orientations: dict[str, int] = {}
+    averaged: list[tuple[Path, int]] = []
     for source, path in drawn:
         stored = read_scan(path)
         data = np.asarray(stored.data)
-        if data.ndim != 3:
-            raise RatganError(f"{path} is not a 3-D scan (shape {data.shape})")
+        if stored.volumes > 1:
+            averaged.append((path, stored.volumes))
         code = orientation_code(stored.affine)
         orientations[code] = orientations.get(code, 0) + 1
         data = np.asarray(canonical_scan(stored).data)
@@ -380,6 +381,16 @@ def _render_scans(
             )
         png, _ = render_scan(data)
         rendered.append((source, path, png))
+    if averaged:
+        # read_scan shows a 4-D file as the mean of its volumes: smoother and less noisy than
+        # one volume (or a generated scan), a cue that can tell its source apart.
+        path, volumes = averaged[0]
+        warnings.append(
+            f"{len(averaged)} scan file(s) hold several volumes (e.g. {path}, {volumes} "
+            "volumes) and are shown as the mean of their volumes, which is less noisy than one "
+            "volume and may give their source away; extract the volume the model was trained "
+            "on (data.volume_index) into 3-D files first"
+        )
     if len(orientations) > 1:
         found = ", ".join(f"{n} {code}" for code, n in sorted(orientations.items()))
         warnings.append(
