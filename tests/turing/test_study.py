@@ -195,7 +195,16 @@ def test_create_refuses_bad_requests(tmp_path, scan_writer):
             tmp_path / "s4",
             **{**ok, "synthetic": [("m", tmp_path / "real")], "n_real": 2, "n_per_model": 2},
         )
-    create_study(tmp_path / "s5", **ok)
+    # the rating page loads everything from the site root: a base URL with a path would
+    # print links that all fail, so it is refused before anything is written
+    for bad in ("http://host/turing", "http://host:80/?a=1", "host:8765", "ftp://host"):
+        with pytest.raises(RatganError, match="--base-url"):
+            create_study(tmp_path / "s6", **{**ok, "base_url": bad})
+    assert not (tmp_path / "s6").exists()
+    path, _ = create_study(tmp_path / "s5", **{**ok, "base_url": "https://host:8000/"})
+    assert Study(path).links()[0].startswith("https://host:8000/admin/")
+    with pytest.raises(RatganError, match="--base-url"):
+        Study(path).links("http://proxy/turing")
     with pytest.raises(RatganError, match="already exists"):
         create_study(tmp_path / "s5", **ok)
     with pytest.raises(RatganError, match="not a Turing test study"):

@@ -190,6 +190,7 @@ def create_study(
     models = _model_names(synthetic)
     if seed < 0:  # numpy's generators take non-negative seeds only
         raise RatganError(f"--seed must not be negative (got {seed})")
+    base_url = check_base_url(base_url)
 
     rng = np.random.default_rng(seed)  # chooses which scans are drawn, nothing else
     drawn = _draw_scans(real, synthetic, n_real, n_per_model, rng)
@@ -680,14 +681,31 @@ class Study:
 
     def links(self, base_url: str | None = None) -> tuple[str, list[tuple[str, str]]]:
         """The admin link and one (rater name, private link) per rater."""
-        base = (base_url or self.meta.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
+        base = check_base_url(base_url or self.meta.get("base_url") or DEFAULT_BASE_URL)
         admin = f"{base}/admin/{self.meta['admin_token']}"
         return admin, [(r.name, f"{base}/r/{r.token}") for r in self.raters()]
 
     def links_text(self, base_url: str | None = None) -> str:
         """The links as printed for the study organiser."""
-        base = base_url or self.meta.get("base_url") or DEFAULT_BASE_URL
+        base = check_base_url(base_url or self.meta.get("base_url") or DEFAULT_BASE_URL)
         return format_links(base, self.meta["admin_token"], self.raters())
+
+
+def check_base_url(url: str) -> str:
+    """``url`` without a trailing slash, or RatganError when it cannot start working links:
+    the rating page loads its files and answers from the site's root, so a URL with a path
+    (a server behind a proxy under /turing, say) would print links that all fail."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise RatganError(f"--base-url {url!r} must start with http:// or https:// and a host")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise RatganError(
+            f"--base-url {url!r} has a path, query or fragment; the study is served from the "
+            "root of its address, so give scheme, host and port only (e.g. http://host:8765)"
+        )
+    return url.rstrip("/")
 
 
 def format_duration(ms: float | None) -> str:
