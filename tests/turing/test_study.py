@@ -190,6 +190,13 @@ def test_create_refuses_bad_requests(tmp_path, scan_writer):
         create_study(tmp_path / "s2", **{**ok, "synthetic": [("m", tmp_path / "big")]})
     with pytest.raises(RatganError, match="model name"):
         create_study(tmp_path / "s3", **{**ok, "synthetic": [("real", tmp_path / "syn")]})
+    # names that would repeat a Table 3 row or column, or the organiser's link line
+    for model in ("Answered", "expertise"):
+        with pytest.raises(RatganError, match="reserved"):
+            create_study(tmp_path / "s3", **{**ok, "synthetic": [(model, tmp_path / "syn")]})
+    for rater in ("All raters", "admin "):
+        with pytest.raises(RatganError, match="reserved"):
+            create_study(tmp_path / "s3", **{**ok, "raters": ["alice", rater]})
     with pytest.raises(RatganError, match="overlap"):
         create_study(
             tmp_path / "s4",

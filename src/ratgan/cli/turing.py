@@ -160,7 +160,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument(
         "--base-url",
         default="http://127.0.0.1:8765",
-        help="address the links start with (default http://127.0.0.1:8765)",
+        help="address the links start with: scheme, host and port, no path (default "
+        "http://127.0.0.1:8765)",
     )
     create.add_argument("--out", required=True, metavar="STUDY", help="new folder for the study")
     create.set_defaults(func=_create)

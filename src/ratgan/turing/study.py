@@ -44,6 +44,10 @@ REAL = "real"
 SYNTHETIC = "synthetic"
 ANSWERS = (REAL, SYNTHETIC)
 DEFAULT_BASE_URL = "http://127.0.0.1:8765"
+RESERVED_RATER_NAMES = ("all raters", "admin")
+"""Names taken by the pooled column of the results and by the organiser's link."""
+RESERVED_MODEL_NAMES = ("expertise", "answered")
+"""Row labels of Table 3 that a model name (letters, digits, '_', '.', '+', '-') could repeat."""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -234,6 +238,9 @@ def _rater_names(
         raise RatganError("--raters must be at least 1")
     if len(set(names)) != len(names) or any(not n.strip() for n in names):
         raise RatganError("rater names must be unique and not empty")
+    for name in names:  # a second "all raters" column in Table 3, a second "admin" link
+        if name.strip().lower() in RESERVED_RATER_NAMES:
+            raise RatganError(f"rater name {name!r} is reserved (the results' {name.strip()!r})")
     levels = list(expertise) if expertise else [""] * len(names)
     if len(levels) != len(names):
         raise RatganError(f"--expertise gives {len(levels)} values for {len(names)} raters")
@@ -248,6 +255,8 @@ def _model_names(synthetic: Sequence[tuple[str, str | os.PathLike[str]]]) -> lis
             raise RatganError(
                 f"model name {name!r} must be letters, digits, '_', '.', '+' or '-' and not 'real'"
             )
+        if name.lower() in RESERVED_MODEL_NAMES:  # a second row of that name in Table 3
+            raise RatganError(f"model name {name!r} is reserved (a row label of Table 3)")
     if len(set(models)) != len(models):
         raise RatganError("each --synthetic model name must be given once")
     return models
