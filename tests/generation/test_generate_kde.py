@@ -152,6 +152,38 @@ def test_the_copy_check_flags_copies_of_training_scans_and_not_new_subjects(
     assert json.loads((folder / REPORT_FILE).read_text()) == result
 
 
+def test_the_copy_check_flags_copies_at_the_run_s_own_resolution(tiny_run, phantom_dir, tmp_path):
+    """The tiny preset pools scans by 4, so the closest a generator can come to a training scan
+    is that scan pooled and upsampled again: exactly what generate writes for the scan's own
+    network-space volume (the training's preprocessing and its inverse).  Compared with the
+    full-resolution training scans, against a threshold fitted on full-resolution pairs, no
+    such perfect copy was flagged."""
+    from ratgan.data.io import read_scan
+    from ratgan.data.phantom import write_cohort
+    from ratgan.data.transforms import inverse_preprocess, preprocess
+    from ratgan.evaluation.copy_check import check_generated
+    from ratgan.runs import read_run_config
+
+    data = read_run_config(tiny_run).data
+    assert data.downsample == 4
+    train = sorted((phantom_dir / "images").glob("*.nii.gz"))
+    new = write_cohort(tmp_path / "new", subjects=8, seed=999, progress=False)[6:]
+    folder = tmp_path / "set"
+    folder.mkdir()
+    scans = []
+    # two perfect copies of training scans and two subjects the run never saw, all written
+    # as the generator writes its volumes
+    for name, source in (("a", train[0]), ("b", train[4]), ("c", new[0]), ("d", new[1])):
+        scan = read_scan(source)
+        vol, info = preprocess(scan.data, data.target_shape, data.downsample)
+        img = nib.Nifti1Image(inverse_preprocess(vol, info), scan.affine)
+        nib.save(img, folder / f"synthetic_{name}.nii.gz")
+        scans.append(folder / f"synthetic_{name}.nii.gz")
+    result = check_generated(tiny_run, scans, folder)
+    flagged = {f["scan"]: Path(f["nearest_training_scan"]).name for f in result["flagged"]}
+    assert flagged == {"synthetic_a.nii.gz": train[0].name, "synthetic_b.nii.gz": train[4].name}
+
+
 def test_generate_checks_a_kde_set_for_near_copies_by_default(tiny_run, tmp_path, capsys):
     from ratgan.cli import main
 

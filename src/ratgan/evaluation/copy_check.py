@@ -6,14 +6,21 @@ animals' or patients' data.  So such a set is checked as it is written, with the
 check of ``ratgan evaluate`` (:func:`ratgan.evaluation.protocol.memorisation_check`: the most
 similar training scan of each generated scan, over shifts of up to 2 voxels, against a
 threshold calibrated on the training scans' leave-one-out nearest neighbours), and the result
-is stored beside the scans in ``near_copies.json``.  No held-out scans are needed.
+is stored beside the scans in ``near_copies.json``.  No held-out scans are needed.  Both
+the training and the generated scans are compared as the run's networks see them (pooled by
+its ``downsample`` and upsampled again, zero outside its field of view): the closest a
+generator can come to a training scan.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from ratgan.atomic import atomic_write_json
+from ratgan.data.transforms import inverse_preprocess, preprocess
 from ratgan.errors import RatganError
 from ratgan.evaluation.prepare import load_paths
 from ratgan.evaluation.protocol import memorisation_check
@@ -49,12 +56,28 @@ def check_generated(
         )
     settings = EvaluationSettings(progress=progress, anatomy=False)
     # the training scans as the run read them: one volume of 4-D files if it took one
-    volume_index = read_run_config(run_dir).data.volume_index
+    data = read_run_config(run_dir).data
+    # Both sides as the networks see them: a run that pools or crops its scans can at best
+    # reproduce a training scan at its own resolution and field of view, which compared with
+    # the full scans (against a threshold fitted on full scans) passed as a new subject.
+    seen = partial(as_seen, target_shape=data.target_shape, downsample=data.downsample)
     real = load_paths(
-        "training", training, str(run_dir), progress=progress, volume_index=volume_index
+        "training",
+        training,
+        str(run_dir),
+        progress=progress,
+        volume_index=data.volume_index,
+        transform=seen,
     )
     generated = load_paths(
-        "generated", list(scans), str(out_dir), real.shape, progress, real.voxel_size, "note"
+        "generated",
+        list(scans),
+        str(out_dir),
+        real.shape,
+        progress,
+        real.voxel_size,
+        "note",
+        transform=seen,
     )
     memo = memorisation_check(real, None, [generated], settings)
     summary = memo.synthetic["generated"]
@@ -75,6 +98,14 @@ def check_generated(
     }
     atomic_write_json(out_dir / REPORT_FILE, result)
     return result
+
+
+def as_seen(volume: np.ndarray, target_shape: tuple[int, int, int], downsample: int) -> np.ndarray:
+    """``volume`` as a run with this ``target_shape`` and ``downsample`` sees it, brought back
+    to its own shape: pooled and upsampled again, and zero outside the network's field of
+    view (the training's preprocessing followed by its inverse, as generate writes scans)."""
+    vol, info = preprocess(volume, target_shape, downsample)
+    return inverse_preprocess(vol, info)
 
 
 def describe(result: dict) -> str:

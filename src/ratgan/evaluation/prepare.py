@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -163,9 +164,12 @@ def load_paths(
     voxel_size: tuple[float, float, float] | None = None,
     blank: str = "refuse",
     volume_index: int | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ScanSet:
     """Read and prepare the scans ``paths`` as :func:`load_set` does (``source`` names them);
-    ``volume_index`` picks one volume of 4-D files (None: their mean, warned)."""
+    ``volume_index`` picks one volume of 4-D files (None: their mean, warned); ``transform``,
+    when given, is applied to each scan's data as stored (before reorientation) and must keep
+    its shape."""
     from tqdm.auto import tqdm
 
     from ratgan.data.io import read_scan
@@ -181,7 +185,10 @@ def load_paths(
     for i, path in enumerate(
         tqdm(paths, desc=f"read {name}", unit="scan", disable=not progress, leave=False)
     ):
-        scan, code = canonical(read_scan(path, volume_index))
+        scan = read_scan(path, volume_index)
+        if transform is not None:
+            scan = replace(scan, data=np.asarray(transform(scan.data), dtype=np.float32))
+        scan, code = canonical(scan)
         is_blank = float(scan.data.min()) == float(scan.data.max())
         _check_scan(scan, name, shape, voxel_size, blank == "refuse" and is_blank)
         if code is not None:
