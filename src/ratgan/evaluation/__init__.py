@@ -156,7 +156,7 @@ def _refuse_overlap(real: ScanSet, heldout: ScanSet) -> None:
         # the prepared volumes, as the near-copy check calls a real scan twice
         from ratgan.evaluation import memorisation as mem
 
-        sim = mem.similarity_matrix(heldout.volumes, real.volumes, max_shift=0)
+        sim = mem.similarity_matrix(heldout.volumes, real.volumes, max_shift=0, mirror=False)
         shared = [
             (heldout.paths[i], real.paths[j])
             for i, j in zip(*np.nonzero(sim >= mem.DUPLICATE_SIMILARITY), strict=True)

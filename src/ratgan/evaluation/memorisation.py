@@ -6,7 +6,11 @@ below that of two *different* real subjects (about 0.9).  The similarity used he
 therefore shift-tolerant: the highest NCC over every integer shift of up to ``max_shift``
 voxels per axis, between the query's shifted window and the training scan's centre (both
 cropped by ``max_shift`` on every side).  NCC ignores intensity scale and offset, so scaled
-copies score like exact ones.  ``max_shift=0`` is the plain global NCC.
+copies score like exact ones.  Training flips scans left-right (``augment.flip_prob``), so a
+generator can reproduce a training subject mirrored: each training scan's left-right mirror
+image (axis 0 of the prepared, RAS-ordered volumes) counts as that scan too (``mirror``); a
+mirrored copy otherwise passed as a new subject (4 of 24 phantom copies flagged).
+``max_shift=0, mirror=False`` is the plain global NCC.
 
 **Threshold.** Real rats resemble each other, so a high similarity means nothing alone; it is
 compared with real scans that are *not* the scan itself: each real (training) scan's most
@@ -34,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_MAX_SHIFT = 2
+DEFAULT_MIRROR = True
 DEFAULT_FALSE_POSITIVE_RATE = 0.01
 DEFAULT_CONFIDENCE = 0.95
 
@@ -56,18 +61,30 @@ def ncc_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def similarity_matrix(
-    query: np.ndarray, train: np.ndarray, max_shift: int = DEFAULT_MAX_SHIFT, batch: int = 8
+    query: np.ndarray,
+    train: np.ndarray,
+    max_shift: int = DEFAULT_MAX_SHIFT,
+    batch: int = 8,
+    mirror: bool = DEFAULT_MIRROR,
 ) -> np.ndarray:
     """Shift-tolerant NCC between every query volume and every training volume: (n, m).
 
     Entry (i, j) is the highest NCC between training scan j's centre (cropped by
     ``max_shift`` voxels on each side) and query i's window shifted by up to ``max_shift``
-    voxels on each axis.  ``max_shift=0`` gives the plain global NCC.
+    voxels on each axis; with ``mirror``, the higher of that and the same for training scan
+    j's left-right mirror image (reversed axis 0).  ``max_shift=0, mirror=False`` gives the
+    plain global NCC.
 
     One ``conv3d`` with the centred, unit-norm training centres as kernels gives every
     window's dot product with every centre; since a centred kernel sums to zero, dividing by
     the window's centred norm (from running sums of q and q^2, in float64) gives the NCC.
     """
+    if mirror:
+        flipped = np.ascontiguousarray(train[:, ::-1])
+        return np.maximum(
+            similarity_matrix(query, train, max_shift, batch, mirror=False),
+            similarity_matrix(query, flipped, max_shift, batch, mirror=False),
+        )
     if max_shift == 0:
         return ncc_matrix(query, train)
     r = max_shift
@@ -110,14 +127,16 @@ def nearest(
     train: np.ndarray,
     exclude_self: bool = False,
     max_shift: int = DEFAULT_MAX_SHIFT,
+    mirror: bool = DEFAULT_MIRROR,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query volume: the highest similarity to a training volume, and its index.
 
-    ``exclude_self`` (query is train) skips each volume's match with itself.  Similarities
+    ``exclude_self`` (query is train) skips each volume's match with itself (and with its
+    own mirror image).  Similarities
     are clipped to [-1, 1] (float32 rounding puts an exact copy at 1.000007), after the
     nearest volume is chosen; a threshold below 1 flags the same volumes either way.
     """
-    sim = similarity_matrix(query, train, max_shift)
+    sim = similarity_matrix(query, train, max_shift, mirror=mirror)
     return nearest_in(sim, exclude_self)
 
 

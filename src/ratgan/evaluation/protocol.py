@@ -459,9 +459,12 @@ def _flagged(nn: np.ndarray, threshold: float) -> dict[str, Any]:
 
 
 def _similarity_text(shift: int) -> str:
+    mirror = " and its left-right mirror image" if mem.DEFAULT_MIRROR else ""
     if shift == 0:
-        return "global NCC"
-    return f"highest NCC over shifts of up to {shift} voxels per axis"
+        return f"global NCC with the training scan{mirror}"
+    return (
+        f"highest NCC over shifts of up to {shift} voxels per axis with the training scan{mirror}"
+    )
 
 
 # --------------------------------------------------------------------------- stage 4
