@@ -311,6 +311,31 @@ def test_an_unfinished_generation_folder_is_refused(kit, tiny_sets, capsys):
     assert _evaluate(tiny_sets["real"], [f"part={part}"], tmp / "r") == 0
 
 
+def test_a_set_from_a_pooling_run_is_warned_about(kit, tiny_sets, caplog):
+    """Scans of a run that pools its scans (tiny: by 4) are compared at full resolution, where
+    its best copies of training scans can escape: evaluate says so, naming the run."""
+    from ratgan.config import load_config, save_config
+
+    tmp = tiny_sets["tmp"]
+    runs = {}
+    for preset, factor in (("tiny", 4), ("demo", 1)):
+        run = tmp / f"run-{preset}"
+        (run / "checkpoints").mkdir(parents=True)
+        cfg = load_config(preset)
+        assert cfg.data.downsample == factor
+        save_config(cfg, run / "config.yaml")
+        gen = kit.write_set(tmp / f"gen-{preset}", kit.brains(3, 4), "gen")
+        (gen / "manifest.json").write_text(json.dumps({"complete": True, "run": str(run)}))
+        runs[preset] = gen
+    with caplog.at_level("WARNING"):
+        assert _evaluate(tiny_sets["real"], [f"pooled={runs['tiny']}"], tmp / "r1") == 0
+    assert "set 'pooled' comes from run" in caplog.text and "pools its scans by 4" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _evaluate(tiny_sets["real"], [f"full={runs['demo']}"], tmp / "r2") == 0
+    assert "pools its scans" not in caplog.text
+
+
 def test_overlapping_sources_are_refused_or_warned(kit, tiny_sets, capsys, caplog):
     """A held-out set sharing a real scan (same file or a byte copy) is refused naming it; a
     synthetic set holding a real scan is evaluated, with a warning naming it."""

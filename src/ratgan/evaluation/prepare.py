@@ -351,7 +351,9 @@ def resolve_source(
         if not src.exists() and not any(ch in str(source) for ch in "*?["):
             raise RatganError(f"source {source} of set {name!r} does not exist.")
         check_finished(src, [e.image for e in list_scans(src)], name)
+        warn_if_pooled(name, _manifest_run(src))
         return src, None
+    warn_if_pooled(name, source)
     from ratgan.generation import generate_scans
 
     if lock is not None:
@@ -363,6 +365,41 @@ def resolve_source(
         Path(source), n, target, seed=seed, reference=reference, device=device, progress=progress
     )
     return target, str(source)
+
+
+def _manifest_run(folder: Path) -> str | None:
+    """The run a ``ratgan generate`` folder names in its manifest (None for other folders)."""
+    import json
+
+    from ratgan.generation.output import MANIFEST
+
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    run = manifest.get("run") if isinstance(manifest, dict) else None
+    return run if isinstance(run, str) else None
+
+
+def warn_if_pooled(name: str, run: str | Path | None) -> None:
+    """Warn when set ``name`` comes from a run that pools its scans: its best copy of a
+    training scan is pooled and upsampled again, which this check, comparing at the real
+    scans' full resolution against a threshold fitted there, can miss (``ratgan generate``'s
+    copy check compares at the run's own resolution)."""
+    from ratgan.runs import is_run_folder, read_run_config
+
+    if run is None or not is_run_folder(run):
+        return
+    factor = read_run_config(run).data.downsample
+    if factor > 1:
+        log.warning(
+            "set %r comes from run %s, which pools its scans by %d: the memorisation check "
+            "compares at full resolution and can miss its copies of training scans; "
+            "`ratgan generate --copy-check on` checks them as the run sees them",
+            name,
+            run,
+            factor,
+        )
 
 
 def _safe(name: str) -> str:
