@@ -98,6 +98,28 @@ def test_port_and_host_are_checked_with_one_sentence(small_study, capsys):
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_serve_says_which_failed_listening_or_the_study(small_study, capsys):
+    """A taken port is 'cannot listen'; a damaged study file is named as such, not blamed on
+    the address."""
+    import socket
+    import sqlite3
+
+    folder = str(small_study.path.parent)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["turing", "serve", folder, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and err.count("\n") == 1
+    with sqlite3.connect(small_study.path) as conn:
+        conn.execute("UPDATE meta SET value = 'not json' WHERE key = 'models'")
+    assert main(["turing", "serve", folder, "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "is a damaged Turing test study" in err and "cannot listen" not in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def _serve_output(ratgan: list[str], study, *flags):
     """What `ratgan turing serve` prints before it is stopped with Ctrl-C."""
     proc = subprocess.Popen(

@@ -77,9 +77,6 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         print("Server stopped.")
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise RatganError(f"cannot listen on {args.host}:{args.port} ({reason})") from None
     return 0
 
 

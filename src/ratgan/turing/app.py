@@ -28,6 +28,7 @@ from flask import Flask, Response, abort, current_app, jsonify, render_template,
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from ratgan.errors import RatganError
 from ratgan.turing.stats import (
     CONFIDENCE,
     Summary,
@@ -259,7 +260,11 @@ def serve(
     The server's limits against slow or greedy clients are in :mod:`ratgan.turing.server`.
     """
     app = create_app(study)
-    server = make_server(app, host, port, threads)
+    try:
+        server = make_server(app, host, port, threads)
+    except (OSError, ValueError) as exc:  # the address is taken, not ours, or not resolvable
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise RatganError(f"cannot listen on {host}:{port} ({reason})") from None
     base, *others = [_base_url(h, p) for h, p in listening(server)]
     print(f"Serving {app.config['STUDY'].path} on {base}/ (Ctrl-C to stop)", flush=True)
     for other in others:

@@ -565,9 +565,18 @@ class Study:
         if meta.get("schema_version") != str(SCHEMA_VERSION):
             raise RatganError(f"{self.path} is not a Turing test study of schema {SCHEMA_VERSION}")
         self.meta = meta
-        self.models: list[str] = json.loads(meta["models"])
-        #: the study's --seed (which scans were drawn; seeds the results' permutations too)
-        self.seed = int(meta.get("seed", 0))
+        try:
+            models = json.loads(meta["models"])
+            #: the study's --seed (which scans were drawn; seeds the results' permutations too)
+            self.seed = int(meta.get("seed", 0))
+        except (KeyError, TypeError, ValueError):
+            models = None
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise RatganError(
+                f"{self.path} is a damaged Turing test study (its models or seed entry cannot "
+                "be read)"
+            )
+        self.models: list[str] = models
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
