@@ -361,6 +361,54 @@ def test_teacher_label_maps_of_changed_synthetic_scans_are_made_again(
     assert segmented == [1]
 
 
+@pytest.mark.parametrize("change", [["--lr", "0.01"], ["--crop", "none"]])
+def test_a_teacher_and_its_labels_made_with_other_settings_are_not_reused(
+    tiny_real, tmp_path, cohort_writer, capsys, change
+):
+    """A benchmark stopped after its teacher labelled the synthetic scans (before segbench.json
+    recorded the options) and rerun with another learning rate or crop: the saved teacher and
+    its label maps were made by another labeller, so they must not be taken for this one's."""
+    syn = cohort_writer(
+        tmp_path / "unlabelled", 6, seed=4, layout="flat", with_labels=False, prefix="synthetic"
+    )
+    out = tmp_path / "bench"
+    args = [*_segbench(tiny_real, syn, out), "--tests", "2", "--seeds", "1"]
+    args += ["--labels", "teacher", *STEPS, *FAST]
+    assert main(args) == 0
+    for name in ("segbench.json", "runs.json"):  # as a benchmark stopped in its pool leaves it
+        (out / name).unlink()
+    capsys.readouterr()
+    assert main(args + change) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_a_saved_teacher_is_refused_for_other_training_settings(tiny_real, tmp_path):
+    from dataclasses import replace
+
+    from ratgan.errors import RatganError
+    from ratgan.segmentation.data import find_entries, load_set
+    from ratgan.segmentation.teacher import cached_teacher
+    from ratgan.segmentation.train import TrainSettings
+    from ratgan.segmentation.unet import UNetConfig
+
+    real = load_set(find_entries(tiny_real), (16, 16, 8))
+    train, val = real.subset(range(6)), real.subset([6, 7])
+    net = UNetConfig(channels=(4, 8), input_shape=(16, 16, 8))
+    settings = TrainSettings(max_epochs=1, patience=1, batch_size=4, max_steps=1, device="cpu")
+    path = tmp_path / "teacher.pt"
+    cached_teacher(path, train, val, net, settings)
+    cached_teacher(path, train, val, net, replace(settings, device="auto"))  # same teacher
+    for other in (
+        dict(settings=replace(settings, lr=0.5)),
+        dict(net=UNetConfig(channels=(8, 16), input_shape=(16, 16, 8))),
+        dict(downsample=2),
+        dict(seed=3),
+    ):
+        kw = dict(net=net, settings=settings) | other
+        with pytest.raises(RatganError, match="other settings"):
+            cached_teacher(path, train, val, **kw)
+
+
 def test_teacher_labels_refuse_synthetic_scans_that_share_a_file_name(
     tiny_real, tmp_path, subject_maker, capsys
 ):

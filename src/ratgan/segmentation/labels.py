@@ -239,17 +239,27 @@ def atlas_accuracy(state: BenchState) -> dict[str, Any]:
 def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
     """``syn`` labelled by the teacher U-Net (label maps written to OUT/teacher/labels by file
     name, so two scans may not share one).  A label map is reused only for a scan of the same
-    content: OUT/teacher/labels.json records the SHA-256 of each scan labelled."""
+    content labelled by the same teacher: OUT/teacher/labels.json records the SHA-256 of each
+    scan labelled and the teacher's data, settings and the volume index read."""
     from ratgan.data.io import write_nifti
     from ratgan.data.transforms import inverse_labels
-    from ratgan.segmentation.teacher import cached_teacher
+    from ratgan.segmentation.teacher import cached_teacher, teacher_key, teacher_recipe
     from ratgan.segmentation.train import segment
 
     check_unique_names(syn.images_paths)
     folder = state.out / "teacher" / "labels"
     record = state.out / "teacher" / "labels.json"
+    train, val = state.real.subset(state.split.train), state.real.subset(state.split.val)
+    recipe = teacher_recipe(
+        state.opt.net(state.box),
+        state.opt.settings(),
+        state.opt.downsample,
+        state.box,
+        state.opt.split_seed,
+    )
+    labeller = {"teacher": teacher_key(train, val, recipe), "volume_index": state.opt.volume_index}
     digests = [state.digest(p) for p in syn.images_paths]
-    made = _labelled_scans(record)
+    made = _labelled_scans(record, labeller)
     todo = [
         i
         for i, n in enumerate(syn.names)
@@ -259,8 +269,8 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
         state.log("training the teacher on the real training split (or reading it)")
         model = cached_teacher(
             state.out / "teacher" / "teacher.pt",
-            state.real.subset(state.split.train),
-            state.real.subset(state.split.val),
+            train,
+            val,
             state.opt.net(state.box),
             state.opt.settings(),
             state.opt.downsample,
@@ -280,18 +290,20 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
             native = inverse_labels(pred[j, 0].numpy(), syn.infos[i]).astype(np.uint8)
             write_nifti(folder / syn.names[i], native, syn.affines[i], dtype=np.dtype(np.uint8))
         made.update({syn.names[i]: digests[i] for i in todo})
-        atomic_write_json(record, {"scans": made})
+        atomic_write_json(record, {"labeller": labeller, "scans": made})
     return syn.with_labels(_read_native_labels(state, syn, [folder / n for n in syn.names]))
 
 
-def _labelled_scans(record: Path) -> dict[str, str]:
+def _labelled_scans(record: Path, labeller: dict[str, Any]) -> dict[str, str]:
     """File name -> SHA-256 of the scans whose teacher label maps are in OUT/teacher/labels
-    (empty when the record is missing or damaged: every scan is labelled again)."""
+    (empty when the record is missing or damaged, or names another ``labeller``, as one
+    written before the labeller was recorded does not: every scan is labelled again)."""
     try:
-        scans = json.loads(record.read_text())["scans"]
-    except (OSError, ValueError, KeyError, TypeError):
+        saved = json.loads(record.read_text())
+        scans, made_by = saved["scans"], saved.get("labeller")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
-    return scans if isinstance(scans, dict) else {}
+    return scans if isinstance(scans, dict) and made_by == labeller else {}
 
 
 def _read_native_labels(state: BenchState, syn: SegSet, paths: list[Path]) -> torch.Tensor:

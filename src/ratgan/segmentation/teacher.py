@@ -59,6 +59,33 @@ def data_digest(train: SegSet, val: SegSet) -> str:
     return h.hexdigest()
 
 
+def teacher_recipe(
+    net: UNetConfig,
+    settings: TrainSettings,
+    downsample: int = 1,
+    box: Box | None = None,
+    seed: int = 0,
+) -> dict:
+    """How a teacher is built, trained and applied: its network, training settings (all but
+    the device, which only chooses where it runs), input crop, pooling and seed."""
+    train = {k: v for k, v in settings.to_dict().items() if k != "device"}
+    recipe = {
+        "net": net.to_dict(),
+        "train": train,
+        "downsample": int(downsample),
+        "box": None if box is None else [list(b) for b in box],
+        "seed": int(seed),
+    }
+    return json.loads(json.dumps(recipe))
+
+
+def teacher_key(train: SegSet, val: SegSet, recipe: dict) -> str:
+    """SHA-256 of what makes a teacher's label maps: its data (:func:`data_digest`) and its
+    :func:`teacher_recipe`."""
+    text = json.dumps({"data": data_digest(train, val), "recipe": recipe}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def cached_teacher(
     path: Path,
     train: SegSet,
@@ -72,9 +99,11 @@ def cached_teacher(
 ) -> SegUNet:
     """The teacher saved at ``path``, trained and saved first when it is not there; raises
     RatganError when the saved one was trained on other scans or label maps (a teacher saved
-    before the digest was recorded is checked by the scans' names)."""
+    before the digest was recorded is checked by the scans' names) or by another
+    :func:`teacher_recipe` (not checked for a teacher saved before the recipe was recorded)."""
     path = Path(path)
     digest = data_digest(train, val)
+    recipe = teacher_recipe(net, settings, downsample, box, seed)
     if path.is_file():
         model, record = load_model(path, settings.device)
         saved = record.get("data")
@@ -88,6 +117,12 @@ def cached_teacher(
                 f"teacher {path} was trained on other real scans or label maps than the "
                 "training and validation split of --real now holds; use a new --out."
             )
+        if record.get("recipe", recipe) != recipe:
+            raise RatganError(
+                f"teacher {path} was made with other settings (network, training options, "
+                "crop, downsampling or seed) than this benchmark's; use a new --out or the "
+                "same options."
+            )
         return model
     result = train_teacher(train, val, net, settings, downsample, box, seed, progress)
     save_model(
@@ -95,6 +130,7 @@ def cached_teacher(
         result,
         {
             "data": digest,
+            "recipe": recipe,
             "train": train.names,
             "val": val.names,
             "box": None if box is None else [list(b) for b in box],
