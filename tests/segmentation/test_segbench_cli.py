@@ -1,6 +1,7 @@
 """End to end: `ratgan segbench` on tiny volumes, the files it writes, and resuming."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -407,6 +408,50 @@ def test_a_saved_teacher_is_refused_for_other_training_settings(tiny_real, tmp_p
         kw = dict(net=net, settings=settings) | other
         with pytest.raises(RatganError, match="other settings"):
             cached_teacher(path, train, val, **kw)
+
+
+def test_a_teacher_label_map_overwritten_before_its_record_is_not_taken_for_the_old_scan(
+    tiny_real, tmp_path, cohort_writer, monkeypatch
+):
+    """A rerun after synthetic-002 and -003 changed dies after writing -002's new label map but
+    before teacher/labels.json is rewritten; synthetic-002 is then restored. Its label map on
+    disk is the changed scan's, so it must be made again: the rerun's map equals the first's."""
+    import numpy as np
+
+    from ratgan.data import io
+    from ratgan.errors import RatganError
+    from ratgan.segmentation import train as train_mod
+
+    # a labeller that follows the scan, so that the two scans' label maps differ
+    monkeypatch.setattr(train_mod, "segment", lambda m, x, *a, **k: (x > 0).long())
+    syn = cohort_writer(
+        tmp_path / "unlabelled", 6, seed=4, layout="flat", with_labels=False, prefix="synthetic"
+    )
+    out = tmp_path / "bench"
+    args = [*_segbench(tiny_real, syn, out), "--tests", "2", "--seeds", "1"]
+    args += ["--labels", "teacher", *STEPS, *FAST]
+    assert main(args) == 0
+    label = out / "teacher" / "labels" / "synthetic-002.nii.gz"
+    first = np.asarray(io.nib.load(label).dataobj)
+    original = (syn / "synthetic-002.nii.gz").read_bytes()
+    for name in ("segbench.json", "runs.json"):  # as a benchmark stopped in its pool leaves it
+        (out / name).unlink()
+    _shift(syn / "synthetic-002.nii.gz")
+    _shift(syn / "synthetic-003.nii.gz")
+    write = io.write_nifti
+
+    def dies_at_the_second_label_map(path, *a, **k):
+        if Path(path).name == "synthetic-003.nii.gz":
+            raise RatganError("disk full")
+        return write(path, *a, **k)
+
+    monkeypatch.setattr(io, "write_nifti", dies_at_the_second_label_map)
+    assert main(args) == 2
+    assert not np.array_equal(np.asarray(io.nib.load(label).dataobj), first)  # overwritten
+    monkeypatch.setattr(io, "write_nifti", write)
+    (syn / "synthetic-002.nii.gz").write_bytes(original)
+    assert main(args) == 0
+    np.testing.assert_array_equal(np.asarray(io.nib.load(label).dataobj), first)
 
 
 def test_teacher_labels_refuse_synthetic_scans_that_share_a_file_name(

@@ -286,6 +286,11 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
             state.opt.precision,
             state.opt.batch_size,
         )
+        # the record forgets these scans before their maps are overwritten: a map written for
+        # new content must not pass for the old one's if the command dies before the end
+        for i in todo:
+            made.pop(syn.names[i], None)
+        atomic_write_json(record, {"labeller": labeller, "scans": made})
         for j, i in enumerate(todo):
             native = inverse_labels(pred[j, 0].numpy(), syn.infos[i]).astype(np.uint8)
             write_nifti(folder / syn.names[i], native, syn.affines[i], dtype=np.dtype(np.uint8))
