@@ -357,6 +357,7 @@ class DiffusionSection:
     lr: float = 1e-4
     train_timesteps: int = 1000
     schedule: Literal["scaled_linear_beta", "linear_beta", "cosine"] = "scaled_linear_beta"
+    """MONAI's noise schedule; ``cosine`` only with ``prediction: v_prediction``."""
     beta_start: float = 0.0015
     beta_end: float = 0.0195
     prediction: Literal["epsilon", "v_prediction"] = "epsilon"
@@ -718,6 +719,15 @@ def _diffusion_problems(cfg: Config) -> list[str]:
         p.append(
             f"{where}.beta_start and beta_end must satisfy 0 < start < end < 1 "
             f"(got {un.beta_start} and {un.beta_end})"
+        )
+    if un.schedule == "cosine" and un.prediction == "epsilon":
+        # MONAI clips the cosine schedule's last beta to 0.999 (abar ~ 2e-9 at the last
+        # timestep): the x0 implied by a predicted noise multiplies its error by sqrt((1 -
+        # abar) / abar), about 600 in the first of 50 steps, and the latents are not clipped.
+        p.append(
+            f"{where}.schedule cosine needs {where}.prediction v_prediction: its last "
+            "timestep keeps almost none of the latent, so an epsilon network's smallest error "
+            "(bf16 rounding) swamps the samples"
         )
     if not 1 <= un.steps <= un.train_timesteps:
         p.append(f"{where}.steps must be in [1, {un.train_timesteps}] (got {un.steps})")
