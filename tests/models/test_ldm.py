@@ -307,3 +307,22 @@ def test_every_accepted_schedule_samples_a_gaussian_from_its_optimal_bf16_networ
         factor *= turn / (a_t * sd**2 + 1 - a_t)
     error = (out.double() - factor * noise.double()).pow(2).mean().sqrt()
     assert float(error) < 0.01 * sd, (schedule, prediction, float(error))
+
+
+def test_decode_keeps_non_finite_voxels_visible():
+    """The clip to [-1, 1] keeps NaN but would turn an infinite voxel into a plausible +-1:
+    decode makes both NaN, so generation's non-finite check refuses the scan."""
+    from ratgan.models.ldm import decode
+
+    class Overflowing(torch.nn.Module):
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            out = z.clone()
+            out[0, 0, 0, 0, 0] = float("inf")
+            out[0, 0, 0, 0, 1] = float("-inf")
+            out[0, 0, 0, 0, 2] = float("nan")
+            return out
+
+    z = torch.full((1, 1, 2, 2, 3), 3.0)
+    out = decode(Overflowing(), z)
+    assert torch.isnan(out[0, 0, 0, 0, :3]).all()
+    assert (out[0, 0, 0, 0, 3:] == 1.0).all() and (out[0, 0, 1] == 1.0).all()

@@ -261,4 +261,7 @@ def decode(autoencoder: AutoencoderKL, latent: torch.Tensor, bf16: bool = False)
     """
     with torch.autocast(latent.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = autoencoder.decode(latent)
-    return out.float().clamp(-1.0, 1.0)
+    out = out.float()
+    # an infinite voxel (a diverged latent) is made NaN, which the clip keeps and generation
+    # refuses; clipped, it became a plausible +-1 and the scan was written
+    return out.masked_fill(~torch.isfinite(out), float("nan")).clamp(-1.0, 1.0)
