@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="iteration target; with --resume it extends (or shortens) the stored one",
     )
-    p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="scans per training step (train.batch_size; for a latent diffusion run, stage 2's "
+        "only: stage 1 takes ldm.autoencoder.batch_size)",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", choices=["fp32", "bf16"])
     p.add_argument("--seed", type=int)
