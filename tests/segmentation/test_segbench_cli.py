@@ -479,6 +479,30 @@ def test_teacher_labels_refuse_synthetic_scans_that_share_a_file_name(
     assert not (out / "teacher").exists()
 
 
+def test_real_scans_that_share_a_file_name_are_refused(tiny_real, tmp_path, capsys):
+    """The split and the per-scan results are recorded by file name: a CSV listing a/scan and
+    b/scan could swap test and training scans unnoticed when reordered."""
+    import shutil
+
+    rows = ["image,label"]
+    for i, image in enumerate(sorted((tiny_real / "images").glob("*.nii.gz"))):
+        label = tiny_real / "labels" / image.name
+        if i < 2:  # two subjects under one file name, in their own folders
+            folder = tmp_path / "dup" / f"site{i}"
+            folder.mkdir(parents=True)
+            shutil.copy(image, folder / "scan.nii.gz")
+            shutil.copy(label, folder / "scan_labels.nii.gz")
+            image, label = folder / "scan.nii.gz", folder / "scan_labels.nii.gz"
+        rows.append(f"{image},{label}")
+    csv = tmp_path / "real.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "bench"
+    assert main([*_segbench(csv, tiny_real, out), "--tests", "1", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "two real scans share the file name scan.nii.gz" in err and "rename" in err
+    assert not out.exists()
+
+
 def test_real_scans_without_a_label_map_are_named_in_a_warning(tiny_real, tmp_path, caplog):
     from ratgan.segmentation.bench import load_real
     from ratgan.segmentation.state import BenchOptions

@@ -43,7 +43,7 @@ from ratgan.segmentation.data import (
     find_entries,
     load_set,
 )
-from ratgan.segmentation.files import describe_changes, entry_digests
+from ratgan.segmentation.files import check_unique_names, describe_changes, entry_digests
 from ratgan.segmentation.labels import (
     Pool,
     check_overlap,
@@ -209,6 +209,12 @@ def prepare(options: BenchOptions) -> BenchState:
     out = Path(opt.out)
     check_folder(out, opt.fingerprint())
     entries, real = load_real(opt)
+    check_unique_names(
+        real.images_paths,
+        "real scans",
+        "the benchmark records its split and per-scan results by file name (a reordered list "
+        "would swap test and training scans unnoticed)",
+    )
     split = make_split(len(real), opt.split_seed, opt.test_fraction, opt.val_fraction)
     r = len(split.train)
     box = (

@@ -40,14 +40,18 @@ def describe_changes(old: dict[str, str], new: dict[str, str], shown: int = 3) -
     return ", ".join(f"{len(keys)} {what} ({names(keys)})" for what, keys in groups if keys)
 
 
-def check_unique_names(paths: Sequence[str | Path]) -> None:
-    """Raise RatganError when two of the scans to label share a file name: their label maps
-    are written by file name, so one would overwrite the other."""
+def check_unique_names(
+    paths: Sequence[str | Path],
+    what: str = "scans to label",
+    why: str = "label maps are written by file name, so one would overwrite the other",
+) -> None:
+    """Raise RatganError when two of ``paths`` (``what``) share a file name, saying ``why``
+    that matters (default: their label maps are written by file name)."""
     seen: dict[str, Path] = {}
     for p in map(Path, paths):
         if p.name in seen:
             raise RatganError(
-                f"two scans to label share the file name {p.name} ({seen[p.name]} and {p}); "
-                "label maps are written by file name, so rename one of them."
+                f"two {what} share the file name {p.name} ({seen[p.name]} and {p}); {why}, "
+                "so rename one of them."
             )
         seen[p.name] = p
