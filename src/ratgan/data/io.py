@@ -833,7 +833,8 @@ def _refuse_duplicates(entries: list[ScanEntry]) -> None:
 
 
 def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEntry]:
-    """List the scans (and label maps) of a folder, glob pattern or CSV file, sorted.
+    """List the scans (and label maps) of a folder or glob pattern, sorted, or of a CSV file,
+    in its rows' order.
 
     A folder with an ``images/`` subfolder holds its scans there and label maps with the same
     file names in a sibling ``labels/`` folder; any other folder holds scans directly, with
