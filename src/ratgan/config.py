@@ -316,7 +316,8 @@ class TrainConfig:
     """The metric that chooses checkpoints/best.pt (lower is better for frechet and rbf_mmd2)."""
     eval_real: str | None = None
     """Real scans (folder, glob or CSV) the quality tracking compares against, for example
-    held-out subjects; None compares against the run's own training scans."""
+    held-out subjects (a training scan among them is refused); None compares against the
+    run's own training scans."""
 
 
 @dataclass

@@ -134,3 +134,27 @@ def test_a_missing_eval_real_is_named(probe_setup, tmp_path):
     cfg.train.eval_real = str(tmp_path / "nowhere")
     with pytest.raises(RatganError, match="train.eval_real: scan source .*nowhere does not exist"):
         volume_probe_factory(cfg, run)
+
+
+@pytest.mark.parametrize("how", ["same files", "copied bytes"])
+def test_eval_real_scans_that_are_training_scans_are_refused(probe_setup, tmp_path, how):
+    # train.eval_real is the held-out reference ("the honest figure"); a training scan in it
+    # makes every tracked metric, and the best.pt chosen on it, partly a score on the scans the
+    # run trains on.  Known answer: 6 new subjects plus 2 of the 8 training scans must be
+    # refused, naming a training scan; with the 6 new subjects alone the probe is built.
+    import shutil
+
+    cfg, run, _ = probe_setup
+    training = sorted((tmp_path / "real").glob("*.nii*"))
+    held = write_set(tmp_path / "held", brains(6, seed=2, shape=SHAPE), prefix="held")
+    cfg.train.eval_real = str(held)
+    volume_probe_factory(cfg, run)  # no overlap: accepted
+    if how == "same files":
+        cfg.train.eval_real = str(tmp_path / "mixed.csv")
+        rows = [*sorted(held.glob("*.nii*")), training[3], training[5]]
+        (tmp_path / "mixed.csv").write_text("image\n" + "".join(f"{p}\n" for p in rows))
+    else:
+        for i in (3, 5):
+            shutil.copy(training[i], held / f"copy_{i}.nii.gz")
+    with pytest.raises(RatganError, match=r"train.eval_real .*training scan.*scan_003.nii.gz"):
+        volume_probe_factory(cfg, run)

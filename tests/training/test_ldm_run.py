@@ -148,12 +148,16 @@ def test_an_autoencoder_stage_checkpoint_cannot_sample(phantom_dir, tmp_path):
 
 
 def test_quality_tracking_writes_the_floor_and_sample_lines(phantom_dir, tmp_path):
+    from ratgan.data.phantom import write_cohort
+
     run = tmp_path / "run"
+    held = tmp_path / "held"  # other subjects: training scans are refused as train.eval_real
+    write_cohort(held, subjects=2, seed=321, progress=False)
     assert main(
         ["train", "--config", "ldm-tiny", "--data", str(phantom_dir), "--out", str(run),
-         "--eval-every", "2", "--eval-real", str(phantom_dir), "--no-progress"]
+         "--eval-every", "2", "--eval-real", str(held), "--no-progress"]
     ) == 0  # fmt: skip
-    assert load_config(str(run / "config.yaml")).train.eval_real == str(phantom_dir.resolve())
+    assert load_config(str(run / "config.yaml")).train.eval_real == str(held.resolve())
     rows = _metrics(run)
     kinds = [(r["iteration"], r.get("kind")) for r in rows if "kind" in r]
     assert kinds == [(2, "reconstruction"), (4, "quality")]

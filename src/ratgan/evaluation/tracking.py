@@ -13,7 +13,8 @@ scans.
 Training scans are the reference by default because they are what the run can see;
 ``train.eval_real`` names held-out real scans to compare against instead (the honest figure,
 as ``ratgan evaluate`` gives at the end), in the training scans' space (shape, orientation,
-voxel size: they are compared voxel by voxel).  A latent diffusion run samples its scans
+voxel size: they are compared voxel by voxel) and none of them a training scan (the same file
+or identical bytes are refused).  A latent diffusion run samples its scans
 itself and hands them to :func:`volume_probe_factory`'s probe.  With fewer scans than the 176
 features the Fréchet value carries a small-sample bias: compare it along one run, not across
 runs with different numbers of scans.
@@ -51,6 +52,7 @@ def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
             images = [str(e.image) for e in list_scans(cfg.train.eval_real)]
         except RatganError as exc:
             raise RatganError(f"train.eval_real: {exc}") from None
+        _refuse_training_scans(images, data)
     vols = []
     for image in images:
         scan = read_scan(image, cfg.data.volume_index)
@@ -60,6 +62,22 @@ def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
     if len({v.shape for v in vols}) > 1:
         raise RatganError(f"train.eval_real: the scans of {cfg.train.eval_real} differ in shape.")
     return np.stack(vols), data.infos
+
+
+def _refuse_training_scans(images: list[str], data: RunData) -> None:
+    """Raise RatganError when a ``train.eval_real`` scan is one of the run's training scans (the
+    same file or identical bytes): the held-out reference would then score the generator
+    partly on the scans it trains on, and best.pt would be chosen on that score."""
+    from ratgan.digests import shared_files
+
+    shared = shared_files(images, [entry.image for entry in data.entries])
+    if shared:
+        pairs = "; ".join(f"{held} is training scan {train}" for held, train in shared[:3])
+        more = f" (and {len(shared) - 3} more)" if len(shared) > 3 else ""
+        raise RatganError(
+            f"train.eval_real holds {len(shared)} of the run's training scans: {pairs}{more}; "
+            "the quality probe's held-out reference must be scans the run never trains on."
+        )
 
 
 def _check_eval_real(scan: Scan, data: RunData) -> None:
