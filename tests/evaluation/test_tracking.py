@@ -158,3 +158,29 @@ def test_eval_real_scans_that_are_training_scans_are_refused(probe_setup, tmp_pa
             shutil.copy(training[i], held / f"copy_{i}.nii.gz")
     with pytest.raises(RatganError, match=r"train.eval_real .*training scan.*scan_003.nii.gz"):
         volume_probe_factory(cfg, run)
+
+
+def test_the_probe_names_its_reference_scans(probe_setup, tmp_path):
+    # The trainer keeps ``reference`` with the best record and chooses best.pt afresh when a
+    # resumed probe names other scans.  Known answers: the same held-out scans (rebuilt, or
+    # listed in another order by a CSV) are the same reference; one scan replaced by another
+    # subject, or one more scan, is another; the training scans are another again.
+    cfg, run, _ = probe_setup
+    held_vols = brains(6, seed=2, shape=SHAPE)
+    held = write_set(tmp_path / "held", held_vols, prefix="held")
+    cfg.train.eval_real = str(held)
+    first = quality_probe_factory(cfg, run).reference
+    assert volume_probe_factory(cfg, run).reference == first
+    listed = tmp_path / "reversed.csv"
+    listed.write_text("image\n" + "".join(f"{p}\n" for p in sorted(held.glob("*.nii*"))[::-1]))
+    cfg.train.eval_real = str(listed)
+    assert volume_probe_factory(cfg, run).reference == first
+    cfg.train.eval_real = str(held)
+    write_set(tmp_path / "held", brains(7, seed=3, shape=SHAPE)[6:], prefix="held_more")
+    more = volume_probe_factory(cfg, run).reference
+    (held / "held_more_000.nii.gz").unlink()
+    write_set(tmp_path / "held", brains(6, seed=3, shape=SHAPE)[:1], prefix="held")
+    replaced = volume_probe_factory(cfg, run).reference
+    cfg.train.eval_real = None
+    training = volume_probe_factory(cfg, run).reference
+    assert len({first, more, replaced, training}) == 4

@@ -252,6 +252,46 @@ def test_best_checkpoint_moves_on_ties_and_ignores_nan_as_in_the_gan_loop(phanto
     assert ckpt.load_checkpoint(run / "checkpoints" / "best.pt")["iteration"] == 8
 
 
+class _ReferencedProbe:
+    """A scripted volume probe that names its reference scans, as the tracking probe does."""
+
+    def __init__(self, values, reference):
+        self.values, self.reference = iter(values), reference
+
+    def __call__(self, volumes):
+        return {"frechet": 1.0, "rbf_mmd2": 0.1, "precision": next(self.values), "recall": 0.0}
+
+
+def test_a_resume_against_other_reference_scans_chooses_best_afresh(phantom_dir, tmp_path):
+    # By hand: the first sitting (reference A) logs the floor at 2, precision 0.1 at 4 and
+    # 0.2 at 6 (best.pt: 6); resumed against reference B, 0.05 at 8 is the best measured
+    # against B and 0.01 at 10 is not.  Before, 0.2 against A kept best.pt at 6.
+    run = tmp_path / "run"
+    over = {
+        "train.iterations": 6,
+        "train.eval_every": 2,
+        "train.eval_samples": 4,
+        "train.eval_metric": "precision",
+        "train.checkpoint_every": 6,
+        "train.sample_every": 100,
+    }
+    first = _ReferencedProbe([0.5, 0.1, 0.2], "A")
+    train_ldm(_cfg(**over), phantom_dir, run, progress=False, probe_factory=lambda c, r: first)
+    assert ckpt.load_checkpoint(run / "checkpoints" / "best.pt")["iteration"] == 6
+    second = _ReferencedProbe([0.05, 0.01], "B")
+    cfg = _cfg(**{**over, "train.iterations": 10})
+    train_ldm(cfg, None, run, resume=True, progress=False, probe_factory=lambda c, r: second)
+    quality = [r for r in _metrics(run) if r.get("kind") == "quality"]
+    assert [(r["iteration"], r["best"]) for r in quality] == [
+        (4, True),
+        (6, True),
+        (8, True),
+        (10, False),
+    ]
+    best = ckpt.load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["iteration"] == 8 and best["best"]["reference"] == "B"
+
+
 def test_logged_seconds_continue_across_a_resume(phantom_dir, tmp_path):
     run = tmp_path / "run"
     train_ldm(_cfg(**{"train.iterations": 4}), phantom_dir, run, progress=False)

@@ -174,3 +174,67 @@ def test_a_flip_off_the_left_right_axis_is_warned(caplog):
     with caplog.at_level("WARNING", logger="ratgan.training.run"):
         warn_flips_off_left_right(cfg, ["ARS"] * 3)
     assert caplog.text == ""
+
+
+class _ReferencedProbe:
+    """A scripted probe that names the reference scans it scores against (as the tracking
+    probe does with ``reference``)."""
+
+    def __init__(self, values, reference):
+        self.values, self.reference = iter(values), reference
+
+    def __call__(self, generator, device):
+        return {"frechet": 1.0, "rbf_mmd2": 0.1, "precision": next(self.values), "recall": 0.0}
+
+
+@pytest.mark.parametrize("second_reference", ["A", "B"])
+def test_best_is_chosen_afresh_when_a_resume_scores_against_other_reference_scans(
+    phantom_dir, tmp_path, capsys, second_reference
+):
+    """The scans of train.eval_real can change between sittings (a folder or glob that gained
+    scans): a value measured against them is no measure against the old ones, so the best
+    record of the first sitting must not decide best.pt.  Known answer, by hand: first
+    sitting (reference A) precision 0.1 at 2 and 0.2 at 4, best 0.2 at 4; the resumed sitting
+    scores 0.05 at 6 and 0.01 at 8.  Against A again, neither beats 0.2: best.pt stays at 4.
+    Against B, 0.05 at 6 is the best measured against B (0.01 is worse): best.pt moves to 6.
+    Before the fix best.pt stayed at 4 in both cases, chosen against A."""
+    from ratgan.training import checkpoint as ckpt
+    from ratgan.training.run import train
+
+    over = {
+        "train.iterations": 4,
+        "train.eval_every": 2,
+        "train.checkpoint_every": 4,
+        "train.eval_metric": "precision",
+    }
+    run = tmp_path / "run"
+    train(
+        load_config("tiny", over),
+        phantom_dir,
+        run,
+        progress=False,
+        probe_factory=lambda cfg, run_dir: _ReferencedProbe([0.1, 0.2], "A"),
+    )
+    capsys.readouterr()
+    cfg = load_config("tiny", {**over, "train.iterations": 8})
+    train(
+        cfg,
+        None,
+        run,
+        resume=True,
+        progress=False,
+        probe_factory=lambda cfg, run_dir: _ReferencedProbe([0.05, 0.01], second_reference),
+    )
+    best = ckpt.load_checkpoint(run / "checkpoints" / "best.pt")
+    rows = _quality_rows(run)
+    assert [r["iteration"] for r in rows] == [2, 4, 6, 8]
+    err = capsys.readouterr().err
+    if second_reference == "A":
+        assert [r["best"] for r in rows] == [True, True, False, False]
+        assert best["iteration"] == 4 and best["best"]["value"] == 0.2
+        assert "reference" not in err
+    else:
+        assert [r["best"] for r in rows] == [True, True, True, False]
+        assert best["iteration"] == 6 and best["best"]["value"] == 0.05
+        assert best["best"]["reference"] == "B"
+        assert "other reference scans" in err

@@ -22,6 +22,8 @@ runs with different numbers of scans.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,11 +98,25 @@ def _check_eval_real(scan: Scan, data: RunData) -> None:
         )
 
 
+def reference_digest(volumes: np.ndarray) -> str:
+    """SHA-256 naming a reference set by its prepared volumes (as float32), whatever their
+    order: the trainer keeps it with the best record, so that a resume that reads other
+    reference scans (``train.eval_real`` gained or changed scans) chooses best.pt afresh."""
+    each = sorted(
+        hashlib.sha256(np.ascontiguousarray(v, dtype=np.float32).tobytes()).hexdigest()
+        for v in volumes
+    )
+    shape = json.dumps(list(np.shape(volumes)[1:]))
+    return hashlib.sha256((shape + "".join(each)).encode()).hexdigest()
+
+
 class _Scorer:
     """Feature-space distances of prepared volumes to the reference set of a run."""
 
     def __init__(self, cfg: Config, run_dir: Path) -> None:
         real, self.infos = _real_volumes(Path(run_dir), cfg)
+        self.reference = reference_digest(real)
+        """Which reference scans it scores against (:func:`reference_digest`)."""
         self.shape = real.shape[1:]
         self.extractor = feat.RandomConvFeatures(seed=0)
         real_f = feat.extract(real, self.extractor, progress=False)
@@ -161,4 +177,18 @@ def quality_probe_factory(
             vols += [inverse_preprocess(v[0], info) for v in out.float().cpu().numpy()]
         return scorer(vols)
 
-    return probe
+    return _Probe(probe, scorer.reference)
+
+
+class _Probe:
+    """The probe of a GAN run, with the digest of its reference scans (``reference``)."""
+
+    def __init__(
+        self, fn: Callable[[torch.nn.Module, torch.device], dict[str, float]], reference: str
+    ) -> None:
+        self.fn = fn
+        self.reference = reference
+
+    def __call__(self, generator: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """The metrics of ``generator``'s scans (see :func:`quality_probe_factory`)."""
+        return self.fn(generator, device)

@@ -57,6 +57,7 @@ from ratgan.training.ldm_figures import plot_ldm_loss_curves, plot_ldm_quality_c
 from ratgan.training.run import (
     LOWER_IS_BETTER,
     TrainingDiverged,
+    forget_other_reference,
     is_improvement,
     warn_flips_off_left_right,
 )
@@ -511,7 +512,8 @@ class LDMTrainer:
         else:
             seeds = [self.cfg.train.seed + 1_000_003 + i for i in range(n)]
             metrics = probe([inverse_preprocess(v[0], info) for v in self.sample(seeds)])
-            kind, improved = "quality", self._improves(metrics, it)
+            reference = getattr(probe, "reference", None)
+            kind, improved = "quality", self._improves(metrics, it, reference)
         record = {
             "iteration": it,
             "kind": kind,
@@ -523,14 +525,19 @@ class LDMTrainer:
         _append(path, record)
         return improved
 
-    def _improves(self, metrics: dict[str, float], it: int) -> bool:
+    def _improves(self, metrics: dict[str, float], it: int, reference: str | None = None) -> bool:
         """Whether the tracked metric improved (the GAN loop's rule, :func:`is_improvement`:
-        a tie moves best.pt on, a NaN never takes it); ``best`` updated when it did."""
+        a tie moves best.pt on, a NaN never takes it, and a record measured against other
+        reference scans is forgotten, :func:`forget_other_reference`); ``best`` updated when
+        it did."""
         name = self.cfg.train.eval_metric
         value = float(metrics[name])
+        forget_other_reference(self.best, reference, it)
         improved = is_improvement(value, self.best, LOWER_IS_BETTER[name])
         if improved:
             self.best.update({"metric": name, "value": value, "iteration": it})
+            if reference is not None:
+                self.best["reference"] = reference
         return improved
 
     def _save(self, run_dir: Path, it: int, regular: bool, improved: bool) -> None:

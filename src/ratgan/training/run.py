@@ -499,6 +499,24 @@ def is_improvement(value: float, best: dict[str, Any], lower_is_better: bool) ->
     return value <= old if lower_is_better else value >= old
 
 
+def forget_other_reference(best: dict[str, Any], reference: str | None, iteration: int) -> None:
+    """Empty the ``best`` record when it was measured against other reference scans than the
+    probe's (``reference``: the probe's digest of its scans; None or a record without one: no
+    check).  A resume reads ``train.eval_real`` again, and a folder or glob can have gained or
+    changed scans since: values against other scans are not comparable, so best.pt is then
+    chosen afresh among the evaluations against the current ones (said on stderr)."""
+    old = best.get("reference")
+    if reference is None or old is None or old == reference:
+        return
+    print(
+        f"quality tracking: iteration {iteration} is scored against other reference scans "
+        f"than best.pt (iteration {best.get('iteration')}) was chosen against (train.eval_real "
+        "changed since); best.pt is chosen afresh from now on",
+        file=sys.stderr,
+    )
+    best.clear()
+
+
 def _evaluate(
     probe: QualityProbe,
     sampler: torch.nn.Module,
@@ -521,9 +539,13 @@ def _evaluate(
         sampler.train(was_training)
     name = cfg.train.eval_metric
     value = float(metrics[name])
+    reference = getattr(probe, "reference", None)
+    forget_other_reference(best, reference, iteration)
     improved = is_improvement(value, best, LOWER_IS_BETTER[name])
     if improved:
         best.update({"metric": name, "value": value, "iteration": iteration})
+        if reference is not None:
+            best["reference"] = reference
     record = {
         "iteration": iteration,
         "kind": "quality",
