@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from ratgan.errors import RatganError
@@ -35,8 +36,13 @@ def test_features_shape_cache_and_seed(kit, tmp_path):
     np.testing.assert_allclose(f, (raw - raw.mean(0)) / raw.std(0, ddof=1), rtol=1e-6)
     assert np.isfinite(f).all() and not space.cached
     assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.tmp"))
+    state = torch.random.get_rng_state()
     again = fit_anatomy_features(vols, labels, seed=3, settings=TINY, cache_dir=tmp_path)
     assert again.cached and np.allclose(again.features(vols), f)
+    # torch's global random stream is left as it was (a caller's own draws do not shift)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    fit_anatomy_features(vols, labels, seed=5, settings=TINY)  # fitted afresh, not cached
+    assert torch.equal(torch.random.get_rng_state(), state)
     # a retrained network with the same seed is the same network (no cache)
     fresh = fit_anatomy_features(vols, labels, seed=3, settings=TINY)
     assert np.allclose(fresh.features(vols), f, atol=1e-5)

@@ -395,7 +395,8 @@ def fit_anatomy_features(
     settings = settings or AnatomySettings()
     vols, labs, n_classes = _check(real_volumes, real_labels)
     key = content_key(vols, labs, seed, settings)
-    net = AnatomyNet(n_classes, settings.widths)
+    with torch.random.fork_rng(devices=[]):  # its default init draws from the global stream
+        net = AnatomyNet(n_classes, settings.widths)
     path = Path(cache_dir) / f"{key}.pt" if cache_dir is not None else None
     bundled = BUNDLED_DIR / f"{key}.pt"
     found = [(p, name) for p, name in ((path, "cache"), (bundled, "bundled")) if p and p.is_file()]
