@@ -308,8 +308,8 @@ def test_a_rerun_with_other_real_or_synthetic_scans_is_refused(
     assert len(data["real"]) == 12 and len(data["synthetic"]) == 12
 
 
-def test_a_teacher_trained_on_other_real_scans_is_refused(tiny_real, tmp_path):
-    from ratgan.errors import RatganError
+def _saved_teacher(tiny_real, path):
+    """A one-step teacher saved at ``path``: (train, val, net, settings) it was made with."""
     from ratgan.segmentation.data import find_entries, load_set
     from ratgan.segmentation.teacher import cached_teacher
     from ratgan.segmentation.train import TrainSettings
@@ -319,8 +319,16 @@ def test_a_teacher_trained_on_other_real_scans_is_refused(tiny_real, tmp_path):
     train, val = real.subset(range(6)), real.subset([6, 7])
     net = UNetConfig(channels=(4, 8), input_shape=(16, 16, 8))
     settings = TrainSettings(max_epochs=1, patience=1, batch_size=4, max_steps=1, device="cpu")
-    path = tmp_path / "teacher.pt"
     cached_teacher(path, train, val, net, settings)
+    return train, val, net, settings
+
+
+def test_a_teacher_trained_on_other_real_scans_is_refused(tiny_real, tmp_path):
+    from ratgan.errors import RatganError
+    from ratgan.segmentation.teacher import cached_teacher
+
+    path = tmp_path / "teacher.pt"
+    train, val, net, settings = _saved_teacher(tiny_real, path)
     cached_teacher(path, train, val, net, settings)  # the same scans: read back
     other = train.with_labels(torch_roll(train.label_maps()))
     with pytest.raises(RatganError, match="trained on other real scans"):
@@ -334,13 +342,9 @@ def torch_roll(labels):
     return torch.roll(labels, 1, dims=2)
 
 
-def test_teacher_label_maps_of_changed_synthetic_scans_are_made_again(
-    tiny_real, tmp_path, cohort_writer, monkeypatch
-):
-    """A benchmark stopped after its teacher labelled the synthetic scans (before segbench.json
-    was written) and rerun after a scan changed: only that scan is labelled again."""
-    from ratgan.segmentation import train as train_mod
-
+def _stopped_teacher_bench(tiny_real, tmp_path, cohort_writer):
+    """A teacher-labelled benchmark of 6 unlabelled scans, left as one stopped in its pool
+    leaves it (no segbench.json, no runs.json): (synthetic folder, out, its arguments)."""
     syn = cohort_writer(
         tmp_path / "unlabelled", 6, seed=4, layout="flat", with_labels=False, prefix="synthetic"
     )
@@ -348,8 +352,19 @@ def test_teacher_label_maps_of_changed_synthetic_scans_are_made_again(
     args = [*_segbench(tiny_real, syn, out), "--tests", "2", "--seeds", "1"]
     args += ["--labels", "teacher", *STEPS, *FAST]
     assert main(args) == 0
-    for name in ("segbench.json", "runs.json"):  # as a benchmark stopped in its pool leaves it
+    for name in ("segbench.json", "runs.json"):
         (out / name).unlink()
+    return syn, out, args
+
+
+def test_teacher_label_maps_of_changed_synthetic_scans_are_made_again(
+    tiny_real, tmp_path, cohort_writer, monkeypatch
+):
+    """A benchmark stopped after its teacher labelled the synthetic scans (before segbench.json
+    was written) and rerun after a scan changed: only that scan is labelled again."""
+    from ratgan.segmentation import train as train_mod
+
+    syn, out, args = _stopped_teacher_bench(tiny_real, tmp_path, cohort_writer)
     _shift(syn / "synthetic-002.nii.gz")
     segmented = []
     segment = train_mod.segment
@@ -369,15 +384,7 @@ def test_a_teacher_and_its_labels_made_with_other_settings_are_not_reused(
     """A benchmark stopped after its teacher labelled the synthetic scans (before segbench.json
     recorded the options) and rerun with another learning rate or crop: the saved teacher and
     its label maps were made by another labeller, so they must not be taken for this one's."""
-    syn = cohort_writer(
-        tmp_path / "unlabelled", 6, seed=4, layout="flat", with_labels=False, prefix="synthetic"
-    )
-    out = tmp_path / "bench"
-    args = [*_segbench(tiny_real, syn, out), "--tests", "2", "--seeds", "1"]
-    args += ["--labels", "teacher", *STEPS, *FAST]
-    assert main(args) == 0
-    for name in ("segbench.json", "runs.json"):  # as a benchmark stopped in its pool leaves it
-        (out / name).unlink()
+    syn, out, args = _stopped_teacher_bench(tiny_real, tmp_path, cohort_writer)
     capsys.readouterr()
     assert main(args + change) == 2
     assert "other settings" in capsys.readouterr().err
@@ -387,17 +394,11 @@ def test_a_saved_teacher_is_refused_for_other_training_settings(tiny_real, tmp_p
     from dataclasses import replace
 
     from ratgan.errors import RatganError
-    from ratgan.segmentation.data import find_entries, load_set
     from ratgan.segmentation.teacher import cached_teacher
-    from ratgan.segmentation.train import TrainSettings
     from ratgan.segmentation.unet import UNetConfig
 
-    real = load_set(find_entries(tiny_real), (16, 16, 8))
-    train, val = real.subset(range(6)), real.subset([6, 7])
-    net = UNetConfig(channels=(4, 8), input_shape=(16, 16, 8))
-    settings = TrainSettings(max_epochs=1, patience=1, batch_size=4, max_steps=1, device="cpu")
     path = tmp_path / "teacher.pt"
-    cached_teacher(path, train, val, net, settings)
+    train, val, net, settings = _saved_teacher(tiny_real, path)
     cached_teacher(path, train, val, net, replace(settings, device="auto"))  # same teacher
     for other in (
         dict(settings=replace(settings, lr=0.5)),
@@ -424,18 +425,10 @@ def test_a_teacher_label_map_overwritten_before_its_record_is_not_taken_for_the_
 
     # a labeller that follows the scan, so that the two scans' label maps differ
     monkeypatch.setattr(train_mod, "segment", lambda m, x, *a, **k: (x > 0).long())
-    syn = cohort_writer(
-        tmp_path / "unlabelled", 6, seed=4, layout="flat", with_labels=False, prefix="synthetic"
-    )
-    out = tmp_path / "bench"
-    args = [*_segbench(tiny_real, syn, out), "--tests", "2", "--seeds", "1"]
-    args += ["--labels", "teacher", *STEPS, *FAST]
-    assert main(args) == 0
+    syn, out, args = _stopped_teacher_bench(tiny_real, tmp_path, cohort_writer)
     label = out / "teacher" / "labels" / "synthetic-002.nii.gz"
     first = np.asarray(io.nib.load(label).dataobj)
     original = (syn / "synthetic-002.nii.gz").read_bytes()
-    for name in ("segbench.json", "runs.json"):  # as a benchmark stopped in its pool leaves it
-        (out / name).unlink()
     _shift(syn / "synthetic-002.nii.gz")
     _shift(syn / "synthetic-003.nii.gz")
     write = io.write_nifti

@@ -67,18 +67,23 @@ def test_is_improvement_rules():
     assert not is_improvement(0.4, {"value": 0.5}, lower_is_better=False)
 
 
+def _tracked_by_precision(iterations: int) -> dict:
+    """Overrides of a tiny run evaluated every 2 iterations by precision, checkpointed every 4."""
+    return {
+        "train.iterations": iterations,
+        "train.eval_every": 2,
+        "train.checkpoint_every": 4,
+        "train.eval_metric": "precision",
+    }
+
+
 def test_a_best_checkpoint_written_after_the_resumed_one_is_discarded(phantom_dir, tmp_path):
     """The run is killed after best.pt at iteration 6 but before the checkpoint at 8: the
     resumed run replays 5..8 differently, so that best.pt must not survive."""
     from ratgan.training import checkpoint as ckpt
     from ratgan.training.run import train
 
-    over = {
-        "train.iterations": 6,
-        "train.eval_every": 2,
-        "train.checkpoint_every": 4,
-        "train.eval_metric": "precision",
-    }
+    over = _tracked_by_precision(6)
     run = tmp_path / "run"
     train(
         load_config("tiny", over),
@@ -201,12 +206,7 @@ def test_best_is_chosen_afresh_when_a_resume_scores_against_other_reference_scan
     from ratgan.training import checkpoint as ckpt
     from ratgan.training.run import train
 
-    over = {
-        "train.iterations": 4,
-        "train.eval_every": 2,
-        "train.checkpoint_every": 4,
-        "train.eval_metric": "precision",
-    }
+    over = _tracked_by_precision(4)
     run = tmp_path / "run"
     train(
         load_config("tiny", over),

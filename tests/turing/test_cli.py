@@ -82,6 +82,14 @@ def test_user_errors_are_one_sentence(tmp_path, scan_writer, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "--n-real asks for 5 scans" in err
+    # numpy refuses a negative seed: its ValueError escaped as a traceback
+    scan_writer(tmp_path / "syn", 1, seed=2)
+    create = ["turing", "create", "--real", str(tmp_path / "real"), "--n-real", "1"]
+    create += ["--synthetic", f"m={tmp_path / 'syn'}", "--n-per-model", "1", "--raters", "1"]
+    assert main([*create, "--seed", "-1", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "--seed must not be negative (got -1)" in err and err.count("\n") == 1
+    assert "Traceback" not in err and not (tmp_path / "s").exists()
     assert main(["turing", "serve", str(tmp_path / "missing")]) == 2
     assert "is not a Turing test study" in capsys.readouterr().err
 
@@ -208,33 +216,3 @@ def test_serve_on_a_host_name_with_two_addresses(small_study):
         proc.kill()
         proc.wait()
         proc.stdout.close()
-
-
-def test_a_negative_seed_is_one_sentence(tmp_path, scan_writer, capsys):
-    """numpy refuses a negative seed; create let its ValueError out as a traceback."""
-    scan_writer(tmp_path / "real", 2, seed=1)
-    scan_writer(tmp_path / "syn", 2, seed=2)
-    code = main(
-        [
-            "turing",
-            "create",
-            "--real",
-            str(tmp_path / "real"),
-            "--synthetic",
-            f"m={tmp_path / 'syn'}",
-            "--n-real",
-            "1",
-            "--n-per-model",
-            "1",
-            "--raters",
-            "1",
-            "--seed",
-            "-1",
-            "--out",
-            str(tmp_path / "s"),
-        ]
-    )
-    err = capsys.readouterr().err
-    assert code == 2 and "--seed must not be negative (got -1)" in err, err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    assert not (tmp_path / "s").exists()
