@@ -24,6 +24,8 @@ one quality evaluation at the end is reported separately as its own cost).  Vari
 * ``threads1``: one torch thread;
 * ``cube``: ``model.volume_depth: null`` (64^3 volumes, the paper's cube, instead of the
   presets' 64 x 64 x 48: the 40-slice scans padded to 64 slices instead of 48);
+* ``final-conv-32``: ``model.g_final_conv: 32`` (with ``--config long``: G's full-resolution
+  conv 32 channels wide instead of 8);
 * ``fp32``: ``train.precision: fp32`` (bf16 autocast is fast only where the CPU computes bf16
   convolutions natively, e.g. Intel AMX).
 
@@ -56,6 +58,7 @@ VARIANTS: dict[str, dict] = {
     "threads1": {"threads": 1},
     "fp32": {"train.precision": "fp32"},
     "cube": {"model.volume_depth": None, "data.target_shape": [64, 64, 64]},
+    "final-conv-32": {"model.g_final_conv": 32},
 }
 WARMUP = 10
 LABELS = ("ratgan.data", "ratgan.eg", "ratgan.ema", "ratgan.d_inputs", "ratgan.d", "ratgan.c")
