@@ -55,10 +55,8 @@ from ratgan.training.cpu_clock import CpuClock
 from ratgan.training.ema import GeneratorEMA
 from ratgan.training.ldm_figures import plot_ldm_loss_curves, plot_ldm_quality_curves
 from ratgan.training.run import (
-    LOWER_IS_BETTER,
     TrainingDiverged,
-    forget_other_reference,
-    is_improvement,
+    update_best,
     warn_flips_off_left_right,
 )
 from ratgan.training.run_folder import (
@@ -512,8 +510,11 @@ class LDMTrainer:
         else:
             seeds = [self.cfg.train.seed + 1_000_003 + i for i in range(n)]
             metrics = probe([inverse_preprocess(v[0], info) for v in self.sample(seeds)])
+            # best.pt by the GAN loop's rule (a tie moves it on, a NaN never takes it)
+            name = self.cfg.train.eval_metric
             reference = getattr(probe, "reference", None)
-            kind, improved = "quality", self._improves(metrics, it, reference)
+            kind = "quality"
+            improved = update_best(self.best, name, float(metrics[name]), it, reference)
         record = {
             "iteration": it,
             "kind": kind,
@@ -523,21 +524,6 @@ class LDMTrainer:
             "best": improved,
         }
         _append(path, record)
-        return improved
-
-    def _improves(self, metrics: dict[str, float], it: int, reference: str | None = None) -> bool:
-        """Whether the tracked metric improved (the GAN loop's rule, :func:`is_improvement`:
-        a tie moves best.pt on, a NaN never takes it, and a record measured against other
-        reference scans is forgotten, :func:`forget_other_reference`); ``best`` updated when
-        it did."""
-        name = self.cfg.train.eval_metric
-        value = float(metrics[name])
-        forget_other_reference(self.best, reference, it)
-        improved = is_improvement(value, self.best, LOWER_IS_BETTER[name])
-        if improved:
-            self.best.update({"metric": name, "value": value, "iteration": it})
-            if reference is not None:
-                self.best["reference"] = reference
         return improved
 
     def _save(self, run_dir: Path, it: int, regular: bool, improved: bool) -> None:

@@ -517,6 +517,22 @@ def forget_other_reference(best: dict[str, Any], reference: str | None, iteratio
     best.clear()
 
 
+def update_best(
+    best: dict[str, Any], name: str, value: float, iteration: int, reference: str | None
+) -> bool:
+    """Record ``value`` of tracked metric ``name`` at ``iteration`` in ``best`` when it is an
+    improvement (:func:`is_improvement`), after forgetting a record measured against other
+    reference scans (:func:`forget_other_reference`); whether it was.  The GAN and the latent
+    diffusion loops keep best.pt by this one rule."""
+    forget_other_reference(best, reference, iteration)
+    improved = is_improvement(value, best, LOWER_IS_BETTER[name])
+    if improved:
+        best.update({"metric": name, "value": value, "iteration": iteration})
+        if reference is not None:
+            best["reference"] = reference
+    return improved
+
+
 def _evaluate(
     probe: QualityProbe,
     sampler: torch.nn.Module,
@@ -538,14 +554,9 @@ def _evaluate(
     finally:
         sampler.train(was_training)
     name = cfg.train.eval_metric
-    value = float(metrics[name])
-    reference = getattr(probe, "reference", None)
-    forget_other_reference(best, reference, iteration)
-    improved = is_improvement(value, best, LOWER_IS_BETTER[name])
-    if improved:
-        best.update({"metric": name, "value": value, "iteration": iteration})
-        if reference is not None:
-            best["reference"] = reference
+    improved = update_best(
+        best, name, float(metrics[name]), iteration, getattr(probe, "reference", None)
+    )
     record = {
         "iteration": iteration,
         "kind": "quality",
