@@ -699,14 +699,17 @@ class Study:
 
     def links(self, base_url: str | None = None) -> tuple[str, list[tuple[str, str]]]:
         """The admin link and one (rater name, private link) per rater."""
-        base = check_base_url(base_url or self.meta.get("base_url") or DEFAULT_BASE_URL)
+        base = self._base_url(base_url)
         admin = f"{base}/admin/{self.meta['admin_token']}"
         return admin, [(r.name, f"{base}/r/{r.token}") for r in self.raters()]
 
     def links_text(self, base_url: str | None = None) -> str:
         """The links as printed for the study organiser."""
-        base = check_base_url(base_url or self.meta.get("base_url") or DEFAULT_BASE_URL)
-        return format_links(base, self.meta["admin_token"], self.raters())
+        return format_links(self._base_url(base_url), self.meta["admin_token"], self.raters())
+
+    def _base_url(self, base_url: str | None) -> str:
+        """``base_url``, else the study's own, checked (:func:`check_base_url`)."""
+        return check_base_url(base_url or self.meta.get("base_url") or DEFAULT_BASE_URL)
 
 
 def check_base_url(url: str) -> str:
