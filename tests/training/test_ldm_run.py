@@ -300,3 +300,28 @@ def test_logged_seconds_continue_across_a_resume(phantom_dir, tmp_path):
     seconds = [r["seconds"] for r in _metrics(run)]
     assert seconds == sorted(seconds) and seconds[4] >= before > 0
     assert result.seconds >= seconds[-1]
+
+
+def test_resume_skips_an_unreadable_latest_checkpoint_as_the_gan_does(
+    full_run, phantom_dir, tmp_path, capsys
+):
+    part = tmp_path / "part"
+    shutil.copytree(full_run, part)
+    for it, path in ckpt.list_checkpoints(part):
+        if it > 4:
+            path.unlink()  # killed after the checkpoint of iteration 4 ...
+    latest = ckpt.checkpoint_path(part, 4)
+    with open(latest, "r+b") as handle:  # ... which was cut short, e.g. by a full disk
+        handle.truncate(latest.stat().st_size // 2)
+    capsys.readouterr()
+    train_ldm(_cfg(), None, part, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert f"checkpoint {latest} cannot be read" in err
+    assert "resuming from ckpt_0000002.pt instead" in err
+    # resumed from iteration 2, the run is the uninterrupted one
+    assert _strip_time(_metrics(part)) == _strip_time(_metrics(full_run))
+    a = ckpt.load_checkpoint(ckpt.checkpoint_path(full_run, 6))
+    b = ckpt.load_checkpoint(ckpt.checkpoint_path(part, 6))
+    for net, weights in a["networks"].items():
+        for key, value in weights.items():
+            assert torch.equal(value, b["networks"][net][key]), (net, key)

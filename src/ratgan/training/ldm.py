@@ -241,15 +241,19 @@ class LDMTrainer:
         """Restore the newest checkpoint of ``run_dir``; its iteration (0 when there is none:
         the run starts again and says so).
 
-        Log lines, sample montages and a best.pt written after that checkpoint are dropped.
+        An unreadable newer checkpoint (truncated, damaged) is skipped with a message naming it
+        and why, as the GAN loop does.  Log lines, sample montages and a best.pt written after
+        that checkpoint are dropped.
         """
-        latest = ckpt.latest_checkpoint(run_dir, remove_leftovers=True)
-        if latest is None:
+        # read into host memory; load_state_dict and the explicit moves below place the states
+        found = ckpt.newest_readable_checkpoint(run_dir, map_location="cpu")
+        if found is None:
             print(no_checkpoint_message(run_dir), file=sys.stderr)
             rewind_run(run_dir, 0)
             return 0
-        # read into host memory; load_state_dict and the explicit moves below place the states
-        state = ckpt.load_checkpoint(latest, map_location="cpu")
+        path, state, skipped = found
+        for message in skipped:
+            print(f"resume: {message}; resuming from {path.name} instead", file=sys.stderr)
         for key, net in self.nets.as_dict().items():
             net.load_state_dict(state["networks"][key])
         for key, opt in self.optimizers.items():
