@@ -75,3 +75,12 @@ def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path, capsys):
     assert main(args + ["--allow-overlap"]) == 2
     err = capsys.readouterr().err
     assert "round-00 holds scans generated from checkpoint" in err and "ckpt_0000900.pt" in err
+
+    # the same, but a rerun asks for another --reference header: the finished round carries
+    # the first real scan's header and affine and must not join a pool written with another
+    (run / "checkpoints" / "ckpt_0000900.pt").unlink()
+    other = sorted((tiny_real / "images").glob("*.nii.gz"))[1]
+    capsys.readouterr()
+    assert main(args + ["--allow-overlap", "--reference", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "round-00 holds scans written with the reference scan" in err and other.name in err

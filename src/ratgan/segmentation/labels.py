@@ -473,22 +473,31 @@ def _stop_if_probe_failed(state: BenchState, gate: QualityGate, records: list[di
     )
 
 
-def _check_round_checkpoint(state: BenchState, src: Path, folder: Path) -> None:
+def _check_round(state: BenchState, src: Path, folder: Path, reference: str) -> None:
     """Raise RatganError when a finished generation round in ``folder`` was made from another
-    checkpoint than the run's newest one: a benchmark stopped before it recorded its data
-    would otherwise mix the scans of two checkpoints in one pool."""
+    checkpoint than the run's newest one, or written with another reference scan than
+    ``reference``: a benchmark stopped before it recorded its data would otherwise mix the
+    scans of two checkpoints, or two headers and affines, in one pool."""
     from ratgan.generation.output import MANIFEST
 
     newest = set((state.data.get("synthetic") or {}).keys())
     try:
-        made = json.loads((folder / MANIFEST).read_text())["settings"]["checkpoint"]
+        settings = json.loads((folder / MANIFEST).read_text())["settings"]
+        made, made_ref = settings["checkpoint"], settings.get("reference")
     except (OSError, ValueError, KeyError, TypeError):
-        made = None
+        made, made_ref = None, None
     if newest and made not in newest:
         raise RatganError(
             f"{folder} holds scans generated from checkpoint {made} but the run {src} now "
             f"has the newest checkpoint {', '.join(sorted(newest))}; use a new --out to "
             "benchmark the run as it is now."
+        )
+    wanted = str(Path(reference).resolve())
+    if made_ref != wanted:
+        raise RatganError(
+            f"{folder} holds scans written with the reference scan {made_ref} but this "
+            f"benchmark writes them with {wanted}; use a new --out, or the first call's "
+            "--reference."
         )
 
 
@@ -502,13 +511,13 @@ def _generate_rounds(state: BenchState, src: Path, records: list[dict], gate_set
         if n_ok >= state.needed:
             break
         folder = state.out / "synthetic" / f"round-{rnd:02d}"
+        reference = opt.reference or str(state.real.images_paths[0])
         if is_complete_set(folder):
-            _check_round_checkpoint(state, src, folder)
+            _check_round(state, src, folder, reference)
         else:
             rate = max(n_ok / n_all, 0.2) if n_all else 0.8
             n = max(8, math.ceil((state.needed - n_ok) / rate * 1.1))
             state.log(f"generating {n} synthetic scans from {src} into {folder}")
-            reference = opt.reference or str(state.real.images_paths[0])
             generate_scans(
                 src,
                 n,
