@@ -136,7 +136,7 @@ def test_a_missing_eval_real_is_named(probe_setup, tmp_path):
         volume_probe_factory(cfg, run)
 
 
-@pytest.mark.parametrize("how", ["same files", "copied bytes"])
+@pytest.mark.parametrize("how", ["same files", "copied bytes", "saved again"])
 def test_eval_real_scans_that_are_training_scans_are_refused(probe_setup, tmp_path, how):
     # train.eval_real is the held-out reference ("the honest figure"); a training scan in it
     # makes every tracked metric, and the best.pt chosen on it, partly a score on the scans the
@@ -153,9 +153,17 @@ def test_eval_real_scans_that_are_training_scans_are_refused(probe_setup, tmp_pa
         cfg.train.eval_real = str(tmp_path / "mixed.csv")
         rows = [*sorted(held.glob("*.nii*")), training[3], training[5]]
         (tmp_path / "mixed.csv").write_text("image\n" + "".join(f"{p}\n" for p in rows))
-    else:
+    elif how == "copied bytes":
         for i in (3, 5):
             shutil.copy(training[i], held / f"copy_{i}.nii.gz")
+    else:  # the same images saved again, uncompressed as int16 with a slope: other bytes
+        import nibabel as nib
+
+        for i in (3, 5):
+            img = nib.load(training[i])
+            again = nib.Nifti1Image(img.get_fdata(), img.affine)
+            again.set_data_dtype(np.int16)
+            nib.save(again, held / f"again_{i}.nii")
     with pytest.raises(RatganError, match=r"train.eval_real .*training scan.*scan_003.nii.gz"):
         volume_probe_factory(cfg, run)
 

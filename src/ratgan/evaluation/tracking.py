@@ -13,11 +13,11 @@ scans.
 Training scans are the reference by default because they are what the run can see;
 ``train.eval_real`` names held-out real scans to compare against instead (the honest figure,
 as ``ratgan evaluate`` gives at the end), in the training scans' space (shape, orientation,
-voxel size: they are compared voxel by voxel) and none of them a training scan (the same file
-or identical bytes are refused).  A latent diffusion run samples its scans
-itself and hands them to :func:`volume_probe_factory`'s probe.  With fewer scans than the 176
-features the Fréchet value carries a small-sample bias: compare it along one run, not across
-runs with different numbers of scans.
+voxel size: they are compared voxel by voxel) and none of them a training scan (the same file,
+identical bytes or the same image saved another way are refused).  A latent diffusion run
+samples its scans itself and hands them to :func:`volume_probe_factory`'s probe.  With fewer
+scans than the 176 features the Fréchet value carries a small-sample bias: compare it along
+one run, not across runs with different numbers of scans.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
             images = [str(e.image) for e in list_scans(cfg.train.eval_real)]
         except RatganError as exc:
             raise RatganError(f"train.eval_real: {exc}") from None
-        _refuse_training_scans(images, data)
     vols = []
     for image in images:
         scan = read_scan(image, cfg.data.volume_index)
@@ -63,16 +62,34 @@ def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
         vols.append(prepare_volume(scan.data, tuple(scan.data.shape[:3])))
     if len({v.shape for v in vols}) > 1:
         raise RatganError(f"train.eval_real: the scans of {cfg.train.eval_real} differ in shape.")
+    if cfg.train.eval_real is not None:
+        _refuse_training_scans(images, np.stack(vols), data, cfg.data.volume_index)
     return np.stack(vols), data.infos
 
 
-def _refuse_training_scans(images: list[str], data: RunData) -> None:
-    """Raise RatganError when a ``train.eval_real`` scan is one of the run's training scans (the
-    same file or identical bytes): the held-out reference would then score the generator
+def _refuse_training_scans(
+    images: list[str], vols: np.ndarray, data: RunData, volume_index: int | None
+) -> None:
+    """Raise RatganError when a ``train.eval_real`` scan (``images``, prepared as ``vols``) is
+    one of the run's training scans: the same file, identical bytes, or the same image saved
+    another way (prepared volumes with NCC >= ``DUPLICATE_SIMILARITY``, as ``ratgan evaluate``
+    compares its held-out scans).  The held-out reference would then score the generator
     partly on the scans it trains on, and best.pt would be chosen on that score."""
+    from ratgan.data.io import read_scan
     from ratgan.digests import shared_files
+    from ratgan.evaluation import memorisation as mem
 
-    shared = shared_files(images, [entry.image for entry in data.entries])
+    training = [entry.image for entry in data.entries]
+    shared = shared_files(images, training)
+    if not shared:  # one training scan in memory at a time: a cohort may be large
+        for image in training:
+            scan = read_scan(image, volume_index)
+            one = prepare_volume(scan.data, tuple(scan.data.shape[:3]))[None]
+            sim = mem.similarity_matrix(vols, one, max_shift=0, mirror=False)[:, 0]
+            shared += [
+                (Path(images[i]), Path(image))
+                for i in np.nonzero(sim >= mem.DUPLICATE_SIMILARITY)[0]
+            ]
     if shared:
         pairs = "; ".join(f"{held} is training scan {train}" for held, train in shared[:3])
         more = f" (and {len(shared) - 3} more)" if len(shared) > 3 else ""
