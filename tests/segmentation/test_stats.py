@@ -267,3 +267,23 @@ def test_one_seed_does_not_claim_that_the_scans_variance_dominates():
     table = stats_markdown(comps, [{"test": 3, "name": "r43+s43"}])
     assert "dominates" not in text and "not by seeds alone" not in table
     assert "one seed" in text and "one seed" in table
+
+
+def test_a_test_without_a_seed_in_common_with_test_1_is_not_compared():
+    """Test 3 ran seed 2 only, test 1 seeds 0 and 1 (a later ``--tests 3 --seeds 2``): no
+    (seed, scan) pair exists, so the comparison has no numbers and says so; it used to crash
+    the report (reshaping an empty table)."""
+    from ratgan.segmentation.report import comparisons, conclusion, stats_markdown
+
+    scans = {k: [0.8, 0.9] for k in ("global", "GM", "WM", "CSF")}
+    runs = [run(1, 0, scans), run(1, 1, scans), run(3, 2, scans)]
+    assert paired_delta_matrix(runs, 3, "global").size == 0
+    assert complete_table(np.zeros((0, 0))).size == 0
+    c = compare(runs, 3, "global")
+    assert (c.n_pairs, c.n_seeds, c.n_scans, c.seeds_better) == (0, 0, 0, 0)
+    assert math.isnan(c.mean_delta) and math.isnan(c.ci_low) and math.isnan(c.p_value)
+    assert c.verdict == "not compared" and math.isnan(c.p_seed_signs)
+    comps = comparisons(runs)
+    table = stats_markdown(comps, [{"test": 3, "name": "r43+s43"}])
+    text = conclusion(comps, [])
+    assert "not compared" in text and "one seed" not in text and "one seed" not in table

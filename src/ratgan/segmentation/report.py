@@ -170,6 +170,8 @@ def _halving(c: dict, sentence: bool = False) -> str:
     detectable ΔDice leaves that variance out and nothing tells what more seeds would do.
     """
     n = c["seeds_to_halve"]
+    if c["n_pairs"] == 0:  # no seed (or scan) in common with test 1
+        return "nothing to detect from: no pair with test 1" if sentence else "no pair"
     if c["n_seeds"] < 2 or c["n_scans"] < 2:
         what, source = ("one seed", "seeds'") if c["n_seeds"] < 2 else ("one test scan", "scans'")
         if sentence:

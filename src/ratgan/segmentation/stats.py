@@ -167,8 +167,9 @@ def combine(
 
 def complete_table(matrix: FloatArray) -> FloatArray:
     """The seeds x scans table without missing values: seeds with no pair dropped, then
-    every scan that lacks a pair for some remaining seed."""
-    m = np.asarray(matrix, dtype=float).reshape(len(matrix), -1)
+    every scan that lacks a pair for some remaining seed (an empty table stays empty)."""
+    m = np.asarray(matrix, dtype=float)
+    m = m.reshape(len(m), -1) if m.size else np.zeros((len(m), 0))
     m = m[~np.isnan(m).all(axis=1)]
     return m[:, ~np.isnan(m).any(axis=0)]
 
@@ -247,7 +248,7 @@ def sign_flip_p(seed_means: FloatArray, draws: int = 100_000, seed: int = 0) -> 
 
 def paired_delta_matrix(runs: list[dict], test: int, score: str, base: int = 1) -> FloatArray:
     """ΔDice of ``test`` minus ``base``, one row per seed both have run and one column per
-    test scan; NaN where either run has no score for the scan."""
+    test scan; NaN where either run has no score for the scan; 0 x 0 without a shared seed."""
     by = {(r["test"], r["seed"]): r for r in runs}
     rows: list[list[float]] = []
     for (t, seed), r in sorted(by.items()):
@@ -258,6 +259,8 @@ def paired_delta_matrix(runs: list[dict], test: int, score: str, base: int = 1) 
         rows.append(
             [math.nan if x is None or y is None else x - y for x, y in zip(a, b, strict=True)]
         )
+    if not rows:
+        return np.zeros((0, 0))
     return np.asarray(rows, dtype=float).reshape(len(rows), -1)
 
 
