@@ -287,3 +287,16 @@ def test_a_test_without_a_seed_in_common_with_test_1_is_not_compared():
     table = stats_markdown(comps, [{"test": 3, "name": "r43+s43"}])
     text = conclusion(comps, [])
     assert "not compared" in text and "one seed" not in text and "one seed" not in table
+
+
+def test_sign_flip_p_beyond_16_seeds_is_never_zero():
+    """Above 16 seeds the p-value is estimated from random sign patterns; the observed pattern
+    (and its mirror image) is always as extreme, so the exact p is at least 2 / 2^S and an
+    estimate of 0 is impossible. 25 seeds all above 0: exact p = 2 / 2^25."""
+    p = sign_flip_p(np.linspace(0.01, 0.02, 25))
+    assert 0 < p < 1e-4
+    # and it estimates the exact share: 18 seeds, all 2^18 patterns enumerated here
+    m = np.random.default_rng(3).normal(0.004, 0.01, 18)
+    signs = np.array(np.meshgrid(*[[1.0, -1.0]] * 18)).reshape(18, -1).T
+    exact = np.mean(np.abs((signs * m).mean(axis=1)) >= abs(m.mean()) - 1e-12)
+    assert sign_flip_p(m) == pytest.approx(exact, abs=4 * math.sqrt(exact / 100_000) + 1e-5)

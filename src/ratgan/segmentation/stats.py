@@ -233,17 +233,20 @@ def seeds_to_halve(fit: CrossedFit, level: float = LEVEL, power: float = POWER) 
 def sign_flip_p(seed_means: FloatArray, draws: int = 100_000, seed: int = 0) -> float:
     """Two-sided sign-flip p-value of the mean of per-seed means: the share of the 2^S sign
     patterns (exact up to 16 seeds, else ``draws`` seeded random ones) whose mean is at
-    least as far from 0 as the observed one."""
+    least as far from 0 as the observed one. The random estimate counts the observed pattern
+    too, (hits + 1) / (draws + 1), so it is never 0: the exact p is at least 2 / 2^S."""
     m = np.asarray(seed_means, dtype=float)
     if m.size == 0:
         return float("nan")
-    if m.size <= 16:
+    exact = m.size <= 16
+    if exact:
         signs = np.array(list(itertools.product((1.0, -1.0), repeat=m.size)))
     else:
         signs = np.random.default_rng([seed, 4242]).choice((1.0, -1.0), (draws, m.size))
     observed = abs(m.mean())
     flipped = np.abs((signs * m).mean(axis=1))
-    return float(np.mean(flipped >= observed - 1e-12 * max(1.0, observed)))
+    hits = int(np.count_nonzero(flipped >= observed - 1e-12 * max(1.0, observed)))
+    return hits / len(signs) if exact else (hits + 1) / (len(signs) + 1)
 
 
 def paired_delta_matrix(runs: list[dict], test: int, score: str, base: int = 1) -> FloatArray:
