@@ -177,3 +177,16 @@ def test_all_raters_row_keeps_its_level_when_raters_agree_on_scans():
         covered += low <= 0.5 <= high  # the expected accuracy of guessing
     assert rejected / studies <= 0.08
     assert covered / studies >= 0.90
+
+
+def test_fleiss_kappa_of_a_single_scan_is_undefined():
+    # With one scan the chance agreement comes from that scan's own votes, so kappa is below 0
+    # whatever the raters do (3 vs 1: P = 1/2, Pe = 5/8, kappa = -1/3): undefined, as the
+    # docstring says ("fewer than two ... items"), shown as a dash rather than -0.333.
+    assert math.isnan(fleiss_kappa([[3, 1]]))
+    raters = [Rater(i, f"r{i}", "", f"t{i}") for i in range(1, 5)]
+    records = [
+        _record(f"r{i}", 1, 1, "real", "real" if i < 4 else "synthetic") for i in range(1, 5)
+    ]
+    summary = summarise(records, raters, ["A"])
+    assert summary.agreement_items == 1 and math.isnan(summary.fleiss_kappa)

@@ -133,10 +133,11 @@ def fleiss_kappa(counts: np.ndarray) -> float:
 
     Written here because no dependency of ratgan provides it (statsmodels does, but would be a
     large dependency for ten lines). NaN when undefined: fewer than two raters or items, or
-    when every rating falls in one category.
+    when every rating falls in one category. (With one item the chance agreement would come
+    from that item's own ratings and kappa would be below 0 whatever the raters did.)
     """
     counts = np.asarray(counts, dtype=float)
-    if counts.ndim != 2 or counts.shape[0] == 0:
+    if counts.ndim != 2 or counts.shape[0] < 2:
         return math.nan
     per_item = counts.sum(axis=1)
     n = per_item[0]
