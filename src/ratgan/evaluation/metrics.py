@@ -25,13 +25,15 @@ PSNR_MSE_FLOOR = 1e-10
 
 
 def _flat(v: torch.Tensor) -> torch.Tensor:
-    return v.reshape(v.shape[0], -1)
+    """(B, N) float64 view of a batch: differences and sums of any input dtype (bfloat16,
+    float16, integer masks) are then exact enough and cannot wrap around."""
+    return v.reshape(v.shape[0], -1).double()
 
 
 def ncc(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Global normalised cross-correlation of each pair, in [-1, 1] (0 when one is constant)."""
-    a = _flat(x).double()
-    b = _flat(y).double()
+    a = _flat(x)
+    b = _flat(y)
     a = a - a.mean(dim=1, keepdim=True)
     b = b - b.mean(dim=1, keepdim=True)
     den = torch.sqrt((a * a).sum(1) * (b * b).sum(1))
@@ -40,13 +42,13 @@ def ncc(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def mae(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error of each pair."""
-    return (_flat(x) - _flat(y)).abs().mean(dim=1)
+    """Mean absolute error of each pair (accumulated in float64)."""
+    return (_flat(x) - _flat(y)).abs().mean(dim=1).float()
 
 
 def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean squared error of each pair (accumulated in float64)."""
-    d = (_flat(x) - _flat(y)).double()
+    d = _flat(x) - _flat(y)
     return (d * d).mean(dim=1).float()
 
 
@@ -67,27 +69,27 @@ def mmd_linear(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     The linear kernel k(a, b) = a.b makes MMD^2 the squared distance between the two mean
     images, so it sees neither blur nor texture; for single scans it is sum((x - y)^2).
     """
-    d = _flat(x).double().mean(0) - _flat(y).double().mean(0)
+    d = _flat(x).mean(0) - _flat(y).mean(0)
     return (d * d).sum().float()
 
 
 def mmd_linear_pairs(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Kwon's linear MMD for each pair taken as a batch of one: sum of squared differences."""
-    d = (_flat(x) - _flat(y)).double()
+    d = _flat(x) - _flat(y)
     return (d * d).sum(dim=1).float()
 
 
 def pair_metrics(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """NCC, MAE, MMD, PSNR, RMSE (and MSE) of each pair, sharing one difference image."""
+    """NCC, MAE, MMD, PSNR, RMSE (and MSE) of each pair, sharing one float64 difference image."""
     a = _flat(x)
     b = _flat(y)
     d = a - b
-    sse = (d.double() ** 2).sum(dim=1)
+    sse = (d**2).sum(dim=1)
     n = a.shape[1]
     m = sse / n
     return {
         "ncc": ncc(a, b),
-        "mae": d.abs().mean(dim=1),
+        "mae": d.abs().mean(dim=1).float(),
         "mmd": sse.float(),
         "psnr": (10 * torch.log10(1.0 / m.clamp_min(PSNR_MSE_FLOOR))).float(),
         "rmse": m.sqrt().float(),
