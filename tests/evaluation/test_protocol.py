@@ -273,3 +273,28 @@ def test_sem_is_the_standard_error_over_scans():
             means.append(out["mean"])
         assert np.mean(sems) == pytest.approx(se, rel=0.2), (within, np.mean(sems), se)
         assert np.std(means, ddof=1) == pytest.approx(se, rel=0.35)  # the known answer holds
+
+
+@pytest.mark.parametrize("boot, perms", [(0, 0), (1, 40), (30, 0), (30, 40)])
+def test_heldout_note_names_only_the_uncertainty_computed(boot, perms):
+    """With a held-out set, report.md's note on the feature distances says what their ± and p
+    are.  ``bootstrap`` 0 or 1 draws none (the ± stays the std over repeats) and
+    ``permutations`` 0 gives no p column; the note claimed "± = std over 0 bootstrap draws"
+    and a permutation p-value all the same."""
+    from ratgan.evaluation.protocol import set_level
+    from ratgan.evaluation.report import _uncertainty_note
+    from ratgan.evaluation.results import FeatureSpaceResult
+
+    rng = np.random.default_rng(0)
+    real, held = rng.standard_normal((12, 4)), rng.standard_normal((8, 4))
+    settings = EvaluationSettings(
+        progress=False, bootstrap=boot, permutations=perms, split_repeats=3
+    )
+    rows, info = set_level(real, held, {"s": rng.standard_normal((8, 4)) + 1}, settings, "t")
+    note = _uncertainty_note(FeatureSpaceResult("t", {"dim": 4}, info, rows))
+    for row in rows.values():
+        assert ("ci" in row["fd"]) == (boot > 1)
+        assert ("mmd_p" in row) == (perms > 0)
+    assert ("bootstrap" in note) == (boot > 1), note
+    assert ("permutation" in note) == (perms > 0), note
+    assert ("p is small" in note) == (perms > 0), note

@@ -227,12 +227,25 @@ def set_level(
     }
     if heldout is not None:
         _heldout_uncertainty(out, real, heldout, synthetic, m, settings, stage, standardise)
-        info["uncertainty"] = (
-            f"± = std over {settings.bootstrap} bootstrap draws of the scans; p = permutation "
-            f"p-value of RBF-MMD² against the held-out scans ({settings.permutations} "
-            "permutations; the reference row: held-out against real)"
-        )
+        note = _uncertainty_text(settings)
+        if note:
+            info["uncertainty"] = note
     return out, info
+
+
+def _uncertainty_text(settings: EvaluationSettings) -> str:
+    """What ``_heldout_uncertainty`` computed, for the report: the bootstrap ± (only with
+    more than one draw) and the permutation p-value (only with permutations); empty if
+    neither."""
+    parts = []
+    if settings.bootstrap > 1:
+        parts.append(f"± = std over {settings.bootstrap} bootstrap draws of the scans")
+    if settings.permutations > 0:
+        parts.append(
+            f"p = permutation p-value of RBF-MMD² against the held-out scans "
+            f"({settings.permutations} permutations; the reference row: held-out against real)"
+        )
+    return "; ".join(parts)
 
 
 def _heldout_uncertainty(

@@ -285,6 +285,8 @@ def _uncertainty_note(space: FeatureSpaceResult) -> str:
     text = space.info.get("uncertainty")
     if not text:
         return ""
+    if not any("mmd_p" in row for row in space.rows.values()):
+        return f" With a held-out set: {text}."
     return (
         f" With a held-out set: {text}. p is small when the set is distinguishable from "
         "held-out real scans; for real scans it is uniform between 0 and 1."
