@@ -7,6 +7,7 @@ command in the README either runs here or needs an entry in ``EXCEPTIONS`` with 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -189,8 +190,49 @@ def test_every_readme_command_runs(cohort, tmp_path, monkeypatch, ratgan_with_ct
             ran.append(step)
     assert set(EXCEPTIONS) == used, "an exception no longer matches any README command"
     assert len(ran) >= 11, ran
-    assert (tmp_path / "study" / "study.sqlite").is_file()
-    assert (tmp_path / "eval" / "report.md").is_file()
+    _assert_readme_outputs(tmp_path)
+
+
+def readme_run_folder() -> list[str]:
+    """The paths of README.md's "A run folder" listing (``runs/sr2/...``)."""
+    block = README.read_text().split("### A run folder", 1)[1].split("```")[1]
+    return [ln.split()[0] for ln in block.splitlines() if ln.startswith("runs/")]
+
+
+def _assert_readme_outputs(root: Path) -> None:
+    """What the README says its commands write, after `test_every_readme_command_runs`."""
+    assert (root / "demo" / "report.md").is_file()  # `ratgan demo --out demo`
+    assert (root / "sub-01.png").is_file()  # `ratgan show ... --out sub-01.png`
+    cohort = root / "cohort"  # `ratgan phantom --out cohort`: scans and label maps
+    assert len(list((cohort / "images").glob("*.nii.gz"))) == 2
+    assert len(list((cohort / "labels").glob("*.nii.gz"))) == 2
+    listing = readme_run_folder()
+    assert len(listing) >= 6, listing
+    for run in ("runs/sr2", "runs/demo", "runs/ldm"):  # every run has the listed files
+        for path in listing:
+            where = root / path.replace("runs/sr2", run, 1)
+            if path.endswith("/"):
+                assert where.is_dir() and any(where.iterdir()), where
+            else:
+                assert where.is_file(), where
+    # `--eval-every 300   # metrics.jsonl, quality_curves.png, checkpoints/best.pt`
+    assert (root / "runs/demo/quality_curves.png").is_file()
+    assert (root / "runs/demo/checkpoints/best.pt").is_file()
+    assert '"kind": "quality"' in (root / "runs/demo/metrics.jsonl").read_text()
+    # `--codes kde`: the near-copy check's file beside the scans
+    assert (root / "kde" / "near_copies.json").is_file()
+    assert not (root / "synthetic" / "near_copies.json").exists()  # a prior set: not checked
+    # `--steps 50   # DDIM; sampler and steps in the manifest`
+    settings = json.loads((root / "ldm-scans" / "manifest.json").read_text())["settings"]
+    assert (settings["sampler"], settings["steps"]) == ("ddim", 50)
+    # `ratgan label`: one label map per scan, under the scan's name
+    scans = sorted(p.name for p in (root / "synthetic").glob("*.nii.gz"))
+    assert scans and sorted(p.name for p in (root / "synthetic-labels").glob("*.nii.gz")) == scans
+    for report in ("eval", "eval-ldm"):  # `ratgan evaluate`: Table 2 and more
+        assert (root / report / "report.md").is_file()
+    for name in ("table.md", "results.json", "dice.png"):  # `ratgan segbench`: Table 4
+        assert (root / "seg" / name).is_file()
+    assert (root / "study" / "study.sqlite").is_file()  # `ratgan turing create`
 
 
 def test_readme_resume_command_keeps_the_stored_run(cohort, tmp_path, monkeypatch):
