@@ -3,6 +3,8 @@
 The commands are read from the README itself (its ``bash`` code blocks and inline code spans
 that start with ``ratgan `` and give options), so README and CLI cannot drift apart: a new
 command in the README either runs here or needs an entry in ``EXCEPTIONS`` with its reason.
+The ``benchmarks/`` scripts the README shows run here too, each with tiny settings, or name
+the test that runs them in ``BENCHMARK_EXCEPTIONS``.
 """
 
 from __future__ import annotations
@@ -91,6 +93,38 @@ TINY = {
     "label": ["--k", "2", "--workers", "1", "--no-progress"],
     "show": [],
 }
+
+
+# Scripts of benchmarks/ the README shows (`python benchmarks/X.py ...` or just
+# `benchmarks/X.py`): the settings that make each tiny (appended: argparse keeps the last
+# value given) and what its output must show; or why a test elsewhere runs it instead.
+BENCHMARKS = {
+    "train_step.py": (
+        ["--presets", "tiny", "--iterations", "1"],
+        [r"tiny: GFLOP/iteration", r"TFLOP/s .*peak +\d+ MB", r"speed-up: [\d.]+x"],
+    ),
+    "demo_iteration.py": (
+        ["--config", "tiny", "--iterations", "1", "--threads", "1"],
+        [r"(?m)^base +1 +[\d.]+ +[\d.]+ +1\.00x"],
+    ),
+    "generate_speed.py": (
+        ["--presets", "tiny", "--n", "2", "--naive-n", "1", "--batch-sizes", "2"],
+        [r"fp32 batch +2: .* scans/s end to end", r"bf16 naive .* scans/s"],
+    ),
+}
+BENCHMARK_EXCEPTIONS = {
+    "branch_run.py": "branches a trained run; tests/training/test_branch_run.py runs its main",
+}
+
+
+def readme_benchmarks() -> dict[str, list[str]]:
+    """The benchmarks/ scripts README.md's prose shows, each with the arguments it gives."""
+    prose = re.sub(r"```.*?```", "", README.read_text(), flags=re.DOTALL)
+    found: dict[str, list[str]] = {}
+    for span in re.findall(r"`(?:python )?(benchmarks/[^`\n]+)`", prose):
+        script, *args = shlex.split(span)
+        found.setdefault(Path(script).name, args)
+    return found
 
 
 def readme_commands() -> list[str]:
@@ -333,3 +367,30 @@ def test_dry_run_needs_neither_out_nor_data(capsys):
     assert "name: tiny" in capsys.readouterr().out
     assert main(["train", "--config", "tiny"]) == 2
     assert "--out is required" in capsys.readouterr().err
+
+
+def test_the_readme_benchmarks_are_the_ones_run_here():
+    shown = readme_benchmarks()
+    assert "train_step.py" in shown and "demo_iteration.py" in shown, shown
+    assert set(shown) == set(BENCHMARKS) | set(BENCHMARK_EXCEPTIONS), shown
+
+
+@pytest.mark.parametrize("script", sorted(BENCHMARKS))
+def test_readme_benchmark_command_runs(script, tmp_path):
+    """The README's `python benchmarks/...` command, made tiny, runs and prints its figures."""
+    args = readme_benchmarks().get(script)
+    if args is None:
+        pytest.skip(f"README.md no longer shows benchmarks/{script}")
+    tiny, expected = BENCHMARKS[script]
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args, *tiny],
+        cwd=README.parent,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # the scripts' own temporary folders
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for pattern in expected:
+        assert re.search(pattern, done.stdout), (pattern, done.stdout)
