@@ -161,3 +161,15 @@ def test_nan_and_out_of_range_strengths_are_refused():
         "ada.brightness must be >= 0 (got nan)",
     ):
         assert field in text, field
+
+
+def test_the_options_beyond_the_paper_are_in_the_presets_the_readme_names():
+    # README, "Using it on your scans": the encoder's standardised and whitened codes and D's
+    # minibatch standard deviation are on in demo and long; trilinear up-sampling and the
+    # full-resolution output conv in long only; none of them in the three paper presets.
+    for name in ("alpha-wgan-adni", "sigmarat1", "sigmarat2", "demo", "long"):
+        m = load_config(name).model
+        paper = name not in ("demo", "long")
+        assert (m.e_standardise, m.e_whiten, m.d_mbstd_group > 0) == (not paper,) * 3, name
+        long = name == "long"
+        assert (m.g_upsample == "trilinear", m.g_final_conv > 0) == (long, long), name
