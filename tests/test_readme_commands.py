@@ -347,16 +347,20 @@ def test_resume_states_allowed_overrides_and_refuses_the_others(cohort, tmp_path
         ["--precision", "bf16"],
         ["--config", "tiny"],
         ["--data", str(cohort)],
+        ["--eval-real", str(cohort)],
     ):
         assert main(["train", "--out", str(run), "--resume", *flags]) == 2
         err = capsys.readouterr().err
         assert f"{flags[0]} cannot be given with --resume" in err, err
         assert err.count("\n") == 1  # one sentence
-    assert main(["train", "--out", str(run), "--resume", "--iterations", "4", "--no-progress"]) == 0
+    resume = ["train", "--out", str(run), "--resume", "--iterations", "4", "--eval-every", "4"]
+    assert main([*resume, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "resume: train.iterations 2 -> 4 (--iterations" in out
+    assert "resume: train.eval_every 0 -> 4 (--eval-every" in out
     assert "trained 4 iterations" in out
-    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["iterations"] == 4
+    stored = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert (stored["iterations"], stored["eval_every"]) == (4, 4)
     assert [i for i, _ in ckpt.list_checkpoints(run)] == [2, 4]
     assert main(["train", "--out", str(run), "--resume", "--iterations", "3"]) == 2
     assert "has reached iteration 4, beyond the iteration target 3" in capsys.readouterr().err
