@@ -247,6 +247,8 @@ def _assert_readme_outputs(root: Path) -> None:
             where = root / path.replace("runs/sr2", run, 1)
             if path.endswith("/"):
                 assert where.is_dir() and any(where.iterdir()), where
+                if path.endswith("/samples/"):  # PNG montages, not NIfTI scans
+                    assert {f.suffix for f in where.iterdir()} == {".png"}, where
             else:
                 assert where.is_file(), where
     # `--eval-every 300   # metrics.jsonl, quality_curves.png, checkpoints/best.pt`
