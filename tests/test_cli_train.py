@@ -95,3 +95,22 @@ def test_a_relative_eval_real_glob_is_stored_as_an_absolute_pattern(capsys, tmp_
     assert main(["train", "--config", "mine.yaml", "--dry-run"]) == 0
     printed = capsys.readouterr().out.split("\nparameters:")[0]
     assert yaml.safe_load(printed)["train"]["eval_real"] == stored
+
+
+def test_the_device_defaults_the_readme_gives():
+    # README, "Set-up": train, generate, segbench and demo pick the GPU by themselves
+    # (--device auto), evaluate computes on the CPU unless told otherwise.
+    from ratgan.cli import build_parser
+    from ratgan.config import load_config
+
+    parser = build_parser()
+    for argv in (
+        ["generate", "run", "--out", "o"],
+        ["segbench", "--real", "r", "--synthetic", "s", "--out", "o"],
+        ["demo", "--out", "o"],
+    ):
+        assert parser.parse_args(argv).device == "auto", argv
+    assert parser.parse_args(["train", "--out", "o"]).device is None  # the config's then
+    assert load_config("sigmarat2").train.device == "auto"
+    evaluate = ["evaluate", "--real", "r", "--synthetic", "a=s", "--out", "o"]
+    assert parser.parse_args(evaluate).device == "cpu"
