@@ -34,8 +34,7 @@ EXCEPTIONS = {
     "python -m pytest -q": "runs this test suite",
     "ruff ": "lint and format checks; .ci/run runs them on every submission",
     "mypy": "the type check; .ci/run runs it on every submission",
-    "torchrun": "tests/training/test_distributed.py runs `ratgan train` under torchrun with "
-    "two processes on the phantom cohort",
+    "torchrun": "test_readme_torchrun_command_runs runs it with two processes",
 }
 
 # Settings that make each subcommand tiny; appended (argparse keeps the last value given).
@@ -400,3 +399,30 @@ def test_readme_benchmark_command_runs(script, tmp_path):
     assert done.returncode == 0, done.stderr
     for pattern in expected:
         assert re.search(pattern, done.stdout), (pattern, done.stdout)
+
+
+def test_readme_torchrun_command_runs(cohort, tmp_path):
+    """The README's `torchrun ... -m ratgan train ...`: two processes, the tiny preset."""
+    (command,) = [c for c in readme_commands() if c.startswith("torchrun ")]
+    words = shlex.split(command)
+    at = words.index("-m")
+    assert words[at + 1] == "ratgan", command
+    launcher = words[1:at]
+    launcher[launcher.index("--nproc_per_node") + 1] = "2"  # the machine's two cores
+    os.symlink(cohort, tmp_path / "scans")
+    done = subprocess.run(
+        # torchrun is `python -m torch.distributed.run`; --standalone: a free local port
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", *launcher, "-m", "ratgan"]
+        + _tiny(words[at + 2 :], cohort),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 2 iterations") == 2  # both processes trained
+    run = tmp_path / words[words.index("--out") + 1]
+    assert [i for i, _ in ckpt.list_checkpoints(run)] == [2]
+    assert ckpt.load_checkpoint(ckpt.checkpoint_path(run, 2))["world_size"] == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2  # rank 0 alone writes
