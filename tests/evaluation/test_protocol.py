@@ -298,3 +298,17 @@ def test_heldout_note_names_only_the_uncertainty_computed(boot, perms):
     assert ("bootstrap" in note) == (boot > 1), note
     assert ("permutation" in note) == (perms > 0), note
     assert ("p is small" in note) == (perms > 0), note
+
+
+def test_voxel_std_maps_are_unbiased_so_sets_of_other_sizes_compare():
+    # The std-map RMSE compares sets of different sizes (a held-out set is often smaller than
+    # the real one); with the 1/n variance a set of n scans has its std shrunk by
+    # sqrt((n - 1) / n), a bias that depends on n alone.  Known answer: for two volumes a and
+    # b the unbiased per-voxel std is |a - b| / sqrt(2).
+    from ratgan.evaluation.protocol import voxel_maps
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 4, 5, 3))
+    mean, std = voxel_maps(np.stack([a, b]))
+    np.testing.assert_allclose(mean, (a + b) / 2, rtol=1e-6)
+    np.testing.assert_allclose(std, np.abs(a - b) / np.sqrt(2), rtol=1e-5)

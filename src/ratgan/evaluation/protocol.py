@@ -484,9 +484,11 @@ def _similarity_text(shift: int) -> str:
 
 
 def voxel_maps(volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-voxel mean and standard deviation over a set."""
+    """Per-voxel mean and standard deviation over a set (the unbiased 1/(n - 1) variance: sets
+    of different sizes are compared, and the 1/n one shrinks a set's std by a factor that
+    depends on its size alone).  Sets hold at least 2 scans."""
     v = volumes.astype(np.float64)
-    return v.mean(0).astype(np.float32), v.std(0).astype(np.float32)
+    return v.mean(0).astype(np.float32), v.std(0, ddof=1).astype(np.float32)
 
 
 def intensity_histogram(volumes: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:
