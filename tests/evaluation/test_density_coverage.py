@@ -140,3 +140,35 @@ def test_set_level_reports_density_and_coverage_like_the_other_distances():
     assert out["copy"]["coverage"]["mean"] == out["reference"]["coverage"]["mean"]
     assert out["copy"]["density"]["mean"] == out["reference"]["density"]["mean"]
     assert len(out["copy"]["coverage"]["ci"]) == 2 and out["copy"]["coverage"]["std"] > 0
+
+
+def test_copies_of_real_points_count_the_tied_ball_boundaries():
+    """A fake set of copies of some real points (a memorising generator, subsampled): the copy
+    of real point p lies exactly on the boundary of every real ball whose k-th neighbour is p,
+    and closed balls must count it.  Expected counts by index, from explicit pairwise
+    distances (n, d as the evaluation's features: standardised, up to 199 dimensions)."""
+    k = 3
+    for seed in (18, 29, 125, 215):
+        rng = np.random.default_rng(seed)
+        d = [6, 50, 176, 199][seed % 4]
+        raw = rng.standard_normal((int(rng.integers(8, 40)), d))
+        raw = raw * np.exp(rng.standard_normal(d)) + 5 * rng.standard_normal(d)
+        real = (raw - raw.mean(0)) / raw.std(0, ddof=1)
+        copied = rng.permutation(len(real))[: int(rng.integers(3, len(real)))]
+        dist = np.linalg.norm(real[:, None] - real[None], axis=2)
+        np.fill_diagonal(dist, np.inf)
+        radius = np.sort(dist, axis=1)[:, k - 1]
+        # ball i holds the copy of p iff p is i itself or d(i, p) <= r_i
+        inside = np.array(
+            [[p == i or dist[i, p] <= radius[i] for i in range(len(real))] for p in copied]
+        )
+        want = (inside.sum() / (k * len(copied)), inside.any(axis=0).mean())
+        assert F.density_coverage(real, real[copied], k) == pytest.approx(want), seed
+        # recall: real point q lies in the ball of the copy of p when d(q, p) is at most the
+        # distance from p to its k-th nearest other copy
+        sub = dist[np.ix_(copied, copied)]
+        r_fake = np.sort(sub, axis=1)[:, min(k, len(copied) - 1) - 1]
+        d_fake_real = dist[copied].copy()
+        d_fake_real[np.arange(len(copied)), copied] = 0.0
+        recall = (d_fake_real <= r_fake[:, None]).any(axis=0).mean()
+        assert F.precision_recall(real, real[copied], k) == pytest.approx((1.0, recall)), seed

@@ -32,6 +32,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.spatial.distance import cdist
 
 FEATURE_WIDTHS = (16, 32, 64, 64)
 
@@ -140,9 +141,14 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances between every row of ``a`` and every row of ``b``."""
-    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
-    return np.clip(d, 0, None)
+    """Squared Euclidean distances between every row of ``a`` and every row of ``b``.
+
+    Summed from the coordinate differences, so the distance of two points does not depend on
+    which matrices they sit in: a fake copy of a real point is exactly as far from another
+    real point as the original is, and ties on a closed k-NN ball's boundary count (the
+    expansion |a|^2 + |b|^2 - 2 a.b rounded them differently for a @ a.T and a @ b.T).
+    """
+    return cdist(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), "sqeuclidean")
 
 
 def median_bandwidth(reference: np.ndarray) -> float:
