@@ -236,6 +236,9 @@ class AugmentConfig:
     noise_std: float = 0.01
     translate_prob: float = 0.1
     translate_range: tuple[float, float, float] = (4.0, 4.0, 0.0)
+    """Voxels of the grid the networks see, per axis: after ``data.downsample`` pooling, so a
+    run that pools by 2 shifts its scans by up to twice as many of their own voxels (the paper
+    presets do not pool)."""
 
 
 @dataclass
