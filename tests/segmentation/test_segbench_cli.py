@@ -219,7 +219,10 @@ def test_atlas_labels_statistics_and_the_labellers_accuracy(tiny_real, tiny_synt
     assert comp[(2, "GM")]["verdict"] in ("helped", "hurt", "no detectable difference")
     assert results["collapses"]["count"] == len(results["collapses"]["runs"])
     table = (out / "table.md").read_text()
-    assert "p (seed signs; exact to 16 seeds, then 100,000 draws)" in table and "atlas registration" in table
+    assert (
+        "p (seed signs; exact to 16 seeds, then 100,000 draws)" in table
+        and "atlas registration" in table
+    )
     assert "The synthetic folder holds none of the real test and validation scans" in table
 
 
