@@ -23,6 +23,21 @@ from ratgan.training.run import train
 from ratgan.training.stop import StopRequest, TrainingStopped
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_in_a_terminal():
+    """SIGINT with Python's default handler, as in a terminal: a suite started in the
+    background by a non-interactive shell inherits SIGINT ignored, which StopRequest keeps
+    ignored on purpose (test_an_ignored_signal_stays_ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _default_sigint() -> None:
+    """A child process's SIGINT back to the default (Popen keeps an inherited SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _gan_cfg(iterations: int):
     return load_config(
         "tiny",
@@ -130,15 +145,26 @@ def test_ctrl_c_on_the_command_line_exits_130_with_a_resumable_checkpoint(phanto
     )
     cmd = [sys.executable, "-m", "ratgan", "train", "--config", str(cfg_yaml)]
     cmd += ["--data", str(phantom_dir), "--out", str(run), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = run / "metrics.jsonl"
-    deadline = time.time() + 120
-    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "training never logged"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    try:  # a failed check must not leave a 100,000-iteration training running
+        metrics = run / "metrics.jsonl"
+        deadline = time.time() + 120
+        while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "training never logged"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "stopped by SIGINT" in err and "--resume" in err and "error" not in err
     last_logged = json.loads(metrics.read_text().splitlines()[-1])["iteration"]
