@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TypedDict
 
-import numpy as np
 
 from ratgan.errors import RatganError
 from ratgan.evaluation.metrics import MSSSIMSettings
@@ -156,11 +155,8 @@ def _refuse_overlap(real: ScanSet, heldout: ScanSet) -> None:
         # the prepared volumes, as the near-copy check calls a real scan twice
         from ratgan.evaluation import memorisation as mem
 
-        sim = mem.similarity_matrix(heldout.volumes, real.volumes, max_shift=0, mirror=False)
-        shared = [
-            (heldout.paths[i], real.paths[j])
-            for i, j in zip(*np.nonzero(sim >= mem.DUPLICATE_SIMILARITY), strict=True)
-        ]
+        pairs = mem.same_images(heldout.volumes, real.volumes)
+        shared = [(heldout.paths[i], real.paths[j]) for i, j in pairs]
     if shared:
         raise RatganError(
             f"{len({p for p, _ in shared})} held-out scans are also real (training) scans, "

@@ -153,6 +153,13 @@ DUPLICATE_SIMILARITY = 0.9999
 """Two real scans at least this similar are one scan twice (a copied file or a rescan)."""
 
 
+def same_images(query: np.ndarray, train: np.ndarray) -> list[tuple[int, int]]:
+    """(i, j) of every query volume i and training volume j that are one image twice: plain
+    global NCC at least ``DUPLICATE_SIMILARITY`` (a copy saved with other bytes)."""
+    sim = similarity_matrix(query, train, max_shift=0, mirror=False)
+    return [(int(i), int(j)) for i, j in zip(*np.nonzero(sim >= DUPLICATE_SIMILARITY), strict=True)]
+
+
 def duplicate_groups(sim: np.ndarray, limit: float = DUPLICATE_SIMILARITY) -> list[list[int]]:
     """Groups (two or more, each sorted) of the real scans that are duplicates of each other:
     ``sim`` (n, n) is their similarity matrix, and two scans whose similarity either way is

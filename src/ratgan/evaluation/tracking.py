@@ -62,9 +62,10 @@ def _real_volumes(run_dir: Path, cfg: Config) -> tuple[np.ndarray, list[dict]]:
         vols.append(prepare_volume(scan.data, tuple(scan.data.shape[:3])))
     if len({v.shape for v in vols}) > 1:
         raise RatganError(f"train.eval_real: the scans of {cfg.train.eval_real} differ in shape.")
+    stacked = np.stack(vols)
     if cfg.train.eval_real is not None:
-        _refuse_training_scans(images, np.stack(vols), data, cfg.data.volume_index)
-    return np.stack(vols), data.infos
+        _refuse_training_scans(images, stacked, data, cfg.data.volume_index)
+    return stacked, data.infos
 
 
 def _refuse_training_scans(
@@ -85,11 +86,7 @@ def _refuse_training_scans(
         for image in training:
             scan = read_scan(image, volume_index)
             one = prepare_volume(scan.data, tuple(scan.data.shape[:3]))[None]
-            sim = mem.similarity_matrix(vols, one, max_shift=0, mirror=False)[:, 0]
-            shared += [
-                (Path(images[i]), Path(image))
-                for i in np.nonzero(sim >= mem.DUPLICATE_SIMILARITY)[0]
-            ]
+            shared += [(Path(images[i]), Path(image)) for i, _ in mem.same_images(vols, one)]
     if shared:
         pairs = "; ".join(f"{held} is training scan {train}" for held, train in shared[:3])
         more = f" (and {len(shared) - 3} more)" if len(shared) > 3 else ""
