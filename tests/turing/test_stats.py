@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ratgan.turing.stats import (
+    association_p_value,
     answers_csv,
     clustered_proportion_ci,
     fleiss_kappa,
@@ -177,6 +178,21 @@ def test_all_raters_row_keeps_its_level_when_raters_agree_on_scans():
         covered += low <= 0.5 <= high  # the expected accuracy of guessing
     assert rejected / studies <= 0.08
     assert covered / studies >= 0.90
+
+
+def test_a_rater_who_gives_one_answer_throughout_has_p_1_not_na():
+    """Fisher's test of a table with an empty answer column is 1 (scipy's own value); the
+    permutation test over scans gives the same when every answer is the same; both stay NaN
+    when one kind of scan was never shown."""
+    from scipy.stats import fisher_exact
+
+    for table in ([[6, 0], [4, 0]], [[0, 6], [0, 4]]):
+        (tp, fn), (fp, tn) = table
+        assert association_p_value(tp, fn, fp, tn) == fisher_exact(table).pvalue == 1.0
+    assert math.isnan(association_p_value(6, 4, 0, 0))
+    truth = np.array([1, 1, 1, 0, 0], dtype=bool)
+    assert scan_permutation_p_value(np.full(5, 3), np.full(5, 3), truth, seed=0) == 1.0
+    assert scan_permutation_p_value(np.zeros(5), np.full(5, 3), truth, seed=0) == 1.0
 
 
 def test_fleiss_kappa_of_a_single_scan_is_undefined():

@@ -75,6 +75,9 @@ def clustered_proportion_ci(
     n_clusters = int(np.count_nonzero(trials))
     if p in (0.0, 1.0):
         return wilson_interval(p, n_clusters, confidence)
+    # No G/(G - 1) small-sample factor: both variances are plug-in estimates with p estimated,
+    # and their ratio is then exactly 1 for independent answers and exactly m for m raters who
+    # always agree (the tests' known answers); the factor would inflate both by G/(G - 1).
     robust = float(np.sum((successes - p * trials) ** 2)) / total**2
     design_effect = max(1.0, robust / (p * (1 - p) / total))
     return wilson_interval(p, total / design_effect, confidence)
@@ -91,15 +94,18 @@ def scan_permutation_p_value(
     the unit: the real/synthetic labels are shuffled across scans, each scan keeping all its
     answers. The statistic is the difference between the share of *synthetic* answers on
     synthetic and on real scans. Exact in level whatever raters share, unlike a test on all
-    answers as if independent. NaN without answers on both kinds of scan.
+    answers as if independent. NaN without answers on both kinds of scan; 1 when every answer
+    is the same (every permutation then gives the observed statistic, 0).
     """
     said = np.asarray(said_synthetic, dtype=float)
     n = np.asarray(answers, dtype=float)
     truth = np.asarray(is_synthetic, dtype=bool)
     keep = n > 0
     said, n, truth = said[keep], n[keep], truth[keep]
-    if not (truth.any() and (~truth).any()) or said.sum() in (0.0, n.sum()):
+    if not (truth.any() and (~truth).any()):
         return math.nan
+    if said.sum() in (0.0, n.sum()):
+        return 1.0
 
     def statistic(labels: np.ndarray) -> np.ndarray:
         on_synthetic = (labels * said).sum(axis=-1) / (labels * n).sum(axis=-1)
@@ -119,9 +125,11 @@ def association_p_value(tp: int, fn: int, fp: int, tn: int) -> float:
     Rows are the truth (synthetic, real), columns the answer (synthetic, real). A small value
     means the rater tells real from synthetic better (or worse) than guessing would. Unlike a
     test of accuracy against 50 %, it is not fooled by unequal numbers of real and synthetic
-    scans or by a rater who favours one answer.
+    scans or by a rater who favours one answer. NaN when no synthetic or no real scan was
+    shown; 1 for a rater who gave one answer throughout (the answers cannot depend on the
+    truth; scipy's and R's Fisher test agree).
     """
-    if min(tp + fn, fp + tn, tp + fp, fn + tn) == 0:
+    if min(tp + fn, fp + tn) == 0:
         return math.nan
     from scipy.stats import fisher_exact
 
