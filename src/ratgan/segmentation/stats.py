@@ -137,7 +137,7 @@ def combine(
     """Variance components (method of moments, truncated at 0), the variance of the grand
     mean and its Satterthwaite degrees of freedom, from the mean squares of S x T tables.
 
-    E[MS_seed] = var_resid + T var_seed, E[MS_scan] = var_resid + S var_seed and
+    E[MS_seed] = var_resid + T var_seed, E[MS_scan] = var_resid + S var_scan and
     E[MS_resid] = var_resid, so Var(mean) = (MS_seed + MS_scan - MS_resid) / (S T) when
     both components are positive; a component truncated at 0 drops its mean square and the
     residual's coefficient moves to the other (e.g. var_seed = 0: Var(mean) = MS_scan / ST).
