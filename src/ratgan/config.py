@@ -184,6 +184,13 @@ class LossConfig:
     channel means, GDL a weighted channel sum; 1 is the plain mean and sum, 0 leaves the tissue
     channels to the critic).  The tissue channels' sharp +-1 edges made GDL about 50 times
     larger than for the scan alone (docs/segbench-phantom.md)."""
+    rec_blur_sigma: float = 0.0
+    """Beyond the paper: the L1 and MSE terms compare ``x`` and its reconstruction after both
+    are blurred by a Gaussian of this standard deviation (voxels, every axis; 0: unblurred, as
+    the paper).  Measured because a code that places thin structures a voxel off makes the
+    unblurred MSE prefer a dim, spread-out rendering of them; blurred, it keeps the anatomy's
+    placement at the coarse scale and leaves the fine detail to the critic.  The GDL is
+    unchanged.  In no preset (docs/quality.md)."""
     gdl_finish: float | None = None
     """Beyond the paper: the GDL weight from iteration ``gdl_finish_from`` on (a finishing
     phase; None: ``gdl`` throughout).  Ten times ``gdl`` for the demo's last 300 iterations
@@ -519,8 +526,10 @@ def _model_problems(cfg: Config) -> list[str]:
 
 def _loss_problems(cfg: Config) -> list[str]:
     """Loss weights are never negative."""
-    weights = ("l1", "mse", "gdl", "gp", "tissue_weight")
+    weights = ("l1", "mse", "gdl", "gp", "tissue_weight", "rec_blur_sigma")
     p = _failing(cfg.loss, "loss", weights, _negative, "must be >= 0")
+    if cfg.loss.rec_blur_sigma >= 0 and not math.isfinite(cfg.loss.rec_blur_sigma):
+        p.append(f"loss.rec_blur_sigma must be finite (got {cfg.loss.rec_blur_sigma})")
     if cfg.loss.tissue_weight != 1 and cfg.model.channels < 2:
         p.append("loss.tissue_weight needs label channels (model.channels 4)")
     if cfg.loss.gdl_finish is not None:
