@@ -1,5 +1,6 @@
 """The protocol: pairings, counts, determinism, and the ordering real > noise on tiny data."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,24 @@ def test_draw_pairs_are_balanced_and_distinct():
     cross = draw_pairs(10, 4, 40, rng)
     assert (np.bincount(cross[:, 0], minlength=10) == 4).all()
     assert (np.bincount(cross[:, 1], minlength=4) == 10).all()
+
+
+def test_one_value_has_unknown_spread_and_an_empty_set_no_pairs():
+    """A metric from one comparison has std and standard error NaN, not 0, and the report
+    prints its mean alone; pairs with an empty set are refused in one sentence."""
+    from ratgan.evaluation.pairs import stats
+    from ratgan.evaluation.report import _fmt
+
+    one = stats(np.array([0.83]))
+    assert one["mean"] == 0.83 and math.isnan(one["std"]) and math.isnan(one["sem"])
+    assert _fmt({"msssim": one}, "msssim", bold=False) == "0.8300"
+    two = stats(np.array([0.8, 0.9]))
+    assert two["std"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert _fmt({"msssim": two}, "msssim", bold=False) == "0.8500 ± 0.0707"
+    rng = np.random.default_rng(0)
+    for n_a, n_b in ((0, 4), (4, 0), (0, None)):
+        with pytest.raises(ValueError, match="at least one scan in each set"):
+            draw_pairs(n_a, n_b, 10, rng)
 
 
 def test_paired_counts_every_draw(kit):

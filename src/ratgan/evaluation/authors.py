@@ -40,7 +40,7 @@ import torch
 from scipy import ndimage
 
 from ratgan.evaluation.metrics import WANG_WEIGHTS
-from ratgan.evaluation.pairs import unique_pairs
+from ratgan.evaluation.pairs import sample_std, unique_pairs
 from ratgan.evaluation.prepare import ScanSet
 from ratgan.evaluation.settings import EvaluationSettings, stream
 
@@ -159,7 +159,7 @@ def _over_epochs(per_batch: np.ndarray, distinct: int | None = None) -> dict[str
     epoch_means = np.nanmean(per_batch, axis=1)
     out = {
         "mean": float(np.mean(epoch_means)),
-        "std": float(np.std(epoch_means, ddof=1)) if len(epoch_means) > 1 else 0.0,
+        "std": sample_std(epoch_means),
         "std_over": "epoch averages",
         "epochs": int(per_batch.shape[0]),
         "comparisons": int(per_batch.size),
@@ -250,9 +250,9 @@ def msssim_running(
     running = np.cumsum(vals) / np.arange(1, len(vals) + 1)
     return {
         "mean": float(np.mean(running)),
-        "std": float(np.std(running, ddof=1)) if len(running) > 1 else 0.0,
+        "std": sample_std(running),
         "std_over": "running means (the notebook's synthetic-set computation)",
-        "per_pair_std": float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0,
+        "per_pair_std": float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else float("nan"),
         "comparisons": int(len(vals)),
         "distinct_pairs": int(len(uniq)),
         "min": float(np.nanmin(vals)),

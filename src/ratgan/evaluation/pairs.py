@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ratgan.evaluation.metrics import PSNR_MSE_FLOOR, ms_ssim
 from ratgan.evaluation.settings import EvaluationSettings
@@ -21,9 +22,18 @@ def _cycled(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
 
 
+def sample_std(values: ArrayLike) -> float:
+    """Standard deviation (ddof 1) of ``values``; NaN for fewer than two, whose spread is
+    unknown (0 would claim a certain value)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
 def draw_pairs(n_a: int, n_b: int | None, count: int, rng: np.random.Generator) -> np.ndarray:
     """``count`` random pairs (i, j): i in set A, j in set B; ``n_b`` None pairs A with itself
     (i != j).  Returns an int array (count, 2)."""
+    if n_a < 1 or (n_b is not None and n_b < 1):
+        raise ValueError(f"pairs need at least one scan in each set (got {n_a} and {n_b})")
     i = _cycled(n_a, count, rng)
     if n_b is None:
         if n_a < 2:
@@ -76,14 +86,14 @@ def stats(values: np.ndarray, pairs: np.ndarray | None = None, within: bool = Fa
 
     With the drawn ``pairs`` (``within``: pairs inside one set) the standard error is over
     scans (``scan_jackknife_sem``) and the distinct pairs are counted; without, the values
-    are taken as independent (std / sqrt(n)).
+    are taken as independent (std / sqrt(n)).  One value has std and standard error NaN.
     """
     v = np.asarray(values, dtype=np.float64)
-    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    std = sample_std(v)
     out = {
         "mean": float(v.mean()),
         "std": std,
-        "sem": std / max(len(v), 1) ** 0.5,
+        "sem": std / len(v) ** 0.5,
         "min": float(v.min()),
         "max": float(v.max()),
         "comparisons": len(v),

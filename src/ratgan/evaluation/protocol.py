@@ -42,7 +42,7 @@ import torch
 from ratgan.errors import RatganError
 from ratgan.evaluation import features as feat
 from ratgan.evaluation import memorisation as mem
-from ratgan.evaluation.pairs import paired, within_msssim
+from ratgan.evaluation.pairs import paired, sample_std, within_msssim
 from ratgan.evaluation.prepare import ScanSet
 from ratgan.evaluation.results import (
     EvaluationResult,
@@ -218,7 +218,7 @@ def set_level(
         name: {
             k: {
                 "mean": float(np.mean(v)),
-                "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                "std": sample_std(v),
                 "values": [float(x) for x in v],
             }
             for k, v in per.items()

@@ -120,7 +120,8 @@ def _fmt(row: dict, key: str, bold: bool) -> str:
     if isinstance(v, dict):
         if v.get("mean") is None or math.isnan(v["mean"]):
             return "—"
-        text = f"{v['mean']:.{d}f} ± {v['std']:.{d}f}"
+        std = v.get("std", math.nan)
+        text = f"{v['mean']:.{d}f}" + ("" if math.isnan(std) else f" ± {std:.{d}f}")
     else:
         text = f"{v:.{d}f}"
     return f"**{text}**" if bold else text
