@@ -306,44 +306,47 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = []
-    data = Path(tempfile.mkdtemp(prefix="ratgan-bench-")) / "phantom"
-    write_cohort(data, subjects=16, seed=0, progress=False)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(
-        f"device={args.device} ({name}) threads={torch.get_num_threads()} batch=4 "
-        f"iterations={args.iterations} torch={torch.__version__}"
-    )
-    for preset in args.presets:
-        published = count_flops(preset, device, data, fused_upsample=False)
-        executed = count_flops(preset, device, data, fused_upsample=True)
+    # The benchmark cohort lives in a folder removed at the end, even when a measurement fails.
+    with tempfile.TemporaryDirectory(prefix="ratgan-bench-") as tmp:
+        data = Path(tmp) / "phantom"
+        write_cohort(data, subjects=16, seed=0, progress=False)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        print(
+            f"device={args.device} ({name}) threads={torch.get_num_threads()} batch=4 "
+            f"iterations={args.iterations} torch={torch.__version__}"
+        )
+        for preset in args.presets:
+            published = count_flops(preset, device, data, fused_upsample=False)
+            executed = count_flops(preset, device, data, fused_upsample=True)
 
-        ref, ref_mem = _in_fresh_process(time_reference, preset, device, data, args.iterations)
-        ours, ours_mem = _in_fresh_process(time_ours, preset, device, data, args.iterations)
-        print(
-            f"{preset}: GFLOP/iteration {published / 1e9:.1f} as published (the reference-style "
-            f"loop executes these), {executed / 1e9:.1f} executed by ours (fused upsample+conv)"
-        )
-        print(
-            f"  reference-style fp32 : {ref:8.3f} s/it  {published / ref / 1e12:7.3f} TFLOP/s"
-            f"{'':31}peak {ref_mem:8.0f} MB"
-        )
-        print(
-            f"  ours (bf16, resident): {ours:8.3f} s/it  {executed / ours / 1e12:7.3f} TFLOP/s "
-            f"executed ({published / ours / 1e12:7.3f} model-equivalent)  "
-            f"peak {ours_mem:8.0f} MB"
-        )
-        print(f"  speed-up: {ref / ours:.2f}x", flush=True)
-        rows.append(
-            {
-                "preset": preset,
-                "reference_s": ref,
-                "ours_s": ours,
-                "published_gflop": published / 1e9,
-                "executed_gflop": executed / 1e9,
-                "reference_peak_mb": ref_mem,
-                "ours_peak_mb": ours_mem,
-            }
-        )
+            ref, ref_mem = _in_fresh_process(time_reference, preset, device, data, args.iterations)
+            ours, ours_mem = _in_fresh_process(time_ours, preset, device, data, args.iterations)
+            print(
+                f"{preset}: GFLOP/iteration {published / 1e9:.1f} as published (the "
+                f"reference-style loop executes these), {executed / 1e9:.1f} executed by ours "
+                "(fused upsample+conv)"
+            )
+            print(
+                f"  reference-style fp32 : {ref:8.3f} s/it  {published / ref / 1e12:7.3f} TFLOP/s"
+                f"{'':31}peak {ref_mem:8.0f} MB"
+            )
+            print(
+                f"  ours (bf16, resident): {ours:8.3f} s/it  {executed / ours / 1e12:7.3f} TFLOP/s "
+                f"executed ({published / ours / 1e12:7.3f} model-equivalent)  "
+                f"peak {ours_mem:8.0f} MB"
+            )
+            print(f"  speed-up: {ref / ours:.2f}x", flush=True)
+            rows.append(
+                {
+                    "preset": preset,
+                    "reference_s": ref,
+                    "ours_s": ours,
+                    "published_gflop": published / 1e9,
+                    "executed_gflop": executed / 1e9,
+                    "reference_peak_mb": ref_mem,
+                    "ours_peak_mb": ours_mem,
+                }
+            )
     header = {
         "device": args.device,
         "name": name,
