@@ -13,6 +13,7 @@ from ratgan.evaluation.anatomy import (
     content_key,
     fit_anatomy_features,
     set_distances,
+    varying_features,
 )
 
 TINY = AnatomySettings(widths=(4, 4, 8, 8), steps=6, batch_size=2, grid=(2, 2, 2))
@@ -84,6 +85,21 @@ def test_training_stops_once_held_out_dice_reaches_the_target(kit):
     assert tired.steps_run == 8 and not tired.reached and len(tired.curve) == 2
     about = anatomy_stage.AnatomyExtractor(tired, 0.0).describe()["about"]
     assert "did NOT reach the target 1" in about
+
+
+def test_varying_features_ignore_always_empty_cells_when_most_cells_are_empty():
+    """Feature selection: with most tissue-map cells empty (spread ~1e-9, rounding noise) the
+    block's median is no longer the floor's base, so those cells are dropped; with a few empty
+    cells the rule is the plain min_spread x median one."""
+    settings = AnatomySettings()
+    enc = np.array([1.0, 2.0, 0.05, 3.0])  # 0.05 < 0.1 x median 1.5
+    few_empty = np.array([1.0, 0.5, 2.0, 1e-9, 0.8])
+    keep = varying_features(np.concatenate([enc, few_empty]), 4, settings)
+    assert keep.tolist() == [0, 1, 3, 4, 5, 6, 8]
+    most_empty = np.array([1.0, 2e-9, 1e-9, 3e-9, 0.5, 1e-9, 4e-3])
+    keep = varying_features(np.concatenate([enc, most_empty]), 4, settings)
+    # median 3e-9 would keep every cell; the floor 0.1 x 0.01 x 1.0 = 1e-3 keeps three
+    assert keep.tolist() == [0, 1, 3, 4, 8, 10]
 
 
 def test_set_distances_known_answers():

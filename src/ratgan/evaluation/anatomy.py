@@ -25,7 +25,8 @@ Feature vector of a volume (``AnatomyFeatures.features``):
 * *where*: the predicted probability of every non-background class, average-pooled to a coarse
   grid (``grid``, default 4 x 4 x 3: cells of 16 x 16 x 13 voxels of a 64 x 64 x 40 scan).
 Features that hardly vary across the real scans (below ``min_spread`` of their block's median
-std: tissue maps of cells outside the head) are dropped when the space is fitted, and the kept
+std, the median taken no lower than 1 % of the block's largest std: tissue maps of cells outside
+the head) are dropped when the space is fitted, and the kept
 ones are **standardised with the mean and std of those same scans** (the fitting set): the
 features leave ``features`` already z-scored.  Re-standardising them with a small reference
 subset instead (as the random space is) blows up the features that hardly vary among its few
@@ -247,14 +248,7 @@ class AnatomyFeatures:
         """Keep the features that vary across the fitting scans (see ``min_spread``) and
         record their mean and std there, by which every set is then standardised."""
         raw = self.raw_features(fitting_volumes)
-        sd = raw.std(axis=0)
-        n_enc = sum(self.settings.widths)
-        keep = []
-        for block in (np.arange(n_enc), np.arange(n_enc, len(sd))):
-            if len(block):
-                floor = self.settings.min_spread * float(np.median(sd[block]))
-                keep.append(block[sd[block] > floor])
-        self.keep = np.concatenate(keep)
+        self.keep = varying_features(raw.std(axis=0), sum(self.settings.widths), self.settings)
         self.mu, self.sd = feat.standardiser(raw[:, self.keep])
 
     @torch.no_grad()
@@ -315,6 +309,28 @@ class AnatomyFeatures:
             "final_loss": self.history[-1] if self.history else None,
             "standardisation": "z-score with the real (fitting) scans' mean and std",
         }
+
+
+#: The spread floor's median is taken no lower than this share of the block's largest spread.
+MEDIAN_FLOOR_OF_MAX = 0.01
+
+
+def varying_features(sd: np.ndarray, n_encoder: int, settings: AnatomySettings) -> np.ndarray:
+    """Indices of the features kept: in each block (the first ``n_encoder`` encoder means,
+    then the tissue maps), those whose spread ``sd`` over the fitting scans exceeds
+    ``settings.min_spread`` times the block's median spread.  The median is taken no lower than
+    ``MEDIAN_FLOOR_OF_MAX`` of the block's largest spread: when most grid cells lie outside the
+    head (a field of view much larger than the brain), the median is that of always-empty cells,
+    about 0, and would keep features whose spread is rounding noise, which z-scoring then blows
+    up to dominate every distance.  On the built-in cohort the median is 3x that floor, so
+    nothing changes there."""
+    keep = []
+    for block in (np.arange(n_encoder), np.arange(n_encoder, len(sd))):
+        if len(block):
+            spread = sd[block]
+            median = max(float(np.median(spread)), MEDIAN_FLOOR_OF_MAX * float(spread.max()))
+            keep.append(block[spread > settings.min_spread * median])
+    return np.concatenate(keep)
 
 
 class _threads:
