@@ -87,3 +87,46 @@ def test_random_features_are_seeded_and_see_blur_and_noise():
         return float((a - b).norm() / a.norm())
 
     assert rel(f1[0], f1[1]) > 0.02 and rel(f1[0], f1[2]) > 0.02
+
+
+def _tf32_settings() -> tuple:
+    return (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+
+
+def test_evaluate_computes_in_full_float32_and_restores_the_settings(monkeypatch):
+    """PyTorch runs cuDNN float32 convolutions in TF32 by default; ``evaluate`` switches CUDA
+    convolutions and matrix products to IEEE float32 for its stages and restores the user's
+    settings afterwards, also when a stage fails."""
+    from ratgan.evaluation import protocol
+    from ratgan.evaluation.settings import EvaluationSettings, exact_float32
+
+    before = _tf32_settings()
+    assert before[0] == "tf32"  # the default this guards against
+    with exact_float32():
+        assert _tf32_settings() == ("ieee", "ieee")
+    assert _tf32_settings() == before
+
+    seen = []
+
+    def stage(*args):
+        seen.append(_tf32_settings())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(protocol, "paper_metrics", stage)
+    real = protocol.ScanSet("real", np.zeros((2, 4, 4, 4), np.float32), [], "memory")
+    with pytest.raises(RuntimeError, match="stop here"):
+        protocol.evaluate(real, [], EvaluationSettings(progress=False, anatomy=False))
+    assert seen == [("ieee", "ieee")]
+    assert _tf32_settings() == before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_random_features_on_a_gpu_match_the_cpu_inside_exact_float32():
+    from ratgan.evaluation.settings import exact_float32
+
+    vols = torch.from_numpy(np.random.default_rng(0).random((2, 32, 32, 24), np.float32))
+    cpu = F.RandomConvFeatures(seed=0)(vols)
+    with exact_float32():
+        gpu = F.RandomConvFeatures(seed=0, device="cuda")(vols)
+    torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-6)

@@ -51,7 +51,7 @@ from ratgan.evaluation.results import (
     Row,
     VoxelStatistics,
 )
-from ratgan.evaluation.settings import EvaluationSettings, stream
+from ratgan.evaluation.settings import EvaluationSettings, exact_float32, stream
 from ratgan.evaluation.spectra import SpectralSummary, spectral_summary
 
 __all__ = ["EvaluationSettings", "FeatureSpace", "default_feature_spaces", "evaluate"]
@@ -589,7 +589,19 @@ def evaluate(
     feature_spaces: list[FeatureSpace] | None = None,
 ) -> EvaluationResult:
     """Run the whole protocol on prepared sets; ``feature_spaces`` defaults to
-    ``default_feature_spaces(settings)`` (the first one fills the main distance table)."""
+    ``default_feature_spaces(settings)`` (the first one fills the main distance table).
+    On a GPU every stage computes in full float32, as on a CPU (``exact_float32``)."""
+    with exact_float32():
+        return _evaluate(real, synthetic, settings, heldout, feature_spaces)
+
+
+def _evaluate(
+    real: ScanSet,
+    synthetic: list[ScanSet],
+    settings: EvaluationSettings,
+    heldout: ScanSet | None,
+    feature_spaces: list[FeatureSpace] | None,
+) -> EvaluationResult:
     t0 = time.perf_counter()
     timing: dict[str, float] = {}
     for s in synthetic + ([heldout] if heldout is not None else []):

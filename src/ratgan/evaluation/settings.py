@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import torch
 
 from ratgan.evaluation.metrics import MSSSIMSettings
 
@@ -68,3 +71,29 @@ def stream(seed: int, *name: str) -> np.random.Generator:
     changes another stage's draws."""
     key = "/".join(name).encode()
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=tuple(key)))
+
+
+@contextmanager
+def exact_float32() -> Iterator[None]:
+    """CUDA convolutions and matrix products in full float32 (IEEE) inside the block, restored
+    after.  PyTorch runs cuDNN's float32 convolutions in TF32 by default on Ampere and later GPUs
+    (a 10-bit mantissa), so a GPU evaluation's features, MS-SSIM and distances would differ from
+    a CPU evaluation's of the same scans in the digits the report prints.  No effect on a CPU.
+    Uses PyTorch's ``fp32_precision`` settings where they exist (mixing them with the legacy
+    ``allow_tf32`` flags is an error), else the legacy flags."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    matmul = torch.backends.cuda.matmul
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        saved = (conv.fp32_precision, matmul.fp32_precision)
+        conv.fp32_precision = matmul.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision, matmul.fp32_precision = saved
+        return
+    legacy = (torch.backends.cudnn.allow_tf32, matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = legacy
