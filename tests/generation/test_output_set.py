@@ -236,3 +236,18 @@ def test_the_training_voxel_size_is_recorded_and_compared_without_the_scans(
     ref = _reference(tmp_path / "ref.nii.gz", (64, 64, 40), np.diag([3.0, 3.0, 3.0, 1.0]))
     with pytest.raises(RatganError, match=r"voxel size 3 x 3 x 3 but .* have 0.375 x 0.375 x 0.5"):
         generate_scans(run, 1, tmp_path / "out", reference=ref, progress=False)
+
+
+def test_label_maps_left_without_a_manifest_are_refused_not_paired_with_new_scans(
+    tiny_run, phantom_dir, tmp_path
+):
+    """A folder's labels/ pairs each scan with the label map of its name (ratgan.data.io): a
+    label map left there by another set (its scans and manifest deleted) would be read as the
+    new scan's, so it is refused as scans without a manifest are."""
+    out = tmp_path / "syn"
+    (out / "labels").mkdir(parents=True)
+    stale = min((phantom_dir / "labels").glob("*.nii*"))
+    shutil.copy(stale, out / "labels" / "synthetic_00000.nii.gz")
+    with pytest.raises(RatganError, match=r"labels/synthetic_00000\.nii\.gz but no manifest"):
+        generate_scans(tiny_run, 2, out, progress=False)
+    assert _files(out) == ["labels/synthetic_00000.nii.gz"]

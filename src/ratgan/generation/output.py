@@ -95,12 +95,21 @@ class OutputFolder:
             )
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
-            ours = [p.name for p in path.iterdir() if _scan_name(prefix).match(p.name)]
+            # label maps too: a reader pairs labels/NAME with the new scan NAME, so a map left
+            # by another set would be taken for the new scan's
+            pattern = _scan_name(prefix)
+            ours = [p.name for p in sorted(path.iterdir()) if pattern.match(p.name)]
+            if (path / LABELS_DIR).is_dir():
+                ours += [
+                    f"{LABELS_DIR}/{p.name}"
+                    for p in sorted((path / LABELS_DIR).iterdir())
+                    if pattern.match(p.name)
+                ]
             if ours:
                 raise RatganError(
-                    f"output folder {path} holds {len(ours)} scan files such as {ours[0]} "
-                    f"but no {MANIFEST}, so nothing says which generation wrote them; "
-                    "choose an empty or new --out."
+                    f"output folder {path} holds {len(ours)} scan files or label maps such as "
+                    f"{ours[0]} but no {MANIFEST}, so nothing says which generation wrote "
+                    "them; choose an empty or new --out."
                 )
             return cls(path, prefix, None)
         return cls(path, prefix, _read_manifest(manifest_path))
