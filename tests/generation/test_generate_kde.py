@@ -215,3 +215,18 @@ def test_a_checked_kde_set_can_be_extended_and_its_report_follows_the_set(tiny_r
     assert json.loads((out / "near_copies.json").read_text())["generated_scans"] == 3
     assert main(["generate", *base, "--n", "4", "--codes", "kde", "--copy-check", "off"]) == 0
     assert not (out / "near_copies.json").exists()  # it described the 3-scan set
+
+
+def test_a_kde_width_without_codes_kde_is_refused_not_ignored(tiny_run, tmp_path, capsys):
+    """--kde-width shapes --codes kde only: with prior codes it changed nothing, so a user who
+    asked for width 0.5 got prior scans without a word."""
+    from ratgan.cli import main
+
+    out = tmp_path / "set"
+    args = ["generate", str(tiny_run), "--n", "1", "--out", str(out), "--no-progress"]
+    assert main([*args, "--kde-width", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert "--kde-width" in err and "--codes kde" in err
+    assert not out.exists()
+    assert main(args) == 0  # prior codes without a width are fine

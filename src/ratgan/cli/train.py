@@ -127,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--kde-width",
         type=float,
-        default=1.5,
+        default=None,
         help="--codes kde: the kernel's width in prior standard deviations (default 1.5; "
         "smaller widths come closer to the training scans)",
     )
@@ -316,9 +316,16 @@ def _train_ldm(cfg: Config, args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     """`ratgan generate` (the folder locked through the copy check, which writes into it)."""
+    from ratgan.errors import RatganError
     from ratgan.folder_lock import FolderLock
     from ratgan.generation import generate_scans
 
+    if args.kde_width is not None and args.codes != "kde":
+        # prior codes have no width: the option would change nothing, without a word
+        raise RatganError(
+            f"--kde-width {args.kde_width:g} is for --codes kde; these scans would be drawn "
+            "from the prior regardless, so add --codes kde or leave the width out."
+        )
     with FolderLock(args.out, "ratgan generate") as lock:
         paths = generate_scans(
             args.run,
@@ -336,7 +343,7 @@ def run_generate(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             steps=args.steps,
             codes=args.codes,
-            kde_width=args.kde_width,
+            kde_width=1.5 if args.kde_width is None else args.kde_width,
             lock=lock,
         )
         print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
