@@ -230,3 +230,8 @@ def test_a_kde_width_without_codes_kde_is_refused_not_ignored(tiny_run, tmp_path
     assert "--kde-width" in err and "--codes kde" in err
     assert not out.exists()
     assert main(args) == 0  # prior codes without a width are fine
+    demo_out = tmp_path / "demo"
+    demo = ["demo", "--out", str(demo_out), "--codes", "prior", "--kde-width", "0.5"]
+    assert main([*demo, "--no-progress"]) == 2  # refused before the demo starts anything
+    assert "--codes kde" in capsys.readouterr().err
+    assert not demo_out.exists()

@@ -166,7 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="codes of the generated scans (default kde: near the training scans' codes, as "
         "measured best; prior: N(0, I), as the paper samples)",
     )
-    d.add_argument("--kde-width", type=float, default=1.5, help="--codes kde: the width")
+    d.add_argument(
+        "--kde-width", type=float, default=None, help="--codes kde: the width (default 1.5)"
+    )
     d.add_argument("--n-synthetic", type=int, default=32)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
@@ -314,18 +316,27 @@ def _train_ldm(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_generate(args: argparse.Namespace) -> int:
-    """`ratgan generate` (the folder locked through the copy check, which writes into it)."""
+def _kde_width(args: argparse.Namespace) -> float:
+    """The --kde-width of ``generate`` and ``demo`` (1.5 when not given); refused without
+    --codes kde, where it would change nothing without a word (prior codes have no width)."""
     from ratgan.errors import RatganError
-    from ratgan.folder_lock import FolderLock
-    from ratgan.generation import generate_scans
 
-    if args.kde_width is not None and args.codes != "kde":
-        # prior codes have no width: the option would change nothing, without a word
+    if args.kde_width is None:
+        return 1.5
+    if args.codes != "kde":
         raise RatganError(
             f"--kde-width {args.kde_width:g} is for --codes kde; these scans would be drawn "
             "from the prior regardless, so add --codes kde or leave the width out."
         )
+    return float(args.kde_width)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """`ratgan generate` (the folder locked through the copy check, which writes into it)."""
+    from ratgan.folder_lock import FolderLock
+    from ratgan.generation import generate_scans
+
+    kde_width = _kde_width(args)
     with FolderLock(args.out, "ratgan generate") as lock:
         paths = generate_scans(
             args.run,
@@ -343,7 +354,7 @@ def run_generate(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             steps=args.steps,
             codes=args.codes,
-            kde_width=1.5 if args.kde_width is None else args.kde_width,
+            kde_width=kde_width,
             lock=lock,
         )
         print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")
@@ -364,7 +375,7 @@ def run_demo(args: argparse.Namespace) -> int:
         heldout=args.heldout,
         config=args.config,
         codes=args.codes,
-        kde_width=args.kde_width,
+        kde_width=_kde_width(args),
         iterations=args.iterations,
         n_synthetic=args.n_synthetic,
         seed=args.seed,
