@@ -438,3 +438,31 @@ def test_label_maps_numbered_as_fsl_fast_are_warned_about(tmp_path, rng, h, capl
     with caplog.at_level("WARNING"):
         load_cohort(tmp_path, cfg, progress=False)
     assert "FSL FAST" not in caplog.text
+
+
+@pytest.mark.parametrize("layout", ["folder", "images", "glob", "label"])
+def test_a_dangling_symlink_is_refused_not_left_out(tmp_path, rng, h, layout):
+    """A scan that is a symbolic link to a missing file (a DataLad / git-annex dataset whose
+    content was not fetched, a moved drive) was left out of the folder's or pattern's scans
+    without a word: the cohort held 2 scans of the 3 the user gave.  Likewise its label map."""
+    scans = tmp_path / ("images" if layout in ("images", "label") else ".")
+    for name in ("a.nii.gz", "b.nii.gz"):
+        h.save(scans / name, h.random_scan(rng, (4, 4, 4)))
+        h.save(tmp_path / "labels" / name, h.blob_labels(rng, (4, 4, 4)))
+    missing = tmp_path / "annex" / "c-content"
+    if layout == "label":
+        h.save(scans / "c.nii.gz", h.random_scan(rng, (4, 4, 4)))
+        dangling = tmp_path / "labels" / "c.nii.gz"
+    else:
+        dangling = scans / "c.nii.gz"
+        h.save(tmp_path / "labels" / "c.nii.gz", h.blob_labels(rng, (4, 4, 4)))
+    dangling.symlink_to(missing)
+    # a hidden dangling link (an editor's or macOS's leftover) is still not a scan
+    (scans / "._a.nii.gz").symlink_to(tmp_path / "gone")
+    if layout == "images":  # nor is one beside images/, whose scans are not read
+        (tmp_path / "old.nii.gz").symlink_to(tmp_path / "gone")
+    source = str(scans / "*.nii.gz") if layout == "glob" else tmp_path
+    with pytest.raises(RatganError, match="symbolic link") as exc:
+        list_scans(source)
+    _one_sentence(exc, "c.nii.gz")
+    assert str(missing) in str(exc.value)

@@ -666,12 +666,25 @@ def write_nifti(
 # --------------------------------------------------------------------------- listing
 
 
-def _nifti_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and is_nifti_path(p) and not p.name.startswith(".")
-    )
+def _refuse_dangling(path: Path, what: str) -> None:
+    """Raise RatganError when ``path`` is a symbolic link to a missing file: a listing that
+    keeps files only would leave it out without a word (a DataLad or git-annex file whose
+    content was not fetched is such a link), and the cohort would lack that scan."""
+    if path.is_symlink() and not path.exists():
+        raise RatganError(
+            f"{what} file {path} is a symbolic link to {path.readlink()}, which does not "
+            "exist; fetch the file it points to (e.g. datalad get) or remove the link."
+        )
+
+
+def _nifti_files(folder: Path, dangling_ok: bool = False) -> list[Path]:
+    """The NIfTI files of ``folder``, sorted, hidden ones left out; a symbolic link to a
+    missing file is refused unless ``dangling_ok`` (then it is left out)."""
+    files = sorted(p for p in folder.iterdir() if is_nifti_path(p) and not p.name.startswith("."))
+    for p in files:
+        if not dangling_ok:
+            _refuse_dangling(p, "scan")
+    return [p for p in files if p.is_file()]
 
 
 def _from_csv(csv_path: Path) -> list[ScanEntry]:
@@ -750,7 +763,7 @@ def _from_folder(src: Path) -> list[ScanEntry]:
     scans_dir = images_dir if images_dir.is_dir() else src
     files = _nifti_files(scans_dir)
     if scans_dir is images_dir:
-        beside = _nifti_files(src)
+        beside = _nifti_files(src, dangling_ok=True)  # not read: named in a warning only
         if beside:
             log.warning(
                 "%s has an images/ folder, so the %d scans beside it (such as %s) are ignored; "
@@ -765,17 +778,17 @@ def _from_folder(src: Path) -> list[ScanEntry]:
     entries = []
     for f in files:
         lab = labels_dir / f.name
+        _refuse_dangling(lab, "label")
         entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
     return entries
 
 
 def _from_pattern(pattern: str) -> list[ScanEntry]:
     """The NIfTI files a glob pattern matches (``**`` recursive), sorted."""
-    files = sorted(
-        Path(p)
-        for p in glob.glob(pattern, recursive=True)
-        if is_nifti_path(p) and Path(p).is_file()
-    )
+    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if is_nifti_path(p))
+    for p in matches:
+        _refuse_dangling(p, "scan")
+    files = [p for p in matches if p.is_file()]
     if not files:
         raise RatganError(f"pattern {pattern} matches no .nii or .nii.gz files.")
     return [ScanEntry(image=f) for f in files]
@@ -842,7 +855,8 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     file has columns ``image`` and optionally ``label`` (relative paths are relative to the
     CSV).  With ``require_labels`` every scan must have a label map.  A scan file listed twice
     (a symlink to another, a repeated CSV row), and a source that lists the label maps of such
-    a folder as scans (its labels/ folder, a glob pattern or CSV naming them), are refused.
+    a folder as scans (its labels/ folder, a glob pattern or CSV naming them), are refused,
+    and so is a scan or label map that is a symbolic link to a missing file.
     """
     text = str(source)
     src = Path(source)
