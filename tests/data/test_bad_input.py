@@ -411,6 +411,23 @@ def test_a_scan_squeezed_by_one_bright_voxel_is_named(tmp_path, rng, h, caplog):
     assert "a.nii.gz" not in caplog.text.replace("spiked.nii.gz", "")
 
 
+def test_a_scan_squeezed_by_one_dark_voxel_is_named(tmp_path, rng, h, caplog):
+    """One voxel far below the scan's minimum (a corrupted voxel, -32768 as a missing-value
+    mark) set the bottom of its min/max scaling: the anatomy and its background went to +1
+    and the scan was trained on as a white block without a word."""
+    spiked = h.random_scan(rng, (16, 16, 8))
+    spiked[3, 4, 5] = -1000 * spiked.max()
+    # by hand: every other voxel lies within 0.1 % of the range's top, so above +0.99
+    others = np.delete(spiked.ravel(), np.ravel_multi_index((3, 4, 5), spiked.shape))
+    assert ((others - spiked.min()) / np.ptp(spiked) * 2 - 1).min() > 0.99
+    h.save(tmp_path / "a.nii.gz", h.random_scan(rng, (16, 16, 8)))
+    h.save(tmp_path / "spiked.nii.gz", spiked)
+    with caplog.at_level("WARNING", logger="ratgan.data.dataset"):
+        load_cohort(tmp_path, DataConfig(target_shape=(16, 16, 8)), progress=False)
+    assert "1 scans (such as" in caplog.text and "spiked.nii.gz" in caplog.text
+    assert "a.nii.gz" not in caplog.text.replace("spiked.nii.gz", "")
+
+
 def _tissue_map(gm_label: int, wm_label: int, csf_label: int) -> np.ndarray:
     """An 8x8x6 brain: 40 GM voxels around 12 WM voxels and 8 CSF voxels, labelled as given."""
     lab = np.zeros((8, 8, 6), np.int16)

@@ -178,6 +178,7 @@ def _refuse_empty_labels(path: Path, labels: np.ndarray) -> None:
 
 #: A prepared volume whose 99.9th percentile lies below this is all but blank: one voxel far
 #: brighter than the rest (a spike) set its min/max scaling and squeezed its anatomy to -1.
+#: One far darker than the rest squeezes it to +1: its 0.1th percentile lies above the opposite.
 SQUEEZED_P999 = -0.9
 
 
@@ -200,19 +201,23 @@ def refuse_duplicate_volumes(paths: list[Path], volumes: torch.Tensor, what: str
 
 
 def _warn_squeezed(paths: list[Path], images: torch.Tensor) -> None:
-    """Warn, naming them, about scans squeezed to near -1 by a single bright voxel."""
+    """Warn, naming them, about scans squeezed to near -1 by a single bright voxel, or to
+    near +1 by a single dark one (e.g. -32768 marking a missing value)."""
     squeezed = []
     for path, volume in zip(paths, images, strict=True):
-        if float(np.percentile(volume.numpy(), 99.9)) < SQUEEZED_P999:
+        low, high = np.percentile(volume.numpy(), [0.1, 99.9])
+        if float(high) < SQUEEZED_P999 or float(low) > -SQUEEZED_P999:
             squeezed.append(path)
     if squeezed:
         log.warning(
             "%d scans (such as %s) are almost blank once scaled to [-1, 1]: 99.9 %% of their "
-            "voxels lie below %g, so a few voxels far brighter than the rest (a spike, a "
-            "corrupted voxel) set the scale and the anatomy is squeezed to -1; check them",
+            "voxels lie below %g (or above %g), so a few voxels far brighter (or darker) than "
+            "the rest (a spike, a corrupted voxel) set the scale and the anatomy is squeezed "
+            "to -1 (or +1); check them",
             len(squeezed),
             squeezed[0],
             SQUEEZED_P999,
+            -SQUEEZED_P999,
         )
 
 
