@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -278,6 +279,19 @@ def test_complex_valued_scan_or_label_is_refused_not_cast(tmp_path, rng, h, dtyp
     label = h.save(tmp_path / "l.nii.gz", np.ones((8, 8, 4)) * (1 + 0j), dtype=dtype)
     with pytest.raises(RatganError, match="l.nii.gz stores complex values"):
         read_label(label, scan)
+
+
+def test_an_rgb_scan_is_refused_as_colour_not_called_corrupt(tmp_path):
+    """An RGB file (NIfTI datatype 128, e.g. a colour FA map) was reported "truncated or
+    corrupt", sending the user to re-copy a file that is intact."""
+    rgb = np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    path = tmp_path / "fa_rgb.nii.gz"
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(path))
+    assert nib.load(str(path)).header["datatype"] == 128  # NIfTI's DT_RGB24
+    with pytest.raises(RatganError, match="RGB") as exc:
+        read_scan(path)
+    _one_sentence(exc, "fa_rgb.nii.gz")
+    assert "corrupt" not in str(exc.value)
 
 
 def test_a_scan_listed_twice_is_refused_not_counted_twice(tmp_path, rng, h):

@@ -144,6 +144,7 @@ def _read_array(
     Complex-valued files are refused rather than read as their real part (what a cast to
     float does, with only a numpy warning): which real image a complex scan stands for
     (magnitude, real part, phase) is the user's decision, not a silent default.
+    RGB files are refused as such (reading them failed as if the file were corrupt).
     """
     header: _Header = img.header
     dtype = header.get_data_dtype()
@@ -151,6 +152,11 @@ def _read_array(
         raise RatganError(
             f"{what} file {path} stores complex values ({dtype}); ratgan reads real-valued "
             "images only: save the magnitude (or the part you mean) as a real-valued NIfTI."
+        )
+    if dtype.fields is not None:  # RGB24/RGBA32: one record per voxel, which no cast reads
+        raise RatganError(
+            f"{what} file {path} stores RGB colour values ({', '.join(dtype.fields)} per "
+            "voxel); ratgan reads single-valued images only: save a grey-scale image."
         )
     try:
         if index is None:
