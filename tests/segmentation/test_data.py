@@ -101,3 +101,20 @@ def test_real_label_maps_numbered_as_fsl_fast_are_warned_about(tmp_path, cohort_
     with caplog.at_level("WARNING"):
         load_set(find_entries(root), (16, 16, 12), desc="real scans")
     assert "in 2 of 2 label maps of real scans GM (class 1) is not the most frequent" in caplog.text
+
+
+def test_brain_masks_given_as_label_maps_are_warned_about(tmp_path, cohort_writer, caplog):
+    """Label maps turned into 0/1 brain masks (every tissue voxel 1) would be read as all GM;
+    the reader warns, naming one, and does not also call them FAST-numbered."""
+    import nibabel as nib
+
+    root = cohort_writer(tmp_path / "mask", 2, seed=1, shape=(16, 16, 12))
+    for e in find_entries(root, require_labels=True):
+        img = nib.load(e.label)
+        mask = (np.asarray(img.dataobj) > 0).astype(np.int16)
+        nib.save(nib.Nifti1Image(mask, img.affine), e.label)
+    with caplog.at_level("WARNING"):
+        load_set(find_entries(root), (16, 16, 12), desc="real scans")
+    assert "2 of 2 label maps of real scans mark a single tissue class" in caplog.text
+    assert "class 1 in every labelled voxel" in caplog.text and "read as all GM" in caplog.text
+    assert "not the most frequent" not in caplog.text

@@ -384,22 +384,41 @@ class LabelNumberingCheck:
     GM is the largest tissue of a rat brain (and of a human one); a map numbered by another
     tool, such as FSL FAST's 1 = CSF, 2 = GM, 3 = WM, passes every other check and would be
     trained on and scored with its classes swapped.  Nothing in a map can prove its numbering,
-    so this is a warning naming an example, not an error.
+    so this is a warning naming an example, not an error.  Likewise maps that mark a single
+    tissue class (a brain mask saved as 0/1 passes as a map of nothing but GM).
     """
 
     def __init__(self) -> None:
         self.maps = 0
         self.odd: list[tuple[Path, list[int]]] = []
+        self.single: list[tuple[Path, int]] = []
 
     def add(self, path: Path, labels: np.ndarray) -> None:
         """Count one label map (class numbers 0-3) read from ``path``."""
         counts = np.bincount(np.asarray(labels).ravel(), minlength=len(LABEL_NAMES))[1:4]
         self.maps += 1
-        if counts.any() and int(np.argmax(counts)) != 0:
+        if np.count_nonzero(counts) == 1:
+            self.single.append((path, int(np.argmax(counts)) + 1))
+        elif counts.any() and int(np.argmax(counts)) != 0:
             self.odd.append((path, [int(c) for c in counts]))
 
     def warn(self, source: str) -> None:
-        """Log the warning when more than half of the maps counted have GM not the largest."""
+        """Log the warnings: when more than half of the maps counted mark a single tissue
+        class, or have GM not the largest."""
+        if self.maps and 2 * len(self.single) > self.maps:
+            path, cls = self.single[0]
+            log.warning(
+                "%d of %d label maps of %s mark a single tissue class (%s: class %d in every "
+                "labelled voxel), as a brain mask does; ratgan's label maps mark GM (1), WM (2) "
+                "and CSF (3), and a mask is read as all %s: give tissue maps, or leave labels/ "
+                "out",
+                len(self.single),
+                self.maps,
+                source,
+                path,
+                cls,
+                LABEL_NAMES[cls],
+            )
         if self.maps and 2 * len(self.odd) > self.maps:
             path, counts = self.odd[0]
             log.warning(
