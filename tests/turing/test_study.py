@@ -317,3 +317,30 @@ def test_create_refuses_scans_of_another_voxel_size(tmp_path, scan_writer):
     (tmp_path / "syn" / "z.nii.gz").unlink()
     write_nifti(tmp_path / "syn" / "z.nii.gz", data, las)
     create_study(tmp_path / "s", synthetic=[("m", tmp_path / "syn")], **args)
+
+
+def test_a_journal_left_by_a_previous_study_is_refused_not_replayed(small_study, small_study_args):
+    # A server killed during a write leaves study.sqlite-journal, which SQLite replays into
+    # whatever database next bears the name. If that study file was removed (or moved away)
+    # and a new study created in its place, the old pages were written over the new study's
+    # scan table: the answer key no longer matched the items (known answer: the fresh study's
+    # own scan rows), silently.
+    folder = small_study.path.parent
+    journal = folder / "study.sqlite-journal"
+    conn = sqlite3.connect(small_study.path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA cache_size = 2")  # spill pages: the journal becomes hot
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE scan SET png = zeroblob(length(png))")
+        hot = journal.read_bytes()
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    small_study.path.unlink()
+    (folder / "links.txt").unlink()
+    journal.write_bytes(hot)  # what the killed server left beside the removed study
+
+    with pytest.raises(RatganError, match=r"study\.sqlite-journal .*previous study"):
+        create_study(folder, **small_study_args)
+    assert journal.read_bytes() == hot  # kept: it may still be needed by the moved study
+    assert not small_study.path.exists()

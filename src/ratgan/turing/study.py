@@ -188,8 +188,7 @@ def create_study(
     target = out / STUDY_FILENAME
     if out.exists() and not out.is_dir():
         raise RatganError(f"--out {out} is a file, not a folder for the study")
-    if target.exists():
-        raise RatganError(f"{target} already exists; choose another --out folder")
+    _refuse_existing(target)
     names, levels = _rater_names(raters, expertise)
     models = _model_names(synthetic)
     if seed < 0:  # numpy's generators take non-negative seeds only
@@ -223,10 +222,29 @@ def create_study(
     }
     links_text, database = _build_database(meta, shuffled, names, levels, secure, base_url)
     with FolderLock(out, "ratgan turing create") as lock:
-        if target.exists():  # written by another create since the check above
-            raise RatganError(f"{target} already exists; choose another --out folder")
+        _refuse_existing(target)  # written by another create since the check above
         _write_study(out, links_text, database, lock)
     return target, warnings
+
+
+def _refuse_existing(target: Path) -> None:
+    """Raise RatganError when ``target`` exists, or a journal of a previous study is beside it.
+
+    SQLite replays a journal left by a process killed during a write (``-journal``, or
+    ``-wal`` in WAL mode) into whatever database next bears the name: beside a new study it
+    would write the old study's pages over the new one's. It is not removed either, since the
+    old study, if it was moved away, still needs it.
+    """
+    if target.exists():
+        raise RatganError(f"{target} already exists; choose another --out folder")
+    for suffix in ("-journal", "-wal"):
+        journal = target.with_name(target.name + suffix)
+        if journal.exists():
+            raise RatganError(
+                f"{journal} is left by a previous study (its database is gone) and SQLite would "
+                "replay it into the new study; choose another --out folder, or move it away "
+                "with the study it belongs to"
+            )
 
 
 def _rater_names(
