@@ -190,7 +190,9 @@ class LossConfig:
     the paper).  Measured because a code that places thin structures a voxel off makes the
     unblurred MSE prefer a dim, spread-out rendering of them; blurred, it keeps the anatomy's
     placement at the coarse scale and leaves the fine detail to the critic.  The GDL is
-    unchanged.  In no preset (docs/quality.md)."""
+    unchanged.  Measured at 1.0 as a 2,000-iteration finishing phase of a `long`-type run: no
+    brighter CSF, no better placement than the plain continuation, and sampled scans further
+    from held-out ones; in no preset (docs/segbench-phantom.md)."""
     gdl_finish: float | None = None
     """Beyond the paper: the GDL weight from iteration ``gdl_finish_from`` on (a finishing
     phase; None: ``gdl`` throughout).  Ten times ``gdl`` for the demo's last 300 iterations
