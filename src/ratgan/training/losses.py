@@ -10,6 +10,7 @@ form (sum reduction, absolute finite differences).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -80,9 +81,17 @@ def gaussian_blur(t: Tensor, sigma: float) -> Tensor:
     mode="constant"); differentiable.  MONAI's separable filter, with its sampled kernel, in
     ``t``'s precision even under autocast (a bf16 blur would add more error than the
     reconstruction error it measures late in training)."""
-    kernel = gaussian_1d(torch.tensor(float(sigma)), truncated=4.0, approx="sampled")
+    kernel = _gaussian_kernel(float(sigma), t.device, t.dtype)
     with torch.autocast(device_type=t.device.type, enabled=False):
-        return separable_filtering(t, [kernel.to(t)] * 3)
+        return separable_filtering(t, [kernel] * 3)
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The 1-D kernel of ``gaussian_blur``, built (and copied to the device) once per setting
+    rather than twice in every training iteration."""
+    kernel = gaussian_1d(torch.tensor(sigma), truncated=4.0, approx="sampled")
+    return kernel.to(device=device, dtype=dtype)
 
 
 def _l1(real: Tensor, rec: Tensor) -> Tensor:
