@@ -4,13 +4,15 @@ of real scans instead of the prior?
     python benchmarks/latent_codes.py RUN --checkpoint CKPT --heldout HELD_IMAGES --out DIR
         [--n 64] [--seed 1] [--device cpu] [--prior-scales 1.2 1.4] [--kde-widths 0.5 1]
         [--sets prior prior-x1.2 kde-0.5] [--no-output-noise] [--optimise-codes STEPS]
+        [--weights ema|raw]
 
 An alpha-GAN trains G on two kinds of code: prior codes z ~ N(0, I) and the encoder's codes
 E(x) of training scans (the reconstruction path).  With standardised codes
 (``model.e_standardise``) every dimension of E(x) has the prior's mean and variance over a
 batch, but the codes' joint distribution need not be the prior's, so G(z) may land where G
 never learnt real anatomy.  This writes, from one checkpoint (EMA weights of G where the run
-keeps them; E in evaluation mode), four sets of ``--n`` scans in the reference scan's space:
+keeps them, or its trained weights with ``--weights raw``; E in evaluation mode), four sets of
+``--n`` scans in the reference scan's space:
 
 - ``prior/``: G(z), z ~ N(0, I), as ``ratgan generate`` samples (the same per-scan seeds);
 - ``posterior/``: G(z), z ~ N(m, S), the Gaussian fitted to E's codes of the run's training
@@ -163,9 +165,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--optimise-codes", type=_steps, default=0, metavar="STEPS",
         help="also write recon-train-opt/: the training scans' codes refined by STEPS Adam steps",
     )  # fmt: skip
+    parser.add_argument(
+        "--weights", choices=("ema", "raw"), default="ema",
+        help="G's moving average where the run keeps one (default), or its trained weights",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
-    loaded = load_generator(args.run, args.checkpoint, device=args.device, weights="ema")
+    loaded = load_generator(args.run, args.checkpoint, device=args.device, weights=args.weights)
     cfg = loaded.config
     if cfg.data.label_channels:
         raise SystemExit("joint image+label models are not supported by this benchmark")
@@ -230,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = {
         "checkpoint": str(loaded.checkpoint),
         "iteration": loaded.iteration,
+        "weights": args.weights,
         "train_code_length_ratio": float(codes_train.norm(dim=1).mean()) / prior_len,
         "held_code_length_ratio": float(codes_held.norm(dim=1).mean()) / prior_len,
         "posterior_mean_length": float(np.linalg.norm(mean)),
