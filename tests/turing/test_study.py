@@ -1,5 +1,6 @@
 """Study creation and the answer store: draws, blinding identifiers, final answers."""
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -272,6 +273,58 @@ def test_simultaneous_submissions_store_exactly_one_answer(small_study):
         t.join()
     assert sorted(results) == ["already_answered"] * 5 + ["saved"]
     assert len(_answers(small_study)) == 1
+
+
+def _public_id(study, rater, position):
+    with sqlite3.connect(study.path) as conn:
+        return conn.execute(
+            "SELECT public_id FROM item WHERE rater_id = ? AND position = ?", (rater.id, position)
+        ).fetchone()[0]
+
+
+def test_progress_and_current_scan_agree_when_another_tab_answers_meanwhile(
+    small_study, monkeypatch
+):
+    """A rater with the study open in two tabs: tab B's answer may be saved (by another server
+    thread) while tab A's /state is being read. The state must still be one moment's: the scan
+    it names is the first unanswered one of the answers it counts, so the page's "scan done+1
+    of total" is the scan on screen and the progress bar counts each answer once.
+
+    The other tab's answer is made to land between any two database statements of the read."""
+    alice = small_study.raters()[0]
+    other_tab = Study(small_study.path)
+    connect = small_study.connect
+    landed = []
+
+    class Connection:
+        """A connection on which the other tab answers once, before the second statement."""
+
+        def __init__(self, conn):
+            self.conn, self.statements = conn, 0
+
+        def execute(self, *args):
+            self.statements += 1
+            if self.statements == 2 and not landed:
+                landed.append(other_tab.submit(alice, _public_id(small_study, alice, 1), "real"))
+            return self.conn.execute(*args)
+
+    @contextlib.contextmanager
+    def interleaved():
+        with connect() as conn:
+            yield Connection(conn)
+
+    monkeypatch.setattr(small_study, "connect", interleaved)
+    state = small_study.state(alice)
+    monkeypatch.undo()
+    if not landed:  # a read of one statement: the answer lands after it
+        landed.append(other_tab.submit(alice, _public_id(small_study, alice, 1), "real"))
+    assert landed[0].saved
+    assert state["item"]["id"] == _public_id(small_study, alice, state["done"] + 1)
+    assert small_study.state(alice)["done"] == 1  # the other tab's answer, counted once
+    assert small_study.submit(alice, _public_id(small_study, alice, 1), "real").status == (
+        "already_answered"
+    )
+    assert small_study.state(alice)["done"] == 1
 
 
 def test_finished_rater(small_study):
