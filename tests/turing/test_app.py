@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import sqlite3
 
 import pytest
@@ -76,6 +77,35 @@ def test_malformed_answers_are_rejected(client, small_study):
     assert _answer(client, alice, "../../etc", "real").status_code == 400
     assert client.get(f"/r/{alice}/answer").status_code == 405
     assert small_study.records()[0].answer is None
+
+
+def test_the_time_on_a_scan_is_stored_as_measured_or_refused(client, small_study):
+    """elapsed_ms is the rater's data: 0 and fractions of a millisecond are stored as sent, an
+    absent one as unknown; a value that is no time (negative, not a number, JSON true, which
+    Python counts as the integer 1) is refused with a reason and the answer is not saved, so
+    it can be sent again with its true time."""
+    alice = _tokens(small_study)[0]
+
+    def post(elapsed):
+        item = client.get(f"/r/{alice}/state").get_json()["item"]["id"]
+        body = json.dumps({"item": item, "answer": "real", "elapsed_ms": elapsed})
+        return client.post(f"/r/{alice}/answer", data=body, content_type="application/json")
+
+    for bad in (True, -1, -0.5, "1200", [1], float("nan"), float("inf")):
+        response = post(bad)
+        assert response.status_code == 400, bad
+        assert "elapsed_ms" in response.get_json()["error"], bad
+    assert small_study.records()[0].answer is None  # nothing saved by the refused answers
+    for good in (0, 0.4, 1200, 10**10):
+        assert post(good).status_code == 200, good
+    item = client.get(f"/r/{alice}/state").get_json()["item"]["id"]
+    assert (
+        client.post(f"/r/{alice}/answer", json={"item": item, "answer": "real"}).status_code == 200
+    )
+    stored = [r.elapsed_ms for r in small_study.records() if r.rater == "alice"][:5]
+    assert stored == [0, 0.4, 1200, 10**10, None]
+    with pytest.raises(ValueError, match="elapsed_ms"):  # the library refuses it too
+        small_study.submit(small_study.raters()[0], item, "real", elapsed_ms=True)
 
 
 def _walk(client, token):

@@ -6,7 +6,8 @@ missing page):
 - ``/r/<rater token>``: the rating page (the same HTML for everyone);
 - ``/r/<rater token>/state``: progress and the current item's opaque identifier;
 - ``/r/<rater token>/img/<item id>``: the current item's sprite sheet (PNG), nothing else;
-- ``/r/<rater token>/answer`` (POST, JSON): the answer to the current item, once (409
+- ``/r/<rater token>/answer`` (POST, JSON): the answer to the current item, once, with the
+  time on the scan stored as sent (400 when ``elapsed_ms`` is not a number >= 0; 409
   ``already_saved`` when the same answer to that item is stored already, as when a reply
   was lost and the page sent it again; 409 ``already_answered`` or ``not_current`` when this
   answer was not saved);
@@ -38,7 +39,14 @@ from ratgan.turing.stats import (
     table3_rows,
 )
 from ratgan.turing.server import MAX_BODY, listening, make_server
-from ratgan.turing.study import ANSWERS, Rater, Record, Study, format_duration
+from ratgan.turing.study import (
+    ANSWERS,
+    Rater,
+    Record,
+    Study,
+    check_elapsed_ms,
+    format_duration,
+)
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _ITEM = re.compile(r"^[0-9a-f]{32}$")
@@ -167,11 +175,12 @@ def rate_answer(token: str) -> tuple[Response, int]:
     if not isinstance(payload, dict):
         return jsonify(error="expected a JSON object"), 400
     item, answer = payload.get("item"), payload.get("answer")
-    elapsed = payload.get("elapsed_ms")
     if not isinstance(item, str) or not _ITEM.match(item) or answer not in ANSWERS:
         return jsonify(error="expected an item id and an answer 'real' or 'synthetic'"), 400
-    if not (isinstance(elapsed, int) and 0 <= elapsed < 10**9):
-        elapsed = None
+    try:
+        elapsed = check_elapsed_ms(payload.get("elapsed_ms"))
+    except ValueError as exc:  # not saved, so the answer can be sent again with its time
+        return jsonify(error=str(exc)), 400
     result = _the_study().submit(rater, item, answer, elapsed)
     if result.saved:
         return jsonify(status="saved"), 200

@@ -117,7 +117,9 @@ class Record:
     path: str
     answer: str | None
     answered_at: str | None
-    elapsed_ms: int | None
+    elapsed_ms: float | None
+    """Time on the scan in milliseconds as the page measured it (an int from the rating page,
+    which rounds); None when not sent."""
 
     @property
     def filename(self) -> str:
@@ -154,6 +156,30 @@ def study_file(study: str | os.PathLike) -> Path:
     """The SQLite file of a study given its folder or the file itself."""
     path = Path(study)
     return path / STUDY_FILENAME if path.is_dir() else path
+
+
+MAX_ELAPSED_MS = 2**63 - 1
+"""The largest time on a scan stored (SQLite's largest integer), far beyond any real one."""
+
+
+def check_elapsed_ms(value: object) -> float | None:
+    """``value`` unchanged when it is a time on a scan in milliseconds (a number from 0 to
+    ``MAX_ELAPSED_MS``), or None; ValueError saying why otherwise.
+
+    0 and fractions of a millisecond are measurements like any other and are kept as they are.
+    A bool is refused although Python counts True as the integer 1: stored, it would be a
+    time of 1 ms that nobody measured.
+    """
+    if value is None:
+        return None
+    # NaN fails both comparisons and infinity the upper one
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"elapsed_ms must be a number of milliseconds, got {value!r:.40}")
+    if not 0 <= value <= MAX_ELAPSED_MS:
+        raise ValueError(
+            f"elapsed_ms must be from 0 to {MAX_ELAPSED_MS} milliseconds, got {value!r:.40}"
+        )
+    return value
 
 
 def _now() -> str:
@@ -680,11 +706,15 @@ class Study:
         return bytes(row[0])
 
     def submit(
-        self, rater: Rater, public_id: str, answer: str, elapsed_ms: int | None = None
+        self, rater: Rater, public_id: str, answer: str, elapsed_ms: float | None = None
     ) -> SubmitResult:
-        """Record the answer to the rater's current item in one transaction; never overwrites."""
+        """Record the answer to the rater's current item in one transaction; never overwrites.
+
+        ``elapsed_ms`` is stored as given (:func:`check_elapsed_ms` refuses what is no time).
+        """
         if answer not in ANSWERS:
             raise ValueError(f"answer must be one of {ANSWERS}")
+        check_elapsed_ms(elapsed_ms)
         with self.connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
