@@ -327,6 +327,39 @@ def test_progress_and_current_scan_agree_when_another_tab_answers_meanwhile(
     assert small_study.state(alice)["done"] == 1
 
 
+def test_rater_tokens_are_compared_in_constant_time(small_study, monkeypatch):
+    """A token compared by SQL's = (or a dict) stops at its first wrong byte, so response
+    times could let a client find a token byte by byte. Every rater's token must be compared
+    with hmac.compare_digest, whether the given token matches one, nearly matches or not."""
+    import hmac
+
+    alice, bob = small_study.raters()
+    compared, original = [], hmac.compare_digest
+
+    def compare_digest(a, b):
+        compared.append({bytes(a), bytes(b)})
+        return original(a, b)
+
+    monkeypatch.setattr("ratgan.turing.study.hmac.compare_digest", compare_digest)
+    tokens = {r.token.encode() for r in (alice, bob)}
+    for given, owner in (
+        (bob.token, bob),
+        (alice.token, alice),
+        (alice.token[:-1] + ("A" if alice.token[-1] != "A" else "B"), None),
+        (alice.token[:-1], None),
+        (alice.token + "x", None),
+        ("x" * 32, None),
+        ("", None),
+        ("é" * 32, None),
+    ):
+        compared.clear()
+        assert small_study.rater_by_token(given) == owner, given
+        # every rater's token against the given one, none skipped after a match
+        assert sorted(compared, key=sorted) == sorted(
+            ({given.encode(), t} for t in tokens), key=sorted
+        ), given
+
+
 def test_finished_rater(small_study):
     bob = small_study.raters()[1]
     for _ in range(7):

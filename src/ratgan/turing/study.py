@@ -663,12 +663,18 @@ class Study:
         return [Rater(*row) for row in rows]
 
     def rater_by_token(self, token: str) -> Rater | None:
-        """The rater owning this token, or None."""
-        with self.connect() as conn:
-            row = conn.execute(
-                "SELECT id, name, expertise, token FROM rater WHERE token = ?", (token,)
-            ).fetchone()
-        return Rater(*row) if row else None
+        """The rater owning this token, or None.
+
+        The token is compared with every rater's in constant time (``hmac.compare_digest``),
+        never looked up by SQL's ``=`` or a dict: those stop at the first differing byte, and
+        response times could then let a client find a token byte by byte.
+        """
+        given = token.encode()
+        found = None
+        for rater in self.raters():  # all of them, also after a match
+            if hmac.compare_digest(given, rater.token.encode()):
+                found = rater
+        return found
 
     @staticmethod
     def _current(conn: sqlite3.Connection, rater_id: int) -> tuple[int, int, str, int] | None:
