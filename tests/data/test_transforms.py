@@ -144,3 +144,27 @@ def test_label_channels_round_trip():
     soft = torch.tensor([-0.2, 0.3, 0.1]).view(1, 3, 1, 1, 1)
     assert channels_to_labels(soft).item() == 2
     assert channels_to_labels(-soft.abs()).item() == 0
+
+
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_padding_of_a_scan_with_negative_values_is_its_background(downsample):
+    """Padding took the value 0 of the scan's own units: a scan in [-500, 1500] (background
+    -500) was padded with slices that the min/max rescaling put at -0.5, a mid-grey frame
+    around a black background, instead of at -1 with the background."""
+    vol = np.full((13, 12, 8), -500.0, np.float32)  # 13: pooling by 2 pads it to 14 first
+    vol[4:8, 4:8, 2:6] = 1500.0
+    vol[4:8, 4:8, 6:8] = 500.0
+    out, info = preprocess(vol, (16, 16, 16), downsample=downsample)
+    assert (info.vmin, info.vmax) == (-500.0, 1500.0)
+    # by hand: -500 -> -1, 500 -> 0, 1500 -> 1; everything but the block is background
+    expected = np.full((16, 16, 16), -1.0, np.float32)
+    if downsample == 1:  # 13x12x8 sits at [1:14, 2:14, 4:12] of the 16^3 cube
+        expected[5:9, 6:10, 6:10] = 1.0
+        expected[5:9, 6:10, 10:12] = 0.0
+    else:  # pooled to 7x6x4 at [4:11, 5:11, 6:10]; the blocks are whole 2^3 blocks
+        expected[6:8, 7:9, 7:9] = 1.0
+        expected[6:8, 7:9, 9:10] = 0.0
+    np.testing.assert_array_equal(out, expected)
+    # a non-negative scan keeps the paper's zero padding: 0 is below its minimum, and -1
+    positive, positive_info = preprocess(vol + 600.0, (16, 16, 16), downsample=downsample)
+    assert positive_info.vmin == 0.0 and np.all(positive[:, :, :4] == -1.0)

@@ -1,7 +1,8 @@
 """The paper's preprocessing (docs/method.md section 1) and its exact inverse.
 
-Forward: optional average pooling by an integer factor, centred zero pad/crop to the
-network's cube, min/max rescale to [-1, 1].  Inverse: rescale back to the recorded range,
+Forward: optional average pooling by an integer factor, centred pad/crop to the network's
+cube (with zeros, or the scan's minimum when it holds negative values), min/max rescale to
+[-1, 1].  Inverse: rescale back to the recorded range,
 crop back, trilinear upsampling.  Label maps follow the same geometry with majority pooling
 and nearest upsampling.
 
@@ -137,15 +138,28 @@ def _check_3d(volume: npt.ArrayLike, what: str) -> AnyArray:
     return array
 
 
+def _padding_value(volume: FloatArray) -> float:
+    """What :func:`preprocess` pads ``volume`` with: 0, or its minimum when that is negative.
+
+    The rescaling maps the padded volume's minimum to -1, the background.  For a non-negative
+    (magnitude) scan 0 is at or below its minimum, so the paper's zero padding is that
+    background and leaves the scaling as it was; a scan with negative values (e.g. in
+    [-500, 1500]) would see zero padding rescaled to mid-grey, so it is padded with its
+    minimum, which the rescaling maps to -1 as well.
+    """
+    return min(0.0, float(volume.min()))
+
+
 def preprocess(
     volume: npt.ArrayLike, target_shape: Sequence[int] = (64, 64, 64), downsample: int = 1
 ) -> tuple[FloatArray, PreprocessInfo]:
     """Turn a 3-D scan into a float32 volume of ``target_shape`` in [-1, 1] (docs/method.md §1).
 
-    Steps: (1) when ``downsample`` > 1, zero-pad (centred) to a multiple of it and
-    average-pool by it; (2) centred zero pad/crop to ``target_shape``; (3) min/max rescale to
-    [-1, 1] over the padded volume (so zero padding maps to -1 for non-negative magnitude
-    scans).  A constant volume (max == min) maps to all -1, and inverts to its constant.
+    Steps: (1) when ``downsample`` > 1, pad (centred) to a multiple of it and average-pool by
+    it; (2) centred pad/crop to ``target_shape``; (3) min/max rescale to [-1, 1] over the
+    padded volume.  Both pads use 0, or the volume's minimum when it is negative
+    (:func:`_padding_value`), so padding always maps to -1, the background.  A constant
+    volume (max == min) maps to all -1, and inverts to its constant.
     """
     array = _check_3d(volume, "volume")
     if downsample < 1:
@@ -156,11 +170,11 @@ def preprocess(
     if downsample > 1:
         info0 = PreprocessInfo(source_shape, 0.0, 0.0, downsample)
         padded = tuple(p * downsample for p in info0.pooled_shape)
-        x = center_pad_crop(x, padded, fill=0.0)
+        x = center_pad_crop(x, padded, fill=_padding_value(x))
         x = F.avg_pool3d(
             torch.from_numpy(np.ascontiguousarray(x))[None, None], kernel_size=downsample
         )[0, 0].numpy()
-    x = center_pad_crop(x, tuple(int(s) for s in target_shape), fill=0.0)
+    x = center_pad_crop(x, tuple(int(s) for s in target_shape), fill=_padding_value(x))
     vmin, vmax = float(x.min()), float(x.max())
     out = (x - vmin) * (2.0 / (vmax - vmin)) - 1.0 if vmax > vmin else np.full_like(x, -1.0)
     info = PreprocessInfo(
@@ -187,7 +201,7 @@ def inverse_preprocess(volume: npt.ArrayLike, info: PreprocessInfo) -> FloatArra
     """Undo :func:`preprocess`: [-1, 1] -> [vmin, vmax], crop back, upsample to the source shape.
 
     Works on the last three axes (leading axes allowed).  Regions that preprocessing cropped
-    away come back as zeros (the padding value).  Exact (float32 rounding) when
+    away come back as zeros.  Exact (float32 rounding) when
     ``downsample`` is 1; otherwise upsampling is trilinear.  Returns float32.
     """
     x: FloatArray = np.asarray(volume, dtype=np.float64)
