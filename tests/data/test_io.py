@@ -239,6 +239,30 @@ def test_list_scans_layouts(tmp_path, rng, h):
     assert [e.image for e in list_scans(flat / "a.nii")] == [flat / "a.nii"]
 
 
+def test_folders_and_files_named_with_brackets_are_listed(tmp_path, rng, h):
+    """glob read the brackets of an existing folder such as scans[2024]/ in a pattern as a
+    character class: the pattern matched the scans of scans2/ instead, or nothing."""
+    data = h.random_scan(rng, (4, 4, 4))
+    dated = tmp_path / "scans[2024]"
+    for name in ("a.nii.gz", "b[1].nii.gz"):
+        h.save(dated / name, data)
+    h.save(tmp_path / "scans2" / "decoy.nii.gz", data)  # what the character class matches
+    h.save(dated / "sub" / "c.nii.gz", data)
+    named = [e.image.name for e in list_scans(str(dated / "*.nii.gz"))]
+    assert named == ["a.nii.gz", "b[1].nii.gz"]
+    deep = [e.image.relative_to(dated) for e in list_scans(str(dated / "**" / "*.nii.gz"))]
+    assert [str(p) for p in deep] == ["a.nii.gz", "b[1].nii.gz", "sub/c.nii.gz"]
+    # the folder itself, and one file, were never patterns
+    assert [e.image.name for e in list_scans(dated)] == ["a.nii.gz", "b[1].nii.gz"]
+    assert list_scans(dated / "b[1].nii.gz")[0].image == dated / "b[1].nii.gz"
+    # a pattern whose bracketed folder does not exist is still a pattern
+    assert [e.image.name for e in list_scans(str(tmp_path / "scans[12]" / "*.nii.gz"))] == [
+        "decoy.nii.gz"
+    ]
+    with pytest.raises(RatganError, match=r"write \[\[\] and \[\]\] for a bracket"):
+        list_scans(str(dated / "b[1]*.nii.gz"))  # [1] matches "1", not "[1]"
+
+
 def test_scans_beside_an_images_folder_are_named_as_ignored(tmp_path, rng, h, caplog):
     data = h.random_scan(rng, (4, 4, 4))
     root = tmp_path / "ds"

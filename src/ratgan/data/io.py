@@ -808,14 +808,42 @@ def _from_folder(src: Path) -> list[ScanEntry]:
     return entries
 
 
+def _literal_folders(pattern: str) -> str:
+    """``pattern`` with its leading folders escaped as far as they exist as written.
+
+    glob reads ``[`` ``]`` (and ``*``, ``?``) in every part of a pattern, so an existing
+    folder named e.g. ``scans[2024]`` would be a character class matching ``scans2/`` or
+    nothing.  A folder that exists under its literal name is meant by that name; the parts
+    from the first one that does not (the last part always) stay a pattern.
+    """
+    parts = Path(pattern).parts
+    base = Path()
+    taken = 0
+    for part in parts[:-1]:
+        if not (base / part).is_dir():
+            break
+        base, taken = base / part, taken + 1
+    if taken == 0:
+        return pattern
+    return str(Path(glob.escape(str(base)), *parts[taken:]))
+
+
 def _from_pattern(pattern: str) -> list[ScanEntry]:
-    """The NIfTI files a glob pattern matches (``**`` recursive), sorted."""
-    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if is_nifti_path(p))
+    """The NIfTI files a glob pattern matches (``**`` recursive), sorted; its leading folders
+    that exist as written are taken literally (:func:`_literal_folders`)."""
+    found = glob.glob(_literal_folders(pattern), recursive=True)
+    matches = sorted(Path(p) for p in found if is_nifti_path(p))
     for p in matches:
         _refuse_dangling(p, "scan")
     files = [p for p in matches if p.is_file()]
     if not files:
-        raise RatganError(f"pattern {pattern} matches no .nii or .nii.gz files.")
+        hint = (
+            " (glob reads [...] as one of the characters inside: write [[] and []] for a "
+            "bracket in a name)"
+            if "[" in pattern
+            else ""
+        )
+        raise RatganError(f"pattern {pattern} matches no .nii or .nii.gz files{hint}.")
     return [ScanEntry(image=f) for f in files]
 
 
@@ -878,10 +906,12 @@ def list_scans(source: str | Path, require_labels: bool = False) -> list[ScanEnt
     file names in a sibling ``labels/`` folder; any other folder holds scans directly, with
     label maps of the same names in an optional ``labels/`` subfolder.  A CSV
     file has columns ``image`` and optionally ``label`` (relative paths are relative to the
-    CSV).  With ``require_labels`` every scan must have a label map.  A scan file listed twice
-    (a symlink to another, a repeated CSV row), and a source that lists the label maps of such
-    a folder as scans (its labels/ folder, a glob pattern or CSV naming them), are refused,
-    and so is a scan or label map that is a symbolic link to a missing file.
+    CSV).  A pattern's leading folders that exist as written are read literally, brackets
+    included (``scans[2024]/*.nii.gz``).  With ``require_labels`` every scan must have a label
+    map.  A scan file listed twice (a symlink to another, a repeated CSV row), and a source
+    that lists the label maps of such a folder as scans (its labels/ folder, a glob pattern or
+    CSV naming them), are refused, and so is a scan or label map that is a symbolic link to a
+    missing file.
     """
     text = str(source)
     src = Path(source)
