@@ -128,3 +128,36 @@ def test_4d_scans_averaged_into_a_cohort_are_warned_about_once(tmp_path, rng, h,
         cfg = DataConfig(target_shape=(8, 8, 8), volume_index=0)
         load_cohort(tmp_path, cfg, progress=False)
     assert not caplog.records
+
+
+def test_label_maps_named_after_no_scan_are_warned_about_once(tmp_path, rng, h, caplog):
+    """Label maps whose file names match no scan (rat00_seg.nii.gz beside rat00.nii.gz) were
+    left out without a word when the run needs no labels: the user never heard they were
+    misnamed."""
+    root = _write_cohort(tmp_path / "ds", rng, h, n=3, labels=False)
+    for i in range(3):
+        h.save(root / "labels" / f"rat{i:02d}_seg.nii.gz", h.blob_labels(rng, (12, 12, 8)))
+    cfg = DataConfig(target_shape=(16, 16, 16))
+    with caplog.at_level(logging.WARNING):
+        cohort = load_cohort(root, cfg, progress=False)
+    assert len(cohort) == 3 and cohort.labels is None  # read, not refused
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    message = record.getMessage()
+    assert "holds 3 label maps named after no scan" in message
+    assert "rat00_seg.nii.gz" in message
+    assert str(root / "labels") in message
+    # maps named after their scans (here all but one) say nothing of the kind
+    for i in range(3):
+        (root / "labels" / f"rat{i:02d}_seg.nii.gz").rename(root / "labels" / f"rat{i:02d}.nii.gz")
+    (root / "labels" / "rat02.nii.gz").rename(root / "labels" / "rat2.nii.gz")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_cohort(root, cfg, progress=False)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(messages) == 2 and "2 of 3 scans" in messages[0]  # the partial-labels warning
+    assert "1 label map named" in messages[1] and "rat2.nii.gz" in messages[1]
+    (root / "labels" / "rat2.nii.gz").unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_cohort(root, cfg, progress=False)
+    assert "after no scan" not in caplog.text

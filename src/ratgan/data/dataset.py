@@ -28,6 +28,7 @@ from ratgan.data.io import (
     read_label,
     read_scan,
     same_voxel_size,
+    unmatched_label_maps,
 )
 from ratgan.data.transforms import (
     PreprocessInfo,
@@ -73,10 +74,12 @@ def load_cohort(
     labels (a warning is logged) unless ``require_labels``, which makes a missing label map an
     error.  All scans must share one shape, one orientation and one voxel size (within
     :data:`VOXEL_SIZE_RTOL`), none may hold one value in every voxel and no label map may be
-    background only; 4-D scans averaged to one volume are warned about.
+    background only; 4-D scans averaged to one volume, and label maps in a folder's
+    ``labels/`` named after no scan, are warned about.
     """
     entries = list_scans(source, require_labels=require_labels)
     cohort = load_entries(entries, data_cfg, progress, str(source))
+    _warn_unmatched_labels(Path(source))
     # a new cohort only: a run recorded before this check still resumes (its batches index
     # the recorded scans, so one cannot be left out)
     refuse_duplicate_volumes([e.image for e in entries], cohort.images, "scan")
@@ -152,6 +155,22 @@ def load_entries(
             averaged[0][1],
         )
     return Cohort(images, labels, entries, infos, orientations, voxel_sizes)
+
+
+def _warn_unmatched_labels(source: Path) -> None:
+    """Warn, once for the cohort, about the label maps of ``source``'s ``labels/`` folder that
+    are named after no scan: they are left out, and a run without label channels needs none,
+    so a user who misnamed them (rat01_seg.nii.gz for rat01.nii.gz) would never hear of it."""
+    unmatched = unmatched_label_maps(source)
+    if unmatched:
+        log.warning(
+            "%s holds %d label map%s named after no scan (such as %s), left unread: a label "
+            "map is read under its scan's file name only, so rename misnamed ones",
+            unmatched[0].parent,
+            len(unmatched),
+            "" if len(unmatched) == 1 else "s",
+            unmatched[0].name,
+        )
 
 
 def _refuse_blank(path: Path, data: np.ndarray) -> None:

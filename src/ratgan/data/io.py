@@ -780,14 +780,20 @@ def _from_csv(csv_path: Path) -> list[ScanEntry]:
     return entries
 
 
+def _folder_layout(src: Path) -> tuple[Path, Path]:
+    """The folder of a folder source's scans (its ``images/`` subfolder if it has one, else
+    itself) and that of their label maps (``src/labels/``)."""
+    images_dir = src / "images"
+    return (images_dir if images_dir.is_dir() else src), src / "labels"
+
+
 def _from_folder(src: Path) -> list[ScanEntry]:
     """The scans of a folder (in its ``images/`` subfolder if it has one, with a warning naming
     scans left beside it) with the label maps of the same names in ``src/labels/`` (beside
     ``images/``, or e.g. the output folder of ``ratgan generate``)."""
-    images_dir = src / "images"
-    scans_dir = images_dir if images_dir.is_dir() else src
+    scans_dir, labels_dir = _folder_layout(src)
     files = _nifti_files(scans_dir)
-    if scans_dir is images_dir:
+    if scans_dir != src:  # an images/ folder
         beside = _nifti_files(src, dangling_ok=True)  # not read: named in a warning only
         if beside:
             log.warning(
@@ -799,13 +805,26 @@ def _from_folder(src: Path) -> list[ScanEntry]:
             )
     if not files:
         raise RatganError(f"folder {scans_dir} holds no .nii or .nii.gz files.")
-    labels_dir = src / "labels"
     entries = []
     for f in files:
         lab = labels_dir / f.name
         _refuse_dangling(lab, "label")
         entries.append(ScanEntry(image=f, label=lab if lab.is_file() else None))
     return entries
+
+
+def unmatched_label_maps(source: str | Path) -> list[Path]:
+    """The label maps in a folder source's ``labels/`` folder whose file names are those of
+    none of its scans, sorted: :func:`list_scans` pairs a map with the scan of its name only,
+    so it leaves these out.  Empty for a source that is not a folder."""
+    src = Path(source)
+    if not src.is_dir():
+        return []
+    scans_dir, labels_dir = _folder_layout(src)
+    if not labels_dir.is_dir():
+        return []
+    names = {p.name for p in _nifti_files(scans_dir, dangling_ok=True)}
+    return [p for p in _nifti_files(labels_dir, dangling_ok=True) if p.name not in names]
 
 
 def _literal_folders(pattern: str) -> str:
