@@ -62,3 +62,31 @@ def test_a_rerun_that_asks_for_another_demo_is_refused_before_any_work(tmp_path,
     assert (_scans(tmp_path / "phantom"), (tmp_path / "run" / "config.yaml").read_bytes()) == before
     # the same demo with more iterations goes on
     run_demo(tmp_path, config="tiny", codes="prior", **{**args, "iterations": 3})
+
+
+class _Started(Exception):
+    """Raised where the demo would lock its folder and start work."""
+
+
+def test_a_kde_width_with_prior_codes_is_refused_by_the_api_as_by_the_cli(tmp_path, monkeypatch):
+    """run_demo(codes="prior", kde_width=0.5) drew prior codes and ignored the width without a
+    word, where ``ratgan demo --codes prior --kde-width 0.5`` is refused."""
+    import ratgan.demo
+    from ratgan.cli import main
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise _Started
+
+    monkeypatch.setattr(ratgan.demo, "FolderLock", started)  # no demo runs in this test
+    out = tmp_path / "demo"
+    with pytest.raises(RatganError, match=r"^--kde-width 0.5 is for --codes kde; ") as caught:
+        ratgan.demo.run_demo(out, codes="prior", kde_width=0.5, progress=False)
+    assert str(caught.value).count(". ") == 0 and str(caught.value).endswith(".")
+    assert not out.exists()
+    # prior codes without a width, and kde codes with or without one, go on to the work
+    for kwargs in ({"codes": "prior"}, {"codes": "kde"}, {"codes": "kde", "kde_width": 0.5}):
+        with pytest.raises(_Started):
+            ratgan.demo.run_demo(out, progress=False, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(_Started):
+        main(["demo", "--out", str(out), "--codes", "prior", "--no-progress"])
+    assert main(["demo", "--out", str(out), "--codes", "prior", "--kde-width", "0.5"]) == 2

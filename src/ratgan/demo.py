@@ -47,20 +47,24 @@ def run_demo(
     heldout: int = 32,
     config: str = "demo",
     codes: str = "kde",
-    kde_width: float = 1.5,
+    kde_width: float | None = None,
 ) -> Path:
     """Run the demo into ``out`` and return the path of its Markdown report.
 
     ``subjects`` phantom scans train the GAN; ``heldout`` more subjects of the same cohort,
     never seen by it, are the real reference of the evaluation.  The scans are generated with
-    ``codes`` (``kde``: a kernel density of width ``kde_width`` around the encoder's codes of
-    the training scans, measured closer to the held-out scans than prior codes; ``prior``).
+    ``codes`` (``kde``: a kernel density of width ``kde_width``, default 1.5, around the
+    encoder's codes of the training scans, measured closer to the held-out scans than prior
+    codes; ``prior``).  A ``kde_width`` with ``prior`` codes raises RatganError, as the
+    command line does, before any work.
     """
     from ratgan.evaluation.tracking import quality_probe_factory
     from ratgan.generation import generate_scans
+    from ratgan.generation.code_density import kde_width_for
     from ratgan.training.figures import plot_loss_curves, plot_quality_curves
     from ratgan.training.run import train
 
+    width = kde_width_for(codes, kde_width)
     out = Path(out)
     # the stages lock their own folders inside this one (the lock is re-entrant per process)
     with FolderLock(out, "ratgan demo") as lock:
@@ -102,7 +106,7 @@ def run_demo(
                 device=device,
                 progress=progress,
                 codes=codes,
-                kde_width=kde_width,
+                kde_width=width,
             )
 
         with _stage("figures", timings, progress):
@@ -115,7 +119,7 @@ def run_demo(
 
         report = out / "report.md"
         sampling = (
-            f"codes from a kernel density of width {kde_width:g} around the encoder's codes of "
+            f"codes from a kernel density of width {width:g} around the encoder's codes of "
             "the training scans (`--codes kde`; the memorisation table below checks them for "
             "near-copies)"
             if codes == "kde"

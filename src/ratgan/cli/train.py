@@ -317,18 +317,11 @@ def _train_ldm(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _kde_width(args: argparse.Namespace) -> float:
-    """The --kde-width of ``generate`` and ``demo`` (1.5 when not given); refused without
-    --codes kde, where it would change nothing without a word (prior codes have no width)."""
-    from ratgan.errors import RatganError
+    """The --kde-width of ``generate`` (1.5 when not given); refused without --codes kde, where
+    it would change nothing without a word (prior codes have no width)."""
+    from ratgan.generation.code_density import kde_width_for
 
-    if args.kde_width is None:
-        return 1.5
-    if args.codes != "kde":
-        raise RatganError(
-            f"--kde-width {args.kde_width:g} is for --codes kde; these scans would be drawn "
-            "from the prior regardless, so add --codes kde or leave the width out."
-        )
-    return float(args.kde_width)
+    return kde_width_for(args.codes, args.kde_width)
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -375,7 +368,7 @@ def run_demo(args: argparse.Namespace) -> int:
         heldout=args.heldout,
         config=args.config,
         codes=args.codes,
-        kde_width=_kde_width(args),
+        kde_width=args.kde_width,  # run_demo refuses it without --codes kde, as generate does
         iterations=args.iterations,
         n_synthetic=args.n_synthetic,
         seed=args.seed,

@@ -19,8 +19,30 @@ import numpy as np
 import torch
 
 from ratgan.config import Config
+from ratgan.errors import RatganError
 from ratgan.models.discriminator import Encoder
 from ratgan.training import checkpoint as ckpt
+
+DEFAULT_KDE_WIDTH = 1.5
+"""The kernel width of ``--codes kde`` when none is given, in prior standard deviations."""
+
+
+def kde_width_for(codes: str, kde_width: float | None) -> float:
+    """The kernel width to draw ``codes`` with: ``kde_width``, or :data:`DEFAULT_KDE_WIDTH`
+    when it is None.
+
+    A width given with codes other than ``kde`` raises RatganError instead of being dropped:
+    prior codes have no width, so it would change nothing without a word.  The one check of
+    ``ratgan generate``, ``ratgan demo`` and :func:`ratgan.demo.run_demo`.
+    """
+    if kde_width is None:
+        return DEFAULT_KDE_WIDTH
+    if codes != "kde":
+        raise RatganError(
+            f"--kde-width {kde_width:g} is for --codes kde; these scans would be drawn "
+            "from the prior regardless, so add --codes kde or leave the width out."
+        )
+    return float(kde_width)
 
 
 @torch.no_grad()
