@@ -84,3 +84,56 @@ def test_run_folder_source_generates_joint_scans(tiny_real, tmp_path, capsys):
     assert main(args + ["--allow-overlap", "--reference", str(other)]) == 2
     err = capsys.readouterr().err
     assert "round-00 holds scans written with the reference scan" in err and other.name in err
+
+
+def _joint_run(tiny_real, folder):
+    """A two-iteration joint run (scan and label channels) trained on every real scan."""
+    from ratgan.config import load_config
+    from ratgan.training.run import train
+
+    cfg = load_config(
+        "tiny", {"train.iterations": 2, "model.channels": 4, "data.label_channels": True}
+    )
+    train(cfg, tiny_real, folder, progress=False)
+    return folder
+
+
+def _options(tiny_real, run, out, tests):
+    from ratgan.segmentation.state import BenchOptions
+
+    return BenchOptions(
+        real=str(tiny_real),
+        synthetic=str(run),
+        out=str(out),
+        tests=tests,
+        seeds=1,
+        labels="joint",
+        allow_overlap=True,  # the tiny run saw every real scan
+        gate_margin=1000,
+        gate_probe=0,
+        shape=(16, 16, 8),
+        channels=(4, 8),
+        max_epochs=1,
+        progress=False,
+    )
+
+
+def test_rounds_are_generated_from_the_checkpoint_the_benchmark_recorded(tiny_real, tmp_path):
+    """The run's training goes on while the benchmark runs and saves a newer checkpoint after
+    segbench recorded the newest one: the scans must come from the recorded checkpoint (the
+    one segbench.json names and a rerun compares), not from whichever is newest when a round
+    is generated."""
+    import shutil
+
+    from ratgan.segmentation.bench import Benchmark
+
+    run = _joint_run(tiny_real, tmp_path / "run")
+    newest = sorted((run / "checkpoints").glob("ckpt_*.pt"))[-1]
+    out = tmp_path / "bench"
+    bench = Benchmark(_options(tiny_real, run, out, [2]))  # the data are recorded here
+    shutil.copy(newest, run / "checkpoints" / "ckpt_0000900.pt")  # saved by the training
+    bench.run()
+    recorded = json.loads((out / "segbench.json").read_text())["data"]["synthetic"]
+    manifest = json.loads((out / "synthetic" / "round-00" / "manifest.json").read_text())
+    assert list(recorded) == [str(newest.resolve())]
+    assert manifest["settings"]["checkpoint"] == str(newest.resolve())

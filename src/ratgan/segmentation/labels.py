@@ -501,11 +501,21 @@ def _check_round(state: BenchState, src: Path, folder: Path, reference: str) -> 
         )
 
 
+def _recorded_checkpoint(state: BenchState) -> str | None:
+    """The run's checkpoint whose digest the benchmark recorded (``data['synthetic']``), or
+    None when the run had none (generation then says so)."""
+    recorded = sorted((state.data.get("synthetic") or {}).keys())
+    return recorded[0] if recorded else None
+
+
 def _generate_rounds(state: BenchState, src: Path, records: list[dict], gate_set) -> None:
     from ratgan.generation import generate_scans
     from ratgan.generation.output import is_complete_set
 
     opt = state.opt
+    # the checkpoint recorded when the benchmark started, not the run's newest one now: a run
+    # still training saves newer ones meanwhile, whose scans would join the pool unrecorded
+    checkpoint = _recorded_checkpoint(state)
     n_ok, n_all = 0, 0
     for rnd in range(MAX_ROUNDS):
         if n_ok >= state.needed:
@@ -524,6 +534,7 @@ def _generate_rounds(state: BenchState, src: Path, records: list[dict], gate_set
                 folder,
                 seed=1000 + rnd,
                 reference=reference,
+                checkpoint=checkpoint,
                 device=opt.device,
                 progress=opt.progress,
                 prefix=f"r{rnd:02d}",
