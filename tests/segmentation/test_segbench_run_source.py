@@ -137,3 +137,38 @@ def test_rounds_are_generated_from_the_checkpoint_the_benchmark_recorded(tiny_re
     manifest = json.loads((out / "synthetic" / "round-00" / "manifest.json").read_text())
     assert list(recorded) == [str(newest.resolve())]
     assert manifest["settings"]["checkpoint"] == str(newest.resolve())
+
+
+def test_a_call_needing_fewer_synthetic_scans_keeps_every_finished_round(
+    tiny_real, tmp_path, monkeypatch
+):
+    """A gate that rejects every other scan makes test 3 need two rounds; a later call for
+    test 2 alone needs fewer scans than round-00 holds, yet its pool, quality_gate.json and
+    segbench.json must stay those of both rounds: test 3's finished run trained on scans of
+    round-01, whose verdicts would otherwise be dropped from the records."""
+    import numpy as np
+
+    from ratgan.segmentation.bench import Benchmark
+    from ratgan.segmentation.quality_gate import QualityGate
+
+    check = QualityGate.check
+
+    def every_other(self, labels):
+        res = check(self, labels)
+        res.accepted = np.arange(len(res.accepted)) % 2 == 0
+        res.reasons = ["" if ok else "GM fraction rejected by the test" for ok in res.accepted]
+        return res
+
+    monkeypatch.setattr(QualityGate, "check", every_other)
+    run = _joint_run(tiny_real, tmp_path / "run")
+    out = tmp_path / "bench"
+    Benchmark(_options(tiny_real, run, out, [3])).run()
+    rounds = sorted(p.name for p in (out / "synthetic").iterdir())
+    assert rounds == ["round-00", "round-01"]
+    gate = json.loads((out / "quality_gate.json").read_text())
+    pool = json.loads((out / "segbench.json").read_text())["counts"]["synthetic_pool"]
+    assert {r["round"] for r in gate["scans"]} == set(rounds)
+
+    Benchmark(_options(tiny_real, run, out, [2])).run()
+    assert json.loads((out / "quality_gate.json").read_text()) == gate
+    assert json.loads((out / "segbench.json").read_text())["counts"]["synthetic_pool"] == pool

@@ -327,9 +327,9 @@ class Benchmark:
         self, plans: list[PlannedTest], pool: SegSet, finished: set[tuple[int, int]]
     ) -> None:
         """plan.json: the scans each (test, seed) trains on, by file name. The rows of runs
-        ``finished`` by an earlier call stay as that call wrote them (the pool, and so the plan
-        drawn from it, can differ between calls that ask for other tests), and so do rows of
-        runs this call does not plan."""
+        ``finished`` by an earlier call stay as that call wrote them (the pool of a run folder,
+        and so the plan drawn from it, grows when a call asks for tests that need more
+        synthetic scans), and so do rows of runs this call does not plan."""
         real, split = self.state.real, self.state.split
         path = self.out / "plan.json"
         old_rows = json.loads(path.read_text())["runs"] if path.is_file() else []

@@ -518,11 +518,15 @@ def _generate_rounds(state: BenchState, src: Path, records: list[dict], gate_set
     checkpoint = _recorded_checkpoint(state)
     n_ok, n_all = 0, 0
     for rnd in range(MAX_ROUNDS):
-        if n_ok >= state.needed:
-            break
         folder = state.out / "synthetic" / f"round-{rnd:02d}"
+        complete = is_complete_set(folder)
+        # a round an earlier call finished stays in the pool even when enough scans passed
+        # without it: finished runs may have trained on its scans, and a call asking for fewer
+        # tests would otherwise drop them, and their verdicts, from the pool and the records
+        if n_ok >= state.needed and not complete:
+            break
         reference = opt.reference or str(state.real.images_paths[0])
-        if is_complete_set(folder):
+        if complete:
             _check_round(state, src, folder, reference)
         else:
             rate = max(n_ok / n_all, 0.2) if n_all else 0.8
