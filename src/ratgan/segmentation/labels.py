@@ -243,7 +243,12 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
     scan labelled and the teacher's data, settings and the volume index read."""
     from ratgan.data.io import write_nifti
     from ratgan.data.transforms import inverse_labels
-    from ratgan.segmentation.teacher import cached_teacher, teacher_key, teacher_recipe
+    from ratgan.segmentation.teacher import (
+        cached_teacher,
+        data_digest,
+        teacher_key,
+        teacher_recipe,
+    )
     from ratgan.segmentation.train import segment
 
     check_unique_names(syn.images_paths)
@@ -257,7 +262,8 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
         state.box,
         state.opt.split_seed,
     )
-    labeller = {"teacher": teacher_key(train, val, recipe), "volume_index": state.opt.volume_index}
+    data = data_digest(train, val)
+    labeller = {"teacher": teacher_key(data, recipe), "volume_index": state.opt.volume_index}
     digests = [state.digest(p) for p in syn.images_paths]
     made = _labelled_scans(record, labeller)
     todo = [
@@ -277,6 +283,7 @@ def teacher_labels(state: BenchState, syn: SegSet) -> SegSet:
             state.box,
             seed=state.opt.split_seed,
             progress=state.opt.progress,
+            data=data,
         )
         pred = segment(
             model,

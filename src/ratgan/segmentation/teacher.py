@@ -79,10 +79,10 @@ def teacher_recipe(
     return json.loads(json.dumps(recipe))
 
 
-def teacher_key(train: SegSet, val: SegSet, recipe: dict) -> str:
-    """SHA-256 of what makes a teacher's label maps: its data (:func:`data_digest`) and its
-    :func:`teacher_recipe`."""
-    text = json.dumps({"data": data_digest(train, val), "recipe": recipe}, sort_keys=True)
+def teacher_key(data: str, recipe: dict) -> str:
+    """SHA-256 of what makes a teacher's label maps: its ``data`` (:func:`data_digest` of its
+    training and validation sets) and its :func:`teacher_recipe`."""
+    text = json.dumps({"data": data, "recipe": recipe}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -96,13 +96,16 @@ def cached_teacher(
     box: Box | None = None,
     seed: int = 0,
     progress: bool = False,
+    data: str | None = None,
 ) -> SegUNet:
     """The teacher saved at ``path``, trained and saved first when it is not there; raises
     RatganError when the saved one was trained on other scans or label maps (a teacher saved
     before the digest was recorded is checked by the scans' names) or by another
-    :func:`teacher_recipe` (not checked for a teacher saved before the recipe was recorded)."""
+    :func:`teacher_recipe` (not checked for a teacher saved before the recipe was recorded).
+    ``data`` is :func:`data_digest` of ``train`` and ``val`` when the caller has it already
+    (it hashes every scan and label map), else it is computed here."""
     path = Path(path)
-    digest = data_digest(train, val)
+    digest = data if data is not None else data_digest(train, val)
     recipe = teacher_recipe(net, settings, downsample, box, seed)
     if path.is_file():
         model, record = load_model(path, settings.device)
