@@ -31,11 +31,11 @@ def agreement(teacher_path: Path, folder: Path, shape: tuple[int, int, int]) -> 
     from ratgan.segmentation.data import find_entries, load_set
     from ratgan.segmentation.metrics import dice_scores
     from ratgan.segmentation.quality_gate import tissue_fractions
+    from ratgan.segmentation.teacher import saved_box
     from ratgan.segmentation.train import load_model, segment
 
     model, record = load_model(teacher_path, "cpu")
-    box = record.get("box")
-    box = None if box is None else tuple(tuple(b) for b in box)
+    box = saved_box(record)
     data = load_set(find_entries(folder, require_labels=True), shape)
     pred = segment(model, data.images, box, 1, "bf16")
     labels = data.label_maps()

@@ -5,6 +5,7 @@ box, so that its segmentation is known exactly: grey matter inside the box, back
 outside.  The Dice and the tissue shares are then checked against numpy on the label files."""
 
 import numpy as np
+import pytest
 import torch
 
 from ratgan.data.io import read_label, read_scan, write_nifti
@@ -16,13 +17,18 @@ from .conftest import AFFINE, SHAPE, write_cohort
 BOX = ((2, 14), (3, 13), (0, 8))
 
 
-def _constant_teacher(path):
+def _constant_teacher(path, record="recipe"):
+    """``record``: ``recipe``, the box where segbench's teacher.pt keeps it, or ``legacy``,
+    where a teacher.pt saved before the recipe was recorded kept it."""
     net = build_unet(UNetConfig(channels=(2, 4), input_shape=SHAPE, norm="instance"))
     head = [m for m in net.head.modules() if isinstance(m, torch.nn.Conv3d)][-1]
     with torch.no_grad():
         head.weight.zero_()
         head.bias.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0]))  # class 1 (GM) everywhere
-    save_model(path, TrainResult(net), {"box": [list(b) for b in BOX]})
+    box = [list(b) for b in BOX]
+    save_model(
+        path, TrainResult(net), {"recipe": {"box": box}} if record == "recipe" else {"box": box}
+    )
     return path
 
 
@@ -32,9 +38,12 @@ def _inside_box():
     return inside
 
 
-def test_agreement_is_the_dice_against_the_teachers_known_segmentation(load_benchmark, tmp_path):
+@pytest.mark.parametrize("record", ["recipe", "legacy"])
+def test_agreement_is_the_dice_against_the_teachers_known_segmentation(
+    load_benchmark, tmp_path, record
+):
     bench = load_benchmark("label_agreement")
-    teacher = _constant_teacher(tmp_path / "teacher.pt")
+    teacher = _constant_teacher(tmp_path / "teacher.pt", record)
     cohort = write_cohort(tmp_path / "c", 3, seed=5)
     inside = _inside_box()
 

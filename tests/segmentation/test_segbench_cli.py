@@ -393,6 +393,22 @@ def test_a_teacher_and_its_labels_made_with_other_settings_are_not_reused(
     assert "other settings" in capsys.readouterr().err
 
 
+def test_a_saved_teacher_keeps_its_box_once_in_its_recipe(tiny_real, tmp_path):
+    """teacher.pt records the crop box in its recipe (which the reuse check compares) and
+    nowhere else, and saved_box reads it back."""
+    from ratgan.segmentation.teacher import cached_teacher, saved_box
+    from ratgan.segmentation.train import load_model
+
+    train, val, net, settings = _saved_teacher(tiny_real, tmp_path / "plain.pt")
+    box = ((2, 14), (2, 14), (0, 8))
+    cached_teacher(tmp_path / "boxed.pt", train, val, net, settings, box=box)
+    for name, want in (("plain.pt", None), ("boxed.pt", box)):
+        _, record = load_model(tmp_path / name, "cpu")
+        assert "box" not in record
+        assert record["recipe"]["box"] == (None if want is None else [list(b) for b in want])
+        assert saved_box(record) == want
+
+
 def test_a_saved_teacher_is_refused_for_other_training_settings(tiny_real, tmp_path):
     from dataclasses import replace
 

@@ -136,7 +136,18 @@ def cached_teacher(
             "recipe": recipe,
             "train": train.names,
             "val": val.names,
-            "box": None if box is None else [list(b) for b in box],
         },
     )
     return result.model
+
+
+def saved_box(record: dict) -> Box | None:
+    """The crop box a teacher saved by :func:`cached_teacher` was trained and is applied in,
+    from its ``record`` (what :func:`~ratgan.segmentation.train.load_model` returns): its
+    recipe's, or for a teacher saved before the recipe was recorded, its ``box``."""
+    recipe = record.get("recipe")
+    box = recipe.get("box") if isinstance(recipe, dict) else record.get("box")
+    if box is None:
+        return None
+    (a, b), (c, d), (e, f) = box
+    return ((int(a), int(b)), (int(c), int(d)), (int(e), int(f)))
