@@ -31,13 +31,15 @@ def agreement(teacher_path: Path, folder: Path, shape: tuple[int, int, int]) -> 
     from ratgan.segmentation.data import find_entries, load_set
     from ratgan.segmentation.metrics import dice_scores
     from ratgan.segmentation.quality_gate import tissue_fractions
-    from ratgan.segmentation.teacher import saved_box
+    from ratgan.segmentation.teacher import saved_box, saved_downsample
     from ratgan.segmentation.train import load_model, segment
 
     model, record = load_model(teacher_path, "cpu")
-    box = saved_box(record)
     data = load_set(find_entries(folder, require_labels=True), shape)
-    pred = segment(model, data.images, box, 1, "bf16")
+    # the crop and pooling the teacher was trained with: the U-Net runs on other input sizes
+    # too, so a teacher of --downsample 2 given full-resolution crops would segment them
+    # without an error, at twice the scale it learned
+    pred = segment(model, data.images, saved_box(record), saved_downsample(record), "bf16")
     labels = data.label_maps()
     scores = dice_scores(pred, labels)
     out = {"n": float(len(data.names))}

@@ -80,3 +80,28 @@ def test_the_command_prints_one_row_per_folder(load_benchmark, tmp_path, capsys)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| r", f"| {flat}"]
     assert all(row.split(" | ")[1] == "2" for row in rows[1:])
+
+
+def test_a_teacher_trained_on_pooled_scans_sees_pooled_scans(load_benchmark, tmp_path, monkeypatch):
+    """A teacher of ``segbench --downsample 2`` is built for the box pooled by 2 and segments
+    scans that way in segbench; judged on full-resolution crops it would answer for anatomy
+    twice the size it learned (the U-Net runs on any even shape, so nothing would fail)."""
+    from ratgan.segmentation import train as train_mod
+
+    bench = load_benchmark("label_agreement")
+    pooled = tuple((b - a) // 2 for a, b in BOX)
+    net = build_unet(UNetConfig(channels=(2, 4), input_shape=pooled, norm="instance"))
+    box = [list(b) for b in BOX]
+    path = tmp_path / "teacher.pt"
+    save_model(path, TrainResult(net), {"recipe": {"box": box, "downsample": 2}})
+    seen = []
+    load = train_mod.load_model
+
+    def load_and_watch(*a, **k):
+        model, record = load(*a, **k)
+        model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[2:])))
+        return model, record
+
+    monkeypatch.setattr(train_mod, "load_model", load_and_watch)
+    bench.agreement(path, write_cohort(tmp_path / "c", 2, seed=5), SHAPE)
+    assert seen and set(seen) == {pooled}

@@ -151,3 +151,10 @@ def saved_box(record: dict) -> Box | None:
         return None
     (a, b), (c, d), (e, f) = box
     return ((int(a), int(b)), (int(c), int(d)), (int(e), int(f)))
+
+
+def saved_downsample(record: dict) -> int:
+    """The pooling factor a teacher saved by :func:`cached_teacher` was trained with and must
+    be applied with (its recipe's; 1 for a teacher saved before the recipe was recorded)."""
+    recipe = record.get("recipe")
+    return int(recipe.get("downsample", 1)) if isinstance(recipe, dict) else 1
