@@ -607,3 +607,17 @@ def test_a_rerun_of_real_tests_only_keeps_the_synthetic_tests_records(
     assert [(r["test"], r["seed"]) for r in rows] == [(1, 0), (2, 0), (1, 1)]
     assert rows[1] == plan_before[1]  # test 2 as it was trained
     assert "No synthetic scans were needed" not in (out / "table.md").read_text()
+
+
+@pytest.mark.parametrize("tests", ["2,11", "0"])
+def test_unknown_test_numbers_are_refused_before_the_folder_is_made(
+    tiny_real, tiny_synthetic, tmp_path, capsys, tests
+):
+    """Tests are 1 to 10: --tests 2,11 labelled and gated the synthetic pool (and wrote the
+    folder) before the plan refused 11, and --tests 0 ended in a bare ValueError."""
+    out = tmp_path / "bench"
+    args = [*_segbench(tiny_real, tiny_synthetic, out), "--tests", tests, "--seeds", "1"]
+    assert main([*args, "--labels", "joint", *STEPS, *FAST]) == 2
+    err = capsys.readouterr().err
+    assert f"unknown test numbers [{tests.split(',')[-1]}]" in err and "1 to 10" in err
+    assert not out.exists()

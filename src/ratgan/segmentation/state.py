@@ -17,7 +17,7 @@ from ratgan.digests import FileDigests
 from ratgan.errors import RatganError
 from ratgan.segmentation.atlas import AtlasParams
 from ratgan.segmentation.data import Box, SegSet
-from ratgan.segmentation.plan import Split
+from ratgan.segmentation.plan import TESTS, Split
 from ratgan.segmentation.train import TrainSettings
 from ratgan.segmentation.unet import PRESETS, UNetConfig
 
@@ -227,6 +227,11 @@ class BenchSettings(BenchOptions):
             raise RatganError(f"--loss must be dice or dice_ce (got {self.loss!r}).")
         if self.precision not in ("fp32", "bf16"):
             raise RatganError(f"--precision must be fp32 or bf16 (got {self.precision!r}).")
+        # checked here, not only by the plan: the plan is drawn once the synthetic pool has
+        # been generated, labelled and gated, minutes or hours of work for a typo
+        unknown = sorted(set(self.tests or ()) - {t.number for t in TESTS})
+        if unknown:
+            raise RatganError(f"--tests: unknown test numbers {unknown}; tests are 1 to 10.")
 
     def settings(self) -> TrainSettings:
         """Training settings of every network of the benchmark."""
