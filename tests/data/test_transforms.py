@@ -43,7 +43,14 @@ def test_round_trip_with_crop_and_negative_values(rng):
     back = inverse_preprocess(out, info)
     assert back.shape == vol.shape
     np.testing.assert_allclose(back[:, 3:67], vol[:, 3:67], rtol=1e-4, atol=1e-4 * 200)
-    assert np.all(back[:, :3] == 0) and np.all(back[:, 67:] == 0)  # cropped away -> zeros
+    # cropped away: back as the background, the scan's minimum when it is negative (zeros
+    # would be a mid-grey band in a scan of negative and positive values)
+    assert info.vmin < 0
+    assert np.all(back[:, :3] == np.float32(info.vmin)) and np.all(back[:, 67:] == back[0, 0, 0])
+    # a non-negative scan's cropped regions come back as zeros, the paper's padding
+    positive, positive_info = preprocess(np.abs(vol) + 1.0, (32, 64, 16))
+    back = inverse_preprocess(positive, positive_info)
+    assert np.all(back[:, :3] == 0) and np.all(back[:, 67:] == 0)
 
 
 def test_center_pad_crop_numpy_and_torch_agree():

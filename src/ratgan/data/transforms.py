@@ -201,16 +201,20 @@ def inverse_preprocess(volume: npt.ArrayLike, info: PreprocessInfo) -> FloatArra
     """Undo :func:`preprocess`: [-1, 1] -> [vmin, vmax], crop back, upsample to the source shape.
 
     Works on the last three axes (leading axes allowed).  Regions that preprocessing cropped
-    away come back as zeros.  Exact (float32 rounding) when
-    ``downsample`` is 1; otherwise upsampling is trilinear.  Returns float32.
+    away come back as the value it pads with: zeros, or for a scan with negative values its
+    minimum, the background (zeros would be a mid-grey band there).  Exact (float32 rounding)
+    when ``downsample`` is 1; otherwise upsampling is trilinear.  Returns float32.
     """
     x: FloatArray = np.asarray(volume, dtype=np.float64)
     x = (x + 1.0) * (0.5 * (info.vmax - info.vmin)) + info.vmin
+    # preprocess's padding value: the padded volume's minimum vmin is the scan's own when that
+    # is negative, and at least 0 otherwise
+    fill = min(0.0, info.vmin)
     pooled = info.pooled_shape
     if info.downsample > 1:
-        x = center_pad_crop(x, pooled, fill=0.0)
+        x = center_pad_crop(x, pooled, fill=fill)
         x = _upsample(x, info.downsample, "trilinear")
-    x = center_pad_crop(x, info.source_shape, fill=0.0)
+    x = center_pad_crop(x, info.source_shape, fill=fill)
     return x.astype(np.float32)
 
 

@@ -8,7 +8,7 @@ similar training scan of each generated scan, over shifts of up to 2 voxels, aga
 threshold calibrated on the training scans' leave-one-out nearest neighbours), and the result
 is stored beside the scans in ``near_copies.json``.  No held-out scans are needed.  Both
 the training and the generated scans are compared as the run's networks see them (pooled by
-its ``downsample`` and upsampled again, zero outside its field of view): the closest a
+its ``downsample`` and upsampled again, background outside its field of view): the closest a
 generator can come to a training scan.
 """
 
@@ -102,8 +102,9 @@ def check_generated(
 
 def as_seen(volume: np.ndarray, target_shape: tuple[int, int, int], downsample: int) -> np.ndarray:
     """``volume`` as a run with this ``target_shape`` and ``downsample`` sees it, brought back
-    to its own shape: pooled and upsampled again, and zero outside the network's field of
-    view (the training's preprocessing followed by its inverse, as generate writes scans)."""
+    to its own shape: pooled and upsampled again, and background outside the network's field
+    of view (zero, or the scan's minimum when it is negative: the training's preprocessing
+    followed by its inverse, as generate writes scans)."""
     vol, info = preprocess(volume, target_shape, downsample)
     return inverse_preprocess(vol, info)
 
