@@ -175,6 +175,10 @@ class LossConfig:
 
     l1: float = 0.0
     mse: float = 100.0
+    """The reconstruction's L1 and MSE weights.  L1's optimum is the median of what a code
+    leaves open, MSE's the mean (dim, for a thin structure not pinned to the voxel); L1 100
+    in place of MSE 1,000 as a finishing phase of a `long`-type run drew the CSF no brighter
+    (docs/segbench-phantom.md)."""
     gdl: float = 0.01
     gp: float = 100.0
     """lambda of the WGAN-GP penalties of D and C."""
