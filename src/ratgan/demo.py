@@ -64,7 +64,7 @@ def run_demo(
     from ratgan.training.figures import plot_loss_curves, plot_quality_curves
     from ratgan.training.run import train
 
-    width = kde_width_for(codes, kde_width)
+    width = kde_width_for(codes, kde_width)  # refused before any work, as the command line does
     out = Path(out)
     # the stages lock their own folders inside this one (the lock is re-entrant per process)
     with FolderLock(out, "ratgan demo") as lock:
@@ -106,7 +106,7 @@ def run_demo(
                 device=device,
                 progress=progress,
                 codes=codes,
-                kde_width=width,
+                kde_width=kde_width,
             )
 
         with _stage("figures", timings, progress):

@@ -235,3 +235,15 @@ def test_a_kde_width_without_codes_kde_is_refused_not_ignored(tiny_run, tmp_path
     assert main([*demo, "--no-progress"]) == 2  # refused before the demo starts anything
     assert "--codes kde" in capsys.readouterr().err
     assert not demo_out.exists()
+
+
+def test_the_api_refuses_a_kde_width_with_prior_codes_as_the_cli_does(tiny_run, tmp_path):
+    """generate_scans(codes="prior", kde_width=0.5) wrote prior scans and ignored the width."""
+    from ratgan.errors import RatganError
+    from ratgan.generation import generate_scans
+
+    out = tmp_path / "set"
+    with pytest.raises(RatganError, match="--codes kde"):
+        generate_scans(tiny_run, 1, out, codes="prior", kde_width=0.5, progress=False)
+    assert not out.exists()
+    assert len(generate_scans(tiny_run, 1, out, codes="prior", progress=False)) == 1

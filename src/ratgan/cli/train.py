@@ -316,20 +316,15 @@ def _train_ldm(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _kde_width(args: argparse.Namespace) -> float:
-    """The --kde-width of ``generate`` (1.5 when not given); refused without --codes kde, where
-    it would change nothing without a word (prior codes have no width)."""
-    from ratgan.generation.code_density import kde_width_for
-
-    return kde_width_for(args.codes, args.kde_width)
-
-
 def run_generate(args: argparse.Namespace) -> int:
     """`ratgan generate` (the folder locked through the copy check, which writes into it)."""
     from ratgan.folder_lock import FolderLock
     from ratgan.generation import generate_scans
 
-    kde_width = _kde_width(args)
+    from ratgan.generation.code_density import kde_width_for
+
+    # a --kde-width without --codes kde is refused before the folder is locked (and made)
+    kde_width_for(args.codes, args.kde_width)
     with FolderLock(args.out, "ratgan generate") as lock:
         paths = generate_scans(
             args.run,
@@ -347,7 +342,7 @@ def run_generate(args: argparse.Namespace) -> int:
             sampler=args.sampler,
             steps=args.steps,
             codes=args.codes,
-            kde_width=kde_width,
+            kde_width=args.kde_width,
             lock=lock,
         )
         print(f"wrote {len(paths)} scans and {args.out / 'manifest.json'}")

@@ -221,20 +221,23 @@ def load_source(
     sampler: str | None = None,
     steps: int | None = None,
     codes: str = "prior",
-    kde_width: float = 1.5,
+    kde_width: float | None = None,
 ) -> Any:
     """What samples scans of a run, by the family in its checkpoint's config: an alpha-GAN's
     generator or a latent diffusion model (``sampler`` and ``steps`` are for the latter).
     ``codes`` ``kde`` draws an alpha-GAN's codes from the kernel density of width
-    ``kde_width`` around its encoder's codes of the training scans."""
+    ``kde_width`` (default 1.5; refused with prior codes, which have none) around its encoder's
+    codes of the training scans."""
+    from ratgan.generation.code_density import kde_width_for
     from ratgan.generation.ldm import is_ldm_checkpoint, load_ldm
 
     if weights not in ("ema", "raw"):
         raise RatganError(f"--weights must be ema or raw (got {weights!r}).")
     if codes not in ("prior", "kde"):
         raise RatganError(f"--codes must be prior or kde (got {codes!r}).")
-    if codes == "kde" and not kde_width > 0:
-        raise RatganError(f"--kde-width must be positive (got {kde_width}).")
+    width = kde_width_for(codes, kde_width)
+    if codes == "kde" and not width > 0:
+        raise RatganError(f"--kde-width must be positive (got {width}).")
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
     check_checkpoint_of_run(run_dir, path)
     is_ldm, state = is_ldm_checkpoint(path)
@@ -252,7 +255,7 @@ def load_source(
     from ratgan.generation.code_density import training_codes
 
     centres = training_codes(run_dir, loaded.checkpoint, loaded.config, loaded.device)
-    return _GanSource(loaded, centres, kde_width)
+    return _GanSource(loaded, centres, width)
 
 
 def check_checkpoint_of_run(run_dir: Path, path: Path) -> None:
@@ -375,16 +378,17 @@ def generate_scans(
     sampler: str | None = None,
     steps: int | None = None,
     codes: str = "prior",
-    kde_width: float = 1.5,
+    kde_width: float | None = None,
     lock: FolderLock | None = None,
 ) -> list[Path]:
     """Write ``n`` synthetic scans (and label maps for joint models) plus ``manifest.json``.
 
     A latent diffusion run samples with ``sampler`` (ddim or ddpm) in ``steps`` steps (default:
     its config's); both are recorded per scan in the manifest.  An alpha-GAN run samples codes
-    from the prior, or with ``codes="kde"`` from a kernel density of width ``kde_width`` around
-    its encoder's codes of the training scans (:mod:`ratgan.generation.code_density`; check
-    such a set for near-copies with ``ratgan evaluate``).
+    from the prior, or with ``codes="kde"`` from a kernel density of width ``kde_width``
+    (default 1.5; a width with prior codes, which have none, is refused) around its encoder's
+    codes of the training scans (:mod:`ratgan.generation.code_density`; check such a set for
+    near-copies with ``ratgan evaluate``).
 
     One generator load, then ``batch_size`` codes per forward pass; ``precision`` overrides the
     run's ``train.precision`` (bf16 is faster on CPUs with AMX and on GPUs).  Files are written
@@ -398,6 +402,8 @@ def generate_scans(
     """
     from tqdm.auto import tqdm
 
+    from ratgan.generation.code_density import kde_width_for
+
     if n < 1:
         raise RatganError(f"--n must be at least 1 (got {n}).")
     if seed < 0:
@@ -406,6 +412,7 @@ def generate_scans(
         raise RatganError(f"--batch-size must be at least 1 (got {batch_size}).")
     if writers is not None and writers < 1:
         raise RatganError(f"--writers must be at least 1 (got {writers}).")
+    kde_width_for(codes, kde_width)  # a width with prior codes: refused before any folder
     writers = writers or max(1, min(8, os.cpu_count() or 1))
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     with ExitStack() as stack:
