@@ -25,6 +25,7 @@ from ratgan.config import Config
 from ratgan.devices import select_device
 from ratgan.errors import RatganError
 from ratgan.folder_lock import FolderLock
+from ratgan.generation.code_density import DEFAULT_KDE_WIDTH, kde_width_for
 from ratgan.generation.output import OutputFolder
 from ratgan.generation.reference import check_reference
 from ratgan.models import Generator
@@ -221,23 +222,20 @@ def load_source(
     sampler: str | None = None,
     steps: int | None = None,
     codes: str = "prior",
-    kde_width: float | None = None,
+    kde_width: float = DEFAULT_KDE_WIDTH,
 ) -> Any:
     """What samples scans of a run, by the family in its checkpoint's config: an alpha-GAN's
     generator or a latent diffusion model (``sampler`` and ``steps`` are for the latter).
     ``codes`` ``kde`` draws an alpha-GAN's codes from the kernel density of width
-    ``kde_width`` (default 1.5; refused with prior codes, which have none) around its encoder's
-    codes of the training scans."""
-    from ratgan.generation.code_density import kde_width_for
+    ``kde_width`` around its encoder's codes of the training scans."""
     from ratgan.generation.ldm import is_ldm_checkpoint, load_ldm
 
     if weights not in ("ema", "raw"):
         raise RatganError(f"--weights must be ema or raw (got {weights!r}).")
     if codes not in ("prior", "kde"):
         raise RatganError(f"--codes must be prior or kde (got {codes!r}).")
-    width = kde_width_for(codes, kde_width)
-    if codes == "kde" and not width > 0:
-        raise RatganError(f"--kde-width must be positive (got {width}).")
+    if codes == "kde" and not kde_width > 0:
+        raise RatganError(f"--kde-width must be positive (got {kde_width}).")
     path = ckpt.resolve_checkpoint(run_dir, checkpoint)
     check_checkpoint_of_run(run_dir, path)
     is_ldm, state = is_ldm_checkpoint(path)
@@ -255,7 +253,7 @@ def load_source(
     from ratgan.generation.code_density import training_codes
 
     centres = training_codes(run_dir, loaded.checkpoint, loaded.config, loaded.device)
-    return _GanSource(loaded, centres, width)
+    return _GanSource(loaded, centres, kde_width)
 
 
 def check_checkpoint_of_run(run_dir: Path, path: Path) -> None:
@@ -402,8 +400,6 @@ def generate_scans(
     """
     from tqdm.auto import tqdm
 
-    from ratgan.generation.code_density import kde_width_for
-
     if n < 1:
         raise RatganError(f"--n must be at least 1 (got {n}).")
     if seed < 0:
@@ -412,7 +408,7 @@ def generate_scans(
         raise RatganError(f"--batch-size must be at least 1 (got {batch_size}).")
     if writers is not None and writers < 1:
         raise RatganError(f"--writers must be at least 1 (got {writers}).")
-    kde_width_for(codes, kde_width)  # a width with prior codes: refused before any folder
+    width = kde_width_for(codes, kde_width)  # a width with prior codes: refused before any folder
     writers = writers or max(1, min(8, os.cpu_count() or 1))
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     with ExitStack() as stack:
@@ -420,7 +416,7 @@ def generate_scans(
             lock = stack.enter_context(FolderLock(out_dir, "ratgan generate"))
         folder = OutputFolder.inspect(out_dir, prefix)  # before any work: refuse a foreign folder
         source = load_source(
-            run_dir, checkpoint, device, precision, weights, sampler, steps, codes, kde_width
+            run_dir, checkpoint, device, precision, weights, sampler, steps, codes, width
         )
         cfg = source.config
         scan, info = _reference(run_dir, reference, cfg)
