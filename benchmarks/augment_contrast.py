@@ -52,8 +52,10 @@ def contrast_shares(
     """Each contrast's share of the unaugmented value, per transform alone and for ``augment``
     itself (mean over ``draws`` passes)."""
     base = _contrasts(images, labels)
-    off = {field: 0.0 for field in ("rotate_prob", "flip_prob", "intensity_prob", "zoom_prob")}
-    off |= {"noise_prob": 0.0, "translate_prob": 0.0}
+    off = dict.fromkeys(
+        ("rotate_prob", "flip_prob", "intensity_prob", "zoom_prob", "noise_prob", "translate_prob"),
+        0.0,
+    )
     out = {}
     for name, field in _ALONE.items():
         alone = dataclasses.replace(augment, mode="all", **{**off, field: 1.0})
