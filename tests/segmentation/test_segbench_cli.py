@@ -115,6 +115,29 @@ def test_other_options_into_the_same_folder_is_a_user_error(
     assert "other options" in capsys.readouterr().err
 
 
+def test_a_folder_trained_on_another_kind_of_device_is_not_resumed_here(
+    tiny_real, tiny_synthetic, tmp_path, capsys
+):
+    """Seeds trained on a GPU and seeds trained on the CPU are not paired in one benchmark; a
+    folder written before the device was recorded resumes."""
+    out = tmp_path / "bench"
+    base = [*_segbench(tiny_real, tiny_synthetic, out), "--tests", "1", "--seeds", "1", *FAST]
+    assert main(base) == 0
+    state_path = out / "segbench.json"
+    state = json.loads(state_path.read_text())
+    assert state["options"]["device_type"] == "cpu"
+    state["options"]["device_type"] = "cuda"  # as if made on a GPU machine
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(base + ["--seeds", "2"]) == 2
+    assert "device_type: cuda -> cpu" in capsys.readouterr().err
+    assert len(_runs(out)) == 1
+    del state["options"]["device_type"]  # as written before the device was recorded
+    state_path.write_text(json.dumps(state))
+    assert main(base + ["--seeds", "2"]) == 0
+    assert len(_runs(out)) == 2
+
+
 def test_teacher_labels_synthetic_scans_without_labels(tiny_real, tmp_path, cohort_writer):
     syn = cohort_writer(
         tmp_path / "unlabelled", 10, seed=4, layout="flat", with_labels=False, prefix="synthetic"

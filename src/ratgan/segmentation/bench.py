@@ -95,7 +95,8 @@ def check_folder(out: Path, fingerprint: dict[str, Any]) -> None:
     state_path = out / "segbench.json"
     if state_path.is_file():
         old = json.loads(state_path.read_text()).get("options", {})
-        old = {**LEGACY_OPTIONS, **old}
+        # a folder written before the device was recorded: its device is unknown, so accepted
+        old = {**LEGACY_OPTIONS, "device_type": fingerprint.get("device_type"), **old}
         diff = [k for k in fingerprint if old.get(k) != fingerprint[k]]
         if diff:
             changes = ", ".join(f"{k}: {old.get(k)} -> {fingerprint[k]}" for k in diff)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ratgan.devices import select_device
 from ratgan.digests import FileDigests
 from ratgan.errors import RatganError
 from ratgan.segmentation.atlas import AtlasParams
@@ -163,6 +164,10 @@ class BenchOptions:
         )
         d = asdict(self)
         out = {k: d[k] for k in keys}
+        # the kind of device the networks train on (cpu, cuda, mps), not the name asked for:
+        # "auto" means another device on another machine, and a resumed benchmark must not pair
+        # seeds trained on a GPU with seeds trained on the CPU (their kernels round differently)
+        out["device_type"] = select_device(self.device).type
         out["real"] = str(Path(self.real).resolve())
         out["synthetic"] = str(Path(self.synthetic).resolve())
         out["reference"] = str(Path(self.reference).resolve()) if self.reference else None
