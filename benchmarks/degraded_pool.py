@@ -22,8 +22,9 @@ unchanged, so that only the images differ from a pool of the original scans with
   own; texture, grey matter, background and the other tissues unchanged: the tissue contrast
   ``rendering_fidelity.py`` measures in G's reconstructions, given to real scans.
 
-docs/segbench-phantom.md ("Is G's rendering a blur?") has what the two cost. Not part of
-pass/fail (tests/evaluation/test_degraded_pool.py checks both against known answers).
+docs/segbench-phantom.md has what they cost ("Is G's rendering a blur?" for the blur and the
+warp, "Real scans with G's tissue contrasts" for the contrast). Not part of pass/fail
+(tests/evaluation/test_degraded_pool.py checks each against known answers).
 """
 
 from __future__ import annotations
