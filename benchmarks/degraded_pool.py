@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         img = nib.load(str(path))
         volume = np.asarray(img.dataobj, dtype=np.float64)
         lab = nib.load(str(args.labels / path.name))
+        labels = np.asarray(lab.dataobj)  # read once: shifted by, and written unchanged
         if args.contrast:
-            out = toward_grey_matter(volume, np.asarray(lab.dataobj), shares)
+            out = toward_grey_matter(volume, labels, shares)
         elif args.blur is not None:
             out = blur(volume, args.blur)
         else:
@@ -145,8 +146,7 @@ def main(argv: list[str] | None = None) -> None:
             out = warp(volume, field)
         write_nifti(args.out / path.name, out.astype(np.float32), img.affine, img.header,
                     dtype=np.float32)  # fmt: skip
-        write_nifti(args.out / "labels" / path.name, np.asarray(lab.dataobj), lab.affine,
-                    lab.header)  # fmt: skip
+        write_nifti(args.out / "labels" / path.name, labels, lab.affine, lab.header)
     print(f"wrote {len(scans)} scans and label maps to {args.out}")
 
 
